@@ -1,0 +1,315 @@
+"""The `provision` command line.
+
+Every verb of the spec contract is here; each is thin and hands over to
+`provision.verbs.<verb>.run(app, ...)`. Exit codes: 0 success, 2 invalid input (spec,
+arguments), 1 failure while acting. No traceback for a user's mistake; `-v` shows one for an
+internal error.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from . import __version__
+from .errors import NotYetAvailable, ProvisionError, UserError
+from .ui import UI
+
+PROVIDER_NAMES = ("local", "aws", "openstack", "libcloud", "vagrant")
+
+
+@dataclass
+class App:
+    """What a verb needs: the UI, the options every command takes, and the spec on demand."""
+
+    ui: UI
+    state_dir: str | None = None
+    spec_path: str | None = None
+    _spec: Any = field(default=None, repr=False)
+    _store: Any = field(default=None, repr=False)
+
+    @property
+    def spec(self):
+        if self._spec is None:
+            from .spec import load_spec
+            if self.spec_path is None:
+                raise UserError("SPEC: a spec file is required")
+            self._spec = load_spec(self.spec_path)
+        return self._spec
+
+    @property
+    def store(self):
+        if self._store is None:
+            from .state import open_store
+            self._store = open_store(self.spec, self.state_dir)
+        return self._store
+
+
+def common_options(fn: Callable) -> Callable:
+    """Options every verb takes, also accepted before the verb."""
+    fn = click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+                      help="Directory holding every cluster's state (overrides state.path).")(fn)
+    fn = click.option("--output", "-o", type=click.Choice(["text", "json"]), default=None,
+                      help="Result format; json prints one document on stdout.")(fn)
+    fn = click.option("--verbose", "-v", count=True, help="More detail (repeat for more).")(fn)
+    fn = click.option("--quiet", "-q", is_flag=True, default=False, help="Only results and errors.")(fn)
+    return fn
+
+
+def make_app(ctx: click.Context, spec: str | None, state_dir: str | None, output: str | None,
+             verbose: int, quiet: bool) -> App:
+    parent = ctx.find_root().params
+    output = output or parent.get("output") or "text"
+    verbosity = -1 if (quiet or parent.get("quiet")) else (verbose or parent.get("verbose") or 0)
+    ui = UI(output=output, verbosity=verbosity)
+    ctx.meta["ui"] = ui
+    return App(ui=ui, state_dir=state_dir or parent.get("state_dir"), spec_path=spec)
+
+
+def dispatch(verb: str, app: App, **options: Any) -> None:
+    """Hand over to provision.verbs.<verb>.run; a verb whose machinery is missing says so."""
+    try:
+        module = importlib.import_module(f"provision.verbs.{verb}")
+    except ModuleNotFoundError as err:
+        if err.name and err.name.startswith("provision.verbs"):
+            raise NotYetAvailable(f"'provision {verb}' is not available in this version yet") from None
+        raise
+    code = module.run(app, **options)
+    if code:
+        sys.exit(code)
+
+
+spec_argument = click.argument("spec", type=click.Path(dir_okay=True, path_type=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@common_options
+@click.version_option(__version__, prog_name="provision")
+def cli(state_dir, output, verbose, quiet):
+    """Turn one declarative cluster spec into a running Kubernetes cluster on CoreOS-family hosts,
+    and keep it sized.
+
+    Start with `provision init > cluster.yaml`, check it with `provision validate cluster.yaml`,
+    look at `provision plan cluster.yaml`, then `provision up cluster.yaml`.
+    """
+
+
+@cli.command()
+@spec_argument
+@common_options
+@click.pass_context
+def validate(ctx, spec, **common):
+    """Check SPEC against the spec contract; print one line per problem (exit 2) or OK."""
+    dispatch("validate", make_app(ctx, spec, **common))
+
+
+@cli.command()
+@click.option("--provider", type=click.Choice(PROVIDER_NAMES), default="local", show_default=True,
+              help="Provider the starter spec is for.")
+@click.option("--name", default="demo", show_default=True, help="Cluster name.")
+@common_options
+@click.pass_context
+def init(ctx, provider, name, **common):
+    """Print a commented spec to start from: `provision init > cluster.yaml`."""
+    dispatch("init", make_app(ctx, None, **common), provider=provider, name=name)
+
+
+@cli.command()
+@spec_argument
+@common_options
+@click.pass_context
+def plan(ctx, spec, **common):
+    """Show the hosts SPEC wants against the hosts state records: create, keep, destroy."""
+    dispatch("plan", make_app(ctx, spec, **common))
+
+
+@cli.command()
+@spec_argument
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory to write configs and index.json into.")
+@common_options
+@click.pass_context
+def render(ctx, spec, out_dir, **common):
+    """Write one config per distinct machine (per host for masters and etcd, per pool for
+    workers) and index.json into --out."""
+    dispatch("render", make_app(ctx, spec, **common), out_dir=out_dir)
+
+
+@cli.command()
+@spec_argument
+@click.option("--yes", "-y", is_flag=True, help="Act without asking.")
+@click.option("--until", "until", default=None, metavar="PHASE", help="Stop after PHASE.")
+@click.option("--only", "only", default=None, metavar="PHASE", help="Run PHASE alone.")
+@click.option("--dry-run", is_flag=True, help="Say what each phase would do; change nothing.")
+@common_options
+@click.pass_context
+def up(ctx, spec, yes, until, only, dry_run, **common):
+    """Bring the cluster to SPEC, phase by phase: validate, pki, render, machines, wait, etcd,
+    flannel, fleet, masters, workers, kubeconfig."""
+    dispatch("up", make_app(ctx, spec, **common), yes=yes, until=until, only=only, dry_run=dry_run)
+
+
+@cli.command()
+@spec_argument
+@common_options
+@click.pass_context
+def status(ctx, spec, **common):
+    """Hosts, addresses, etcd members and health, unit states, headroom figures."""
+    dispatch("status", make_app(ctx, spec, **common))
+
+
+@cli.command()
+@spec_argument
+@click.argument("pool")
+@click.argument("count", type=click.IntRange(min=0))
+@click.option("--yes", "-y", is_flag=True, help="Act without asking.")
+@click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
+@common_options
+@click.pass_context
+def scale(ctx, spec, pool, count, yes, dry_run, **common):
+    """Set worker POOL to COUNT hosts (within its min..max) and converge."""
+    dispatch("scale", make_app(ctx, spec, **common), pool=pool, count=count, yes=yes, dry_run=dry_run)
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.argument("args", nargs=-1, required=True, metavar="[install] SPEC")
+@click.option("--once", is_flag=True, help="Run one reconcile and exit (what cron calls).")
+@click.option("--dry-run", is_flag=True, help="Print the decision; do not act.")
+@click.option("--explain", is_flag=True, help="Show the last decisions and why.")
+@click.option("--timer", type=click.Choice(["cron", "systemd"]), default="cron", show_default=True,
+              help="install: a cron line or a systemd timer.")
+@click.option("--write", is_flag=True, help="install: install it instead of printing it.")
+@common_options
+@click.pass_context
+def headroom(ctx, args, once, dry_run, explain, timer, write, **common):
+    """Keep spare capacity in the headroom pool by adding and removing workers.
+
+    `provision headroom SPEC --once` runs one reconcile; `provision headroom install SPEC`
+    prints (or with --write installs) a cron line or systemd timer that runs it.
+    """
+    if len(args) == 2 and args[0] == "install":
+        dispatch("headroom_install", make_app(ctx, args[1], **common), timer=timer, write=write)
+    elif len(args) == 1:
+        dispatch("headroom", make_app(ctx, args[0], **common), once=once, dry_run=dry_run, explain=explain)
+    else:
+        raise click.UsageError("expected SPEC or install SPEC")
+
+
+@cli.command()
+@spec_argument
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
+              help="Where to write it (default: <state dir>/<cluster>/kubeconfig).")
+@common_options
+@click.pass_context
+def kubeconfig(ctx, spec, out_file, **common):
+    """Write the admin kubeconfig (0600) and print its path."""
+    dispatch("kubeconfig", make_app(ctx, spec, **common), out_file=out_file)
+
+
+@cli.command()
+@spec_argument
+@click.option("--yes", "-y", is_flag=True, help="Destroy without asking.")
+@common_options
+@click.pass_context
+def down(ctx, spec, yes, **common):
+    """Destroy every host of the cluster (found by tag, not only from state)."""
+    dispatch("down", make_app(ctx, spec, **common), yes=yes)
+
+
+@cli.group()
+def pki():
+    """Certificates and keys of a cluster."""
+
+
+@pki.command("show")
+@spec_argument
+@common_options
+@click.pass_context
+def pki_show(ctx, spec, **common):
+    """List every certificate with subject, SANs and expiry (no secrets)."""
+    dispatch("pki_show", make_app(ctx, spec, **common))
+
+
+@pki.command("rotate")
+@spec_argument
+@click.option("--leaf", default=None, help="Renew only this certificate (a name from `pki show`).")
+@common_options
+@click.pass_context
+def pki_rotate(ctx, spec, leaf, **common):
+    """Renew the leaf certificates (or one of them) with the same CA."""
+    dispatch("pki_rotate", make_app(ctx, spec, **common), leaf=leaf)
+
+
+def _emit_error(ui: UI, err: ProvisionError) -> None:
+    for line in err.lines:
+        ui.error(line if err.exit_code == 2 or line.startswith(("error", "SPEC")) else f"error: {line}")
+    if ui.json:
+        import json
+        sys.stdout.write(json.dumps({"ok": False, "exit_code": err.exit_code, "errors": err.lines},
+                                    indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    ctx_ui: list[UI] = []
+    try:
+        with cli.make_context("provision", list(args)) as ctx:
+            try:
+                cli.invoke(ctx)
+            finally:
+                ui = _find_ui(ctx)
+                if ui:
+                    ctx_ui.append(ui)
+        return 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except ProvisionError as err:
+        ui = ctx_ui[0] if ctx_ui else UI(output=_guess_output(args))
+        _emit_error(ui, err)
+        return err.exit_code
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except Exception as exc:  # an internal error: say so, traceback only when asked
+        click.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
+        if os.environ.get("PROVISION_DEBUG") or "-v" in args or "--verbose" in args:
+            traceback.print_exc()
+        else:
+            click.echo("(run with -v for the traceback)", err=True)
+        return 1
+
+
+def _find_ui(ctx: click.Context) -> UI | None:
+    while ctx is not None:
+        ui = ctx.meta.get("ui")
+        if ui:
+            return ui
+        ctx = ctx.parent
+    return None
+
+
+def _guess_output(args: list[str]) -> str:
+    for i, a in enumerate(args):
+        if a in ("--output", "-o") and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--output="):
+            return a.split("=", 1)[1]
+    return "text"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,359 @@
+"""The cluster spec, version 1: typed, immutable objects with every default of the contract.
+
+Field names and meanings are the public contract (`spec-v1`). Each field carries a one-line
+description that `provision init` prints as a comment.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal, Mapping
+
+from .schema import field
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+POOL_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> float:
+    """`30s`, `10m`, `1h`, `1d`, or a bare number of seconds, to seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a duration like 30s, 10m or 1h (got {value!r})")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"must not be negative (got {value})")
+        return float(value)
+    if isinstance(value, str):
+        m = DURATION_RE.match(value.strip())
+        if m:
+            return float(m.group(1)) * DURATION_UNITS[m.group(2)]
+    raise ValueError(f"must be a duration like 30s, 10m or 1h (got {value!r})")
+
+
+def cidr(value: object) -> str:
+    """A CIDR network in canonical form (host bits must be zero)."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be a CIDR like 10.2.0.0/16 (got {value!r})")
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as err:
+        raise ValueError(f"must be a CIDR like 10.2.0.0/16 ({err})") from None
+
+
+@dataclass(frozen=True)
+class Reserve:
+    """Free container slots to keep: a count, or a percentage of capacity."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    def slots(self, capacity: int) -> int:
+        if self.percent is not None:
+            # Clocker: a percentage reserve is ceil(percent x possible).
+            return -(-int(round(self.percent * capacity * 100)) // 10000)
+        return self.count or 0
+
+    def __str__(self) -> str:
+        return f"{self.percent:g}%" if self.percent is not None else str(self.count)
+
+
+def parse_reserve(value: object) -> Reserve:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return Reserve(count=value)
+    if isinstance(value, str):
+        m = re.match(r"^(\d+(?:\.\d+)?)%$", value.strip())
+        if m and float(m.group(1)) <= 100:
+            return Reserve(percent=float(m.group(1)))
+        if value.strip().isdigit():
+            return Reserve(count=int(value.strip()))
+    raise ValueError(f"must be a count like 2 or a percentage like \"20%\" (got {value!r})")
+
+
+def string_list(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError("must be a list of non-empty strings")
+    return tuple(value)
+
+
+def policies(value: object) -> tuple[str, ...]:
+    known = ("containers", "utilization", "predictive")
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"must be a non-empty list of: {', '.join(known)}")
+    for v in value:
+        if v not in known:
+            raise ValueError(f"unknown policy {v!r} (known: {', '.join(known)})")
+    if len(set(value)) != len(value):
+        raise ValueError("lists a policy twice")
+    return tuple(value)
+
+
+def fraction(value: object) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1:
+        return float(value)
+    raise ValueError(f"must be a number in (0, 1] (got {value!r})")
+
+
+# ---- provider-specific keys -------------------------------------------------------------
+# They live in `provider:` next to `name`; each provider has one options class here so that
+# `validate` needs no cloud library. Providers may check more when they act.
+
+@dataclass(frozen=True)
+class LocalOptions:
+    subnet: str = field("bridge network the namespace hosts live on", "10.250.0.0/24",
+                        convert=cidr)
+    bridge: str | None = field("bridge interface name (default: pv-<cluster>, cut to 15 chars)", None)
+
+
+@dataclass(frozen=True)
+class AWSOptions:
+    region: str = field("AWS region", "us-east-1")
+    ami: str | None = field("AMI id; default: the latest Flatcar AMI of os.channel", None)
+    instance_type: str = field("instance type used when a pool's size is null", "t3.medium")
+    vpc_cidr: str = field("CIDR of the VPC created for the cluster", "10.240.0.0/16", convert=cidr)
+    subnet_cidr: str = field("CIDR of the cluster's subnet inside the VPC", "10.240.0.0/20",
+                             convert=cidr)
+    availability_zone: str | None = field("zone of the subnet; the region's first when null", None)
+
+
+@dataclass(frozen=True)
+class OpenStackOptions:
+    cloud: str | None = field("clouds.yaml entry; OS_CLOUD or OS_* variables when null", None)
+    image: str = field("Glance image name or id", "flatcar-stable")
+    flavor: str = field("Nova flavor used when a pool's size is null", "m1.medium")
+    network: str | None = field("Neutron network name; one is created when null", None)
+    subnet_cidr: str = field("CIDR of the subnet created when network is null", "10.241.0.0/24",
+                             convert=cidr)
+
+
+@dataclass(frozen=True)
+class LibcloudOptions:
+    driver: str = field("libcloud compute driver name, e.g. digitalocean, linode, gce, ec2", "dummy",
+                        example="digitalocean")
+    location: str | None = field("driver location/region id; the driver's first when null", None)
+    image: str | None = field("image id or name; a Flatcar image of os.channel when null", None)
+    size: str | None = field("size id used when a pool's size is null; the smallest when null", None)
+    region: str | None = field("region passed to drivers that take one at connection", None)
+
+
+@dataclass(frozen=True)
+class VagrantOptions:
+    box: str = field("Vagrant box", "flatcar-stable")
+    box_url: str | None = field("where the box comes from when it is not installed", None)
+    memory: int = field("MiB of memory per VM", 2048)
+    cpus: int = field("virtual CPUs per VM", 2)
+    subnet: str = field("private network of the VMs", "172.17.8.0/24", convert=cidr)
+    vm_provider: Literal["libvirt", "virtualbox"] = field("hypervisor plugin", "libvirt")
+
+
+PROVIDER_OPTIONS: Mapping[str, type] = MappingProxyType({
+    "local": LocalOptions,
+    "aws": AWSOptions,
+    "openstack": OpenStackOptions,
+    "libcloud": LibcloudOptions,
+    "vagrant": VagrantOptions,
+})
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    name: str
+    options: object  # one of PROVIDER_OPTIONS' classes
+
+    @property
+    def subnet(self) -> str | None:
+        """The host network the provider lays out, when the spec fixes one."""
+        return getattr(self.options, "subnet", None) or getattr(self.options, "subnet_cidr", None)
+
+
+# ---- the rest of the spec ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OSSpec:
+    family: Literal["flatcar", "fedora-coreos", "container-linux"] = field(
+        "host OS: flatcar | fedora-coreos | container-linux", "flatcar")
+    channel: str = field("release channel (stable, beta, alpha; fedora-coreos: stable, testing, next)",
+                         "stable")
+    config: Literal["ignition", "cloud-config"] = field(
+        "first-boot config: ignition | cloud-config (flatcar and container-linux only)", "ignition")
+
+
+@dataclass(frozen=True)
+class SSHSpec:
+    user: str = field("login user on every host", "core")
+    authorized_keys: tuple[str, ...] = field(
+        "public keys allowed to log in; at least one for every provider but local", (),
+        convert=string_list)
+
+
+@dataclass(frozen=True)
+class EtcdSpec:
+    count: int = field("members; odd, 1..7", 3)
+    placement: Literal["masters", "dedicated"] = field(
+        "masters (on the first `count` masters) | dedicated (hosts of etcd pools)", "masters")
+    version: str = field("etcd release run on the hosts", "3.5.17")
+    discovery: Literal["static", "token"] = field(
+        "static (--initial-cluster) | token (a discovery service URL)", "static")
+    discovery_url: str | None = field(
+        "with discovery: token, the discovery service that hands out tokens", None)
+
+
+@dataclass(frozen=True)
+class FlannelSpec:
+    backend: Literal["vxlan", "host-gw", "udp"] = field("flannel backend: vxlan | host-gw | udp", "vxlan")
+    etcd_api: Literal["v3", "v2"] = field("etcd API flannel uses: v3 | v2 (CoreOS-era flannel)", "v3")
+    version: str = field("flannel release", "0.26.7")
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    pod_cidr: str = field("pod network", "10.2.0.0/16", convert=cidr)
+    service_cidr: str = field("service network; its first address is the API service IP", "10.3.0.0/24",
+                              convert=cidr)
+    flannel: FlannelSpec = field("overlay network", factory=FlannelSpec)
+
+    @property
+    def api_service_ip(self) -> str:
+        return str(next(ipaddress.ip_network(self.service_cidr).hosts()))
+
+    @property
+    def dns_service_ip(self) -> str:
+        return str(ipaddress.ip_network(self.service_cidr).network_address + 10)
+
+
+@dataclass(frozen=True)
+class FleetSpec:
+    enabled: bool = field("run fleetd on every host with metadata role=<role>,pool=<pool>", True)
+    version: str = field("fleet release", "1.0.0")
+
+
+@dataclass(frozen=True)
+class KubernetesSpec:
+    version: str = field("Kubernetes release", "1.33.4")
+    cluster_domain: str = field("cluster DNS domain", "cluster.local")
+    api_server_names: tuple[str, ...] = field("extra SANs for the API server certificate", (),
+                                              convert=string_list)
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    name: str = field("pool name; host names are <cluster>-<pool>-<n>")
+    role: Literal["master", "worker", "etcd"] = field(
+        "master | worker | etcd (etcd only with etcd.placement: dedicated)")
+    count: int = field("hosts in the pool at creation")
+    size: str | None = field("provider machine size / flavor; provider default when null", None)
+    min: int | None = field("workers: headroom never goes below min (default: count)", None)
+    max: int | None = field("workers: headroom never goes above max (default: count)", None)
+    labels: Mapping[str, str] = field("Kubernetes node labels for the pool's hosts",
+                                      factory=lambda: MappingProxyType({}))
+
+    @property
+    def min_count(self) -> int:
+        return self.count if self.min is None else self.min
+
+    @property
+    def max_count(self) -> int:
+        return self.count if self.max is None else self.max
+
+
+@dataclass(frozen=True)
+class HeadroomSpec:
+    pool: str = field("worker pool whose size headroom manages", "workers")
+    source: Literal["etcd", "kubernetes"] = field(
+        "etcd (host agents publish load) | kubernetes (API allocatable/requests)", "etcd")
+    policies: tuple[str, ...] = field(
+        "any of containers | utilization | predictive; the largest need wins", ("containers",),
+        convert=policies)
+    containers_per_host: int = field("container slots per host (Clocker's maxContainers)", 8)
+    reserve: Reserve = field("free container slots to keep: a count, or a percentage like \"20%\"",
+                             Reserve(count=1), convert=parse_reserve)
+    cpu_threshold: float = field("utilization: add hosts above this mean CPU", 0.7, convert=fraction)
+    memory_threshold: float = field("utilization: add hosts above this mean memory", 0.8,
+                                    convert=fraction)
+    scale_down_utilization: float = field(
+        "a host below this CPU and memory use is removable (cluster-autoscaler 0.5)", 0.5,
+        convert=fraction)
+    scale_up_cooldown: float = field("wait after any change before adding again", 30.0,
+                                     convert=parse_duration, example="30s")
+    scale_down_cooldown: float = field("wait after any change, and time a host must stay removable, "
+                                       "before removing", 600.0, convert=parse_duration, example="10m")
+    interval: float = field("loop interval without --once", 10.0, convert=parse_duration, example="10s")
+    load_ttl: float = field("TTL of the load keys host agents publish", 60.0, convert=parse_duration,
+                            example="60s")
+    drain_timeout: float = field("how long a host may take to drain before removal is abandoned",
+                                 120.0, convert=parse_duration, example="2m")
+    kubeconfig: str | None = field("source kubernetes: kubeconfig to read; the cluster's admin one when null",
+                                   None)
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    backend: Literal["local", "etcd", "s3"] = field("local (a directory) | etcd | s3", "local")
+    path: str = field("local: directory holding every cluster's state, relative to the working "
+                      "directory; --state-dir overrides it", ".provision")
+    endpoints: tuple[str, ...] = field("etcd: client URLs of the etcd holding state", (),
+                                       convert=string_list)
+    prefix: str = field("etcd and s3: key prefix", "provision")
+    bucket: str | None = field("s3: bucket holding state", None)
+    region: str | None = field("s3: bucket region", None)
+
+
+@dataclass(frozen=True)
+class ArtifactsSpec:
+    mirror: str | None = field("base URL serving the binaries hosts download (air-gapped sites, local "
+                               "provider)", None)
+
+
+@dataclass(frozen=True)
+class PKISpec:
+    algorithm: Literal["ecdsa-p256", "rsa-2048"] = field("key type: ecdsa-p256 | rsa-2048", "ecdsa-p256")
+    ca_days: int = field("validity of the CAs in days", 3650)
+    leaf_days: int = field("validity of every other certificate in days", 365)
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str = field("cluster name; ^[a-z][a-z0-9-]{0,30}$; prefixes host names and tags")
+    provider: ProviderSpec = field("where hosts are created, with the provider's own keys")
+    pools: tuple[PoolSpec, ...] = field("host pools; at least one master pool")
+    os: OSSpec = field("host operating system", factory=OSSpec)
+    ssh: SSHSpec = field("SSH access to hosts", factory=SSHSpec)
+    etcd: EtcdSpec = field("etcd cluster", factory=EtcdSpec)
+    network: NetworkSpec = field("cluster networks", factory=NetworkSpec)
+    fleet: FleetSpec = field("fleet scheduler", factory=FleetSpec)
+    kubernetes: KubernetesSpec = field("Kubernetes", factory=KubernetesSpec)
+    headroom: HeadroomSpec | None = field("automatic sizing of one worker pool; off when absent", None)
+    state: StateSpec = field("where provision keeps its state", factory=StateSpec)
+    artifacts: ArtifactsSpec = field("where hosts download binaries", factory=ArtifactsSpec)
+    pki: PKISpec = field("certificates and keys", factory=PKISpec)
+
+    def pool(self, name: str) -> PoolSpec:
+        for p in self.pools:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @property
+    def master_pools(self) -> tuple[PoolSpec, ...]:
+        return tuple(p for p in self.pools if p.role == "master")
+
+    @property
+    def worker_pools(self) -> tuple[PoolSpec, ...]:
+        return tuple(p for p in self.pools if p.role == "worker")
+
+    @property
+    def etcd_pools(self) -> tuple[PoolSpec, ...]:
+        if self.etcd.placement == "dedicated":
+            return tuple(p for p in self.pools if p.role == "etcd")
+        return self.master_pools
+
+    @property
+    def needs_etcd_v2(self) -> bool:
+        """fleet, v2 flannel and the etcd headroom source speak etcd's v2 API."""
+        return (self.fleet.enabled or self.network.flannel.etcd_api == "v2"
+                or (self.headroom is not None and self.headroom.source == "etcd"))

@@ -1,0 +1,79 @@
+"""`provision init`: a commented spec to start from, generated from the field docs."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from types import MappingProxyType
+
+from . import schema
+from .model import PROVIDER_OPTIONS, HeadroomSpec, Reserve, Spec
+
+EXAMPLE_POOLS = [
+    {"name": "masters", "role": "master", "count": 3},
+    {"name": "workers", "role": "worker", "count": 2, "min": 1, "max": 10},
+]
+SKIP = {"name", "provider", "pools", "headroom"}
+
+
+def _scalar(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, Reserve):
+        return json.dumps(str(value)) if value.percent is not None else str(value)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_scalar(v) for v in value) + "]"
+    if isinstance(value, (dict, MappingProxyType)):
+        return "{}" if not value else json.dumps(dict(value))
+    text = str(value)
+    needs_quotes = any(c in text for c in ":#{}[],&*!|>'\"%@`") or text.replace(".", "").isdigit()
+    return json.dumps(value) if needs_quotes else text
+
+
+def _block(cls: type, indent: int) -> list[str]:
+    lines = []
+    pad = "  " * indent
+    for name, default, doc in schema.docs(cls):
+        if cls is Spec and name in SKIP:
+            continue
+        f = next(f for f in dataclasses.fields(cls) if f.name == name)
+        example = f.metadata.get("example", schema.MISSING)
+        hint = typing.get_type_hints(cls)[name]
+        if dataclasses.is_dataclass(hint) and f.metadata.get("convert") is None:
+            lines.append(f"{pad}{name}:{' ' * max(1, 30 - len(pad) - len(name))}# {doc}")
+            lines.extend(_block(hint, indent + 1))
+            continue
+        shown = example if example is not schema.MISSING else default
+        value = _scalar(shown)
+        head = f"{pad}{name}: {value}"
+        lines.append(f"{head}{' ' * max(1, 32 - len(head))}# {doc}")
+    return lines
+
+
+def starter_spec(provider: str = "local", name: str = "demo") -> str:
+    """YAML text of a commented spec for `provider` that shows every field and default."""
+    out = [f"# provision cluster spec (version 1) for provider {provider}.",
+           "# Every key below is shown with its default; delete what you do not change.",
+           f"name: {name}                      # cluster name; prefixes host names and tags",
+           "provider:",
+           f"  name: {provider}"]
+    out.extend(_block(PROVIDER_OPTIONS[provider], 1))
+    out.extend(_block(Spec, 0))
+    if provider != "local":
+        out.append("# ssh.authorized_keys needs at least one public key for this provider, e.g.")
+        out.append("#   authorized_keys: [\"ssh-ed25519 AAAA... you@example\"]")
+    out.append("pools:                          # host pools; at least one master pool")
+    for pool in EXAMPLE_POOLS:
+        first = True
+        for key, value in pool.items():
+            out.append(f"  {'- ' if first else '  '}{key}: {_scalar(value)}")
+            first = False
+    out.append("headroom:                       # automatic sizing of one worker pool; delete to turn off")
+    out.extend(_block(HeadroomSpec, 1))
+    return "\n".join(out) + "\n"

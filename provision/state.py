@@ -1,0 +1,278 @@
+"""The state store: one versioned JSON document per cluster, blobs (PKI), and a lock.
+
+Backends share one interface (`StateStore`) and are registered in `BACKENDS`. The `local`
+backend keeps `<state dir>/<cluster>/` (mode 0700): `state.json` written atomically (temp file,
+fsync, rename, fsync of the directory), secrets as 0600 files, and `lock`, held with flock so
+that a crashed holder never leaves a stale lock behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .errors import ActionError, LockHeld
+
+STATE_VERSION = 1
+STATE_FILE = "state.json"
+LOCK_FILE = "lock"
+
+
+class StateError(ActionError):
+    """The state cannot be read or written safely; nothing was overwritten."""
+
+
+def empty_state(cluster: str) -> dict[str, Any]:
+    return {"version": STATE_VERSION, "cluster": cluster, "serial": 0,
+            "hosts": {}, "pools": {}, "phases": {}, "headroom": {}}
+
+
+def check_document(doc: Any, where: str) -> dict[str, Any]:
+    if not isinstance(doc, dict) or not isinstance(doc.get("version"), int):
+        raise StateError(f"{where}: not a provision state document; refusing to touch it")
+    if doc["version"] > STATE_VERSION:
+        raise StateError(f"{where}: written by a newer provision (state version {doc['version']}, "
+                         f"this one reads up to {STATE_VERSION}); upgrade provision")
+    base = empty_state(doc.get("cluster", ""))
+    base.update(doc)
+    return base
+
+
+def lock_holder(command: str) -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    if not holder:
+        return "another provision process"
+    return (f"pid {holder.get('pid')} on {holder.get('host')} running "
+            f"'{holder.get('command')}' since {holder.get('since')}")
+
+
+class StateStore(ABC):
+    """Where one cluster's state lives. Every method is safe to call without the lock except
+    `write`, which callers do while holding it."""
+
+    backend = "abstract"
+
+    def __init__(self, cluster: str, workdir: Path):
+        self.cluster = cluster
+        self.workdir = workdir  # local scratch for this cluster (processes, caches, host roots)
+
+    @abstractmethod
+    def read(self) -> dict[str, Any]:
+        """The state document; an empty one when none was written yet."""
+
+    @abstractmethod
+    def write(self, doc: dict[str, Any]) -> None:
+        """Replace the state document atomically; bumps `serial`."""
+
+    @abstractmethod
+    def lock(self, command: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the cluster's exclusive lock; raises LockHeld at once when another holds it."""
+
+    @abstractmethod
+    def read_blob(self, name: str) -> bytes | None:
+        """A stored file (PKI material, kubeconfigs) or None."""
+
+    @abstractmethod
+    def write_blob(self, name: str, data: bytes, secret: bool = True) -> None:
+        """Store a file; secrets are readable by the owner only."""
+
+    @abstractmethod
+    def delete_blob(self, name: str) -> None:
+        """Remove a stored file if present."""
+
+    @abstractmethod
+    def list_blobs(self, prefix: str = "") -> list[str]:
+        """Names of stored files under `prefix`, sorted."""
+
+    def update(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Read, apply `change` to the document, write it back; returns the new document."""
+        doc = self.read()
+        change(doc)
+        self.write(doc)
+        return doc
+
+    def blob_path(self, name: str) -> Path:
+        """A local file holding the blob, for tools that want a path (etcdctl, ssh)."""
+        data = self.read_blob(name)
+        if data is None:
+            raise StateError(f"state has no {name}")
+        path = self.workdir / "cache" / name
+        secure_makedirs(path.parent)
+        write_file_atomic(path, data, 0o600)
+        return path
+
+
+def secure_makedirs(path: Path) -> None:
+    """Create `path` and missing parents with mode 0700."""
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def write_file_atomic(path: Path, data: bytes, mode: int = 0o600,
+                      before_rename: Callable[[Path], None] | None = None) -> None:
+    """Write `data` to `path` so that a crash leaves either the old or the new file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if before_rename is not None:
+        before_rename(tmp)  # a test hook: crash here must leave the old file intact
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class LocalStateStore(StateStore):
+    """`<state dir>/<cluster>/`: state.json, blobs as files, and an flock'ed lock file."""
+
+    backend = "local"
+
+    def __init__(self, cluster: str, state_dir: Path):
+        self.root = Path(state_dir) / cluster
+        super().__init__(cluster, self.root)
+        self._lock_fd: int | None = None
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / STATE_FILE
+
+    def read(self) -> dict[str, Any]:
+        try:
+            raw = self.state_file.read_bytes()
+        except FileNotFoundError:
+            return empty_state(self.cluster)
+        except OSError as err:
+            raise StateError(f"{self.state_file}: cannot read ({err.strerror})") from None
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise StateError(f"{self.state_file}: corrupt state ({err}); refusing to overwrite it. "
+                             "Restore it from a backup or move it away to start over") from None
+        doc = check_document(doc, str(self.state_file))
+        if doc.get("cluster") not in ("", self.cluster):
+            raise StateError(f"{self.state_file}: holds cluster {doc.get('cluster')!r}, not {self.cluster!r}")
+        return doc
+
+    def write(self, doc: dict[str, Any], _before_rename: Callable[[Path], None] | None = None) -> None:
+        current = self.read()  # refuses to overwrite a corrupt or newer file
+        new = copy.deepcopy(doc)
+        new["version"] = STATE_VERSION
+        new["cluster"] = self.cluster
+        new["serial"] = int(current.get("serial", 0)) + 1
+        secure_makedirs(self.root)
+        data = (json.dumps(new, indent=2, sort_keys=True) + "\n").encode()
+        write_file_atomic(self.state_file, data, 0o600, before_rename=_before_rename)
+        doc["serial"] = new["serial"]
+
+    @contextlib.contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        secure_makedirs(self.root)
+        path = self.root / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._read_holder(fd)
+            os.close(fd)
+            raise LockHeld(f"cluster {self.cluster!r} is locked by {describe_holder(holder)}; "
+                           "try again when it has finished", holder) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(lock_holder(command)).encode(), 0)
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)  # closing releases the flock
+
+    @staticmethod
+    def _read_holder(fd: int) -> dict[str, Any]:
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return {}
+
+    def _blob_file(self, name: str) -> Path:
+        if not name or name.startswith("/") or ".." in Path(name).parts:
+            raise StateError(f"bad blob name {name!r}")
+        return self.root / name
+
+    def read_blob(self, name: str) -> bytes | None:
+        try:
+            return self._blob_file(name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write_blob(self, name: str, data: bytes, secret: bool = True) -> None:
+        path = self._blob_file(name)
+        secure_makedirs(path.parent)
+        write_file_atomic(path, data, 0o600 if secret else 0o644)
+
+    def delete_blob(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._blob_file(name).unlink()
+
+    def list_blobs(self, prefix: str = "") -> list[str]:
+        base = self._blob_file(prefix) if prefix else self.root
+        if not base.is_dir():
+            return []
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
+                      if p.is_file() and not p.name.startswith("."))
+
+    def blob_path(self, name: str) -> Path:
+        path = self._blob_file(name)
+        if not path.exists():
+            raise StateError(f"state has no {name}")
+        return path
+
+
+# Backends by the spec's `state.backend`; etcd and s3 register themselves when imported.
+BACKENDS: dict[str, Callable[..., StateStore]] = {}
+
+
+def register_backend(name: str) -> Callable[[type], type]:
+    def decorate(cls: type) -> type:
+        BACKENDS[name] = cls
+        return cls
+    return decorate
+
+
+BACKENDS["local"] = lambda spec, state_dir: LocalStateStore(spec.name, state_dir)
+
+
+def open_store(spec: Any, state_dir: str | os.PathLike | None = None) -> StateStore:
+    """The store the spec names; `state_dir` (the --state-dir option) overrides state.path."""
+    directory = Path(state_dir if state_dir is not None else spec.state.path)
+    backend = spec.state.backend
+    if backend not in BACKENDS:
+        with contextlib.suppress(ImportError):
+            __import__(f"provision.state_{backend}")
+    if backend not in BACKENDS:
+        raise StateError(f"state.backend {backend!r} is not available in this installation")
+    return BACKENDS[backend](spec, directory)
+
+
+def command_line() -> str:
+    return " ".join(["provision", *sys.argv[1:]])[:200]
