@@ -1,0 +1,134 @@
+"""The one interface every provider implements (libcloud style: one driver per module).
+
+A provider creates, lists, waits for and destroys a cluster's hosts. Every resource it makes
+carries tags (or metadata) naming cluster, pool, role and host, so `list_hosts` finds the
+cluster from the cloud alone: lost state is recoverable and orphans are visible.
+
+Providers are registered in `provision.providers.PROVIDERS` and checked by one shared
+contract test (`tests/providers/test_contract.py`).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from ..plan import HostPlan
+from ..spec import Spec
+
+# Tag keys every resource carries.
+TAG_CLUSTER = "provision:cluster"
+TAG_POOL = "provision:pool"
+TAG_ROLE = "provision:role"
+TAG_HOST = "provision:host"
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """A host as the provider sees it."""
+
+    name: str
+    pool: str
+    role: str
+    provider_id: str
+    state: str  # pending | running | stopped | terminated | unknown
+    private_address: str | None = None
+    public_address: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str | None:
+        """The address provision reaches the host on."""
+        return self.public_address or self.private_address
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["extra"] = dict(self.extra)
+        return data
+
+
+@dataclass(frozen=True)
+class UserDataLimit:
+    """What a cloud accepts as user data: at most `max_bytes`, counted `raw` or after base64."""
+
+    max_bytes: int
+    counted: str = "raw"  # raw | base64
+
+    def size_of(self, data: bytes) -> int:
+        return len(data) if self.counted == "raw" else 4 * ((len(data) + 2) // 3)
+
+    def fits(self, data: bytes) -> bool:
+        return self.size_of(data) <= self.max_bytes
+
+
+def host_tags(cluster: str, host: HostPlan) -> dict[str, str]:
+    return {TAG_CLUSTER: cluster, TAG_POOL: host.pool, TAG_ROLE: host.role, TAG_HOST: host.name}
+
+
+class Provider(ABC):
+    """Base class of every provider. Methods are idempotent: calling one again after a failure
+    repairs rather than duplicates."""
+
+    name: str = "abstract"
+    #: user-data limit, or None when configs are handed over another way (local, vagrant)
+    user_data_limit: UserDataLimit | None = None
+
+    def __init__(self, spec: Spec, workdir: Any = None, log: Callable[[str], None] | None = None):
+        self.spec = spec
+        self.options = spec.provider.options
+        self.workdir = workdir  # local scratch directory for this cluster (a pathlib.Path)
+        self.log = log or (lambda message: None)
+
+    # -- checks ------------------------------------------------------------------------------
+    def check(self) -> list[tuple[str, str]]:
+        """Provider-specific problems with the spec as (field path, message); empty when fine."""
+        return []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Create or reuse shared resources (network, security group, key pair, bridge)."""
+
+    @abstractmethod
+    def create_hosts(self, hosts: Sequence[HostPlan], configs: Mapping[str, bytes]) -> list[HostRecord]:
+        """Create `hosts`, each booting with `configs[host.name]`. Hosts sharing one config
+        (a worker pool) are created in as few API calls as the cloud allows. A host that
+        already exists (by tag or name) is returned, not created again."""
+
+    @abstractmethod
+    def list_hosts(self) -> list[HostRecord]:
+        """Every live host tagged with this cluster, found from the cloud alone."""
+
+    def wait_running(self, names: Sequence[str], timeout: float = 600.0) -> list[HostRecord]:
+        """Block until every host in `names` runs; returns their records."""
+        import time
+        deadline = time.monotonic() + timeout
+        delay = 0.5
+        while True:
+            records = {h.name: h for h in self.list_hosts()}
+            if all(n in records and records[n].state == "running" for n in names):
+                return [records[n] for n in names]
+            if time.monotonic() > deadline:
+                pending = sorted(n for n in names if records.get(n) is None or records[n].state != "running")
+                from ..errors import ActionError
+                raise ActionError(f"{self.name}: hosts not running after {timeout:.0f}s: {', '.join(pending)}")
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    @abstractmethod
+    def destroy_hosts(self, names: Sequence[str]) -> None:
+        """Destroy the named hosts of this cluster; names that do not exist are ignored."""
+
+    def teardown(self) -> None:
+        """After every host is gone: remove shared resources `prepare` made."""
+
+    # -- optional ----------------------------------------------------------------------------
+    def artifacts(self) -> dict[str, dict[str, str]] | None:
+        """Binaries this provider serves itself, {name: {"url", "sha512"}}; None when hosts
+        download from `artifacts.mirror` or upstream."""
+        return None
+
+
+def compare(recorded: Mapping[str, Mapping[str, Any]], listed: Sequence[HostRecord]) -> dict[str, list[str]]:
+    """Hosts the cloud has that state lacks (orphans), and hosts state has that the cloud lacks."""
+    live = {h.name for h in listed if h.state not in ("terminated",)}
+    return {"orphans": sorted(live - set(recorded)), "missing": sorted(set(recorded) - live)}
