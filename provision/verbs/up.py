@@ -1,0 +1,48 @@
+"""`provision up SPEC [--yes] [--until PHASE | --only PHASE] [--dry-run]`.
+
+Shows the plan first; acts only with --yes (or a yes at the prompt on a terminal). Holds the
+cluster lock for the whole run, so a second `provision` on the same cluster fails at once.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import ActionError
+from ..phases import RunContext, run_phases, select
+from ..plan import plan
+from ..state import command_line
+
+
+def confirm(app, question: str, yes: bool) -> bool:
+    if yes:
+        return True
+    if sys.stdin.isatty() and not app.ui.json:
+        return click.confirm(question, default=False, err=True)
+    return False
+
+
+def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool) -> int:
+    phases = select(until=until, only=only)
+    spec = app.spec
+    store = app.store
+    with store.lock(command_line()):
+        state = store.read()
+        current = plan(spec, state)
+        app.ui.log("plan", f"{len(current.create)} to create, {len(current.keep)} to keep, "
+                           f"{len(current.destroy)} to destroy")
+        for host in current.create:
+            app.ui.debug("plan", f"create {host.name} ({host.role}, {host.address or 'address from provider'})")
+        for name in current.destroy:
+            app.ui.log("plan", f"destroy {name}")
+        if not dry_run and not confirm(app, f"Apply to cluster {spec.name}?", yes):
+            raise ActionError("nothing changed: re-run with --yes to apply (or --dry-run to see each phase)")
+        ctx = RunContext(spec=spec, store=store, state=state, ui=app.ui, dry_run=dry_run,
+                         options={"yes": yes})
+        run_phases(ctx, phases)
+    app.ui.result({"cluster": spec.name, "dry_run": dry_run, "phases": [p.name for p in phases],
+                   "plan": current.to_json(), "results": ctx.results},
+                  f"cluster {spec.name}: {'dry run of ' if dry_run else ''}"
+                  f"{', '.join(p.name for p in phases)} done")
+    return 0
