@@ -64,10 +64,16 @@ def read_yaml(path: str | os.PathLike, label: str | None = None) -> Any:
     return _to_python(node, counter, label)
 
 
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
 def _to_python(node: yaml.Node, counter: list[int], label: str) -> Any:
     counter[0] += 1
     if counter[0] > MAX_YAML_NODES:
         raise SpecError(f"{label}: too many YAML nodes (more than {MAX_YAML_NODES}; aliases expand too)")
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
+        line = node.start_mark.line + 1
+        raise SpecError(f"{label}: line {line}: unsupported YAML tag {node.tag!r}")
     if isinstance(node, yaml.MappingNode):
         out: dict = {}
         for key_node, value_node in node.value:
