@@ -303,10 +303,29 @@ class StateSpec:
     region: str | None = field("s3: bucket region", None)
 
 
+HASH_RE = re.compile(r"^(sha512-[0-9a-f]{128}|sha256-[0-9a-f]{64})$")
+
+
+def artifact_hashes(value: object) -> Mapping[str, str]:
+    """`{artifact: "sha512-<hex>" | "sha256-<hex>"}` for binaries without a known published hash."""
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, dict):
+        raise ValueError("must be a mapping of artifact name to \"sha512-<hex>\" or \"sha256-<hex>\"")
+    for name, digest in value.items():
+        if not isinstance(name, str) or not isinstance(digest, str) or not HASH_RE.match(digest.lower()):
+            raise ValueError(f"{name}: must be \"sha512-<128 hex digits>\" or \"sha256-<64 hex digits>\" "
+                             f"(got {digest!r})")
+    return MappingProxyType({k: v.lower() for k, v in sorted(value.items())})
+
+
 @dataclass(frozen=True)
 class ArtifactsSpec:
     mirror: str | None = field("base URL serving the binaries hosts download (air-gapped sites, local "
                                "provider)", None)
+    hashes: Mapping[str, str] = field(
+        "published hashes of binaries (etcd, kubelet, flanneld, fleetd) that provision does not know, "
+        "as sha512-<hex> or sha256-<hex>", factory=lambda: MappingProxyType({}), convert=artifact_hashes)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,471 @@
+"""The cluster's PKI: a CA, every certificate and key the hosts and provision need, a bootstrap
+token and provision's own SSH key pair, kept as blobs under `pki/` in the state store.
+
+Everything is idempotent: valid material is reused; missing or unfit material (other SANs,
+another CA, close to expiry, another key type) is made again. Private keys and the token are
+written as secrets (0600); nothing secret is returned, logged or printed.
+
+Blob layout: `pki/<name>.crt` and `pki/<name>.key` for each certificate of `wanted_certs`,
+`pki/sa.key`/`pki/sa.pub` (service-account signing), `pki/bootstrap-token`,
+`pki/ssh/id_ed25519` and `pki/ssh/id_ed25519.pub`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import secrets
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .errors import ActionError, UserError
+
+PREFIX = "pki/"
+CA = "ca"
+FRONT_PROXY_CA = "front-proxy-ca"
+SA_KEY = "pki/sa.key"
+SA_PUB = "pki/sa.pub"
+BOOTSTRAP_TOKEN = "pki/bootstrap-token"
+SSH_KEY = "pki/ssh/id_ed25519"
+SSH_PUB = "pki/ssh/id_ed25519.pub"
+# Reissue a leaf when less than this part of its validity is left (kubespray#5464: no silent expiry).
+RENEW_BEFORE_FRACTION = 0.2
+BACKDATE = dt.timedelta(minutes=5)  # tolerate clock skew between provision and hosts
+
+SERVER = "server"
+CLIENT = "client"
+PEER = "peer"  # server and client: etcd peers, etcd members talking to each other
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """Local paths of a CA certificate, a client certificate and its key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class CertSpec:
+    """What one certificate must say. `name` is its blob name without `pki/` and suffix."""
+
+    name: str
+    common_name: str
+    usage: str  # server | client | peer
+    organizations: tuple[str, ...] = ()
+    dns_names: tuple[str, ...] = ()
+    ip_addresses: tuple[str, ...] = ()
+    issuer: str = CA
+
+    @property
+    def sans(self) -> tuple[str, ...]:
+        return tuple(f"DNS:{d}" for d in self.dns_names) + tuple(f"IP:{i}" for i in self.ip_addresses)
+
+
+def _unique(items: Iterable[str | None]) -> tuple[str, ...]:
+    out: list[str] = []
+    for item in items:
+        if item and item not in out:
+            out.append(item)
+    return tuple(out)
+
+
+def _split_names(names: Iterable[str | None]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    dns, ips = [], []
+    for name in _unique(names):
+        try:
+            ips.append(str(ipaddress.ip_address(name)))
+        except ValueError:
+            dns.append(name)
+    return tuple(dns), tuple(ips)
+
+
+def etcd_names(host: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """SANs of an etcd member: its name, its planned address, localhost and 127.0.0.1."""
+    return _split_names([host.name, "localhost", host.address, "127.0.0.1"])
+
+
+def apiserver_names(spec: Any, hosts: Sequence[Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    domain = spec.kubernetes.cluster_domain
+    masters = [h for h in hosts if h.role == "master"]
+    return _split_names([
+        "kubernetes", "kubernetes.default", "kubernetes.default.svc", f"kubernetes.default.svc.{domain}",
+        *spec.kubernetes.api_server_names, *(h.name for h in masters), "localhost",
+        spec.network.api_service_ip, *(h.address for h in masters), "127.0.0.1"])
+
+
+def wanted_certs(spec: Any, hosts: Sequence[Any]) -> list[CertSpec]:
+    """Every leaf certificate the cluster needs for `hosts` (the planned HostPlan list)."""
+    certs: list[CertSpec] = []
+    for host in hosts:
+        if host.etcd:
+            dns, ips = etcd_names(host)
+            certs.append(CertSpec(f"etcd-server-{host.name}", host.name, SERVER, (), dns, ips))
+            certs.append(CertSpec(f"etcd-peer-{host.name}", host.name, PEER, (), dns, ips))
+    for client in ("apiserver", "flannel", "fleet", "agent", "provisioner"):
+        certs.append(CertSpec(f"etcd-client-{client}", f"etcd-{client}", CLIENT))
+    dns, ips = apiserver_names(spec, hosts)
+    certs.append(CertSpec("apiserver", "kube-apiserver", SERVER, (), dns, ips))
+    certs.append(CertSpec("apiserver-kubelet-client", "kube-apiserver-kubelet-client", CLIENT,
+                          ("system:masters",)))
+    for host in hosts:
+        if host.role == "master":
+            certs.append(CertSpec(f"kubelet-{host.name}", f"system:node:{host.name}", CLIENT, ("system:nodes",)))
+    certs.append(CertSpec("controller-manager", "system:kube-controller-manager", CLIENT))
+    certs.append(CertSpec("scheduler", "system:kube-scheduler", CLIENT))
+    certs.append(CertSpec("kube-proxy", "system:kube-proxy", CLIENT))
+    certs.append(CertSpec("admin", "kubernetes-admin", CLIENT, ("system:masters",)))
+    certs.append(CertSpec("front-proxy-client", "front-proxy-client", CLIENT, issuer=FRONT_PROXY_CA))
+    return certs
+
+
+# ---- keys and certificates -----------------------------------------------------------------
+
+def new_key(algorithm: str):
+    if algorithm == "rsa-2048":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_matches(key: Any, algorithm: str) -> bool:
+    if algorithm == "rsa-2048":
+        return isinstance(key, rsa.RSAPublicKey) and key.key_size == 2048
+    return isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
+
+
+def key_pem(key: Any) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _name(common_name: str, organizations: Iterable[str] = ()) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    return x509.Name(attrs)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def make_ca(common_name: str, days: int, algorithm: str) -> tuple[Any, x509.Certificate]:
+    key = new_key(algorithm)
+    now = _now()
+    name = _name(common_name)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - BACKDATE).not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256()))
+    return key, cert
+
+
+def make_leaf(want: CertSpec, ca_key: Any, ca_cert: x509.Certificate, days: int,
+              algorithm: str) -> tuple[Any, x509.Certificate]:
+    key = new_key(algorithm)
+    now = _now()
+    usages = {SERVER: [ExtendedKeyUsageOID.SERVER_AUTH], CLIENT: [ExtendedKeyUsageOID.CLIENT_AUTH],
+              PEER: [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]}[want.usage]
+    is_rsa = isinstance(key, rsa.RSAPrivateKey)
+    builder = (x509.CertificateBuilder().subject_name(_name(want.common_name, want.organizations))
+               .issuer_name(ca_cert.subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - BACKDATE)
+               .not_valid_after(min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=is_rsa,
+                                            content_commitment=False, data_encipherment=False,
+                                            key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                            encipher_only=False, decipher_only=False), critical=True)
+               .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),
+                              critical=False))
+    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in want.dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in want.ip_addresses]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return key, builder.sign(ca_key, hashes.SHA256())
+
+
+def cert_sans(cert: x509.Certificate) -> list[str]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return ([f"DNS:{d}" for d in ext.get_values_for_type(x509.DNSName)]
+            + [f"IP:{i}" for i in ext.get_values_for_type(x509.IPAddress)])
+
+
+def _load_cert(data: bytes | None) -> x509.Certificate | None:
+    if not data:
+        return None
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError:
+        return None
+
+
+def _load_key(data: bytes | None) -> Any:
+    if not data:
+        return None
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        return None
+
+
+def _fresh(cert: x509.Certificate) -> bool:
+    """Not expired, and more than RENEW_BEFORE_FRACTION of its lifetime left."""
+    now = _now()
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    return cert.not_valid_after_utc - now > lifetime * RENEW_BEFORE_FRACTION
+
+
+def _same_public_key(key: Any, cert: x509.Certificate) -> bool:
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(*fmt) == cert.public_key().public_bytes(*fmt)
+
+
+def leaf_fits(want: CertSpec, cert: x509.Certificate | None, key: Any, ca_cert: x509.Certificate,
+              algorithm: str) -> bool:
+    """Whether a stored leaf can be reused as `want` under `ca_cert`."""
+    if cert is None or key is None or not _same_public_key(key, cert):
+        return False
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    if cert.subject != _name(want.common_name, want.organizations):
+        return False
+    if sorted(cert_sans(cert)) != sorted(want.sans):
+        return False
+    return _fresh(cert) and key_matches(cert.public_key(), algorithm)
+
+
+# ---- the store -----------------------------------------------------------------------------
+
+def _crt(name: str) -> str:
+    return f"{PREFIX}{name}.crt"
+
+
+def _key(name: str) -> str:
+    return f"{PREFIX}{name}.key"
+
+
+class _PKI:
+    """One pass over the store: loads what exists, makes what is missing, counts both."""
+
+    def __init__(self, spec: Any, store: Any, log: Callable[[str], None] | None):
+        self.spec = spec
+        self.store = store
+        self.log = log or (lambda message: None)
+        self.created: list[str] = []
+        self.reused: list[str] = []
+
+    def ca(self, name: str, common_name: str) -> tuple[Any, x509.Certificate]:
+        cert = _load_cert(self.store.read_blob(_crt(name)))
+        key = _load_key(self.store.read_blob(_key(name)))
+        if cert is not None and key is not None and _same_public_key(key, cert) and _fresh(cert):
+            self.reused.append(name)
+            return key, cert
+        if cert is not None:
+            self.log(f"{name}: stored CA is missing its key, expiring or unreadable; making a new CA "
+                     "(every certificate it signed is renewed)")
+        key, cert = make_ca(common_name, self.spec.pki.ca_days, self.spec.pki.algorithm)
+        # key first: a crash between the two writes leaves a CA that is simply made again
+        self.store.write_blob(_key(name), key_pem(key), secret=True)
+        self.store.write_blob(_crt(name), cert_pem(cert), secret=False)
+        self.created.append(name)
+        return key, cert
+
+    def leaf(self, want: CertSpec, cas: dict[str, tuple[Any, x509.Certificate]], force: bool = False) -> None:
+        ca_key, ca_cert = cas[want.issuer]
+        cert = _load_cert(self.store.read_blob(_crt(want.name)))
+        key = _load_key(self.store.read_blob(_key(want.name)))
+        if not force and leaf_fits(want, cert, key, ca_cert, self.spec.pki.algorithm):
+            self.reused.append(want.name)
+            return
+        key, cert = make_leaf(want, ca_key, ca_cert, self.spec.pki.leaf_days, self.spec.pki.algorithm)
+        self.store.write_blob(_key(want.name), key_pem(key), secret=True)
+        self.store.write_blob(_crt(want.name), cert_pem(cert), secret=False)
+        self.created.append(want.name)
+
+    def service_account(self) -> None:
+        key = _load_key(self.store.read_blob(SA_KEY))
+        if key is not None and key_matches(key.public_key(), self.spec.pki.algorithm) \
+                and self.store.read_blob(SA_PUB):
+            self.reused.append("sa")
+            return
+        key = new_key(self.spec.pki.algorithm)
+        pub = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+        self.store.write_blob(SA_KEY, key_pem(key), secret=True)
+        self.store.write_blob(SA_PUB, pub, secret=False)
+        self.created.append("sa")
+
+    def bootstrap_token(self) -> None:
+        if parse_token(self.store.read_blob(BOOTSTRAP_TOKEN)) is not None:
+            self.reused.append("bootstrap-token")
+            return
+        alphabet = string.ascii_lowercase + string.digits
+        token = "".join(secrets.choice(alphabet) for _ in range(6)) + "." + \
+            "".join(secrets.choice(alphabet) for _ in range(16))
+        self.store.write_blob(BOOTSTRAP_TOKEN, token.encode() + b"\n", secret=True)
+        self.created.append("bootstrap-token")
+
+    def ssh_key(self) -> None:
+        key = None
+        try:
+            key = serialization.load_ssh_private_key(self.store.read_blob(SSH_KEY) or b"", password=None)
+        except (ValueError, TypeError):
+            pass
+        if isinstance(key, ed25519.Ed25519PrivateKey) and self.store.read_blob(SSH_PUB):
+            self.reused.append("ssh")
+            return
+        key = ed25519.Ed25519PrivateKey.generate()
+        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                    serialization.NoEncryption())
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                               serialization.PublicFormat.OpenSSH)
+        self.store.write_blob(SSH_KEY, private, secret=True)
+        self.store.write_blob(SSH_PUB, public + f" provision@{self.spec.name}\n".encode(), secret=False)
+        self.created.append("ssh")
+
+
+def parse_token(data: bytes | None) -> tuple[str, str] | None:
+    """(id, secret) of a stored bootstrap token, or None when absent or malformed."""
+    if not data:
+        return None
+    text = data.decode(errors="replace").strip()
+    token_id, _, secret = text.partition(".")
+    ok = (len(token_id) == 6 and len(secret) == 16
+          and all(c in string.ascii_lowercase + string.digits for c in token_id + secret))
+    return (token_id, secret) if ok else None
+
+
+def _cas(pki: _PKI) -> dict[str, tuple[Any, x509.Certificate]]:
+    return {CA: pki.ca(CA, f"{pki.spec.name}-ca"),
+            FRONT_PROXY_CA: pki.ca(FRONT_PROXY_CA, f"{pki.spec.name}-front-proxy-ca")}
+
+
+def ensure_pki(spec: Any, store: Any, hosts: Sequence[Any], log: Callable[[str], None] | None = None) -> dict:
+    """Create or reuse every certificate, key and token the cluster needs for `hosts`.
+
+    Returns `{"created": [...], "reused": [...]}` (names only, no secrets).
+    """
+    pki = _PKI(spec, store, log)
+    cas = _cas(pki)
+    for want in wanted_certs(spec, hosts):
+        pki.leaf(want, cas)  # a leaf of a replaced CA no longer verifies and is made again
+    pki.service_account()
+    pki.bootstrap_token()
+    pki.ssh_key()
+    if pki.created:
+        pki.log(f"created {len(pki.created)}: {', '.join(pki.created)}")
+    pki.log(f"reused {len(pki.reused)} existing items")
+    return {"created": pki.created, "reused": pki.reused}
+
+
+def rotate(spec: Any, store: Any, hosts: Sequence[Any], leaf: str | None = None,
+           log: Callable[[str], None] | None = None) -> list[str]:
+    """Renew every leaf certificate (or only `leaf`) with the same CAs; returns the names renewed.
+
+    Hosts pick new certificates up when their configs are rendered and applied again.
+    """
+    wanted = wanted_certs(spec, hosts)
+    names = [w.name for w in wanted]
+    if leaf is not None and leaf not in names:
+        hint = " (CAs are not rotated by `pki rotate`)" if leaf in (CA, FRONT_PROXY_CA) else ""
+        raise UserError(f"--leaf: no leaf certificate named {leaf!r}{hint}; known: {', '.join(names)}")
+    if store.read_blob(_crt(CA)) is None:
+        raise ActionError("no PKI yet: run `provision up SPEC --until pki` first")
+    pki = _PKI(spec, store, log)
+    cas = _cas(pki)
+    renewed = []
+    for want in wanted:
+        if leaf is None or want.name == leaf:
+            pki.leaf(want, cas, force=True)
+            renewed.append(want.name)
+    pki.log(f"renewed {len(renewed)}: {', '.join(renewed)}")
+    return renewed
+
+
+def show(spec: Any, store: Any) -> list[dict]:
+    """Every stored certificate: name, subject, issuer, SANs, validity and whether it verifies."""
+    cas = {name: _load_cert(store.read_blob(_crt(name))) for name in (CA, FRONT_PROXY_CA)}
+    out = []
+    now = _now()
+    for blob in store.list_blobs(PREFIX):
+        if not blob.endswith(".crt"):
+            continue
+        cert = _load_cert(store.read_blob(blob))
+        name = blob[len(PREFIX):-len(".crt")]
+        if cert is None:
+            out.append({"name": name, "error": "unreadable certificate"})
+            continue
+        issuer = next((n for n, c in cas.items() if c is not None and c.subject == cert.issuer), None)
+        verified = False
+        if issuer is not None:
+            try:
+                cert.verify_directly_issued_by(cas[issuer])
+                verified = True
+            except (ValueError, TypeError, InvalidSignature):
+                verified = False
+        out.append({
+            "name": name,
+            "subject": cert.subject.rfc4514_string(),
+            "issuer": cert.issuer.rfc4514_string(),
+            "sans": cert_sans(cert),
+            "not_before": cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "not_after": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "days_left": (cert.not_valid_after_utc - now).days,
+            "ca": name in (CA, FRONT_PROXY_CA),
+            "verified": verified,
+        })
+    return out
+
+
+# ---- what other parts use ------------------------------------------------------------------
+
+def client_tls(store: Any, name: str = "provisioner") -> TLSFiles:
+    """Local files of the etcd client certificate `etcd-client-<name>` and the CA."""
+    return TLSFiles(ca=store.blob_path(_crt(CA)), cert=store.blob_path(_crt(f"etcd-client-{name}")),
+                    key=store.blob_path(_key(f"etcd-client-{name}")))
+
+
+def ssh_private_key_path(store: Any) -> Path:
+    """Path of provision's own ed25519 private key (OpenSSH format, 0600)."""
+    return store.blob_path(SSH_KEY)
+
+
+def ssh_public_key(store: Any) -> str:
+    """provision's ed25519 public key, one authorized_keys line."""
+    data = store.read_blob(SSH_PUB)
+    if data is None:
+        raise ActionError("no SSH key yet: run `provision up SPEC --until pki` first")
+    return data.decode().strip()
+
+
+def bootstrap_token(store: Any) -> tuple[str, str]:
+    """(id, secret) of the worker bootstrap token."""
+    token = parse_token(store.read_blob(BOOTSTRAP_TOKEN))
+    if token is None:
+        raise ActionError("no bootstrap token yet: run `provision up SPEC --until pki` first")
+    return token
