@@ -381,12 +381,13 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
                                          f"{s.scale_down_cooldown:g}s since the last change", needs,
                         shrink_since=shrink_since, low_since=low_since)
         chosen = choose_removals(s, pool, current - desired)
+        gone = set(chosen)
         if not chosen:
             return done("none", desired, f"{why}; no host of the pool may be removed (none ready)", needs,
                         shrink_since=shrink_since, low_since=low_since)
         return done("remove", desired, f"{why}: remove {', '.join(chosen)} (emptiest first; non-empty "
                                        f"hosts one at a time)", needs, remove=chosen, shrink_since=None,
-                    low_since={k: v for k, v in low_since.items() if k not in chosen},
+                    low_since={k: v for k, v in low_since.items() if k not in gone},
                     last_change_at=now, last_change="remove")
     return done("none", desired, f"{why}: pool is at {current}", needs, shrink_since=None, low_since=low_since)
 
