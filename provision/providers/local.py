@@ -1,0 +1,507 @@
+"""The local provider: every host is a network namespace on a bridge of this machine.
+
+A host gets its own address on the bridge (planned from `provider.subnet`), its own UTS name,
+and a root directory under the cluster's workdir into which the real Ignition engine applies
+the host's rendered config (fetch and files stages, exactly as first boot would). "Booting" a
+host starts sshd with the host's own host key and the authorized keys Ignition wrote, then every
+enabled unit of its root whose binaries exist here, each inside the host's namespaces with the
+root visible at the paths the unit names (see local_launch and local_units). Units whose
+binaries are absent are recorded as skipped, never faked.
+
+Binaries the configs fetch come from a mirror the provider serves on the bridge address.
+Everything is found by name (namespaces, link aliases, launcher command lines), so `down`
+removes it all even after `up` crashed.
+
+Layout under `<workdir>/local/`: `hosts/<host>/{root,ignition,jobs,config.ign,host.json}`,
+`mirror/` (links to the served binaries), `bin/setfiles` (the SELinux relabel shim Ignition
+insists on running).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from ..errors import ActionError
+from ..plan import HostPlan
+from . import local_net as net
+from .base import HostRecord, Provider, host_tags
+from .local_units import UnitLaunch, boot_order
+
+IGNITION = "/usr/lib/dracut/modules.d/30ignition/ignition"
+MIRROR_PORT = 8418
+# Names the rendered configs fetch; the mirror serves whichever exists on this machine.
+ARTIFACT_NAMES = ("etcd", "etcdctl", "flanneld", "fleetd", "fleetctl", "kubelet", "kubectl")
+UNIT_STATE_DIR = "run/provision/units"
+SSHD_UNIT = "sshd.service"
+RUNNING_STATES = ("running", "activating", "auto-restart", "exited")
+BASE_GROUPS = ("sudo", "docker", "wheel")
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def _pids_with_arg(needle: str) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            if any(needle in a for a in _cmdline(int(entry))):
+                out.append(int(entry))
+    return out
+
+
+def _kill_all(pids: Sequence[int], grace: float) -> None:
+    """SIGTERM, wait up to `grace`, then SIGKILL whatever is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 5.0)
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.05)
+        if not any(_alive(p) for p in pids):
+            return
+
+
+def sha512_file(path: Path) -> str:
+    h = hashlib.sha512()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def binary_version(path: str) -> str:
+    """First line of `BINARY --version` (etcd prints `etcd Version: 3.4.23`), for logs."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (out.splitlines() or ["unknown"])[0].strip()
+
+
+class LocalProvider(Provider):
+    """Hosts as network namespaces of this machine, booted from their Ignition configs."""
+
+    name = "local"
+    user_data_limit = None
+
+    # -- names and places ---------------------------------------------------------------------
+    @property
+    def cluster(self) -> str:
+        return self.spec.name
+
+    @property
+    def base(self) -> Path:
+        if self.workdir is None:
+            raise ActionError("local: the provider needs the cluster's workdir")
+        return Path(self.workdir) / "local"
+
+    @property
+    def bridge(self) -> str:
+        return (self.options.bridge or f"pv-{self.cluster}")[:15]
+
+    @property
+    def gateway(self) -> str:
+        return str(net.gateway(self.options.subnet).ip)
+
+    @property
+    def mirror_url(self) -> str:
+        return f"http://{self.gateway}:{MIRROR_PORT}"
+
+    def host_dir(self, name: str) -> Path:
+        return self.base / "hosts" / name
+
+    def host_root(self, name: str) -> Path:
+        """The directory Ignition wrote the host's files into (its `/`)."""
+        return self.host_dir(name) / "root"
+
+    def netns(self, name: str) -> str:
+        return net.netns_name(self.cluster, name)
+
+    # -- checks -------------------------------------------------------------------------------
+    def check(self) -> list[tuple[str, str]]:
+        problems = []
+        if self.options.bridge and len(self.options.bridge) > 15:
+            problems.append(("provider.bridge", f"at most 15 characters (got {len(self.options.bridge)})"))
+        return problems
+
+    def _require_root(self) -> None:
+        if os.geteuid() != 0:
+            raise ActionError("local: network namespaces and Ignition need root; run provision as root")
+        for tool in ("ip", "unshare", "ssh-keygen"):
+            if shutil.which(tool) is None:
+                raise ActionError(f"local: {tool} is not installed (see README set-up)")
+        if not os.access(IGNITION, os.X_OK):
+            raise ActionError(f"local: the Ignition engine {IGNITION} is missing (Debian package ignition)")
+
+    # -- artifacts ----------------------------------------------------------------------------
+    def artifact_sources(self) -> dict[str, str]:
+        """{artifact name: binary on this machine} for the names configs fetch."""
+        found = {}
+        for name in ARTIFACT_NAMES:
+            path = shutil.which(name)
+            if path:
+                found[name] = os.path.realpath(path)
+        return found
+
+    def artifacts(self) -> dict[str, dict[str, str]]:
+        out = {}
+        for name, path in sorted(self.artifact_sources().items()):
+            out[name] = {"url": f"{self.mirror_url}/{name}", "sha512": self._cached_sha512(Path(path))}
+        return out
+
+    def artifact_notes(self) -> dict[str, str]:
+        """What each served binary really is, e.g. Debian's etcd 3.4.23 under the name `etcd`."""
+        return {name: f"{path} ({binary_version(path)})" for name, path in self.artifact_sources().items()}
+
+    def _cached_sha512(self, path: Path) -> str:
+        st = path.stat()
+        key = f"{path}:{st.st_size}:{st.st_mtime_ns}"
+        cache_file = self.base / "sha512.json" if self.workdir is not None else None
+        cache = {}
+        if cache_file and cache_file.is_file():
+            with contextlib.suppress(ValueError):
+                cache = json.loads(cache_file.read_text())
+        if key not in cache:
+            cache[key] = sha512_file(path)
+            if cache_file:
+                self._mkdir(self.base)
+                cache_file.write_text(json.dumps(cache, sort_keys=True))
+        return cache[key]
+
+    # -- shared resources ---------------------------------------------------------------------
+    @staticmethod
+    def _mkdir(path: Path, mode: int = 0o700) -> None:
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+
+    def prepare(self) -> None:
+        """The bridge with the gateway address, and the artifacts mirror on it."""
+        self._require_root()
+        self._mkdir(self.base)
+        net.ensure_bridge(self.bridge, self.options.subnet, self.cluster)
+        self._ensure_mirror()
+
+    def _mirror_pids(self) -> list[int]:
+        mirror_dir = str(self.base / "mirror")
+        return [p for p in _pids_with_arg("provision.providers.local_mirror")
+                if mirror_dir in _cmdline(p)]
+
+    def _ensure_mirror(self) -> None:
+        mirror_dir = self.base / "mirror"
+        self._mkdir(mirror_dir, 0o755)
+        for name, path in self.artifact_sources().items():
+            link = mirror_dir / name
+            if not link.is_symlink() or os.readlink(link) != path:
+                with contextlib.suppress(FileNotFoundError):
+                    link.unlink()
+                link.symlink_to(path)
+        if self._mirror_pids():
+            return
+        log = open(self.base / "mirror.log", "ab")
+        subprocess.Popen([sys.executable, "-m", "provision.providers.local_mirror", self.gateway,
+                          str(MIRROR_PORT), str(mirror_dir)], stdin=subprocess.DEVNULL, stdout=log,
+                         stderr=log, start_new_session=True, cwd="/", env=self._child_env())
+        log.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection((self.gateway, MIRROR_PORT), 0.5):
+                self.log(f"artifacts mirror serving {self.mirror_url}")
+                return
+            time.sleep(0.05)
+        raise ActionError(f"local: the artifacts mirror did not start on {self.mirror_url} "
+                          f"(see {self.base / 'mirror.log'})")
+
+    @staticmethod
+    def _child_env() -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL")}
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+        return env
+
+    # -- hosts --------------------------------------------------------------------------------
+    def create_hosts(self, hosts: Sequence[HostPlan], configs: Mapping[str, bytes]) -> list[HostRecord]:
+        self.prepare()
+        for host in hosts:
+            if not host.address:
+                raise ActionError(f"local: host {host.name} has no planned address")
+            if host.name not in configs:
+                raise ActionError(f"local: no rendered config for host {host.name}")
+        for host in hosts:
+            self._create_one(host, configs[host.name])
+        records = {r.name: r for r in self.list_hosts()}
+        return [records[h.name] for h in hosts if h.name in records]
+
+    def _create_one(self, host: HostPlan, config: bytes) -> None:
+        hdir = self.host_dir(host.name)
+        self._mkdir(hdir)
+        ns = net.ensure_host_network(self.cluster, host.name, host.address, self.options.subnet, self.bridge)
+        info = {"name": host.name, "pool": host.pool, "role": host.role, "address": host.address,
+                "netns": ns, "tags": host_tags(self.cluster, host)}
+        (hdir / "host.json").write_text(json.dumps(info, indent=2, sort_keys=True))
+        digest = hashlib.sha256(config).hexdigest()
+        marker = hdir / "ignited"
+        if not marker.is_file():
+            self._ignite(host.name, ns, config)
+            marker.write_text(digest)
+            self.log(f"{host.name}: Ignition applied ({host.address})")
+        elif marker.read_text() != digest:
+            # Like a real machine: Ignition runs on first boot only; a new config needs a new host.
+            self.log(f"{host.name}: keeps the config it first booted with (config changed since)")
+        self.boot(host.name)
+
+    def _minimal_root(self, root: Path, name: str) -> None:
+        """What the OS image gives Ignition: base users and groups, SELinux config, FHS dirs."""
+        for d, mode in (("etc/selinux", 0o755), ("etc/sudoers.d", 0o750), ("etc/ssh", 0o755),
+                        ("opt", 0o755), ("home", 0o755), ("var/lib", 0o755), ("var/log", 0o755),
+                        ("run", 0o755), ("tmp", 0o1777), ("root", 0o700), ("srv", 0o755)):
+            (root / d).mkdir(parents=True, exist_ok=True)
+            os.chmod(root / d, mode)
+        (root / "etc/selinux/config").write_text("SELINUX=disabled\nSELINUXTYPE=targeted\n")
+        for name in ("passwd", "group", "shadow", "gshadow"):
+            src = Path("/etc") / name
+            if src.is_file():
+                shutil.copy2(src, root / "etc" / name)
+        group_file = root / "etc/group"
+        groups = {line.split(":", 1)[0] for line in group_file.read_text().splitlines() if line}
+        gids = {int(line.split(":")[2]) for line in group_file.read_text().splitlines() if line.count(":") >= 3}
+        with open(group_file, "a") as f:
+            for g in BASE_GROUPS:
+                if g not in groups:
+                    gid = next(i for i in range(900, 1000) if i not in gids)
+                    gids.add(gid)
+                    f.write(f"{g}:x:{gid}:\n")
+        # Flatcar's base image lets the sudo group use sudo without a password.
+        sudoers = root / "etc/sudoers.d/00-provision-base"
+        sudoers.write_text("%sudo ALL=(ALL) NOPASSWD: ALL\n")
+        os.chmod(sudoers, 0o440)
+        (root / "var/run").symlink_to("../run")
+        hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").is_file() else "127.0.0.1 localhost\n"
+        (root / "etc/hosts").write_text(hosts.rstrip("\n") + f"\n127.0.1.1 {name}\n")
+
+    def _ignite(self, name: str, ns: str, config: bytes) -> None:
+        hdir = self.host_dir(name)
+        root = self.host_root(name)
+        state = hdir / "ignition"
+        for path in (root, state):
+            if path.exists():
+                shutil.rmtree(path)
+        self._minimal_root(root, name)
+        self._mkdir(state)
+        cfg = hdir / "config.ign"
+        fd = os.open(cfg, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(config)
+        shim_dir = self.base / "bin"
+        self._mkdir(shim_dir, 0o755)
+        shim = shim_dir / "setfiles"
+        if not shim.exists():
+            # Ignition always relabels for SELinux; these hosts have no policy to apply.
+            shim.write_text("#!/bin/sh\ncat >/dev/null\nexit 0\n")
+            os.chmod(shim, 0o755)
+        env = {"PATH": f"{shim_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "IGNITION_CONFIG_FILE": str(cfg)}
+        for stage in ("fetch", "files"):
+            # Ignition writes authorized keys as the user, who cannot pass the 0700 state dir:
+            # apply the config to the root bind-mounted on /mnt of a private mount namespace.
+            proc = subprocess.run(["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
+                                   "sh", "-c", 'mount --bind "$0" /mnt && exec "$@"', str(root),
+                                   IGNITION, "-platform", "file", "-stage", stage,
+                                   "-root", "/mnt", "-log-to-stdout",
+                                   "-config-cache", str(state / "cache.json"), "-state-file", str(state / "state")],
+                                  env=env, capture_output=True, text=True, timeout=300)
+            (state / f"{stage}.log").write_text(proc.stdout + proc.stderr)
+            if proc.returncode != 0:
+                errors = [line for line in (proc.stdout + proc.stderr).splitlines()
+                          if "CRITICAL" in line or "error" in line.lower()][-3:]
+                raise ActionError(f"local: Ignition {stage} stage failed for {name}: "
+                                  f"{'; '.join(errors) or 'see ' + str(state / (stage + '.log'))}")
+
+    # -- boot ---------------------------------------------------------------------------------
+    def boot(self, name: str) -> None:
+        """Start sshd and the root's enabled units that are not running yet."""
+        info = self._host_info(name)
+        root = self.host_root(name)
+        units_dir = root / UNIT_STATE_DIR
+        units_dir.mkdir(parents=True, exist_ok=True)
+        (root / "run/sshd").mkdir(mode=0o755, exist_ok=True)
+        key = root / "etc/ssh/ssh_host_ed25519_key"
+        if not key.exists():
+            key.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)],
+                           check=True, capture_output=True)
+        (root / "run/provision/sshd_config").write_text(self._sshd_config(info["address"]))
+        sshd = UnitLaunch(name=SSHD_UNIT, exec_start=(("/usr/sbin/sshd", "-D", "-e", "-f",
+                                                        "/run/provision/sshd_config"),),
+                          environment=(("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),), restart="always",
+                          restart_sec=0.5)
+        self._start_unit(name, sshd)
+        for launch in boot_order(root, name):
+            if launch.name == SSHD_UNIT:
+                continue  # the boot sshd above is the host's sshd
+            if launch.skip_reason:
+                self._write_unit_state(units_dir, launch.name, {"state": "skipped", "reason": launch.skip_reason})
+            else:
+                self._start_unit(name, launch)
+
+    @staticmethod
+    def _sshd_config(address: str) -> str:
+        return "\n".join([
+            f"ListenAddress {address}:22", "HostKey /etc/ssh/ssh_host_ed25519_key", "PidFile none",
+            "UsePAM no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+            "PermitRootLogin prohibit-password",
+            "AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys.d/ignition",
+            "Subsystem sftp /usr/lib/openssh/sftp-server", ""])
+
+    @staticmethod
+    def _write_unit_state(units_dir: Path, unit: str, doc: dict) -> None:
+        doc = {"unit": unit, **doc}
+        tmp = units_dir / f".{unit}.json.tmp"
+        tmp.write_text(json.dumps(doc, sort_keys=True))
+        os.replace(tmp, units_dir / f"{unit}.json")
+
+    def _start_unit(self, name: str, launch: UnitLaunch) -> None:
+        current = self._read_unit_state(name, launch.name)
+        if current and current.get("state") in RUNNING_STATES and _alive(current.get("launcher_pid")):
+            return
+        if current and current.get("state") == "exited" and launch.type == "oneshot":
+            return
+        jobs = self.host_dir(name) / "jobs"
+        self._mkdir(jobs)
+        job = jobs / f"{launch.name}.json"
+        job.write_text(json.dumps({"root": str(self.host_root(name)), "hostname": name,
+                                   "unit": launch.to_json()}, sort_keys=True))
+        self._write_unit_state(self.host_root(name) / UNIT_STATE_DIR, launch.name, {"state": "activating"})
+        log = open(self.host_dir(name) / "launch.log", "ab")
+        subprocess.Popen(["ip", "netns", "exec", self.netns(name), "unshare", "--mount", "--uts",
+                          "--propagation", "private", sys.executable, "-m", "provision.providers.local_launch",
+                          str(job)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                         start_new_session=True, cwd="/", env=self._child_env())
+        log.close()
+
+    def _read_unit_state(self, name: str, unit: str) -> dict | None:
+        path = self.host_root(name) / UNIT_STATE_DIR / f"{unit}.json"
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(path.read_text())
+        return None
+
+    def unit_states(self, name: str) -> dict[str, dict]:
+        """{unit: {"state": running|exited|skipped|failed|activating|dead, "reason"...}} of a host."""
+        out = {}
+        units_dir = self.host_root(name) / UNIT_STATE_DIR
+        if not units_dir.is_dir():
+            return out
+        for path in sorted(units_dir.glob("*.json")):
+            with contextlib.suppress(OSError, ValueError):
+                doc = json.loads(path.read_text())
+                if doc.get("state") in ("running", "activating", "auto-restart") and \
+                        not _alive(doc.get("launcher_pid")) and doc.get("launcher_pid"):
+                    doc["state"] = "dead"
+                out[doc.get("unit", path.stem)] = doc
+        return out
+
+    def _host_info(self, name: str) -> dict:
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads((self.host_dir(name) / "host.json").read_text())
+        return {}
+
+    def host_public_key(self, name: str) -> str | None:
+        """The host's SSH host key (`ssh-ed25519 AAAA...`), for a known_hosts file."""
+        path = self.host_root(name) / "etc/ssh/ssh_host_ed25519_key.pub"
+        with contextlib.suppress(OSError):
+            return " ".join(path.read_text().split()[:2])
+        return None
+
+    def list_hosts(self) -> list[HostRecord]:
+        records = []
+        for host, ns in sorted(net.cluster_netns(self.cluster).items()):
+            info = self._host_info(host) if self.workdir is not None else {}
+            state = "pending"
+            if info:
+                sshd = self.unit_states(host).get(SSHD_UNIT, {})
+                if sshd.get("state") == "running" and _alive(sshd.get("launcher_pid")):
+                    state = "running"
+            else:
+                state = "unknown"
+            records.append(HostRecord(name=host, pool=info.get("pool", ""), role=info.get("role", ""),
+                                      provider_id=ns, state=state, private_address=info.get("address"),
+                                      extra={"netns": ns, "tags": info.get("tags", {})}))
+        return records
+
+    def destroy_hosts(self, names: Sequence[str]) -> None:
+        self._stop_hosts(names)
+        for name in names:
+            net.delete_namespace(self.netns(name))
+            net.delete_link(net.veth_names(self.cluster, name)[0])
+            if self.workdir is not None and self.host_dir(name).exists():
+                shutil.rmtree(self.host_dir(name))
+            self.log(f"{name}: destroyed")
+
+    def _stop_hosts(self, names: Sequence[str]) -> None:
+        pids: set[int] = set()
+        for name in names:
+            pids.update(net.netns_pids(self.netns(name)))
+            if self.workdir is not None:
+                # Launchers whose namespace is already gone are found by their job path.
+                pids.update(_pids_with_arg(str(self.host_dir(name) / "jobs") + "/"))
+        # Whole sessions: a launcher's unit processes live in its session.
+        for pid in list(pids):
+            with contextlib.suppress(ProcessLookupError):
+                sid = os.getsid(pid)
+                if sid != os.getsid(0):
+                    pids.update(p for p in self._session_members(sid))
+        _kill_all(sorted(pids), grace=1.0)
+
+    @staticmethod
+    def _session_members(sid: int) -> list[int]:
+        out = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    if os.getsid(int(entry)) == sid:
+                        out.append(int(entry))
+        return out
+
+    def reboot(self, name: str) -> None:
+        """Stop every process of a host and boot it again (its root and Ignition result stay)."""
+        self._stop_hosts([name])
+        self.boot(name)
+
+    def set_link(self, name: str, up: bool) -> None:
+        """Cut or restore a host's link to the bridge (partition tests, maintenance)."""
+        net.set_link(self.cluster, name, up)
+
+    def teardown(self) -> None:
+        leftover = sorted(net.cluster_netns(self.cluster))
+        if leftover:
+            self.destroy_hosts(leftover)
+        if self.workdir is not None:
+            _kill_all(self._mirror_pids(), grace=1.0)
+            _kill_all(_pids_with_arg(str(self.base / "hosts") + "/"), grace=1.0)
+        for link in net.links_by_alias(self.cluster):
+            net.delete_link(link)
+        net.delete_link(self.bridge)
+        if self.workdir is not None and self.base.exists():
+            shutil.rmtree(self.base)

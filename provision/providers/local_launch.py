@@ -1,0 +1,169 @@
+"""Runs one unit of a local host, the way systemd would on the real machine.
+
+Started by the local provider as
+`ip netns exec NS unshare --mount --uts --propagation private PYTHON -m provision.providers.local_launch JOB`
+so it is already inside the host's network namespace with a private mount and UTS namespace.
+It then names the host, makes the host's root visible at the paths units name (the root's
+`etc` layered over the machine's `/etc`; its `opt`, `home`, `var`, `run`, `tmp`, `root`, `srv`
+in place of the machine's), and supervises the unit's commands with the unit's environment,
+user and Restart= policy. Its state is a JSON file under the host's `/run/provision/units/`.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import grp
+import json
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BIND_DIRS = ("opt", "home", "var", "run", "tmp", "root", "srv")
+STATE_DIR = "/run/provision/units"
+MS_RDONLY = 1
+MS_BIND = 4096
+MS_REC = 16384
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    if _libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+                   data.encode() if data else None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
+
+
+def enter_root(root: Path) -> None:
+    """Make the host's root visible where its units look (private mount namespace only)."""
+    # Open every source first: a later mount may hide the path the root lives under (e.g. /tmp).
+    sources = {d: os.open(root / d, os.O_RDONLY | os.O_DIRECTORY) for d in BIND_DIRS
+               if (root / d).is_dir() and os.path.isdir(f"/{d}") and not os.path.islink(f"/{d}")}
+    if (root / "etc").is_dir():
+        lower = str(root / "etc").replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+        mount("overlay", "/etc", "overlay", MS_RDONLY, f"lowerdir={lower}:/etc")
+    for d, fd in sources.items():
+        mount(f"/proc/self/fd/{fd}", f"/{d}", None, MS_BIND | MS_REC, None)
+        os.close(fd)
+
+
+class Unit:
+    def __init__(self, spec: dict, state_file: Path):
+        self.spec = spec
+        self.state_file = state_file
+        self.child: subprocess.Popen | None = None
+        self.stopping = False
+        self.restarts = 0
+        self.log = open(state_file.with_suffix(".log"), "ab", buffering=0)
+
+    def write_state(self, state: str, **extra) -> None:
+        doc = {"unit": self.spec["name"], "state": state, "launcher_pid": os.getpid(),
+               "restarts": self.restarts, "since": time.time(), **extra}
+        tmp = self.state_file.with_name(f".{self.state_file.name}.tmp")
+        tmp.write_text(json.dumps(doc, sort_keys=True))
+        os.replace(tmp, self.state_file)
+
+    def demote(self):
+        user, group = self.spec.get("user"), self.spec.get("group")
+        if not user and not group:
+            return None
+        entry = pwd.getpwnam(user) if user else None
+        gid = grp.getgrnam(group).gr_gid if group else (entry.pw_gid if entry else os.getgid())
+
+        def preexec() -> None:
+            os.setgid(gid)
+            if entry:
+                os.initgroups(entry.pw_name, gid)
+                os.setuid(entry.pw_uid)
+        return preexec
+
+    def env(self) -> dict[str, str]:
+        env = dict(self.spec["environment"])
+        if self.spec.get("user"):
+            with_user = pwd.getpwnam(self.spec["user"])
+            env.setdefault("HOME", with_user.pw_dir)
+            env.setdefault("USER", with_user.pw_name)
+        return env
+
+    def start(self, argv: list[str]) -> subprocess.Popen:
+        return subprocess.Popen(argv, env=self.env(), cwd=self.spec.get("working_directory") or "/",
+                                stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+                                preexec_fn=self.demote(), close_fds=True)
+
+    def run_pre(self) -> bool:
+        for argv, ignore in zip(self.spec["exec_start_pre"], self.spec["ignore_failure_pre"]):
+            try:
+                code = self.start(argv).wait()
+            except OSError as err:
+                self.log.write(f"provision: ExecStartPre {argv[0]}: {err}\n".encode())
+                code = 127
+            if code != 0 and not ignore:
+                return False
+        return True
+
+    def should_restart(self, code: int) -> bool:
+        policy = self.spec["restart"]
+        return not self.stopping and (policy == "always" or (policy in ("on-failure", "on-abnormal")
+                                                             and code != 0))
+
+    def run(self) -> int:
+        if self.spec["type"] == "oneshot":
+            self.write_state("activating")
+            ok = self.run_pre()
+            code = 0
+            for argv in self.spec["exec_start"] if ok else []:
+                self.child = self.start(argv)
+                code = self.child.wait()
+                if code != 0:
+                    break
+            self.write_state("exited" if ok and code == 0 else "failed", exit_code=code)
+            return 0
+        while True:
+            code = 1
+            if self.run_pre():
+                try:
+                    self.child = self.start(self.spec["exec_start"][0])
+                    self.write_state("running", pid=self.child.pid)
+                    code = self.child.wait()
+                except OSError as err:
+                    self.log.write(f"provision: ExecStart: {err}\n".encode())
+                    code = 127
+            if self.stopping:
+                self.write_state("stopped", exit_code=code)
+                return 0
+            if not self.should_restart(code):
+                self.write_state("failed" if code != 0 else "exited", exit_code=code)
+                return 0
+            self.restarts += 1
+            self.write_state("auto-restart", exit_code=code)
+            time.sleep(max(self.spec["restart_sec"], 0.2))
+
+    def terminate(self, *_):
+        self.stopping = True
+        if self.child and self.child.poll() is None:
+            self.child.terminate()
+            try:
+                self.child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.child.kill()
+
+
+def main(job_file: str) -> int:
+    job = json.loads(Path(job_file).read_text())
+    socket.sethostname(job["hostname"])
+    enter_root(Path(job["root"]))
+    state_dir = Path(STATE_DIR)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    unit = Unit(job["unit"], state_dir / f"{job['unit']['name']}.json")
+    signal.signal(signal.SIGTERM, unit.terminate)
+    signal.signal(signal.SIGINT, unit.terminate)
+    return unit.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
