@@ -1,0 +1,491 @@
+"""Amazon EC2 through boto3.
+
+Shared resources (VPC with an internet gateway, one subnet, one security group, one key pair)
+are found by the cluster tag or created with it. Hosts sharing one config (a worker pool) are
+made by one RunInstances per pool and subnet with MinCount = MaxCount = N and the tags in the
+same call; each batch carries a deterministic ClientToken and a `provision:batch` tag, and before
+any (re)try the cloud is asked whether the batch already exists, so a retried or re-run call never
+makes a second host. Hosts are listed with one filtered, paginated DescribeInstances.
+
+Credentials come from the standard AWS chain; `AWS_ENDPOINT_URL` (and `AWS_ENDPOINT_URL_EC2`)
+point boto3 at another endpoint. botocore's own retries are off: throttling and 5xx answers are
+retried here with backoff and jitter (`provision.providers.retry`) so that every retry of a
+creating call first checks what exists.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable, Mapping, Sequence
+
+from ..errors import ActionError
+from ..plan import HostPlan, host_name
+from .base import (TAG_CLUSTER, TAG_HOST, TAG_POOL, TAG_ROLE, HostRecord, Provider, UserDataLimit,
+                   host_tags)
+from .retry import Backoff, call_with_retry
+
+TAG_BATCH = "provision:batch"      # ClientToken of the RunInstances that made the host
+TAG_INDICES = "provision:indices"  # host indices of that batch, in launch order ("0-4,7")
+
+# Flatcar's publishing account (the owner filter keeps look-alike community images out).
+FLATCAR_OWNER = "075585003325"
+# EC2 caps one RunInstances at the RunInstances token bucket's burst.
+MAX_BATCH = 1000
+LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+STATE_MAP = {"pending": "pending", "running": "running", "stopping": "stopped", "stopped": "stopped",
+             "shutting-down": "terminated", "terminated": "terminated"}
+THROTTLING_CODES = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestThrottled",
+                    "TooManyRequestsException", "SlowDown", "EC2ThrottledException",
+                    "ServiceUnavailable", "Unavailable", "InternalError", "InternalFailure"}
+
+
+def compress_indices(indices: Sequence[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> "0-2,5,7-8" (launch order kept; fits a 256-character tag value)."""
+    parts: list[str] = []
+    start = prev = None
+    for i in indices:
+        if start is not None and i == prev + 1:
+            prev = i
+            continue
+        if start is not None:
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = i
+    if start is not None:
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+    return ",".join(parts)
+
+
+def expand_indices(text: str) -> list[int]:
+    out: list[int] = []
+    for part in filter(None, text.split(",")):
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out.extend(range(int(a), int(b) + 1))
+        else:
+            out.append(int(part))
+    return out
+
+
+def aws_retryable(err: BaseException) -> str | None:
+    """Why an error is worth another try (throttling, 5xx, a dropped connection), or None."""
+    from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+    if isinstance(err, ClientError):
+        code = err.response.get("Error", {}).get("Code", "")
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        if code in THROTTLING_CODES or status == 429:
+            return f"throttled ({code or status})"
+        if status >= 500:
+            return f"server error {status} ({code})"
+        return None
+    if isinstance(err, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError)):
+        return f"connection problem ({type(err).__name__})"
+    return None
+
+
+def tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
+
+
+def tags_of(resource: Mapping[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", []) or []}
+
+
+class AWSProvider(Provider):
+    """EC2 hosts in a VPC the provider creates and tags (or reuses by tag)."""
+
+    name = "aws"
+    user_data_limit = UserDataLimit(16 * 1024, "raw")  # EC2: 16 KB before base64
+
+    def __init__(self, spec, workdir=None, log=None):
+        super().__init__(spec, workdir, log)
+        self.backoff = Backoff()
+        self._client = None
+        self._network: dict[str, str] | None = None
+        self._image: str | None = None
+
+    # -- plumbing ----------------------------------------------------------------------------
+    @property
+    def ec2(self):
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+            # total_max_attempts=1: botocore must not retry behind our back (see module doc).
+            config = Config(retries={"total_max_attempts": 1, "mode": "standard"},
+                            user_agent_extra="provision", connect_timeout=10, read_timeout=60)
+            self._client = boto3.session.Session().client("ec2", region_name=self.options.region,
+                                                          config=config)
+        return self._client
+
+    def _retry(self, call: Callable[[], Any], what: str) -> Any:
+        """Run `call` with backoff on throttling/5xx; other errors become ActionError."""
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+        try:
+            return call_with_retry(call, retryable=aws_retryable, what=f"ec2 {what}", log=self.log,
+                                   backoff=self.backoff)
+        except NoCredentialsError:
+            raise ActionError("aws: no credentials found in the standard AWS chain (AWS_ACCESS_KEY_ID/"
+                              "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws, instance role)") from None
+        except ClientError as err:
+            error = err.response.get("Error", {})
+            raise ActionError(f"aws {what}: {error.get('Code', 'error')}: {error.get('Message', err)}") from None
+        except BotoCoreError as err:
+            raise ActionError(f"aws {what}: {err}") from None
+
+    def _call(self, operation: str, **params: Any) -> Any:
+        return self._retry(lambda: getattr(self.ec2, operation)(**params), operation)
+
+    def _paginate(self, operation: str, key: str, **params: Any) -> list[dict[str, Any]]:
+        def pages() -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = []
+            for page in self.ec2.get_paginator(operation).paginate(**params):
+                items.extend(page.get(key, []))
+            return items
+        return self._retry(pages, operation)
+
+    def _cluster_filter(self) -> list[dict[str, Any]]:
+        return [{"Name": f"tag:{TAG_CLUSTER}", "Values": [self.spec.name]}]
+
+    def _tag_spec(self, resource_type: str, extra: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        tags = {TAG_CLUSTER: self.spec.name, "Name": self.spec.name, **(extra or {})}
+        return [{"ResourceType": resource_type, "Tags": tag_list(tags)}]
+
+    # -- checks ------------------------------------------------------------------------------
+    def check(self) -> list[tuple[str, str]]:
+        problems = []
+        o = self.options
+        if not o.region:
+            problems.append(("provider.region", "required"))
+        if o.ami is not None and not str(o.ami).startswith("ami-"):
+            problems.append(("provider.ami", f"must be an AMI id like ami-0123456789abcdef0 (got {o.ami!r})"))
+        if o.ami is None and self.spec.os.family != "flatcar":
+            problems.append(("provider.ami", f"required with os.family {self.spec.os.family} "
+                                             "(the automatic AMI lookup knows Flatcar only)"))
+        import ipaddress
+        if not ipaddress.ip_network(o.subnet_cidr).subnet_of(ipaddress.ip_network(o.vpc_cidr)):
+            problems.append(("provider.subnet_cidr", f"{o.subnet_cidr} is not inside provider.vpc_cidr {o.vpc_cidr}"))
+        return problems
+
+    # -- shared resources --------------------------------------------------------------------
+    def prepare(self) -> None:
+        """VPC, internet gateway and route, subnet, security group, key pair: found by tag or made."""
+        self.network()
+
+    def network(self) -> dict[str, str]:
+        if self._network is None:
+            vpc = self._ensure_vpc()
+            subnet = self._ensure_subnet(vpc)
+            group = self._ensure_security_group(vpc)
+            key = self._ensure_key_pair()
+            self._network = {"vpc": vpc, "subnet": subnet, "security_group": group, "key_name": key}
+        return self._network
+
+    def _find_or_create(self, what: str, find: Callable[[], str | None], create: Callable[[], str]) -> str:
+        """Look before every (re)try of a creating call, so a lost answer never duplicates."""
+        def attempt() -> str:
+            found = find()
+            if found:
+                return found
+            self.log(f"creating {what}")
+            return create()
+        return self._retry(attempt, f"create {what}")
+
+    def _ensure_vpc(self) -> str:
+        def find():
+            vpcs = self.ec2.describe_vpcs(Filters=self._cluster_filter())["Vpcs"]
+            return sorted(v["VpcId"] for v in vpcs)[0] if vpcs else None
+
+        def create():
+            vpc = self.ec2.create_vpc(CidrBlock=self.options.vpc_cidr,
+                                      TagSpecifications=self._tag_spec("vpc"))["Vpc"]["VpcId"]
+            return vpc
+        vpc = self._find_or_create("VPC", find, create)
+        self._call("modify_vpc_attribute", VpcId=vpc, EnableDnsHostnames={"Value": True})
+        self._ensure_internet_route(vpc)
+        return vpc
+
+    def _ensure_internet_route(self, vpc: str) -> None:
+        def find():
+            gateways = self.ec2.describe_internet_gateways(Filters=self._cluster_filter())["InternetGateways"]
+            return sorted(g["InternetGatewayId"] for g in gateways)[0] if gateways else None
+
+        def create():
+            return self.ec2.create_internet_gateway(
+                TagSpecifications=self._tag_spec("internet-gateway"))["InternetGateway"]["InternetGatewayId"]
+        gateway = self._find_or_create("internet gateway", find, create)
+        attached = self._call("describe_internet_gateways", InternetGatewayIds=[gateway])["InternetGateways"][0]
+        if not any(a.get("VpcId") == vpc for a in attached.get("Attachments", [])):
+            self._call("attach_internet_gateway", InternetGatewayId=gateway, VpcId=vpc)
+        tables = self._call("describe_route_tables", Filters=[{"Name": "vpc-id", "Values": [vpc]},
+                                                              {"Name": "association.main", "Values": ["true"]}])
+        for table in tables["RouteTables"]:
+            if not any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in table.get("Routes", [])):
+                self._call("create_route", RouteTableId=table["RouteTableId"], DestinationCidrBlock="0.0.0.0/0",
+                           GatewayId=gateway)
+
+    def _ensure_subnet(self, vpc: str) -> str:
+        def find():
+            subnets = self.ec2.describe_subnets(Filters=self._cluster_filter()
+                                                + [{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
+            return sorted(s["SubnetId"] for s in subnets)[0] if subnets else None
+
+        def create():
+            zone = self.options.availability_zone
+            if zone is None:
+                zones = self.ec2.describe_availability_zones(
+                    Filters=[{"Name": "state", "Values": ["available"]}])["AvailabilityZones"]
+                if not zones:
+                    raise ActionError(f"aws: region {self.options.region} reports no available zone")
+                zone = sorted(z["ZoneName"] for z in zones)[0]
+            return self.ec2.create_subnet(VpcId=vpc, CidrBlock=self.options.subnet_cidr, AvailabilityZone=zone,
+                                          TagSpecifications=self._tag_spec("subnet"))["Subnet"]["SubnetId"]
+        subnet = self._find_or_create("subnet", find, create)
+        self._call("modify_subnet_attribute", SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
+        return subnet
+
+    def _ensure_security_group(self, vpc: str) -> str:
+        group_name = f"provision-{self.spec.name}"
+
+        def find():
+            groups = self.ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc]},
+                                                               {"Name": "group-name", "Values": [group_name]}])
+            return sorted(g["GroupId"] for g in groups["SecurityGroups"])[0] if groups["SecurityGroups"] else None
+
+        def create():
+            return self.ec2.create_security_group(
+                GroupName=group_name, VpcId=vpc, Description=f"provision cluster {self.spec.name}",
+                TagSpecifications=self._tag_spec("security-group"))["GroupId"]
+        group = self._find_or_create("security group", find, create)
+        current = self._call("describe_security_groups", GroupIds=[group])["SecurityGroups"][0]
+        have = {rule_key(p) for p in split_permissions(current.get("IpPermissions", []))}
+        missing = [p for p in wanted_permissions(group) if rule_key(p) not in have]
+        if missing:
+            self.log(f"opening {len(missing)} security group rule(s)")
+            self._call("authorize_security_group_ingress", GroupId=group, IpPermissions=missing)
+        return group
+
+    def _ensure_key_pair(self) -> str:
+        key_name = f"provision-{self.spec.name}"
+
+        def find():
+            pairs = self.ec2.describe_key_pairs(Filters=self._cluster_filter())["KeyPairs"]
+            return sorted(p["KeyName"] for p in pairs)[0] if pairs else None
+
+        def create():
+            from botocore.exceptions import ClientError
+            try:
+                return self.ec2.import_key_pair(KeyName=key_name, PublicKeyMaterial=self.spec.ssh.authorized_keys[0].encode(),
+                                                TagSpecifications=self._tag_spec("key-pair"))["KeyName"]
+            except ClientError as err:
+                if err.response.get("Error", {}).get("Code") == "InvalidKeyPair.Duplicate":
+                    return key_name  # same name, made outside provision or before tags: reuse it
+                raise
+        return self._find_or_create("key pair", find, create)
+
+    def image(self) -> str:
+        """The AMI: provider.ami, or the newest Flatcar image of os.channel."""
+        if self.options.ami:
+            return self.options.ami
+        if self._image is None:
+            channel = self.spec.os.channel
+            images = self._call("describe_images", Owners=[FLATCAR_OWNER], Filters=[
+                {"Name": "name", "Values": [f"Flatcar-{channel}-*"]},
+                {"Name": "architecture", "Values": ["x86_64"]},
+                {"Name": "virtualization-type", "Values": ["hvm"]},
+                {"Name": "state", "Values": ["available"]}])["Images"]
+            if not images:
+                raise ActionError(f"aws: no Flatcar {channel} AMI found in {self.options.region} "
+                                  f"(owner {FLATCAR_OWNER}); set provider.ami")
+            newest = max(images, key=lambda i: (i.get("CreationDate", ""), i.get("Name", "")))
+            self.log(f"AMI {newest['ImageId']} ({newest.get('Name')})")
+            self._image = newest["ImageId"]
+        return self._image
+
+    # -- hosts -------------------------------------------------------------------------------
+    def batch_token(self, pool: str, indices: Sequence[int], config: bytes, generation: int = 0) -> str:
+        """RunInstances ClientToken: the same batch (cluster, pool, indices, config) always gets
+        the same token, so EC2 itself answers a retry with the first call's instances."""
+        digest = hashlib.sha256("\0".join([self.spec.name, pool, compress_indices(indices),
+                                           hashlib.sha256(config).hexdigest(), str(generation)]).encode())
+        return "pv-" + digest.hexdigest()[:40]
+
+    def batches(self, hosts: Sequence[HostPlan], configs: Mapping[str, bytes]) -> list[list[HostPlan]]:
+        """Hosts of one pool with one config and no fixed address go together (up to MAX_BATCH)."""
+        groups: dict[tuple[str, str], list[HostPlan]] = {}
+        singles: list[list[HostPlan]] = []
+        for host in hosts:
+            if host.address:
+                singles.append([host])
+            else:
+                key = (host.pool, hashlib.sha256(configs[host.name]).hexdigest())
+                groups.setdefault(key, []).append(host)
+        out = list(singles)
+        for group in groups.values():
+            group = sorted(group, key=lambda h: h.index)
+            out.extend(group[i:i + MAX_BATCH] for i in range(0, len(group), MAX_BATCH))
+        return out
+
+    def create_hosts(self, hosts: Sequence[HostPlan], configs: Mapping[str, bytes]) -> list[HostRecord]:
+        network = self.network()
+        existing = {h.name: h for h in self.list_hosts()}
+        records = [existing[h.name] for h in hosts if h.name in existing]
+        todo = [h for h in hosts if h.name not in existing]
+        for batch in self.batches(todo, configs):
+            records.extend(self._run_batch(batch, configs[batch[0].name], network))
+        order = {h.name: i for i, h in enumerate(hosts)}
+        return sorted(records, key=lambda r: order.get(r.name, len(order)))
+
+    def _run_batch(self, batch: list[HostPlan], config: bytes, network: Mapping[str, str]) -> list[HostRecord]:
+        pool = self.spec.pool(batch[0].pool)
+        indices = [h.index for h in batch]
+        token = self.batch_token(pool.name, indices, config)
+        common = {TAG_CLUSTER: self.spec.name, TAG_POOL: pool.name, TAG_ROLE: pool.role,
+                  TAG_BATCH: token, TAG_INDICES: compress_indices(indices)}
+        if len(batch) == 1:  # one host: its own name goes in the same call
+            common.update(host_tags(self.spec.name, batch[0]), Name=batch[0].name)
+        params: dict[str, Any] = {
+            "ImageId": self.image(), "InstanceType": pool.size or self.options.instance_type,
+            "MinCount": len(batch), "MaxCount": len(batch), "KeyName": network["key_name"],
+            "UserData": config, "ClientToken": token,
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": tag_list(common)},
+                                  {"ResourceType": "volume", "Tags": tag_list(common)}]}
+        interface = {"DeviceIndex": 0, "SubnetId": network["subnet"], "Groups": [network["security_group"]],
+                     "AssociatePublicIpAddress": True}
+        if batch[0].address:
+            interface["PrivateIpAddress"] = batch[0].address
+        params["NetworkInterfaces"] = [interface]
+
+        def attempt() -> list[dict[str, Any]]:
+            # A retry after a lost answer: the batch may exist already (EC2 honours the token;
+            # a look by tag also covers endpoints that do not).
+            found = self._describe_instances([{"Name": f"tag:{TAG_BATCH}", "Values": [token]}])
+            if found:
+                return found
+            instances = self.ec2.run_instances(**params)["Instances"]
+            generation = 0
+            while all(STATE_MAP.get(i.get("State", {}).get("Name")) == "terminated" for i in instances):
+                # EC2 replays a token's old answer even after those hosts were destroyed: the
+                # batch was made and destroyed before, so this is a new generation of it.
+                generation += 1
+                if generation > 5:
+                    raise ActionError(f"aws RunInstances: token {token} keeps answering with terminated instances")
+                params["ClientToken"] = self.batch_token(pool.name, indices, config, generation)
+                instances = self.ec2.run_instances(**params)["Instances"]
+            return instances
+        self.log(f"RunInstances: {len(batch)} x {pool.name} ({params['InstanceType']})")
+        instances = self._retry(attempt, "RunInstances")
+        records = []
+        for instance in sorted(instances, key=lambda i: i.get("AmiLaunchIndex", 0)):
+            record = self._record(instance)
+            if len(batch) > 1 and tags_of(instance).get(TAG_HOST) != record.name:
+                # Host names differ inside a batch: one CreateTags each, after the batch exists.
+                self._call("create_tags", Resources=[instance["InstanceId"]],
+                           Tags=tag_list({TAG_HOST: record.name, "Name": record.name}))
+            records.append(record)
+        return records
+
+    def _describe_instances(self, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        filters = self._cluster_filter() + filters + [{"Name": "instance-state-name", "Values": LIVE_STATES}]
+        reservations = self._paginate("describe_instances", "Reservations", Filters=filters,
+                                      PaginationConfig={"PageSize": 1000})
+        return [i for r in reservations for i in r.get("Instances", [])]
+
+    def _record(self, instance: Mapping[str, Any]) -> HostRecord:
+        tags = tags_of(instance)
+        name = tags.get(TAG_HOST)
+        if not name and tags.get(TAG_INDICES) and tags.get(TAG_POOL):
+            indices = expand_indices(tags[TAG_INDICES])
+            launch = int(instance.get("AmiLaunchIndex", 0))
+            if launch < len(indices):
+                name = host_name(self.spec.name, tags[TAG_POOL], indices[launch])
+        return HostRecord(
+            name=name or instance["InstanceId"], pool=tags.get(TAG_POOL, ""), role=tags.get(TAG_ROLE, ""),
+            provider_id=instance["InstanceId"], state=STATE_MAP.get(instance.get("State", {}).get("Name"), "unknown"),
+            private_address=instance.get("PrivateIpAddress"), public_address=instance.get("PublicIpAddress"),
+            extra={"instance_type": instance.get("InstanceType"), "image": instance.get("ImageId"),
+                   "zone": instance.get("Placement", {}).get("AvailabilityZone")})
+
+    def list_hosts(self) -> list[HostRecord]:
+        return sorted((self._record(i) for i in self._describe_instances([])), key=lambda r: r.name)
+
+    def destroy_hosts(self, names: Sequence[str]) -> None:
+        wanted = set(names)
+        ids = sorted(r.provider_id for r in self.list_hosts() if r.name in wanted)
+        for i in range(0, len(ids), MAX_BATCH):
+            chunk = ids[i:i + MAX_BATCH]
+            self.log(f"TerminateInstances: {len(chunk)} instance(s)")
+            self._call("terminate_instances", InstanceIds=chunk)
+
+    def teardown(self) -> None:
+        """Remove what `prepare` made, found by tag; waits for instances to finish terminating."""
+        import time
+        deadline = time.monotonic() + 600
+        filters = self._cluster_filter() + [{"Name": "instance-state-name",
+                                             "Values": LIVE_STATES + ["shutting-down"]}]
+        while self._paginate("describe_instances", "Reservations", Filters=filters):
+            if time.monotonic() > deadline:
+                raise ActionError("aws: instances still terminating after 600s; run `provision down` again")
+            time.sleep(2)
+        dependency = Backoff(attempts=10, base=1.0, cap=15.0)
+
+        def delete(operation: str, **params: Any) -> None:
+            from botocore.exceptions import ClientError
+
+            def call():
+                try:
+                    getattr(self.ec2, operation)(**params)
+                except ClientError as err:
+                    if "NotFound" in err.response.get("Error", {}).get("Code", ""):
+                        return  # gone already: a re-run of down
+                    raise
+            self._retry(lambda: call_with_retry(
+                call, retryable=lambda e: "still in use" if "DependencyViolation" in str(e) else None,
+                what=f"ec2 {operation}", log=self.log, backoff=dependency), operation)
+        vpcs = [v["VpcId"] for v in self._call("describe_vpcs", Filters=self._cluster_filter())["Vpcs"]]
+        for vpc in vpcs:
+            for group in self._call("describe_security_groups",
+                                    Filters=[{"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"]:
+                if group.get("GroupName") != "default":
+                    delete("delete_security_group", GroupId=group["GroupId"])
+            for subnet in self._call("describe_subnets", Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]:
+                delete("delete_subnet", SubnetId=subnet["SubnetId"])
+        for gateway in self._call("describe_internet_gateways", Filters=self._cluster_filter())["InternetGateways"]:
+            for attachment in gateway.get("Attachments", []):
+                delete("detach_internet_gateway", InternetGatewayId=gateway["InternetGatewayId"],
+                       VpcId=attachment["VpcId"])
+            delete("delete_internet_gateway", InternetGatewayId=gateway["InternetGatewayId"])
+        for vpc in vpcs:
+            delete("delete_vpc", VpcId=vpc)
+        for pair in self._call("describe_key_pairs", Filters=self._cluster_filter())["KeyPairs"]:
+            delete("delete_key_pair", KeyName=pair["KeyName"])
+        self._network = None
+        self.log(f"removed {len(vpcs)} VPC(s) with their subnet, security group and gateway")
+
+
+def wanted_permissions(group: str) -> list[dict[str, Any]]:
+    """SSH and the Kubernetes API from anywhere; etcd, kubelet and flannel vxlan between members."""
+    anywhere = [{"CidrIp": "0.0.0.0/0"}]
+    members = [{"GroupId": group}]
+    return [
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": anywhere},
+        {"IpProtocol": "tcp", "FromPort": 6443, "ToPort": 6443, "IpRanges": anywhere},
+        {"IpProtocol": "tcp", "FromPort": 2379, "ToPort": 2380, "UserIdGroupPairs": members},
+        {"IpProtocol": "tcp", "FromPort": 10250, "ToPort": 10250, "UserIdGroupPairs": members},
+        {"IpProtocol": "udp", "FromPort": 8472, "ToPort": 8472, "UserIdGroupPairs": members},
+    ]
+
+
+def split_permissions(permissions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One permission per source, so rules compare one by one."""
+    out = []
+    for p in permissions:
+        base = {"IpProtocol": p.get("IpProtocol"), "FromPort": p.get("FromPort"), "ToPort": p.get("ToPort")}
+        for r in p.get("IpRanges", []) or []:
+            out.append({**base, "IpRanges": [{"CidrIp": r["CidrIp"]}]})
+        for g in p.get("UserIdGroupPairs", []) or []:
+            out.append({**base, "UserIdGroupPairs": [{"GroupId": g["GroupId"]}]})
+    return out
+
+
+def rule_key(p: Mapping[str, Any]) -> tuple:
+    sources = tuple(sorted([r["CidrIp"] for r in p.get("IpRanges", []) or []]
+                           + [g["GroupId"] for g in p.get("UserIdGroupPairs", []) or []]))
+    return (str(p.get("IpProtocol")), p.get("FromPort"), p.get("ToPort"), sources)

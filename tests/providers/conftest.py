@@ -1,0 +1,246 @@
+"""Fixtures for provider tests: moto's EC2 server behind a counting proxy, specs, and one
+`ContractCase` fixture per provider for the shared contract suite (test_contract.py).
+
+Adding a provider to the contract suite: write a fixture returning a `ContractCase` and add
+one line to `CONTRACT_CASES` below.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.request
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from provision.spec import parse_spec
+
+from .ec2_proxy import EC2Proxy
+
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBtK8t8Ezh0Q3c1m1xX1T8kGfQ0c6Ew1w8xvVNNxQ3eA test@example.com"
+# One of the AMIs moto serves in every region (accepted without AMI validation anyway).
+MOTO_AMI = "ami-12c6146b"
+
+# provider name -> fixture returning a ContractCase. One line per provider.
+CONTRACT_CASES = {
+    "aws": "aws_case",
+    "openstack": "openstack_case",
+    "libcloud-ec2": "libcloud_ec2_case",
+    "vagrant": "vagrant_case",
+}
+
+
+def unique_name(prefix: str = "c") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def make_spec(provider: dict[str, Any], workers: int = 3, masters: int = 1, name: str | None = None,
+              **extra: Any):
+    """A valid spec for `provider` with one master pool and one worker pool."""
+    data = {"name": name or unique_name(), "provider": provider,
+            "ssh": {"authorized_keys": [SSH_KEY]}, "etcd": {"count": 1},
+            "pools": [{"name": "masters", "role": "master", "count": masters},
+                      {"name": "workers", "role": "worker", "count": workers, "min": 0,
+                       "max": max(workers, 200)}]}
+    data.update(extra)
+    return parse_spec(data)
+
+
+def ignition_for(host_name: str, shared: str | None = None) -> bytes:
+    """A small, valid Ignition config; hosts with the same `shared` key get identical bytes."""
+    doc = {"ignition": {"version": "3.3.0"},
+           "storage": {"files": [{"path": "/etc/hostname-hint", "mode": 420,
+                                  "contents": {"source": f"data:,{shared or host_name}"}}]}}
+    return json.dumps(doc, sort_keys=True).encode()
+
+
+def configs_for(hosts) -> dict[str, bytes]:
+    """Per-host configs for masters, one shared config per worker pool (as the render does)."""
+    return {h.name: ignition_for(h.name, h.pool if h.role == "worker" else None) for h in hosts}
+
+
+@dataclass
+class ContractCase:
+    """What the contract suite needs from one provider.
+
+    make():   a fresh provider object (new client, no memory of earlier calls)
+    fail_next_create(): the next host-creating API call fails with a non-retryable error
+    drop_next_create(): the next host-creating API call is done by the cloud but its answer is lost
+    create_calls(): how many host-creating API calls reached the cloud so far
+    """
+
+    name: str
+    spec: Any
+    make: Callable[[], Any]
+    fail_next_create: Callable[[], None]
+    drop_next_create: Callable[[], None]
+    create_calls: Callable[[], int]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- AWS: moto's EC2 server over HTTP -----------------------------------------------------
+
+@pytest.fixture(scope="session")
+def moto_server():
+    from moto.server import ThreadedMotoServer
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}", host, port
+    server.stop()
+
+
+def reset_moto(url: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST", data=b"")).read()
+
+
+@pytest.fixture
+def ec2_proxy(moto_server, monkeypatch) -> Iterator[EC2Proxy]:
+    """A fresh moto behind a counting/faulting proxy; boto3 pointed at it through AWS_ENDPOINT_URL."""
+    url, host, port = moto_server
+    reset_moto(url)
+    proxy = EC2Proxy(host, port)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    yield proxy
+    proxy.close()
+
+
+def fast_backoff(provider):
+    """Keep retries in tests quick (the schedule itself is tested in test_retry)."""
+    from provision.providers.retry import Backoff
+    provider.backoff = Backoff(attempts=6, base=0.01, cap=0.05)
+    return provider
+
+
+@pytest.fixture
+def aws_case(ec2_proxy, tmp_path) -> ContractCase:
+    from provision.providers.aws import AWSProvider
+    spec = make_spec({"name": "aws", "region": "us-east-1", "ami": MOTO_AMI})
+    return ContractCase(
+        name="aws", spec=spec, make=lambda: fast_backoff(AWSProvider(spec, tmp_path)),
+        fail_next_create=lambda: ec2_proxy.inject("RunInstances", "fail:InsufficientInstanceCapacity"),
+        drop_next_create=lambda: ec2_proxy.inject("RunInstances", "drop"),
+        create_calls=lambda: ec2_proxy.calls["RunInstances"], extra={"proxy": ec2_proxy})
+
+
+# ---- libcloud: its EC2 driver against the same moto server --------------------------------
+
+@contextmanager
+def libcloud_ec2_adjusted():
+    """The two field-notes adjustments for libcloud's EC2 driver against moto 5.2 (test-only):
+    moto's XML namespace lacks the trailing slash libcloud expects."""
+    import libcloud.compute.drivers.ec2 as ec2_driver
+    saved = ec2_driver.NAMESPACE
+    ec2_driver.NAMESPACE = saved.rstrip("/")
+    try:
+        yield
+    finally:
+        ec2_driver.NAMESPACE = saved
+
+
+@pytest.fixture
+def libcloud_ec2_env(ec2_proxy, monkeypatch):
+    monkeypatch.setenv("LIBCLOUD_KEY", "testing")
+    monkeypatch.setenv("LIBCLOUD_SECRET", "testing")
+    monkeypatch.setenv("LIBCLOUD_HOST", "127.0.0.1")
+    monkeypatch.setenv("LIBCLOUD_PORT", str(ec2_proxy.port))
+    monkeypatch.setenv("LIBCLOUD_SECURE", "false")
+    monkeypatch.setenv("LIBCLOUD_EXTRA", json.dumps({"signature_version": "4"}))
+    with libcloud_ec2_adjusted():
+        yield ec2_proxy
+
+
+@pytest.fixture
+def libcloud_ec2_case(libcloud_ec2_env, tmp_path) -> ContractCase:
+    from provision.providers.libcloud_driver import LibcloudProvider
+    proxy = libcloud_ec2_env
+    spec = make_spec({"name": "libcloud", "driver": "ec2", "region": "us-east-1", "image": MOTO_AMI,
+                      "size": "t2.micro"})
+    return ContractCase(
+        name="libcloud-ec2", spec=spec, make=lambda: fast_backoff(LibcloudProvider(spec, tmp_path)),
+        fail_next_create=lambda: proxy.inject("RunInstances", "fail:InsufficientInstanceCapacity"),
+        drop_next_create=lambda: proxy.inject("RunInstances", "drop"),
+        create_calls=lambda: proxy.calls["RunInstances"], extra={"proxy": proxy})
+
+
+# ---- OpenStack: the HTTP stand-in driven by the real openstacksdk --------------------------
+
+@pytest.fixture
+def openstack_api(tmp_path, monkeypatch):
+    from fakes.openstack_api import OpenStackAPI
+    api = OpenStackAPI()
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(api.clouds_yaml("testcloud"))
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+    for var in [v for v in os.environ if v.startswith("OS_") and v != "OS_CLIENT_CONFIG_FILE"]:
+        monkeypatch.delenv(var)
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def openstack_case(openstack_api, tmp_path) -> ContractCase:
+    from provision.providers.openstack import OpenStackProvider
+    spec = make_spec({"name": "openstack", "cloud": "testcloud", "image": "flatcar-stable", "flavor": "m1.small"})
+    return ContractCase(
+        name="openstack", spec=spec, make=lambda: fast_backoff(OpenStackProvider(spec, tmp_path)),
+        fail_next_create=lambda: openstack_api.inject("create_server", "fail"),
+        drop_next_create=lambda: openstack_api.inject("create_server", "drop"),
+        create_calls=lambda: openstack_api.calls["create_server"], extra={"api": openstack_api})
+
+
+# ---- Vagrant: the real Vagrantfile, a recording stand-in for the hypervisor ----------------
+
+FAKE_VAGRANT = Path(__file__).with_name("fake_vagrant.py")
+
+
+@pytest.fixture
+def fake_vagrant(tmp_path, monkeypatch):
+    """`vagrant` on PATH that keeps VMs in a JSON file (no hypervisor runs here) and passes
+    `validate` through to the real vagrant."""
+    import sys
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    shim = bindir / "vagrant"
+    shim.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE_VAGRANT} \"$@\"\n")
+    shim.chmod(0o755)
+    real = shutil.which("vagrant")
+    monkeypatch.setenv("FAKE_VAGRANT_REAL", real or "")
+    monkeypatch.setenv("FAKE_VAGRANT_DB", str(tmp_path / "vms.json"))
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    return tmp_path / "vms.json"
+
+
+@pytest.fixture
+def vagrant_case(fake_vagrant, tmp_path) -> ContractCase:
+    from provision.providers.vagrant import VagrantProvider
+    spec = make_spec({"name": "vagrant", "subnet": "172.31.8.0/24"})
+    workdir = tmp_path / "work"
+
+    def faults(kind):
+        path = tmp_path / "vms.json.faults"
+        items = json.loads(path.read_text()) if path.exists() else []
+        path.write_text(json.dumps(items + [kind]))
+
+    def calls():
+        path = tmp_path / "vms.json.calls"
+        return int(path.read_text()) if path.exists() else 0
+    return ContractCase(
+        name="vagrant", spec=spec, make=lambda: VagrantProvider(spec, workdir),
+        fail_next_create=lambda: faults("fail"), drop_next_create=lambda: faults("drop"),
+        create_calls=calls, extra={"db": fake_vagrant})
+
+
+@pytest.fixture(params=sorted(CONTRACT_CASES))
+def contract_case(request) -> ContractCase:
+    return request.getfixturevalue(CONTRACT_CASES[request.param])
