@@ -341,9 +341,11 @@ class LocalProvider(Provider):
 
     # -- boot ---------------------------------------------------------------------------------
     def boot(self, name: str) -> None:
-        """Start sshd and the root's enabled units that are not running yet."""
+        """Start the host's init (its namespaces), sshd and the root's enabled units that are
+        not running yet."""
         info = self._host_info(name)
         root = self.host_root(name)
+        init_pid = self._ensure_init(name)
         units_dir = root / UNIT_STATE_DIR
         units_dir.mkdir(parents=True, exist_ok=True)
         (root / "run/sshd").mkdir(mode=0o755, exist_ok=True)
@@ -357,14 +359,47 @@ class LocalProvider(Provider):
                                                         "/run/provision/sshd_config"),),
                           environment=(("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),), restart="always",
                           restart_sec=0.5)
-        self._start_unit(name, sshd)
+        self._start_unit(name, sshd, init_pid)
         for launch in boot_order(root, name):
             if launch.name == SSHD_UNIT:
                 continue  # the boot sshd above is the host's sshd
             if launch.skip_reason:
                 self._write_unit_state(units_dir, launch.name, {"state": "skipped", "reason": launch.skip_reason})
             else:
-                self._start_unit(name, launch)
+                self._start_unit(name, launch, init_pid)
+
+    def _init_pid(self, name: str) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            pid = json.loads((self.host_root(name) / "run/provision/init.json").read_text())["pid"]
+            if _alive(pid) and pid in net.netns_pids(self.netns(name)):
+                return pid
+        return None
+
+    def _ensure_init(self, name: str) -> int:
+        """The process holding the host's mount and UTS namespaces (its PID 1, in effect)."""
+        pid = self._init_pid(name)
+        if pid:
+            return pid
+        # Without its init, a host's processes live in a mount namespace nobody can join: restart all.
+        self._stop_hosts([name])
+        with contextlib.suppress(FileNotFoundError):
+            (self.host_root(name) / "run/provision/init.json").unlink()
+        job = self.host_dir(name) / "init.json"
+        job.write_text(json.dumps({"root": str(self.host_root(name)), "hostname": name,
+                                   "overlay_work": str(self.host_dir(name) / "etc-work")}, sort_keys=True))
+        log = open(self.host_dir(name) / "launch.log", "ab")
+        subprocess.Popen(["ip", "netns", "exec", self.netns(name), "unshare", "--mount", "--uts",
+                          "--propagation", "private", sys.executable, "-m", "provision.providers.local_launch",
+                          "init", str(job)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                         start_new_session=True, cwd="/", env=self._child_env())
+        log.close()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            pid = self._init_pid(name)
+            if pid:
+                return pid
+            time.sleep(0.02)
+        raise ActionError(f"local: host {name} did not start (see {self.host_dir(name) / 'launch.log'})")
 
     @staticmethod
     def _sshd_config(address: str) -> str:
@@ -382,7 +417,7 @@ class LocalProvider(Provider):
         tmp.write_text(json.dumps(doc, sort_keys=True))
         os.replace(tmp, units_dir / f"{unit}.json")
 
-    def _start_unit(self, name: str, launch: UnitLaunch) -> None:
+    def _start_unit(self, name: str, launch: UnitLaunch, init_pid: int) -> None:
         current = self._read_unit_state(name, launch.name)
         if current and current.get("state") in RUNNING_STATES and _alive(current.get("launcher_pid")):
             return
@@ -391,13 +426,10 @@ class LocalProvider(Provider):
         jobs = self.host_dir(name) / "jobs"
         self._mkdir(jobs)
         job = jobs / f"{launch.name}.json"
-        job.write_text(json.dumps({"root": str(self.host_root(name)), "hostname": name,
-                                   "unit": launch.to_json()}, sort_keys=True))
+        job.write_text(json.dumps({"init_pid": init_pid, "unit": launch.to_json()}, sort_keys=True))
         self._write_unit_state(self.host_root(name) / UNIT_STATE_DIR, launch.name, {"state": "activating"})
         log = open(self.host_dir(name) / "launch.log", "ab")
-        subprocess.Popen(["ip", "netns", "exec", self.netns(name), "unshare", "--mount", "--uts",
-                          "--propagation", "private", sys.executable, "-m", "provision.providers.local_launch",
-                          str(job)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        subprocess.Popen([sys.executable, "-m", "provision.providers.local_launch", "unit", str(job)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                          start_new_session=True, cwd="/", env=self._child_env())
         log.close()
 

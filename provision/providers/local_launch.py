@@ -1,12 +1,16 @@
-"""Runs one unit of a local host, the way systemd would on the real machine.
+"""The processes of a local host: its init, and one launcher per unit, run as systemd would.
 
-Started by the local provider as
-`ip netns exec NS unshare --mount --uts --propagation private PYTHON -m provision.providers.local_launch JOB`
-so it is already inside the host's network namespace with a private mount and UTS namespace.
-It then names the host, makes the host's root visible at the paths units name (the root's
-`etc` layered over the machine's `/etc`; its `opt`, `home`, `var`, `run`, `tmp`, `root`, `srv`
-in place of the machine's), and supervises the unit's commands with the unit's environment,
-user and Restart= policy. Its state is a JSON file under the host's `/run/provision/units/`.
+`init JOB`: started by the local provider as
+`ip netns exec NS unshare --mount --uts --propagation private PYTHON -m provision.providers.local_launch init JOB`,
+so it is inside the host's network namespace with a new mount and UTS namespace. It names the
+host and makes the host's root visible where its programs look: the root's `etc` is the
+writable upper layer of an overlay over the machine's `/etc`, and its `opt`, `home`, `var`,
+`run`, `tmp`, `root` and `srv` replace the machine's. Then it waits, holding the namespaces.
+
+`unit JOB`: joins the init's namespaces (setns) and supervises one unit's commands with the
+unit's environment, user and Restart= policy; its state is JSON under the host's
+`/run/provision/units/`. Every module is imported before any namespace change: after it, the
+paths this program came from may be hidden.
 """
 from __future__ import annotations
 
@@ -25,31 +29,65 @@ from pathlib import Path
 
 BIND_DIRS = ("opt", "home", "var", "run", "tmp", "root", "srv")
 STATE_DIR = "/run/provision/units"
-MS_RDONLY = 1
+INIT_FILE = "/run/provision/init.json"
 MS_BIND = 4096
 MS_REC = 16384
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWNET = 0x40000000
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
-def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
-    if _libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
-                   data.encode() if data else None) != 0:
+def _check(result: int, what: str) -> None:
+    if result != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
+        raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def enter_root(root: Path) -> None:
-    """Make the host's root visible where its units look (private mount namespace only)."""
+def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    _check(_libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+                       data.encode() if data else None), f"mount {source} on {target}")
+
+
+def _escape(path: Path) -> str:
+    return str(path).replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
+def enter_root(root: Path, overlay_work: Path) -> None:
+    """Make the host's root visible where its programs look (this mount namespace only)."""
     # Open every source first: a later mount may hide the path the root lives under (e.g. /tmp).
     sources = {d: os.open(root / d, os.O_RDONLY | os.O_DIRECTORY) for d in BIND_DIRS
                if (root / d).is_dir() and os.path.isdir(f"/{d}") and not os.path.islink(f"/{d}")}
     if (root / "etc").is_dir():
-        lower = str(root / "etc").replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
-        mount("overlay", "/etc", "overlay", MS_RDONLY, f"lowerdir={lower}:/etc")
+        overlay_work.mkdir(parents=True, exist_ok=True)
+        mount("overlay", "/etc", "overlay", 0,
+              f"lowerdir=/etc,upperdir={_escape(root / 'etc')},workdir={_escape(overlay_work)}")
     for d, fd in sources.items():
         mount(f"/proc/self/fd/{fd}", f"/{d}", None, MS_BIND | MS_REC, None)
         os.close(fd)
+
+
+def join(pid: int) -> None:
+    """Enter the mount, UTS and network namespaces of the host's init."""
+    fds = [(os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY), flag)
+           for ns, flag in (("net", CLONE_NEWNET), ("uts", CLONE_NEWUTS), ("mnt", CLONE_NEWNS))]
+    for fd, flag in fds:
+        _check(_libc.setns(fd, flag), f"setns {flag:#x} of pid {pid}")
+        os.close(fd)
+    os.chdir("/")
+
+
+def init(job: dict) -> int:
+    socket.sethostname(job["hostname"])
+    enter_root(Path(job["root"]), Path(job["overlay_work"]))
+    Path(INIT_FILE).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(INIT_FILE + ".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "since": time.time()}))
+    os.replace(tmp, INIT_FILE)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        signal.pause()
 
 
 class Unit:
@@ -106,6 +144,17 @@ class Unit:
                 return False
         return True
 
+    def run_each(self, commands: list[list[str]]) -> int:
+        for argv in commands:
+            try:
+                code = self.start(argv).wait()
+            except OSError as err:
+                self.log.write(f"provision: {argv[0]}: {err}\n".encode())
+                code = 127
+            if code != 0:
+                return code
+        return 0
+
     def should_restart(self, code: int) -> bool:
         policy = self.spec["restart"]
         return not self.stopping and (policy == "always" or (policy in ("on-failure", "on-abnormal")
@@ -121,7 +170,13 @@ class Unit:
                 code = self.child.wait()
                 if code != 0:
                     break
+            if ok and code == 0:
+                code = self.run_each(self.spec.get("exec_start_post", []))
             self.write_state("exited" if ok and code == 0 else "failed", exit_code=code)
+            if code != 0 and self.should_restart(code):
+                self.restarts += 1
+                time.sleep(max(self.spec["restart_sec"], 0.2))
+                return self.run()
             return 0
         while True:
             code = 1
@@ -129,6 +184,7 @@ class Unit:
                 try:
                     self.child = self.start(self.spec["exec_start"][0])
                     self.write_state("running", pid=self.child.pid)
+                    self.run_each(self.spec.get("exec_start_post", []))
                     code = self.child.wait()
                 except OSError as err:
                     self.log.write(f"provision: ExecStart: {err}\n".encode())
@@ -153,17 +209,20 @@ class Unit:
                 self.child.kill()
 
 
-def main(job_file: str) -> int:
-    job = json.loads(Path(job_file).read_text())
-    socket.sethostname(job["hostname"])
-    enter_root(Path(job["root"]))
+def unit(job: dict) -> int:
+    join(job["init_pid"])
     state_dir = Path(STATE_DIR)
     state_dir.mkdir(parents=True, exist_ok=True)
-    unit = Unit(job["unit"], state_dir / f"{job['unit']['name']}.json")
-    signal.signal(signal.SIGTERM, unit.terminate)
-    signal.signal(signal.SIGINT, unit.terminate)
-    return unit.run()
+    runner = Unit(job["unit"], state_dir / f"{job['unit']['name']}.json")
+    signal.signal(signal.SIGTERM, runner.terminate)
+    signal.signal(signal.SIGINT, runner.terminate)
+    return runner.run()
+
+
+def main(mode: str, job_file: str) -> int:
+    job = json.loads(Path(job_file).read_text())
+    return init(job) if mode == "init" else unit(job)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], sys.argv[2]))

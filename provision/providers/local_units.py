@@ -32,6 +32,7 @@ class UnitLaunch:
     type: str = "simple"
     exec_start_pre: tuple[tuple[str, ...], ...] = ()
     exec_start: tuple[tuple[str, ...], ...] = ()
+    exec_start_post: tuple[tuple[str, ...], ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
     user: str | None = None
     group: str | None = None
@@ -44,7 +45,8 @@ class UnitLaunch:
 
     def to_json(self) -> dict:
         return {"name": self.name, "type": self.type, "exec_start_pre": [list(c) for c in self.exec_start_pre],
-                "exec_start": [list(c) for c in self.exec_start], "environment": dict(self.environment),
+                "exec_start": [list(c) for c in self.exec_start],
+                "exec_start_post": [list(c) for c in self.exec_start_post], "environment": dict(self.environment),
                 "user": self.user, "group": self.group, "working_directory": self.working_directory,
                 "restart": self.restart, "restart_sec": self.restart_sec,
                 "ignore_failure_pre": list(self.ignore_failure_pre)}
@@ -235,6 +237,8 @@ def resolve_unit(root: Path, name: str, hostname: str, machine_id: str = "") -> 
             ignore_pre.append(ignore)
     starts = [expand_command(v, env, specifiers)[0] for v in service.get("ExecStart", [])]
     starts = [a for a in starts if a]
+    posts = [expand_command(v, env, specifiers)[0] for v in service.get("ExecStartPost", [])]
+    posts = tuple(a for a in posts if a)
     kind = service.get("Type", ["simple"])[-1]
     after = tuple(w for v in unit.get("Unit", {}).get("After", []) for w in v.split())
     restart_sec = service.get("RestartSec", ["0.1"])[-1].rstrip("s") or "0.1"
@@ -243,7 +247,7 @@ def resolve_unit(root: Path, name: str, hostname: str, machine_id: str = "") -> 
     except ValueError:
         restart_sec_value = 1.0
     launch = UnitLaunch(
-        name=name, type=kind, exec_start_pre=tuple(pre), exec_start=tuple(starts),
+        name=name, type=kind, exec_start_pre=tuple(pre), exec_start=tuple(starts), exec_start_post=posts,
         environment=tuple(sorted(env.items())), user=(service.get("User") or [None])[-1],
         group=(service.get("Group") or [None])[-1],
         working_directory=(service.get("WorkingDirectory") or [None])[-1],
