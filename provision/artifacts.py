@@ -1,0 +1,135 @@
+"""Binaries hosts download: versioned URLs, each with a hash, never an unverified download.
+
+Where a URL and hash come from, first match wins:
+1. `state["artifacts"][name]` = {"url", "sha512"}: a provider serving its own mirror (local);
+   these are plain binaries.
+2. the upstream release file of the catalogue below, under `artifacts.mirror` when set
+   (same file name), with the hash from `artifacts.hashes` in the spec, else the published
+   hash the catalogue knows.
+No hash, no artifact: `resolve` raises a UserError naming the artifact and how to supply one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from .errors import UserError
+
+BIN_DIR = "/opt/bin"
+DOWNLOAD_DIR = "/opt/downloads"
+
+
+@dataclass(frozen=True)
+class Release:
+    """An upstream release file. `members` maps binary name -> path inside the tarball
+    (empty for a plain binary)."""
+
+    url: str
+    members: Mapping[str, str]
+    # Published hashes by version (from the projects' release checksums, as collected by
+    # kubespray's checksums.yml for linux/amd64): facts, not code.
+    known: Mapping[str, str]
+
+
+# Which spec version each artifact follows, and its release layout (linux/amd64).
+CATALOGUE: dict[str, Release] = {
+    "etcd": Release(
+        url="https://github.com/etcd-io/etcd/releases/download/v{version}/etcd-v{version}-linux-amd64.tar.gz",
+        members={"etcd": "etcd-v{version}-linux-amd64/etcd", "etcdctl": "etcd-v{version}-linux-amd64/etcdctl"},
+        known={"3.5.17": "sha256-eff6ac621d41711085d0f38fab17d8fa3705f6326c3ff11301a1f5a71fc94edd"}),
+    "kubelet": Release(
+        url="https://dl.k8s.io/release/v{version}/bin/linux/amd64/kubelet",
+        members={},
+        known={"1.33.4": "sha256-109bd2607b054a477ede31c55ae814eae8e75543126dc4cea40b04424d843489"}),
+    "flanneld": Release(
+        url="https://github.com/flannel-io/flannel/releases/download/v{version}/flannel-v{version}-linux-amd64.tar.gz",
+        members={"flanneld": "flanneld"},
+        known={}),
+    "fleetd": Release(
+        url="https://github.com/coreos/fleet/releases/download/v{version}/fleet-v{version}-linux-amd64.tar.gz",
+        members={"fleetd": "fleet-v{version}-linux-amd64/fleetd", "fleetctl": "fleet-v{version}-linux-amd64/fleetctl"},
+        known={}),
+}
+
+
+def spec_version(spec: Any, name: str) -> str:
+    return {"etcd": spec.etcd.version, "kubelet": spec.kubernetes.version,
+            "flanneld": spec.network.flannel.version, "fleetd": spec.fleet.version}[name]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One download: `url` verified by `hash` ("sha512-<hex>" or "sha256-<hex>"). A tarball
+    (`members` non-empty) lands in DOWNLOAD_DIR and an install unit extracts `members` into
+    BIN_DIR; a plain binary lands at BIN_DIR/<name>."""
+
+    name: str
+    url: str
+    hash: str
+    members: Mapping[str, str]
+
+    @property
+    def is_tarball(self) -> bool:
+        return bool(self.members)
+
+    @property
+    def file_name(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def download_path(self) -> str:
+        return f"{DOWNLOAD_DIR}/{self.file_name}" if self.is_tarball else f"{BIN_DIR}/{self.name}"
+
+    @property
+    def binaries(self) -> tuple[str, ...]:
+        return tuple(sorted(self.members)) if self.is_tarball else (self.name,)
+
+    @property
+    def algorithm(self) -> str:
+        return self.hash.split("-", 1)[0]
+
+    @property
+    def digest(self) -> str:
+        return self.hash.split("-", 1)[1]
+
+
+def _from_state(name: str, entry: Any) -> Artifact:
+    if not isinstance(entry, dict) or not entry.get("url") or not entry.get("sha512"):
+        raise UserError(f"state artifacts.{name}: needs url and sha512 (the provider that serves it "
+                        "records both)")
+    return Artifact(name=name, url=str(entry["url"]), hash=f"sha512-{str(entry['sha512']).lower()}", members={})
+
+
+def resolve(spec: Any, state: Mapping[str, Any], binaries: Sequence[str]) -> list[Artifact]:
+    """The downloads that provide every binary in `binaries` (e.g. etcd, etcdctl, kubelet).
+
+    Raises UserError naming the artifact when no hash is known for it.
+    """
+    served: Mapping[str, Any] = state.get("artifacts") or {}
+    out: dict[str, Artifact] = {}
+    for binary in binaries:
+        if binary in served:
+            out[binary] = _from_state(binary, served[binary])
+            continue
+        owner = next((n for n, r in CATALOGUE.items() if binary == n or binary in r.members), None)
+        if owner is None:
+            raise UserError(f"artifact {binary!r} is unknown (known: {', '.join(sorted(CATALOGUE))})")
+        if owner in served:
+            continue  # a provider serving `etcd` alone does not serve its tarball siblings (etcdctl)
+        if owner in out:
+            continue
+        release = CATALOGUE[owner]
+        version = spec_version(spec, owner)
+        url = release.url.format(version=version)
+        if spec.artifacts.mirror:
+            url = spec.artifacts.mirror.rstrip("/") + "/" + url.rsplit("/", 1)[-1]
+        digest = spec.artifacts.hashes.get(owner) or release.known.get(version)
+        if not digest:
+            raise UserError(
+                f"artifacts.hashes.{owner}: no published hash is known for {url.rsplit('/', 1)[-1]} "
+                f"(version {version}); add its sha512 (or sha256) as artifacts.hashes.{owner}: "
+                f"\"sha512-<hex>\" in the spec, from the release's checksums or `sha512sum` of a "
+                f"trusted copy; provision never emits an unverified download")
+        members = {b: p.format(version=version) for b, p in release.members.items()}
+        out[owner] = Artifact(name=owner, url=url, hash=digest, members=members)
+    return sorted(out.values(), key=lambda a: a.name)

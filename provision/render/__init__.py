@@ -1,0 +1,214 @@
+"""Rendering: one Ignition (or cloud-config) file per distinct machine config.
+
+Per host for masters and dedicated etcd hosts, per pool for workers (a worker config carries
+no per-host data: kubelet joins with the bootstrap token). Role templates live in
+`ignition/` (`master.yaml`, `worker.yaml`, `etcd.yaml`, sharing `_*.yaml` fragments), the
+files and units they name in `templates/`; both are jinja2 with StrictUndefined.
+
+`render_cluster` is pure except for reading PKI blobs: the same spec, state and PKI give
+byte-identical output (sorted keys, no timestamps).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import jinja2
+
+from .. import artifacts as artifacts_mod
+from .. import pki
+from ..errors import ActionError, UserError
+from ..resources import data_dir
+from . import cloudconfig, ignition
+from .machine import File, Machine, Unit, build_machine, parse_items
+from .userdata import FittedUserData, compress_ignition, fit_user_data, pointer_config
+
+__all__ = ["Rendered", "render_cluster", "write_rendered", "fit_user_data", "FittedUserData",
+           "compress_ignition", "pointer_config", "config_file_name", "INDEX"]
+
+INDEX = "index.json"
+ADDONS = ("index", "bootstrap-token.yaml", "kubelet-bootstrap.yaml", "node-autoapprove-bootstrap.yaml",
+          "node-autoapprove-renewal.yaml")
+AGENT_INTERVAL = 10
+
+
+@dataclass
+class Rendered:
+    """`files`: config file name -> bytes; `index`: the spec contract's index.json document."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    index: dict[str, Any] = field(default_factory=dict)
+
+    def index_bytes(self) -> bytes:
+        return (json.dumps(self.index, indent=2, sort_keys=True) + "\n").encode()
+
+    def config_for(self, host: str) -> bytes:
+        return self.files[self.index["hosts"][host]["config"]]
+
+
+def _environment() -> jinja2.Environment:
+    loader = jinja2.FileSystemLoader([str(data_dir("templates")), str(data_dir("ignition"))])
+    return jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                              autoescape=False)
+
+
+def config_file_name(spec: Any, role: str, pool: str, host: str | None) -> str:
+    suffix = ".yaml" if spec.os.config == "cloud-config" else ".ign"
+    return f"{host}{suffix}" if host else f"pool-{pool}{suffix}"
+
+
+def _etcd_member(h: Any) -> dict[str, str]:
+    where = h.address or h.name
+    return {
+        "name": h.name,
+        "client_url": f"https://{where}:2379",
+        "peer_url": f"https://{where}:2380",
+        # the planned address and loopback; without a planned address, every interface
+        "listen_client_urls": (f"https://{h.address}:2379,https://127.0.0.1:2379" if h.address
+                               else "https://0.0.0.0:2379"),
+        "listen_peer_url": f"https://{h.address}:2380" if h.address else "https://0.0.0.0:2380",
+    }
+
+
+def _cluster_context(spec: Any, state: Mapping[str, Any], store: Any, hosts: Sequence[Any]) -> dict[str, Any]:
+    members = [_etcd_member(h) for h in hosts if h.etcd]
+    if not members:
+        raise UserError("etcd.count: the plan has no etcd member to render")
+    masters = [h for h in hosts if h.role == "master"]
+    if spec.kubernetes.api_server_names:
+        api_host = spec.kubernetes.api_server_names[0]
+    elif masters:
+        api_host = masters[0].address or masters[0].name
+    else:
+        raise UserError("pools: the plan has no master to render")
+    discovery = None
+    if spec.etcd.discovery == "token":
+        discovery = (state.get("etcd") or {}).get("discovery_token_url")
+        if not discovery:
+            raise ActionError("etcd.discovery: token, but state has no discovery token yet; the render phase "
+                              "gets one from etcd.discovery_url (run `provision up SPEC --until render`)")
+    token_id, token_secret = pki.bootstrap_token(store)
+    flannel = json.dumps({"Backend": {"Type": spec.network.flannel.backend}, "Network": spec.network.pod_cidr},
+                         sort_keys=True, separators=(",", ":"))
+    return {
+        "spec": spec, "cluster": spec.name,
+        "etcd_members": members,
+        "etcd_endpoints": ",".join(m["client_url"] for m in members),
+        "apiserver_etcd_endpoints": ",".join(m["client_url"] for m in members),
+        "etcd_initial_cluster": ",".join(f"{m['name']}={m['peer_url']}" for m in members),
+        "discovery_token_url": discovery,
+        "local_api_url": "https://127.0.0.1:6443",
+        "remote_api_url": f"https://{api_host}:6443",
+        "token_id": token_id, "token_secret": token_secret,
+        "flannel_config": flannel,
+        "agent_interval": AGENT_INTERVAL,
+        "agent_ttl": int(spec.headroom.load_ttl) if spec.headroom is not None else 60,
+        "os_services": spec.os.config == "cloud-config",
+        "bin_dir": artifacts_mod.BIN_DIR, "download_dir": artifacts_mod.DOWNLOAD_DIR,
+        "addons": ADDONS,
+        "first_master": masters[0].name if masters else None,
+    }
+
+
+def _machine_context(base: dict[str, Any], spec: Any, role: str, pool: Any, host: Any) -> dict[str, Any]:
+    labels = {"provision.io/pool": pool.name, "provision.io/role": role, **dict(pool.labels)}
+    ctx = dict(base)
+    ctx.update({
+        "role": role, "pool": pool, "host": host,
+        "bootstrap": host is not None and host.name == base["first_master"],
+        "etcd_self": next((m for m in base["etcd_members"] if host is not None and m["name"] == host.name), None),
+        "node_api_url": base["local_api_url"] if role == "master" else base["remote_api_url"],
+        "kubelet_kubeconfig": "/etc/kubernetes/kubelet.conf" if role == "master" else "/var/lib/kubelet/kubeconfig",
+        "node_labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        "fleet_metadata": f"role={role},pool={pool.name}",
+        "install_unit": {},
+    })
+    return ctx
+
+
+def _add_artifacts(machine: Machine, env: jinja2.Environment, ctx: dict[str, Any],
+                   downloads: list[artifacts_mod.Artifact], cloud_config: bool) -> None:
+    """Ignition fetches each download itself (verified); cloud-config hosts download in an
+    install unit that checks the hash before anything runs. Tarballs are extracted by it."""
+    template = env.get_template("units/provision-install.service")
+    for art in downloads:
+        needs_unit = cloud_config or art.is_tarball
+        if not cloud_config:
+            machine.add_file(File(path=art.download_path, mode=0o644 if art.is_tarball else 0o755,
+                                  url=art.url, hash=art.hash))
+        if needs_unit:
+            unit = f"provision-install-{art.name}.service"
+            machine.add_unit(Unit(unit, template.render(ctx, artifact=art, download=cloud_config)))
+            for binary in art.binaries:
+                ctx["install_unit"][binary] = unit
+
+
+def render_machine(env: jinja2.Environment, spec: Any, state: Mapping[str, Any], store: Any,
+                   ctx: dict[str, Any]) -> bytes:
+    role_template = f"{ctx['role']}.yaml"
+    items = parse_items(env.get_template(role_template).render(ctx), role_template)
+    binaries = [i["binary"] for i in items if "binary" in i]
+    downloads = artifacts_mod.resolve(spec, state, binaries)
+    cloud_config = spec.os.config == "cloud-config"
+    machine = Machine()
+    _add_artifacts(machine, env, ctx, downloads, cloud_config)
+    built = build_machine(items, lambda name: env.get_template(name).render(ctx), store.read_blob)
+    for f in built.files.values():
+        machine.add_file(f)
+    for u in built.units.values():
+        machine.add_unit(u)
+    machine.directories.update(built.directories)
+    ssh_keys = list(spec.ssh.authorized_keys) + [pki.ssh_public_key(store)]
+    if not cloud_config:
+        return ignition.dumps(ignition.to_ignition(machine, spec.ssh.user, ssh_keys))
+    fleet = flannel = None
+    etcd_tls = {"etcd_cafile": "/etc/ssl/etcd/ca.crt"}
+    if spec.fleet.enabled:
+        fleet = {"etcd_servers": ctx["etcd_endpoints"], "metadata": ctx["fleet_metadata"], **etcd_tls,
+                 "etcd_certfile": "/etc/ssl/etcd/fleet.crt", "etcd_keyfile": "/etc/ssl/etcd/fleet.key"}
+        if ctx["host"] is not None and ctx["host"].address:
+            fleet["public_ip"] = ctx["host"].address
+    if ctx["role"] in ("master", "worker"):
+        flannel = {"etcd_endpoints": ctx["etcd_endpoints"], "etcd_prefix": "/coreos.com/network", **etcd_tls,
+                   "etcd_certfile": "/etc/ssl/etcd/flannel.crt", "etcd_keyfile": "/etc/ssl/etcd/flannel.key"}
+    hostname = ctx["host"].name if ctx["host"] is not None else None
+    return cloudconfig.dumps(cloudconfig.to_cloud_config(machine, ssh_keys, hostname, fleet, flannel))
+
+
+def render_cluster(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: Sequence[Any]) -> Rendered:
+    """Render every distinct machine config for `hosts` (the plan's desired HostPlans)."""
+    env = _environment()
+    base = _cluster_context(spec, state, pki_store, hosts)
+    rendered = Rendered(index={"hosts": {}})
+    for host in hosts:
+        if host.role == "worker":
+            continue
+        name = config_file_name(spec, host.role, host.pool, host.name)
+        ctx = _machine_context(base, spec, host.role, spec.pool(host.pool), host)
+        rendered.files[name] = render_machine(env, spec, state, pki_store, ctx)
+    for pool in spec.worker_pools:
+        name = config_file_name(spec, "worker", pool.name, None)
+        ctx = _machine_context(base, spec, "worker", pool, None)
+        rendered.files[name] = render_machine(env, spec, state, pki_store, ctx)
+    for host in hosts:
+        name = config_file_name(spec, host.role, host.pool, None if host.role == "worker" else host.name)
+        rendered.index["hosts"][host.name] = {"pool": host.pool, "role": host.role, "config": name}
+    return rendered
+
+
+def write_rendered(rendered: Rendered, out_dir: str | Path) -> list[Path]:
+    """Write every config (0600: they hold private keys) and index.json into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in sorted(rendered.files.items()) + [(INDEX, rendered.index_bytes())]:
+        path = out / name
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_bytes(b"")
+        tmp.chmod(0o600)
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        written.append(path)
+    return written

@@ -1,0 +1,92 @@
+"""One machine's configuration, independent of the format it is written in.
+
+A role template in `ignition/` (jinja2) renders to a flat YAML list of items:
+`file` (with `template`, `blob` or `text`), `unit`, `directory` and `binary`. `build_machine`
+turns that list into a `Machine`: file contents read from templates and PKI blobs, units,
+and the downloads (`artifacts.Artifact`) the binaries need.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import yaml
+
+from ..errors import ActionError, UserError
+
+
+@dataclass(frozen=True)
+class File:
+    path: str
+    mode: int
+    data: bytes | None = None  # inline contents
+    url: str | None = None  # remote contents ...
+    hash: str | None = None  # ... verified by this hash
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    contents: str
+    enabled: bool = False
+
+
+@dataclass
+class Machine:
+    """Files, directories and units of one config; `binaries` are what its units run."""
+
+    files: dict[str, File] = field(default_factory=dict)
+    directories: dict[str, int] = field(default_factory=dict)
+    units: dict[str, Unit] = field(default_factory=dict)
+    binaries: list[str] = field(default_factory=list)
+
+    def add_file(self, f: File) -> None:
+        if f.path in self.files and self.files[f.path] != f:
+            raise ActionError(f"render: two different contents for {f.path}")
+        self.files[f.path] = f
+
+    def add_unit(self, u: Unit) -> None:
+        if u.name in self.units and self.units[u.name] != u:
+            raise ActionError(f"render: two different units named {u.name}")
+        self.units[u.name] = u
+
+
+def parse_items(text: str, where: str) -> list[dict[str, Any]]:
+    try:
+        items = yaml.safe_load(text) or []
+    except yaml.YAMLError as err:
+        raise ActionError(f"render: role template {where} is not valid YAML after rendering: {err}") from None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ActionError(f"render: role template {where} must render to a list of items")
+    return items
+
+
+def build_machine(items: list[dict[str, Any]], render_template: Callable[[str], str],
+                  read_blob: Callable[[str], bytes | None]) -> Machine:
+    machine = Machine()
+    for item in items:
+        if "file" in item:
+            mode = int(item.get("mode", 0o644))
+            if "template" in item:
+                data = render_template(item["template"]).encode()
+            elif "blob" in item:
+                data = read_blob(item["blob"])
+                if data is None:
+                    raise ActionError(f"render: state has no {item['blob']}; run `provision up SPEC --until pki` "
+                                      "(or the pki phase) first")
+            elif "text" in item:
+                data = str(item["text"]).encode()
+            else:
+                raise ActionError(f"render: file {item['file']} has no template, blob or text")
+            machine.add_file(File(path=item["file"], mode=mode, data=data))
+        elif "unit" in item:
+            machine.add_unit(Unit(name=item["unit"], contents=render_template(item["template"]),
+                                  enabled=bool(item.get("enabled", False))))
+        elif "directory" in item:
+            machine.directories[item["directory"]] = int(item.get("mode", 0o755))
+        elif "binary" in item:
+            if item["binary"] not in machine.binaries:
+                machine.binaries.append(item["binary"])
+        else:
+            raise UserError(f"render: unknown item in role template: {sorted(item)}")
+    return machine

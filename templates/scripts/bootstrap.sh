@@ -1,0 +1,56 @@
+#!/bin/sh
+# Run once on the first master of {{ cluster }} (the unit's marker file guards it):
+# writes the flannel network config into etcd and creates the bootstrap token and the RBAC
+# bindings that let workers join with kubelet TLS bootstrap. Every step treats
+# "already exists" as success, so a re-run after a failure repairs.
+set -eu
+
+etcd_curl() { curl -sS --max-time 10 --cacert "$BOOTSTRAP_ETCD_CA" --cert "$BOOTSTRAP_ETCD_CERT" --key "$BOOTSTRAP_ETCD_KEY" "$@"; }
+kube_curl() { curl -sS --max-time 10 --cacert "$BOOTSTRAP_KUBE_CA" --cert "$BOOTSTRAP_KUBE_CERT" --key "$BOOTSTRAP_KUBE_KEY" "$@"; }
+
+write_flannel_config() {
+  config=$(cat "$BOOTSTRAP_FLANNEL_CONFIG")
+  old_ifs=$IFS; IFS=,
+  for endpoint in $BOOTSTRAP_ETCD_ENDPOINTS; do
+    IFS=$old_ifs
+    if [ "$BOOTSTRAP_ETCD_API" = v2 ]; then
+      # coreos-kubernetes: prevExist=false, and "Key already exists" (412) is success
+      code=$(etcd_curl -o /dev/null -w '%{http_code}' -X PUT \
+        "$endpoint/v2/keys/coreos.com/network/config?prevExist=false" --data-urlencode "value=$config") || continue
+      case $code in 201|412) return 0 ;; esac
+    else
+      key=$(printf %s /coreos.com/network/config | base64 | tr -d '\n')
+      value=$(printf %s "$config" | base64 | tr -d '\n')
+      body=$(printf '{"compare":[{"key":"%s","target":"CREATE","create_revision":"0"}],"success":[{"request_put":{"key":"%s","value":"%s"}}]}' "$key" "$key" "$value")
+      etcd_curl -f -o /dev/null -X POST "$endpoint/v3/kv/txn" -d "$body" && return 0
+    fi
+  done
+  IFS=$old_ifs
+  echo "bootstrap: no etcd endpoint took the flannel network config" >&2
+  return 1
+}
+
+wait_for_api() {
+  until kube_curl -f -o /dev/null "$BOOTSTRAP_API/readyz"; do
+    echo "bootstrap: waiting for the API server"
+    sleep 5
+  done
+}
+
+create_addons() {
+  # index lines: <API collection path> <file>
+  while read -r path file; do
+    [ -n "$path" ] || continue
+    code=$(kube_curl -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/yaml' \
+      --data-binary "@$BOOTSTRAP_ADDONS/$file" "$BOOTSTRAP_API$path")
+    case $code in
+      200|201|202|409) echo "bootstrap: $file ok ($code)" ;;
+      *) echo "bootstrap: $file failed ($code)" >&2; return 1 ;;
+    esac
+  done < "$BOOTSTRAP_ADDONS/index"
+}
+
+write_flannel_config
+wait_for_api
+create_addons
+echo "bootstrap: done"
