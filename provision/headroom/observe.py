@@ -10,9 +10,9 @@ import json
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
-from urllib.parse import urlsplit
 
 from ..errors import ActionError, UserError
+from ..state_etcd import etcd_client  # noqa: F401  (re-exported: the load source uses it)
 from .policy import READY, UNKNOWN, UNREADY, HostLoad, Observation
 
 
@@ -48,29 +48,6 @@ def hosts_key(cluster: str) -> str:
 def load_key(cluster: str, host: str) -> str:
     """The key a host agent publishes its load under (spec-v1)."""
     return f"{hosts_key(cluster)}/{host}/load"
-
-
-def etcd_client(endpoints: Sequence[str], tls: Any = None, timeout: float = 5.0):
-    """A python-etcd (v2 API) client for `endpoints` (https://host:port ...), using the
-    provisioner's client certificate `tls` (ca, cert, key paths) for https."""
-    import etcd
-    if not endpoints:
-        raise UserError("etcd: no endpoints to reach the cluster's etcd")
-    parts = [urlsplit(e if "://" in e else f"https://{e}") for e in endpoints]
-    schemes = {p.scheme for p in parts}
-    if len(schemes) != 1 or not schemes <= {"http", "https"}:
-        raise UserError(f"etcd endpoints: use one scheme, http or https (got {', '.join(endpoints)})")
-    hosts = tuple((p.hostname, p.port or 2379) for p in parts)
-    kwargs: dict[str, Any] = {"protocol": schemes.pop(), "read_timeout": timeout, "allow_reconnect": len(hosts) > 1}
-    if kwargs["protocol"] == "https":
-        if tls is None:
-            raise UserError("etcd: https endpoints need the provisioner's client certificate")
-        kwargs.update(cert=(str(tls.cert), str(tls.key)), ca_cert=str(tls.ca))
-    try:
-        return etcd.Client(host=hosts if len(hosts) > 1 else hosts[0][0],
-                           **({} if len(hosts) > 1 else {"port": hosts[0][1]}), **kwargs)
-    except etcd.EtcdException as err:
-        raise ActionError(f"etcd: cannot connect to {', '.join(endpoints)}: {err}") from None
 
 
 def read_etcd_loads(client: Any, cluster: str) -> dict[str, str]:

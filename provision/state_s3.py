@@ -1,0 +1,201 @@
+"""State backend `s3`: one cluster's state in an S3 bucket (boto3), shared by every operator
+and cron host.
+
+Objects under `<state.prefix>/<cluster>/`: `state.json`, `lock.json` and `blobs/<name>`.
+Every write of the state is conditional (If-None-Match: * when there is none yet, If-Match
+on the ETag that was read otherwise), so a writer that read an older document fails
+instead of overwriting; the lock is created with If-None-Match: * and removed with
+If-Match on its own ETag. A lock older than LOCK_TTL (its holder crashed) is taken over
+with If-Match on the stale lock's ETag. Secrets are stored with server-side encryption.
+The endpoint and credentials are boto3's (AWS_ENDPOINT_URL, AWS_PROFILE, ...).
+"""
+from __future__ import annotations
+
+import calendar
+import contextlib
+import copy
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import LockHeld
+from .state import (STATE_VERSION, StateError, StateStore, check_document, describe_holder, empty_state,
+                    lock_holder, register_backend)
+
+LOCK_TTL = 300  # seconds without a refresh after which a lock is stale
+REFRESH = LOCK_TTL / 5
+
+
+@register_backend("s3")
+class S3StateStore(StateStore):
+    """StateStore in S3 with conditional writes for the state and its lock."""
+
+    backend = "s3"
+
+    def __init__(self, spec: Any, state_dir: Path, client: Any = None):
+        super().__init__(spec.name, Path(state_dir) / spec.name)
+        self.bucket = spec.state.bucket
+        self.base = f"{spec.state.prefix.strip('/')}/{spec.name}"
+        self.region = spec.state.region
+        self._client = client
+        self._etag: str | None = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3
+            self._client = boto3.client("s3", region_name=self.region)
+        return self._client
+
+    def _error(self, what: str, err: Exception) -> StateError:
+        return StateError(f"state in s3://{self.bucket}/{self.base}: cannot {what}: {err}")
+
+    @staticmethod
+    def _code(err: Exception) -> str:
+        return str(getattr(err, "response", {}).get("Error", {}).get("Code", ""))
+
+    def _get(self, key: str) -> tuple[bytes, str] | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=key)
+            return obj["Body"].read(), obj["ETag"]
+        except ClientError as err:
+            if self._code(err) in ("NoSuchKey", "404"):
+                return None
+            raise self._error(f"read {key}", err) from None
+        except BotoCoreError as err:
+            raise self._error(f"read {key}", err) from None
+
+    def _put(self, key: str, data: bytes, what: str, **conditions: Any) -> str | None:
+        """Put; returns the new ETag, or None when a condition failed."""
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            return self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **conditions)["ETag"]
+        except ClientError as err:
+            if self._code(err) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return None
+            raise self._error(what, err) from None
+        except BotoCoreError as err:
+            raise self._error(what, err) from None
+
+    # -- the document --------------------------------------------------------------------
+    def read(self) -> dict[str, Any]:
+        key = f"{self.base}/state.json"
+        got = self._get(key)
+        if got is None:
+            self._etag = None
+            return empty_state(self.cluster)
+        raw, etag = got
+        where = f"s3://{self.bucket}/{key}"
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise StateError(f"{where}: corrupt state ({err}); refusing to overwrite it") from None
+        doc = check_document(doc, where)
+        if doc.get("cluster") not in ("", self.cluster):
+            raise StateError(f"{where}: holds cluster {doc.get('cluster')!r}, not {self.cluster!r}")
+        self._etag = etag
+        return doc
+
+    def write(self, doc: dict[str, Any]) -> None:
+        current = self.read()
+        if "serial" in doc and int(doc["serial"]) != int(current.get("serial", 0)):
+            # The caller's document was read before another writer's change: never overwrite it.
+            raise StateError(f"s3://{self.bucket}/{self.base}/state.json changed while it was being written (another writer, serial "
+                             f"{current.get('serial')} now, {doc['serial']} read); nothing was overwritten: re-run")
+        new = copy.deepcopy(doc)
+        new.update(version=STATE_VERSION, cluster=self.cluster, serial=int(current.get("serial", 0)) + 1)
+        data = (json.dumps(new, indent=2, sort_keys=True) + "\n").encode()
+        condition = {"IfMatch": self._etag} if self._etag else {"IfNoneMatch": "*"}
+        etag = self._put(f"{self.base}/state.json", data, "write the state", ServerSideEncryption="AES256",
+                         **condition)
+        if etag is None:
+            raise StateError(f"s3://{self.bucket}/{self.base}/state.json changed while it was being written "
+                             "(another writer); nothing was overwritten: re-run")
+        self._etag = etag
+        doc["serial"] = new["serial"]
+
+    # -- the lock ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        key = f"{self.base}/lock.json"
+        holder = lock_holder(command)
+        data = json.dumps(holder, sort_keys=True).encode()
+        etag = self._put(key, data, "take the lock", IfNoneMatch="*")
+        if etag is None:
+            got = self._get(key)
+            other: dict[str, Any] = {}
+            if got is not None:
+                with contextlib.suppress(ValueError, UnicodeDecodeError):
+                    other = json.loads(got[0])
+            if got is not None and self._stale(other):
+                etag = self._put(key, data, "take over a stale lock", IfMatch=got[1])
+            if etag is None:
+                raise LockHeld(f"cluster {self.cluster!r} is locked by {describe_holder(other)}; "
+                               "try again when it has finished", other)
+        state = {"etag": etag}
+        stop = threading.Event()
+
+        def keep_alive() -> None:
+            while not stop.wait(REFRESH):
+                holder["refreshed"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                with contextlib.suppress(Exception):
+                    new = self._put(key, json.dumps(holder, sort_keys=True).encode(), "refresh the lock",
+                                    IfMatch=state["etag"])
+                    if new:
+                        state["etag"] = new
+
+        thread = threading.Thread(target=keep_alive, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            with contextlib.suppress(Exception):
+                self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=state["etag"])
+
+    @staticmethod
+    def _stale(holder: dict[str, Any]) -> bool:
+        stamp = holder.get("refreshed") or holder.get("since")
+        try:
+            when = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+        except (TypeError, ValueError):
+            return False  # unreadable: never take it over
+        return time.time() - when > LOCK_TTL
+
+    # -- blobs ---------------------------------------------------------------------------
+    def _blob_key(self, name: str) -> str:
+        if not name or name.startswith("/") or ".." in Path(name).parts:
+            raise StateError(f"bad blob name {name!r}")
+        return f"{self.base}/blobs/{name}"
+
+    def read_blob(self, name: str) -> bytes | None:
+        got = self._get(self._blob_key(name))
+        return None if got is None else got[0]
+
+    def write_blob(self, name: str, data: bytes, secret: bool = True) -> None:
+        extra = {"ServerSideEncryption": "AES256"} if secret else {}
+        if self._put(self._blob_key(name), data, f"write {name}", **extra) is None:
+            raise StateError(f"s3: cannot write {name}")
+
+    def delete_blob(self, name: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._blob_key(name))
+        except (ClientError, BotoCoreError) as err:
+            raise self._error(f"delete {name}", err) from None
+
+    def list_blobs(self, prefix: str = "") -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+        base = f"{self.base}/blobs/"
+        names: list[str] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                               Prefix=base + prefix):
+                names += [o["Key"][len(base):] for o in page.get("Contents", [])]
+        except (ClientError, BotoCoreError) as err:
+            raise self._error("list blobs", err) from None
+        return sorted(names)
