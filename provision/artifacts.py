@@ -2,7 +2,8 @@
 
 Where a URL and hash come from, first match wins:
 1. `state["artifacts"][name]` = {"url", "sha512"}: a provider serving its own mirror (local);
-   these are plain binaries.
+   these are plain binaries, and when present they are the whole set: binaries the provider
+   does not serve are left out of the configs.
 2. the upstream release file of the catalogue below, under `artifacts.mirror` when set
    (same file name), with the hash from `artifacts.hashes` in the spec, else the published
    hash the catalogue knows.
@@ -111,11 +112,13 @@ def resolve(spec: Any, state: Mapping[str, Any], binaries: Sequence[str]) -> lis
         if binary in served:
             out[binary] = _from_state(binary, served[binary])
             continue
+        if served:
+            # A provider serving its own mirror knows what its hosts can run: what it does not
+            # serve is left out (never fetched unverified from elsewhere).
+            continue
         owner = next((n for n, r in CATALOGUE.items() if binary == n or binary in r.members), None)
         if owner is None:
             raise UserError(f"artifact {binary!r} is unknown (known: {', '.join(sorted(CATALOGUE))})")
-        if owner in served:
-            continue  # a provider serving `etcd` alone does not serve its tarball siblings (etcdctl)
         if owner in out:
             continue
         release = CATALOGUE[owner]
@@ -133,3 +136,19 @@ def resolve(spec: Any, state: Mapping[str, Any], binaries: Sequence[str]) -> lis
         members = {b: p.format(version=version) for b, p in release.members.items()}
         out[owner] = Artifact(name=owner, url=url, hash=digest, members=members)
     return sorted(out.values(), key=lambda a: a.name)
+
+
+def required_binaries(spec: Any) -> list[str]:
+    """Every binary some host of `spec` runs from a download. With cloud-config the OS's own
+    fleet and flanneld are configured instead (coreos-cloudinit)."""
+    binaries = ["etcd", "etcdctl", "kubelet"]
+    if spec.os.config != "cloud-config":
+        binaries.append("flanneld")
+        if spec.fleet.enabled:
+            binaries.append("fleetd")
+    return binaries
+
+
+def check(spec: Any, state: Mapping[str, Any]) -> list[Artifact]:
+    """Resolve every download the spec needs, so a missing hash fails before anything is made."""
+    return resolve(spec, state, required_binaries(spec))

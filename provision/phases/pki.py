@@ -1,0 +1,19 @@
+"""Phase `pki`: create or reuse the CA, every certificate and key, the bootstrap token and
+provision's SSH key pair, stored as secrets in the state store."""
+from __future__ import annotations
+
+from .. import pki
+from ..plan import plan
+from . import RunContext
+
+
+def run(ctx: RunContext) -> dict:
+    hosts = plan(ctx.spec, ctx.state).desired
+    if ctx.dry_run:
+        wanted = pki.wanted_certs(ctx.spec, hosts)
+        missing = [w.name for w in wanted if ctx.store.read_blob(f"{pki.PREFIX}{w.name}.crt") is None]
+        ctx.log("pki", f"would check {len(wanted)} certificates for {len(hosts)} hosts; "
+                       f"{len(missing)} not made yet")
+        return {"dry_run": True, "missing": missing}
+    summary = pki.ensure_pki(ctx.spec, ctx.store, hosts, log=lambda message: ctx.log("pki", message))
+    return {"created": summary["created"], "reused": len(summary["reused"])}

@@ -1,0 +1,16 @@
+"""`provision pki show SPEC`: every certificate with subject, SANs and expiry; no secrets."""
+from __future__ import annotations
+
+from .. import pki
+
+
+def run(app) -> int:
+    certs = pki.show(app.spec, app.store)
+    if not certs:
+        app.ui.warn(f"cluster {app.spec.name} has no certificates yet: `provision up SPEC --until pki` makes them")
+    rows = [[c["name"], c.get("subject", ""), ", ".join(c.get("sans", [])), c.get("not_after", c.get("error")),
+             c.get("days_left", ""), "yes" if c.get("verified") else "NO"] for c in certs]
+    table = app.ui.table(f"certificates of {app.spec.name}", ["name", "subject", "SANs", "expires", "days",
+                                                              "verifies"], rows)
+    app.ui.result({"cluster": app.spec.name, "certificates": certs}, table)
+    return 0
