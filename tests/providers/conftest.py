@@ -177,7 +177,7 @@ def libcloud_ec2_case(libcloud_ec2_env, tmp_path) -> ContractCase:
 
 @pytest.fixture
 def openstack_api(tmp_path, monkeypatch):
-    from fakes.openstack_api import OpenStackAPI
+    from tests.fakes.openstack_api import OpenStackAPI
     api = OpenStackAPI()
     clouds = tmp_path / "clouds.yaml"
     clouds.write_text(api.clouds_yaml("testcloud"))

@@ -1,0 +1,101 @@
+"""The one contract every provider keeps, run against each (see CONTRACT_CASES in conftest.py):
+create, list by tag, wait, destroy, re-create after a partial failure, no duplicates on a
+retry, orphans reported."""
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from provision.errors import ActionError
+from provision.plan import plan
+from provision.providers.base import compare
+
+from .conftest import configs_for
+
+
+def planned(case):
+    hosts = plan(case.spec, {}).create
+    return hosts, configs_for(hosts)
+
+
+def live_names(provider) -> list[str]:
+    return sorted(h.name for h in provider.list_hosts() if h.state != "terminated")
+
+
+def test_create_list_wait_destroy(contract_case):
+    hosts, configs = planned(contract_case)
+    provider = contract_case.make()
+    provider.prepare()
+    records = provider.create_hosts(hosts, configs)
+    assert [r.name for r in records] == [h.name for h in hosts]
+    assert len({r.provider_id for r in records}) == len(hosts)
+
+    # A fresh provider object (no memory of the call) finds the cluster from the cloud alone,
+    # with pool and role from the tags.
+    listed = {h.name: h for h in contract_case.make().list_hosts()}
+    assert sorted(listed) == sorted(h.name for h in hosts)
+    for h in hosts:
+        assert (listed[h.name].pool, listed[h.name].role) == (h.pool, h.role)
+
+    running = provider.wait_running([h.name for h in hosts], timeout=60)
+    assert all(r.state == "running" for r in running)
+    assert all(r.address for r in running)
+
+    provider.destroy_hosts([hosts[-1].name, "not-a-host-of-this-cluster"])
+    assert live_names(provider) == sorted(h.name for h in hosts[:-1])
+    provider.destroy_hosts([h.name for h in hosts])
+    assert live_names(provider) == []
+    provider.teardown()
+
+
+def test_no_duplicates_on_retry(contract_case):
+    hosts, configs = planned(contract_case)
+    provider = contract_case.make()
+    first = provider.create_hosts(hosts, configs)
+    calls = contract_case.create_calls()
+    again = contract_case.make().create_hosts(hosts, configs)
+    assert {r.name: r.provider_id for r in again} == {r.name: r.provider_id for r in first}
+    assert contract_case.create_calls() == calls, "a repeated create made API calls that create hosts"
+    assert live_names(provider) == sorted(h.name for h in hosts)
+
+
+def test_lost_answer_is_not_duplicated(contract_case):
+    """The cloud creates the host but the answer never arrives: the retry (inside the
+    provider, or a re-run after the error) must not make a second one."""
+    hosts, configs = planned(contract_case)
+    provider = contract_case.make()
+    contract_case.drop_next_create()
+    try:
+        provider.create_hosts(hosts, configs)
+    except ActionError:
+        contract_case.make().create_hosts(hosts, configs)
+    listed = provider.list_hosts()
+    counts = collections.Counter(h.name for h in listed)
+    assert counts == collections.Counter(h.name for h in hosts)
+
+
+def test_recreate_after_partial_failure(contract_case):
+    hosts, configs = planned(contract_case)
+    provider = contract_case.make()
+    provider.create_hosts(hosts[:1], configs)
+    contract_case.fail_next_create()
+    with pytest.raises(ActionError):
+        provider.create_hosts(hosts, configs)
+    survivors = live_names(provider)
+    assert hosts[0].name in survivors and len(survivors) < len(hosts)
+    # The re-run creates exactly what is missing.
+    records = contract_case.make().create_hosts(hosts, configs)
+    assert sorted(r.name for r in records) == sorted(h.name for h in hosts)
+    assert collections.Counter(h.name for h in provider.list_hosts()) == collections.Counter(h.name for h in hosts)
+
+
+def test_orphans_and_missing_reported(contract_case):
+    hosts, configs = planned(contract_case)
+    provider = contract_case.make()
+    provider.create_hosts(hosts, configs)
+    # State lost the last host and believes in one the cloud never had.
+    recorded = {h.name: {"pool": h.pool} for h in hosts[:-1]}
+    recorded[f"{contract_case.spec.name}-workers-99"] = {"pool": "workers"}
+    report = compare(recorded, contract_case.make().list_hosts())
+    assert report == {"orphans": [hosts[-1].name], "missing": [f"{contract_case.spec.name}-workers-99"]}
