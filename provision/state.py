@@ -227,6 +227,7 @@ class LocalStateStore(StateStore):
 
     def write_blob(self, name: str, data: bytes, secret: bool = True) -> None:
         path = self._blob_file(name)
+        secure_makedirs(self.root)  # the cluster directory too: mkdir(parents=True) gives parents 0755
         secure_makedirs(path.parent)
         write_file_atomic(path, data, 0o600 if secret else 0o644)
 
