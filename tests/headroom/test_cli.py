@@ -1,0 +1,108 @@
+"""`provision headroom` and `provision headroom install` from the command line."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from provision.headroom.policy import HostLoad, Memory, Observation, Settings, decide, remember
+from provision.spec import load_spec
+from provision.state import LocalStateStore
+
+SPEC = """\
+name: {name}
+provider: {{name: local, subnet: 10.252.0.0/24}}
+etcd: {{count: 1}}
+pools:
+  - {{name: masters, role: master, count: 1}}
+  - {{name: workers, role: worker, count: 1, min: 1, max: 3}}
+"""
+HEADROOM = "headroom: {pool: workers, interval: 30s, policies: [containers, utilization]}\n"
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    path = tmp_path / "cluster.yaml"
+    path.write_text(SPEC.format(name="hrcli") + HEADROOM)
+    return path
+
+
+def test_without_headroom_section_is_a_user_error(cli, tmp_path):
+    path = tmp_path / "plain.yaml"
+    path.write_text(SPEC.format(name="plain"))
+    for args in ([path, "--once"], ["install", path]):
+        result = cli("headroom", *args, "--state-dir", tmp_path / "s")
+        assert result.code == 2 and "headroom" in result.err and "Traceback" not in result.err
+    assert not (tmp_path / "s").exists()  # nothing created
+
+
+def test_bad_arguments_exit_2(cli, spec_file):
+    assert cli("headroom", "install").code == 2
+    assert cli("headroom", "frobnicate", spec_file).code == 2
+    assert cli("headroom", spec_file, "--timer", "at").code == 2
+
+
+def test_explain_shows_the_last_decisions_and_why(cli, spec_file, tmp_path):
+    state_dir = tmp_path / "state"
+    result = cli("headroom", spec_file, "--explain", "--state-dir", state_dir)
+    assert result.code == 0 and "no headroom decision recorded yet" in result.out
+    spec = load_spec(spec_file)
+    store = LocalStateStore(spec.name, state_dir)
+    hosts = (HostLoad("hrcli-masters-0", "masters", "master", etcd=True),
+             HostLoad("hrcli-workers-0", "workers", "worker", containers=8, cpu=0.9, memory=0.2))
+    d = decide(Settings.from_spec(spec), Observation(at=1_800_000_000.0, hosts=hosts), Memory())
+    state = store.read()
+    state["headroom"] = remember({}, d)
+    store.write(state)
+    result = cli("headroom", spec_file, "--explain", "--state-dir", state_dir)
+    assert result.code == 0
+    assert "2027-01-15 08:00:00Z add: 1 -> 2; containers wants 2" in result.out
+    assert "containers: 2 hosts; HOT" in result.out and "utilization: 2 hosts; busy: mean CPU 0.90" in result.out
+    result = cli("headroom", spec_file, "--explain", "--state-dir", state_dir, "-o", "json")
+    doc = json.loads(result.out)
+    assert doc["decisions"][0]["inputs"]["containers"] == 8 and doc["decisions"][0]["action"] == "add"
+
+
+def test_once_before_up_fails_clearly(cli, spec_file, tmp_path):
+    result = cli("headroom", spec_file, "--once", "--state-dir", tmp_path / "state")
+    assert result.code == 1 and "provision up" in result.err and "Traceback" not in result.err
+
+
+def test_install_prints_a_cron_line(cli, spec_file, tmp_path):
+    result = cli("headroom", "install", spec_file, "--state-dir", tmp_path / "state")
+    assert result.code == 0
+    line = [l for l in result.out.splitlines() if l and not l.startswith("#")][0]
+    fields = line.split()
+    assert fields[:6] == ["*", "*", "*", "*", "*", "root"]
+    assert f"headroom {spec_file} --once" in line and f"--state-dir {tmp_path / 'state'}" in line
+
+
+def test_install_cron_every_few_minutes_for_long_intervals(cli, tmp_path):
+    path = tmp_path / "slow.yaml"
+    path.write_text(SPEC.format(name="slow") + "headroom: {pool: workers, interval: 5m}\n")
+    result = cli("headroom", "install", path)
+    assert "*/5 * * * * root" in result.out
+
+
+def test_install_write_systemd_units_that_verify(cli, spec_file, tmp_path, monkeypatch):
+    target = tmp_path / "units"
+    monkeypatch.setenv("PROVISION_SYSTEMD_DIR", str(target))
+    result = cli("headroom", "install", spec_file, "--timer", "systemd", "--write")
+    assert result.code == 0 and "systemctl daemon-reload" in result.out
+    service, timer = target / "provision-headroom-hrcli.service", target / "provision-headroom-hrcli.timer"
+    assert "--once" in service.read_text() and "OnUnitActiveSec=30s" in timer.read_text()
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    check = subprocess.run(["systemd-analyze", "verify", str(service), str(timer)], capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout == "" and check.stderr == "", check.stderr
+
+
+def test_install_write_cron_file(cli, spec_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("PROVISION_CRON_DIR", str(tmp_path / "cron.d"))
+    result = cli("headroom", "install", spec_file, "--write")
+    written = tmp_path / "cron.d" / "provision-headroom-hrcli"
+    assert result.code == 0 and "--once" in written.read_text()
+    assert (written.stat().st_mode & 0o777) == 0o644
