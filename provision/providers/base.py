@@ -127,6 +127,16 @@ class Provider(ABC):
         download from `artifacts.mirror` or upstream."""
         return None
 
+    def config_url(self, name: str, config: bytes) -> str | None:
+        """Where the full config `name` (too large for user data) will be served for hosts to
+        fetch at first boot (an https or s3 URL for an Ignition pointer config), or None when
+        this provider has nowhere to serve it. `serve_config` must be called before hosts boot."""
+        return None
+
+    def serve_config(self, name: str, config: bytes, full_config: bytes) -> None:
+        """Store `full_config` (the fitted form of `config`) at `config_url(name, config)`."""
+        raise NotImplementedError(f"{self.name} cannot serve configs")
+
 
 def compare(recorded: Mapping[str, Mapping[str, Any]], listed: Sequence[HostRecord]) -> dict[str, list[str]]:
     """Hosts the cloud has that state lacks (orphans), and hosts state has that the cloud lacks."""
