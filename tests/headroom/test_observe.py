@@ -141,3 +141,30 @@ def test_kubernetes_errors_are_named(tmp_path):
         api = kubernetes_api(str(fake.kubeconfig))
         with pytest.raises(ActionError, match="cannot list"):
             read_kubernetes(api)
+
+
+def test_the_real_host_agent_script_publishes_what_observe_reads(etcd_server, tmp_path):
+    """templates/scripts/host-agent.sh (what every host runs) against the real etcd over TLS."""
+    import os
+    import shutil
+    import subprocess
+
+    from provision.resources import data_dir
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    cluster = f"c{uuid.uuid4().hex[:8]}"
+    host = f"{cluster}-workers-0"
+    tls = etcd_server.client_tls
+    env = dict(os.environ, AGENT_CLUSTER=cluster, AGENT_HOST=host, AGENT_ETCD_ENDPOINTS=etcd_server.endpoint,
+               AGENT_CA=str(tls.ca), AGENT_CERT=str(tls.cert), AGENT_KEY=str(tls.key), AGENT_ONCE="1",
+               AGENT_TTL="30", AGENT_CONTAINERS_CMD="echo 5")
+    script = data_dir("templates") / "scripts" / "host-agent.sh"
+    done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    obs = observe_etcd(hosts(cluster), read_etcd_loads(etcd_server.client(), cluster), time.time(), 60)
+    by = {h.name: h for h in obs.hosts}
+    assert by[host].status == READY and by[host].containers == 5
+    assert 0 <= by[host].cpu <= 1 and 0 < by[host].memory <= 1
+    assert by[f"{cluster}-workers-1"].status == UNKNOWN
+    ttl = etcd_server.client().read(load_key(cluster, host)).ttl
+    assert 0 < ttl <= 30
