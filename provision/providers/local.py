@@ -45,6 +45,7 @@ UNIT_STATE_DIR = "run/provision/units"
 SSHD_UNIT = "sshd.service"
 RUNNING_STATES = ("running", "activating", "auto-restart", "exited")
 BASE_GROUPS = ("sudo", "docker", "wheel")
+IMAGE_USER, IMAGE_UID = "core", 500
 
 
 def _alive(pid: int | None) -> bool:
@@ -281,10 +282,10 @@ class LocalProvider(Provider):
             (root / d).mkdir(parents=True, exist_ok=True)
             os.chmod(root / d, mode)
         (root / "etc/selinux/config").write_text("SELINUX=disabled\nSELINUXTYPE=targeted\n")
-        for name in ("passwd", "group", "shadow", "gshadow"):
-            src = Path("/etc") / name
+        for base_file in ("passwd", "group", "shadow"):
+            src = Path("/etc") / base_file
             if src.is_file():
-                shutil.copy2(src, root / "etc" / name)
+                shutil.copy2(src, root / "etc" / base_file)
         group_file = root / "etc/group"
         groups = {line.split(":", 1)[0] for line in group_file.read_text().splitlines() if line}
         gids = {int(line.split(":")[2]) for line in group_file.read_text().splitlines() if line.count(":") >= 3}
@@ -294,6 +295,7 @@ class LocalProvider(Provider):
                     gid = next(i for i in range(900, 1000) if i not in gids)
                     gids.add(gid)
                     f.write(f"{g}:x:{gid}:\n")
+        self._image_user(root)
         # Flatcar's base image lets the sudo group use sudo without a password.
         sudoers = root / "etc/sudoers.d/00-provision-base"
         sudoers.write_text("%sudo ALL=(ALL) NOPASSWD: ALL\n")
@@ -301,6 +303,31 @@ class LocalProvider(Provider):
         (root / "var/run").symlink_to("../run")
         hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").is_file() else "127.0.0.1 localhost\n"
         (root / "etc/hosts").write_text(hosts.rstrip("\n") + f"\n127.0.1.1 {name}\n")
+
+    @staticmethod
+    def _image_user(root: Path) -> None:
+        """Flatcar's image ships user `core` (uid 500) in groups sudo and docker; Ignition
+        only adds its keys."""
+        etc = root / "etc"
+        passwd = (etc / "passwd").read_text()
+        if "\ncore:" in "\n" + passwd:
+            return
+        with open(etc / "passwd", "a") as f:
+            f.write(f"{IMAGE_USER}:x:{IMAGE_UID}:{IMAGE_UID}:CoreOS Admin:/home/{IMAGE_USER}:/bin/bash\n")
+        with open(etc / "shadow", "a") as f:
+            f.write(f"{IMAGE_USER}:*:19000:0:99999:7:::\n")
+        lines = []
+        for line in (etc / "group").read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) == 4 and fields[0] in BASE_GROUPS:
+                members = [m for m in fields[3].split(",") if m] + [IMAGE_USER]
+                line = ":".join(fields[:3] + [",".join(members)])
+            lines.append(line)
+        lines.append(f"{IMAGE_USER}:x:{IMAGE_UID}:")
+        (etc / "group").write_text("\n".join(lines) + "\n")
+        home = root / "home" / IMAGE_USER
+        home.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chown(home, IMAGE_UID, IMAGE_UID)
 
     def _ignite(self, name: str, ns: str, config: bytes) -> None:
         hdir = self.host_dir(name)

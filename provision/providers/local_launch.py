@@ -172,11 +172,13 @@ class Unit:
                     break
             if ok and code == 0:
                 code = self.run_each(self.spec.get("exec_start_post", []))
-            self.write_state("exited" if ok and code == 0 else "failed", exit_code=code)
+            code = code if ok else 1
             if code != 0 and self.should_restart(code):
                 self.restarts += 1
+                self.write_state("auto-restart", exit_code=code)
                 time.sleep(max(self.spec["restart_sec"], 0.2))
                 return self.run()
+            self.write_state("exited" if code == 0 else "failed", exit_code=code)
             return 0
         while True:
             code = 1

@@ -1,0 +1,238 @@
+"""Run the pyinfra roles of `roles/` on a cluster's hosts over SSH, through pyinfra's Python API.
+
+The inventory comes from state (`state["hosts"]`: name, pool, role, address) and is also
+written as a pyinfra inventory file to `<workdir>/inventories/<cluster>.py` for the pyinfra
+CLI. Host keys are pinned: the provider's known host keys when it has them (local), else the
+first key seen is remembered (`accept-new`) in `<workdir>/inventories/known_hosts`.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .errors import ActionError
+from .resources import data_dir
+
+ROLES_PACKAGE = "provision_roles"
+
+
+@dataclass
+class RoleOutcome:
+    """What a role found and did on one host."""
+
+    host: str
+    changed: int = 0
+    operations: int = 0
+    missing: list[str] = field(default_factory=list)
+    units: dict[str, dict] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"changed": self.changed, "operations": self.operations, "missing": self.missing,
+                "units": self.units, "notes": self.notes, "error": self.error, **self.extra}
+
+
+def load_role(name: str):
+    """The role module `roles/<name>.py` (the folder is data, imported as `provision_roles`)."""
+    if ROLES_PACKAGE not in sys.modules:
+        folder = data_dir("roles")
+        spec = importlib.util.spec_from_file_location(ROLES_PACKAGE, folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[ROLES_PACKAGE] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module(f"{ROLES_PACKAGE}.{name}")
+
+
+def inventory_dir(workdir: Path) -> Path:
+    path = Path(workdir) / "inventories"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def host_data(spec, name: str, host: Mapping[str, Any], key_path: Path, known_hosts: Path) -> dict[str, Any]:
+    return {"ssh_hostname": host["address"], "ssh_user": spec.ssh.user, "ssh_port": 22,
+            "ssh_key": str(key_path), "ssh_known_hosts_file": str(known_hosts),
+            "ssh_strict_host_key_checking": "yes" if host.get("host_key") else "accept-new",
+            "ssh_connect_retries": 2, "role": host.get("role"), "pool": host.get("pool"),
+            "etcd": bool(host.get("etcd")), "cluster": spec.name}
+
+
+def write_inventory(spec, workdir: Path, hosts: Mapping[str, Mapping[str, Any]], key_path: Path) -> tuple[Path, Path]:
+    """Write known_hosts and the pyinfra inventory file; returns their paths."""
+    folder = inventory_dir(workdir)
+    known_hosts = folder / "known_hosts"
+    remembered = {}
+    if known_hosts.is_file():
+        for line in known_hosts.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3:
+                remembered[parts[0]] = line
+    for name, host in sorted(hosts.items()):
+        if host.get("host_key") and host.get("address"):
+            remembered[host["address"]] = f"{host['address']} {host['host_key']}"
+    addresses = {h.get("address") for h in hosts.values()}
+    lines = [line for addr, line in sorted(remembered.items()) if addr in addresses]
+    known_hosts.write_text("".join(f"{line}\n" for line in lines))
+    known_hosts.chmod(0o600)
+    groups: dict[str, list] = {}
+    for name, host in sorted(hosts.items()):
+        groups.setdefault(f"{host.get('role')}s", []).append(
+            (name, host_data(spec, name, host, key_path, known_hosts)))
+    text = ['"""pyinfra inventory of cluster %s, written by provision from its state."""' % spec.name]
+    for group, members in sorted(groups.items()):
+        text.append(f"{group} = {json.dumps(members, indent=4, sort_keys=True)}")
+    inventory = folder / f"{spec.name}.py"
+    inventory.write_text("\n".join(text) + "\n")
+    inventory.chmod(0o600)
+    return inventory, known_hosts
+
+
+def ssh_reachable(address: str, timeout: float = 2.0) -> bool:
+    """Whether an SSH server answers on `address`:22 (reads its banner)."""
+    try:
+        with socket.create_connection((address, 22), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def wait_for_ssh(addresses: Mapping[str, str], timeout: float, log=lambda m: None) -> list[str]:
+    """Wait until every host answers SSH; returns the names that did not in time."""
+    pending = dict(addresses)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for name, address in list(pending.items()):
+            if ssh_reachable(address):
+                log(f"{name} answers SSH on {address}")
+                del pending[name]
+        if pending:
+            time.sleep(0.2)
+    return sorted(pending)
+
+
+def run_roles(spec, workdir: Path, hosts: Mapping[str, Mapping[str, Any]], roles: Iterable[str],
+              key_path: Path, dry_run: bool = False, timeout: int = 10) -> dict[str, RoleOutcome]:
+    """Apply `roles` (in order) to `hosts` ({name: state host}); one outcome per host.
+
+    A dry run gathers facts and counts the operations that would change, running none.
+    """
+    from pyinfra.api import Config, Inventory, State
+    from pyinfra.api.connect import connect_all, disconnect_all
+    from pyinfra.api.deploy import add_deploy
+    from pyinfra.api.operations import run_ops
+
+    logging.getLogger("pyinfra").setLevel(logging.CRITICAL)
+    if not hosts:
+        return {}
+    _, known_hosts = write_inventory(spec, workdir, hosts, key_path)
+    inventory = Inventory(([(name, host_data(spec, name, host, key_path, known_hosts))
+                            for name, host in sorted(hosts.items())], {}))
+    state = State(inventory, Config(CONNECT_TIMEOUT=timeout, FAIL_PERCENT=100))
+    outcomes = {name: RoleOutcome(host=name) for name in hosts}
+    connect_all(state)
+    try:
+        for host in inventory:
+            if host not in state.activated_hosts:
+                outcomes[host.name].error = "cannot connect over SSH"
+        report: dict[str, dict] = {}
+        for role in roles:
+            module = load_role(role)
+            add_deploy(state, module.apply, report)
+        if not dry_run:
+            run_ops(state)
+        for host in state.activated_hosts:
+            outcome = outcomes[host.name]
+            meta = state.get_meta_for_host(host)
+            outcome.changed, outcome.operations = meta.ops_change, meta.ops
+            entry = report.get(host.name, {})
+            outcome.missing = sorted(set(entry.get("missing", [])))
+            outcome.units = entry.get("units", {})
+            outcome.notes = entry.get("notes", [])
+            outcome.extra = {k: v for k, v in entry.items() if k not in ("missing", "units", "notes")}
+            if not dry_run and state.get_results_for_host(host).error_ops:
+                outcome.error = "an operation failed"
+        for host in inventory:
+            if host not in state.activated_hosts and outcomes[host.name].error is None:
+                outcomes[host.name].error = "failed while running the role"
+    finally:
+        disconnect_all(state)
+    return outcomes
+
+
+def summarize(outcomes: Mapping[str, RoleOutcome], dry_run: bool) -> tuple[int, list[str]]:
+    """(hosts changed, problems) of a role run; problems name host and missing piece."""
+    problems = []
+    changed = 0
+    for name, outcome in sorted(outcomes.items()):
+        if outcome.error:
+            problems.append(f"{name}: {outcome.error}")
+        for path in outcome.missing:
+            problems.append(f"{name}: missing {path}")
+        for unit, doc in sorted(outcome.units.items()):
+            if doc.get("state") in ("failed", "dead"):
+                problems.append(f"{name}: unit {unit} is {doc['state']}")
+        if outcome.changed:
+            changed += 1
+    return changed, problems
+
+
+def raise_problems(phase: str, problems: list[str]) -> None:
+    if problems:
+        raise ActionError([f"{phase}: {p}" for p in problems])
+
+
+# ---- what the bootstrap phases share ---------------------------------------------------------
+
+def cluster_hosts(state: Mapping[str, Any], roles: Iterable[str] | None = None,
+                  etcd: bool | None = None) -> dict[str, dict[str, Any]]:
+    """Hosts state records, filtered by role and by carrying etcd; only those with an address."""
+    wanted = set(roles) if roles is not None else None
+    out = {}
+    for name, host in sorted((state.get("hosts") or {}).items()):
+        if wanted is not None and host.get("role") not in wanted:
+            continue
+        if etcd is not None and bool(host.get("etcd")) != etcd:
+            continue
+        if host.get("address"):
+            out[name] = dict(host)
+    return out
+
+
+def apply_roles(ctx, phase: str, roles: Iterable[str], hosts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Run `roles` on `hosts` for a phase: log per host, fail on missing pieces, say when
+    nothing changed. Returns the phase result for --output json."""
+    from . import pki
+    roles = tuple(roles)
+    if not hosts:
+        ctx.log(phase, "no hosts for this phase")
+        return {"hosts": {}, "changed": 0}
+    outcomes = run_roles(ctx.spec, ctx.store.workdir, hosts, roles, pki.ssh_private_key_path(ctx.store),
+                         dry_run=ctx.dry_run)
+    changed, problems = summarize(outcomes, ctx.dry_run)
+    for name, outcome in sorted(outcomes.items()):
+        units = ", ".join(f"{u} {d.get('state')}" for u, d in sorted(outcome.units.items()))
+        verb = "would change" if ctx.dry_run else "changed"
+        ctx.log(phase, f"{name}: {verb} {outcome.changed} of {outcome.operations} operations"
+                       + (f"; {units}" if units else ""))
+        for note in outcome.notes:
+            ctx.log(phase, f"{name}: {note}")
+    if ctx.dry_run:
+        for problem in problems:
+            ctx.ui.warn(f"{phase}: {problem}")
+    else:
+        raise_problems(phase, problems)
+    if changed == 0:
+        ctx.log(phase, f"{len(hosts)} hosts already converged: no change")
+    return {"hosts": {n: o.to_json() for n, o in sorted(outcomes.items())}, "changed": changed}

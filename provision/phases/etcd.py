@@ -1,0 +1,22 @@
+"""Phase `etcd`: the members are configured (role `etcd` over SSH), then etcd lists every
+planned member and each answers healthy, asked through the cluster's own client certificate."""
+from __future__ import annotations
+
+from .. import bootstrap, status
+from . import RunContext
+
+HEALTH_TIMEOUT = 120.0
+
+
+def run(ctx: RunContext) -> dict:
+    members = bootstrap.cluster_hosts(ctx.state, etcd=True)
+    if ctx.dry_run:
+        ctx.log("etcd", f"would check {len(members)} members: {', '.join(members)}")
+        return {"dry_run": True, "members": sorted(members)}
+    result = bootstrap.apply_roles(ctx, "etcd", ("etcd",), members)
+    access = status.etcd_access(ctx.store, ctx.state)
+    health = status.wait_etcd_healthy(access, len(members), HEALTH_TIMEOUT,
+                                      log=lambda m: ctx.ui.debug("etcd", m))
+    names = ", ".join(m["name"] for m in health["members"])
+    ctx.log("etcd", f"{len(health['members'])} members healthy over TLS: {names}")
+    return {**result, "members": health["members"], "health": health["health"]}

@@ -1,0 +1,38 @@
+"""Phase `wait`: every host runs and answers SSH, and provision can log in with its key."""
+from __future__ import annotations
+
+from .. import bootstrap, pki
+from ..errors import ActionError
+from ..providers import get_provider
+from . import RunContext
+
+SSH_TIMEOUT = 120.0
+
+
+def run(ctx: RunContext) -> dict:
+    hosts = bootstrap.cluster_hosts(ctx.state)
+    if ctx.dry_run:
+        ctx.log("wait", f"would wait for {len(hosts)} hosts to answer SSH")
+        return {"dry_run": True, "hosts": sorted(hosts)}
+    provider = get_provider(ctx.spec, ctx.store.workdir, log=lambda m: ctx.log("wait", m))
+    # Pin host keys the provider knows (local hosts); others are remembered on first contact.
+    known = getattr(provider, "host_public_key", None)
+    changed = False
+    for name in hosts:
+        key = known(name) if known else None
+        if key and ctx.state["hosts"][name].get("host_key") != key:
+            ctx.state["hosts"][name]["host_key"] = key
+            hosts[name]["host_key"] = key
+            changed = True
+    if changed:
+        ctx.save()
+    late = bootstrap.wait_for_ssh({n: h["address"] for n, h in hosts.items()}, SSH_TIMEOUT,
+                                  log=lambda m: ctx.ui.debug("wait", m))
+    if late:
+        raise ActionError(f"wait: no SSH answer after {SSH_TIMEOUT:.0f}s from {', '.join(late)}")
+    outcomes = bootstrap.run_roles(ctx.spec, ctx.store.workdir, hosts, (), pki.ssh_private_key_path(ctx.store))
+    failed = sorted(n for n, o in outcomes.items() if o.error)
+    if failed:
+        raise ActionError(f"wait: cannot log in over SSH as {ctx.spec.ssh.user} on {', '.join(failed)}")
+    ctx.log("wait", f"{len(hosts)} hosts answer SSH and accept provision's key")
+    return {"hosts": sorted(hosts)}

@@ -1,0 +1,19 @@
+"""What every role does: check files a host needs and read its unit states into the report."""
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.facts.files import File
+
+from .facts import UnitStates
+
+
+def check(report: dict, files: list[str], units: list[str]) -> dict:
+    """Record missing `files` and the state of `units` for the current host."""
+    entry = report.setdefault(host.name, {"missing": [], "units": {}, "notes": []})
+    for path in files:
+        if not host.get_fact(File, path=path):
+            entry["missing"].append(path)
+    states = host.get_fact(UnitStates)
+    for unit in units:
+        entry["units"][unit] = states.get(unit, {"state": "absent", "reason": "not enabled on the host"})
+    return entry

@@ -1,0 +1,23 @@
+"""Role masters: a control-plane host has its certificates, kubeconfigs, static pod manifests,
+kubelet, and the host-load agent."""
+from __future__ import annotations
+
+from pyinfra.api import deploy
+from pyinfra.operations import files
+
+from ._common import check
+
+FILES = ["/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/pki/apiserver.crt", "/etc/kubernetes/pki/apiserver.key",
+         "/etc/kubernetes/pki/sa.key", "/etc/kubernetes/pki/sa.pub", "/etc/kubernetes/admin.conf",
+         "/etc/kubernetes/kubelet.conf", "/etc/kubernetes/manifests/kube-apiserver.yaml",
+         "/etc/kubernetes/manifests/kube-controller-manager.yaml", "/etc/kubernetes/manifests/kube-scheduler.yaml",
+         "/etc/kubernetes/kubelet.env", "/etc/systemd/system/kubelet.service"]
+UNITS = ["kubelet.service", "provision-host-agent.service"]
+
+
+@deploy("master")
+def apply(report: dict) -> None:
+    check(report, FILES, UNITS)
+    # kubelet's ExecStartPre makes these too; having them before kubelet runs lets static pods land.
+    files.directory(name="static pod manifests", path="/etc/kubernetes/manifests", mode="755", _sudo=True)
+    files.directory(name="kubelet state", path="/var/lib/kubelet", mode="700", _sudo=True)
