@@ -203,3 +203,8 @@ def node_pods(api: Any, node: str) -> list[Any]:
 def cordon(api: Any, node: str) -> None:
     """Mark `node` unschedulable: no new pods land on it."""
     api.patch_node(node, {"spec": {"unschedulable": True}})
+
+
+def uncordon(api: Any, node: str) -> None:
+    """Let pods land on `node` again (its drain was abandoned)."""
+    api.patch_node(node, {"spec": {"unschedulable": False}})

@@ -38,6 +38,9 @@ class Actuator(Protocol):
     def drained(self, host: str) -> bool:
         """Whether `host` runs no workload any more."""
 
+    def resume_work(self, host: str) -> None:
+        """Undo `stop_new_work` on a host that did not drain (it stays, so let it work)."""
+
     def destroy(self, state: dict[str, Any], hosts: Sequence[str]) -> None:
         """Destroy `hosts` and forget them in `state`."""
 
@@ -157,7 +160,8 @@ def _reconcile_locked(spec, store, observe, actuator, dry_run, log, clock, sleep
                 log(f"removed {host}")
                 continue
             outcome.not_drained.append(host)
-            log(f"{host} did not drain within {spec.headroom.drain_timeout:g}s; left in place")
+            actuator.resume_work(host)
+            log(f"{host} did not drain within {spec.headroom.drain_timeout:g}s; left in place and taking work again")
         if outcome.not_drained:
             outcome.message += f"; not drained, left in place: {', '.join(outcome.not_drained)}"
             state["headroom"]["decisions"][-1]["not_drained"] = list(outcome.not_drained)
@@ -179,10 +183,10 @@ class ClusterEdges:
     """Observer and actuator for a real cluster: hosts from the provider's tagged list, load
     from etcd or Kubernetes, machines through the provider."""
 
-    def __init__(self, spec: Any, store: Any, log: Callable[[str], None] = lambda m: None):
+    def __init__(self, spec: Any, store: Any, log: Callable[[str], None] = lambda m: None, provider: Any = None):
         from ..providers import get_provider
         self.spec, self.store, self.log = spec, store, log
-        self.provider = get_provider(spec, workdir=store.workdir, log=log)
+        self.provider = provider or get_provider(spec, workdir=store.workdir, log=log)
         self._etcd = None
         self._kube = None
 
@@ -236,6 +240,17 @@ class ClusterEdges:
         stop_agent = getattr(self.provider, "stop_agent", None)
         if stop_agent is not None:
             stop_agent(host)
+
+    def resume_work(self, host: str) -> None:
+        if self.spec.headroom.source == "kubernetes":
+            from .observe import uncordon
+            uncordon(self.kube(), host)
+        else:
+            import etcd
+            try:
+                self._etcd.delete(f"/provision/{self.spec.name}/hosts/{host}/drain")
+            except etcd.EtcdKeyNotFound:
+                pass
 
     def drained(self, host: str) -> bool:
         if self.spec.headroom.source == "kubernetes":

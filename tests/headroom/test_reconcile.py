@@ -42,6 +42,7 @@ class ProviderDouble:
         self.hosts: dict[str, dict] = {}
         self.add_calls: list[int] = []
         self.stopped: list[str] = []
+        self.resumed: list[str] = []
         self.destroyed: list[str] = []
 
     def converge(self, state):
@@ -67,6 +68,10 @@ class ProviderDouble:
     def stop_new_work(self, host):
         self.stopped.append(host)
         self.client.write(f"/provision/{self.spec.name}/hosts/{host}/drain", "1")
+
+    def resume_work(self, host):
+        self.resumed.append(host)
+        self.client.delete(f"/provision/{self.spec.name}/hosts/{host}/drain")
 
     def drained(self, host):
         raw = read_etcd_loads(self.client, self.spec.name).get(host)
@@ -159,7 +164,7 @@ def test_a_host_that_does_not_drain_is_left_and_reported(cluster):
     assert out.not_drained == list(out.decision.remove) and out.removed == []
     assert 0.9 <= time.monotonic() - t0 < 10  # waited for drain_timeout (1s), not forever
     assert out.decision.remove[0] in double.hosts and double.destroyed == []
-    assert "not drained" in out.message
+    assert "not drained" in out.message and double.resumed == list(out.decision.remove)
     assert store.read()["headroom"]["decisions"][-1]["not_drained"] == list(out.decision.remove)
     assert store.read()["pools"]["workers"]["size"] == 4  # nothing removed, nothing recorded as removed
 
