@@ -227,7 +227,7 @@ class ClusterEdges:
             raise NotYetAvailable("headroom: adding hosts needs the machines phase, which this version lacks") from None
         before = set(state.get("hosts", {}))
         ctx = RunContext(spec=self.spec, store=self.store, state=state, ui=_LogUI(self.log))
-        apply_plan(ctx, plan(self.spec, state))
+        apply_plan(ctx, plan(self.spec, state), provider=self.provider)
         return sorted(set(state.get("hosts", {})) - before)
 
     def stop_new_work(self, host: str) -> None:
