@@ -190,3 +190,86 @@ def flannel_config(spec: Any) -> str:
     """The network config flanneld reads: the spec's pod network and backend."""
     return json.dumps({"Backend": {"Type": spec.network.flannel.backend}, "Network": spec.network.pod_cidr},
                       sort_keys=True, separators=(",", ":"))
+
+
+# ---- the whole picture (provision status) -------------------------------------------------------
+
+UNIT_OK = ("running", "exited", "activating", "auto-restart")
+
+
+def etcd_picture(store: Any, state: Mapping[str, Any]) -> dict[str, Any]:
+    """Members, per-endpoint health and overall health; errors are reported, not raised."""
+    out: dict[str, Any] = {"endpoints": list(etcd_endpoints(state)), "members": [], "health": {},
+                           "healthy": False, "error": None}
+    if not out["endpoints"]:
+        out["error"] = "no etcd member recorded in state"
+        return out
+    try:
+        access = etcd_access(store, state)
+    except ActionError as err:
+        out["error"] = str(err)
+        return out
+    out["health"] = etcd_health(access)
+    try:
+        out["members"] = etcd_members(access)
+    except (ActionError, ValueError) as err:
+        out["error"] = str(err)
+    out["healthy"] = bool(out["health"]) and all(h["healthy"] for h in out["health"].values()) \
+        and len(out["members"]) == len(out["endpoints"])
+    return out
+
+
+def host_loads(spec: Any, store: Any, state: Mapping[str, Any], now: float | None = None) -> dict[str, Any] | None:
+    """Fresh load figures host agents published (headroom source etcd), by host; None when the
+    spec has no etcd headroom source or etcd cannot be read."""
+    if spec.headroom is None or spec.headroom.source != "etcd":
+        return None
+    from .headroom.observe import parse_load, read_etcd_loads
+    try:
+        raw = read_etcd_loads(v2_client(etcd_access(store, state)), spec.name)
+    except Exception:  # noqa: BLE001 - status reports what it can; etcd trouble shows under etcd
+        return None
+    now = time.time() if now is None else now
+    return {name: parse_load(value, now, spec.headroom.load_ttl) for name, value in sorted(raw.items())}
+
+
+def headroom_figures(spec: Any, hosts: Mapping[str, Mapping[str, Any]], loads: Mapping[str, Any] | None) -> dict | None:
+    """Clocker's figures for the headroom pool: possible, used and available container slots."""
+    if spec.headroom is None or loads is None:
+        return None
+    pool = spec.headroom.pool
+    members = [n for n, h in hosts.items() if h.get("pool") == pool]
+    known = {n: loads[n] for n in members if loads.get(n)}
+    possible = spec.headroom.containers_per_host * len(members)
+    used = sum(int(doc["containers"]) for doc in known.values())
+    return {"pool": pool, "hosts": len(members), "reporting": len(known),
+            "unknown": sorted(set(members) - set(known)), "possible": possible, "used": used,
+            "available": possible - used, "reserve": spec.headroom.reserve.slots(possible)}
+
+
+def cluster_status(spec: Any, store: Any, state: Mapping[str, Any], provider: Any) -> dict[str, Any]:
+    """Hosts with address, provider state and unit states; orphans and missing; etcd; headroom."""
+    from .providers.base import compare
+    recorded = state.get("hosts") or {}
+    listed = provider.list_hosts()
+    live = {h.name: h for h in listed}
+    unit_states = getattr(provider, "unit_states", None)
+    hosts = {}
+    for name, host in sorted(recorded.items()):
+        record = live.get(name)
+        units = unit_states(name) if unit_states and record else None
+        hosts[name] = {"pool": host.get("pool"), "role": host.get("role"), "etcd": bool(host.get("etcd")),
+                       "address": host.get("address"), "state": record.state if record else "missing",
+                       "units": {u: {"state": d.get("state"), "reason": d.get("reason")}
+                                 for u, d in sorted((units or {}).items())} if units is not None else None}
+    etcd = etcd_picture(store, state) if recorded else {"endpoints": [], "members": [], "health": {},
+                                                         "healthy": False, "error": "no hosts"}
+    loads = host_loads(spec, store, state) if etcd.get("members") else None
+    notes = getattr(provider, "artifact_notes", lambda: {})()
+    failed_units = sorted(f"{n}: {u}" for n, h in hosts.items() for u, d in (h["units"] or {}).items()
+                          if d["state"] not in UNIT_OK + ("skipped",))
+    return {"cluster": spec.name, "provider": spec.provider.name, "hosts": hosts, **compare(recorded, listed),
+            "etcd": etcd, "loads": loads, "headroom": headroom_figures(spec, recorded, loads),
+            "artifacts": notes, "failed_units": failed_units,
+            "healthy": bool(recorded) and etcd["healthy"] and not failed_units
+            and all(h["state"] == "running" for h in hosts.values())}

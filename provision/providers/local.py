@@ -40,7 +40,7 @@ from .local_units import UnitLaunch, boot_order
 IGNITION = "/usr/lib/dracut/modules.d/30ignition/ignition"
 MIRROR_PORT = 8418
 # Names the rendered configs fetch; the mirror serves whichever exists on this machine.
-ARTIFACT_NAMES = ("etcd", "etcdctl", "flanneld", "fleetd", "fleetctl", "kubelet", "kubectl")
+ARTIFACT_NAMES = ("etcd", "etcdctl", "flanneld", "fleetd", "fleetctl", "kubelet")
 UNIT_STATE_DIR = "run/provision/units"
 SSHD_UNIT = "sshd.service"
 RUNNING_STATES = ("running", "activating", "auto-restart", "exited")
@@ -98,8 +98,9 @@ def sha512_file(path: Path) -> str:
 
 def binary_version(path: str) -> str:
     """First line of `BINARY --version` (etcd prints `etcd Version: 3.4.23`), for logs."""
+    args = [path, "version"] if os.path.basename(path) == "etcdctl" else [path, "--version"]
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=5).stdout
+        out = subprocess.run(args, capture_output=True, text=True, timeout=5).stdout
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return (out.splitlines() or ["unknown"])[0].strip()
@@ -177,8 +178,13 @@ class LocalProvider(Provider):
         return out
 
     def artifact_notes(self) -> dict[str, str]:
-        """What each served binary really is, e.g. Debian's etcd 3.4.23 under the name `etcd`."""
-        return {name: f"{path} ({binary_version(path)})" for name, path in self.artifact_sources().items()}
+        """What each served binary really is, e.g. Debian's etcd 3.4.23 under the name `etcd`
+        while the spec asks for 3.5.17: the spec's artifact name, this machine's binary."""
+        wanted = {"etcd": self.spec.etcd.version, "etcdctl": self.spec.etcd.version,
+                  "kubelet": self.spec.kubernetes.version, "flanneld": self.spec.network.flannel.version,
+                  "fleetd": self.spec.fleet.version, "fleetctl": self.spec.fleet.version}
+        return {name: f"{path} ({binary_version(path)}) served as {name} {wanted.get(name, '')}".rstrip()
+                for name, path in self.artifact_sources().items()}
 
     def _cached_sha512(self, path: Path) -> str:
         st = path.stat()
@@ -223,6 +229,8 @@ class LocalProvider(Provider):
                 link.symlink_to(path)
         if self._mirror_pids():
             return
+        for name, note in sorted(self.artifact_notes().items()):
+            self.log(f"mirror: {note}")
         log = open(self.base / "mirror.log", "ab")
         subprocess.Popen([sys.executable, "-m", "provision.providers.local_mirror", self.gateway,
                           str(MIRROR_PORT), str(mirror_dir)], stdin=subprocess.DEVNULL, stdout=log,

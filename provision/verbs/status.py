@@ -1,0 +1,64 @@
+"""`provision status SPEC [--output json]`: hosts, addresses, etcd members and health, unit
+states (running / skipped / failed), orphans and missing hosts, headroom figures.
+
+Exit 0 when everything answers healthy, 1 when something is unhealthy (the report still
+prints), so scripts can wait on it.
+"""
+from __future__ import annotations
+
+from rich.console import Group
+
+from ..providers import get_provider
+from ..status import cluster_status
+
+
+def unit_summary(units: dict | None) -> str:
+    if units is None:
+        return "?"
+    counts: dict[str, int] = {}
+    for doc in units.values():
+        counts[doc["state"]] = counts.get(doc["state"], 0) + 1
+    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+
+
+def run(app) -> int:
+    spec, store, ui = app.spec, app.store, app.ui
+    state = store.read()
+    provider = get_provider(spec, store.workdir)
+    report = cluster_status(spec, store, state, provider)
+    etcd = report["etcd"]
+    loads = report["loads"] or {}
+    host_rows = []
+    for name, host in report["hosts"].items():
+        load = loads.get(name)
+        host_rows.append([name, host["pool"], host["role"] + (" +etcd" if host["etcd"] else ""), host["address"],
+                          host["state"], unit_summary(host["units"]),
+                          f"{load['containers']}/{load['cpu']:.2f}/{load['memory']:.2f}" if load else "-"])
+    parts = [ui.table(f"cluster {spec.name} ({spec.provider.name})",
+                      ["host", "pool", "role", "address", "state", "units", "load ctr/cpu/mem"], host_rows)]
+    unit_rows = [[name, unit, doc["state"], doc["reason"] or ""] for name, host in report["hosts"].items()
+                 for unit, doc in (host["units"] or {}).items() if doc["state"] != "running"]
+    if unit_rows:
+        parts.append(ui.table("units not running", ["host", "unit", "state", "reason"], unit_rows))
+    member_rows = [[m["name"] or "(not started)", m["id"], ", ".join(m["client_urls"])] for m in etcd["members"]]
+    health_rows = [[e, "healthy" if h["healthy"] else f"UNHEALTHY: {h['error']}"] for e, h in etcd["health"].items()]
+    parts.append(ui.table(f"etcd: {'healthy' if etcd['healthy'] else 'NOT healthy'}"
+                          + (f" ({etcd['error']})" if etcd["error"] else ""), ["member", "id", "client URLs"],
+                          member_rows))
+    parts.append(ui.table(None, ["endpoint", "health"], health_rows))
+    if report["headroom"]:
+        h = report["headroom"]
+        parts.append(ui.table("headroom", ["pool", "hosts", "reporting", "possible", "used", "available", "reserve"],
+                              [[h["pool"], h["hosts"], h["reporting"], h["possible"], h["used"], h["available"],
+                                h["reserve"]]]))
+    extra = []
+    if report["orphans"]:
+        extra.append(f"orphans (in the provider, not in state): {', '.join(report['orphans'])}")
+    if report["missing"]:
+        extra.append(f"missing (in state, gone from the provider): {', '.join(report['missing'])}")
+    for name, note in sorted(report["artifacts"].items()):
+        extra.append(f"artifact {name}: served from {note}")
+    if extra:
+        parts.append(ui.table(None, ["notes"], [[line] for line in extra]))
+    ui.result(report, Group(*parts))
+    return 0 if report["healthy"] else 1
