@@ -2,6 +2,7 @@
 and the real Ignition engine."""
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import hashlib
@@ -12,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -147,8 +149,16 @@ def need_ignition_engine() -> None:
 
 
 def apply_ignition(config: bytes, work: Path) -> tuple[Path, subprocess.CompletedProcess]:
-    """Run the fetch and files stages on `config` into a scratch root; returns (root, last run)."""
-    root, scratch, shim = work / "root", work / "state", work / "shim"
+    """Run the fetch and files stages on `config` into a scratch root; returns (root, last run).
+
+    The root lives in a world-traversable scratch directory (removed at exit): Ignition writes
+    a user's authorized keys as that user, who cannot enter pytest's 0700 tmp directories.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    scratch_root = Path(tempfile.mkdtemp(prefix="pv-ignition-"))
+    scratch_root.chmod(0o755)
+    atexit.register(shutil.rmtree, scratch_root, True)
+    root, scratch, shim = scratch_root / "root", work / "state", work / "shim"
     for d in (root / "etc" / "selinux", scratch, shim):
         d.mkdir(parents=True, exist_ok=True)
     (root / "etc" / "selinux" / "config").write_text("SELINUXTYPE=targeted\n")
