@@ -15,6 +15,7 @@ creating call first checks what exists.
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ActionError
@@ -73,7 +74,7 @@ def aws_retryable(err: BaseException) -> str | None:
         status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         if code in THROTTLING_CODES or status == 429:
             return f"throttled ({code or status})"
-        if status >= 500:
+        if status >= 500 and status != 501:  # 501 Not Implemented will not change on a retry
             return f"server error {status} ({code})"
         return None
     if isinstance(err, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError)):
@@ -119,7 +120,7 @@ class AWSProvider(Provider):
         """Run `call` with backoff on throttling/5xx; other errors become ActionError."""
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
         try:
-            return call_with_retry(call, retryable=aws_retryable, what=f"ec2 {what}", log=self.log,
+            return call_with_retry(call, retryable=aws_retryable, what=f"aws {what}", log=self.log,
                                    backoff=self.backoff)
         except NoCredentialsError:
             raise ActionError("aws: no credentials found in the standard AWS chain (AWS_ACCESS_KEY_ID/"
@@ -299,6 +300,77 @@ class AWSProvider(Provider):
             self._image = newest["ImageId"]
         return self._image
 
+    # -- configs too large for user data -----------------------------------------------------
+    @property
+    def s3(self):
+        if getattr(self, "_s3", None) is None:
+            import boto3
+            from botocore.config import Config
+            custom = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, signature_version="s3v4",
+                            s3={"addressing_style": "path" if custom else "auto"})
+            self._s3 = boto3.session.Session().client("s3", region_name=self.options.region, config=config)
+        return self._s3
+
+    def config_bucket(self) -> str:
+        """provision-<cluster>-<account id>: unique per account, found again on every run."""
+        if getattr(self, "_bucket", None) is None:
+            import boto3
+            account = self._retry(lambda: boto3.session.Session().client(
+                "sts", region_name=self.options.region).get_caller_identity()["Account"], "GetCallerIdentity")
+            self._bucket = f"provision-{self.spec.name}-{account}"[:63]
+        return self._bucket
+
+    def _config_key(self, name: str, config: bytes) -> str:
+        return f"{self.spec.name}/configs/{hashlib.sha256(config).hexdigest()[:16]}-{name}"
+
+    def config_url(self, name: str, config: bytes) -> str | None:
+        """A pre-signed https URL of a private S3 object (valid 7 days, SigV4's maximum): Ignition
+        fetches it at first boot without credentials, and the pointer's sha512 pins the content."""
+        bucket = self.config_bucket()
+        return self.s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": self._config_key(name, config)},
+                                              ExpiresIn=7 * 24 * 3600)
+
+    def serve_config(self, name: str, config: bytes, full_config: bytes) -> None:
+        bucket = self.config_bucket()
+        from botocore.exceptions import ClientError
+
+        def ensure_bucket():
+            try:
+                self.s3.head_bucket(Bucket=bucket)
+                return
+            except ClientError as err:
+                if err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 404:
+                    raise
+            params: dict[str, Any] = {"Bucket": bucket}
+            if self.options.region != "us-east-1":
+                params["CreateBucketConfiguration"] = {"LocationConstraint": self.options.region}
+            self.log(f"creating S3 bucket {bucket} for configs too large for user data")
+            self.s3.create_bucket(**params)
+            self.s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True})
+            self.s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tag_list({TAG_CLUSTER: self.spec.name})})
+        self._retry(ensure_bucket, "create config bucket")
+        self._retry(lambda: self.s3.put_object(Bucket=bucket, Key=self._config_key(name, config), Body=full_config,
+                                               ServerSideEncryption="AES256"), f"upload config {name}")
+
+    def _remove_config_bucket(self) -> None:
+        from botocore.exceptions import ClientError
+        bucket = self.config_bucket()
+
+        def remove():
+            try:
+                listing = self.s3.list_objects_v2(Bucket=bucket)
+            except ClientError as err:
+                if err.response.get("Error", {}).get("Code") in ("NoSuchBucket", "404"):
+                    return
+                raise
+            for item in listing.get("Contents", []):
+                self.s3.delete_object(Bucket=bucket, Key=item["Key"])
+            self.s3.delete_bucket(Bucket=bucket)
+        self._retry(remove, "delete config bucket")
+
     # -- hosts -------------------------------------------------------------------------------
     def batch_token(self, pool: str, indices: Sequence[int], config: bytes, generation: int = 0) -> str:
         """RunInstances ClientToken: the same batch (cluster, pool, indices, config) always gets
@@ -456,6 +528,7 @@ class AWSProvider(Provider):
             delete("delete_vpc", VpcId=vpc)
         for pair in self._call("describe_key_pairs", Filters=self._cluster_filter())["KeyPairs"]:
             delete("delete_key_pair", KeyName=pair["KeyName"])
+        self._remove_config_bucket()
         self._network = None
         self.log(f"removed {len(vpcs)} VPC(s) with their subnet, security group and gateway")
 

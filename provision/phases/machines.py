@@ -1,0 +1,162 @@
+"""Phase `machines`: make the cloud hold exactly the hosts the plan wants.
+
+Destroys the hosts the plan drops, re-creates recorded hosts the cloud lost, creates new ones
+with their rendered config as user data (fitted to the provider's user-data limit), and records
+each host in state right after the cloud answers for its pool, so a crash leaves state that a
+re-run repairs (the provider finds what exists by tag and never creates it twice).
+
+`apply_plan(ctx, plan)` is the same work for any plan: `scale` and `headroom` call it with a
+plan for a changed pool size.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Mapping, Sequence
+
+from ..errors import ActionError
+from ..plan import HostPlan, Plan, plan
+from . import RunContext
+
+PHASE = "machines"
+RENDERED = "rendered/"
+INDEX_BLOB = RENDERED + "index.json"
+
+
+def run(ctx: RunContext) -> dict[str, Any]:
+    return apply_plan(ctx, plan(ctx.spec, ctx.state))
+
+
+def load_configs(ctx: RunContext, hosts: Sequence[HostPlan], provider: Any) -> dict[str, bytes]:
+    """Each host's user data: its rendered config (render phase blobs), fitted to the provider's
+    user-data limit. Fails before any host is created when a config is missing or cannot fit."""
+    if not hosts:
+        return {}
+    raw_index = ctx.store.read_blob(INDEX_BLOB)
+    if raw_index is None:
+        raise ActionError(f"state has no {INDEX_BLOB}: run the render phase first (provision up SPEC --only render)")
+    try:
+        index = json.loads(raw_index)["hosts"]
+    except (ValueError, KeyError, TypeError):
+        raise ActionError(f"state's {INDEX_BLOB} is not a render index; run the render phase again") from None
+    fitted: dict[str, bytes] = {}
+    out: dict[str, bytes] = {}
+    for host in hosts:
+        entry = index.get(host.name)
+        if not entry or not entry.get("config"):
+            raise ActionError(f"no rendered config for host {host.name}: run the render phase again "
+                              "(provision up SPEC --only render)")
+        file_name = entry["config"]
+        if file_name not in fitted:
+            data = ctx.store.read_blob(RENDERED + file_name)
+            if data is None:
+                raise ActionError(f"state has no {RENDERED}{file_name} (config of {host.name}); run the render phase again")
+            fitted[file_name] = fit_config(provider, data, file_name, lambda m: ctx.log(PHASE, m))
+        out[host.name] = fitted[file_name]
+    return out
+
+
+def fit_config(provider: Any, data: bytes, name: str, log: Callable[[str], None]) -> bytes:
+    """`data` as the provider can hand it over: as is, compressed, or (when the provider can
+    serve files) a pointer config to the full config it serves. Refuses naming the sizes."""
+    limit = provider.user_data_limit
+    if limit is None or limit.fits(data):
+        return data
+    try:
+        from ..render.userdata import fit_user_data
+    except ImportError:  # the render's fitter is not installed: only say it does not fit
+        raise ActionError(f"{name}: config is {limit.size_of(data)} bytes, over the {provider.name} user-data "
+                          f"limit of {limit.max_bytes} bytes ({limit.counted})") from None
+    try:
+        return fit_user_data(data, limit, None, name).data
+    except ActionError:
+        url = provider.config_url(name, data)
+        if url is None:
+            raise
+    fitted = fit_user_data(data, limit, url, name)
+    provider.serve_config(name, data, fitted.full_config)
+    log(f"{name}: {limit.size_of(data)} bytes is over the user-data limit; hosts fetch it from "
+        f"{url.split('?')[0]} (pinned by sha512)")
+    return fitted.data
+
+
+def host_entry(host: HostPlan, record: Any, previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What state records about a host (the plan's fixed address stays the address)."""
+    entry = dict(previous or {})
+    entry.update({"pool": host.pool, "role": host.role, "index": host.index, "etcd": host.etcd,
+                  "address": host.address or record.address, "provider_id": record.provider_id,
+                  "state": record.state, "private_address": record.private_address,
+                  "public_address": record.public_address})
+    return entry
+
+
+def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool = True) -> dict[str, Any]:
+    """Destroy `target.destroy`, create `target.create` (and any kept host the cloud lost),
+    record hosts and pool sizes in `ctx.state`. With `ctx.dry_run` it only says what it would do.
+    Returns a summary for --output json."""
+    spec, state = ctx.spec, ctx.state
+    log = lambda message: ctx.log(PHASE, message)  # noqa: E731
+    if ctx.dry_run:
+        for name in target.destroy:
+            log(f"would destroy {name}")
+        for host in target.create:
+            log(f"would create {host.name} ({host.pool}, {host.role}{', etcd' if host.etcd else ''})")
+        return {"dry_run": True, "create": [h.name for h in target.create], "destroy": list(target.destroy)}
+
+    if provider is None:
+        from ..providers import get_provider
+        provider = get_provider(spec, ctx.store.workdir, log=log)
+    hosts = state.setdefault("hosts", {})
+    result: dict[str, Any] = {"created": [], "recreated": [], "destroyed": [], "orphans": []}
+
+    if target.destroy:
+        log(f"destroying {len(target.destroy)} host(s): {', '.join(target.destroy)}")
+        provider.destroy_hosts(list(target.destroy))
+        for name in target.destroy:
+            hosts.pop(name, None)
+        result["destroyed"] = list(target.destroy)
+        ctx.save()
+
+    live = {h.name: h for h in provider.list_hosts()} if (target.keep or target.create) else {}
+    lost = [h for h in target.keep if h.name not in live]
+    if lost:
+        log(f"{len(lost)} recorded host(s) no longer exist in the cloud; re-creating: "
+            f"{', '.join(h.name for h in lost)}")
+    wanted = {h.name for h in target.desired}
+    result["orphans"] = sorted(n for n, h in live.items() if n not in wanted and h.state != "terminated")
+    if result["orphans"]:
+        log(f"hosts tagged with this cluster that the plan does not want (remove with `provision down`): "
+            f"{', '.join(result['orphans'])}")
+
+    to_create = list(target.create) + lost
+    configs = load_configs(ctx, to_create, provider)
+    if to_create:
+        provider.prepare()
+    by_pool: dict[str, list[HostPlan]] = {}
+    for host in to_create:
+        by_pool.setdefault(host.pool, []).append(host)
+    for pool_name, pool_hosts in by_pool.items():
+        adopted = [h.name for h in pool_hosts if h.name in live]
+        log(f"creating {len(pool_hosts) - len(adopted)} host(s) in pool {pool_name}"
+            + (f" (found {len(adopted)} already in the cloud)" if adopted else ""))
+        records = {r.name: r for r in provider.create_hosts(pool_hosts, configs)}
+        for host in pool_hosts:
+            if host.name in records:
+                hosts[host.name] = host_entry(host, records[host.name], hosts.get(host.name))
+        ctx.save()  # right after the cloud answered for this pool
+        result["created"].extend(h.name for h in pool_hosts if h not in lost)
+        result["recreated"].extend(h.name for h in pool_hosts if h in lost)
+
+    if wait and to_create:
+        log(f"waiting for {len(to_create)} host(s) to run")
+        for record in provider.wait_running([h.name for h in to_create]):
+            host = next(h for h in to_create if h.name == record.name)
+            hosts[host.name] = host_entry(host, record, hosts.get(host.name))
+
+    pools = state.setdefault("pools", {})
+    for pool in spec.pools:
+        entry = pools.setdefault(pool.name, {})
+        entry.update({"size": target.sizes.get(pool.name, pool.count), "spec_count": pool.count})
+    ctx.save()
+    log(f"{len(result['created'])} created, {len(result['recreated'])} re-created, "
+        f"{len(result['destroyed'])} destroyed, {len(target.keep) - len(lost)} kept")
+    return result
