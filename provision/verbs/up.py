@@ -6,11 +6,12 @@ cluster lock for the whole run, so a second `provision` on the same cluster fail
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 
 from ..errors import ActionError
-from ..phases import RunContext, run_phases, select
+from ..phases import RunContext, select
 from ..plan import plan
 from ..state import command_line
 
@@ -40,9 +41,29 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool) -> i
             raise ActionError("nothing changed: re-run with --yes to apply (or --dry-run to see each phase)")
         ctx = RunContext(spec=spec, store=store, state=state, ui=app.ui, dry_run=dry_run,
                          options={"yes": yes})
-        run_phases(ctx, phases)
+        timings = run_with_progress(app, ctx, phases)
+    hosts = ctx.state.get("hosts", {})
+    rows = [[name, h.get("pool"), h.get("role") + (" +etcd" if h.get("etcd") else ""), h.get("address"),
+             h.get("state")] for name, h in sorted(hosts.items())]
+    summary = app.ui.table(f"cluster {spec.name}: {'dry run of ' if dry_run else ''}"
+                           f"{', '.join(p.name for p in phases)} done in {sum(timings.values()):.1f}s",
+                           ["host", "pool", "role", "address", "state"], rows)
     app.ui.result({"cluster": spec.name, "dry_run": dry_run, "phases": [p.name for p in phases],
-                   "plan": current.to_json(), "results": ctx.results},
-                  f"cluster {spec.name}: {'dry run of ' if dry_run else ''}"
-                  f"{', '.join(p.name for p in phases)} done")
+                   "plan": current.to_json(), "results": ctx.results,
+                   "seconds": {k: round(v, 2) for k, v in timings.items()}}, summary)
     return 0
+
+
+def run_with_progress(app, ctx: RunContext, phases) -> dict[str, float]:
+    """Run the phases in order, each announced as `[name] (i/n)` and timed."""
+    timings: dict[str, float] = {}
+    for i, phase in enumerate(phases, 1):
+        runner = phase.runner()
+        ctx.log(phase.name, f"({i}/{len(phases)}) " + ("dry run: " if ctx.dry_run else "") + phase.summary)
+        started = time.monotonic()
+        result = runner(ctx)
+        timings[phase.name] = time.monotonic() - started
+        if result is not None:
+            ctx.results[phase.name] = result
+        app.ui.debug(phase.name, f"done in {timings[phase.name]:.1f}s")
+    return timings

@@ -1,0 +1,53 @@
+"""`provision scale SPEC POOL COUNT [--yes] [--dry-run]`: set a worker pool's size and converge.
+
+COUNT must lie within the pool's min..max. The size is recorded in state
+(`state["pools"][POOL] = {"size": COUNT, "spec_count": <the spec's count>}`), so a later `up`
+keeps it until the spec's count changes; then the phases from `machines` to `workers` create
+and bootstrap the new hosts (or destroy the surplus ones).
+"""
+from __future__ import annotations
+
+from ..errors import ActionError, UserError
+from ..phases import RunContext, converge
+from ..plan import plan
+from ..state import command_line
+from .up import confirm
+
+
+def check_request(spec, pool_name: str, count: int):
+    try:
+        pool = spec.pool(pool_name)
+    except KeyError:
+        names = ", ".join(p.name for p in spec.pools)
+        raise UserError(f"POOL: no pool {pool_name!r} in the spec (pools: {names})") from None
+    if pool.role != "worker":
+        raise UserError(f"POOL: {pool_name!r} is a {pool.role} pool; only worker pools are scaled "
+                        "(change the spec's count for masters and etcd)")
+    if not pool.min_count <= count <= pool.max_count:
+        raise UserError(f"COUNT: {count} is outside pool {pool_name!r}'s min..max "
+                        f"({pool.min_count}..{pool.max_count})")
+    return pool
+
+
+def run(app, pool: str, count: int, yes: bool, dry_run: bool) -> int:
+    spec, store, ui = app.spec, app.store, app.ui
+    target_pool = check_request(spec, pool, count)
+    with store.lock(command_line()):
+        state = store.read()
+        before = len([h for h in state.get("hosts", {}).values() if h.get("pool") == pool])
+        state.setdefault("pools", {})[pool] = {**state.get("pools", {}).get(pool, {}),
+                                               "size": count, "spec_count": target_pool.count}
+        target = plan(spec, state)
+        ui.log("scale", f"pool {pool}: {before} -> {count} hosts ({len(target.create)} to create, "
+                        f"{len(target.destroy)} to destroy)")
+        if not dry_run and not confirm(app, f"Scale pool {pool} of {spec.name} to {count}?", yes):
+            raise ActionError("nothing changed: re-run with --yes to apply (or --dry-run)")
+        ctx = RunContext(spec=spec, store=store, state=state, ui=ui, dry_run=dry_run, options={"yes": yes})
+        ctx.save()  # the requested size first: a crash after it leaves state a re-run completes
+        converge(ctx)
+    ui.result({"cluster": spec.name, "pool": pool, "size": count, "dry_run": dry_run,
+               "created": [h.name for h in target.create], "destroyed": list(target.destroy),
+               "results": ctx.results},
+              f"cluster {spec.name}: pool {pool} {'would be' if dry_run else 'is'} {count} hosts "
+              f"({len(target.create)} created, {len(target.destroy)} destroyed)")
+    return 0
