@@ -89,3 +89,17 @@ def run_phases(ctx: RunContext, phases: tuple[Phase, ...]) -> None:
         result = runner(ctx)
         if result is not None:
             ctx.results[phase.name] = result
+
+
+# Phases that bring hosts of a resized pool to the same state as the rest (scale, headroom).
+POOL_PHASES = ("pki", "render", "machines", "wait", "etcd", "flannel", "fleet", "masters", "workers")
+
+
+def converge(ctx: RunContext, phases: tuple[str, ...] = POOL_PHASES) -> dict[str, Any]:
+    """Run the named phases in `up` order (e.g. after `state["pools"]` changed a pool's size):
+    new hosts are created and bootstrapped, existing ones only checked. Returns ctx.results."""
+    for name in phases:
+        if name not in PHASE_NAMES:
+            raise UserError(f"unknown phase {name!r} (phases: {', '.join(PHASE_NAMES)})")
+    run_phases(ctx, tuple(p for p in PHASES if p.name in phases))
+    return ctx.results
