@@ -1,0 +1,230 @@
+"""A real 3-member etcd cluster from the rendered etcd units: the exact environment files and
+certificates, one member per network namespace on its planned address, then a TLS client with
+the rendered client certificate, a client without one, and the rendered host-load agent."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from provision import pki
+from tests.helpers_render import (env_file, ignition_file, ignition_units, render, served_artifacts,
+                                  which_or_fail, write_spec)
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=30, check=check)
+
+
+def free_subnet() -> ipaddress.IPv4Network:
+    routes = sh("ip", "-4", "route", "show").stdout
+    used = [ipaddress.ip_network(w.split()[0], strict=False) for w in routes.splitlines()
+            if w and w.split()[0][0].isdigit()]
+    for _ in range(50):
+        net = ipaddress.ip_network(f"10.{secrets.randbelow(40) + 200}.{secrets.randbelow(250)}.0/24")
+        if not any(net.overlaps(u) for u in used):
+            return net
+    pytest.skip("no free 10.x subnet for the test bridge")
+
+
+@pytest.fixture
+def network():
+    """A bridge with the gateway address and one namespace per host, removed afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    which_or_fail("ip")
+    tag = secrets.token_hex(2)
+    net = free_subnet()
+    bridge = f"pvrb{tag}"
+    made = {"bridge": bridge, "netns": [], "net": net, "tag": tag}
+    sh("ip", "link", "add", bridge, "type", "bridge")
+    sh("ip", "addr", "add", f"{next(net.hosts())}/{net.prefixlen}", "dev", bridge)
+    sh("ip", "link", "set", bridge, "up")
+
+    def add_host(index: int, address: str) -> str:
+        ns = f"pvrn{tag}{index}"
+        outer, inner = f"pvrv{tag}{index}", f"pvri{tag}{index}"
+        sh("ip", "netns", "add", ns)
+        made["netns"].append(ns)
+        sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+        sh("ip", "link", "set", outer, "master", bridge, "up")
+        sh("ip", "link", "set", inner, "netns", ns)
+        sh("ip", "-n", ns, "addr", "add", f"{address}/{net.prefixlen}", "dev", inner)
+        sh("ip", "-n", ns, "link", "set", inner, "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        return ns
+
+    made["add_host"] = add_host
+    try:
+        yield made
+    finally:
+        for ns in made["netns"]:
+            sh("ip", "netns", "del", ns, check=False)
+        sh("ip", "link", "del", bridge, check=False)
+
+
+def lay_out(config: dict, root: Path) -> None:
+    """The inline files of an Ignition config under `root`, with their modes."""
+    for f in config["storage"]["files"]:
+        if not f["contents"]["source"].startswith("data:"):
+            continue
+        path = root / f["path"].lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(ignition_file(config, f["path"]))
+        path.chmod(f["mode"])
+    for d in config["storage"]["directories"]:
+        (root / d["path"].lstrip("/")).mkdir(parents=True, exist_ok=True, mode=d["mode"])
+
+
+def rooted(env: dict[str, str], root: Path) -> dict[str, str]:
+    """The same environment with host paths that the config wrote moved under `root`."""
+    out = {}
+    for key, value in env.items():
+        if value.startswith("/") and (root / value.lstrip("/")).exists():
+            value = str(root / value.lstrip("/"))
+        out[key] = value
+    return out
+
+
+def exec_start(unit: str) -> list[str]:
+    line = next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))
+    return line[len("ExecStart="):].split()
+
+
+def tls_context(ca: Path, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(ca))
+    if cert:
+        ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+def get(url: str, ctx: ssl.SSLContext, timeout: float = 3.0) -> bytes:
+    with urllib.request.urlopen(url, context=ctx, timeout=timeout) as response:
+        return response.read()
+
+
+def test_three_members_from_the_rendered_units_form_a_tls_cluster(network, tmp_path):
+    etcd_binary = which_or_fail("etcd")
+    which_or_fail("curl")
+    net = network["net"]
+    text = f"""\
+name: tls{network['tag']}
+provider:
+  name: local
+  subnet: {net}
+etcd:
+  count: 3
+pools:
+  - {{name: masters, role: master, count: 3}}
+  - {{name: workers, role: worker, count: 1}}
+headroom:
+  pool: workers
+  source: etcd
+"""
+    spec, store, hosts, rendered = render(write_spec(tmp_path, text), tmp_path / "state",
+                                          served_artifacts(f"http://{next(net.hosts())}:8080"))
+    members = [h for h in hosts if h.etcd]
+    assert len(members) == 3
+    processes = []
+    roots = {}
+    try:
+        for i, host in enumerate(members):
+            config = json.loads(rendered.config_for(host.name))
+            root = tmp_path / "hosts" / host.name
+            lay_out(config, root)
+            roots[host.name] = root
+            unit = ignition_units(config)["etcd-member.service"]
+            assert "EnvironmentFile=/etc/etcd/etcd.env" in unit
+            argv = exec_start(unit)
+            assert argv == ["/opt/bin/etcd"]  # the whole configuration is in the environment file
+            env = rooted(env_file((root / "etc/etcd/etcd.env").read_text()), root)
+            assert env["ETCD_DATA_DIR"].startswith(str(root))
+            ns = network["add_host"](i, host.address)
+            log = open(tmp_path / f"{host.name}.log", "wb")
+            processes.append(subprocess.Popen(
+                ["ip", "netns", "exec", ns, "env", "-i", f"PATH={os.environ['PATH']}",
+                 *[f"{k}={v}" for k, v in sorted(env.items())], etcd_binary],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        tls = pki.client_tls(store)  # the provisioner's own client certificate
+        with_cert = tls_context(tls.ca, tls.cert, tls.key)
+        deadline = time.monotonic() + 30
+        healthy = set()
+        while time.monotonic() < deadline and len(healthy) < 3:
+            for host in members:
+                try:
+                    if json.loads(get(f"https://{host.address}:2379/health", with_cert)).get("health") == "true":
+                        healthy.add(host.name)
+                except (urllib.error.URLError, OSError, ValueError):
+                    pass
+            time.sleep(0.3)
+        logs = {h.name: (tmp_path / f"{h.name}.log").read_text(errors="replace")[-1500:] for h in members}
+        assert len(healthy) == 3, logs
+        # the members know each other by the rendered names and peer URLs
+        ctl = subprocess.run(["etcdctl", f"--endpoints=https://{members[0].address}:2379", f"--cacert={tls.ca}",
+                              f"--cert={tls.cert}", f"--key={tls.key}", "member", "list", "-w", "json"],
+                             capture_output=True, text=True, timeout=30, env=dict(os.environ, ETCDCTL_API="3"))
+        assert ctl.returncode == 0, ctl.stderr
+        listed = {m["name"]: m["peerURLs"] for m in json.loads(ctl.stdout)["members"]}
+        assert listed == {h.name: [f"https://{h.address}:2380"] for h in members}
+        # a client without a certificate is refused
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            get(f"https://{members[1].address}:2379/health", tls_context(tls.ca))
+        # ... and so is one with a certificate of another CA
+        other = tmp_path / "other"
+        other_key, other_ca = pki.make_ca("intruder", 1, "ecdsa-p256")
+        want = pki.CertSpec("intruder", "intruder", pki.CLIENT)
+        key, cert = pki.make_leaf(want, other_key, other_ca, 1, "ecdsa-p256")
+        other.mkdir()
+        (other / "c.crt").write_bytes(pki.cert_pem(cert))
+        (other / "c.key").write_bytes(pki.key_pem(key))
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            get(f"https://{members[1].address}:2379/health", tls_context(tls.ca, other / "c.crt", other / "c.key"))
+        # the member also listens on 127.0.0.1 inside its namespace
+        local = sh("ip", "netns", "exec", network["netns"][2], "curl", "-fsS", "--cacert", str(tls.ca), "--cert",
+                   str(tls.cert), "--key", str(tls.key), "https://127.0.0.1:2379/health", check=False)
+        assert local.returncode == 0 and '"health":"true"' in local.stdout.replace(" ", ""), local.stderr
+
+        # the rendered host-load agent publishes its load with a TTL (v2 keyspace)
+        worker = json.loads(rendered.config_for("tls" + network["tag"] + "-workers-0"))
+        agent_root = tmp_path / "hosts" / "worker"
+        lay_out(worker, agent_root)
+        agent_env = rooted(env_file((agent_root / "etc/provision/host-agent.env").read_text()), agent_root)
+        assert "AGENT_HOST" not in agent_env  # no per-host data in a pool config
+        agent_env.update({"AGENT_HOST": "tls-worker-x", "AGENT_ONCE": "1", "AGENT_CONTAINERS_CMD": "echo 3",
+                          "PATH": os.environ["PATH"]})
+        script = agent_root / "opt/bin/provision-host-agent"
+        assert os.access(script, os.X_OK)
+        run = subprocess.run([str(script)], env=agent_env, capture_output=True, text=True, timeout=30)
+        assert run.returncode == 0, run.stderr
+        import etcd as python_etcd
+        client = python_etcd.Client(host=members[2].address, port=2379, protocol="https",
+                                    cert=(str(tls.cert), str(tls.key)), ca_cert=str(tls.ca))
+        node = client.read(f"/provision/{spec.name}/hosts/tls-worker-x/load")
+        load = json.loads(node.value)
+        assert load["containers"] == 3 and 0 <= load["cpu"] <= 1 and 0 <= load["memory"] <= 1
+        assert abs(load["at"] - time.time()) < 30
+        assert 0 < node.ttl <= spec.headroom.load_ttl
+    finally:
+        for proc in processes:
+            with_suppress_kill(proc)
+
+
+def with_suppress_kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # SIGTERM would wait ~8 s for a leader transfer
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
