@@ -214,9 +214,9 @@ class LocalProvider(Provider):
         self._ensure_mirror()
 
     def _mirror_pids(self) -> list[int]:
-        mirror_dir = str(self.base / "mirror")
+        """The mirror serving on this cluster's bridge address (found even if workdir is gone)."""
         return [p for p in _pids_with_arg("provision.providers.local_mirror")
-                if mirror_dir in _cmdline(p)]
+                if _cmdline(p)[-3:-1] == [self.gateway, str(MIRROR_PORT)]]
 
     def _ensure_mirror(self) -> None:
         mirror_dir = self.base / "mirror"
@@ -564,8 +564,8 @@ class LocalProvider(Provider):
         leftover = sorted(net.cluster_netns(self.cluster))
         if leftover:
             self.destroy_hosts(leftover)
+        _kill_all(self._mirror_pids(), grace=1.0)
         if self.workdir is not None:
-            _kill_all(self._mirror_pids(), grace=1.0)
             _kill_all(_pids_with_arg(str(self.base / "hosts") + "/"), grace=1.0)
         for link in net.links_by_alias(self.cluster):
             net.delete_link(link)

@@ -1,0 +1,173 @@
+"""The local provider against the real Ignition engine, sshd and etcd, with hand-written configs."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from provision.errors import ActionError
+from provision.plan import plan
+from provision.providers import get_provider
+from provision.providers import local_net
+from provision.spec import load_spec
+
+from .conftest import cluster_namespaces, free_subnet, needs_root, processes_mentioning, unique_name
+
+pytestmark = [pytest.mark.slow, pytest.mark.root, needs_root]
+
+
+def data_url(text: str) -> str:
+    return "data:," + urllib.parse.quote(text)
+
+
+def config(host, artifacts: dict, pubkey: str, etcd_hash: str | None = None) -> bytes:
+    env = (f"ETCD_NAME={host.name}\nETCD_DATA_DIR=/var/lib/etcd\n"
+           f"ETCD_LISTEN_CLIENT_URLS=http://{host.address}:2379\nETCD_ADVERTISE_CLIENT_URLS=http://{host.address}:2379\n"
+           f"ETCD_LISTEN_PEER_URLS=http://{host.address}:2380\n"
+           f"ETCD_INITIAL_ADVERTISE_PEER_URLS=http://{host.address}:2380\n"
+           f"ETCD_INITIAL_CLUSTER={host.name}=http://{host.address}:2380\n")
+    etcd = artifacts["etcd"]
+    doc = {
+        "ignition": {"version": "3.3.0"},
+        "passwd": {"users": [{"name": "core", "sshAuthorizedKeys": [pubkey]}]},
+        "storage": {
+            "files": [
+                {"path": "/opt/bin/etcd", "mode": 0o755,
+                 "contents": {"source": etcd["url"], "verification": {"hash": "sha512-" + (etcd_hash or etcd["sha512"])}}},
+                {"path": "/etc/etcd/etcd.env", "mode": 0o644, "contents": {"source": data_url(env)}},
+            ],
+            "directories": [{"path": "/var/lib/etcd", "mode": 0o700}],
+        },
+        "systemd": {"units": [
+            {"name": "etcd-member.service", "enabled": True, "contents":
+             "[Service]\nEnvironmentFile=/etc/etcd/etcd.env\nExecStart=/opt/bin/etcd\nRestart=always\n"
+             "[Install]\nWantedBy=multi-user.target\n"},
+            {"name": "kubelet.service", "enabled": True, "contents":
+             "[Service]\nExecStart=/opt/bin/kubelet\n[Install]\nWantedBy=multi-user.target\n"},
+        ]},
+    }
+    return json.dumps(doc).encode()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("localprov")
+    name = unique_name("lp")
+    spec_file = tmp / "spec.yaml"
+    spec_file.write_text(f"name: {name}\nprovider:\n  name: local\n  subnet: {free_subnet()}\n"
+                         "etcd:\n  count: 1\npools:\n  - name: masters\n    role: master\n    count: 1\n")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "key")], check=True)
+    spec = load_spec(spec_file)
+    workdir = tmp / "state" / name
+    workdir.mkdir(parents=True, mode=0o700)
+    provider = get_provider(spec, workdir)
+    host = plan(spec, {}).create[0]
+    yield {"spec": spec, "provider": provider, "host": host, "tmp": tmp, "workdir": workdir,
+           "pubkey": (tmp / "key.pub").read_text().strip()}
+    provider.teardown()
+
+
+def ssh(setup, *command: str) -> subprocess.CompletedProcess:
+    provider, host, tmp = setup["provider"], setup["host"], setup["tmp"]
+    known = tmp / "known_hosts"
+    known.write_text(f"{host.address} {provider.host_public_key(host.name)}\n")
+    return subprocess.run(["ssh", "-i", str(tmp / "key"), "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known}",
+                           "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5", f"core@{host.address}",
+                           *command], capture_output=True, text=True, timeout=30)
+
+
+def test_wrong_hash_fails_in_ignition_and_a_rerun_repairs(setup):
+    provider, host = setup["provider"], setup["host"]
+    arts = provider.artifacts()
+    assert arts["etcd"]["sha512"] == hashlib.sha512(Path("/usr/bin/etcd").read_bytes()).hexdigest()
+    with pytest.raises(ActionError, match="Ignition .* failed"):
+        provider.create_hosts([host], {host.name: config(host, arts, setup["pubkey"], etcd_hash="0" * 128)})
+    assert not (provider.host_root(host.name) / "opt/bin/etcd").exists()
+    records = provider.create_hosts([host], {host.name: config(host, arts, setup["pubkey"])})
+    assert [r.name for r in records] == [host.name]
+    assert provider.wait_running([host.name], timeout=30)[0].private_address == host.address
+
+
+def test_ignition_wrote_the_root(setup):
+    provider, host = setup["provider"], setup["host"]
+    root = provider.host_root(host.name)
+    assert (root / "opt/bin/etcd").read_bytes() == Path("/usr/bin/etcd").read_bytes()
+    assert "ETCD_NAME=" + host.name in (root / "etc/etcd/etcd.env").read_text()
+    assert setup["pubkey"] in (root / "home/core/.ssh/authorized_keys.d/ignition").read_text()
+    assert "enable etcd-member.service" in (root / "etc/systemd/system-preset/20-ignition.preset").read_text()
+
+
+def test_units_run_or_are_skipped_never_faked(setup):
+    provider, host = setup["provider"], setup["host"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        units = provider.unit_states(host.name)
+        if units.get("etcd-member.service", {}).get("state") == "running":
+            break
+        time.sleep(0.2)
+    assert units["kubelet.service"] == {"unit": "kubelet.service", "state": "skipped",
+                                        "reason": "binary /opt/bin/kubelet is not present"}
+    assert units["etcd-member.service"]["state"] == "running"
+    # etcd answers on the host's own address, with the environment file's settings
+    deadline = time.monotonic() + 20
+    while True:
+        proc = subprocess.run(["etcdctl", f"--endpoints=http://{host.address}:2379", "member", "list"],
+                              capture_output=True, text=True, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"})
+        if proc.returncode == 0 and host.name in proc.stdout:
+            break
+        assert time.monotonic() < deadline, proc
+        time.sleep(0.3)
+    # and its data directory is in the host's root
+    assert (provider.host_root(host.name) / "var/lib/etcd/member").is_dir()
+
+
+def test_ssh_into_the_host_sees_its_own_root(setup):
+    provider, host = setup["provider"], setup["host"]
+    proc = ssh(setup, "hostname; cat /etc/etcd/etcd.env | head -1; sudo -n sh -c 'echo marker > /etc/provision-test'; "
+                      "ls /opt/bin")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.split()
+    assert lines[0] == host.name
+    assert lines[1] == f"ETCD_NAME={host.name}"
+    assert "etcd" in lines[2:]
+    # writes to /etc land in the host's root, not on this machine
+    assert (provider.host_root(host.name) / "etc/provision-test").read_text() == "marker\n"
+    assert not Path("/etc/provision-test").exists()
+
+
+def test_a_wrong_key_is_refused(setup, tmp_path):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    host = setup["host"]
+    proc = subprocess.run(["ssh", "-i", str(tmp_path / "other"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                           "-o", "UserKnownHostsFile=/dev/null", f"core@{host.address}", "true"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 255 and "Permission denied" in proc.stderr
+
+
+def test_create_again_changes_nothing(setup):
+    provider, host = setup["provider"], setup["host"]
+    before = provider.unit_states(host.name)["etcd-member.service"]["launcher_pid"]
+    provider.create_hosts([host], {host.name: config(host, provider.artifacts(), setup["pubkey"])})
+    assert provider.unit_states(host.name)["etcd-member.service"]["launcher_pid"] == before
+    assert len(cluster_namespaces(setup["spec"].name)) == 1
+
+
+def test_teardown_after_lost_workdir_leaves_nothing(setup, tmp_path):
+    """A crash that lost the work directory: leftovers are found by name and removed."""
+    spec = setup["spec"]
+    lost = get_provider(spec, tmp_path / "elsewhere")
+    assert [r.name for r in lost.list_hosts()] == [setup["host"].name]
+    lost.teardown()
+    assert cluster_namespaces(spec.name) == []
+    assert not local_net.link_exists(setup["provider"].bridge)
+    assert local_net.links_by_alias(spec.name) == {}
+    # every process of the host is gone, and so is the mirror
+    assert processes_mentioning(str(setup["workdir"])) == []
+    assert lost._mirror_pids() == []
+    setup["provider"].teardown()
+    assert not (setup["workdir"] / "local").exists()
