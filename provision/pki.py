@@ -108,7 +108,8 @@ def wanted_certs(spec: Any, hosts: Sequence[Any]) -> list[CertSpec]:
     for host in hosts:
         if host.etcd:
             dns, ips = etcd_names(host)
-            certs.append(CertSpec(f"etcd-server-{host.name}", host.name, SERVER, (), dns, ips))
+            # client auth too: etcd's grpc-gateway (/v3 JSON) dials the member with this certificate
+            certs.append(CertSpec(f"etcd-server-{host.name}", host.name, PEER, (), dns, ips))
             certs.append(CertSpec(f"etcd-peer-{host.name}", host.name, PEER, (), dns, ips))
     for client in ("apiserver", "flannel", "fleet", "agent", "provisioner"):
         certs.append(CertSpec(f"etcd-client-{client}", f"etcd-{client}", CLIENT))
@@ -177,12 +178,22 @@ def make_ca(common_name: str, days: int, algorithm: str) -> tuple[Any, x509.Cert
     return key, cert
 
 
+USAGES = {SERVER: [ExtendedKeyUsageOID.SERVER_AUTH], CLIENT: [ExtendedKeyUsageOID.CLIENT_AUTH],
+          PEER: [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]}
+
+
+def cert_usages(cert: x509.Certificate) -> list[Any]:
+    try:
+        return list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        return []
+
+
 def make_leaf(want: CertSpec, ca_key: Any, ca_cert: x509.Certificate, days: int,
               algorithm: str) -> tuple[Any, x509.Certificate]:
     key = new_key(algorithm)
     now = _now()
-    usages = {SERVER: [ExtendedKeyUsageOID.SERVER_AUTH], CLIENT: [ExtendedKeyUsageOID.CLIENT_AUTH],
-              PEER: [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]}[want.usage]
+    usages = USAGES[want.usage]
     is_rsa = isinstance(key, rsa.RSAPrivateKey)
     builder = (x509.CertificateBuilder().subject_name(_name(want.common_name, want.organizations))
                .issuer_name(ca_cert.subject).public_key(key.public_key())
@@ -255,6 +266,8 @@ def leaf_fits(want: CertSpec, cert: x509.Certificate | None, key: Any, ca_cert: 
     if cert.subject != _name(want.common_name, want.organizations):
         return False
     if sorted(cert_sans(cert)) != sorted(want.sans):
+        return False
+    if set(cert_usages(cert)) != set(USAGES[want.usage]):
         return False
     return _fresh(cert) and key_matches(cert.public_key(), algorithm)
 

@@ -228,3 +228,19 @@ def test_cli_pki_rotate_without_pki_fails_cleanly(cli, tmp_path):
     path = write_spec(tmp_path, SMALL_SPEC)
     result = cli("pki", "rotate", path, "--state-dir", tmp_path / "state")
     assert result.code == 1 and "--until pki" in result.err and "Traceback" not in result.err
+
+
+def test_a_leaf_with_other_key_usages_is_made_again(tri):
+    spec, store, state, hosts = tri
+    member = next(h for h in hosts if h.etcd)
+    want = next(w for w in pki.wanted_certs(spec, hosts) if w.name == f"etcd-server-{member.name}")
+    ca_key = pki._load_key(store.read_blob("pki/ca.key"))
+    ca_cert = pki._load_cert(store.read_blob("pki/ca.crt"))
+    server_only = pki.CertSpec(want.name, want.common_name, pki.SERVER, want.organizations, want.dns_names,
+                               want.ip_addresses)
+    key, cert = pki.make_leaf(server_only, ca_key, ca_cert, 365, "ecdsa-p256")
+    store.write_blob(f"pki/{want.name}.key", pki.key_pem(key))
+    store.write_blob(f"pki/{want.name}.crt", pki.cert_pem(cert), secret=False)
+    assert pki.ensure_pki(spec, store, hosts)["created"] == [want.name]
+    usage = openssl("x509", "-noout", "-ext", "extendedKeyUsage", "-in", str(store.root / f"pki/{want.name}.crt"))
+    assert "TLS Web Client Authentication" in usage.stdout  # etcd's grpc-gateway dials with it

@@ -217,6 +217,33 @@ headroom:
         assert load["containers"] == 3 and 0 <= load["cpu"] <= 1 and 0 <= load["memory"] <= 1
         assert abs(load["at"] - time.time()) < 30
         assert 0 < node.ttl <= spec.headroom.load_ttl
+
+        # the first master's run-once bootstrap writes the flannel network config (v3, then v2);
+        # "already exists" is success, and an existing config is never overwritten
+        master = roots[members[0].name]
+        boot_env = rooted(env_file((master / "etc/provision/bootstrap.env").read_text()), master)
+        boot_env["PATH"] = os.environ["PATH"]
+        script = master / "opt/provision/bootstrap.sh"
+        expected = json.loads((master / "etc/provision/flannel-network.json").read_text())
+        assert expected == {"Backend": {"Type": "vxlan"}, "Network": "10.2.0.0/16"}
+        for _ in range(2):
+            run = subprocess.run(["sh", str(script), "flannel"], env=boot_env, capture_output=True, text=True,
+                                 timeout=30)
+            assert run.returncode == 0, run.stderr
+        got = subprocess.run(["etcdctl", f"--endpoints=https://{members[1].address}:2379", f"--cacert={tls.ca}",
+                              f"--cert={tls.cert}", f"--key={tls.key}", "get", "/coreos.com/network/config",
+                              "--print-value-only"], capture_output=True, text=True, timeout=30,
+                             env=dict(os.environ, ETCDCTL_API="3"))
+        assert json.loads(got.stdout) == expected, got.stderr
+        v2_env = dict(boot_env, BOOTSTRAP_ETCD_API="v2")
+        for _ in range(2):
+            run = subprocess.run(["sh", str(script), "flannel"], env=v2_env, capture_output=True, text=True, timeout=30)
+            assert run.returncode == 0, run.stderr
+        assert json.loads(client.read("/coreos.com/network/config").value) == expected
+        client.write("/coreos.com/network/config", json.dumps({"Network": "10.9.0.0/16"}))
+        run = subprocess.run(["sh", str(script), "flannel"], env=v2_env, capture_output=True, text=True, timeout=30)
+        assert run.returncode == 0
+        assert json.loads(client.read("/coreos.com/network/config").value) == {"Network": "10.9.0.0/16"}
     finally:
         for proc in processes:
             with_suppress_kill(proc)

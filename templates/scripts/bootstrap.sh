@@ -50,7 +50,10 @@ create_addons() {
   done < "$BOOTSTRAP_ADDONS/index"
 }
 
-write_flannel_config
-wait_for_api
-create_addons
-echo "bootstrap: done"
+# Each step runs alone too: bootstrap.sh flannel | addons (the unit runs them all).
+case "${1:-all}" in
+  flannel) write_flannel_config ;;
+  addons) wait_for_api; create_addons ;;
+  all) write_flannel_config; wait_for_api; create_addons; echo "bootstrap: done" ;;
+  *) echo "usage: $0 [all|flannel|addons]" >&2; exit 2 ;;
+esac
