@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
-from ..errors import ActionError, LockHeld, NotYetAvailable, UserError
+from ..errors import ActionError, LockHeld, UserError
 from .policy import Decision, Observation, Settings, decide, memory_of, remember
 
 BUSY = "another run holds the lock"
@@ -183,9 +183,10 @@ class ClusterEdges:
     """Observer and actuator for a real cluster: hosts from the provider's tagged list, load
     from etcd or Kubernetes, machines through the provider."""
 
-    def __init__(self, spec: Any, store: Any, log: Callable[[str], None] = lambda m: None, provider: Any = None):
+    def __init__(self, spec: Any, store: Any, log: Callable[[str], None] = lambda m: None, provider: Any = None,
+                 ui: Any = None):
         from ..providers import get_provider
-        self.spec, self.store, self.log = spec, store, log
+        self.spec, self.store, self.log, self.ui = spec, store, log, ui
         self.provider = provider or get_provider(spec, workdir=store.workdir, log=log)
         self._etcd = None
         self._kube = None
@@ -219,15 +220,14 @@ class ClusterEdges:
 
     # -- actuator --------------------------------------------------------------------------
     def add(self, state: dict[str, Any], pool: str, size: int) -> list[str]:
-        from ..phases import RunContext
-        from ..plan import plan
-        try:
-            from ..phases.machines import apply_plan
-        except ImportError:
-            raise NotYetAvailable("headroom: adding hosts needs the machines phase, which this version lacks") from None
+        """Converge the cluster to the recorded size with `up`'s phases (certificates and
+        configs for the new hosts, machines in one batch per pool, then their checks); each
+        phase is idempotent, so only the new hosts see changes."""
+        from ..phases import PHASES, RunContext, run_phases
         before = set(state.get("hosts", {}))
-        ctx = RunContext(spec=self.spec, store=self.store, state=state, ui=_LogUI(self.log))
-        apply_plan(ctx, plan(self.spec, state), provider=self.provider)
+        ctx = RunContext(spec=self.spec, store=self.store, state=state, ui=self.ui or _LogUI(self.log),
+                         options={"yes": True, "from": "headroom"})
+        run_phases(ctx, PHASES)
         return sorted(set(state.get("hosts", {})) - before)
 
     def stop_new_work(self, host: str) -> None:

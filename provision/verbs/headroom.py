@@ -21,7 +21,7 @@ def run(app, once: bool, dry_run: bool, explain: bool) -> int:
         app.ui.result({"cluster": spec.name, "decisions": decisions[-10:]}, "\n".join(lines))
         return 0
     log = lambda message: app.ui.log("headroom", message)  # noqa: E731
-    edges = ClusterEdges(spec, app.store, log=log)
+    edges = ClusterEdges(spec, app.store, log=log, ui=app.ui)
     while True:
         etcd_lock = None
         if spec.headroom.source == "etcd":
