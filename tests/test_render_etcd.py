@@ -255,3 +255,107 @@ def with_suppress_kill(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=10)
+
+
+def free_port(address: str) -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer")
+
+
+def test_members_join_through_the_real_discovery_service(network, tmp_path):
+    """etcd.discovery: token: the render phase gets a token from the discovery service, the
+    rendered env files carry ETCD_DISCOVERY, and the members form a cluster with it."""
+    from provision.phases import RunContext
+    from provision.phases import pki as pki_phase
+    from provision.phases import render as render_phase
+    from provision.spec import load_spec
+    from provision.state import open_store
+    from provision.ui import UI
+
+    etcd_binary = which_or_fail("etcd")
+    discovery_binary = which_or_fail("discovery.etcd.io")
+    net = network["net"]
+    gateway = str(next(net.hosts()))
+    backing_port, discovery_port = free_port("127.0.0.1"), free_port(gateway)
+    started = []
+    try:
+        started.append(subprocess.Popen(
+            [etcd_binary, "--data-dir", str(tmp_path / "backing"), "--enable-v2",
+             "--listen-client-urls", f"http://127.0.0.1:{backing_port}",
+             "--advertise-client-urls", f"http://127.0.0.1:{backing_port}",
+             "--listen-peer-urls", f"http://127.0.0.1:{free_port('127.0.0.1')}"],
+            stdout=open(tmp_path / "backing.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True))
+        wait_http(f"http://127.0.0.1:{backing_port}/health")
+        started.append(subprocess.Popen(
+            [discovery_binary, "--addr", f"{gateway}:{discovery_port}", "--etcd", f"http://127.0.0.1:{backing_port}",
+             "--host", f"http://{gateway}:{discovery_port}"],
+            stdout=open(tmp_path / "discovery.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True))
+        wait_http(f"http://{gateway}:{discovery_port}/health")
+        text = f"""\
+name: disc{network['tag']}
+provider:
+  name: local
+  subnet: {net}
+etcd:
+  count: 3
+  discovery: token
+  discovery_url: http://{gateway}:{discovery_port}
+fleet:
+  enabled: false
+pools:
+  - {{name: masters, role: master, count: 3}}
+  - {{name: workers, role: worker, count: 1}}
+"""
+        spec = load_spec(write_spec(tmp_path, text))
+        store = open_store(spec, tmp_path / "state")
+        state = store.read()
+        state["artifacts"] = served_artifacts(f"http://{gateway}:8080")
+        ctx = RunContext(spec=spec, store=store, state=state, ui=UI(verbosity=-1))
+        pki_phase.run(ctx)
+        render_phase.run(ctx)
+        token = store.read()["etcd"]["discovery_token_url"]
+        assert token.startswith(f"http://{gateway}:{discovery_port}/")
+        from provision.plan import plan
+        members = [h for h in plan(spec, state).desired if h.etcd]
+        index = json.loads(store.read_blob("rendered/index.json"))
+        for i, host in enumerate(members):
+            config = json.loads(store.read_blob("rendered/" + index["hosts"][host.name]["config"]))
+            root = tmp_path / "hosts" / host.name
+            lay_out(config, root)
+            env = rooted(env_file((root / "etc/etcd/etcd.env").read_text()), root)
+            assert env["ETCD_DISCOVERY"] == token and "ETCD_INITIAL_CLUSTER" not in env
+            ns = network["add_host"](i, host.address)
+            started.append(subprocess.Popen(
+                ["ip", "netns", "exec", ns, "env", "-i", f"PATH={os.environ['PATH']}",
+                 *[f"{k}={v}" for k, v in sorted(env.items())], etcd_binary],
+                stdout=open(tmp_path / f"{host.name}.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True))
+        tls = pki.client_tls(store)
+        deadline = time.monotonic() + 30
+        listed = {}
+        while time.monotonic() < deadline:
+            ctl = subprocess.run(["etcdctl", f"--endpoints=https://{members[0].address}:2379", f"--cacert={tls.ca}",
+                                  f"--cert={tls.cert}", f"--key={tls.key}", "member", "list", "-w", "json"],
+                                 capture_output=True, text=True, timeout=30, env=dict(os.environ, ETCDCTL_API="3"))
+            if ctl.returncode == 0:
+                listed = {m.get("name"): m["peerURLs"] for m in json.loads(ctl.stdout)["members"]}
+                if len(listed) == 3 and all(listed):
+                    break
+            time.sleep(0.3)
+        logs = {h.name: (tmp_path / f"{h.name}.log").read_text(errors="replace")[-1000:] for h in members}
+        assert listed == {h.name: [f"https://{h.address}:2380"] for h in members}, logs
+    finally:
+        for proc in started:
+            with_suppress_kill(proc)
