@@ -106,3 +106,37 @@ def test_install_write_cron_file(cli, spec_file, tmp_path, monkeypatch):
     written = tmp_path / "cron.d" / "provision-headroom-hrcli"
     assert result.code == 0 and "--once" in written.read_text()
     assert (written.stat().st_mode & 0o777) == 0o644
+
+
+def test_without_once_it_loops_at_the_interval(cli, spec_file, tmp_path, monkeypatch):
+    import provision.verbs.headroom as verb
+    from provision.headroom.reconcile import Outcome
+
+    calls, sleeps = [], []
+
+    class Edges:
+        def __init__(self, *a, **kw):
+            pass
+
+        def etcd(self, state):
+            return None
+
+        observe = None
+
+    class Stop(Exception):
+        pass
+
+    def fake_sleep(seconds):
+        sleeps.append(seconds)
+        if len(sleeps) == 3:
+            raise Stop()
+
+    monkeypatch.setattr(verb, "ClusterEdges", Edges)
+    monkeypatch.setattr(verb, "EtcdReconcileLock", lambda *a, **kw: None)
+    monkeypatch.setattr(verb, "reconcile", lambda *a, **kw: calls.append(kw) or Outcome("decided"))
+    monkeypatch.setattr(verb.time, "sleep", fake_sleep)
+    with pytest.raises(Stop):
+        verb.run(type("App", (), {"spec": load_spec(spec_file), "store": LocalStateStore("hrcli", tmp_path),
+                                  "ui": None})(), once=False, dry_run=False, explain=False)
+    assert len(calls) == 3 and sleeps == [30.0, 30.0, 30.0]
+    assert all(not kw["dry_run"] for kw in calls)
