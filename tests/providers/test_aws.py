@@ -1,0 +1,207 @@
+"""The aws provider against moto's EC2 server over HTTP, driven by real boto3 (through a
+counting, fault-injecting proxy)."""
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import json
+import os
+import urllib.request
+
+import boto3
+import pytest
+
+from provision.errors import ActionError, UserError
+from provision.plan import plan
+from provision.providers import get_provider
+from provision.providers.aws import FLATCAR_OWNER, AWSProvider, compress_indices, expand_indices
+
+from .conftest import MOTO_AMI, configs_for, fast_backoff, make_spec
+
+
+def ec2():
+    return boto3.client("ec2", region_name="us-east-1")
+
+
+def aws_spec(**kwargs):
+    options = {"name": "aws", "region": "us-east-1", "ami": MOTO_AMI}
+    options.update(kwargs.pop("options", {}))
+    return make_spec(options, **kwargs)
+
+
+def run_instances_calls(proxy):
+    """(pool, subnet, count, tag keys) for each RunInstances that reached the proxy."""
+    out = []
+    for action, query in proxy.log:
+        if action != "RunInstances":
+            continue
+        tags = {}
+        for key, value in query.items():
+            if key.startswith("TagSpecification.1.Tag.") and key.endswith(".Key"):
+                tags[value[0]] = query[key[:-4] + ".Value"][0]
+        out.append((tags.get("provision:pool"), query.get("NetworkInterface.1.SubnetId", [None])[0],
+                    int(query["MaxCount"][0]), tags, query))
+    return out
+
+
+def test_hundred_workers_in_one_run_instances_call_per_pool_and_subnet(ec2_proxy):
+    spec = aws_spec(workers=100)
+    provider = fast_backoff(AWSProvider(spec))
+    hosts = plan(spec, {}).create
+    records = provider.create_hosts(hosts, configs_for(hosts))
+    assert len(records) == 101 and len({r.provider_id for r in records}) == 101
+
+    calls = run_instances_calls(ec2_proxy)
+    per_pool_subnet = collections.Counter((pool, subnet) for pool, subnet, *_ in calls)
+    assert per_pool_subnet[("workers", provider.network()["subnet"])] == 1
+    assert all(n == 1 for n in per_pool_subnet.values())
+    workers_call = next(c for c in calls if c[0] == "workers")
+    assert workers_call[2] == 100
+    # Tags ride in the same call: cluster, pool, role and the batch's host indices.
+    assert workers_call[3]["provision:cluster"] == spec.name and workers_call[3]["provision:role"] == "worker"
+    assert expand_indices(workers_call[3]["provision:indices"]) == list(range(100))
+    # Waiting is one filtered, paginated listing, not one call per host.
+    ec2_proxy.reset_counts()
+    provider.wait_running([h.name for h in hosts], timeout=30)
+    assert ec2_proxy.calls["DescribeInstances"] == 1
+    described = ec2_proxy.log[0][1]
+    assert described["Filter.1.Name"] == ["tag:provision:cluster"]
+
+    # Each instance carries its own host tag, found again from the cloud alone.
+    tagged = ec2().describe_instances(Filters=[{"Name": "tag:provision:cluster", "Values": [spec.name]}])
+    names = sorted(t["Value"] for r in tagged["Reservations"] for i in r["Instances"] for t in i["Tags"]
+                   if t["Key"] == "provision:host")
+    assert names == sorted(h.name for h in hosts)
+
+
+def test_user_data_and_fixed_address_reach_the_instance(ec2_proxy):
+    spec = aws_spec(workers=2)
+    provider = fast_backoff(AWSProvider(spec))
+    hosts = plan(spec, {}).create
+    configs = configs_for(hosts)
+    records = {r.name: r for r in provider.create_hosts(hosts, configs)}
+    master = next(h for h in hosts if h.role == "master")
+    assert master.address and records[master.name].private_address == master.address
+    for host in hosts:
+        attr = ec2().describe_instance_attribute(InstanceId=records[host.name].provider_id, Attribute="userData")
+        assert base64.b64decode(attr["UserData"]["Value"]) == configs[host.name]
+
+
+def test_throttling_is_retried_with_backoff(ec2_proxy):
+    spec = aws_spec(workers=3)
+    logs = []
+    provider = fast_backoff(AWSProvider(spec, log=logs.append))
+    hosts = plan(spec, {}).create
+    ec2_proxy.inject("RunInstances", "throttle", "throttle")
+    ec2_proxy.inject("DescribeInstances", "throttle")
+    records = provider.create_hosts(hosts, configs_for(hosts))
+    assert sorted(r.name for r in records) == sorted(h.name for h in hosts)
+    assert sum("throttled (RequestLimitExceeded)" in line for line in logs) >= 3
+    live = provider.list_hosts()
+    assert len(live) == len(hosts)
+
+
+def test_other_errors_stop_with_a_clear_message(ec2_proxy):
+    spec = aws_spec(workers=1)
+    provider = fast_backoff(AWSProvider(spec))
+    hosts = plan(spec, {}).create
+    provider.prepare()
+    ec2_proxy.reset_counts()
+    ec2_proxy.inject("RunInstances", "fail:InvalidParameterValue")
+    with pytest.raises(ActionError, match=r"aws RunInstances: InvalidParameterValue"):
+        provider.create_hosts(hosts, configs_for(hosts))
+    assert ec2_proxy.calls["RunInstances"] == 1, "a non-retryable error was retried"
+
+
+def test_retries_give_up_after_the_budget(ec2_proxy):
+    provider = fast_backoff(AWSProvider(aws_spec()))
+    ec2_proxy.inject("DescribeInstances", *["throttle"] * 10)
+    with pytest.raises(ActionError, match="RequestLimitExceeded"):
+        provider.list_hosts()
+    assert ec2_proxy.calls["DescribeInstances"] == provider.backoff.attempts
+
+
+def test_shared_resources_are_tagged_and_reused(ec2_proxy):
+    spec = aws_spec()
+    first = AWSProvider(spec)
+    first.prepare()
+    again = AWSProvider(spec)
+    again.prepare()
+    assert first.network() == again.network()
+    client = ec2()
+    cluster = [{"Name": "tag:provision:cluster", "Values": [spec.name]}]
+    assert len(client.describe_vpcs(Filters=cluster)["Vpcs"]) == 1
+    assert len(client.describe_subnets(Filters=cluster)["Subnets"]) == 1
+    assert len(client.describe_key_pairs(Filters=cluster)["KeyPairs"]) == 1
+    assert len(client.describe_internet_gateways(Filters=cluster)["InternetGateways"]) == 1
+    group = client.describe_security_groups(GroupIds=[first.network()["security_group"]])["SecurityGroups"][0]
+    assert {t["Key"]: t["Value"] for t in group["Tags"]}["provision:cluster"] == spec.name
+    rules = set()
+    for p in group["IpPermissions"]:
+        for r in p.get("IpRanges", []):
+            rules.add((p["IpProtocol"], p["FromPort"], p["ToPort"], r["CidrIp"]))
+        for g in p.get("UserIdGroupPairs", []):
+            rules.add((p["IpProtocol"], p["FromPort"], p["ToPort"], "members" if g["GroupId"] == group["GroupId"] else g["GroupId"]))
+    assert {("tcp", 22, 22, "0.0.0.0/0"), ("tcp", 6443, 6443, "0.0.0.0/0"), ("tcp", 2379, 2380, "members"),
+            ("udp", 8472, 8472, "members")} <= rules
+    assert ("tcp", 2379, 2380, "0.0.0.0/0") not in rules, "etcd must not be open to the world"
+
+    first.teardown()
+    assert client.describe_vpcs(Filters=cluster)["Vpcs"] == []
+    assert client.describe_key_pairs(Filters=cluster)["KeyPairs"] == []
+    first.teardown()  # a second down finds nothing and does not fail
+
+
+def test_flatcar_ami_looked_up_by_channel(ec2_proxy, monkeypatch):
+    monkeypatch.setenv("MOTO_ACCOUNT_ID", FLATCAR_OWNER)  # images owned by Flatcar's account
+    client = ec2()
+    instance = client.run_instances(ImageId=MOTO_AMI, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    images = {name: client.create_image(InstanceId=instance, Name=name)["ImageId"]
+              for name in ("Flatcar-stable-4000.0.0-hvm", "Flatcar-stable-4081.2.0-hvm", "Flatcar-beta-4116.1.0-hvm")}
+    spec = make_spec({"name": "aws", "region": "us-east-1"})
+    assert AWSProvider(spec).image() == images["Flatcar-stable-4081.2.0-hvm"]
+    beta = make_spec({"name": "aws", "region": "us-east-1"}, os={"channel": "beta"})
+    assert AWSProvider(beta).image() == images["Flatcar-beta-4116.1.0-hvm"]
+    alpha = make_spec({"name": "aws", "region": "us-east-1"}, os={"channel": "alpha"})
+    with pytest.raises(ActionError, match="no Flatcar alpha AMI.*set provider.ami"):
+        AWSProvider(alpha).image()
+
+
+def test_spec_problems_are_user_errors_naming_the_field():
+    with pytest.raises(UserError, match=r"provider.ami: must be an AMI id"):
+        get_provider(aws_spec(options={"ami": "flatcar"}))
+    with pytest.raises(UserError, match=r"provider.ami: required with os.family fedora-coreos"):
+        get_provider(make_spec({"name": "aws"}, os={"family": "fedora-coreos"}))
+    with pytest.raises(UserError, match=r"provider.subnet_cidr: .* is not inside provider.vpc_cidr"):
+        get_provider(aws_spec(options={"subnet_cidr": "10.9.0.0/24"}))
+
+
+def test_config_over_the_limit_is_served_from_s3_and_pinned(ec2_proxy, tmp_path):
+    from provision.phases.machines import fit_config
+    provider = AWSProvider(aws_spec())
+    noise = base64.b64encode(os.urandom(30000)).decode()  # does not compress below 16 KB
+    config = json.dumps({"ignition": {"version": "3.3.0"}, "storage": {"files": [
+        {"path": "/etc/big", "contents": {"source": "data:;base64," + base64.b64encode(noise.encode()).decode()}}]}},
+        sort_keys=True).encode()
+    assert len(config) > 16384
+    logs = []
+    data = fit_config(provider, config, "big.ign", logs.append)
+    assert len(data) <= 16384
+    pointer = json.loads(data)["ignition"]["config"]["replace"]
+    # The pre-signed URL serves the full config, and the sha512 pins exactly those bytes.
+    with urllib.request.urlopen(pointer["source"]) as response:
+        served = response.read()
+    assert pointer["verification"]["hash"] == "sha512-" + hashlib.sha512(served).hexdigest()
+    assert json.loads(served)["storage"]["files"][0]["path"] == "/etc/big"
+    assert "pre-signed" not in " ".join(logs) and "?" not in " ".join(logs), "the URL's signature was logged"
+    # The bucket is private.
+    s3 = boto3.client("s3", region_name="us-east-1")
+    block = s3.get_public_access_block(Bucket=provider.config_bucket())["PublicAccessBlockConfiguration"]
+    assert all(block.values())
+
+
+def test_indices_round_trip():
+    for indices in ([0, 1, 2, 5, 7, 8], [3], list(range(1000)), [9, 4, 5, 6]):
+        assert expand_indices(compress_indices(indices)) == indices
+    assert len(compress_indices(list(range(1000)))) < 256
