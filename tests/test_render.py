@@ -552,3 +552,15 @@ def test_scaling_workers_changes_no_config_only_the_index(tmp_path):
     after = render_cluster(spec2, state2, store2, hosts2)
     assert after.files == before.files
     assert len(after.index["hosts"]) == len(before.index["hosts"]) + 5
+
+
+@pytest.mark.parametrize("hashes, message", [
+    ("{etcd: md5-abc}", "artifacts.hashes: etcd: must be"),
+    ("{flannel: sha512-" + "a" * 128 + "}", "artifacts.hashes: flannel: unknown artifact"),
+    ("[etcd]", "artifacts.hashes: must be a mapping"),
+])
+def test_bad_artifact_hashes_are_spec_errors(cli, tmp_path, hashes, message):
+    path = write_spec(tmp_path, SMALL_SPEC + f"artifacts:\n  hashes: {hashes}\n")
+    result = cli("render", path, "--out", tmp_path / "out", "--state-dir", tmp_path / "state")
+    assert result.code == 2 and message in result.err, result.err
+    assert not (tmp_path / "state").exists()

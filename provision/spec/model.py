@@ -312,7 +312,10 @@ def artifact_hashes(value: object) -> Mapping[str, str]:
         return MappingProxyType({})
     if not isinstance(value, dict):
         raise ValueError("must be a mapping of artifact name to \"sha512-<hex>\" or \"sha256-<hex>\"")
+    known = ("etcd", "flanneld", "fleetd", "kubelet")  # the downloads provision knows (provision.artifacts)
     for name, digest in value.items():
+        if name not in known:
+            raise ValueError(f"{name}: unknown artifact (known: {', '.join(known)})")
         if not isinstance(name, str) or not isinstance(digest, str) or not HASH_RE.match(digest.lower()):
             raise ValueError(f"{name}: must be \"sha512-<128 hex digits>\" or \"sha256-<64 hex digits>\" "
                              f"(got {digest!r})")
