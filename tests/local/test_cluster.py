@@ -1,0 +1,267 @@
+"""`provision up examples/local.yaml` end to end on the local provider, checked from outside.
+
+One cluster is brought up for the whole module, and the bring-up itself is the fault test:
+`up` is SIGKILLed once in each phase in turn, each re-run getting further, and the final run
+must converge with no leftover namespace or process. The other tests then check the cluster
+(etcd over TLS, flannel key, host roots, idempotent re-run, partition, scale) and `down`
+last.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from provision.phases import PHASE_NAMES
+from provision.providers import local_net
+
+from .conftest import (REPO, cluster_namespaces, example_spec, free_subnet, needs_root, processes_mentioning,
+                       provision, unique_name)
+
+pytestmark = [pytest.mark.slow, pytest.mark.root, needs_root]
+KILL_DELAY = 0.3  # seconds into a phase before the SIGKILL lands
+
+
+def up_killed_in(spec: Path, state_dir: Path, phase: str) -> str:
+    """Start `provision up`, SIGKILL it `KILL_DELAY` after it announces `phase`.
+    Returns "killed" or "finished" (when the run ended before the kill landed)."""
+    proc = subprocess.Popen([sys.executable, "-m", "provision", "up", str(spec), "--yes", "--state-dir", str(state_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        for line in proc.stderr:
+            if line.startswith(f"[{phase}] ("):
+                time.sleep(KILL_DELAY)
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return "killed" if proc.returncode == -signal.SIGKILL else "finished"
+        proc.wait()
+        return "finished"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def no_duplicates(cluster: str, workdir: Path) -> None:
+    """Each host runs one init and one launcher per unit; one mirror serves the cluster."""
+    launchers: dict[str, int] = {}
+    for pid in processes_mentioning(str(workdir / "local" / "hosts")):
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            job = f.read().split(b"\0")[-2].decode()
+        launchers[job] = launchers.get(job, 0) + 1
+    assert launchers and all(n == 1 for n in launchers.values()), launchers
+    hosts = cluster_namespaces(cluster)
+    for ns in hosts:
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+        etcds = [p for p in pids if Path(f"/proc/{p}/comm").read_text().strip() == "etcd"]
+        assert len(etcds) <= 1, (ns, etcds)
+    assert len(processes_mentioning("provision.providers.local_mirror")) >= 1
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    name = unique_name("e2e")
+    spec = example_spec(tmp, name, free_subnet())
+    state_dir = tmp / "state"
+    info = {"name": name, "spec": spec, "state_dir": state_dir, "workdir": state_dir / name,
+            "doc": yaml.safe_load(spec.read_text()), "kills": {}}
+    try:
+        for phase in PHASE_NAMES[1:]:  # validate acts on nothing
+            info["kills"][phase] = up_killed_in(spec, state_dir, phase)
+        final = provision("up", spec, "--yes", "--state-dir", state_dir, "-o", "json")
+        assert final.returncode == 0, final.stderr
+        info["up"] = json.loads(final.stdout)
+        yield info
+    finally:
+        if (state_dir / name).exists():
+            provision("down", spec, "--yes", "--state-dir", state_dir)
+        from provision.providers import get_provider
+        from provision.spec import load_spec
+        get_provider(load_spec(spec), state_dir / name).teardown()  # whatever a failed test left
+
+
+def etcdctl(info, *args, cert: bool = True, host: str | None = None) -> subprocess.CompletedProcess:
+    """etcdctl from outside with the client certificate rendered into a host's root."""
+    state = json.loads((info["workdir"] / "state.json").read_text())
+    members = sorted(n for n, h in state["hosts"].items() if h.get("etcd"))
+    endpoints = ",".join(f"https://{state['hosts'][n]['address']}:2379" for n in members)
+    ssl = info["workdir"] / "local" / "hosts" / (host or members[0]) / "root" / "etc" / "ssl" / "etcd"
+    cmd = ["etcdctl", f"--endpoints={endpoints}", f"--cacert={ssl / 'ca.crt'}", "--dial-timeout=3s",
+           "--command-timeout=5s"]
+    if cert:
+        cmd += [f"--cert={ssl / 'agent.crt'}", f"--key={ssl / 'agent.key'}"]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=60,
+                          env={"ETCDCTL_API": "3", "PATH": os.environ["PATH"]})
+
+
+def status(info) -> tuple[int, dict]:
+    proc = provision("status", info["spec"], "--state-dir", info["state_dir"], "-o", "json")
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_killed_in_every_phase_then_converged_without_leftovers(cluster):
+    assert list(cluster["kills"]) == list(PHASE_NAMES[1:])
+    assert list(cluster["kills"].values()).count("killed") >= 6, cluster["kills"]
+    assert cluster_namespaces(cluster["name"]) == sorted(f"provision.{cluster['name']}.{cluster['name']}-{h}"
+                                                         for h in ("masters-0", "masters-1", "masters-2",
+                                                                   "workers-0", "workers-1"))
+    no_duplicates(cluster["name"], cluster["workdir"])
+
+
+def test_etcd_has_three_healthy_members_over_tls(cluster):
+    listed = etcdctl(cluster, "member", "list", "-w", "json")
+    assert listed.returncode == 0, listed.stderr
+    names = sorted(m["name"] for m in json.loads(listed.stdout)["members"])
+    assert names == [f"{cluster['name']}-masters-{i}" for i in range(3)]
+    health = etcdctl(cluster, "endpoint", "health", "-w", "json")
+    assert health.returncode == 0, health.stderr
+    assert [h["health"] for h in json.loads(health.stdout)] == [True, True, True]
+
+
+def test_etcd_refuses_a_client_without_certificate(cluster):
+    proc = etcdctl(cluster, "member", "list", cert=False)
+    assert proc.returncode != 0
+    assert cluster["name"] not in proc.stdout
+
+
+def test_flannel_config_holds_the_spec_network(cluster):
+    proc = etcdctl(cluster, "get", "/coreos.com/network/config", "--print-value-only")
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads(proc.stdout)
+    assert config["Network"] == cluster["doc"]["network"]["pod_cidr"]
+    assert config["Backend"]["Type"] == "vxlan"
+
+
+def test_each_root_holds_what_its_role_needs(cluster):
+    hosts = cluster["workdir"] / "local" / "hosts"
+    etcd_binary = Path("/usr/bin/etcd").read_bytes()
+    for i in range(3):
+        root = hosts / f"{cluster['name']}-masters-{i}" / "root"
+        for rel in ("etc/etcd/etcd.env", "etc/ssl/etcd/server.key", "etc/kubernetes/manifests/kube-apiserver.yaml",
+                    "etc/kubernetes/pki/apiserver.crt", "etc/systemd/system/kubelet.service"):
+            assert (root / rel).is_file(), rel
+        assert (root / "opt/bin/etcd").read_bytes() == etcd_binary
+        assert oct((root / "etc/ssl/etcd/server.key").stat().st_mode & 0o777) == "0o600"
+        assert f"ETCD_NAME={cluster['name']}-masters-{i}" in (root / "etc/etcd/etcd.env").read_text()
+    for i in range(2):
+        root = hosts / f"{cluster['name']}-workers-{i}" / "root"
+        assert (root / "etc/kubernetes/bootstrap-kubeconfig").is_file()
+        assert (root / "opt/bin/provision-host-agent").is_file()
+        assert not (root / "etc/ssl/etcd/server.key").exists()  # no etcd member on workers
+        assert not (root / "etc/kubernetes/pki/ca.key").exists()  # the cluster CA key stays on masters
+    pub = (cluster["workdir"] / "pki/ssh/id_ed25519.pub").read_text().split()[1]
+    assert pub in (hosts / f"{cluster['name']}-workers-0/root/home/core/.ssh/authorized_keys.d/ignition").read_text()
+
+
+def test_status_reports_units_running_and_skipped(cluster):
+    code, report = status(cluster)
+    assert code == 0, report
+    assert report["healthy"] and report["orphans"] == [] and report["missing"] == []
+    master = report["hosts"][f"{cluster['name']}-masters-0"]
+    assert master["units"]["etcd-member.service"]["state"] == "running"
+    assert master["units"]["kubelet.service"] == {"state": "skipped", "reason": "binary /opt/bin/kubelet is not present"}
+    for host in report["hosts"].values():
+        assert host["units"]["provision-host-agent.service"]["state"] == "running"
+    assert "3.4" in report["artifacts"]["etcd"] and "served as etcd 3.5.17" in report["artifacts"]["etcd"]
+
+
+def test_admin_kubeconfig_is_private(cluster):
+    path = cluster["workdir"] / "kubeconfig"
+    assert path.stat().st_mode & 0o777 == 0o600
+    doc = yaml.safe_load(path.read_text())
+    state = json.loads((cluster["workdir"] / "state.json").read_text())
+    address = state["hosts"][f"{cluster['name']}-masters-0"]["address"]
+    assert doc["clusters"][0]["cluster"]["server"] == f"https://{address}:6443"
+
+
+def test_second_up_changes_nothing(cluster):
+    before = json.loads((cluster["workdir"] / "state.json").read_text())
+    proc = provision("up", cluster["spec"], "--yes", "--state-dir", cluster["state_dir"], "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)["results"]
+    assert results["machines"]["created"] == [] and results["machines"]["destroyed"] == []
+    assert results["render"]["changed"] == []
+    assert results["flannel"]["created"] is False
+    assert results["kubeconfig"]["changed"] is False
+    for phase in ("etcd", "flannel", "fleet", "masters", "workers"):
+        assert results[phase]["changed"] == 0, (phase, results[phase])
+        assert "already converged: no change" in proc.stderr
+    after = json.loads((cluster["workdir"] / "state.json").read_text())
+    assert after["hosts"].keys() == before["hosts"].keys()
+    no_duplicates(cluster["name"], cluster["workdir"])
+
+
+def test_partition_is_reported_then_heals(cluster):
+    member = f"{cluster['name']}-masters-1"
+    state = json.loads((cluster["workdir"] / "state.json").read_text())
+    endpoint = f"https://{state['hosts'][member]['address']}:2379"
+    local_net.set_link(cluster["name"], member, up=False)
+    try:
+        code, report = status(cluster)
+        assert code == 1
+        assert report["etcd"]["health"][endpoint]["healthy"] is False
+        assert sum(h["healthy"] for h in report["etcd"]["health"].values()) == 2
+        assert not report["etcd"]["healthy"]
+    finally:
+        local_net.set_link(cluster["name"], member, up=True)
+    deadline = time.monotonic() + 60
+    while True:
+        code, report = status(cluster)
+        if code == 0:
+            break
+        assert time.monotonic() < deadline, report["etcd"]
+        time.sleep(1)
+    assert report["etcd"]["health"][endpoint]["healthy"] is True
+
+
+def test_scale_outside_min_max_is_refused_unchanged(cluster):
+    before = (cluster["workdir"] / "state.json").read_bytes()
+    proc = provision("scale", cluster["spec"], "workers", "9", "--yes", "--state-dir", cluster["state_dir"])
+    assert proc.returncode == 2
+    assert "COUNT: 9" in proc.stderr and "Traceback" not in proc.stderr
+    assert (cluster["workdir"] / "state.json").read_bytes() == before
+
+
+def test_scale_adds_hosts_that_publish_load(cluster):
+    proc = provision("scale", cluster["spec"], "workers", "4", "--yes", "--state-dir", cluster["state_dir"])
+    assert proc.returncode == 0, proc.stderr
+    state = json.loads((cluster["workdir"] / "state.json").read_text())
+    assert state["pools"]["workers"]["size"] == 4
+    new = [f"{cluster['name']}-workers-{i}" for i in (2, 3)]
+    assert all(n in state["hosts"] for n in new)
+    # their host-load agents publish into etcd's v2 keyspace (headroom's source)
+    import etcd as python_etcd
+    ssl = cluster["workdir"] / "local" / "hosts" / new[0] / "root" / "etc" / "ssl" / "etcd"
+    address = state["hosts"][f"{cluster['name']}-masters-0"]["address"]
+    client = python_etcd.Client(host=address, port=2379, protocol="https", ca_cert=str(ssl / "ca.crt"),
+                                cert=(str(ssl / "agent.crt"), str(ssl / "agent.key")))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            loads = {n: json.loads(client.read(f"/provision/{cluster['name']}/hosts/{n}/load").value) for n in new}
+            break
+        except python_etcd.EtcdKeyNotFound:
+            assert time.monotonic() < deadline, "new workers did not publish load"
+            time.sleep(1)
+    for load in loads.values():
+        assert set(load) == {"containers", "cpu", "memory", "at"} and 0 <= load["cpu"] <= 1
+    code, report = status(cluster)
+    assert report["headroom"]["hosts"] == 4
+
+
+def test_down_leaves_nothing(cluster):
+    proc = provision("down", cluster["spec"], "--yes", "--state-dir", cluster["state_dir"])
+    assert proc.returncode == 0, proc.stderr
+    assert cluster_namespaces(cluster["name"]) == []
+    assert processes_mentioning(str(cluster["workdir"])) == []
+    assert not local_net.link_exists(f"pv-{cluster['name']}"[:15])
+    assert local_net.links_by_alias(cluster["name"]) == {}
+    assert not (cluster["workdir"] / "local").exists()
