@@ -32,6 +32,7 @@ CONTRACT_CASES = {
     "openstack": "openstack_case",
     "libcloud-ec2": "libcloud_ec2_case",
     "vagrant": "vagrant_case",
+    "local": "local_case",
 }
 
 
@@ -239,6 +240,39 @@ def vagrant_case(fake_vagrant, tmp_path) -> ContractCase:
         name="vagrant", spec=spec, make=lambda: VagrantProvider(spec, workdir),
         fail_next_create=lambda: faults("fail"), drop_next_create=lambda: faults("drop"),
         create_calls=calls, extra={"db": fake_vagrant})
+
+
+# ---- local: network namespaces, the real Ignition engine and sshd (root only) ------------------
+
+@pytest.fixture
+def local_case(tmp_path):
+    from provision.errors import ActionError
+    from provision.providers.local import LocalProvider
+    from tests.local.conftest import free_subnet, needs_root
+    if needs_root.args[0]:
+        pytest.skip(needs_root.kwargs["reason"])
+    spec = make_spec({"name": "local", "subnet": free_subnet()}, workers=2)
+    faults: list[str] = []
+    calls = [0]
+
+    class FaultyLocal(LocalProvider):
+        """Faults at the host-creating step (applying Ignition: the host's first boot)."""
+
+        def _ignite(self, name, ns, config):
+            if faults and faults[0] == "fail":
+                faults.pop(0)
+                raise ActionError(f"injected failure creating {name}")
+            calls[0] += 1
+            super()._ignite(name, ns, config)
+            if faults and faults[0] == "drop":
+                faults.pop(0)
+                raise ActionError(f"injected lost answer after creating {name}")
+
+    workdir = tmp_path / "work"
+    yield ContractCase(name="local", spec=spec, make=lambda: FaultyLocal(spec, workdir),
+                       fail_next_create=lambda: faults.append("fail"),
+                       drop_next_create=lambda: faults.append("drop"), create_calls=lambda: calls[0])
+    LocalProvider(spec, workdir).teardown()
 
 
 @pytest.fixture(params=sorted(CONTRACT_CASES))
