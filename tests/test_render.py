@@ -3,7 +3,6 @@ systemd-analyze verify, kubernetes-validate --strict, kubectl config view, and t
 coreos-cloudinit key set for cloud-config."""
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -17,11 +16,10 @@ import pytest
 import yaml
 
 from provision import pki
-from provision.errors import ActionError, UserError
+from provision.errors import ActionError
 from provision.providers.base import UserDataLimit
 from provision.render import compress_ignition, fit_user_data, render_cluster, write_rendered
 from provision.spec import load_spec
-from provision.state import open_store
 from tests.conftest import EXAMPLES
 from tests.helpers_render import (BINARIES, SMALL_SPEC, apply_ignition, env_file, http_server, ignition_file,
                                   ignition_units, make_tarball, need_ignition_engine, prepared, render,
@@ -368,15 +366,6 @@ def test_cloud_config_parses_and_uses_only_coreos_cloudinit_keys(rendered_exampl
 
 
 # ---- the real Ignition engine --------------------------------------------------------------
-
-def _serve_and_render(tmp_path, text, tarballs=False):
-    """Render `text` with artifacts served from a local directory; returns (rendered, server dir)."""
-    serve = tmp_path / "www"
-    serve.mkdir()
-    for name in BINARIES:
-        (serve / name).write_bytes(stub_binary(name))
-    return serve
-
 
 @pytest.mark.root
 def test_the_ignition_engine_applies_master_etcd_and_worker_configs(tmp_path):

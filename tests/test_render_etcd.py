@@ -7,7 +7,6 @@ import ipaddress
 import json
 import os
 import secrets
-import shutil
 import signal
 import ssl
 import subprocess
