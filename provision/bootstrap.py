@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import logging
+import pprint
 import socket
 import sys
 import time
@@ -22,6 +22,8 @@ from .errors import ActionError
 from .resources import data_dir
 
 ROLES_PACKAGE = "provision_roles"
+# Which host roles each role-running phase covers (for messages about planned hosts).
+ROLE_HOSTS = {"masters": ("master",), "workers": ("worker",), "flannel": ("master", "worker")}
 
 
 @dataclass
@@ -91,7 +93,7 @@ def write_inventory(spec, workdir: Path, hosts: Mapping[str, Mapping[str, Any]],
             (name, host_data(spec, name, host, key_path, known_hosts)))
     text = ['"""pyinfra inventory of cluster %s, written by provision from its state."""' % spec.name]
     for group, members in sorted(groups.items()):
-        text.append(f"{group} = {json.dumps(members, indent=4, sort_keys=True)}")
+        text.append(f"{group} = {pprint.pformat(members, indent=1, sort_dicts=True)}")
     inventory = folder / f"{spec.name}.py"
     inventory.write_text("\n".join(text) + "\n")
     inventory.chmod(0o600)
@@ -210,13 +212,25 @@ def cluster_hosts(state: Mapping[str, Any], roles: Iterable[str] | None = None,
     return out
 
 
+def planned_names(ctx, roles: Iterable[str] | None = None, etcd: bool | None = None) -> list[str]:
+    """Names of the hosts the plan wants (for dry runs, before hosts exist)."""
+    from .plan import plan
+    wanted = set(roles) if roles is not None else None
+    return [h.name for h in plan(ctx.spec, ctx.state).desired
+            if (wanted is None or h.role in wanted) and (etcd is None or h.etcd == etcd)]
+
+
 def apply_roles(ctx, phase: str, roles: Iterable[str], hosts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Run `roles` on `hosts` for a phase: log per host, fail on missing pieces, say when
     nothing changed. Returns the phase result for --output json."""
     from . import pki
     roles = tuple(roles)
     if not hosts:
-        ctx.log(phase, "no hosts for this phase")
+        if ctx.dry_run:
+            names = planned_names(ctx, roles=ROLE_HOSTS.get(phase))
+            ctx.log(phase, f"would check {len(names)} planned hosts once they exist: {', '.join(names)}")
+        else:
+            ctx.log(phase, "no hosts for this phase")
         return {"hosts": {}, "changed": 0}
     outcomes = run_roles(ctx.spec, ctx.store.workdir, hosts, roles, pki.ssh_private_key_path(ctx.store),
                          dry_run=ctx.dry_run)

@@ -11,8 +11,9 @@ HEALTH_TIMEOUT = 120.0
 def run(ctx: RunContext) -> dict:
     members = bootstrap.cluster_hosts(ctx.state, etcd=True)
     if ctx.dry_run:
-        ctx.log("etcd", f"would check {len(members)} members: {', '.join(members)}")
-        return {"dry_run": True, "members": sorted(members)}
+        names = sorted(members) or bootstrap.planned_names(ctx, etcd=True)
+        ctx.log("etcd", f"would check {len(names)} members: {', '.join(names)}")
+        return {"dry_run": True, "members": names}
     result = bootstrap.apply_roles(ctx, "etcd", ("etcd",), members)
     access = status.etcd_access(ctx.store, ctx.state)
     health = status.wait_etcd_healthy(access, len(members), HEALTH_TIMEOUT,

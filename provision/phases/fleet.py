@@ -12,6 +12,6 @@ def run(ctx: RunContext) -> dict:
         return {"enabled": False}
     hosts = bootstrap.cluster_hosts(ctx.state)
     if ctx.dry_run:
-        ctx.log("fleet", f"would check fleet metadata on {len(hosts)} hosts")
+        ctx.log("fleet", f"would check fleet metadata on {len(hosts) or len(bootstrap.planned_names(ctx))} hosts")
         return {"dry_run": True}
     return bootstrap.apply_roles(ctx, "fleet", ("fleet",), hosts)

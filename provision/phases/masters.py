@@ -7,6 +7,6 @@ from . import RunContext
 
 def run(ctx: RunContext) -> dict:
     hosts = bootstrap.cluster_hosts(ctx.state, roles=("master",))
-    if ctx.dry_run:
+    if ctx.dry_run and hosts:
         ctx.log("masters", f"would check {len(hosts)} masters: {', '.join(hosts)}")
     return bootstrap.apply_roles(ctx, "masters", ("masters",), hosts)

@@ -12,7 +12,7 @@ SSH_TIMEOUT = 120.0
 def run(ctx: RunContext) -> dict:
     hosts = bootstrap.cluster_hosts(ctx.state)
     if ctx.dry_run:
-        ctx.log("wait", f"would wait for {len(hosts)} hosts to answer SSH")
+        ctx.log("wait", f"would wait for {len(hosts) or len(bootstrap.planned_names(ctx))} hosts to answer SSH")
         return {"dry_run": True, "hosts": sorted(hosts)}
     provider = get_provider(ctx.spec, ctx.store.workdir, log=lambda m: ctx.log("wait", m))
     # Pin host keys the provider knows (local hosts); others are remembered on first contact.

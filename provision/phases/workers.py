@@ -8,6 +8,6 @@ from . import RunContext
 
 def run(ctx: RunContext) -> dict:
     hosts = bootstrap.cluster_hosts(ctx.state, roles=("worker",))
-    if ctx.dry_run:
+    if ctx.dry_run and hosts:
         ctx.log("workers", f"would check {len(hosts)} workers: {', '.join(hosts)}")
     return bootstrap.apply_roles(ctx, "workers", ("workers",), hosts)

@@ -43,6 +43,7 @@ MIRROR_PORT = 8418
 ARTIFACT_NAMES = ("etcd", "etcdctl", "flanneld", "fleetd", "fleetctl", "kubelet")
 UNIT_STATE_DIR = "run/provision/units"
 SSHD_UNIT = "sshd.service"
+AGENT_UNIT = "provision-host-agent.service"
 RUNNING_STATES = ("running", "activating", "auto-restart", "exited")
 BASE_GROUPS = ("sudo", "docker", "wheel")
 IMAGE_USER, IMAGE_UID = "core", 500
@@ -196,8 +197,7 @@ class LocalProvider(Provider):
                 cache = json.loads(cache_file.read_text())
         if key not in cache:
             cache[key] = sha512_file(path)
-            if cache_file:
-                self._mkdir(self.base)
+            if cache_file and self.base.is_dir():  # only a cache: never the first thing created
                 cache_file.write_text(json.dumps(cache, sort_keys=True))
         return cache[key]
 
@@ -550,6 +550,24 @@ class LocalProvider(Provider):
                     if os.getsid(int(entry)) == sid:
                         out.append(int(entry))
         return out
+
+    def stop_unit(self, name: str, unit: str, timeout: float = 10.0) -> bool:
+        """Stop one unit of a host as `systemctl stop` would; False when it was not running."""
+        current = self._read_unit_state(name, unit)
+        pid = (current or {}).get("launcher_pid")
+        if not _alive(pid):
+            return False
+        os.kill(pid, signal.SIGTERM)  # the launcher stops the unit's process and records "stopped"
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            _kill_all([pid], grace=0)
+        return True
+
+    def stop_agent(self, name: str) -> None:
+        """Stop a host's load agent (headroom drains a host before removing it)."""
+        self.stop_unit(name, AGENT_UNIT)
 
     def reboot(self, name: str) -> None:
         """Stop every process of a host and boot it again (its root and Ignition result stay)."""
