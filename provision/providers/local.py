@@ -122,7 +122,7 @@ class LocalProvider(Provider):
     def base(self) -> Path:
         if self.workdir is None:
             raise ActionError("local: the provider needs the cluster's workdir")
-        return Path(self.workdir) / "local"
+        return Path(self.workdir).resolve() / "local"  # absolute: processes start in /
 
     @property
     def bridge(self) -> str:

@@ -31,15 +31,22 @@ def run(app) -> int:
     host_rows = []
     for name, host in report["hosts"].items():
         load = loads.get(name)
-        host_rows.append([name, host["pool"], host["role"] + (" +etcd" if host["etcd"] else ""), host["address"],
+        host_rows.append([name, host["role"] + ("+etcd" if host["etcd"] else ""), host["address"],
                           host["state"], unit_summary(host["units"]),
                           f"{load['containers']}/{load['cpu']:.2f}/{load['memory']:.2f}" if load else "-"])
-    parts = [ui.table(f"cluster {spec.name} ({spec.provider.name})",
-                      ["host", "pool", "role", "address", "state", "units", "load ctr/cpu/mem"], host_rows)]
-    unit_rows = [[name, unit, doc["state"], doc["reason"] or ""] for name, host in report["hosts"].items()
+    hosts_table = ui.table(f"cluster {spec.name} ({spec.provider.name})",
+                           ["host", "role", "address", "state", "units", "ctr/cpu/mem"], host_rows)
+    for column in hosts_table.columns[:4]:
+        column.no_wrap = True  # names and addresses are read whole; units may wrap
+    parts = [hosts_table]
+    unit_rows = [[name, unit.removesuffix(".service"), doc["state"], doc["reason"] or ""]
+                 for name, host in report["hosts"].items()
                  for unit, doc in (host["units"] or {}).items() if doc["state"] != "running"]
     if unit_rows:
-        parts.append(ui.table("units not running", ["host", "unit", "state", "reason"], unit_rows))
+        units_table = ui.table("units not running", ["host", "unit", "state", "reason"], unit_rows)
+        for column in units_table.columns[:3]:
+            column.no_wrap = True
+        parts.append(units_table)
     member_rows = [[m["name"] or "(not started)", m["id"], ", ".join(m["client_urls"])] for m in etcd["members"]]
     health_rows = [[e, "healthy" if h["healthy"] else f"UNHEALTHY: {h['error']}"] for e, h in etcd["health"].items()]
     parts.append(ui.table(f"etcd: {'healthy' if etcd['healthy'] else 'NOT healthy'}"

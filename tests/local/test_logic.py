@@ -104,3 +104,14 @@ def test_up_dry_run_creates_nothing(tmp_path):
     assert "[etcd] would check 3 members: demo-masters-0, demo-masters-1, demo-masters-2" in proc.stderr
     assert not (tmp_path / "demo" / "state.json").exists()
     assert not (tmp_path / "demo" / "local").exists()
+
+
+def test_provider_paths_are_absolute_for_a_relative_state_dir(tmp_path, monkeypatch):
+    """Processes of local hosts start in /: a relative state dir (the default .provision) must
+    not leak into their paths."""
+    from pathlib import Path
+
+    from provision.providers.local import LocalProvider
+    monkeypatch.chdir(tmp_path)
+    provider = LocalProvider(SPEC, Path(".provision/demo"))
+    assert provider.host_root("demo-masters-0") == tmp_path / ".provision/demo/local/hosts/demo-masters-0/root"
