@@ -178,6 +178,10 @@ headroom:
         assert ctl.returncode == 0, ctl.stderr
         listed = {m["name"]: m["peerURLs"] for m in json.loads(ctl.stdout)["members"]}
         assert listed == {h.name: [f"https://{h.address}:2380"] for h in members}
+        # ... and so does a client with a certificate the configs carry (flannel's, from the master)
+        ssl_dir = roots[members[0].name] / "etc/ssl/etcd"
+        rendered_client = tls_context(ssl_dir / "ca.crt", ssl_dir / "flannel.crt", ssl_dir / "flannel.key")
+        assert json.loads(get(f"https://{members[2].address}:2379/health", rendered_client))["health"] == "true"
         # a client without a certificate is refused
         with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
             get(f"https://{members[1].address}:2379/health", tls_context(tls.ca))
