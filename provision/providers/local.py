@@ -33,6 +33,7 @@ from typing import Mapping, Sequence
 
 from ..errors import ActionError
 from ..plan import HostPlan
+from ..state import write_file_atomic
 from . import local_net as net
 from .base import HostRecord, Provider, host_tags
 from .local_units import UnitLaunch, boot_order
@@ -461,7 +462,9 @@ class LocalProvider(Provider):
         jobs = self.host_dir(name) / "jobs"
         self._mkdir(jobs)
         job = jobs / f"{launch.name}.json"
-        job.write_text(json.dumps({"init_pid": init_pid, "unit": launch.to_json()}, sort_keys=True))
+        # The unit's environment may carry secrets (tokens in EnvironmentFile=): owner only.
+        write_file_atomic(job, json.dumps({"init_pid": init_pid, "unit": launch.to_json()}, sort_keys=True).encode(),
+                          0o600)
         self._write_unit_state(self.host_root(name) / UNIT_STATE_DIR, launch.name, {"state": "activating"})
         log = open(self.host_dir(name) / "launch.log", "ab")
         subprocess.Popen([sys.executable, "-m", "provision.providers.local_launch", "unit", str(job)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,

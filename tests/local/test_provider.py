@@ -155,6 +155,8 @@ def test_create_again_changes_nothing(setup):
     provider.create_hosts([host], {host.name: config(host, provider.artifacts(), setup["pubkey"])})
     assert provider.unit_states(host.name)["etcd-member.service"]["launcher_pid"] == before
     assert len(cluster_namespaces(setup["spec"].name)) == 1
+    jobs = list((provider.host_dir(host.name) / "jobs").iterdir())
+    assert jobs and all(j.stat().st_mode & 0o777 == 0o600 for j in jobs)  # unit environments may hold secrets
 
 
 def test_teardown_after_lost_workdir_leaves_nothing(setup, tmp_path):
