@@ -148,9 +148,12 @@ class LibcloudProvider(Provider):
         out = []
         for node in nodes:
             tags = self._tags_of(node)
-            if tags.get(TAG_CLUSTER, self.spec.name) != self.spec.name:
-                continue
-            if (node.name or "").startswith(prefix) or tags.get(TAG_CLUSTER) == self.spec.name:
+            if TAG_CLUSTER in tags:
+                if tags[TAG_CLUSTER] == self.spec.name:
+                    out.append(node)
+            elif (node.name or "").startswith(prefix) and self._pool_of(node.name)[0]:
+                # A driver without tags: the name must parse as one of this spec's pools, so
+                # cluster "a" never claims "a-b-workers-0" of cluster "a-b".
                 out.append(node)
         return out
 
