@@ -174,3 +174,66 @@ def test_a_writer_that_read_an_older_document_does_not_overwrite(backend):
     with pytest.raises(StateError, match="changed while it was being written"):
         b.write(doc_b)
     assert set(backend.store().read()["hosts"]) == {"from-a"}
+
+
+def test_a_crashed_holders_lock_is_freed(backend, monkeypatch):
+    """local: flock dies with its process; etcd: the lock key's TTL; s3: a lock not refreshed
+    for LOCK_TTL is taken over (If-Match on the stale lock's ETag)."""
+    import time as _time
+    if backend.name == "local":
+        import subprocess
+        import sys
+        script = (f"import time; from provision.state import LocalStateStore as S; "
+                  f"s = S({backend.spec.name!r}, {str(backend.state_dir)!r}); "
+                  f"l = s.lock('crashing'); l.__enter__(); print('held', flush=True); time.sleep(60)")
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(LockHeld, match="crashing"):
+            with backend.store().lock("next"):
+                pass
+        proc.kill()
+        proc.wait()
+    elif backend.name == "etcd":
+        import provision.state_etcd as mod
+        monkeypatch.setattr(mod, "LOCK_TTL", 1)
+        crashed = backend.store()
+        crashed.client.write(f"/ptest/{backend.spec.name}/lock", json.dumps({"command": "crashing"}),
+                             prevExist=False, ttl=1)  # what a holder that died leaves behind
+        with pytest.raises(LockHeld, match="crashing"):
+            with backend.store().lock("next"):
+                pass
+        _time.sleep(2.2)
+    else:
+        import boto3
+        stale = {"command": "crashing", "pid": 1, "host": "gone", "since": "2020-01-01T00:00:00Z"}
+        boto3.client("s3", region_name="us-east-1").put_object(
+            Bucket=backend.spec.state.bucket, Key=f"ptest/{backend.spec.name}/lock.json", Body=json.dumps(stale))
+        fresh = dict(stale, since=_time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime()))
+    with backend.store().lock("next"):
+        pass
+    if backend.name == "s3":
+        # a lock refreshed just now is not stale: refused
+        boto3.client("s3", region_name="us-east-1").put_object(
+            Bucket=backend.spec.state.bucket, Key=f"ptest/{backend.spec.name}/lock.json", Body=json.dumps(fresh))
+        with pytest.raises(LockHeld, match="crashing"):
+            with backend.store().lock("next"):
+                pass
+
+
+def test_a_long_holder_keeps_its_lock_alive(backend, monkeypatch):
+    import time as _time
+    if backend.name == "local":
+        pytest.skip("flock needs no keep-alive")
+    import provision.state_etcd as etcd_mod
+    import provision.state_s3 as s3_mod
+    monkeypatch.setattr(etcd_mod, "LOCK_TTL", 1)
+    monkeypatch.setattr(s3_mod, "LOCK_TTL", 2)
+    monkeypatch.setattr(s3_mod, "REFRESH", 0.3)
+    holder = backend.store()
+    with holder.lock("long run"):
+        _time.sleep(3.2)  # beyond the TTL: only the refreshes keep it
+        with pytest.raises(LockHeld, match="long run"):
+            with backend.store().lock("next"):
+                pass
+    with backend.store().lock("next"):
+        pass
