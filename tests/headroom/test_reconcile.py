@@ -1,8 +1,8 @@
 """Reconcile against a real etcd (load keys, reconcile lock, over TLS) and the real local state
-store. Machines come from a provider double: the machines phase that creates hosts on the
-local provider was not available when this was written, so only host creation and
-destruction are doubled; planning (names), the decision, the locks and the drain protocol
-are real."""
+store, with host creation and destruction doubled so that the corner cases (halt, a host
+that does not drain, racing reconcilers) run in seconds; planning (names), the decision, the
+locks and the drain protocol are real. test_end_to_end_local.py does the same for real on
+the local provider."""
 from __future__ import annotations
 
 import contextlib
