@@ -15,6 +15,13 @@ def run(ctx: RunContext) -> dict:
         ctx.log("wait", f"would wait for {len(hosts) or len(bootstrap.planned_names(ctx))} hosts to answer SSH")
         return {"dry_run": True, "hosts": sorted(hosts)}
     provider = get_provider(ctx.spec, ctx.store.workdir, log=lambda m: ctx.log("wait", m))
+    # Hosts that exist but stopped (killed, machine rebooted) are started, as a console would.
+    start = getattr(provider, "start_hosts", None)
+    if start is not None:
+        stopped = sorted(r.name for r in provider.list_hosts() if r.name in hosts and r.state == "stopped")
+        if stopped:
+            ctx.log("wait", f"starting {len(stopped)} stopped host(s): {', '.join(stopped)}")
+            start(stopped)
     # Pin host keys the provider knows (local hosts); others are remembered on first contact.
     known = getattr(provider, "host_public_key", None)
     changed = False

@@ -508,13 +508,15 @@ class LocalProvider(Provider):
         records = []
         for host, ns in sorted(net.cluster_netns(self.cluster).items()):
             info = self._host_info(host) if self.workdir is not None else {}
-            state = "pending"
+            state = "unknown"
             if info:
                 sshd = self.unit_states(host).get(SSHD_UNIT, {})
                 if sshd.get("state") == "running" and _alive(sshd.get("launcher_pid")):
                     state = "running"
-            else:
-                state = "unknown"
+                elif (self.host_dir(host) / "ignited").is_file() and not self._init_pid(host):
+                    state = "stopped"  # booted once, its processes are gone (killed, machine rebooted)
+                else:
+                    state = "pending"
             records.append(HostRecord(name=host, pool=info.get("pool", ""), role=info.get("role", ""),
                                       provider_id=ns, state=state, private_address=info.get("address"),
                                       extra={"netns": ns, "tags": info.get("tags", {})}))
@@ -553,6 +555,13 @@ class LocalProvider(Provider):
                     if os.getsid(int(entry)) == sid:
                         out.append(int(entry))
         return out
+
+    def start_hosts(self, names: Sequence[str]) -> None:
+        """Boot stopped hosts again from their roots (what starting a stopped VM does)."""
+        self.prepare()
+        for name in names:
+            self.boot(name)
+            self.log(f"{name}: started")
 
     def stop_unit(self, name: str, unit: str, timeout: float = 10.0) -> bool:
         """Stop one unit of a host as `systemctl stop` would; False when it was not running."""

@@ -222,6 +222,30 @@ def test_partition_is_reported_then_heals(cluster):
     assert report["etcd"]["health"][endpoint]["healthy"] is True
 
 
+def test_a_host_whose_processes_died_is_reported_and_restarted_by_up(cluster):
+    host = f"{cluster['name']}-workers-1"
+    ns = f"provision.{cluster['name']}.{host}"
+    pids = [int(p) for p in subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()]
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while True:
+        code, report = status(cluster)
+        if report["hosts"][host]["state"] == "stopped":
+            break
+        assert time.monotonic() < deadline, report["hosts"][host]
+        time.sleep(0.2)
+    assert code == 1
+    proc = provision("up", cluster["spec"], "--yes", "--state-dir", cluster["state_dir"])
+    assert proc.returncode == 0, proc.stderr
+    assert f"starting 1 stopped host(s): {host}" in proc.stderr
+    code, report = status(cluster)
+    assert report["hosts"][host]["state"] == "running"
+    assert report["hosts"][host]["units"]["provision-host-agent.service"]["state"] == "running"
+    no_duplicates(cluster["name"], cluster["workdir"])
+
+
 def test_scale_outside_min_max_is_refused_unchanged(cluster):
     before = (cluster["workdir"] / "state.json").read_bytes()
     proc = provision("scale", cluster["spec"], "workers", "9", "--yes", "--state-dir", cluster["state_dir"])
