@@ -21,10 +21,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ActionError, UserError
 from ..plan import HostPlan
-from .base import TAG_CLUSTER, TAG_POOL, TAG_ROLE, HostRecord, Provider, host_tags
+from .base import TAG_CLUSTER, TAG_POOL, TAG_ROLE, HostRecord, Provider, UserDataLimit, host_tags
 from .retry import Backoff, call_with_retry
 
 USER_DATA_ARGS = ("ex_userdata", "ex_user_data")
+# Published user-data limits of the clouds behind some drivers; others are not enforced here.
+USER_DATA_LIMITS = {"ec2": UserDataLimit(16 * 1024, "raw"), "openstack": UserDataLimit(65535, "base64"),
+                    "digitalocean": UserDataLimit(64 * 1024, "raw"), "gce": UserDataLimit(256 * 1024, "raw")}
 STATE_MAP = {"running": "running", "pending": "pending", "starting": "pending", "rebooting": "pending",
              "stopped": "stopped", "stopping": "stopped", "suspended": "stopped", "paused": "stopped",
              "terminated": "terminated", "error": "unknown", "unknown": "unknown"}
@@ -66,6 +69,10 @@ class LibcloudProvider(Provider):
         super().__init__(spec, workdir, log)
         self.backoff = Backoff()
         self._driver = None
+
+    @property
+    def user_data_limit(self) -> UserDataLimit | None:  # type: ignore[override]
+        return USER_DATA_LIMITS.get(self.options.driver)
 
     # -- driver ------------------------------------------------------------------------------
     def check(self) -> list[tuple[str, str]]:
