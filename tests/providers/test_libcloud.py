@@ -76,3 +76,17 @@ def test_ec2_driver_missing_size_names_the_field(libcloud_ec2_env, tmp_path):
     with pytest.raises(UserError, match=r"provider.size: driver ec2 has no size 'no-such-size'"):
         provider.create_hosts(hosts, configs_for(hosts))
     assert provider.list_hosts() == []
+
+
+def test_the_clouds_user_data_limit_is_enforced(tmp_path):
+    import json
+    import os
+
+    from provision.errors import ActionError
+    from provision.phases.machines import fit_config
+    provider = LibcloudProvider(make_spec({"name": "libcloud", "driver": "ec2", "image": MOTO_AMI}), tmp_path)
+    noise = base64.b64encode(os.urandom(20000)).decode()
+    config = json.dumps({"ignition": {"version": "3.3.0"}, "storage": {"files": [
+        {"path": "/etc/noise", "contents": {"source": "data:;base64," + noise}}]}}).encode()
+    with pytest.raises(ActionError, match=r"over the user-data limit of 16384 bytes \(raw\)"):
+        fit_config(provider, config, "noise.ign", lambda m: None)
