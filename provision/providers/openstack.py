@@ -186,7 +186,9 @@ class OpenStackProvider(Provider):
                     private = private or a.get("addr")
         return HostRecord(name=meta.get(TAG_HOST) or server.name, pool=meta.get(TAG_POOL, ""),
                           role=meta.get(TAG_ROLE, ""), provider_id=server.id,
-                          state=STATE_MAP.get(server.status, "unknown"), private_address=private,
+                          # Nova's answer to a create carries no status yet: the server is building.
+                          state=STATE_MAP.get(server.status, "unknown") if server.status else "pending",
+                          private_address=private,
                           public_address=public, extra={"flavor": (server.flavor or {}).get("id")
                                                         if isinstance(server.flavor, dict) else None})
 
