@@ -140,6 +140,27 @@ def test_flannel_config_holds_the_spec_network(cluster):
     assert config["Backend"]["Type"] == "vxlan"
 
 
+def test_v2_create_only_if_absent_like_coreos_kubernetes(cluster):
+    """The v2 path flannel.etcd_api: v2 uses (python-etcd, prevExist=false) on the same cluster."""
+    from provision import status as cluster_status
+    from provision.state import LocalStateStore
+    store = LocalStateStore(cluster["name"], cluster["state_dir"])
+    access = cluster_status.etcd_access(store, store.read())
+    key = f"/provision-test/{cluster['name']}/network"
+    assert cluster_status.v2_create(access, key, '{"Network":"10.9.0.0/16"}') is True
+    assert cluster_status.v2_create(access, key, '{"Network":"10.8.0.0/16"}') is False
+    assert cluster_status.v2_get(access, key) == '{"Network":"10.9.0.0/16"}'
+
+
+def test_kubeconfig_verb_writes_where_asked(cluster, tmp_path):
+    out = tmp_path / "admin.conf"
+    proc = provision("kubeconfig", cluster["spec"], "--out", out, "--state-dir", cluster["state_dir"], "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["path"] == str(out)
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert out.read_bytes() == (cluster["workdir"] / "kubeconfig").read_bytes()
+
+
 def test_each_root_holds_what_its_role_needs(cluster):
     hosts = cluster["workdir"] / "local" / "hosts"
     etcd_binary = Path("/usr/bin/etcd").read_bytes()
