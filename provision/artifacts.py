@@ -6,11 +6,15 @@ Where a URL and hash come from, first match wins:
    does not serve are left out of the configs.
 2. the upstream release file of the catalogue below, under `artifacts.mirror` when set
    (same file name), with the hash from `artifacts.hashes` in the spec, else the published
-   hash the catalogue knows.
-No hash, no artifact: `resolve` raises a UserError naming the artifact and how to supply one.
+   hash the catalogue knows, else the pin recorded in `state["artifact_pins"][name]` =
+   {"version", "url", "sha512", "pinned_at"} when the render phase downloaded that very URL
+   once and pinned its sha512 on first use (like a lock file; a pin for another version or
+   URL is not reused).
+No hash, no artifact: `resolve` raises a UserError naming the artifact and the ways out.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -18,6 +22,8 @@ from .errors import UserError
 
 BIN_DIR = "/opt/bin"
 DOWNLOAD_DIR = "/opt/downloads"
+PINS = "artifact_pins"  # state key: hashes pinned on first use
+SHA512_RE = re.compile(r"^[0-9a-f]{128}$")
 
 
 @dataclass(frozen=True)
@@ -101,12 +107,100 @@ def _from_state(name: str, entry: Any) -> Artifact:
     return Artifact(name=name, url=str(entry["url"]), hash=f"sha512-{str(entry['sha512']).lower()}", members={})
 
 
+@dataclass(frozen=True)
+class Unpinned:
+    """A catalogue download with no hash from the spec, the catalogue or a pin: what pinning on
+    first use fetches (`url`, the mirror's when `artifacts.mirror` is set)."""
+
+    name: str
+    version: str
+    url: str
+
+    @property
+    def file_name(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def release_url(spec: Any, owner: str) -> str:
+    """Where hosts download `owner`'s release file: upstream, or the same file name under
+    `artifacts.mirror`."""
+    url = CATALOGUE[owner].url.format(version=spec_version(spec, owner))
+    if spec.artifacts.mirror:
+        url = spec.artifacts.mirror.rstrip("/") + "/" + url.rsplit("/", 1)[-1]
+    return url
+
+
+def pinned_hash(state: Mapping[str, Any], name: str, version: str, url: str) -> str | None:
+    """The hash pinned on first use for exactly this version and URL, else None."""
+    pin = (state.get(PINS) or {}).get(name)
+    if not isinstance(pin, dict) or pin.get("version") != version or pin.get("url") != url:
+        return None
+    digest = str(pin.get("sha512", "")).lower()
+    return f"sha512-{digest}" if SHA512_RE.match(digest) else None
+
+
+def pin_record(item: Unpinned, sha512_hex: str, pinned_at: str) -> dict[str, str]:
+    """What `state["artifact_pins"][name]` holds for a download pinned on first use."""
+    return {"version": item.version, "url": item.url, "sha512": sha512_hex.lower(), "pinned_at": pinned_at}
+
+
+def _owner(binary: str) -> str:
+    owner = next((n for n, r in CATALOGUE.items() if binary == n or binary in r.members), None)
+    if owner is None:
+        raise UserError(f"artifact {binary!r} is unknown (known: {', '.join(sorted(CATALOGUE))})")
+    return owner
+
+
+def _catalogue_hash(spec: Any, state: Mapping[str, Any], owner: str) -> tuple[str, str, str | None]:
+    """(version, url, hash or None) of a catalogue download: spec, published list, pin."""
+    version = spec_version(spec, owner)
+    url = release_url(spec, owner)
+    digest = (spec.artifacts.hashes.get(owner) or CATALOGUE[owner].known.get(version)
+              or pinned_hash(state, owner, version, url))
+    return version, url, digest
+
+
+def missing_hash_message(missing: Sequence[Unpinned]) -> list[str]:
+    """The error for downloads without a hash: each one by name, then the three ways out."""
+    lines = [f"artifacts.hashes.{m.name}: no hash is known for {m.file_name} ({m.name} {m.version}, "
+             f"{m.url}) and none was pinned in state" for m in missing]
+    names = ", ".join(m.name for m in missing)
+    example = missing[0].name
+    lines += [
+        f"provision never emits an unverified download; to supply a hash for {names}, either:",
+        f"  - add its sha512 (or sha256) to the spec as artifacts.hashes.{example}: \"sha512-<hex>\", "
+        "from the release's checksums or `sha512sum` of a trusted copy;",
+        "  - pin it on first use: `provision up SPEC --until render` (or `provision render SPEC "
+        "--out DIR --pin`) downloads it once and records its sha512 in state;",
+        "  - or set artifacts.mirror to a server holding copies you trust, and pin from there "
+        "(or use a provider that serves its own binaries)."]
+    return lines
+
+
+def _served(state: Mapping[str, Any]) -> Mapping[str, Any]:
+    return state.get("artifacts") or {}
+
+
+def unpinned(spec: Any, state: Mapping[str, Any], binaries: Sequence[str] | None = None) -> list[Unpinned]:
+    """The catalogue downloads `binaries` (default: every one the spec needs) still lack a hash.
+    Empty when a provider serves its own binaries (`state["artifacts"]`)."""
+    if _served(state):
+        return []
+    owners = sorted({_owner(b) for b in (required_binaries(spec) if binaries is None else binaries)})
+    out = []
+    for owner in owners:
+        version, url, digest = _catalogue_hash(spec, state, owner)
+        if not digest:
+            out.append(Unpinned(name=owner, version=version, url=url))
+    return out
+
+
 def resolve(spec: Any, state: Mapping[str, Any], binaries: Sequence[str]) -> list[Artifact]:
     """The downloads that provide every binary in `binaries` (e.g. etcd, etcdctl, kubelet).
 
-    Raises UserError naming the artifact when no hash is known for it.
+    Raises UserError naming the artifacts when no hash is known for them.
     """
-    served: Mapping[str, Any] = state.get("artifacts") or {}
+    served = _served(state)
     out: dict[str, Artifact] = {}
     for binary in binaries:
         if binary in served:
@@ -116,24 +210,13 @@ def resolve(spec: Any, state: Mapping[str, Any], binaries: Sequence[str]) -> lis
             # A provider serving its own mirror knows what its hosts can run: what it does not
             # serve is left out (never fetched unverified from elsewhere).
             continue
-        owner = next((n for n, r in CATALOGUE.items() if binary == n or binary in r.members), None)
-        if owner is None:
-            raise UserError(f"artifact {binary!r} is unknown (known: {', '.join(sorted(CATALOGUE))})")
+        owner = _owner(binary)
         if owner in out:
             continue
-        release = CATALOGUE[owner]
-        version = spec_version(spec, owner)
-        url = release.url.format(version=version)
-        if spec.artifacts.mirror:
-            url = spec.artifacts.mirror.rstrip("/") + "/" + url.rsplit("/", 1)[-1]
-        digest = spec.artifacts.hashes.get(owner) or release.known.get(version)
+        version, url, digest = _catalogue_hash(spec, state, owner)
         if not digest:
-            raise UserError(
-                f"artifacts.hashes.{owner}: no published hash is known for {url.rsplit('/', 1)[-1]} "
-                f"(version {version}); add its sha512 (or sha256) as artifacts.hashes.{owner}: "
-                f"\"sha512-<hex>\" in the spec, from the release's checksums or `sha512sum` of a "
-                f"trusted copy; provision never emits an unverified download")
-        members = {b: p.format(version=version) for b, p in release.members.items()}
+            raise UserError(missing_hash_message(unpinned(spec, state, binaries)))
+        members = {b: p.format(version=version) for b, p in CATALOGUE[owner].members.items()}
         out[owner] = Artifact(name=owner, url=url, hash=digest, members=members)
     return sorted(out.values(), key=lambda a: a.name)
 

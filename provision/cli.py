@@ -133,12 +133,15 @@ def plan(ctx, spec, **common):
 @spec_argument
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory to write configs and index.json into.")
+@click.option("--pin", is_flag=True, default=False,
+              help="Pin downloads that have no hash on first use: fetch each once and record its "
+                   "sha512 in state (as `up` does).")
 @common_options
 @click.pass_context
-def render(ctx, spec, out_dir, **common):
+def render(ctx, spec, out_dir, pin, **common):
     """Write one config per distinct machine (per host for masters and etcd, per pool for
     workers) and index.json into --out."""
-    dispatch("render", make_app(ctx, spec, **common), out_dir=out_dir)
+    dispatch("render", make_app(ctx, spec, **common), out_dir=out_dir, pin=pin)
 
 
 @cli.command()

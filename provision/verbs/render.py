@@ -1,7 +1,10 @@
-"""`provision render SPEC --out DIR`: one config per distinct machine and DIR/index.json.
+"""`provision render SPEC --out DIR [--pin]`: one config per distinct machine and DIR/index.json.
 
 Creates the PKI first when state has none (idempotent, under the cluster lock), so a spec
-renders on its own; the configs hold private keys and are written 0600.
+renders on its own; the configs hold private keys and are written 0600. Downloads use hashes
+from the spec, the catalogue or pins recorded in state; without one, render fails (exit 2)
+before touching anything, unless `--pin` asks it to pin them on first use (downloads them
+once and records their sha512 in state, as `provision up` does in its render phase).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from ..render import render_cluster, write_rendered
 from ..state import command_line
 
 
-def run(app, out_dir: str) -> int:
+def run(app, out_dir: str, pin: bool = False) -> int:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out_dir} exists and is not a directory")
@@ -25,23 +28,26 @@ def run(app, out_dir: str) -> int:
     store = app.store
     state = store.read()
     ctx = RunContext(spec=spec, store=store, state=state, ui=app.ui)
-    view = state
-    if not state.get("artifacts"):
-        served = render_phase.served_artifacts(ctx)
-        if served:
-            view = dict(state, artifacts=served)
-    artifacts.check(spec, view)  # a missing hash is the spec's problem: fail before making anything
+    served = None if state.get("artifacts") else render_phase.served_artifacts(ctx)
+    if not pin:
+        # a missing hash is the spec's problem: fail before making anything
+        artifacts.check(spec, render_phase.artifact_view(state, served))
     with store.lock(command_line()):
         state = store.read()
-        view = dict(view, **{k: v for k, v in state.items() if k != "artifacts"})
         ctx = RunContext(spec=spec, store=store, state=state, ui=app.ui)
+        missing = artifacts.unpinned(spec, render_phase.artifact_view(state, served))
+        if missing and not pin:  # another process changed state since the check above
+            raise UserError(artifacts.missing_hash_message(missing))
+        if missing:
+            render_phase.pin_on_first_use(ctx, missing)
+        artifacts.check(spec, render_phase.artifact_view(state, served))
         pki_phase.run(ctx)
         if spec.etcd.discovery == "token" and not (state.get("etcd") or {}).get("discovery_token_url"):
             state.setdefault("etcd", {})["discovery_token_url"] = render_phase.discovery_token(
                 spec.etcd.discovery_url, spec.etcd.count)
             store.write(state)
         hosts = plan(spec, state).desired
-        rendered = render_cluster(spec, view, store, hosts)
+        rendered = render_cluster(spec, render_phase.artifact_view(state, served), store, hosts)
     written = write_rendered(rendered, out)
     app.ui.log("render", f"wrote {len(rendered.files)} configs for {len(hosts)} hosts to {out_dir}")
     app.ui.result({"out": str(out), "files": sorted(rendered.files), "index": rendered.index},
