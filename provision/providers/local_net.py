@@ -79,7 +79,24 @@ def gateway(subnet: str) -> ipaddress.IPv4Interface:
     return ipaddress.ip_interface(f"{next(net.hosts())}/{net.prefixlen}")
 
 
+def subnet_users(subnet: str, except_link: str) -> list[str]:
+    """`link address` of root-namespace interfaces other than `except_link` inside `subnet`."""
+    net = ipaddress.ip_network(subnet)
+    out = []
+    for link in ip_json("addr", "show"):
+        if link.get("ifname") == except_link:
+            continue
+        for a in link.get("addr_info", []):
+            if a.get("family") == "inet" and ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False).overlaps(net):
+                out.append(f"{link.get('ifname')} {a['local']}/{a['prefixlen']}")
+    return out
+
+
 def ensure_bridge(name: str, subnet: str, cluster: str) -> None:
+    clash = subnet_users(subnet, name)
+    if clash:
+        raise ActionError(f"provider.subnet {subnet} is already used on this machine ({', '.join(clash)}); "
+                          "choose another subnet (another cluster or network owns it)")
     gw = gateway(subnet)
     if not link_exists(name):
         ip("link", "add", name, "type", "bridge")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 import json
 import subprocess
 import time
@@ -173,3 +174,22 @@ def test_teardown_after_lost_workdir_leaves_nothing(setup, tmp_path):
     assert lost._mirror_pids() == []
     setup["provider"].teardown()
     assert not (setup["workdir"] / "local").exists()
+
+
+def test_a_subnet_owned_by_another_interface_is_refused(tmp_path):
+    subnet = free_subnet()
+    gateway = subnet.replace(".0/24", ".1/24")
+    other = f"pvt{secrets.token_hex(4)}"
+    subprocess.run(["ip", "link", "add", other, "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", gateway, "dev", other], check=True)
+        spec_file = tmp_path / "spec.yaml"
+        name = unique_name("lq")
+        spec_file.write_text(f"name: {name}\nprovider:\n  name: local\n  subnet: {subnet}\n"
+                             "etcd:\n  count: 1\npools:\n  - name: masters\n    role: master\n    count: 1\n")
+        provider = get_provider(load_spec(spec_file), tmp_path / "work")
+        with pytest.raises(ActionError, match=f"provider.subnet {subnet} is already used on this machine \\({other}"):
+            provider.prepare()
+        assert not local_net.link_exists(provider.bridge)
+    finally:
+        subprocess.run(["ip", "link", "del", other], check=False)
