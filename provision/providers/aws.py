@@ -421,7 +421,8 @@ class AWSProvider(Provider):
             "MinCount": len(batch), "MaxCount": len(batch), "KeyName": network["key_name"],
             "UserData": config, "ClientToken": token,
             "TagSpecifications": [{"ResourceType": "instance", "Tags": tag_list(common)},
-                                  {"ResourceType": "volume", "Tags": tag_list(common)}]}
+                                  {"ResourceType": "volume", "Tags": tag_list(common)},
+                                  {"ResourceType": "network-interface", "Tags": tag_list(common)}]}
         interface = {"DeviceIndex": 0, "SubnetId": network["subnet"], "Groups": [network["security_group"]],
                      "AssociatePublicIpAddress": True}
         if batch[0].address:
