@@ -5,20 +5,34 @@ from __future__ import annotations
 import json
 
 import boto3
+import pytest
 import yaml
 
 from provision.providers.aws import FLATCAR_OWNER
+from tests.helpers_render import http_server, make_tarball, stub_binary
 
 from .conftest import MOTO_AMI, SSH_KEY
 
 
-def aws_example(example, tmp_path, name="prod"):
-    """examples/aws.yaml, with the binary hashes the render insists on when the example lacks them."""
+@pytest.fixture
+def artifact_mirror(tmp_path):
+    """A local mirror serving the flanneld and fleetd release files, whose hashes the render
+    phase pins on first use (no published hash is known for them)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    make_tarball(www / "flannel-v0.26.7-linux-amd64.tar.gz", {"flanneld": stub_binary("flanneld")})
+    make_tarball(www / "fleet-v1.0.0-linux-amd64.tar.gz",
+                 {"fleet-v1.0.0-linux-amd64/fleetd": stub_binary("fleetd"),
+                  "fleet-v1.0.0-linux-amd64/fleetctl": stub_binary("fleetctl")})
+    with http_server(www) as url:
+        yield url
+
+
+def aws_example(example, tmp_path, mirror, name="prod"):
+    """examples/aws.yaml downloading from `mirror` (etcd and kubelet keep their published hashes)."""
     data = yaml.safe_load(example("aws.yaml").read_text())
     data["name"] = name
-    hashes = data.setdefault("artifacts", {}).setdefault("hashes", {})
-    for artifact in ("flanneld", "fleetd"):
-        hashes.setdefault(artifact, "sha512-" + "0" * 128)  # never downloaded in this test
+    data.setdefault("artifacts", {})["mirror"] = mirror
     path = tmp_path / "aws.yaml"
     path.write_text(yaml.safe_dump(data))
     return path, data
@@ -39,9 +53,9 @@ def live_tagged(region, cluster):
             if i["State"]["Name"] not in ("terminated", "shutting-down")]
 
 
-def test_up_until_machines_then_down(ec2_proxy, monkeypatch, tmp_path, cli, example):
+def test_up_until_machines_then_down(ec2_proxy, monkeypatch, tmp_path, cli, example, artifact_mirror):
     monkeypatch.setenv("MOTO_ACCOUNT_ID", FLATCAR_OWNER)  # moto answers as Flatcar's AMI account
-    spec_path, data = aws_example(example, tmp_path)
+    spec_path, data = aws_example(example, tmp_path, artifact_mirror)
     region = data["provider"]["region"]
     image = publish_flatcar_ami(region)
     state_dir = tmp_path / "state"
@@ -55,6 +69,7 @@ def test_up_until_machines_then_down(ec2_proxy, monkeypatch, tmp_path, cli, exam
     assert len(instances) == wanted and {i["ImageId"] for i in instances} == {image}
     state = json.loads((state_dir / "prod" / "state.json").read_text())
     assert sorted(state["hosts"]) == sorted(created)
+    assert sorted(state["artifact_pins"]) == ["flanneld", "fleetd"]  # pinned from the mirror on first use
 
     ec2_proxy.reset_counts()
     second = cli("up", spec_path, "--yes", "--until", "machines", "--state-dir", state_dir, "-o", "json")
