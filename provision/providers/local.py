@@ -457,19 +457,25 @@ class LocalProvider(Provider):
         current = self._read_unit_state(name, launch.name)
         if current and current.get("state") in RUNNING_STATES and _alive(current.get("launcher_pid")):
             return
+        job = self.host_dir(name) / "jobs" / f"{launch.name}.json"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(job.with_suffix(".pid").read_text())
+            if _alive(pid) and str(job) in _cmdline(pid):
+                return  # started by an earlier run that did not see it record itself
         if current and current.get("state") == "exited" and launch.type == "oneshot":
             return
-        jobs = self.host_dir(name) / "jobs"
-        self._mkdir(jobs)
-        job = jobs / f"{launch.name}.json"
+        self._mkdir(job.parent)
         # The unit's environment may carry secrets (tokens in EnvironmentFile=): owner only.
         write_file_atomic(job, json.dumps({"init_pid": init_pid, "unit": launch.to_json()}, sort_keys=True).encode(),
                           0o600)
         self._write_unit_state(self.host_root(name) / UNIT_STATE_DIR, launch.name, {"state": "activating"})
         log = open(self.host_dir(name) / "launch.log", "ab")
-        subprocess.Popen([sys.executable, "-m", "provision.providers.local_launch", "unit", str(job)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                         start_new_session=True, cwd="/", env=self._child_env())
+        child = subprocess.Popen([sys.executable, "-m", "provision.providers.local_launch", "unit", str(job)],
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, cwd="/",
+                                 env=self._child_env())
         log.close()
+        # Until the launcher records itself, this says it exists (a re-run must not start a second).
+        job.with_suffix(".pid").write_text(str(child.pid))
 
     def _read_unit_state(self, name: str, unit: str) -> dict | None:
         path = self.host_root(name) / UNIT_STATE_DIR / f"{unit}.json"

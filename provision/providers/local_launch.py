@@ -161,6 +161,12 @@ class Unit:
                                                              and code != 0))
 
     def run(self) -> int:
+        try:
+            self.demote()
+            self.env()
+        except KeyError as err:  # the unit names a user or group the host lacks
+            self.write_state("failed", reason=f"unknown user or group {err}")
+            return 0
         if self.spec["type"] == "oneshot":
             self.write_state("activating")
             ok = self.run_pre()

@@ -255,6 +255,9 @@ def resolve_unit(root: Path, name: str, hostname: str, machine_id: str = "") -> 
         ignore_failure_pre=tuple(ignore_pre))
     if not starts:
         return _skip(launch, "no ExecStart=")
+    for kind, name_, db in (("User", launch.user, "passwd"), ("Group", launch.group, "group")):
+        if name_ and not name_.isdigit() and not _known(host_view(root, f"/etc/{db}"), name_):
+            return _skip(launch, f"{kind}={name_} does not exist on the host")
     failing = condition_holds(root, unit)
     if failing:
         return _skip(launch, failing)
@@ -265,6 +268,13 @@ def resolve_unit(root: Path, name: str, hostname: str, machine_id: str = "") -> 
         if not binary_present(root, argv[0], env["PATH"]):
             return _skip(launch, f"binary {argv[0]} is not present")
     return launch
+
+
+def _known(db: Path, name: str) -> bool:
+    try:
+        return any(line.split(":", 1)[0] == name for line in db.read_text().splitlines())
+    except OSError:
+        return False
 
 
 def _skip(launch: UnitLaunch, reason: str) -> UnitLaunch:

@@ -96,3 +96,13 @@ def test_boot_order_follows_after_and_drops_masked(tmp_path):
     assert "masked.service" not in names
     assert names.index("agent.service") < names.index("etcd-member.service")
     assert os.path.islink(root / "etc/systemd/system/masked.service")
+
+
+def test_a_unit_for_a_missing_user_is_skipped_with_reason(tmp_path):
+    root = make_root(tmp_path)
+    write(root, "etc/passwd", "root:x:0:0:root:/root:/bin/bash\netcd:x:232:232::/var/lib/etcd:/sbin/nologin\n")
+    write(root, "etc/systemd/system/as-etcd.service", "[Service]\nUser=etcd\nExecStart=/opt/bin/agent\n")
+    write(root, "etc/systemd/system/as-ghost.service", "[Service]\nUser=ghost\nExecStart=/opt/bin/agent\n")
+    assert resolve_unit(root, "as-etcd.service", "m0").user == "etcd"
+    assert resolve_unit(root, "as-etcd.service", "m0").skip_reason is None
+    assert resolve_unit(root, "as-ghost.service", "m0").skip_reason == "User=ghost does not exist on the host"
