@@ -170,7 +170,9 @@ class AWSProvider(Provider):
 
     # -- shared resources --------------------------------------------------------------------
     def prepare(self) -> None:
-        """VPC, internet gateway and route, subnet, security group, key pair: found by tag or made."""
+        """VPC, internet gateway and route, subnet, security group, key pair: found by tag or made
+        (after the AMI is resolved, so a spec naming no usable image creates nothing)."""
+        self.image()
         self.network()
 
     def network(self) -> dict[str, str]:
@@ -399,6 +401,7 @@ class AWSProvider(Provider):
         return out
 
     def create_hosts(self, hosts: Sequence[HostPlan], configs: Mapping[str, bytes]) -> list[HostRecord]:
+        self.prepare()
         network = self.network()
         existing = {h.name: h for h in self.list_hosts()}
         records = [existing[h.name] for h in hosts if h.name in existing]

@@ -65,6 +65,7 @@ class OpenStackProvider(Provider):
         self.backoff = Backoff()
         self._conn = None
         self._shared: dict[str, Any] | None = None
+        self._lookups: dict[str | None, tuple[str, str]] = {}
 
     @property
     def resource_name(self) -> str:
@@ -96,6 +97,10 @@ class OpenStackProvider(Provider):
 
     # -- shared resources --------------------------------------------------------------------
     def prepare(self) -> None:
+        """Network, subnet, security group with its rules, key pair: found by name or made
+        (after image and flavors are resolved, so a spec naming a missing one creates nothing)."""
+        for size in {p.size for p in self.spec.pools}:
+            self._image_and_flavor(size)
         self.shared()
 
     def shared(self) -> dict[str, Any]:
@@ -159,6 +164,8 @@ class OpenStackProvider(Provider):
 
     # -- hosts -------------------------------------------------------------------------------
     def _image_and_flavor(self, size: str | None) -> tuple[str, str]:
+        if size in self._lookups:
+            return self._lookups[size]
         image = self._retry(lambda: self.conn.image.find_image(self.options.image), "find image")
         if image is None:
             raise UserError(f"provider.image: no image {self.options.image!r} in this cloud")
@@ -166,7 +173,8 @@ class OpenStackProvider(Provider):
         flavor = self._retry(lambda: self.conn.compute.find_flavor(flavor_name), "find flavor")
         if flavor is None:
             raise UserError(f"{'pools[].size' if size else 'provider.flavor'}: no flavor {flavor_name!r} in this cloud")
-        return image.id, flavor.id
+        self._lookups[size] = (image.id, flavor.id)
+        return self._lookups[size]
 
     def _servers(self, name_regex: str) -> list[Any]:
         servers = self._retry(lambda: list(self.conn.compute.servers(details=True, name=name_regex)),
@@ -196,18 +204,15 @@ class OpenStackProvider(Provider):
         return sorted((self._record(s) for s in self._servers(f"^{self.spec.name}-")), key=lambda r: r.name)
 
     def create_hosts(self, hosts: Sequence[HostPlan], configs: Mapping[str, bytes]) -> list[HostRecord]:
+        self.prepare()
         shared = self.shared()
         existing = {h.name: h for h in self.list_hosts()}
         records = []
-        lookups: dict[str | None, tuple[str, str]] = {}
         for host in hosts:
             if host.name in existing:
                 records.append(existing[host.name])
                 continue
-            pool = self.spec.pool(host.pool)
-            if pool.size not in lookups:
-                lookups[pool.size] = self._image_and_flavor(pool.size)
-            image_id, flavor_id = lookups[pool.size]
+            image_id, flavor_id = self._image_and_flavor(self.spec.pool(host.pool).size)
             network = {"uuid": shared["network"]}
             if host.address:
                 network["fixed_ip"] = host.address

@@ -75,7 +75,8 @@ def test_unknown_cloud_and_missing_image_are_user_errors(openstack_api, tmp_path
     hosts = plan(spec, {}).create
     with pytest.raises(UserError, match=r"provider.image: no image 'no-such-image'"):
         provider.create_hosts(hosts, configs_for(hosts))
-    assert openstack_api.servers == {}
+    assert (openstack_api.servers, openstack_api.networks, openstack_api.groups) == ({}, {}, {}), \
+        "a spec naming a missing image created something"
 
 
 def test_refused_request_stops_with_the_cloud_message(openstack_api, tmp_path):
