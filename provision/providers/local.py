@@ -475,7 +475,7 @@ class LocalProvider(Provider):
                                  env=self._child_env())
         log.close()
         # Until the launcher records itself, this says it exists (a re-run must not start a second).
-        job.with_suffix(".pid").write_text(str(child.pid))
+        write_file_atomic(job.with_suffix(".pid"), str(child.pid).encode(), 0o600)
 
     def _read_unit_state(self, name: str, unit: str) -> dict | None:
         path = self.host_root(name) / UNIT_STATE_DIR / f"{unit}.json"
