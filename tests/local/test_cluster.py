@@ -302,6 +302,17 @@ def test_scale_adds_hosts_that_publish_load(cluster):
     assert report["headroom"]["hosts"] == 4
 
 
+def test_scale_down_removes_the_highest_hosts(cluster):
+    proc = provision("scale", cluster["spec"], "workers", "2", "--yes", "--state-dir", cluster["state_dir"])
+    assert proc.returncode == 0, proc.stderr
+    state = json.loads((cluster["workdir"] / "state.json").read_text())
+    workers = sorted(n for n, h in state["hosts"].items() if h["pool"] == "workers")
+    assert workers == [f"{cluster['name']}-workers-0", f"{cluster['name']}-workers-1"]
+    assert len(cluster_namespaces(cluster["name"])) == 5
+    assert not (cluster["workdir"] / "local" / "hosts" / f"{cluster['name']}-workers-3").exists()
+    no_duplicates(cluster["name"], cluster["workdir"])
+
+
 def test_down_leaves_nothing(cluster):
     proc = provision("down", cluster["spec"], "--yes", "--state-dir", cluster["state_dir"])
     assert proc.returncode == 0, proc.stderr
