@@ -80,12 +80,15 @@ def fit_config(provider: Any, data: bytes, name: str, log: Callable[[str], None]
 
 
 def host_entry(host: HostPlan, record: Any, previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """What state records about a host (the plan's fixed address stays the address)."""
+    """What state records about a host. `address` is the plan's fixed address when it has one
+    (etcd members: the configs name it, and the plan keeps it stable), else the provider's;
+    `ssh_address` is where provision reaches the host from outside (public when there is one)."""
     entry = dict(previous or {})
     entry.update({"pool": host.pool, "role": host.role, "index": host.index, "etcd": host.etcd,
                   "address": host.address or record.address, "provider_id": record.provider_id,
                   "state": record.state, "private_address": record.private_address,
-                  "public_address": record.public_address})
+                  "public_address": record.public_address,
+                  "ssh_address": record.address or host.address})
     return entry
 
 

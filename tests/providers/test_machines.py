@@ -65,6 +65,10 @@ def test_records_every_host_and_a_second_run_creates_nothing(ec2_proxy, tmp_path
         assert entry["state"] == "running" and entry["provider_id"].startswith("i-") and entry["address"]
     master = f"{spec.name}-masters-0"
     assert state["hosts"][master]["etcd"] is True
+    # The etcd member keeps its planned private address; provision reaches it on the public one.
+    planned = next(h for h in plan(spec, {}).create if h.name == master)
+    assert state["hosts"][master]["address"] == planned.address == state["hosts"][master]["private_address"]
+    assert state["hosts"][master]["ssh_address"] == state["hosts"][master]["public_address"] != planned.address
     assert state["pools"]["workers"] == {"size": 3, "spec_count": 3}
     # User data is the rendered config.
     client = boto3.client("ec2", region_name="us-east-1")
