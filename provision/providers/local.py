@@ -45,6 +45,33 @@ ARTIFACT_NAMES = ("etcd", "etcdctl", "flanneld", "fleetd", "fleetctl", "kubelet"
 UNIT_STATE_DIR = "run/provision/units"
 SSHD_UNIT = "sshd.service"
 AGENT_UNIT = "provision-host-agent.service"
+IMAGE_UNIT_DIR = "usr/lib/systemd/system"  # the image's vendor units (etc/systemd/system overrides)
+IMAGE_SSHD_CONFIG = """\
+# The local image's sshd: keys only, Flatcar's authorized_keys.d that Ignition writes.
+HostKey /etc/ssh/ssh_host_ed25519_key
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys.d/ignition
+Subsystem sftp internal-sftp
+"""
+IMAGE_SSHD_UNIT = """\
+[Unit]
+Description=OpenSSH server daemon (local image)
+After=network.target
+
+[Service]
+ExecStartPre=/bin/sh -c '[ -e /etc/ssh/ssh_host_ed25519_key ] || exec /usr/bin/ssh-keygen -q -t ed25519 -N "" -C %H -f /etc/ssh/ssh_host_ed25519_key'
+ExecStart=/usr/sbin/sshd -D -e
+RuntimeDirectory=sshd
+RuntimeDirectoryMode=0755
+Restart=always
+RestartSec=0.5
+
+[Install]
+WantedBy=multi-user.target
+"""
 RUNNING_STATES = ("running", "activating", "auto-restart", "exited")
 BASE_GROUPS = ("sudo", "docker", "wheel")
 IMAGE_USER, IMAGE_UID = "core", 500
@@ -286,6 +313,7 @@ class LocalProvider(Provider):
     def _minimal_root(self, root: Path, name: str) -> None:
         """What the OS image gives Ignition: base users and groups, SELinux config, FHS dirs."""
         for d, mode in (("etc/selinux", 0o755), ("etc/sudoers.d", 0o750), ("etc/ssh", 0o755),
+                        ("etc/systemd/system", 0o755),
                         ("opt", 0o755), ("home", 0o755), ("var/lib", 0o755), ("var/log", 0o755),
                         ("run", 0o755), ("tmp", 0o1777), ("root", 0o700), ("srv", 0o755)):
             (root / d).mkdir(parents=True, exist_ok=True)
@@ -305,6 +333,7 @@ class LocalProvider(Provider):
                     gids.add(gid)
                     f.write(f"{g}:x:{gid}:\n")
         self._image_user(root)
+        self._image_sshd(root)
         # Flatcar's base image lets the sudo group use sudo without a password.
         sudoers = root / "etc/sudoers.d/00-provision-base"
         sudoers.write_text("%sudo ALL=(ALL) NOPASSWD: ALL\n")
@@ -312,6 +341,20 @@ class LocalProvider(Provider):
         (root / "var/run").symlink_to("../run")
         hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").is_file() else "127.0.0.1 localhost\n"
         (root / "etc/hosts").write_text(hosts.rstrip("\n") + f"\n127.0.1.1 {name}\n")
+
+    @staticmethod
+    def _image_sshd(root: Path) -> None:
+        """The image's OpenSSH: its own /etc/ssh (the machine's is hidden: an opaque overlay
+        directory), a vendor unit that makes the host key on first boot, enabled by preset."""
+        ssh = root / "etc/ssh"
+        os.setxattr(ssh, "trusted.overlay.opaque", b"y")
+        (ssh / "sshd_config").write_text(IMAGE_SSHD_CONFIG)
+        vendor = root / IMAGE_UNIT_DIR
+        vendor.mkdir(parents=True, exist_ok=True)
+        (vendor / SSHD_UNIT).write_text(IMAGE_SSHD_UNIT)
+        preset = root / "etc/systemd/system-preset"
+        preset.mkdir(parents=True, exist_ok=True)
+        (preset / "10-image.preset").write_text(f"enable {SSHD_UNIT}\n")
 
     @staticmethod
     def _image_user(root: Path) -> None:
@@ -377,28 +420,13 @@ class LocalProvider(Provider):
 
     # -- boot ---------------------------------------------------------------------------------
     def boot(self, name: str) -> None:
-        """Start the host's init (its namespaces), sshd and the root's enabled units that are
-        not running yet."""
-        info = self._host_info(name)
+        """Start the host's init (its namespaces), then the root's enabled units (sshd among
+        them, from the image) that are not running yet."""
         root = self.host_root(name)
         init_pid = self._ensure_init(name)
         units_dir = root / UNIT_STATE_DIR
         units_dir.mkdir(parents=True, exist_ok=True)
-        (root / "run/sshd").mkdir(mode=0o755, exist_ok=True)
-        key = root / "etc/ssh/ssh_host_ed25519_key"
-        if not key.exists():
-            key.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)],
-                           check=True, capture_output=True)
-        (root / "run/provision/sshd_config").write_text(self._sshd_config(info["address"]))
-        sshd = UnitLaunch(name=SSHD_UNIT, exec_start=(("/usr/sbin/sshd", "-D", "-e", "-f",
-                                                        "/run/provision/sshd_config"),),
-                          environment=(("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),), restart="always",
-                          restart_sec=0.5)
-        self._start_unit(name, sshd, init_pid)
         for launch in boot_order(root, name):
-            if launch.name == SSHD_UNIT:
-                continue  # the boot sshd above is the host's sshd
             if launch.skip_reason:
                 self._write_unit_state(units_dir, launch.name, {"state": "skipped", "reason": launch.skip_reason})
             else:
@@ -436,15 +464,6 @@ class LocalProvider(Provider):
                 return pid
             time.sleep(0.02)
         raise ActionError(f"local: host {name} did not start (see {self.host_dir(name) / 'launch.log'})")
-
-    @staticmethod
-    def _sshd_config(address: str) -> str:
-        return "\n".join([
-            f"ListenAddress {address}:22", "HostKey /etc/ssh/ssh_host_ed25519_key", "PidFile none",
-            "UsePAM no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-            "PermitRootLogin prohibit-password",
-            "AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys.d/ignition",
-            "Subsystem sftp /usr/lib/openssh/sftp-server", ""])
 
     @staticmethod
     def _write_unit_state(units_dir: Path, unit: str, doc: dict) -> None:

@@ -160,6 +160,17 @@ class Unit:
         return not self.stopping and (policy == "always" or (policy in ("on-failure", "on-abnormal")
                                                              and code != 0))
 
+    def make_runtime_directories(self) -> None:
+        """RuntimeDirectory=: /run/<name>, made before the unit starts (owned by its User=)."""
+        mode = int(self.spec.get("runtime_directory_mode", "0755"), 8)
+        for name in self.spec.get("runtime_directories", []):
+            path = Path("/run") / name
+            path.mkdir(parents=True, exist_ok=True)
+            os.chmod(path, mode)
+            if self.spec.get("user"):
+                entry = pwd.getpwnam(self.spec["user"])
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+
     def run(self) -> int:
         try:
             self.demote()
@@ -167,6 +178,7 @@ class Unit:
         except KeyError as err:  # the unit names a user or group the host lacks
             self.write_state("failed", reason=f"unknown user or group {err}")
             return 0
+        self.make_runtime_directories()
         if self.spec["type"] == "oneshot":
             self.write_state("activating")
             ok = self.run_pre()

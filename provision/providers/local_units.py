@@ -21,6 +21,7 @@ ROOT_DIRS = ("opt", "home", "var", "run", "tmp", "root", "srv")
 OVERLAY_DIRS = ("etc",)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/bin"
 UNIT_DIR = "etc/systemd/system"
+VENDOR_UNIT_DIR = "usr/lib/systemd/system"  # the image's units; etc/systemd/system overrides them
 PRESET_DIR = "etc/systemd/system-preset"
 
 
@@ -33,6 +34,8 @@ class UnitLaunch:
     exec_start_pre: tuple[tuple[str, ...], ...] = ()
     exec_start: tuple[tuple[str, ...], ...] = ()
     exec_start_post: tuple[tuple[str, ...], ...] = ()
+    runtime_directories: tuple[str, ...] = ()
+    runtime_directory_mode: str = "0755"
     environment: tuple[tuple[str, str], ...] = ()
     user: str | None = None
     group: str | None = None
@@ -46,7 +49,9 @@ class UnitLaunch:
     def to_json(self) -> dict:
         return {"name": self.name, "type": self.type, "exec_start_pre": [list(c) for c in self.exec_start_pre],
                 "exec_start": [list(c) for c in self.exec_start],
-                "exec_start_post": [list(c) for c in self.exec_start_post], "environment": dict(self.environment),
+                "exec_start_post": [list(c) for c in self.exec_start_post],
+                "runtime_directories": list(self.runtime_directories),
+                "runtime_directory_mode": self.runtime_directory_mode, "environment": dict(self.environment),
                 "user": self.user, "group": self.group, "working_directory": self.working_directory,
                 "restart": self.restart, "restart_sec": self.restart_sec,
                 "ignore_failure_pre": list(self.ignore_failure_pre)}
@@ -128,10 +133,10 @@ def masked(root: Path, name: str) -> bool:
 def read_unit(root: Path, name: str) -> dict | None:
     """The unit with its drop-ins, or None when the root has no such unit file."""
     unit_dir = root / UNIT_DIR
-    path = unit_dir / name
-    if "@" in name and not path.exists():  # an instance of a template unit
-        path = unit_dir / (name.split("@", 1)[0] + "@." + name.rsplit(".", 1)[1])
-    if not path.is_file():
+    template = name.split("@", 1)[0] + "@." + name.rsplit(".", 1)[1] if "@" in name else None
+    candidates = [d / n for d in (unit_dir, root / VENDOR_UNIT_DIR) for n in (name, template) if n]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
         return None
     unit = parse_unit_text(path.read_text())
     for dropin_dir in (unit_dir / f"{name}.d",):
@@ -248,6 +253,8 @@ def resolve_unit(root: Path, name: str, hostname: str, machine_id: str = "") -> 
         restart_sec_value = 1.0
     launch = UnitLaunch(
         name=name, type=kind, exec_start_pre=tuple(pre), exec_start=tuple(starts), exec_start_post=posts,
+        runtime_directories=tuple(w for v in service.get("RuntimeDirectory", []) for w in v.split()),
+        runtime_directory_mode=(service.get("RuntimeDirectoryMode") or ["0755"])[-1],
         environment=tuple(sorted(env.items())), user=(service.get("User") or [None])[-1],
         group=(service.get("Group") or [None])[-1],
         working_directory=(service.get("WorkingDirectory") or [None])[-1],

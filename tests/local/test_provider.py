@@ -136,6 +136,10 @@ def test_ssh_into_the_host_sees_its_own_root(setup):
     assert lines[0] == host.name
     assert lines[1] == f"ETCD_NAME={host.name}"
     assert "etcd" in lines[2:]
+    # the image's sshd, with its own host key: this machine's /etc/ssh is hidden from the host
+    keys = ssh(setup, "ls /etc/ssh").stdout.split()
+    assert keys == ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "sshd_config"]
+    assert provider.unit_states(host.name)["sshd.service"]["state"] == "running"
     # writes to /etc land in the host's root, not on this machine
     assert (provider.host_root(host.name) / "etc/provision-test").read_text() == "marker\n"
     assert not Path("/etc/provision-test").exists()

@@ -106,3 +106,13 @@ def test_a_unit_for_a_missing_user_is_skipped_with_reason(tmp_path):
     assert resolve_unit(root, "as-etcd.service", "m0").user == "etcd"
     assert resolve_unit(root, "as-etcd.service", "m0").skip_reason is None
     assert resolve_unit(root, "as-ghost.service", "m0").skip_reason == "User=ghost does not exist on the host"
+
+
+def test_image_units_are_read_and_etc_overrides_them(tmp_path):
+    root = make_root(tmp_path)
+    write(root, "usr/lib/systemd/system/sshd.service",
+          "[Service]\nExecStart=/usr/sbin/sshd -D -e\nRuntimeDirectory=sshd\nRuntimeDirectoryMode=0755\n")
+    image = resolve_unit(root, "sshd.service", "m0")
+    assert image.exec_start == (("/usr/sbin/sshd", "-D", "-e"),) and image.runtime_directories == ("sshd",)
+    write(root, "etc/systemd/system/sshd.service", "[Service]\nExecStart=/usr/sbin/sshd -D -p 2222\n")
+    assert resolve_unit(root, "sshd.service", "m0").exec_start == (("/usr/sbin/sshd", "-D", "-p", "2222"),)
