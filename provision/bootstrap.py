@@ -62,8 +62,13 @@ def inventory_dir(workdir: Path) -> Path:
     return path
 
 
+def ssh_address(host: Mapping[str, Any]) -> str:
+    """Where provision reaches a host: its public address when it has one, else its address."""
+    return host.get("ssh_address") or host["address"]
+
+
 def host_data(spec, name: str, host: Mapping[str, Any], key_path: Path, known_hosts: Path) -> dict[str, Any]:
-    return {"ssh_hostname": host["address"], "ssh_user": spec.ssh.user, "ssh_port": 22,
+    return {"ssh_hostname": ssh_address(host), "ssh_user": spec.ssh.user, "ssh_port": 22,
             "ssh_key": str(key_path), "ssh_known_hosts_file": str(known_hosts),
             "ssh_strict_host_key_checking": "yes" if host.get("host_key") else "accept-new",
             "ssh_connect_retries": 2, "role": host.get("role"), "pool": host.get("pool"),
@@ -81,9 +86,9 @@ def write_inventory(spec, workdir: Path, hosts: Mapping[str, Mapping[str, Any]],
             if len(parts) >= 3:
                 remembered[parts[0]] = line
     for name, host in sorted(hosts.items()):
-        if host.get("host_key") and host.get("address"):
-            remembered[host["address"]] = f"{host['address']} {host['host_key']}"
-    addresses = {h.get("address") for h in hosts.values()}
+        if host.get("host_key"):
+            remembered[ssh_address(host)] = f"{ssh_address(host)} {host['host_key']}"
+    addresses = {ssh_address(h) for h in hosts.values()}
     lines = [line for addr, line in sorted(remembered.items()) if addr in addresses]
     known_hosts.write_text("".join(f"{line}\n" for line in lines))
     known_hosts.chmod(0o600)

@@ -33,7 +33,7 @@ def run(ctx: RunContext) -> dict:
             changed = True
     if changed:
         ctx.save()
-    late = bootstrap.wait_for_ssh({n: h["address"] for n, h in hosts.items()}, SSH_TIMEOUT,
+    late = bootstrap.wait_for_ssh({n: bootstrap.ssh_address(h) for n, h in hosts.items()}, SSH_TIMEOUT,
                                   log=lambda m: ctx.ui.debug("wait", m))
     if late:
         raise ActionError(f"wait: no SSH answer after {SSH_TIMEOUT:.0f}s from {', '.join(late)}")

@@ -58,6 +58,16 @@ def test_inventory_pins_known_host_keys(tmp_path):
     assert dict(namespace["workers"])["demo-workers-1"]["ssh_strict_host_key_checking"] == "accept-new"
 
 
+def test_inventory_reaches_hosts_on_their_ssh_address(tmp_path):
+    hosts = {"demo-masters-0": {"pool": "masters", "role": "master", "etcd": True, "address": "10.240.0.10",
+                                "ssh_address": "203.0.113.7", "host_key": "ssh-ed25519 AAAAm0"}}
+    inventory, known = write_inventory(SPEC, tmp_path, hosts, tmp_path / "id")
+    assert known.read_text() == "203.0.113.7 ssh-ed25519 AAAAm0\n"
+    namespace: dict = {}
+    exec(inventory.read_text(), namespace)
+    assert dict(namespace["masters"])["demo-masters-0"]["ssh_hostname"] == "203.0.113.7"
+
+
 def test_headroom_figures_count_unknown_hosts_as_unknown():
     loads = {"demo-workers-0": {"containers": 3, "cpu": 0.5, "memory": 0.2}, "demo-workers-1": None}
     figures = headroom_figures(SPEC, HOSTS, loads)
