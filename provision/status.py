@@ -41,6 +41,9 @@ def etcd_access(store: Any, state: Mapping[str, Any], with_cert: bool = True) ->
     """The cluster's etcd as provision reaches it, with its `provisioner` client certificate."""
     from . import pki
     endpoints = etcd_endpoints(state)
+    if not endpoints:
+        raise ActionError("etcd: state records no etcd member with an address yet; "
+                          "run `provision up SPEC` (the machines phase creates them)")
     if not with_cert:
         return EtcdAccess(endpoints, ca=str(store.blob_path("pki/ca.crt")))
     tls = pki.client_tls(store)

@@ -64,7 +64,7 @@ def run(app) -> int:
     if report["missing"]:
         extra.append(f"missing (in state, gone from the provider): {', '.join(report['missing'])}")
     for name, note in sorted(report["artifacts"].items()):
-        extra.append(f"artifact {name}: served from {note}")
+        extra.append(f"artifact {name}: this machine's {note}")
     if extra:
         parts.append(ui.table(None, ["notes"], [[line] for line in extra]))
     ui.result(report, Group(*parts))
