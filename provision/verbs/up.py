@@ -45,13 +45,23 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool) -> i
     hosts = ctx.state.get("hosts", {})
     rows = [[name, h.get("pool"), h.get("role") + (" +etcd" if h.get("etcd") else ""), h.get("address"),
              h.get("state")] for name, h in sorted(hosts.items())]
-    summary = app.ui.table(f"cluster {spec.name}: {'dry run of ' if dry_run else ''}"
-                           f"{', '.join(p.name for p in phases)} done in {sum(timings.values()):.1f}s",
+    changed = [name for name, result in ctx.results.items() if phase_changed(result)]
+    outcome = ("dry run" if dry_run else f"changed: {', '.join(changed)}" if changed
+               else "already converged, no change")
+    summary = app.ui.table(f"cluster {spec.name}: {', '.join(p.name for p in phases)} done in "
+                           f"{sum(timings.values()):.1f}s; {outcome}",
                            ["host", "pool", "role", "address", "state"], rows)
     app.ui.result({"cluster": spec.name, "dry_run": dry_run, "phases": [p.name for p in phases],
-                   "plan": current.to_json(), "results": ctx.results,
+                   "plan": current.to_json(), "results": ctx.results, "changed": changed,
                    "seconds": {k: round(v, 2) for k, v in timings.items()}}, summary)
     return 0
+
+
+def phase_changed(result) -> bool:
+    """Whether a phase's result says it changed something (created, changed, destroyed...)."""
+    if not isinstance(result, dict) or result.get("dry_run"):
+        return False
+    return any(bool(result.get(key)) for key in ("created", "changed", "destroyed", "recreated"))
 
 
 def run_with_progress(app, ctx: RunContext, phases) -> dict[str, float]:

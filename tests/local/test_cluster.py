@@ -207,7 +207,9 @@ def test_second_up_changes_nothing(cluster):
     before = json.loads((cluster["workdir"] / "state.json").read_text())
     proc = provision("up", cluster["spec"], "--yes", "--state-dir", cluster["state_dir"], "-o", "json")
     assert proc.returncode == 0, proc.stderr
-    results = json.loads(proc.stdout)["results"]
+    document = json.loads(proc.stdout)
+    assert document["changed"] == []
+    results = document["results"]
     assert results["machines"]["created"] == [] and results["machines"]["destroyed"] == []
     assert results["render"]["changed"] == []
     assert results["flannel"]["created"] is False
