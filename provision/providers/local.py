@@ -2,11 +2,13 @@
 
 A host gets its own address on the bridge (planned from `provider.subnet`), its own UTS name,
 and a root directory under the cluster's workdir into which the real Ignition engine applies
-the host's rendered config (fetch and files stages, exactly as first boot would). "Booting" a
-host starts sshd with the host's own host key and the authorized keys Ignition wrote, then every
-enabled unit of its root whose binaries exist here, each inside the host's namespaces with the
-root visible at the paths the unit names (see local_launch and local_units). Units whose
-binaries are absent are recorded as skipped, never faked.
+the host's rendered config (fetch and files stages, exactly as first boot would) on top of a
+minimal image (base users, Flatcar's `core` in sudo/docker, the image's sshd unit). "Booting" a
+host starts its init (holding its namespaces), then every enabled unit of its root whose
+binaries exist here, sshd included (its own host key, the authorized keys Ignition wrote), each
+inside the host's namespaces with the root visible at the paths the unit names (see
+local_launch and local_units). Units whose binaries are absent are recorded as skipped, never
+faked.
 
 Binaries the configs fetch come from a mirror the provider serves on the bridge address.
 Everything is found by name (namespaces, link aliases, launcher command lines), so `down`
