@@ -274,9 +274,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.ClickException as exc:
         exc.show()
+        _json_error(args, 2, [exc.format_message()])
         return 2
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
+        _json_error(args, 1, ["aborted"])
         return 1
     except ProvisionError as err:
         ui = ctx_ui[0] if ctx_ui else UI(output=_guess_output(args))
@@ -293,7 +295,15 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         else:
             click.echo("(run with -v for the traceback)", err=True)
+        _json_error(args, 1, [f"internal error: {type(exc).__name__}: {exc}"])
         return 1
+
+
+def _json_error(args: list[str], exit_code: int, lines: list[str]) -> None:
+    """With --output json, an error found before or outside a verb still gives one JSON document."""
+    if _guess_output(args) == "json":
+        import json
+        sys.stdout.write(json.dumps({"ok": False, "exit_code": exit_code, "errors": lines}, indent=2) + "\n")
 
 
 def _find_ui(ctx: click.Context) -> UI | None:
@@ -311,6 +321,8 @@ def _guess_output(args: list[str]) -> str:
             return args[i + 1]
         if a.startswith("--output="):
             return a.split("=", 1)[1]
+        if a.startswith("-o") and len(a) > 2 and not a.startswith("--"):
+            return a[2:]
     return "text"
 
 
