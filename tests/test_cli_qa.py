@@ -30,3 +30,12 @@ def test_usage_error_in_text_mode_prints_nothing_on_stdout(cli):
     result = cli("bogus")
     assert result.code == 2
     assert result.out == ""
+
+
+@pytest.mark.parametrize("extra, code", [(["--leaf", "nope"], 2), (["--leaf", "ca"], 2), ([], 1)])
+def test_pki_rotate_refusal_creates_no_state_dir(cli, tmp_path, extra, code):
+    state_dir = tmp_path / "state"
+    result = cli("pki", "rotate", EXAMPLES / "local.yaml", "--state-dir", state_dir, *extra)
+    assert result.code == code, result.err
+    assert ("--leaf" in result.err) if extra else ("no PKI yet" in result.err)
+    assert not state_dir.exists()

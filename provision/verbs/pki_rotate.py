@@ -2,13 +2,25 @@
 from __future__ import annotations
 
 from .. import pki
+from ..errors import ActionError, UserError
 from ..plan import plan
 from ..state import command_line
+
+
+def check_request(spec, store, leaf: str | None) -> None:
+    """Refuse a bad --leaf or a cluster without PKI before taking the lock, so nothing is created."""
+    known = [w.name for w in pki.wanted_certs(spec, plan(spec, store.read()).desired)]
+    if leaf is not None and leaf not in known:
+        hint = " (CAs are not rotated by `pki rotate`)" if leaf in (pki.CA, pki.FRONT_PROXY_CA) else ""
+        raise UserError(f"--leaf: no leaf certificate named {leaf!r}{hint}; known: {', '.join(known)}")
+    if store.read_blob(f"{pki.PREFIX}{pki.CA}.crt") is None:
+        raise ActionError("no PKI yet: run `provision up SPEC --until pki` first")
 
 
 def run(app, leaf: str | None) -> int:
     spec = app.spec
     store = app.store
+    check_request(spec, store, leaf)
     with store.lock(command_line()):
         hosts = plan(spec, store.read()).desired
         renewed = pki.rotate(spec, store, hosts, leaf=leaf, log=lambda message: app.ui.log("pki", message))
