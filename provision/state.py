@@ -46,6 +46,40 @@ def check_document(doc: Any, where: str) -> dict[str, Any]:
     return base
 
 
+def parse_document(raw: bytes | str, where: str, cluster: str, advice: str = "") -> dict[str, Any]:
+    """The state document stored as JSON `raw` at `where`, checked to be a provision state of
+    `cluster`; StateError (naming `where`) when it is corrupt, newer or another cluster's."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, TypeError, UnicodeDecodeError) as err:
+        raise StateError(f"{where}: corrupt state ({err}); refusing to overwrite it{advice}") from None
+    doc = check_document(doc, where)
+    if doc.get("cluster") not in ("", cluster):
+        raise StateError(f"{where}: holds cluster {doc.get('cluster')!r}, not {cluster!r}")
+    return doc
+
+
+def next_document(doc: dict[str, Any], current: dict[str, Any], cluster: str,
+                  where: str | None = None) -> dict[str, Any]:
+    """The document to store in place of `current`: a copy of `doc` with version, cluster and
+    the next serial. With `where` (shared backends), a `doc` read before another writer's
+    change is refused, so nothing is overwritten."""
+    serial = int(current.get("serial", 0))
+    if where is not None and "serial" in doc and int(doc["serial"]) != serial:
+        raise StateError(f"{where} changed while it was being written (another writer, serial "
+                         f"{current.get('serial')} now, {doc['serial']} read); nothing was overwritten: re-run")
+    new = copy.deepcopy(doc)
+    new.update(version=STATE_VERSION, cluster=cluster, serial=serial + 1)
+    return new
+
+
+def check_blob_name(name: str) -> str:
+    """`name` if it is a relative blob name that stays inside the store, else StateError."""
+    if not name or name.startswith("/") or ".." in Path(name).parts:
+        raise StateError(f"bad blob name {name!r}")
+    return name
+
+
 def lock_holder(command: str) -> dict[str, Any]:
     return {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -166,22 +200,12 @@ class LocalStateStore(StateStore):
             return empty_state(self.cluster)
         except OSError as err:
             raise StateError(f"{self.state_file}: cannot read ({err.strerror})") from None
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise StateError(f"{self.state_file}: corrupt state ({err}); refusing to overwrite it. "
-                             "Restore it from a backup or move it away to start over") from None
-        doc = check_document(doc, str(self.state_file))
-        if doc.get("cluster") not in ("", self.cluster):
-            raise StateError(f"{self.state_file}: holds cluster {doc.get('cluster')!r}, not {self.cluster!r}")
-        return doc
+        return parse_document(raw, str(self.state_file), self.cluster,
+                              ". Restore it from a backup or move it away to start over")
 
     def write(self, doc: dict[str, Any], _before_rename: Callable[[Path], None] | None = None) -> None:
         current = self.read()  # refuses to overwrite a corrupt or newer file
-        new = copy.deepcopy(doc)
-        new["version"] = STATE_VERSION
-        new["cluster"] = self.cluster
-        new["serial"] = int(current.get("serial", 0)) + 1
+        new = next_document(doc, current, self.cluster)
         secure_makedirs(self.root)
         data = (json.dumps(new, indent=2, sort_keys=True) + "\n").encode()
         write_file_atomic(self.state_file, data, 0o600, before_rename=_before_rename)
@@ -215,9 +239,7 @@ class LocalStateStore(StateStore):
         return {}
 
     def _blob_file(self, name: str) -> Path:
-        if not name or name.startswith("/") or ".." in Path(name).parts:
-            raise StateError(f"bad blob name {name!r}")
-        return self.root / name
+        return self.root / check_blob_name(name)
 
     def read_blob(self, name: str) -> bytes | None:
         try:

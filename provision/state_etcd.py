@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import copy
 import json
 import os
 import threading
@@ -20,8 +19,8 @@ from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from .errors import ActionError, LockHeld, UserError
-from .state import (STATE_VERSION, StateError, StateStore, check_document, describe_holder, empty_state,
-                    lock_holder, register_backend)
+from .state import (StateError, StateStore, check_blob_name, describe_holder, empty_state, lock_holder,
+                    next_document, parse_document, register_backend)
 
 LOCK_TTL = 60  # seconds; refreshed every LOCK_TTL/3 while held, so a crashed holder frees it soon
 
@@ -91,26 +90,14 @@ class EtcdStateStore(StateStore):
         except etcd.EtcdKeyNotFound:
             self._index = None
             return empty_state(self.cluster)
-        where = f"etcd key {self.base}/state"
-        try:
-            doc = json.loads(node.value)
-        except (ValueError, TypeError) as err:
-            raise StateError(f"{where}: corrupt state ({err}); refusing to overwrite it") from None
-        doc = check_document(doc, where)
-        if doc.get("cluster") not in ("", self.cluster):
-            raise StateError(f"{where}: holds cluster {doc.get('cluster')!r}, not {self.cluster!r}")
+        doc = parse_document(node.value, f"etcd key {self.base}/state", self.cluster)
         self._index = node.modifiedIndex
         return doc
 
     def write(self, doc: dict[str, Any]) -> None:
         import etcd
         current = self.read()  # refuses a corrupt or newer document
-        if "serial" in doc and int(doc["serial"]) != int(current.get("serial", 0)):
-            # The caller's document was read before another writer's change: never overwrite it.
-            raise StateError(f"etcd key {self.base}/state changed while it was being written (another writer, serial "
-                             f"{current.get('serial')} now, {doc['serial']} read); nothing was overwritten: re-run")
-        new = copy.deepcopy(doc)
-        new.update(version=STATE_VERSION, cluster=self.cluster, serial=int(current.get("serial", 0)) + 1)
+        new = next_document(doc, current, self.cluster, where=f"etcd key {self.base}/state")
         data = json.dumps(new, indent=2, sort_keys=True)
         try:
             if self._index is None:
@@ -156,9 +143,7 @@ class EtcdStateStore(StateStore):
 
     # -- blobs ---------------------------------------------------------------------------
     def _blob_key(self, name: str) -> str:
-        if not name or name.startswith("/") or ".." in Path(name).parts:
-            raise StateError(f"bad blob name {name!r}")
-        return f"{self.base}/blobs/{name}"
+        return f"{self.base}/blobs/{check_blob_name(name)}"
 
     def read_blob(self, name: str) -> bytes | None:
         import etcd

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import calendar
 import contextlib
-import copy
 import json
 import threading
 import time
@@ -21,8 +20,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import LockHeld
-from .state import (STATE_VERSION, StateError, StateStore, check_document, describe_holder, empty_state,
-                    lock_holder, register_backend)
+from .state import (StateError, StateStore, check_blob_name, describe_holder, empty_state, lock_holder,
+                    next_document, parse_document, register_backend)
 
 LOCK_TTL = 300  # seconds without a refresh after which a lock is stale
 REFRESH = LOCK_TTL / 5
@@ -88,25 +87,13 @@ class S3StateStore(StateStore):
             self._etag = None
             return empty_state(self.cluster)
         raw, etag = got
-        where = f"s3://{self.bucket}/{key}"
-        try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise StateError(f"{where}: corrupt state ({err}); refusing to overwrite it") from None
-        doc = check_document(doc, where)
-        if doc.get("cluster") not in ("", self.cluster):
-            raise StateError(f"{where}: holds cluster {doc.get('cluster')!r}, not {self.cluster!r}")
+        doc = parse_document(raw, f"s3://{self.bucket}/{key}", self.cluster)
         self._etag = etag
         return doc
 
     def write(self, doc: dict[str, Any]) -> None:
         current = self.read()
-        if "serial" in doc and int(doc["serial"]) != int(current.get("serial", 0)):
-            # The caller's document was read before another writer's change: never overwrite it.
-            raise StateError(f"s3://{self.bucket}/{self.base}/state.json changed while it was being written (another writer, serial "
-                             f"{current.get('serial')} now, {doc['serial']} read); nothing was overwritten: re-run")
-        new = copy.deepcopy(doc)
-        new.update(version=STATE_VERSION, cluster=self.cluster, serial=int(current.get("serial", 0)) + 1)
+        new = next_document(doc, current, self.cluster, where=f"s3://{self.bucket}/{self.base}/state.json")
         data = (json.dumps(new, indent=2, sort_keys=True) + "\n").encode()
         condition = {"IfMatch": self._etag} if self._etag else {"IfNoneMatch": "*"}
         etag = self._put(f"{self.base}/state.json", data, "write the state", ServerSideEncryption="AES256",
@@ -168,9 +155,7 @@ class S3StateStore(StateStore):
 
     # -- blobs ---------------------------------------------------------------------------
     def _blob_key(self, name: str) -> str:
-        if not name or name.startswith("/") or ".." in Path(name).parts:
-            raise StateError(f"bad blob name {name!r}")
-        return f"{self.base}/blobs/{name}"
+        return f"{self.base}/blobs/{check_blob_name(name)}"
 
     def read_blob(self, name: str) -> bytes | None:
         got = self._get(self._blob_key(name))
