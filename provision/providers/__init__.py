@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from ..errors import UserError
 from ..spec import Spec

@@ -608,11 +608,6 @@ class LocalProvider(Provider):
         """Stop a host's load agent (headroom drains a host before removing it)."""
         self.stop_unit(name, AGENT_UNIT)
 
-    def reboot(self, name: str) -> None:
-        """Stop every process of a host and boot it again (its root and Ignition result stay)."""
-        self._stop_hosts([name])
-        self.boot(name)
-
     def set_link(self, name: str, up: bool) -> None:
         """Cut or restore a host's link to the bridge (partition tests, maintenance)."""
         net.set_link(self.cluster, name, up)

@@ -9,7 +9,6 @@ import hashlib
 import ipaddress
 import json
 import subprocess
-from typing import Sequence
 
 from ..errors import ActionError
 
@@ -152,7 +151,3 @@ def set_link(cluster: str, host: str, up: bool) -> None:
     """Cut (or restore) a host's link to the bridge: the partition a pulled cable makes."""
     outer, _ = veth_names(cluster, host)
     ip("link", "set", outer, "up" if up else "down")
-
-
-def links_of(names: Sequence[str]) -> list[str]:
-    return [n for n in names if link_exists(n)]
