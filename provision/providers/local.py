@@ -566,20 +566,24 @@ class LocalProvider(Provider):
                 # Launchers whose namespace is already gone are found by their job path.
                 pids.update(_pids_with_arg(str(self.host_dir(name) / "jobs") + "/"))
         # Whole sessions: a launcher's unit processes live in its session.
-        for pid in list(pids):
+        sids: set[int] = set()
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
-                sid = os.getsid(pid)
-                if sid != os.getsid(0):
-                    pids.update(p for p in self._session_members(sid))
+                sids.add(os.getsid(pid))
+        sids.discard(os.getsid(0))
+        pids.update(self._session_members(sids))
         _kill_all(sorted(pids), grace=1.0)
 
     @staticmethod
-    def _session_members(sid: int) -> list[int]:
+    def _session_members(sids: set[int]) -> list[int]:
+        """Processes in any of the sessions `sids` (one pass over /proc)."""
         out = []
+        if not sids:
+            return out
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    if os.getsid(int(entry)) == sid:
+                    if os.getsid(int(entry)) in sids:
                         out.append(int(entry))
         return out
 
