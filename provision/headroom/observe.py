@@ -50,6 +50,11 @@ def load_key(cluster: str, host: str) -> str:
     return f"{hosts_key(cluster)}/{host}/load"
 
 
+def drain_key(cluster: str, host: str) -> str:
+    """The key that tells a host's agent and fleet units to stop taking work."""
+    return f"{hosts_key(cluster)}/{host}/drain"
+
+
 def read_etcd_loads(client: Any, cluster: str) -> dict[str, str]:
     """Raw load documents by host name; hosts whose key expired are simply absent."""
     import etcd

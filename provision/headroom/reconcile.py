@@ -14,13 +14,13 @@ Acting goes through an `Actuator`, so the order of effects is the same for every
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from ..errors import ActionError, LockHeld, UserError
+from ..state import lock_holder
+from .observe import drain_key, hosts_key, load_key
 from .policy import Decision, Observation, Settings, decide, memory_of, remember
 
 BUSY = "another run holds the lock"
@@ -73,8 +73,7 @@ class EtcdReconcileLock:
 
     def __init__(self, client: Any, cluster: str, command: str, ttl: int):
         self.client, self.key, self.ttl = client, f"/provision/{cluster}/headroom/lock", max(1, int(ttl))
-        self.owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "command": command,
-                                 "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, sort_keys=True)
+        self.owner = json.dumps(lock_holder(command), sort_keys=True)
 
     def acquire(self) -> bool:
         import etcd
@@ -236,7 +235,7 @@ class ClusterEdges:
             cordon(self.kube(), host)
         else:
             # Host agents and fleet units read this key and stop taking work (fleet drain).
-            self._etcd.write(f"/provision/{self.spec.name}/hosts/{host}/drain", "1")
+            self._etcd.write(drain_key(self.spec.name, host), "1")
         stop_agent = getattr(self.provider, "stop_agent", None)
         if stop_agent is not None:
             stop_agent(host)
@@ -248,7 +247,7 @@ class ClusterEdges:
         else:
             import etcd
             try:
-                self._etcd.delete(f"/provision/{self.spec.name}/hosts/{host}/drain")
+                self._etcd.delete(drain_key(self.spec.name, host))
             except etcd.EtcdKeyNotFound:
                 pass
 
@@ -258,7 +257,7 @@ class ClusterEdges:
             return not node_pods(self.kube(), host)
         import etcd
         try:
-            doc = json.loads(self._etcd.read(f"/provision/{self.spec.name}/hosts/{host}/load").value)
+            doc = json.loads(self._etcd.read(load_key(self.spec.name, host)).value)
         except etcd.EtcdKeyNotFound:
             return True  # the agent stopped publishing: nothing runs there any more
         except (ValueError, TypeError):
@@ -271,7 +270,7 @@ class ClusterEdges:
             state.get("hosts", {}).pop(name, None)
             if self._etcd is not None:
                 try:
-                    self._etcd.delete(f"/provision/{self.spec.name}/hosts/{name}", recursive=True)
+                    self._etcd.delete(f"{hosts_key(self.spec.name)}/{name}", recursive=True)
                 except Exception:
                     pass
 
