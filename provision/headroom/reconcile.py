@@ -222,11 +222,11 @@ class ClusterEdges:
         """Converge the cluster to the recorded size with `up`'s phases (certificates and
         configs for the new hosts, machines in one batch per pool, then their checks); each
         phase is idempotent, so only the new hosts see changes."""
-        from ..phases import PHASES, RunContext, run_phases
+        from ..phases import RunContext, converge
         before = set(state.get("hosts", {}))
         ctx = RunContext(spec=self.spec, store=self.store, state=state, ui=self.ui or _LogUI(self.log),
                          options={"yes": True, "from": "headroom"})
-        run_phases(ctx, PHASES)
+        converge(ctx)
         return sorted(set(state.get("hosts", {})) - before)
 
     def stop_new_work(self, host: str) -> None:
