@@ -5,8 +5,8 @@ with their rendered config as user data (fitted to the provider's user-data limi
 each host in state right after the cloud answers for its pool, so a crash leaves state that a
 re-run repairs (the provider finds what exists by tag and never creates it twice).
 
-`apply_plan(ctx, plan)` is the same work for any plan: `scale` and `headroom` call it with a
-plan for a changed pool size.
+`apply_plan(ctx, plan)` is the same work for any plan (a changed pool size included: `scale`
+and `headroom` record the size in state and re-run the phases).
 """
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ActionError
 from ..plan import HostPlan, Plan, plan
+from ..render import INDEX
 from . import RunContext
+from .render import PREFIX as RENDERED
 
 PHASE = "machines"
-RENDERED = "rendered/"
-INDEX_BLOB = RENDERED + "index.json"
+INDEX_BLOB = RENDERED + INDEX
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
@@ -151,9 +152,9 @@ def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool =
 
     if wait and to_create:
         log(f"waiting for {len(to_create)} host(s) to run")
-        for record in provider.wait_running([h.name for h in to_create]):
-            host = next(h for h in to_create if h.name == record.name)
-            hosts[host.name] = host_entry(host, record, hosts.get(host.name))
+        by_name = {h.name: h for h in to_create}
+        for record in provider.wait_running(list(by_name)):
+            hosts[record.name] = host_entry(by_name[record.name], record, hosts.get(record.name))
 
     pools = state.setdefault("pools", {})
     for pool in spec.pools:
