@@ -302,11 +302,14 @@ class _PKI:
             self.log(f"{name}: stored CA is missing its key, expiring or unreadable; making a new CA "
                      "(every certificate it signed is renewed)")
         key, cert = make_ca(common_name, self.spec.pki.ca_days, self.spec.pki.algorithm)
-        # key first: a crash between the two writes leaves a CA that is simply made again
+        self._store_pair(name, key, cert)
+        return key, cert
+
+    def _store_pair(self, name: str, key: Any, cert: x509.Certificate) -> None:
+        # key first: a crash between the two writes leaves a pair that fails its check and is made again
         self.store.write_blob(_key(name), key_pem(key), secret=True)
         self.store.write_blob(_crt(name), cert_pem(cert), secret=False)
         self.created.append(name)
-        return key, cert
 
     def leaf(self, want: CertSpec, cas: dict[str, tuple[Any, x509.Certificate]], force: bool = False) -> None:
         ca_key, ca_cert = cas[want.issuer]
@@ -316,9 +319,7 @@ class _PKI:
             self.reused.append(want.name)
             return
         key, cert = make_leaf(want, ca_key, ca_cert, self.spec.pki.leaf_days, self.spec.pki.algorithm)
-        self.store.write_blob(_key(want.name), key_pem(key), secret=True)
-        self.store.write_blob(_crt(want.name), cert_pem(cert), secret=False)
-        self.created.append(want.name)
+        self._store_pair(want.name, key, cert)
 
     def service_account(self) -> None:
         key = _load_key(self.store.read_blob(SA_KEY))
