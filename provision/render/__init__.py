@@ -177,9 +177,24 @@ def render_machine(env: jinja2.Environment, spec: Any, state: Mapping[str, Any],
     return cloudconfig.dumps(cloudconfig.to_cloud_config(machine, ssh_keys, hostname, fleet, flannel))
 
 
+class _BlobReads:
+    """A store's `read_blob`, each blob read once: every machine embeds the same CA, keys and
+    tokens, and a shared state backend (etcd, s3) answers each read over the network."""
+
+    def __init__(self, store: Any):
+        self._store = store
+        self._read: dict[str, bytes | None] = {}
+
+    def read_blob(self, name: str) -> bytes | None:
+        if name not in self._read:
+            self._read[name] = self._store.read_blob(name)
+        return self._read[name]
+
+
 def render_cluster(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: Sequence[Any]) -> Rendered:
     """Render every distinct machine config for `hosts` (the plan's desired HostPlans)."""
     env = _environment()
+    pki_store = _BlobReads(pki_store)
     base = _cluster_context(spec, state, pki_store, hosts)
     rendered = Rendered(index={"hosts": {}})
     for host in hosts:
