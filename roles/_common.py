@@ -1,8 +1,10 @@
-"""What every role does: check files a host needs and read its unit states into the report."""
+"""What every role does: check files a host needs and read its unit states into the report;
+what every node role does: kubelet's directories."""
 from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.facts.files import File
+from pyinfra.operations import files as file_ops
 
 from .facts import UnitStates
 
@@ -17,3 +19,10 @@ def check(report: dict, files: list[str], units: list[str]) -> dict:
     for unit in units:
         entry["units"][unit] = states.get(unit, {"state": "absent", "reason": "not enabled on the host"})
     return entry
+
+
+def kubelet_directories() -> None:
+    """Directories every node's kubelet needs. kubelet's ExecStartPre makes them too; having
+    them before kubelet runs lets static pods land."""
+    file_ops.directory(name="static pod manifests", path="/etc/kubernetes/manifests", mode="755", _sudo=True)
+    file_ops.directory(name="kubelet state", path="/var/lib/kubelet", mode="700", _sudo=True)

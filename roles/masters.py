@@ -3,9 +3,8 @@ kubelet, and the host-load agent."""
 from __future__ import annotations
 
 from pyinfra.api import deploy
-from pyinfra.operations import files
 
-from ._common import check
+from ._common import check, kubelet_directories
 
 FILES = ["/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/pki/apiserver.crt", "/etc/kubernetes/pki/apiserver.key",
          "/etc/kubernetes/pki/sa.key", "/etc/kubernetes/pki/sa.pub", "/etc/kubernetes/admin.conf",
@@ -18,6 +17,4 @@ UNITS = ["kubelet.service", "provision-host-agent.service"]
 @deploy("master")
 def apply(report: dict) -> None:
     check(report, FILES, UNITS)
-    # kubelet's ExecStartPre makes these too; having them before kubelet runs lets static pods land.
-    files.directory(name="static pod manifests", path="/etc/kubernetes/manifests", mode="755", _sudo=True)
-    files.directory(name="kubelet state", path="/var/lib/kubelet", mode="700", _sudo=True)
+    kubelet_directories()
