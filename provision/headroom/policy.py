@@ -240,11 +240,7 @@ def predict(history: Sequence[Sample], attribute: str, ahead: float = PREDICT_AH
     n = len(ts)
     t_mean = sum(ts) / n
     average = sum(vs) / n
-    xs = [t - t_mean for t in ts]
-    sxx = sum(x * x for x in xs)
-    if sxx == 0:
-        return average
-    gradient = sum(x * (v - average) for x, v in zip(xs, vs)) / sxx
+    gradient = slope(ts, vs)  # 0 when every sample has the same time: then only the average counts
     # Curvature: the change of the gradient between the older and the newer half.
     half = n // 2
     curvature = 0.0
