@@ -178,26 +178,9 @@ class Unit:
         except KeyError as err:  # the unit names a user or group the host lacks
             self.write_state("failed", reason=f"unknown user or group {err}")
             return 0
-        self.make_runtime_directories()
         if self.spec["type"] == "oneshot":
-            self.write_state("activating")
-            ok = self.run_pre()
-            code = 0
-            for argv in self.spec["exec_start"] if ok else []:
-                self.child = self.start(argv)
-                code = self.child.wait()
-                if code != 0:
-                    break
-            if ok and code == 0:
-                code = self.run_each(self.spec.get("exec_start_post", []))
-            code = code if ok else 1
-            if code != 0 and self.should_restart(code):
-                self.restarts += 1
-                self.write_state("auto-restart", exit_code=code)
-                time.sleep(max(self.spec["restart_sec"], 0.2))
-                return self.run()
-            self.write_state("exited" if code == 0 else "failed", exit_code=code)
-            return 0
+            return self.run_oneshot()
+        self.make_runtime_directories()
         while True:
             code = 1
             if self.run_pre():
@@ -218,6 +201,30 @@ class Unit:
             self.restarts += 1
             self.write_state("auto-restart", exit_code=code)
             time.sleep(max(self.spec["restart_sec"], 0.2))
+
+    def run_oneshot(self) -> int:
+        """Type=oneshot: every command in turn; a failure restarts the whole unit when its
+        Restart= says so (a loop: a unit that keeps failing must not grow the stack)."""
+        while True:
+            self.make_runtime_directories()
+            self.write_state("activating")
+            ok = self.run_pre()
+            code = 0
+            for argv in self.spec["exec_start"] if ok else []:
+                self.child = self.start(argv)
+                code = self.child.wait()
+                if code != 0:
+                    break
+            if ok and code == 0:
+                code = self.run_each(self.spec.get("exec_start_post", []))
+            code = code if ok else 1
+            if code != 0 and self.should_restart(code):
+                self.restarts += 1
+                self.write_state("auto-restart", exit_code=code)
+                time.sleep(max(self.spec["restart_sec"], 0.2))
+                continue
+            self.write_state("exited" if code == 0 else "failed", exit_code=code)
+            return 0
 
     def terminate(self, *_):
         self.stopping = True
