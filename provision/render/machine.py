@@ -2,8 +2,9 @@
 
 A role template in `ignition/` (jinja2) renders to a flat YAML list of items:
 `file` (with `template`, `blob` or `text`), `unit`, `directory` and `binary`. `build_machine`
-turns that list into a `Machine`: file contents read from templates and PKI blobs, units,
-and the downloads (`artifacts.Artifact`) the binaries need.
+turns that list into a `Machine`: file contents read from templates and PKI blobs, units and
+directories. `binary` items name downloads; the renderer resolves them before building, since
+templates name the install units those downloads get.
 """
 from __future__ import annotations
 
@@ -33,12 +34,11 @@ class Unit:
 
 @dataclass
 class Machine:
-    """Files, directories and units of one config; `binaries` are what its units run."""
+    """Files, directories and units of one config."""
 
     files: dict[str, File] = field(default_factory=dict)
     directories: dict[str, int] = field(default_factory=dict)
     units: dict[str, Unit] = field(default_factory=dict)
-    binaries: list[str] = field(default_factory=list)
 
     def add_file(self, f: File) -> None:
         if f.path in self.files and self.files[f.path] != f:
@@ -85,8 +85,7 @@ def build_machine(items: list[dict[str, Any]], render_template: Callable[[str], 
         elif "directory" in item:
             machine.directories[item["directory"]] = int(item.get("mode", 0o755))
         elif "binary" in item:
-            if item["binary"] not in machine.binaries:
-                machine.binaries.append(item["binary"])
+            pass  # resolved by the renderer before building (see the module docstring)
         else:
             raise UserError(f"render: unknown item in role template: {sorted(item)}")
     return machine
