@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ActionError
 from ..plan import HostPlan, Plan, plan
-from ..render import INDEX
+from ..render import INDEX, fit_user_data
 from . import RunContext
 from .render import PREFIX as RENDERED
 
@@ -62,11 +62,6 @@ def fit_config(provider: Any, data: bytes, name: str, log: Callable[[str], None]
     limit = provider.user_data_limit
     if limit is None or limit.fits(data):
         return data
-    try:
-        from ..render.userdata import fit_user_data
-    except ImportError:  # the render's fitter is not installed: only say it does not fit
-        raise ActionError(f"{name}: config is {limit.size_of(data)} bytes, over the {provider.name} user-data "
-                          f"limit of {limit.max_bytes} bytes ({limit.counted})") from None
     try:
         return fit_user_data(data, limit, None, name).data
     except ActionError:
