@@ -79,8 +79,12 @@ class VagrantProvider(Provider):
         if shutil.which("vagrant") is None:
             raise ActionError("vagrant: the `vagrant` command is not installed")
         env = dict(os.environ, VAGRANT_CWD=str(self.project), VAGRANT_DEFAULT_PROVIDER=self.options.vm_provider)
-        proc = subprocess.run(["vagrant", *args], cwd=self.project, env=env, capture_output=True, text=True,
-                              timeout=TIMEOUT)
+        try:
+            proc = subprocess.run(["vagrant", *args], cwd=self.project, env=env, capture_output=True, text=True,
+                                  timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise ActionError(f"vagrant {args[0]} did not finish within {TIMEOUT}s; run the command again "
+                              "(hosts that exist are kept)") from None
         if check and proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
             raise ActionError(f"vagrant {args[0]} failed (exit {proc.returncode}): " + " | ".join(tail))
