@@ -41,6 +41,7 @@ from .base import HostRecord, Provider, host_tags
 from .local_units import UnitLaunch, boot_order
 
 IGNITION = "/usr/lib/dracut/modules.d/30ignition/ignition"
+IGNITION_TIMEOUT = 300  # seconds per Ignition stage
 MIRROR_PORT = 8418
 # Names the rendered configs fetch; the mirror serves whichever exists on this machine.
 ARTIFACT_NAMES = ("etcd", "etcdctl", "flanneld", "fleetd", "fleetctl", "kubelet")
@@ -407,12 +408,17 @@ class LocalProvider(Provider):
         for stage in ("fetch", "files"):
             # Ignition writes authorized keys as the user, who cannot pass the 0700 state dir:
             # apply the config to the root bind-mounted on /mnt of a private mount namespace.
-            proc = subprocess.run(["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
-                                   "sh", "-c", 'mount --bind "$0" /mnt && exec "$@"', str(root),
-                                   IGNITION, "-platform", "file", "-stage", stage,
-                                   "-root", "/mnt", "-log-to-stdout",
-                                   "-config-cache", str(state / "cache.json"), "-state-file", str(state / "state")],
-                                  env=env, capture_output=True, text=True, timeout=300)
+            try:
+                proc = subprocess.run(["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
+                                       "sh", "-c", 'mount --bind "$0" /mnt && exec "$@"', str(root),
+                                       IGNITION, "-platform", "file", "-stage", stage,
+                                       "-root", "/mnt", "-log-to-stdout", "-config-cache", str(state / "cache.json"),
+                                       "-state-file", str(state / "state")],
+                                      env=env, capture_output=True, text=True, timeout=IGNITION_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                # Ignition retries fetches without end; the host is not marked ignited, so a re-run retries.
+                raise ActionError(f"local: Ignition {stage} stage for {name} did not finish within "
+                                  f"{IGNITION_TIMEOUT}s (a file it fetches may be unreachable)") from None
             (state / f"{stage}.log").write_text(proc.stdout + proc.stderr)
             if proc.returncode != 0:
                 errors = [line for line in (proc.stdout + proc.stderr).splitlines()
