@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -90,6 +91,26 @@ def describe_holder(holder: dict[str, Any]) -> str:
         return "another provision process"
     return (f"pid {holder.get('pid')} on {holder.get('host')} running "
             f"'{holder.get('command')}' since {holder.get('since')}")
+
+
+@contextlib.contextmanager
+def kept_alive(interval: float, refresh: Callable[[], None]) -> Iterator[None]:
+    """Run the block while a daemon thread calls `refresh` every `interval` seconds (a shared
+    backend's lock TTL); a failed refresh is ignored: the TTL then frees the lock."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            with contextlib.suppress(Exception):
+                refresh()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 class StateStore(ABC):

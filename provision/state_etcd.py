@@ -13,14 +13,13 @@ import base64
 import contextlib
 import json
 import os
-import threading
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from .errors import ActionError, LockHeld, UserError
-from .state import (StateError, StateStore, check_blob_name, describe_holder, empty_state, lock_holder,
-                    next_document, parse_document, register_backend)
+from .state import (StateError, StateStore, check_blob_name, describe_holder, empty_state, kept_alive,
+                    lock_holder, next_document, parse_document, register_backend)
 
 LOCK_TTL = 60  # seconds; refreshed every LOCK_TTL/3 while held, so a crashed holder frees it soon
 
@@ -124,20 +123,10 @@ class EtcdStateStore(StateStore):
                 other = {}
             raise LockHeld(f"cluster {self.cluster!r} is locked by {describe_holder(other)}; "
                            "try again when it has finished", other) from None
-        stop = threading.Event()
-
-        def keep_alive() -> None:
-            while not stop.wait(LOCK_TTL / 3):
-                with contextlib.suppress(Exception):
-                    self.client.write(key, holder, prevValue=holder, ttl=LOCK_TTL)
-
-        thread = threading.Thread(target=keep_alive, daemon=True)
-        thread.start()
         try:
-            yield
+            with kept_alive(LOCK_TTL / 3, lambda: self.client.write(key, holder, prevValue=holder, ttl=LOCK_TTL)):
+                yield
         finally:
-            stop.set()
-            thread.join()
             with contextlib.suppress(Exception):
                 self.client.delete(key, prevValue=holder)
 

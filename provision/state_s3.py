@@ -14,14 +14,13 @@ from __future__ import annotations
 import calendar
 import contextlib
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import LockHeld
-from .state import (StateError, StateStore, check_blob_name, describe_holder, empty_state, lock_holder,
-                    next_document, parse_document, register_backend)
+from .state import (StateError, StateStore, check_blob_name, describe_holder, empty_state, kept_alive,
+                    lock_holder, next_document, parse_document, register_backend)
 
 LOCK_TTL = 300  # seconds without a refresh after which a lock is stale
 REFRESH = LOCK_TTL / 5
@@ -123,24 +122,18 @@ class S3StateStore(StateStore):
                 raise LockHeld(f"cluster {self.cluster!r} is locked by {describe_holder(other)}; "
                                "try again when it has finished", other)
         state = {"etag": etag}
-        stop = threading.Event()
 
-        def keep_alive() -> None:
-            while not stop.wait(REFRESH):
-                holder["refreshed"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                with contextlib.suppress(Exception):
-                    new = self._put(key, json.dumps(holder, sort_keys=True).encode(), "refresh the lock",
-                                    IfMatch=state["etag"])
-                    if new:
-                        state["etag"] = new
+        def refresh() -> None:
+            holder["refreshed"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            new = self._put(key, json.dumps(holder, sort_keys=True).encode(), "refresh the lock",
+                            IfMatch=state["etag"])
+            if new:
+                state["etag"] = new
 
-        thread = threading.Thread(target=keep_alive, daemon=True)
-        thread.start()
         try:
-            yield
+            with kept_alive(REFRESH, refresh):
+                yield
         finally:
-            stop.set()
-            thread.join()
             with contextlib.suppress(Exception):
                 self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=state["etag"])
 
