@@ -133,24 +133,27 @@ class Unit:
                                 stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
                                 preexec_fn=self.demote(), close_fds=True)
 
+    def run_command(self, argv: list[str], label: str = "", main: bool = False) -> int:
+        """Run one command to its end: its exit code, 127 when it cannot start (as a shell
+        says). A `main` command is the one `terminate` stops."""
+        try:
+            child = self.start(argv)
+        except OSError as err:
+            self.log.write(f"provision: {label}{argv[0]}: {err}\n".encode())
+            return 127
+        if main:
+            self.child = child
+        return child.wait()
+
     def run_pre(self) -> bool:
         for argv, ignore in zip(self.spec["exec_start_pre"], self.spec["ignore_failure_pre"]):
-            try:
-                code = self.start(argv).wait()
-            except OSError as err:
-                self.log.write(f"provision: ExecStartPre {argv[0]}: {err}\n".encode())
-                code = 127
-            if code != 0 and not ignore:
+            if self.run_command(argv, "ExecStartPre ") != 0 and not ignore:
                 return False
         return True
 
-    def run_each(self, commands: list[list[str]]) -> int:
+    def run_each(self, commands: list[list[str]], main: bool = False) -> int:
         for argv in commands:
-            try:
-                code = self.start(argv).wait()
-            except OSError as err:
-                self.log.write(f"provision: {argv[0]}: {err}\n".encode())
-                code = 127
+            code = self.run_command(argv, main=main)
             if code != 0:
                 return code
         return 0
@@ -208,16 +211,10 @@ class Unit:
         while True:
             self.make_runtime_directories()
             self.write_state("activating")
-            ok = self.run_pre()
-            code = 0
-            for argv in self.spec["exec_start"] if ok else []:
-                self.child = self.start(argv)
-                code = self.child.wait()
-                if code != 0:
-                    break
-            if ok and code == 0:
+            # A command that cannot start fails the unit (127) instead of killing the launcher.
+            code = self.run_each(self.spec["exec_start"], main=True) if self.run_pre() else 1
+            if code == 0:
                 code = self.run_each(self.spec.get("exec_start_post", []))
-            code = code if ok else 1
             if code != 0 and self.should_restart(code):
                 self.restarts += 1
                 self.write_state("auto-restart", exit_code=code)
