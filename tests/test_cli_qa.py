@@ -39,3 +39,45 @@ def test_pki_rotate_refusal_creates_no_state_dir(cli, tmp_path, extra, code):
     assert result.code == code, result.err
     assert ("--leaf" in result.err) if extra else ("no PKI yet" in result.err)
     assert not state_dir.exists()
+
+
+def _bad_ami_spec(tmp_path):
+    text = (EXAMPLES / "aws.yaml").read_text()
+    assert "\n  region:" in text
+    path = tmp_path / "aws-bad-ami.yaml"
+    path.write_text(text.replace("\n  region:", "\n  ami: xyz\n  region:", 1))
+    return path
+
+
+def test_validate_runs_the_providers_own_checks(cli, tmp_path):
+    path = _bad_ami_spec(tmp_path)
+    result = cli("validate", path)
+    assert result.code == 2
+    assert result.err.strip() == f"{path}: provider.ami: must be an AMI id like ami-0123456789abcdef0 (got 'xyz')"
+    doc = json.loads(cli("validate", path, "-o", "json").out)
+    assert doc["valid"] is False and "provider.ami" in doc["errors"][0]
+
+
+@pytest.mark.parametrize("verb", [["up", "--yes"], ["up", "--dry-run"], ["scale", "workers", "2", "--yes"]])
+def test_a_spec_the_provider_refuses_creates_nothing(cli, tmp_path, verb):
+    path = _bad_ami_spec(tmp_path)
+    state_dir = tmp_path / "state"
+    args = [verb[0], path, *verb[1:]]
+    result = cli(*args, "--state-dir", state_dir, "-o", "json")
+    assert result.code == 2, result.err
+    assert "provider.ami" in json.loads(result.out)["errors"][0]
+    assert not state_dir.exists()
+
+
+@pytest.mark.parametrize("verb", [["validate"], ["up", "--yes"], ["status"], ["down", "--yes"]])
+def test_a_missing_cloud_library_is_named_exit_2(cli, tmp_path, monkeypatch, verb):
+    import sys
+    for name in [m for m in sys.modules if m == "libcloud" or m.startswith("libcloud.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "libcloud", None)  # makes `import libcloud...` fail
+    state_dir = tmp_path / "state"
+    result = cli(verb[0], EXAMPLES / "digitalocean.yaml", *verb[1:], "--state-dir", state_dir)
+    assert result.code == 2, result.err
+    assert "provider libcloud needs the Python module libcloud" in result.err
+    assert "Traceback" not in result.err and "internal error" not in result.err
+    assert not state_dir.exists()

@@ -8,7 +8,7 @@ on a terminal).
 from __future__ import annotations
 
 from ..errors import ActionError
-from ..providers import get_provider
+from .preflight import check_provider
 from ..state import command_line
 from .up import confirm
 
@@ -16,8 +16,8 @@ from .up import confirm
 def run(app, yes: bool) -> int:
     spec, store, ui = app.spec, app.store, app.ui
     log = lambda message: ui.log("down", message)  # noqa: E731
+    provider = check_provider(spec, store.workdir, log=log)  # a refused spec creates nothing
     with store.lock(command_line()):
-        provider = get_provider(spec, store.workdir, log=log)
         state = store.read()
         live = [h for h in provider.list_hosts() if h.state != "terminated"]
         names = sorted(h.name for h in live)

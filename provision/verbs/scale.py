@@ -11,6 +11,7 @@ from ..errors import ActionError, UserError
 from ..phases import RunContext, converge
 from ..plan import plan
 from ..state import command_line
+from .preflight import check_provider
 from .up import confirm
 
 
@@ -32,6 +33,7 @@ def check_request(spec, pool_name: str, count: int):
 def run(app, pool: str, count: int, yes: bool, dry_run: bool) -> int:
     spec, store, ui = app.spec, app.store, app.ui
     target_pool = check_request(spec, pool, count)
+    check_provider(spec)
     with store.lock(command_line()):
         state = store.read()
         before = len([h for h in state.get("hosts", {}).values() if h.get("pool") == pool])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from rich.console import Group
 
-from ..providers import get_provider
+from .preflight import check_provider
 from ..status import cluster_status
 
 
@@ -24,7 +24,7 @@ def unit_summary(units: dict | None) -> str:
 def run(app) -> int:
     spec, store, ui = app.spec, app.store, app.ui
     state = store.read()
-    provider = get_provider(spec, store.workdir)
+    provider = check_provider(spec, store.workdir)
     report = cluster_status(spec, store, state, provider)
     etcd = report["etcd"]
     loads = report["loads"] or {}

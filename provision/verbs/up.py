@@ -14,6 +14,7 @@ from ..errors import ActionError
 from ..phases import RunContext, select
 from ..plan import plan
 from ..state import command_line
+from .preflight import check_provider
 
 
 def confirm(app, question: str, yes: bool) -> bool:
@@ -27,6 +28,7 @@ def confirm(app, question: str, yes: bool) -> bool:
 def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool) -> int:
     phases = select(until=until, only=only)
     spec = app.spec
+    check_provider(spec)  # a spec the provider refuses fails here, before pki makes anything
     store = app.store
     with store.lock(command_line()):
         state = store.read()

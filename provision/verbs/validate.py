@@ -1,12 +1,20 @@
-"""`provision validate SPEC`."""
+"""`provision validate SPEC`: the spec contract, then the provider's own checks of its options."""
 from __future__ import annotations
 
+from ..errors import UserError
 from ..spec import SpecError
+from .preflight import check_provider
 
 
 def run(app) -> int:
     try:
         spec = app.spec
+        try:
+            check_provider(spec)
+        except SpecError:
+            raise
+        except UserError as err:  # name the file, as the spec's own problems do
+            raise SpecError([f"{app.spec_path}: {line}" for line in err.lines]) from None
     except SpecError as err:
         if app.ui.json:
             app.ui.result({"valid": False, "errors": err.lines})

@@ -1,0 +1,15 @@
+"""Checks a verb runs on the spec's provider before it touches state, so a spec the provider
+refuses (or a provider whose library is missing) exits 2 with nothing created."""
+from __future__ import annotations
+
+from ..errors import UserError
+from ..providers import get_provider
+
+
+def check_provider(spec, workdir=None, log=None):
+    """The provider with its spec checks run; a missing cloud library is a UserError naming it."""
+    try:
+        return get_provider(spec, workdir, log=log)
+    except ImportError as err:
+        raise UserError(f"provider.name: provider {spec.provider.name} needs the Python module "
+                        f"{err.name or err}, which is not installed here") from None
