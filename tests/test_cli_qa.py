@@ -81,3 +81,34 @@ def test_a_missing_cloud_library_is_named_exit_2(cli, tmp_path, monkeypatch, ver
     assert "provider libcloud needs the Python module libcloud" in result.err
     assert "Traceback" not in result.err and "internal error" not in result.err
     assert not state_dir.exists()
+
+
+def test_kubeconfig_out_that_cannot_be_written_is_exit_2(cli, tmp_path):
+    state_dir = tmp_path / "state"
+    assert cli("up", EXAMPLES / "local.yaml", "--state-dir", state_dir, "--only", "pki", "--yes").code == 0
+    from provision.spec import load_spec
+    from provision.state import open_store
+    store = open_store(load_spec(EXAMPLES / "local.yaml"), state_dir)
+    with store.lock("test"):
+        doc = store.read()
+        doc["hosts"] = {"demo-masters-0": {"role": "master", "pool": "masters", "index": 0,
+                                           "address": "10.250.0.10"}}
+        store.write(doc)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = cli("kubeconfig", EXAMPLES / "local.yaml", "--state-dir", state_dir, "--out", blocker / "kc",
+                 "-o", "json")
+    assert result.code == 2, result.err
+    assert json.loads(result.out)["errors"][0].startswith(f"--out: cannot write {blocker / 'kc'}: ")
+    assert "internal error" not in result.err
+
+
+def test_render_out_under_a_file_is_refused_before_anything_is_made(cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    state_dir = tmp_path / "state"
+    result = cli("render", EXAMPLES / "local.yaml", "--state-dir", state_dir, "--out", blocker / "configs")
+    assert result.code == 2
+    assert result.err.strip() == f"--out: {blocker} is not a directory"
+    assert not state_dir.exists()
+

@@ -8,10 +8,11 @@ once and records their sha512 in state, as `provision up` does in its render pha
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .. import artifacts
-from ..errors import UserError
+from ..errors import ActionError, UserError
 from ..phases import RunContext
 from ..phases import pki as pki_phase
 from ..phases import render as render_phase
@@ -20,10 +21,22 @@ from ..render import render_cluster, write_rendered
 from ..state import command_line
 
 
+def check_writable(out: Path, out_dir: str) -> None:
+    """--out must be, or be creatable in, a writable directory: refuse before making anything."""
+    existing = out.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"--out: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out: cannot write into {out_dir} ({existing} is not writable)")
+
+
 def run(app, out_dir: str, pin: bool = False) -> int:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out_dir} exists and is not a directory")
+    check_writable(out, out_dir)
     spec = app.spec
     store = app.store
     state = store.read()
@@ -48,7 +61,10 @@ def run(app, out_dir: str, pin: bool = False) -> int:
             store.write(state)
         hosts = plan(spec, state).desired
         rendered = render_cluster(spec, render_phase.artifact_view(state, served), store, hosts)
-    written = write_rendered(rendered, out)
+    try:
+        written = write_rendered(rendered, out)
+    except OSError as err:
+        raise ActionError(f"--out: cannot write into {out_dir}: {err.strerror} ({err.filename})") from None
     app.ui.log("render", f"wrote {len(rendered.files)} configs for {len(hosts)} hosts to {out_dir}")
     app.ui.result({"out": str(out), "files": sorted(rendered.files), "index": rendered.index},
                   "\n".join(str(p) for p in written))
