@@ -289,9 +289,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
+    except OSError as exc:  # the file system said no (a state dir that cannot be made...): say where
+        line = f"error: {exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else f"error: {exc}"
+        click.echo(line, err=True)
+        if _wants_traceback(args):
+            traceback.print_exc()
+        _json_error(args, 1, [line])
+        return 1
     except Exception as exc:  # an internal error: say so, traceback only when asked
         click.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
-        if os.environ.get("PROVISION_DEBUG") or "-v" in args or "--verbose" in args:
+        if _wants_traceback(args):
             traceback.print_exc()
         else:
             click.echo("(run with -v for the traceback)", err=True)
@@ -304,6 +311,12 @@ def _json_error(args: list[str], exit_code: int, lines: list[str]) -> None:
     if _guess_output(args) == "json":
         import json
         sys.stdout.write(json.dumps({"ok": False, "exit_code": exit_code, "errors": lines}, indent=2) + "\n")
+
+
+def _wants_traceback(args: list[str]) -> bool:
+    """-v, -vv..., --verbose or PROVISION_DEBUG ask for the traceback of an internal error."""
+    return bool(os.environ.get("PROVISION_DEBUG")) or any(
+        a == "--verbose" or (len(a) > 1 and a[0] == "-" and set(a[1:]) == {"v"}) for a in args)
 
 
 def _find_ui(ctx: click.Context) -> UI | None:

@@ -112,3 +112,25 @@ def test_render_out_under_a_file_is_refused_before_anything_is_made(cli, tmp_pat
     assert result.err.strip() == f"--out: {blocker} is not a directory"
     assert not state_dir.exists()
 
+
+def test_a_state_dir_that_cannot_be_made_is_a_clear_error(cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = cli("up", EXAMPLES / "local.yaml", "--state-dir", blocker / "state", "--yes", "--only", "pki",
+                 "-o", "json")
+    assert result.code == 1
+    assert "internal error" not in result.err and "Traceback" not in result.err
+    assert json.loads(result.out)["errors"] == [f"error: {blocker / 'state' / 'demo'}: Not a directory"]
+
+
+@pytest.mark.parametrize("flag, shown", [([], False), (["-v"], True), (["-vv"], True), (["--verbose"], True)])
+def test_traceback_of_an_internal_error_only_when_verbose(cli, tmp_path, monkeypatch, flag, shown):
+    import provision.verbs.plan as plan_verb
+
+    def broken(app):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(plan_verb, "run", broken)
+    result = cli("plan", EXAMPLES / "local.yaml", "--state-dir", tmp_path, *flag)
+    assert result.code == 1
+    assert "internal error: RuntimeError: boom" in result.err
+    assert ("Traceback" in result.err) is shown
