@@ -197,7 +197,19 @@ def flannel_config(spec: Any) -> str:
 
 # ---- the whole picture (provision status) -------------------------------------------------------
 
-UNIT_OK = ("running", "exited", "activating", "auto-restart")
+# "auto-restart" is not among them: the unit's process exited and waits to be restarted, which a
+# crash loop repeats forever; status names it with its exit code and restart count.
+UNIT_OK = ("running", "exited", "activating")
+
+
+def unit_reason(doc: Mapping[str, Any]) -> str | None:
+    """The provider's reason, or for a unit waiting to restart: its last exit code and restarts."""
+    if doc.get("reason") or doc.get("state") != "auto-restart":
+        return doc.get("reason")
+    parts = [f"exited with code {doc['exit_code']}" if doc.get("exit_code") is not None else "exited"]
+    if doc.get("restarts"):
+        parts.append(f"restarted {doc['restarts']} time(s)")
+    return ", ".join(parts)
 
 
 def etcd_picture(store: Any, state: Mapping[str, Any]) -> dict[str, Any]:
@@ -263,7 +275,7 @@ def cluster_status(spec: Any, store: Any, state: Mapping[str, Any], provider: An
         units = unit_states(name) if unit_states and record else None
         hosts[name] = {"pool": host.get("pool"), "role": host.get("role"), "etcd": bool(host.get("etcd")),
                        "address": host.get("address"), "state": record.state if record else "missing",
-                       "units": {u: {"state": d.get("state"), "reason": d.get("reason")}
+                       "units": {u: {"state": d.get("state"), "reason": unit_reason(d)}
                                  for u, d in sorted((units or {}).items())} if units is not None else None}
     etcd = etcd_picture(store, state) if recorded else {"endpoints": [], "members": [], "health": {},
                                                          "healthy": False, "error": "no hosts"}

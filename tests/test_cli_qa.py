@@ -134,3 +134,14 @@ def test_traceback_of_an_internal_error_only_when_verbose(cli, tmp_path, monkeyp
     assert result.code == 1
     assert "internal error: RuntimeError: boom" in result.err
     assert ("Traceback" in result.err) is shown
+
+
+def test_a_unit_waiting_to_restart_is_not_healthy_and_says_why():
+    from provision.status import UNIT_OK, unit_reason
+    assert "auto-restart" not in UNIT_OK and "running" in UNIT_OK
+    assert unit_reason({"state": "auto-restart", "exit_code": 1, "restarts": 3}) == \
+        "exited with code 1, restarted 3 time(s)"
+    assert unit_reason({"state": "auto-restart", "exit_code": -15, "restarts": 0}) == "exited with code -15"
+    assert unit_reason({"state": "skipped", "reason": "binary /opt/bin/kubelet is not present"}) == \
+        "binary /opt/bin/kubelet is not present"
+    assert unit_reason({"state": "running"}) is None
