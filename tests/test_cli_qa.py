@@ -83,9 +83,8 @@ def test_a_missing_cloud_library_is_named_exit_2(cli, tmp_path, monkeypatch, ver
     assert not state_dir.exists()
 
 
-def test_kubeconfig_out_that_cannot_be_written_is_exit_2(cli, tmp_path):
-    state_dir = tmp_path / "state"
-    assert cli("up", EXAMPLES / "local.yaml", "--state-dir", state_dir, "--only", "pki", "--yes").code == 0
+def _record_a_master(state_dir):
+    """State of the local example as if its first master existed (kubeconfig needs its address)."""
     from provision.spec import load_spec
     from provision.state import open_store
     store = open_store(load_spec(EXAMPLES / "local.yaml"), state_dir)
@@ -94,6 +93,12 @@ def test_kubeconfig_out_that_cannot_be_written_is_exit_2(cli, tmp_path):
         doc["hosts"] = {"demo-masters-0": {"role": "master", "pool": "masters", "index": 0,
                                            "address": "10.250.0.10"}}
         store.write(doc)
+
+
+def test_kubeconfig_out_that_cannot_be_written_is_exit_2(cli, tmp_path):
+    state_dir = tmp_path / "state"
+    assert cli("up", EXAMPLES / "local.yaml", "--state-dir", state_dir, "--only", "pki", "--yes").code == 0
+    _record_a_master(state_dir)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     result = cli("kubeconfig", EXAMPLES / "local.yaml", "--state-dir", state_dir, "--out", blocker / "kc",
@@ -145,3 +150,16 @@ def test_a_unit_waiting_to_restart_is_not_healthy_and_says_why():
     assert unit_reason({"state": "skipped", "reason": "binary /opt/bin/kubelet is not present"}) == \
         "binary /opt/bin/kubelet is not present"
     assert unit_reason({"state": "running"}) is None
+
+
+def test_up_ends_with_where_the_kubeconfig_is(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli("up", EXAMPLES / "local.yaml", "--state-dir", "state", "--only", "pki", "--yes").code == 0
+    _record_a_master(tmp_path / "state")
+    result = cli("up", EXAMPLES / "local.yaml", "--state-dir", "state", "--only", "kubeconfig", "--yes")
+    assert result.code == 0, result.err
+    path = tmp_path / "state" / "demo" / "kubeconfig"
+    assert f"export KUBECONFIG={path})" in result.out  # absolute: works from any directory
+    assert "PRIVATE KEY" not in result.out + result.err
+    dry = cli("up", EXAMPLES / "local.yaml", "--state-dir", "state", "--only", "kubeconfig", "--dry-run")
+    assert dry.code == 0 and "KUBECONFIG" not in dry.out

@@ -5,6 +5,7 @@ cluster lock for the whole run, so a second `provision` on the same cluster fail
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -53,6 +54,12 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool) -> i
     summary = app.ui.table(f"cluster {spec.name}: {', '.join(p.name for p in phases)} done in "
                            f"{sum(timings.values()):.1f}s; {outcome}",
                            ["host", "pool", "role", "address", "state"], rows)
+    kubeconfig = (ctx.results.get("kubeconfig") or {}).get("path") if not dry_run else None
+    if kubeconfig:  # what to do next, as kops and Typhoon say it
+        kubeconfig = os.path.abspath(kubeconfig)
+        summary.caption = f"admin kubeconfig: {kubeconfig}  (export KUBECONFIG={kubeconfig}); " \
+                          f"check the cluster with: provision status {app.spec_path}"
+        summary.caption_justify = "left"
     app.ui.result({"cluster": spec.name, "dry_run": dry_run, "phases": [p.name for p in phases],
                    "plan": current.to_json(), "results": ctx.results, "changed": changed,
                    "seconds": {k: round(v, 2) for k, v in timings.items()}}, summary)
