@@ -163,3 +163,14 @@ def test_up_ends_with_where_the_kubeconfig_is(cli, tmp_path, monkeypatch):
     assert "PRIVATE KEY" not in result.out + result.err
     dry = cli("up", EXAMPLES / "local.yaml", "--state-dir", "state", "--only", "kubeconfig", "--dry-run")
     assert dry.code == 0 and "KUBECONFIG" not in dry.out
+
+
+def test_pki_rotate_does_not_claim_running_hosts_get_the_new_certificates(cli, tmp_path):
+    state_dir = tmp_path / "state"
+    assert cli("up", EXAMPLES / "local.yaml", "--state-dir", state_dir, "--only", "pki", "--yes").code == 0
+    result = cli("pki", "rotate", EXAMPLES / "local.yaml", "--state-dir", state_dir, "--leaf", "admin")
+    assert result.code == 0, result.err
+    assert "roll them out" not in result.out
+    assert "hosts already running keep their current certificates" in result.out
+    doc = json.loads(cli("pki", "rotate", EXAMPLES / "local.yaml", "--state-dir", state_dir, "-o", "json").out)
+    assert doc["running_hosts_updated"] is False and "admin" in doc["renewed"]

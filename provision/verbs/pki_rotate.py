@@ -24,6 +24,10 @@ def run(app, leaf: str | None) -> int:
     with store.lock(command_line()):
         hosts = plan(spec, store.read()).desired
         renewed = pki.rotate(spec, store, hosts, leaf=leaf, log=lambda message: app.ui.log("pki", message))
-    app.ui.result({"cluster": spec.name, "renewed": renewed},
-                  f"renewed {len(renewed)} certificates; run `provision up SPEC` to roll them out")
+    # Said as it is: `up` re-renders configs and the admin kubeconfig, and new hosts boot with the
+    # new certificates, but no phase copies certificates onto hosts that already run.
+    app.ui.result({"cluster": spec.name, "renewed": renewed, "running_hosts_updated": False},
+                  f"renewed {len(renewed)} certificates in state; `provision up SPEC` puts them into the "
+                  "configs and the admin kubeconfig, and new hosts boot with them; hosts already running "
+                  "keep their current certificates")
     return 0
