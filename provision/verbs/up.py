@@ -5,6 +5,7 @@ cluster lock for the whole run, so a second `provision` on the same cluster fail
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -17,13 +18,29 @@ from ..plan import plan
 from ..state import command_line
 from .preflight import check_provider
 
+NOT_CONFIRMED = "nothing changed: re-run with --yes to apply (or --dry-run to see each phase)"
+
+
+def can_ask(app) -> bool:
+    """Whether a question can be put to a person (a terminal, and not a script reading JSON)."""
+    return sys.stdin.isatty() and not app.ui.json
+
 
 def confirm(app, question: str, yes: bool) -> bool:
     if yes:
         return True
-    if sys.stdin.isatty() and not app.ui.json:
+    if can_ask(app):
         return click.confirm(question, default=False, err=True)
     return False
+
+
+def log_plan(app, current) -> None:
+    app.ui.log("plan", f"{len(current.create)} to create, {len(current.keep)} to keep, "
+                       f"{len(current.destroy)} to destroy")
+    for host in current.create:
+        app.ui.debug("plan", f"create {host.name} ({host.role}, {host.address or 'address from provider'})")
+    for name in current.destroy:
+        app.ui.log("plan", f"destroy {name}")
 
 
 def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool) -> int:
@@ -31,17 +48,19 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool) -> i
     spec = app.spec
     check_provider(spec)  # a spec the provider refuses fails here, before pki makes anything
     store = app.store
-    with store.lock(command_line()):
+    if not dry_run and not yes and not can_ask(app):  # refuse before the lock: nothing is created
+        log_plan(app, plan(spec, store.read()))
+        raise ActionError(NOT_CONFIRMED)
+    # A dry run of a cluster with nothing recorded yet takes no lock: the lock would create its
+    # directory. Once anything is recorded, a dry run holds the lock like any run.
+    recorded = store.read().get("serial", 0) > 0 or bool(store.list_blobs())
+    lock = store.lock(command_line()) if not dry_run or recorded else contextlib.nullcontext()
+    with lock:
         state = store.read()
         current = plan(spec, state)
-        app.ui.log("plan", f"{len(current.create)} to create, {len(current.keep)} to keep, "
-                           f"{len(current.destroy)} to destroy")
-        for host in current.create:
-            app.ui.debug("plan", f"create {host.name} ({host.role}, {host.address or 'address from provider'})")
-        for name in current.destroy:
-            app.ui.log("plan", f"destroy {name}")
+        log_plan(app, current)
         if not dry_run and not confirm(app, f"Apply to cluster {spec.name}?", yes):
-            raise ActionError("nothing changed: re-run with --yes to apply (or --dry-run to see each phase)")
+            raise ActionError(NOT_CONFIRMED)
         ctx = RunContext(spec=spec, store=store, state=state, ui=app.ui, dry_run=dry_run,
                          options={"yes": yes})
         timings = run_with_progress(app, ctx, phases)
