@@ -198,3 +198,12 @@ def test_up_dry_run_of_a_recorded_cluster_still_holds_the_lock(cli, tmp_path):
     with store.lock("another provision"):
         result = cli("up", EXAMPLES / "local.yaml", "--state-dir", state_dir, "--dry-run", "--until", "render")
     assert result.code == 1 and "locked" in result.err
+
+
+def test_scale_without_yes_refuses_before_creating_anything(cli, tmp_path):
+    state_dir = tmp_path / "state"
+    result = cli("scale", EXAMPLES / "local.yaml", "workers", "3", "--state-dir", state_dir, "-o", "json")
+    assert result.code == 1
+    assert "pool workers: 0 -> 3 hosts (6 to create" in result.err
+    assert json.loads(result.out)["errors"] == ["nothing changed: re-run with --yes to apply (or --dry-run)"]
+    assert not state_dir.exists()

@@ -12,7 +12,9 @@ from ..phases import RunContext, converge
 from ..plan import plan
 from ..state import command_line
 from .preflight import check_provider
-from .up import confirm
+from .up import can_ask, confirm
+
+NOT_CONFIRMED = "nothing changed: re-run with --yes to apply (or --dry-run)"
 
 
 def check_request(spec, pool_name: str, count: int):
@@ -30,20 +32,30 @@ def check_request(spec, pool_name: str, count: int):
     return pool
 
 
+def request(app, state: dict, target_pool, count: int):
+    """Record the requested size in `state` (in memory), log what it means, return the plan."""
+    pool = target_pool.name
+    before = len([h for h in state.get("hosts", {}).values() if h.get("pool") == pool])
+    state.setdefault("pools", {})[pool] = {**state.get("pools", {}).get(pool, {}),
+                                           "size": count, "spec_count": target_pool.count}
+    target = plan(app.spec, state)
+    app.ui.log("scale", f"pool {pool}: {before} -> {count} hosts ({len(target.create)} to create, "
+                        f"{len(target.destroy)} to destroy)")
+    return target
+
+
 def run(app, pool: str, count: int, yes: bool, dry_run: bool) -> int:
     spec, store, ui = app.spec, app.store, app.ui
     target_pool = check_request(spec, pool, count)
     check_provider(spec)
+    if not dry_run and not yes and not can_ask(app):  # refuse before the lock: nothing is created
+        request(app, store.read(), target_pool, count)
+        raise ActionError(NOT_CONFIRMED)
     with store.lock(command_line()):
         state = store.read()
-        before = len([h for h in state.get("hosts", {}).values() if h.get("pool") == pool])
-        state.setdefault("pools", {})[pool] = {**state.get("pools", {}).get(pool, {}),
-                                               "size": count, "spec_count": target_pool.count}
-        target = plan(spec, state)
-        ui.log("scale", f"pool {pool}: {before} -> {count} hosts ({len(target.create)} to create, "
-                        f"{len(target.destroy)} to destroy)")
+        target = request(app, state, target_pool, count)
         if not dry_run and not confirm(app, f"Scale pool {pool} of {spec.name} to {count}?", yes):
-            raise ActionError("nothing changed: re-run with --yes to apply (or --dry-run)")
+            raise ActionError(NOT_CONFIRMED)
         ctx = RunContext(spec=spec, store=store, state=state, ui=ui, dry_run=dry_run, options={"yes": yes})
         ctx.save()  # the requested size first: a crash after it leaves state a re-run completes
         converge(ctx)
