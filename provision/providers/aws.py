@@ -451,10 +451,10 @@ class AWSProvider(Provider):
             return instances
         self.log(f"RunInstances: {len(batch)} x {pool.name} ({params['InstanceType']})")
         instances = self._retry(attempt, "RunInstances")
-        records = [self._record(i) for i in sorted(instances, key=lambda i: i.get("AmiLaunchIndex", 0))]
-        untagged = [(i["InstanceId"], r.name) for i, r in zip(
-            sorted(instances, key=lambda i: i.get("AmiLaunchIndex", 0)), records)
-            if len(batch) > 1 and tags_of(i).get(TAG_HOST) != r.name]
+        launched = sorted(instances, key=lambda i: i.get("AmiLaunchIndex", 0))
+        records = [self._record(i) for i in launched]
+        untagged = [(i["InstanceId"], r.name) for i, r in zip(launched, records)
+                    if len(batch) > 1 and tags_of(i).get(TAG_HOST) != r.name]
         if untagged:
             # Host names differ inside a batch: one CreateTags each once the batch exists (the
             # name is also derivable from the batch's indices tag and the launch index, so a
