@@ -202,27 +202,23 @@ def raise_problems(phase: str, problems: list[str]) -> None:
 
 # ---- what the bootstrap phases share ---------------------------------------------------------
 
+def _selected(role: Any, carries_etcd: Any, roles: Iterable[str] | None, etcd: bool | None) -> bool:
+    return (roles is None or role in roles) and (etcd is None or bool(carries_etcd) == etcd)
+
+
 def cluster_hosts(state: Mapping[str, Any], roles: Iterable[str] | None = None,
                   etcd: bool | None = None) -> dict[str, dict[str, Any]]:
     """Hosts state records, filtered by role and by carrying etcd; only those with an address."""
-    wanted = set(roles) if roles is not None else None
-    out = {}
-    for name, host in sorted((state.get("hosts") or {}).items()):
-        if wanted is not None and host.get("role") not in wanted:
-            continue
-        if etcd is not None and bool(host.get("etcd")) != etcd:
-            continue
-        if host.get("address"):
-            out[name] = dict(host)
-    return out
+    roles = set(roles) if roles is not None else None
+    return {name: dict(host) for name, host in sorted((state.get("hosts") or {}).items())
+            if _selected(host.get("role"), host.get("etcd"), roles, etcd) and host.get("address")}
 
 
 def planned_names(ctx, roles: Iterable[str] | None = None, etcd: bool | None = None) -> list[str]:
     """Names of the hosts the plan wants (for dry runs, before hosts exist)."""
     from .plan import plan
-    wanted = set(roles) if roles is not None else None
-    return [h.name for h in plan(ctx.spec, ctx.state).desired
-            if (wanted is None or h.role in wanted) and (etcd is None or h.etcd == etcd)]
+    roles = set(roles) if roles is not None else None
+    return [h.name for h in plan(ctx.spec, ctx.state).desired if _selected(h.role, h.etcd, roles, etcd)]
 
 
 def apply_roles(ctx, phase: str, roles: Iterable[str], hosts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
