@@ -170,9 +170,15 @@ class StateStore(ABC):
 
 
 def secure_makedirs(path: Path) -> None:
-    """Create `path` and missing parents with mode 0700."""
-    if not path.is_dir():
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create `path` and the parents it lacks with mode 0700 (existing parents keep theirs)."""
+    missing = []
+    cursor = Path(path)
+    while not cursor.exists():
+        missing.append(cursor)
+        cursor = cursor.parent
+    for directory in reversed(missing):  # mkdir's mode does not apply to parents= ones
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
     os.chmod(path, 0o700)
 
 

@@ -150,3 +150,11 @@ def test_blobs_are_private_and_listed(store):
     assert stat.S_IMODE(os.stat(store.root / "pki").st_mode) == 0o700
     with pytest.raises(StateError):
         store.write_blob("../escape", b"x")
+
+
+def test_state_dirs_made_by_provision_are_private(tmp_path):
+    store = LocalStateStore("demo", tmp_path / "a" / "b")
+    store.update(lambda d: None)
+    for directory in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "demo"):
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700, directory
+
