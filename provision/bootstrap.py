@@ -129,6 +129,19 @@ def wait_for_ssh(addresses: Mapping[str, str], timeout: float, log=lambda m: Non
     return sorted(pending)
 
 
+def forget_loaded_host_keys() -> None:
+    """Make pyinfra re-read known_hosts files on its next connection.
+
+    pyinfra memoizes each known_hosts file's keys for the life of the process, so a second
+    run in one process (a dry run's masters then workers, a scale's new hosts) would check
+    hosts against the keys the first run loaded and refuse every host it did not know.
+    """
+    from pyinfra.connectors.sshuserclient import client as ssh_client
+    cache = getattr(ssh_client.get_host_keys, "cache", None)
+    if cache is not None:
+        cache.clear()
+
+
 def run_roles(spec, workdir: Path, hosts: Mapping[str, Mapping[str, Any]], roles: Iterable[str],
               key_path: Path, dry_run: bool = False, timeout: int = 10) -> dict[str, RoleOutcome]:
     """Apply `roles` (in order) to `hosts` ({name: state host}); one outcome per host.
@@ -144,6 +157,7 @@ def run_roles(spec, workdir: Path, hosts: Mapping[str, Mapping[str, Any]], roles
     if not hosts:
         return {}
     _, known_hosts = write_inventory(spec, workdir, hosts, key_path)
+    forget_loaded_host_keys()
     inventory = Inventory(([(name, host_data(spec, name, host, key_path, known_hosts))
                             for name, host in sorted(hosts.items())], {}))
     state = State(inventory, Config(CONNECT_TIMEOUT=timeout, FAIL_PERCENT=100))

@@ -222,6 +222,25 @@ def test_second_up_changes_nothing(cluster):
     no_duplicates(cluster["name"], cluster["workdir"])
 
 
+def test_dry_run_up_on_the_live_cluster_checks_every_phase(cluster):
+    """Two role runs in one process (masters, then workers) both connect: pyinfra's
+    memoized known_hosts must not keep the first run's keys."""
+    from provision import bootstrap, pki
+    from provision.spec import load_spec
+    from provision.state import LocalStateStore
+    store = LocalStateStore(cluster["name"], cluster["state_dir"])
+    hosts = store.read()["hosts"]
+    for role in ("master", "worker"):
+        chosen = {n: h for n, h in hosts.items() if h["role"] == role}
+        outcomes = bootstrap.run_roles(load_spec(cluster["spec"]), store.workdir, chosen, (f"{role}s",),
+                                       pki.ssh_private_key_path(store), dry_run=True)
+        assert {n: o.error for n, o in outcomes.items()} == {n: None for n in chosen}
+    proc = provision("up", cluster["spec"], "--dry-run", "--state-dir", cluster["state_dir"])
+    assert proc.returncode == 0, proc.stderr
+    for i in range(2):
+        assert f"{cluster['name']}-workers-{i}: would change 0 of" in proc.stderr
+
+
 def test_partition_is_reported_then_heals(cluster):
     member = f"{cluster['name']}-masters-1"
     state = json.loads((cluster["workdir"] / "state.json").read_text())
