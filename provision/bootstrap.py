@@ -7,12 +7,14 @@ first key seen is remembered (`accept-new`) in `<workdir>/inventories/known_host
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
 import pprint
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,34 +77,69 @@ def host_data(spec, name: str, host: Mapping[str, Any], key_path: Path, known_ho
             "etcd": bool(host.get("etcd")), "cluster": spec.name}
 
 
-def write_inventory(spec, workdir: Path, hosts: Mapping[str, Mapping[str, Any]], key_path: Path) -> tuple[Path, Path]:
-    """Write known_hosts and the pyinfra inventory file; returns their paths."""
-    folder = inventory_dir(workdir)
-    known_hosts = folder / "known_hosts"
-    remembered = {}
-    if known_hosts.is_file():
-        for line in known_hosts.read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 3:
-                remembered[parts[0]] = line
-    for name, host in sorted(hosts.items()):
+def known_hosts_text(existing: str, cluster: Mapping[str, Mapping[str, Any]]) -> str:
+    """known_hosts for the whole cluster: the keys already remembered for its addresses, with
+    each host's pinned `host_key` (when state has one) replacing what was remembered for it.
+    Addresses no host of the cluster has any more are dropped (a reused address must not
+    meet an old key)."""
+    remembered: dict[str, list[str]] = {}
+    for line in existing.splitlines():
+        parts = line.split()
+        if len(parts) >= 3:
+            remembered.setdefault(parts[0], []).append(line)
+    for host in cluster.values():
         if host.get("host_key"):
-            remembered[ssh_address(host)] = f"{ssh_address(host)} {host['host_key']}"
-    addresses = {ssh_address(h) for h in hosts.values()}
-    lines = [line for addr, line in sorted(remembered.items()) if addr in addresses]
-    known_hosts.write_text("".join(f"{line}\n" for line in lines))
-    known_hosts.chmod(0o600)
+            remembered[ssh_address(host)] = [f"{ssh_address(host)} {host['host_key']}"]
+    addresses = {ssh_address(h) for h in cluster.values()}
+    return "".join(f"{line}\n" for addr, lines in sorted(remembered.items()) if addr in addresses
+                   for line in lines)
+
+
+def inventory_text(spec, cluster: Mapping[str, Mapping[str, Any]], key_path: Path, known_hosts: Path) -> str:
+    """The pyinfra inventory file of the whole cluster: one group per role (`masters`,
+    `workers`) holding each host with its data, and one group per pool (`pool_<name>`)."""
     groups: dict[str, list] = {}
-    for name, host in sorted(hosts.items()):
+    for name, host in sorted(cluster.items()):
         groups.setdefault(f"{host.get('role')}s", []).append(
             (name, host_data(spec, name, host, key_path, known_hosts)))
+        if host.get("pool"):
+            groups.setdefault("pool_" + str(host["pool"]).replace("-", "_"), []).append(name)
     text = ['"""pyinfra inventory of cluster %s, written by provision from its state."""' % spec.name]
     for group, members in sorted(groups.items()):
         text.append(f"{group} = {pprint.pformat(members, indent=1, sort_dicts=True)}")
+    return "\n".join(text) + "\n"
+
+
+def write_inventory(spec, workdir: Path, cluster: Mapping[str, Mapping[str, Any]], key_path: Path) -> tuple[Path, Path]:
+    """Write known_hosts and the pyinfra inventory file of the whole cluster (`cluster`:
+    every host of state); returns their paths."""
+    folder = inventory_dir(workdir)
+    known_hosts = folder / "known_hosts"
+    existing = known_hosts.read_text() if known_hosts.is_file() else ""
+    known_hosts.write_text(known_hosts_text(existing, cluster))
+    known_hosts.chmod(0o600)
     inventory = folder / f"{spec.name}.py"
-    inventory.write_text("\n".join(text) + "\n")
+    inventory.write_text(inventory_text(spec, cluster, key_path, known_hosts))
     inventory.chmod(0o600)
     return inventory, known_hosts
+
+
+@contextlib.contextmanager
+def known_hosts_for_run(spec, workdir: Path, cluster: Mapping[str, Mapping[str, Any]], key_path: Path,
+                        dry_run: bool):
+    """The known_hosts file a role run checks keys against. A real run writes the cluster's
+    inventory files; a dry run writes nothing of the cluster's and uses a private temporary
+    copy (keys first seen during it are forgotten)."""
+    if not dry_run:
+        yield write_inventory(spec, workdir, cluster, key_path)[1]
+        return
+    kept = Path(workdir) / "inventories" / "known_hosts"
+    existing = kept.read_text() if kept.is_file() else ""
+    with tempfile.TemporaryDirectory(prefix="provision-dry-run-") as folder:
+        known_hosts = Path(folder) / "known_hosts"
+        known_hosts.write_text(known_hosts_text(existing, cluster))
+        known_hosts.chmod(0o600)
+        yield known_hosts
 
 
 def ssh_reachable(address: str, timeout: float = 2.0) -> bool:
@@ -143,21 +180,28 @@ def forget_loaded_host_keys() -> None:
 
 
 def run_roles(spec, workdir: Path, hosts: Mapping[str, Mapping[str, Any]], roles: Iterable[str],
-              key_path: Path, dry_run: bool = False, timeout: int = 10) -> dict[str, RoleOutcome]:
+              key_path: Path, dry_run: bool = False, timeout: int = 10,
+              cluster: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, RoleOutcome]:
     """Apply `roles` (in order) to `hosts` ({name: state host}); one outcome per host.
 
-    A dry run gathers facts and counts the operations that would change, running none.
+    `cluster` is every host of the cluster (default: `hosts`), for the inventory files.
+    A dry run gathers facts and counts the operations that would change, running none,
+    and writes nothing.
     """
+    logging.getLogger("pyinfra").setLevel(logging.CRITICAL)
+    if not hosts:
+        return {}
+    with known_hosts_for_run(spec, workdir, {**(cluster or {}), **hosts}, key_path, dry_run) as known_hosts:
+        forget_loaded_host_keys()
+        return _run_roles(spec, hosts, tuple(roles), key_path, known_hosts, dry_run, timeout)
+
+
+def _run_roles(spec, hosts, roles, key_path, known_hosts, dry_run, timeout) -> dict[str, RoleOutcome]:
     from pyinfra.api import Config, Inventory, State
     from pyinfra.api.connect import connect_all, disconnect_all
     from pyinfra.api.deploy import add_deploy
     from pyinfra.api.operations import run_ops
 
-    logging.getLogger("pyinfra").setLevel(logging.CRITICAL)
-    if not hosts:
-        return {}
-    _, known_hosts = write_inventory(spec, workdir, hosts, key_path)
-    forget_loaded_host_keys()
     inventory = Inventory(([(name, host_data(spec, name, host, key_path, known_hosts))
                             for name, host in sorted(hosts.items())], {}))
     state = State(inventory, Config(CONNECT_TIMEOUT=timeout, FAIL_PERCENT=100))
@@ -248,7 +292,7 @@ def apply_roles(ctx, phase: str, roles: Iterable[str], hosts: Mapping[str, Mappi
             ctx.log(phase, "no hosts for this phase")
         return {"hosts": {}, "changed": 0}
     outcomes = run_roles(ctx.spec, ctx.store.workdir, hosts, roles, pki.ssh_private_key_path(ctx.store),
-                         dry_run=ctx.dry_run)
+                         dry_run=ctx.dry_run, cluster=cluster_hosts(ctx.state))
     changed, problems = summarize(outcomes, ctx.dry_run)
     for name, outcome in sorted(outcomes.items()):
         units = ", ".join(f"{u} {d.get('state')}" for u, d in sorted(outcome.units.items()))

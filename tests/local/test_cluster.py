@@ -222,9 +222,28 @@ def test_second_up_changes_nothing(cluster):
     no_duplicates(cluster["name"], cluster["workdir"])
 
 
+def inventory_files(info) -> dict[str, tuple[bytes, int]]:
+    folder = info["workdir"] / "inventories"
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+def test_inventory_files_hold_the_whole_cluster_after_up(cluster):
+    """The last role phase (workers) must not narrow the inventory to its own hosts."""
+    import runpy
+    state = json.loads((cluster["workdir"] / "state.json").read_text())
+    folder = cluster["workdir"] / "inventories"
+    groups = runpy.run_path(str(folder / f"{cluster['name']}.py"))
+    listed = sorted(name for group in ("masters", "workers") for name, _ in groups[group])
+    assert listed == sorted(state["hosts"])
+    assert sorted(groups["pool_workers"]) == sorted(n for n, h in state["hosts"].items() if h["pool"] == "workers")
+    known = {line.split()[0] for line in (folder / "known_hosts").read_text().splitlines()}
+    assert known == {h["address"] for h in state["hosts"].values()}
+
+
 def test_dry_run_up_on_the_live_cluster_checks_every_phase(cluster):
     """Two role runs in one process (masters, then workers) both connect: pyinfra's
-    memoized known_hosts must not keep the first run's keys."""
+    memoized known_hosts must not keep the first run's keys. A dry run writes no file."""
+    before = inventory_files(cluster)
     from provision import bootstrap, pki
     from provision.spec import load_spec
     from provision.state import LocalStateStore
@@ -239,6 +258,7 @@ def test_dry_run_up_on_the_live_cluster_checks_every_phase(cluster):
     assert proc.returncode == 0, proc.stderr
     for i in range(2):
         assert f"{cluster['name']}-workers-{i}: would change 0 of" in proc.stderr
+    assert inventory_files(cluster) == before
 
 
 def test_partition_is_reported_then_heals(cluster):
