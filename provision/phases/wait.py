@@ -15,13 +15,16 @@ def run(ctx: RunContext) -> dict:
         ctx.log("wait", f"would wait for {len(hosts) or len(bootstrap.planned_names(ctx))} hosts to answer SSH")
         return {"dry_run": True, "hosts": sorted(hosts)}
     provider = get_provider(ctx.spec, ctx.store.workdir, log=lambda m: ctx.log("wait", m))
-    # Hosts that exist but stopped (killed, machine rebooted) are started, as a console would.
+    # Hosts that exist but stopped (killed, machine rebooted) are started, as a console would;
+    # on running hosts, enabled units that stopped or died are started again (running ones are
+    # left alone), so a re-run repairs them.
     start = getattr(provider, "start_hosts", None)
     if start is not None:
-        stopped = sorted(r.name for r in provider.list_hosts() if r.name in hosts and r.state == "stopped")
+        existing = {r.name: r.state for r in provider.list_hosts() if r.name in hosts and r.state != "unknown"}
+        stopped = sorted(n for n, s in existing.items() if s == "stopped")
         if stopped:
             ctx.log("wait", f"starting {len(stopped)} stopped host(s): {', '.join(stopped)}")
-            start(stopped)
+        start(sorted(existing))
     # Pin host keys the provider knows (local hosts); others are remembered on first contact.
     known = getattr(provider, "host_public_key", None)
     changed = False

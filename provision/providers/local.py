@@ -427,18 +427,21 @@ class LocalProvider(Provider):
                                   f"{'; '.join(errors) or 'see ' + str(state / (stage + '.log'))}")
 
     # -- boot ---------------------------------------------------------------------------------
-    def boot(self, name: str) -> None:
+    def boot(self, name: str) -> list[str]:
         """Start the host's init (its namespaces), then the root's enabled units (sshd among
-        them, from the image) that are not running yet."""
+        them, from the image) that are not running yet: on a running host, exactly those that
+        stopped, failed or died. Returns the units it started."""
         root = self.host_root(name)
         init_pid = self._ensure_init(name)
         units_dir = root / UNIT_STATE_DIR
         units_dir.mkdir(parents=True, exist_ok=True)
+        started = []
         for launch in boot_order(root, name):
             if launch.skip_reason:
                 self._write_unit_state(units_dir, launch.name, {"state": "skipped", "reason": launch.skip_reason})
-            else:
-                self._start_unit(name, launch, init_pid)
+            elif self._start_unit(name, launch, init_pid):
+                started.append(launch.name)
+        return started
 
     def _init_pid(self, name: str) -> int | None:
         with contextlib.suppress(OSError, ValueError):
@@ -480,17 +483,18 @@ class LocalProvider(Provider):
         tmp.write_text(json.dumps(doc, sort_keys=True))
         os.replace(tmp, units_dir / f"{unit}.json")
 
-    def _start_unit(self, name: str, launch: UnitLaunch, init_pid: int) -> None:
+    def _start_unit(self, name: str, launch: UnitLaunch, init_pid: int) -> bool:
+        """Start one unit unless it runs (or a oneshot finished); True when it started it."""
         current = self._read_unit_state(name, launch.name)
         if current and current.get("state") in RUNNING_STATES and _alive(current.get("launcher_pid")):
-            return
+            return False
         job = self.host_dir(name) / "jobs" / f"{launch.name}.json"
         with contextlib.suppress(OSError, ValueError):
             pid = int(job.with_suffix(".pid").read_text())
             if _alive(pid) and str(job) in _cmdline(pid):
-                return  # started by an earlier run that did not see it record itself
+                return False  # started by an earlier run that did not see it record itself
         if current and current.get("state") == "exited" and launch.type == "oneshot":
-            return
+            return False
         self._mkdir(job.parent)
         # The unit's environment may carry secrets (tokens in EnvironmentFile=): owner only.
         write_file_atomic(job, json.dumps({"init_pid": init_pid, "unit": launch.to_json()}, sort_keys=True).encode(),
@@ -503,6 +507,7 @@ class LocalProvider(Provider):
         log.close()
         # Until the launcher records itself, this says it exists (a re-run must not start a second).
         write_file_atomic(job.with_suffix(".pid"), str(child.pid).encode(), 0o600)
+        return True
 
     def _read_unit_state(self, name: str, unit: str) -> dict | None:
         path = self.host_root(name) / UNIT_STATE_DIR / f"{unit}.json"
@@ -593,12 +598,17 @@ class LocalProvider(Provider):
                         out.append(int(entry))
         return out
 
-    def start_hosts(self, names: Sequence[str]) -> None:
-        """Boot stopped hosts again from their roots (what starting a stopped VM does)."""
+    def start_hosts(self, names: Sequence[str]) -> dict[str, list[str]]:
+        """Boot hosts from their roots: a stopped host starts whole (what starting a stopped VM
+        does); a running one starts every enabled unit that is neither running nor skipped,
+        leaving running units alone. Returns {host: units started}."""
         self.prepare()
+        started = {}
         for name in names:
-            self.boot(name)
-            self.log(f"{name}: started")
+            started[name] = self.boot(name)
+            if started[name]:
+                self.log(f"{name}: started {', '.join(started[name])}")
+        return started
 
     def stop_unit(self, name: str, unit: str, timeout: float = 10.0) -> bool:
         """Stop one unit of a host as `systemctl stop` would; False when it was not running."""

@@ -308,6 +308,31 @@ def test_a_host_whose_processes_died_is_reported_and_restarted_by_up(cluster):
     no_duplicates(cluster["name"], cluster["workdir"])
 
 
+def test_a_stopped_unit_of_a_running_host_is_restarted_by_up(cluster):
+    """A master's etcd launcher and etcd die: `up` starts that unit again (and only it)."""
+    host = f"{cluster['name']}-masters-1"
+    hosts_dir = cluster["workdir"] / "local" / "hosts"
+
+    def unit(name: str, on: str = host) -> dict:
+        return json.loads((hosts_dir / on / "root/run/provision/units" / f"{name}.json").read_text())
+
+    launcher = int((hosts_dir / host / "jobs" / "etcd-member.service.pid").read_text())
+    etcd_pid = unit("etcd-member.service")["pid"]
+    untouched = {(h, u): unit(u, h)["launcher_pid"] for h, u in ((host, "sshd.service"),
+                 (f"{cluster['name']}-masters-0", "etcd-member.service"))}
+    for pid in (launcher, etcd_pid):
+        os.kill(pid, signal.SIGKILL)
+    proc = provision("up", cluster["spec"], "--yes", "--state-dir", cluster["state_dir"])
+    assert proc.returncode == 0, proc.stderr
+    assert f"{host}: started etcd-member.service" in proc.stderr
+    assert "started sshd.service" not in proc.stderr
+    assert unit("etcd-member.service")["state"] == "running"
+    assert {(h, u): unit(u, h)["launcher_pid"] for h, u in untouched} == untouched
+    health = etcdctl(cluster, "endpoint", "health", "-w", "json")
+    assert [h["health"] for h in json.loads(health.stdout)] == [True, True, True]
+    no_duplicates(cluster["name"], cluster["workdir"])
+
+
 def test_scale_outside_min_max_is_refused_unchanged(cluster):
     before = (cluster["workdir"] / "state.json").read_bytes()
     proc = provision("scale", cluster["spec"], "workers", "9", "--yes", "--state-dir", cluster["state_dir"])
