@@ -182,6 +182,13 @@ class LocalProvider(Provider):
         problems = []
         if self.options.bridge and len(self.options.bridge) > 15:
             problems.append(("provider.bridge", f"at most 15 characters (got {len(self.options.bridge)})"))
+        # Before anything is made: another interface in the subnet would clash with the bridge.
+        # Once the cluster's own bridge exists this is a re-run (or down); prepare() still checks.
+        elif shutil.which("ip") and not net.link_exists(self.bridge):
+            clash = net.subnet_users(self.options.subnet, self.bridge)
+            if clash:
+                problems.append(("provider.subnet", f"{self.options.subnet} is already used on this machine "
+                                 f"({', '.join(clash)}); choose another subnet"))
         return problems
 
     def _require_root(self) -> None:

@@ -5,19 +5,20 @@ import hashlib
 import secrets
 import json
 import subprocess
+import sys
 import time
 import urllib.parse
 from pathlib import Path
 
 import pytest
 
-from provision.errors import ActionError
+from provision.errors import ActionError, UserError
 from provision.plan import plan
-from provision.providers import get_provider
+from provision.providers import get_provider, provider_class
 from provision.providers import local_net
 from provision.spec import load_spec
 
-from .conftest import cluster_namespaces, free_subnet, needs_root, processes_mentioning, unique_name
+from .conftest import REPO, cluster_namespaces, free_subnet, needs_root, processes_mentioning, unique_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, needs_root]
 
@@ -191,7 +192,19 @@ def test_a_subnet_owned_by_another_interface_is_refused(tmp_path):
         name = unique_name("lq")
         spec_file.write_text(f"name: {name}\nprovider:\n  name: local\n  subnet: {subnet}\n"
                              "etcd:\n  count: 1\npools:\n  - name: masters\n    role: master\n    count: 1\n")
-        provider = get_provider(load_spec(spec_file), tmp_path / "work")
+        # found by the spec checks (validate, and up before PKI): exit 2 naming the field
+        proc = subprocess.run([sys.executable, "-m", "provision", "validate", str(spec_file)], capture_output=True,
+                              text=True, cwd=REPO)
+        assert proc.returncode == 2, proc.stderr
+        assert f"provider.subnet: {subnet} is already used on this machine ({other}" in proc.stderr
+        up = subprocess.run([sys.executable, "-m", "provision", "up", str(spec_file), "--yes", "--state-dir",
+                             str(tmp_path / "state")], capture_output=True, text=True, cwd=REPO)
+        assert up.returncode == 2 and "provider.subnet" in up.stderr and "Traceback" not in up.stderr
+        assert not (tmp_path / "state" / name).exists()
+        with pytest.raises(UserError, match="provider.subnet"):
+            get_provider(load_spec(spec_file), tmp_path / "work")
+        # and still by the bridge's own set-up, should the subnet be taken after the checks
+        provider = provider_class("local")(load_spec(spec_file), workdir=tmp_path / "work")
         with pytest.raises(ActionError, match=f"provider.subnet {subnet} is already used on this machine \\({other}"):
             provider.prepare()
         assert not local_net.link_exists(provider.bridge)
