@@ -2,7 +2,8 @@
 planned member and each answers healthy, asked through the cluster's own client certificate."""
 from __future__ import annotations
 
-from .. import bootstrap, status
+from .. import bootstrap
+from .. import cluster_etcd
 from . import RunContext
 
 HEALTH_TIMEOUT = 120.0
@@ -15,8 +16,8 @@ def run(ctx: RunContext) -> dict:
         ctx.log("etcd", f"would check {len(names)} members: {', '.join(names)}")
         return {"dry_run": True, "members": names}
     result = bootstrap.apply_roles(ctx, "etcd", ("etcd",), members)
-    access = status.etcd_access(ctx.store, ctx.state)
-    health = status.wait_etcd_healthy(access, len(members), HEALTH_TIMEOUT,
+    access = cluster_etcd.etcd_access(ctx.store, ctx.state)
+    health = cluster_etcd.wait_etcd_healthy(access, len(members), HEALTH_TIMEOUT,
                                       log=lambda m: ctx.ui.debug("etcd", m))
     names = ", ".join(m["name"] for m in health["members"])
     ctx.log("etcd", f"{len(health['members'])} members healthy over TLS: {names}")

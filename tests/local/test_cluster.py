@@ -142,7 +142,7 @@ def test_flannel_config_holds_the_spec_network(cluster):
 
 def test_v2_create_only_if_absent_like_coreos_kubernetes(cluster):
     """The v2 path flannel.etcd_api: v2 uses (python-etcd, prevExist=false) on the same cluster."""
-    from provision import status as cluster_status
+    from provision import cluster_etcd as cluster_status
     from provision.state import LocalStateStore
     store = LocalStateStore(cluster["name"], cluster["state_dir"])
     access = cluster_status.etcd_access(store, store.read())
