@@ -40,6 +40,25 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def set_aws_credentials(monkeypatch, present: bool) -> None:
+    """Environment where boto3's credential chain finds fake keys (`present`) or nothing at all
+    (no files, no profile, no instance metadata)."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    if present:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch):
+    """Fake AWS credentials: the aws provider's checks refuse to go on without any."""
+    set_aws_credentials(monkeypatch, present=True)
+
+
 @pytest.fixture
 def example():
     def path(name: str) -> Path:

@@ -11,7 +11,7 @@ PROVIDERS = ["local", "aws", "openstack", "libcloud", "vagrant"]
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
-def test_every_example_validates(cli, example):
+def test_every_example_validates(cli, example, aws_credentials):
     result = cli("validate", EXAMPLES / example)
     assert result.code == 0, result.err
     assert "OK" in result.out

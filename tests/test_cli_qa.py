@@ -49,13 +49,25 @@ def _bad_ami_spec(tmp_path):
     return path
 
 
-def test_validate_runs_the_providers_own_checks(cli, tmp_path):
+def test_validate_runs_the_providers_own_checks(cli, tmp_path, aws_credentials):
     path = _bad_ami_spec(tmp_path)
     result = cli("validate", path)
     assert result.code == 2
     assert result.err.strip() == f"{path}: provider.ami: must be an AMI id like ami-0123456789abcdef0 (got 'xyz')"
     doc = json.loads(cli("validate", path, "-o", "json").out)
     assert doc["valid"] is False and "provider.ami" in doc["errors"][0]
+
+
+@pytest.mark.parametrize("verb", [["validate"], ["up", "--yes"], ["up", "--dry-run"]])
+def test_missing_aws_credentials_are_exit_2_before_anything_is_made(cli, tmp_path, monkeypatch, verb):
+    from .conftest import set_aws_credentials
+    set_aws_credentials(monkeypatch, present=False)
+    state_dir = tmp_path / "state"
+    result = cli(verb[0], EXAMPLES / "aws.yaml", *verb[1:], "--state-dir", state_dir)
+    assert result.code == 2, result.err
+    assert "provider: no AWS credentials found (AWS_ACCESS_KEY_ID" in result.err
+    assert "Traceback" not in result.err
+    assert not state_dir.exists()
 
 
 @pytest.mark.parametrize("verb", [["up", "--yes"], ["up", "--dry-run"], ["scale", "workers", "2", "--yes"]])

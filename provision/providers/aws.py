@@ -93,6 +93,21 @@ def tags_of(resource: Mapping[str, Any]) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in resource.get("Tags", []) or []}
 
 
+def credentials_problem() -> str | None:
+    """Why boto3's standard chain finds no credentials here, or None when it finds some (found
+    before anything is made, instead of at the first API call after PKI)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError
+    try:
+        credentials = boto3.session.Session().get_credentials()
+    except BotoCoreError as err:  # e.g. AWS_PROFILE names a profile the config lacks
+        return f"AWS credentials cannot be read: {err}"
+    if credentials is None:
+        return ("no AWS credentials found (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+                "~/.aws/credentials, or an instance profile)")
+    return None
+
+
 class AWSProvider(Provider):
     """EC2 hosts in a VPC the provider creates and tags (or reuses by tag)."""
 
@@ -166,6 +181,9 @@ class AWSProvider(Provider):
         import ipaddress
         if not ipaddress.ip_network(o.subnet_cidr).subnet_of(ipaddress.ip_network(o.vpc_cidr)):
             problems.append(("provider.subnet_cidr", f"{o.subnet_cidr} is not inside provider.vpc_cidr {o.vpc_cidr}"))
+        problem = credentials_problem()
+        if problem:
+            problems.append(("provider", problem))
         return problems
 
     # -- shared resources --------------------------------------------------------------------
