@@ -24,7 +24,8 @@ def run(ctx: RunContext) -> dict:
         stopped = sorted(n for n, s in existing.items() if s == "stopped")
         if stopped:
             ctx.log("wait", f"starting {len(stopped)} stopped host(s): {', '.join(stopped)}")
-        start(sorted(existing))
+        if existing:
+            start(sorted(existing))
     # Pin host keys the provider knows (local hosts); others are remembered on first contact.
     known = getattr(provider, "host_public_key", None)
     changed = False
