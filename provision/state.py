@@ -31,6 +31,14 @@ class StateError(ActionError):
     """The state cannot be read or written safely; nothing was overwritten."""
 
 
+class MissingBlob(StateError):
+    """The state holds no blob `name` (yet): the phase that makes it has not run."""
+
+    def __init__(self, name: str):
+        super().__init__(f"state has no {name}")
+        self.name = name
+
+
 def empty_state(cluster: str) -> dict[str, Any]:
     return {"version": STATE_VERSION, "cluster": cluster, "serial": 0,
             "hosts": {}, "pools": {}, "phases": {}, "headroom": {}}
@@ -162,7 +170,7 @@ class StateStore(ABC):
         """A local file holding the blob, for tools that want a path (etcdctl, ssh)."""
         data = self.read_blob(name)
         if data is None:
-            raise StateError(f"state has no {name}")
+            raise MissingBlob(name)
         path = self.workdir / "cache" / name
         secure_makedirs(path.parent)
         write_file_atomic(path, data, 0o600)
@@ -294,7 +302,7 @@ class LocalStateStore(StateStore):
     def blob_path(self, name: str) -> Path:
         path = self._blob_file(name)
         if not path.exists():
-            raise StateError(f"state has no {name}")
+            raise MissingBlob(name)
         return path
 
 

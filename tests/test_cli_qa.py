@@ -219,3 +219,26 @@ def test_scale_without_yes_refuses_before_creating_anything(cli, tmp_path):
     assert "pool workers: 0 -> 3 hosts (6 to create" in result.err
     assert json.loads(result.out)["errors"] == ["nothing changed: re-run with --yes to apply (or --dry-run)"]
     assert not state_dir.exists()
+
+
+def test_a_phase_run_before_the_phase_it_needs_says_which_to_run_first(cli, tmp_path):
+    """`up --only wait` on a fresh cluster: no SSH key yet, and nothing made on the machine."""
+    import subprocess
+    import yaml
+    from .local.conftest import free_subnet, unique_name
+    name = unique_name("qaw")
+    doc = yaml.safe_load((EXAMPLES / "local.yaml").read_text())
+    doc["name"], doc["provider"]["subnet"] = name, free_subnet()
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    result = cli("up", spec, "--only", "wait", "--yes", "--state-dir", tmp_path / "state")
+    assert result.code == 1, result.err
+    assert "wait: state has no pki/ssh/id_ed25519: run `provision up SPEC --until pki` first" in result.err
+    assert subprocess.run(["ip", "link", "show", f"pv-{name}"[:15]], capture_output=True).returncode != 0
+
+
+def test_missing_rendered_output_names_the_render_phase():
+    from provision.phases import missing_output
+    from provision.state import MissingBlob
+    assert str(missing_output("machines", MissingBlob("rendered/index.json"))) == \
+        "machines: state has no rendered/index.json: run `provision up SPEC --until render` first"

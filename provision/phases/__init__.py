@@ -10,9 +10,9 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import NotYetAvailable, UserError
+from ..errors import ActionError, NotYetAvailable, UserError
 from ..spec import Spec
-from ..state import StateStore
+from ..state import MissingBlob, StateStore
 from ..ui import UI
 
 
@@ -49,7 +49,13 @@ class Phase:
             if err.name == f"provision.phases.{self.module}":
                 raise NotYetAvailable(f"phase {self.name!r} is not available yet: {self.summary}") from None
             raise
-        return mod.run
+
+        def run(ctx: RunContext) -> Any:
+            try:
+                return mod.run(ctx)
+            except MissingBlob as err:  # run alone (--only) before the phase that writes it
+                raise missing_output(self.name, err) from None
+        return run
 
 
 PHASES: tuple[Phase, ...] = (
@@ -80,6 +86,18 @@ def select(until: str | None = None, only: str | None = None) -> tuple[Phase, ..
     if until:
         return PHASES[: PHASE_NAMES.index(until) + 1]
     return PHASES
+
+
+# Which phase writes the state blobs under each prefix (to say what to run first).
+BLOB_PHASES = (("pki/", "pki"), ("rendered/", "render"))
+
+
+def missing_output(phase: str, err: MissingBlob) -> ActionError:
+    """The error for a phase that needs what an earlier phase writes: which phase to run first."""
+    maker = next((name for prefix, name in BLOB_PHASES if err.name.startswith(prefix)), None)
+    if maker is None:
+        return ActionError(f"{phase}: {err}")
+    return ActionError(f"{phase}: {err}: run `provision up SPEC --until {maker}` first")
 
 
 def run_phases(ctx: RunContext, phases: tuple[Phase, ...]) -> None:
