@@ -58,7 +58,14 @@ def test_validate_runs_the_providers_own_checks(cli, tmp_path, aws_credentials):
     assert doc["valid"] is False and "provider.ami" in doc["errors"][0]
 
 
-@pytest.mark.parametrize("verb", [["validate"], ["up", "--yes"], ["up", "--dry-run"]])
+def test_validate_needs_no_aws_credentials(cli, monkeypatch):
+    from .conftest import set_aws_credentials
+    set_aws_credentials(monkeypatch, present=False)
+    result = cli("validate", EXAMPLES / "aws.yaml")
+    assert result.code == 0, result.err
+
+
+@pytest.mark.parametrize("verb", [["up", "--yes"], ["up", "--dry-run"]])
 def test_missing_aws_credentials_are_exit_2_before_anything_is_made(cli, tmp_path, monkeypatch, verb):
     from .conftest import set_aws_credentials
     set_aws_credentials(monkeypatch, present=False)

@@ -29,10 +29,14 @@ def provider_class(name: str) -> type[Provider]:
     return getattr(importlib.import_module(module_name), cls_name)
 
 
-def get_provider(spec: Spec, workdir: Path | None = None, log: Callable[[str], None] | None = None) -> Provider:
-    """The provider the spec names, with its spec checks run (exit 2 on a problem)."""
+def get_provider(spec: Spec, workdir: Path | None = None, log: Callable[[str], None] | None = None,
+                 preflight: bool = False) -> Provider:
+    """The provider the spec names, with its spec checks run, and with `preflight` its checks
+    of this machine and account too (exit 2 on a problem)."""
     provider = provider_class(spec.provider.name)(spec, workdir=workdir, log=log)
     problems = provider.check()
+    if preflight and not problems:
+        problems = provider.preflight()
     if problems:
         raise UserError([f"{path}: {message}" for path, message in problems])
     return provider

@@ -181,10 +181,11 @@ class AWSProvider(Provider):
         import ipaddress
         if not ipaddress.ip_network(o.subnet_cidr).subnet_of(ipaddress.ip_network(o.vpc_cidr)):
             problems.append(("provider.subnet_cidr", f"{o.subnet_cidr} is not inside provider.vpc_cidr {o.vpc_cidr}"))
-        problem = credentials_problem()
-        if problem:
-            problems.append(("provider", problem))
         return problems
+
+    def preflight(self) -> list[tuple[str, str]]:
+        problem = credentials_problem()
+        return [("provider", problem)] if problem else []
 
     # -- shared resources --------------------------------------------------------------------
     def prepare(self) -> None:

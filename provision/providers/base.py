@@ -81,7 +81,14 @@ class Provider(ABC):
 
     # -- checks ------------------------------------------------------------------------------
     def check(self) -> list[tuple[str, str]]:
-        """Provider-specific problems with the spec as (field path, message); empty when fine."""
+        """Provider-specific problems with the spec as (field path, message); empty when fine.
+        Spec only: `validate` runs it on any machine."""
+        return []
+
+    def preflight(self) -> list[tuple[str, str]]:
+        """Problems of this machine or account that would stop the provider acting (missing
+        credentials, a network already in use), as (field path, message). Run before a verb
+        acts, so it exits 2 with nothing created; not by `validate`, which checks the spec alone."""
         return []
 
     # -- lifecycle ---------------------------------------------------------------------------

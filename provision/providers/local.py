@@ -182,14 +182,18 @@ class LocalProvider(Provider):
         problems = []
         if self.options.bridge and len(self.options.bridge) > 15:
             problems.append(("provider.bridge", f"at most 15 characters (got {len(self.options.bridge)})"))
+        return problems
+
+    def preflight(self) -> list[tuple[str, str]]:
         # Before anything is made: another interface in the subnet would clash with the bridge.
         # Once the cluster's own bridge exists this is a re-run (or down); prepare() still checks.
-        elif shutil.which("ip") and not net.link_exists(self.bridge):
-            clash = net.subnet_users(self.options.subnet, self.bridge)
-            if clash:
-                problems.append(("provider.subnet", f"{self.options.subnet} is already used on this machine "
-                                 f"({', '.join(clash)}); choose another subnet"))
-        return problems
+        if self.check() or not shutil.which("ip") or net.link_exists(self.bridge):
+            return []
+        clash = net.subnet_users(self.options.subnet, self.bridge)
+        if clash:
+            return [("provider.subnet", f"{self.options.subnet} is already used on this machine "
+                                        f"({', '.join(clash)}); choose another subnet")]
+        return []
 
     def _require_root(self) -> None:
         if os.geteuid() != 0:

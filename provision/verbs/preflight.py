@@ -6,10 +6,11 @@ from ..errors import UserError
 from ..providers import get_provider
 
 
-def check_provider(spec, workdir=None, log=None):
-    """The provider with its spec checks run; a missing cloud library is a UserError naming it."""
+def check_provider(spec, workdir=None, log=None, preflight=True):
+    """The provider with its spec checks (and, unless `preflight` is False, its checks of this
+    machine and account) run; a missing cloud library is a UserError naming it."""
     try:
-        return get_provider(spec, workdir, log=log)
+        return get_provider(spec, workdir, log=log, preflight=preflight)
     except ImportError as err:
         raise UserError(f"provider.name: provider {spec.provider.name} needs the Python module "
                         f"{err.name or err}, which is not installed here") from None

@@ -10,7 +10,7 @@ def run(app) -> int:
     try:
         spec = app.spec
         try:
-            check_provider(spec)
+            check_provider(spec, preflight=False)  # the spec alone: no credentials or machine checks
         except SpecError:
             raise
         except UserError as err:  # name the file, as the spec's own problems do
