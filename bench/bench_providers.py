@@ -1,10 +1,10 @@
 """Creating a worker pool on EC2 (moto's server over HTTP, real boto3): the aws provider's
-batched RunInstances (one call per pool and subnet, MinCount = MaxCount = N, then one CreateTags
-per host for its name) against a baseline of one tagged RunInstances per host, run side by side.
+batched RunInstances (one call per pool and subnet, MinCount = MaxCount = N, tags in the call;
+host names come from the batch's indices tag and each launch index, no call per host) against a baseline of one tagged RunInstances per host, run side by side.
 
 Figures are wall-clock seconds and API calls for N workers; ratios are baseline / provider.
 moto does not throttle, so real EC2 widens the gap: its RunInstances bucket refills at 2/s
-while mutating calls (CreateTags) refill at 5/s.
+while other mutating calls refill at 5/s.
 """
 from __future__ import annotations
 

@@ -15,7 +15,6 @@ creating call first checks what exists.
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
 import os
 from typing import Any, Callable, Mapping, Sequence
 
@@ -32,8 +31,6 @@ TAG_INDICES = "provision:indices"  # host indices of that batch, in launch order
 FLATCAR_OWNER = "075585003325"
 # EC2 caps one RunInstances at the RunInstances token bucket's burst.
 MAX_BATCH = 1000
-# CreateTags calls in flight at once (EC2's mutating-call bucket: 50 burst, 5/s refill).
-TAGGING_THREADS = 8
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 STATE_MAP = {"pending": "pending", "running": "running", "stopping": "stopped", "stopped": "stopped",
              "shutting-down": "terminated", "terminated": "terminated"}
@@ -471,18 +468,10 @@ class AWSProvider(Provider):
         self.log(f"RunInstances: {len(batch)} x {pool.name} ({params['InstanceType']})")
         instances = self._retry(attempt, "RunInstances")
         launched = sorted(instances, key=lambda i: i.get("AmiLaunchIndex", 0))
+        # Host names inside a batch come from its indices tag and each launch index
+        # (`_record`), so a batch costs one mutating call however many hosts it holds: EC2's
+        # mutating-call bucket (50 burst, 5/s) would otherwise spend ~1 s per 5 hosts on names.
         records = [self._record(i) for i in launched]
-        untagged = [(i["InstanceId"], r.name) for i, r in zip(launched, records)
-                    if len(batch) > 1 and tags_of(i).get(TAG_HOST) != r.name]
-        if untagged:
-            # Host names differ inside a batch: one CreateTags each once the batch exists (the
-            # name is also derivable from the batch's indices tag and the launch index, so a
-            # crash before this point loses nothing). Calls overlap to hide the round trips.
-            self.log(f"tagging {len(untagged)} host name(s)")
-            with ThreadPoolExecutor(max_workers=TAGGING_THREADS) as pool:
-                list(pool.map(lambda item: self._call("create_tags", Resources=[item[0]],
-                                                      Tags=tag_list({TAG_HOST: item[1], "Name": item[1]})),
-                              untagged))
         return records
 
     def _describe_instances(self, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
