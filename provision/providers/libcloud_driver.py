@@ -314,10 +314,13 @@ class LibcloudProvider(Provider):
 
     def _location(self, image: Any, sizes: Sequence[Any]) -> Any | None:
         """`provider.location`, or when null the driver's first location that has the image
-        and the sizes (a driver whose create_node needs no location gets none)."""
+        and the sizes (a driver whose create_node needs no location gets none). DigitalOcean
+        takes no region at connection: there `provider.region` names the location."""
         if self.options.location:
             return self._lookup("locations", self.driver.list_locations, self.options.location,
                                 "provider.location")
+        if self.on_digitalocean and self.options.region:
+            return self._lookup("locations", self.driver.list_locations, self.options.region, "provider.region")
         create = inspect.signature(self.driver.create_node).parameters.get("location")
         if create is None or create.default is not inspect.Parameter.empty:
             return None

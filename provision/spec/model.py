@@ -139,7 +139,8 @@ class LibcloudOptions:
                                 "it lists that offers the image and sizes", None)
     image: str | None = field("image id or name; a Flatcar image of os.channel when null", None)
     size: str | None = field("size id used when a pool's size is null; the smallest when null", None)
-    region: str | None = field("region passed to drivers that take one at connection", None)
+    region: str | None = field("region passed to drivers that take one at connection; on digitalocean "
+                              "(none taken) the location when location is null", None)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ what the cluster needs, and `down` leaves nothing of ours and everything of thei
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -21,6 +22,7 @@ from tests.fakes.digitalocean_api import TOKEN
 from .conftest import SSH_KEY, configs_for, do_spec, fast_backoff
 from .test_down import artifact_mirror  # noqa: F401 - fixture
 
+GCE_LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEw7o1m3vZ9Fq6cYl3uN0qk3V0bq3vJp6pQpCwqk5k1a someone@else"
 
 
@@ -209,3 +211,27 @@ def test_up_until_machines_then_down_through_the_cli(do_api, tmp_path, cli, exam
     assert list(do_api.droplets) == [theirs]
     assert list(do_api.keys) == [int(their_key.extra["id"])]
     assert list(do_api.firewalls) == [their_firewall["firewall"]["id"]]
+
+
+def test_region_names_the_location_on_digitalocean(do_api, tmp_path):
+    spec = do_spec(workers=0, options={"region": "fra1"})
+    hosts = plan(spec, {}).create
+    provider_for(spec, tmp_path).create_hosts(hosts, configs_for(hosts))
+    assert [b["region"] for b in do_api.created] == ["fra1"]
+    bad = do_spec(workers=0, options={"region": "sfo1"})  # listed, but not available
+    with pytest.raises(UserError, match=r"provider.region: driver digitalocean has no location 'sfo1'"):
+        provider_for(bad, tmp_path).create_hosts(plan(bad, {}).create, configs_for(plan(bad, {}).create))
+
+
+def test_gce_passes_user_data_as_metadata_and_tags_as_labels(tmp_path):
+    """GCE's create_node has no user-data argument: Flatcar reads the `user-data` metadata key.
+    Capabilities come from the real driver's signature (no GCE API is reached)."""
+    from libcloud.compute.drivers.gce import GCENodeDriver
+
+    from provision.providers.libcloud_driver import label_to_tag, tag_to_label
+    provider = LibcloudProvider(do_spec(options={"driver": "gce", "image": None, "size": None}), tmp_path)
+    provider._driver = GCENodeDriver.__new__(GCENodeDriver)
+    assert provider.capabilities() == {"user_data": "ex_metadata", "tags": "ex_labels", "client_token": None}
+    assert tag_to_label("provision:cluster") == "provision_cluster"
+    assert label_to_tag(tag_to_label("provision:pool")) == "provision:pool"
+    assert GCE_LABEL_KEY.fullmatch(tag_to_label("provision:host"))
