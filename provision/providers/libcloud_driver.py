@@ -137,6 +137,19 @@ class LibcloudProvider(Provider):
                 return [("LIBCLOUD_EXTRA", "must be a JSON object of driver arguments")]
         return []
 
+    def preflight(self) -> list[tuple[str, str]]:
+        """DigitalOcean's v2 API takes one token: LIBCLOUD_KEY set, LIBCLOUD_SECRET unset (the
+        driver reads a secret as a request for the retired v1 API)."""
+        if not self.on_digitalocean:
+            return []
+        problems = []
+        if not os.environ.get("LIBCLOUD_KEY"):
+            problems.append(("LIBCLOUD_KEY", "not set: a DigitalOcean personal access token with write scope"))
+        if os.environ.get("LIBCLOUD_SECRET"):
+            problems.append(("LIBCLOUD_SECRET", "must be unset for digitalocean (the v2 API takes only the token "
+                                                "in LIBCLOUD_KEY)"))
+        return problems
+
     @property
     def driver(self):
         if self._driver is None:

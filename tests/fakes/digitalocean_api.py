@@ -9,7 +9,8 @@ with `links.pages`, errors as `{"id": ..., "message": ...}` with the reference's
 droplet from a custom image without `ssh_keys`, a tag outside `[A-Za-z0-9_:-]`, a region,
 size or image that does not exist or an image not in the region, user data over 64 KiB.
 
-Faults for the contract suite: `inject("create_droplet", "fail" | "drop")`; `calls` counts
+Faults: `inject("create_droplet", "fail" | "drop" | "throttle")` (a 422, a droplet made but a
+500 answered, a 429); `calls` counts
 requests by operation.
 """
 from __future__ import annotations
@@ -232,6 +233,8 @@ class DigitalOceanAPI:
                 fault = self._fault("create_droplet")
                 if fault == "fail":
                     raise APIError(422, "unprocessable_entity", "Droplet limit exceeded (injected)")
+                if fault == "throttle":
+                    raise APIError(429, "too_many_requests", "API Rate limit exceeded.")
                 droplet = self._new_droplet(body or {})
                 self.created.append(dict(body))
                 if fault == "drop":

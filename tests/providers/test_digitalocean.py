@@ -235,3 +235,27 @@ def test_gce_passes_user_data_as_metadata_and_tags_as_labels(tmp_path):
     assert tag_to_label("provision:cluster") == "provision_cluster"
     assert label_to_tag(tag_to_label("provision:pool")) == "provision:pool"
     assert GCE_LABEL_KEY.fullmatch(tag_to_label("provision:host"))
+
+
+def test_throttled_create_is_retried_without_duplicates(do_api, tmp_path):
+    spec = do_spec(workers=1)
+    hosts = plan(spec, {}).create
+    do_api.inject("create_droplet", "throttle", "throttle")
+    provider_for(spec, tmp_path).create_hosts(hosts, configs_for(hosts))
+    assert do_api.calls["create_droplet"] == len(hosts) + 2
+    assert sorted(d["name"] for d in do_api.droplets.values()) == sorted(h.name for h in hosts)
+
+
+@pytest.mark.parametrize("env, field", [({"LIBCLOUD_KEY": ""}, "LIBCLOUD_KEY"),
+                                        ({"LIBCLOUD_SECRET": "s"}, "LIBCLOUD_SECRET")])
+def test_credentials_are_checked_before_anything_is_created(do_api, tmp_path, cli, monkeypatch, env, field):
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    spec_path = tmp_path / "do.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "name": "creds", "provider": {"name": "libcloud", "driver": "digitalocean"},
+        "ssh": {"authorized_keys": [SSH_KEY]}, "etcd": {"count": 1},
+        "pools": [{"name": "masters", "role": "master", "count": 1}]}))
+    result = cli("down", spec_path, "--yes", "--state-dir", tmp_path / "state")
+    assert result.code == 2 and field in result.err and "Traceback" not in result.err
+    assert sum(do_api.calls.values()) == 0
