@@ -158,13 +158,3 @@ def remove_firewall(driver: Any, cluster: str, log) -> None:
         log(f"removing cloud firewall {found['name']}")
         driver.connection.request(f"/v2/firewalls/{found['id']}", method="DELETE")
 
-
-def pick_location(locations: Sequence[Any], image: Any, sizes: Sequence[Any]) -> Any | None:
-    """The first available region that has the image and every size wanted."""
-    image_regions = set((getattr(image, "extra", None) or {}).get("regions") or [])
-    for location in locations:
-        if image_regions and location.id not in image_regions:
-            continue
-        if all(location.id in ((s.extra or {}).get("regions") or [location.id]) for s in sizes):
-            return location
-    return None

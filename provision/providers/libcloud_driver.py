@@ -108,8 +108,21 @@ def construct_driver(cls: type, key: str, kwargs: dict[str, Any]) -> Any:
 CONNECTION_ARGS = ("host", "port", "secure")
 
 
+def pick_location(locations: Sequence[Any], image: Any, sizes: Sequence[Any]) -> Any | None:
+    """The first location that has the image and every size wanted (where the driver says
+    which regions an image or size is in, as DigitalOcean's does)."""
+    image_regions = set((getattr(image, "extra", None) or {}).get("regions") or [])
+    for location in locations:
+        if image_regions and location.id not in image_regions:
+            continue
+        if all(location.id in ((s.extra or {}).get("regions") or [location.id]) for s in sizes):
+            return location
+    return None
+
+
 class LibcloudProvider(Provider):
-    """Nodes through one libcloud compute driver; per-node creation, identified by name and tags."""
+    """Nodes through one libcloud compute driver; per-node creation, identified by the cluster's
+    tags (by name only on drivers that cannot tag)."""
 
     name = "libcloud"
 
@@ -117,6 +130,8 @@ class LibcloudProvider(Provider):
         super().__init__(spec, workdir, log)
         self.backoff = Backoff()
         self._driver = None
+        self._key_ids: list[int] | None = None  # DigitalOcean account keys, once ensured
+        self._firewall: dict[str, Any] | None = None  # DigitalOcean firewall, once ensured
 
     @property
     def user_data_limit(self) -> UserDataLimit | None:  # type: ignore[override]
@@ -307,12 +322,12 @@ class LibcloudProvider(Provider):
         """DigitalOcean: the account SSH keys and the cloud firewall on the cluster tag."""
         if self.on_digitalocean:
             self._ssh_key_ids()
-            if getattr(self, "_firewall", None) is None:
+            if self._firewall is None:
                 self._firewall = self._retry(lambda: do.ensure_firewall(
                     self.driver, self.spec.name, self.spec.network.flannel.backend, self.log), "create firewall")
 
     def _ssh_key_ids(self) -> list[int]:
-        if getattr(self, "_key_ids", None) is None:
+        if self._key_ids is None:
             self._key_ids = self._retry(lambda: do.ensure_keys(self.driver, self.spec.name,
                                                                self.spec.ssh.authorized_keys, self.log),
                                         "add SSH keys")
@@ -338,7 +353,7 @@ class LibcloudProvider(Provider):
         if create is None or create.default is not inspect.Parameter.empty:
             return None
         locations = self._retry(self.driver.list_locations, "list locations")
-        location = do.pick_location(locations, image, sizes)
+        location = pick_location(locations, image, sizes)
         if location is None:
             raise UserError(f"provider.location: driver {self.options.driver} has no location offering image "
                             f"{getattr(image, 'name', image)!r} and the sizes wanted; set it")
