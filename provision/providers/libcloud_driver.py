@@ -1,10 +1,17 @@
 """Any Apache Libcloud compute driver, picked by name (`provider.driver`: ec2, digitalocean, gce...).
 
 What a driver can do is read from the driver itself: the keyword arguments its `create_node`
-accepts (`ex_userdata`/`ex_user_data` for user data, `ex_metadata`/`ex_labels`/`ex_tags` for
-tags, `ex_clienttoken` for idempotency). A driver that cannot pass user data is refused with a
-clear message before anything is created; tags are used when the driver takes them, and the
-node name (`<cluster>-<pool>-<n>`) identifies hosts either way.
+accepts (`ex_userdata`/`ex_user_data` for user data, or gce's `ex_metadata` `user-data` key;
+`ex_metadata`/`ex_labels` for tags, `ex_clienttoken` for idempotency). A driver that cannot pass
+user data is refused with a clear message before anything is created. When the driver can tag,
+a node is this cluster's only if it carries the cluster's tag (a node merely named like one of
+ours is someone else's); the name alone identifies hosts only on drivers that cannot tag.
+
+DigitalOcean (`driver: digitalocean`) gets more (see `libcloud_digitalocean`): string tags on
+every droplet and tag-filtered listings, the authorized keys as account SSH keys passed on every
+create (a custom image such as Flatcar is refused without one), a cloud firewall on the cluster
+tag, and a region picked where the image and sizes exist when `location` is null. `teardown`
+removes the firewall and the keys it created.
 
 Credentials and connection come from the environment: `LIBCLOUD_KEY`, `LIBCLOUD_SECRET`, and
 optionally `LIBCLOUD_HOST`, `LIBCLOUD_PORT`, `LIBCLOUD_SECURE` (true/false) and
@@ -16,11 +23,13 @@ import hashlib
 import inspect
 import json
 import os
+import re
 import socket
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ActionError, UserError
 from ..plan import HostPlan
+from . import libcloud_digitalocean as do
 from .base import TAG_CLUSTER, TAG_POOL, TAG_ROLE, HostRecord, Provider, UserDataLimit, host_tags
 from .retry import Backoff, call_with_retry
 
@@ -53,6 +62,16 @@ def libcloud_retryable(err: BaseException) -> str | None:
     return None
 
 
+def tag_to_label(key: str) -> str:
+    """GCE label keys allow only lowercase letters, digits, `_` and `-`: `provision:pool` is
+    `provision_pool` there."""
+    return key.replace(":", "_")
+
+
+def label_to_tag(key: str) -> str:
+    return key.replace("provision_", "provision:", 1) if key.startswith("provision_") else key
+
+
 def accepted_args(fn: Callable) -> set[str]:
     try:
         return set(inspect.signature(fn).parameters)
@@ -60,8 +79,50 @@ def accepted_args(fn: Callable) -> set[str]:
         return set()
 
 
+def version_key(name: str) -> tuple:
+    """Sort key of an image name by the last dotted version in it (`... 4081.2.0` after
+    `... 999.1.0`, which string order gets wrong); names without one sort first."""
+    found = re.findall(r"\d+(?:\.\d+)+", name or "")
+    return (tuple(int(p) for p in found[-1].split(".")) if found else (), name or "")
+
+
+def construct_driver(cls: type, key: str, kwargs: dict[str, Any]) -> Any:
+    """`cls(key, **kwargs)`, for drivers that cannot take every argument at construction.
+
+    Some drivers (DigitalOcean) define a `__new__` that hands unknown keywords on to
+    `object.__new__`, which refuses them ("object.__new__() takes exactly one argument"): those
+    are built with only the keywords their `__new__` names, and the caller applies the
+    connection override (host, port, secure) to the connection itself."""
+    accepted = accepted_args(cls.__init__)
+    if "kwargs" not in accepted:  # e.g. the Dummy driver takes only `creds`
+        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    try:
+        return cls(key, **kwargs)
+    except TypeError as err:
+        if cls.__new__ is object.__new__ or "object.__new__" not in str(err):
+            raise
+    named = accepted_args(cls.__new__) - {"cls", "key", "kwargs"}
+    return cls(key, **{k: v for k, v in kwargs.items() if k in named})
+
+
+CONNECTION_ARGS = ("host", "port", "secure")
+
+
+def pick_location(locations: Sequence[Any], image: Any, sizes: Sequence[Any]) -> Any | None:
+    """The first location that has the image and every size wanted (where the driver says
+    which regions an image or size is in, as DigitalOcean's does)."""
+    image_regions = set((getattr(image, "extra", None) or {}).get("regions") or [])
+    for location in locations:
+        if image_regions and location.id not in image_regions:
+            continue
+        if all(location.id in ((s.extra or {}).get("regions") or [location.id]) for s in sizes):
+            return location
+    return None
+
+
 class LibcloudProvider(Provider):
-    """Nodes through one libcloud compute driver; per-node creation, identified by name and tags."""
+    """Nodes through one libcloud compute driver; per-node creation, identified by the cluster's
+    tags (by name only on drivers that cannot tag)."""
 
     name = "libcloud"
 
@@ -69,6 +130,8 @@ class LibcloudProvider(Provider):
         super().__init__(spec, workdir, log)
         self.backoff = Backoff()
         self._driver = None
+        self._key_ids: list[int] | None = None  # DigitalOcean account keys, once ensured
+        self._firewall: dict[str, Any] | None = None  # DigitalOcean firewall, once ensured
 
     @property
     def user_data_limit(self) -> UserDataLimit | None:  # type: ignore[override]
@@ -89,6 +152,19 @@ class LibcloudProvider(Provider):
                 return [("LIBCLOUD_EXTRA", "must be a JSON object of driver arguments")]
         return []
 
+    def preflight(self) -> list[tuple[str, str]]:
+        """DigitalOcean's v2 API takes one token: LIBCLOUD_KEY set, LIBCLOUD_SECRET unset (the
+        driver reads a secret as a request for the retired v1 API)."""
+        if not self.on_digitalocean:
+            return []
+        problems = []
+        if not os.environ.get("LIBCLOUD_KEY"):
+            problems.append(("LIBCLOUD_KEY", "not set: a DigitalOcean personal access token with write scope"))
+        if os.environ.get("LIBCLOUD_SECRET"):
+            problems.append(("LIBCLOUD_SECRET", "must be unset for digitalocean (the v2 API takes only the token "
+                                                "in LIBCLOUD_KEY)"))
+        return problems
+
     @property
     def driver(self):
         if self._driver is None:
@@ -108,20 +184,47 @@ class LibcloudProvider(Provider):
                 kwargs["region"] = self.options.region
             kwargs.update(json.loads(env.get("LIBCLOUD_EXTRA") or "{}"))
             key = env.get("LIBCLOUD_KEY", "")
-            accepted = accepted_args(cls.__init__)
-            if "kwargs" not in accepted:  # e.g. the Dummy driver takes only `creds`
-                kwargs = {k: v for k, v in kwargs.items() if k in accepted}
             try:
-                self._driver = cls(key, **kwargs)
+                driver = construct_driver(cls, key, kwargs)
             except Exception as err:  # a driver's own complaint about its arguments
                 raise UserError(f"provider.driver: cannot set up libcloud driver {self.options.driver!r}: {err}") from None
+            self._override_connection(driver, kwargs)
+            self._driver = driver
         return self._driver
+
+    @staticmethod
+    def _override_connection(driver: Any, kwargs: Mapping[str, Any]) -> None:
+        """Apply LIBCLOUD_HOST/PORT/SECURE to the connection when the driver dropped them."""
+        conn = getattr(driver, "connection", None)
+        if conn is None or not any(k in kwargs for k in CONNECTION_ARGS):
+            return
+        if "secure" in kwargs:
+            conn.secure = 1 if kwargs["secure"] else 0
+        if "host" in kwargs:
+            conn.host = kwargs["host"]
+        if "port" in kwargs:
+            conn.port = kwargs["port"]
+        elif "secure" in kwargs and "host" in kwargs:
+            conn.port = 443 if kwargs["secure"] else 80
+        conn.connection = None  # connect again with the new address on the next request
+
+    @property
+    def on_digitalocean(self) -> bool:
+        return self.options.driver == "digitalocean"
 
     def capabilities(self) -> dict[str, str | None]:
         """The create_node arguments this driver has for user data, tags and idempotency."""
         args = accepted_args(self.driver.create_node)
+        user_data = next((a for a in USER_DATA_ARGS if a in args), None)
+        if self.on_digitalocean:
+            # tags ride in ex_create_attr as plain strings (see libcloud_digitalocean)
+            return {"user_data": user_data, "tags": "ex_create_attr", "client_token": None}
+        if user_data is None and self.options.driver == "gce" and "ex_metadata" in args:
+            # GCE: user data is the instance metadata key `user-data`; tags become labels
+            return {"user_data": "ex_metadata", "tags": "ex_labels" if "ex_labels" in args else None,
+                    "client_token": None}
         tags = next((a for a in ("ex_metadata", "ex_labels") if a in args), None)
-        return {"user_data": next((a for a in USER_DATA_ARGS if a in args), None), "tags": tags,
+        return {"user_data": user_data, "tags": tags,
                 "client_token": "ex_clienttoken" if "ex_clienttoken" in args else None}
 
     def _retry(self, call: Callable[[], Any], what: str) -> Any:
@@ -144,19 +247,27 @@ class LibcloudProvider(Provider):
 
     def _tags_of(self, node: Any) -> dict[str, str]:
         extra = node.extra or {}
+        if isinstance(extra.get("tags"), list):  # DigitalOcean: plain string tags
+            return do.tags_as_mapping(extra["tags"])
+        if isinstance(extra.get("labels"), dict) and self.options.driver == "gce":
+            return {label_to_tag(k): str(v) for k, v in extra["labels"].items()}
         for key in ("tags", "metadata", "labels"):
             if isinstance(extra.get(key), dict):
                 return {str(k): str(v) for k, v in extra[key].items()}
         return {}
 
     def _nodes(self) -> list[Any]:
+        if self.on_digitalocean:
+            return self._retry(lambda: do.list_tagged_droplets(self.driver, self.spec.name), "list droplets")
         prefix = f"{self.spec.name}-"
+        can_tag = self.capabilities()["tags"] is not None
         nodes = self._retry(self.driver.list_nodes, "list nodes")
         out = []
         for node in nodes:
             tags = self._tags_of(node)
-            if TAG_CLUSTER in tags:
-                if tags[TAG_CLUSTER] == self.spec.name:
+            if can_tag or TAG_CLUSTER in tags:
+                # A driver that tags: ours only when tagged ours, whatever the name says.
+                if tags.get(TAG_CLUSTER) == self.spec.name:
                     out.append(node)
             elif (node.name or "").startswith(prefix) and self._pool_of(node.name)[0]:
                 # A driver without tags: the name must parse as one of this spec's pools, so
@@ -200,11 +311,54 @@ class LibcloudProvider(Provider):
 
         def newest_flatcar(items: list) -> Any:
             matching = sorted((i for i in items if "flatcar" in (i.name or "").lower()
-                               and channel in (i.name or "").lower()), key=lambda i: i.name or "")
+                               and channel in (i.name or "").lower()), key=lambda i: version_key(i.name))
             if not matching:
                 raise UserError(f"provider.image: driver {self.options.driver} lists no Flatcar {channel} image; set it")
             return matching[-1]
         return self._lookup("images", self.driver.list_images, wanted, "provider.image", newest_flatcar)
+
+    # -- shared resources (DigitalOcean) ------------------------------------------------------
+    def prepare(self) -> None:
+        """DigitalOcean: the account SSH keys and the cloud firewall on the cluster tag."""
+        if self.on_digitalocean:
+            self._ssh_key_ids()
+            if self._firewall is None:
+                self._firewall = self._retry(lambda: do.ensure_firewall(
+                    self.driver, self.spec.name, self.spec.network.flannel.backend, self.log), "create firewall")
+
+    def _ssh_key_ids(self) -> list[int]:
+        if self._key_ids is None:
+            self._key_ids = self._retry(lambda: do.ensure_keys(self.driver, self.spec.name,
+                                                               self.spec.ssh.authorized_keys, self.log),
+                                        "add SSH keys")
+        return self._key_ids
+
+    def teardown(self) -> None:
+        """DigitalOcean: remove the firewall and the SSH keys this cluster created (keys found
+        already in the account stay)."""
+        if self.on_digitalocean:
+            self._retry(lambda: do.remove_firewall(self.driver, self.spec.name, self.log), "remove firewall")
+            self._retry(lambda: do.remove_keys(self.driver, self.spec.name, self.log), "remove SSH keys")
+
+    def _location(self, image: Any, sizes: Sequence[Any]) -> Any | None:
+        """`provider.location`, or when null the driver's first location that has the image
+        and the sizes (a driver whose create_node needs no location gets none). DigitalOcean
+        takes no region at connection: there `provider.region` names the location."""
+        if self.options.location:
+            return self._lookup("locations", self.driver.list_locations, self.options.location,
+                                "provider.location")
+        if self.on_digitalocean and self.options.region:
+            return self._lookup("locations", self.driver.list_locations, self.options.region, "provider.region")
+        create = inspect.signature(self.driver.create_node).parameters.get("location")
+        if create is None or create.default is not inspect.Parameter.empty:
+            return None
+        locations = self._retry(self.driver.list_locations, "list locations")
+        location = pick_location(locations, image, sizes)
+        if location is None:
+            raise UserError(f"provider.location: driver {self.options.driver} has no location offering image "
+                            f"{getattr(image, 'name', image)!r} and the sizes wanted; set it")
+        self.log(f"provider.location is null: using {location.id}")
+        return location
 
     def create_hosts(self, hosts: Sequence[HostPlan], configs: Mapping[str, bytes]) -> list[HostRecord]:
         caps = self.capabilities()
@@ -218,21 +372,32 @@ class LibcloudProvider(Provider):
         if not todo:
             return records
         image = self._image()
-        location = None
-        if self.options.location:
-            location = self._lookup("locations", self.driver.list_locations, self.options.location,
-                                    "provider.location")
         sizes: dict[str | None, Any] = {}
         for host in todo:
             wanted_size = self.spec.pool(host.pool).size or self.options.size
             if wanted_size not in sizes:
                 sizes[wanted_size] = self._lookup("sizes", self.driver.list_sizes, wanted_size, "provider.size",
                                                   lambda items: min(items, key=lambda s: (s.ram or 0, s.price or 0)))
-            kwargs: dict[str, Any] = {"name": host.name, "size": sizes[wanted_size], "image": image,
-                                      caps["user_data"]: configs[host.name].decode()}
+        location = self._location(image, list(sizes.values()))
+        key_ids = self._ssh_key_ids() if self.on_digitalocean else []
+        if self.on_digitalocean:
+            self.prepare()  # the firewall is on the cluster tag before any droplet carries it
+        for host in todo:
+            wanted_size = self.spec.pool(host.pool).size or self.options.size
+            config = configs[host.name].decode()
+            kwargs: dict[str, Any] = {"name": host.name, "size": sizes[wanted_size], "image": image}
+            if caps["user_data"] == "ex_metadata":
+                kwargs["ex_metadata"] = {"user-data": config}
+            else:
+                kwargs[caps["user_data"]] = config
             if location is not None:
                 kwargs["location"] = location
-            if caps["tags"]:
+            if self.on_digitalocean:
+                kwargs["ex_create_attr"] = {"tags": do.droplet_tags(self.spec.name, host.pool, host.role),
+                                            "ssh_keys": key_ids, "private_networking": True}
+            elif caps["tags"] == "ex_labels" and self.options.driver == "gce":
+                kwargs["ex_labels"] = {tag_to_label(k): v for k, v in host_tags(self.spec.name, host).items()}
+            elif caps["tags"]:
                 kwargs[caps["tags"]] = host_tags(self.spec.name, host)
             if caps["client_token"]:
                 kwargs["ex_clienttoken"] = "pv-" + hashlib.sha256(

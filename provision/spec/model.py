@@ -135,10 +135,12 @@ class OpenStackOptions:
 class LibcloudOptions:
     driver: str = field("libcloud compute driver name, e.g. digitalocean, linode, gce, ec2", "dummy",
                         example="digitalocean")
-    location: str | None = field("driver location/region id; the driver's first when null", None)
+    location: str | None = field("driver location/region id; when null and the driver needs one, the first "
+                                "it lists that offers the image and sizes", None)
     image: str | None = field("image id or name; a Flatcar image of os.channel when null", None)
     size: str | None = field("size id used when a pool's size is null; the smallest when null", None)
-    region: str | None = field("region passed to drivers that take one at connection", None)
+    region: str | None = field("region passed to drivers that take one at connection; on digitalocean "
+                              "(none taken) the location when location is null", None)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ CONTRACT_CASES = {
     "aws": "aws_case",
     "openstack": "openstack_case",
     "libcloud-ec2": "libcloud_ec2_case",
+    "libcloud-digitalocean": "libcloud_do_case",
     "vagrant": "vagrant_case",
     "local": "local_case",
 }
@@ -172,6 +173,46 @@ def libcloud_ec2_case(libcloud_ec2_env, tmp_path) -> ContractCase:
         fail_next_create=lambda: proxy.inject("RunInstances", "fail:InsufficientInstanceCapacity"),
         drop_next_create=lambda: proxy.inject("RunInstances", "drop"),
         create_calls=lambda: proxy.calls["RunInstances"], extra={"proxy": proxy})
+
+
+# ---- libcloud: its DigitalOcean driver against the API v2 stand-in -------------------------
+
+FLATCAR_DO_IMAGE = "flatcar-stable-4081.2.0"
+
+
+@pytest.fixture
+def do_api(monkeypatch):
+    """The DigitalOcean API v2 stand-in (tests/fakes/digitalocean_api.py) with a Flatcar custom
+    image, the real libcloud driver pointed at it by LIBCLOUD_HOST/PORT/SECURE. Two items a page,
+    so every listing follows pagination links."""
+    from tests.fakes.digitalocean_api import TOKEN, DigitalOceanAPI
+    api = DigitalOceanAPI(max_per_page=2)
+    api.add_custom_image(FLATCAR_DO_IMAGE)
+    for var in ("LIBCLOUD_SECRET", "LIBCLOUD_EXTRA"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LIBCLOUD_KEY", TOKEN)
+    monkeypatch.setenv("LIBCLOUD_HOST", api.host)
+    monkeypatch.setenv("LIBCLOUD_PORT", str(api.port))
+    monkeypatch.setenv("LIBCLOUD_SECURE", "false")
+    yield api
+    api.close()
+
+
+def do_spec(**kwargs):
+    options = {"name": "libcloud", "driver": "digitalocean", "image": FLATCAR_DO_IMAGE, "size": "s-2vcpu-4gb"}
+    options.update(kwargs.pop("options", {}))
+    return make_spec(options, **kwargs)
+
+
+@pytest.fixture
+def libcloud_do_case(do_api, tmp_path) -> ContractCase:
+    from provision.providers.libcloud_driver import LibcloudProvider
+    spec = do_spec()
+    return ContractCase(
+        name="libcloud-digitalocean", spec=spec, make=lambda: fast_backoff(LibcloudProvider(spec, tmp_path)),
+        fail_next_create=lambda: do_api.inject("create_droplet", "fail"),
+        drop_next_create=lambda: do_api.inject("create_droplet", "drop"),
+        create_calls=lambda: do_api.calls["create_droplet"], extra={"api": do_api})
 
 
 # ---- OpenStack: the HTTP stand-in driven by the real openstacksdk --------------------------

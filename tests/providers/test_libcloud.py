@@ -90,3 +90,20 @@ def test_the_clouds_user_data_limit_is_enforced(tmp_path):
         {"path": "/etc/noise", "contents": {"source": "data:;base64," + noise}}]}}).encode()
     with pytest.raises(ActionError, match=r"over the user-data limit of 16384 bytes \(raw\)"):
         fit_config(provider, config, "noise.ign", lambda m: None)
+
+
+def test_ec2_driver_ignores_an_untagged_node_with_our_host_name(libcloud_ec2_env, tmp_path):
+    """A driver that tags: a node is ours only when tagged ours, never by its name alone."""
+    spec = make_spec({"name": "libcloud", "driver": "ec2", "region": "us-east-1", "image": MOTO_AMI,
+                      "size": "t2.micro"}, workers=1)
+    hosts = plan(spec, {}).create
+    client = boto3.client("ec2", region_name="us-east-1")
+    foreign = client.run_instances(ImageId=MOTO_AMI, MinCount=1, MaxCount=1, TagSpecifications=[
+        {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": hosts[-1].name}]}])["Instances"][0]["InstanceId"]
+    provider = fast_backoff(LibcloudProvider(spec, tmp_path))
+    assert provider.list_hosts() == []
+    records = {r.name: r.provider_id for r in provider.create_hosts(hosts, configs_for(hosts))}
+    assert records[hosts[-1].name] != foreign
+    provider.destroy_hosts([h.name for h in hosts])
+    state = client.describe_instances(InstanceIds=[foreign])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert state == "running"
