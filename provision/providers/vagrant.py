@@ -92,6 +92,33 @@ class VagrantProvider(Provider):
                                                  f"(got {o.box_url!r})"))
         return problems
 
+    def preflight(self) -> list[tuple[str, str]]:
+        """The private network must not overlap a network of this machine (docker0's
+        172.17.0.0/16, a VPN...): VirtualBox and libvirt refuse it, or the VMs become
+        unreachable. The hypervisor's own interface for this very network (the host at the
+        subnet's first address, made by an earlier `up` or shared with another project) is fine."""
+        if self.check() or shutil.which("ip") is None:
+            return []
+        from .local_net import ip_json
+        subnet = ipaddress.ip_network(self.options.subnet)
+        ours = ipaddress.ip_interface(f"{next(subnet.hosts())}/{subnet.prefixlen}")
+        clash = []
+        for link in ip_json("addr", "show"):
+            name = link.get("ifname", "")
+            for a in link.get("addr_info", []):
+                if a.get("family") != "inet":
+                    continue
+                address = ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}")
+                if not address.network.overlaps(subnet):
+                    continue
+                if address == ours and name.startswith(("vboxnet", "virbr")):
+                    continue
+                clash.append(f"{name} {address}")
+        if clash:
+            return [("provider.subnet", f"{self.options.subnet} overlaps a network of this machine "
+                                        f"({', '.join(clash)}); choose another subnet")]
+        return []
+
     @property
     def project(self) -> Path:
         if self.workdir is None:
@@ -184,6 +211,11 @@ class VagrantProvider(Provider):
             try:
                 for host in todo:
                     boot = pointer_config(server.url(configs[host.name]), configs[host.name])
+                    # It lands in a libvirt domain XML attribute (vagrant-libvirt does not escape)
+                    # and a VBoxManage argument: JSON of a URL and a hex digest holds none of these.
+                    if any(c in boot for c in b"'<>&\n"):
+                        raise ActionError(f"vagrant: the pointer config of {host.name} holds a character "
+                                          "that cannot reach the hypervisor unescaped")
                     if len(boot) > BOOT_CONFIG_LIMIT:
                         raise ActionError(f"vagrant: the pointer config of {host.name} is {len(boot)} bytes, over "
                                           f"VirtualBox's guest property limit of {BOOT_CONFIG_LIMIT}")

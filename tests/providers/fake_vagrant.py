@@ -18,8 +18,10 @@ A first boot does what Ignition does with a pointer boot config: fetches `replac
 HTTP (the server must answer while `up` runs) and checks `verification.hash`; the VM records
 the sha512 of what it got, or comes up with `ignition: failed` and `up` fails like a VM that
 never answers SSH. With $FAKE_VAGRANT_IGNITION_ROOT set, the real Ignition engine boots each
-new VM into `<that dir>/<vm>` instead (root only). Faults queued in $FAKE_VAGRANT_DB.faults: "fail" makes the next `up` fail
-before creating anything; "drop" makes it create the VMs and then fail (a crash after the work).
+new VM into `<that dir>/<vm>` instead (root only).
+
+Faults queued in $FAKE_VAGRANT_DB.faults: "fail" makes the next `up` fail before creating
+anything; "drop" makes it create the VMs and then fail (a crash after the work).
 """
 from __future__ import annotations
 

@@ -35,6 +35,8 @@ from ..helpers_render import (apply_ignition, env_file, http_server, make_tarbal
 from .conftest import SSH_KEY, configs_for, make_spec
 
 IN_CI = os.environ.get("CI") == "true"
+# Flatcar's published VirtualBox box of the stable channel (its release server's layout).
+FLATCAR_STABLE_BOX = "https://stable.release.flatcar-linux.net/amd64-usr/current/flatcar_production_vagrant.box"
 # Under CI a missing vagrant fails the tests instead of skipping them.
 pytestmark = pytest.mark.skipif(shutil.which("vagrant") is None and not IN_CI, reason="vagrant is not installed")
 
@@ -189,9 +191,10 @@ def test_each_vm_boots_a_pointer_to_the_config_the_render_wrote(tmp_path, fake_v
 
     project = store.workdir / "vagrant"
     vms, box = vm_settings(project)
-    assert box == {"box": "flatcar-stable",
-                   "box_url": "https://stable.release.flatcar-linux.net/amd64-usr/current/flatcar_production_vagrant.box"} \
-        if hypervisor == "virtualbox" else box == {"box": "flatcar-stable-libvirt"}
+    if hypervisor == "virtualbox":
+        assert box == {"box": "flatcar-stable", "box_url": FLATCAR_STABLE_BOX}
+    else:
+        assert box == {"box": "flatcar-stable-libvirt"}
     booted = json.loads(fake_vagrant.read_text())[str(project)]
     urls = []
     for host in target.create:
@@ -268,8 +271,9 @@ def test_the_real_ignition_engine_follows_the_pointer_to_the_served_config(tmp_p
             assert checked.returncode == 0 and not (checked.stdout + checked.stderr).strip(), checked.stderr
         booted = json.loads(fake_vagrant.read_text())[str(provider.project)]
         for host in hosts:
+            logs = sorted((roots / f"{host.name}.ignition").glob("*.log"))
             assert booted[host.name]["ignition"] == "ok" and booted[host.name]["engine"] == "real", \
-                (roots / f"{host.name}.ignition" / "files.log").read_text() if (roots / f"{host.name}.ignition").exists() else ""
+                [log.read_text()[-2000:] for log in logs]
             root = roots / host.name
             assert (root / "etc/hostname").read_text() == f"{host.name}\n"
             flannel = env_file((root / "etc/flannel/flanneld.env").read_text())
@@ -373,9 +377,17 @@ def test_the_defaults_boot_flatcar_on_virtualbox(cli, tmp_path):
                                 "etcd": {"count": 1}, "pools": [{"name": "masters", "role": "master", "count": 1}]}))
     assert cli("validate", path).code == 0
     spec = make_spec({"name": "vagrant"})
-    assert VagrantProvider(spec).box() == (
-        "flatcar-stable", "https://stable.release.flatcar-linux.net/amd64-usr/current/flatcar_production_vagrant.box")
+    assert VagrantProvider(spec).box() == ("flatcar-stable", FLATCAR_STABLE_BOX)
     assert spec.provider.options.vm_provider == "virtualbox"
+
+
+def test_preflight_refuses_a_subnet_this_machine_already_uses(tmp_path):
+    """Checked against this machine's real interfaces (`ip addr`): loopback holds 127.0.0.0/8."""
+    which_or_fail("ip")
+    clash = vagrant_spec("libvirt", subnet="127.1.0.0/24")
+    with pytest.raises(UserError, match=r"provider.subnet: 127.1.0.0/24 overlaps a network of this machine \(lo "):
+        get_provider(clash, tmp_path, preflight=True)
+    get_provider(vagrant_spec("libvirt", subnet="192.168.63.0/24"), tmp_path, preflight=True)
 
 
 def test_vagrant_refuses_cloud_config(tmp_path):
