@@ -207,7 +207,11 @@ class VagrantProvider(Provider):
         states = self._states()
         todo = [h for h in hosts if states.get(h.name, "not_created") != "running"]
         if todo:
-            server = ConfigServer(self.host_address(), [configs[h.name] for h in todo])
+            try:
+                server = ConfigServer(self.host_address(), [configs[h.name] for h in todo])
+            except OSError as err:
+                raise ActionError(f"vagrant: cannot serve the VMs' configs on {self.host_address()} "
+                                  f"(provider.subnet's first address): {err}") from None
             try:
                 for host in todo:
                     boot = pointer_config(server.url(configs[host.name]), configs[host.name])
