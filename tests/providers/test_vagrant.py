@@ -16,6 +16,7 @@ import textwrap
 import urllib.error
 import urllib.request
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -156,6 +157,9 @@ def vm_settings(project):
         if path[-1] == "qemuargs" and call["kw"]["value"].startswith("name="):
             name, value = call["kw"]["value"].split(",", 1)
             assert value.startswith("string="), "QEMU must not read a file from the 0700 state directory"
+            # vagrant-libvirt writes each qemuarg unescaped into `<qemu:arg value='...'/>`.
+            element = ElementTree.fromstring(f"<arg value='{call['kw']['value']}'/>")
+            assert element.get("value") == call["kw"]["value"]
             vm["fw_cfg"] = (name, value[len("string="):].replace(",,", ","))
         if path[-1] == "customize" and call["args"][0][:4] == ["guestproperty", "set", "id", "/Ignition/Config"]:
             vm["guest_property"] = call["args"][0][4]
