@@ -32,6 +32,11 @@ INDEX = "index.json"
 ADDONS = ("index", "bootstrap-token.yaml", "kubelet-bootstrap.yaml", "node-autoapprove-bootstrap.yaml",
           "node-autoapprove-renewal.yaml")
 AGENT_INTERVAL = 10
+# Providers whose hosts have more than one interface and a per-host private address that the
+# node must use: every Vagrant VM's first interface is the same NAT address, so kubelet's node
+# IP and flannel's interface and public IP name the host's private address, and workers get
+# one config per host (elsewhere a worker config is per pool and carries no per-host data).
+NODE_ADDRESS_PROVIDERS = ("vagrant",)
 
 
 @dataclass
@@ -124,6 +129,8 @@ def _machine_context(base: dict[str, Any], spec: Any, role: str, pool: Any, host
         "node_labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
         "fleet_metadata": f"role={role},pool={pool.name}",
         "install_unit": {},
+        "node_address": (host.address if host is not None and spec.provider.name in NODE_ADDRESS_PROVIDERS
+                         else None),
     })
     return ctx
 
@@ -197,18 +204,20 @@ def render_cluster(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: S
     pki_store = _BlobReads(pki_store)
     base = _cluster_context(spec, state, pki_store, hosts)
     rendered = Rendered(index={"hosts": {}})
+    per_host_workers = spec.provider.name in NODE_ADDRESS_PROVIDERS
     for host in hosts:
-        if host.role == "worker":
+        if host.role == "worker" and not per_host_workers:
             continue
         name = config_file_name(spec, host.role, host.pool, host.name)
         ctx = _machine_context(base, spec, host.role, spec.pool(host.pool), host)
         rendered.files[name] = render_machine(env, spec, state, pki_store, ctx)
-    for pool in spec.worker_pools:
+    for pool in spec.worker_pools if not per_host_workers else ():
         name = config_file_name(spec, "worker", pool.name, None)
         ctx = _machine_context(base, spec, "worker", pool, None)
         rendered.files[name] = render_machine(env, spec, state, pki_store, ctx)
     for host in hosts:
-        name = config_file_name(spec, host.role, host.pool, None if host.role == "worker" else host.name)
+        shared = host.role == "worker" and not per_host_workers
+        name = config_file_name(spec, host.role, host.pool, None if shared else host.name)
         rendered.index["hosts"][host.name] = {"pool": host.pool, "role": host.role, "config": name}
     return rendered
 

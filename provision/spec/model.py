@@ -145,12 +145,15 @@ class LibcloudOptions:
 
 @dataclass(frozen=True)
 class VagrantOptions:
-    box: str = field("Vagrant box", "flatcar-stable")
-    box_url: str | None = field("where the box comes from when it is not installed", None)
+    box: str | None = field("Vagrant box; null: Flatcar's published VirtualBox box of os.channel "
+                            "(virtualbox only: Flatcar publishes none for libvirt, name your own)", None)
+    box_url: str | None = field("where the box comes from when it is not installed (null with box null: "
+                                "Flatcar's release server)", None)
     memory: int = field("MiB of memory per VM", 2048)
     cpus: int = field("virtual CPUs per VM", 2)
-    subnet: str = field("private network of the VMs", "172.17.8.0/24", convert=cidr)
-    vm_provider: Literal["libvirt", "virtualbox"] = field("hypervisor plugin", "libvirt")
+    subnet: str = field("private network of the VMs; the host is its first address (virtualbox: inside "
+                        "192.168.56.0/21)", "192.168.60.0/24", convert=cidr)
+    vm_provider: Literal["libvirt", "virtualbox"] = field("hypervisor plugin: virtualbox | libvirt", "virtualbox")
 
 
 PROVIDER_OPTIONS: Mapping[str, type] = MappingProxyType({

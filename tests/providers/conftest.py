@@ -266,8 +266,13 @@ def fake_vagrant(tmp_path, monkeypatch):
 @pytest.fixture
 def vagrant_case(fake_vagrant, tmp_path) -> ContractCase:
     from provision.providers.vagrant import VagrantProvider
-    spec = make_spec({"name": "vagrant", "subnet": "172.31.8.0/24"})
+    spec = make_spec({"name": "vagrant", "subnet": "192.168.61.0/24"})
     workdir = tmp_path / "work"
+
+    def make():
+        provider = VagrantProvider(spec, workdir)
+        provider.config_address = "127.0.0.1"  # the fake's VMs fetch their configs on loopback
+        return provider
 
     def faults(kind):
         path = tmp_path / "vms.json.faults"
@@ -278,7 +283,7 @@ def vagrant_case(fake_vagrant, tmp_path) -> ContractCase:
         path = tmp_path / "vms.json.calls"
         return int(path.read_text()) if path.exists() else 0
     return ContractCase(
-        name="vagrant", spec=spec, make=lambda: VagrantProvider(spec, workdir),
+        name="vagrant", spec=spec, make=make,
         fail_next_create=lambda: faults("fail"), drop_next_create=lambda: faults("drop"),
         create_calls=calls, extra={"db": fake_vagrant})
 
