@@ -78,8 +78,16 @@ class UI:
 
     def print_wide(self, renderable: Any) -> None:
         """Print tables at the terminal's width, or wider when their identifiers need it."""
+        width = self.out.width
         needed = self.out.measure(renderable, options=self.out.options.update_width(100_000)).minimum
-        self.out.print(renderable, width=max(self.out.width, needed))
+        if needed <= width:
+            self.out.print(renderable)
+            return
+        self.out.width = needed  # print's own width= cannot exceed the console's
+        try:
+            self.out.print(renderable)
+        finally:
+            self.out.width = width
 
     def table(self, title: str | None, columns: list[str], rows: Iterable[list[Any]],
               ids: Iterable[str] = ()) -> Table:

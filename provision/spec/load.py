@@ -338,6 +338,6 @@ def check_rules(spec: Spec, problems: Problems) -> None:
 
 
 def load_spec(path: str | os.PathLike, label: str | None = None) -> Spec:
-    """Read, parse and validate the spec at `path`."""
-    label = label or str(path)
+    """Read, parse and validate the spec at `path` (`-`: standard input, named <stdin>)."""
+    label = label or ("<stdin>" if str(path) == STDIN else str(path))
     return parse_spec(read_yaml(path, label), label)

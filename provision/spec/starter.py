@@ -83,8 +83,8 @@ def starter_spec(provider: str = "local", name: str = "demo") -> str:
            f"apiVersion: {API_VERSION}        # the spec contract this file follows",
            f"{f'name: {name}':<32}# cluster name: 1 to 31 lowercase letters, digits and hyphens, "
            "starting with a letter; prefixes host names and tags",
-           "provider:",
-           f"  name: {provider}"]
+           "provider:                       # where hosts are created, with the provider's own keys",
+           f"{f'  name: {provider}':<32}# {' | '.join(PROVIDER_OPTIONS)}; the keys below are this provider's"]
     out.extend(_block(PROVIDER_OPTIONS[provider], 1))
     out.extend(_block(Spec, 0))
     if provider != "local":

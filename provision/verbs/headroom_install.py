@@ -22,8 +22,9 @@ def provision_command(app) -> list[str]:
     exe = shutil.which("provision") or f"{sys.executable} -m provision"
     cmd = shlex.split(exe) if " " in exe else [exe]
     cmd += ["headroom", str(Path(app.spec_path).resolve()), "--once", "--quiet"]
-    if app.state_dir:
-        cmd += ["--state-dir", str(Path(app.state_dir).resolve())]
+    store = app.store  # the job uses the state this command names, wherever it was chosen
+    if store.backend == "local":  # (--state-dir, $PROVISION_STATE_DIR or state.path)
+        cmd += ["--state-dir", str(Path(store.location).parent)]
     return cmd
 
 

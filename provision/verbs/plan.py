@@ -22,8 +22,10 @@ def spec_fingerprint(spec) -> str:
     return hashlib.sha256(repr(spec).encode()).hexdigest()
 
 
-def state_fingerprint(state: dict) -> str:
-    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
+def state_fingerprint(state: dict, blobs: list[str]) -> str:
+    """sha256 of the state document and the names of the stored files (PKI, rendered configs)."""
+    names = [name for name in blobs if name not in ("lock", "state.json")]
+    return hashlib.sha256(json.dumps([state, names], sort_keys=True, default=str).encode()).hexdigest()
 
 
 def plan_table(app, result):
@@ -36,9 +38,9 @@ def plan_table(app, result):
                         ids=("action", "host", "pool", "address"))
 
 
-def saved_plan(spec, state: dict, result) -> dict:
+def saved_plan(spec, state: dict, blobs: list[str], result) -> dict:
     return {"format": PLAN_FORMAT, "cluster": spec.name, "spec_sha256": spec_fingerprint(spec),
-            "state_serial": int(state.get("serial", 0)), "state_sha256": state_fingerprint(state),
+            "state_serial": int(state.get("serial", 0)), "state_sha256": state_fingerprint(state, blobs),
             "plan": result.to_json()}
 
 
@@ -61,7 +63,7 @@ def run(app, out_file: str | None = None) -> None:
     result = plan(spec, state)
     data = result.to_json()
     if out_file:
-        write_plan_file(out_file, saved_plan(spec, state, result))
+        write_plan_file(out_file, saved_plan(spec, state, app.store.list_blobs(), result))
         data["saved"] = str(out_file)
         app.ui.log("plan", f"saved to {out_file}; apply exactly this plan with: "
                            f"{app.command('up', extra=('--plan', out_file))}")

@@ -27,8 +27,23 @@ def run(app) -> int:
     app.require_state()
     state = store.read()
     report = cluster_status(spec, store, state, provider)
-    ui.result(report, status_tables(ui, spec, report), ok=bool(report["healthy"]))
-    return 0 if report["healthy"] else 1
+    healthy = bool(report["healthy"])
+    data = report if healthy else {**report, "exit_code": 1, "errors": unhealthy_reasons(spec, report)}
+    ui.result(data, status_tables(ui, spec, report), ok=healthy)
+    return 0 if healthy else 1
+
+
+def unhealthy_reasons(spec, report) -> list[str]:
+    """Why the cluster is not healthy, one line each (the envelope's errors)."""
+    reasons = []
+    etcd = report.get("etcd") or {}
+    if not etcd.get("healthy"):
+        reasons.append(f"cluster {spec.name}: etcd is not healthy" + (f" ({etcd['error']})" if etcd.get("error") else ""))
+    for unit in report.get("failed_units") or []:
+        reasons.append(f"cluster {spec.name}: unit not running: {unit}")
+    if report.get("missing"):
+        reasons.append(f"cluster {spec.name}: hosts gone from the provider: {', '.join(report['missing'])}")
+    return reasons or [f"cluster {spec.name} is not healthy"]
 
 
 def status_tables(ui, spec, report) -> Group:

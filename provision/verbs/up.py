@@ -69,7 +69,7 @@ def load_saved_plan(app, plan_file: str) -> dict:
 
 
 def check_saved_state(app, doc: dict, state: dict, plan_file: str) -> None:
-    if doc.get("state_sha256") != state_fingerprint(state):
+    if doc.get("state_sha256") != state_fingerprint(state, app.store.list_blobs()):
         raise UserError(f"--plan: the state changed since {plan_file} was saved (serial "
                         f"{doc.get('state_serial')} then, {state.get('serial', 0)} now); review a new plan: "
                         f"{app.command('plan', extra=('--out', plan_file))}")
@@ -84,8 +84,8 @@ def print_unconfirmed_plan(app, current) -> int:
 
 
 def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan_file: str | None = None) -> int:
-    phases = select(until=until, only=only)
     spec = app.spec
+    phases = select(until=until, only=only)
     saved = load_saved_plan(app, plan_file) if plan_file else None
     check_provider(spec)  # a spec the provider refuses fails here, before pki makes anything
     store = app.store
