@@ -230,7 +230,7 @@ def validate(ctx, spec, **common):
 @click.pass_context
 def plan(ctx, spec, out_file, **common):
     """Show the hosts SPEC wants against the hosts state records: create, keep, destroy."""
-    dispatch("plan", make_app(ctx, spec, **common), out_file=out_file)
+    dispatch("plan", make_app(ctx, spec, **common), **({"out_file": out_file} if out_file else {}))
 
 
 @cli.command(short_help="Write each machine's config (creates the PKI).",

@@ -243,9 +243,6 @@ class LocalStateStore(StateStore):
     def location(self) -> str:
         return str(self.root.absolute())
 
-    def exists(self) -> bool:
-        return self.state_file.exists() or bool(self.list_blobs())
-
     def backup_file(self, serial: int) -> Path:
         """The kept copy of the state document at `serial` (hidden: not a blob)."""
         return self.root / f".{STATE_FILE}.{serial}"
