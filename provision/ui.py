@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable
 
 from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 ENVELOPE_KEYS = ("cluster", "state", "ok")
 
@@ -103,7 +104,7 @@ class UI:
             else:
                 t.add_column(c, overflow="fold")
         for r in rows:
-            t.add_row(*r)
+            t.add_row(*[Text(v) for v in r])  # plain text: a name with [brackets] is not markup
         return t
 
 

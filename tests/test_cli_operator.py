@@ -210,8 +210,14 @@ def test_plan_and_up_tables_keep_every_host_and_pool_whole(cli, tmp_path, monkey
     _whole(plan.out, hosts + ["workers-long-name", "10.250.0.14"])
     unconfirmed = cli("up", spec, "--state-dir", tmp_path / "st")
     _whole(unconfirmed.out, hosts)
-    dry = cli("up", spec, "--state-dir", tmp_path / "st", "--dry-run", "--until", "pki")
-    assert dry.code == 0, dry.err
+    from provision.state import LocalStateStore
+    (tmp_path / "st").mkdir(exist_ok=True)
+    LocalStateStore("production-eu-west-cluster", tmp_path / "st").update(lambda d: d["hosts"].update(
+        {h: {"pool": "workers-long-name", "role": "worker", "index": i, "address": f"10.250.0.{20 + i}",
+             "state": "running"} for i, h in enumerate(hosts)}))
+    summary = cli("up", spec, "--state-dir", tmp_path / "st", "--dry-run", "--only", "validate")
+    assert summary.code == 0, summary.err
+    _whole(summary.out, hosts + ["workers-long-name", "10.250.0.24"])
 
 
 @pytest.mark.parametrize("width", WIDTHS)
