@@ -539,3 +539,26 @@ def test_previous_state_is_kept_and_named_when_the_state_is_corrupt(cli, tmp_pat
     assert f"restore it with `cp {kept[0]} {store.state_file}`" in result.err
     shutil.copy(kept[0], store.state_file)
     assert cli("plan", LOCAL, "--state-dir", tmp_path).code == 0
+
+
+# ---- the README's usage section says what the commands do ---------------------------------------
+
+def test_readme_usage_matches_the_cli(cli, tmp_path):
+    from provision.cli import cli as group
+    readme = (ROOT / "README.md").read_text()
+    usage = readme.split("## Use", 1)[1].split("## State", 1)[0]
+    block = usage.split("```sh", 1)[1].split("```", 1)[0]
+    shown = {line.split()[1] for line in block.splitlines() if line.startswith("provision ")}
+    assert shown == set(group.commands)
+    for key in ENVELOPE["required"] + ["exit_code", "errors"]:
+        assert f"`{key}`" in usage.split("**JSON.**", 1)[1], key
+    state_dir = tmp_path / "st"
+    first = cli("plan", LOCAL, "--state-dir", state_dir).err.splitlines()[0]
+    assert first == f"[state] {state_dir / 'demo'} (local backend)"
+    assert "`[state] /abs/path/.provision/demo (local backend)`" in usage
+    missing = cli("status", LOCAL, "--state-dir", state_dir).err.splitlines()[-1]
+    assert missing.startswith("error: cluster demo has no state at ")
+    assert "`error: cluster NAME has no state at LOCATION; create it with: provision up SPEC --yes`" in usage
+    assert cli("down", LOCAL, "--state-dir", state_dir).out.startswith("cluster demo: nothing to destroy (")
+    assert "`cluster NAME: nothing to\ndestroy (...)`" in usage
+    assert "prints the plan and exits 0" in usage and "PROVISION_STATE_DIR" in usage

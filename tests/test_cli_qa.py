@@ -225,7 +225,9 @@ def test_scale_without_yes_refuses_before_creating_anything(cli, tmp_path):
     result = cli("scale", EXAMPLES / "local.yaml", "workers", "3", "--state-dir", state_dir, "-o", "json")
     assert result.code == 1
     assert "pool workers: 0 -> 3 hosts (6 to create" in result.err
-    assert json.loads(result.out)["errors"] == ["nothing changed: re-run with --yes to apply (or --dry-run)"]
+    assert json.loads(result.out)["errors"] == [  # issue 16: the hint is the complete command
+        f"nothing changed: to apply, run: provision scale {EXAMPLES / 'local.yaml'} --state-dir {state_dir} "
+        "workers 3 --yes (or --dry-run)"]
     assert not state_dir.exists()
 
 

@@ -23,7 +23,6 @@ from ..state import command_line
 from .plan import PLAN_FORMAT, plan_table, spec_fingerprint, state_fingerprint
 from .preflight import check_provider
 
-NOT_CONFIRMED = "nothing changed: re-run with --yes to apply (or --dry-run to see each phase)"
 
 
 def can_ask(app) -> bool:
@@ -107,7 +106,8 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan
         current = plan(spec, state)
         log_plan(app, current)
         if not dry_run and not confirm(app, f"Apply to cluster {spec.name}?", yes):
-            raise ActionError(NOT_CONFIRMED)
+            raise ActionError(f"nothing changed: to apply, run: {app.command('up', extra=('--yes',))} "
+                              "(or --dry-run to see each phase)")
         ctx = RunContext(spec=spec, store=store, state=state, ui=app.ui, dry_run=dry_run,
                          options={"yes": yes})
         timings = run_with_progress(app, ctx, phases)
