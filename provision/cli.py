@@ -13,6 +13,7 @@ import re
 import shlex
 import sys
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -109,6 +110,8 @@ def make_app(ctx: click.Context, spec: str | None, state_dir: str | None, output
     output = output or parent.get("output") or "text"
     verbosity = -1 if (quiet or parent.get("quiet")) else (verbose or parent.get("verbose") or 0)
     ui = UI(output=output, verbosity=verbosity)
+    if verbosity < 0:  # -q: no warnings of any kind, Python's (libraries') included
+        warnings.simplefilter("ignore")
     ctx.meta["ui"] = ui
     app = App(ui=ui, state_dir=state_dir if state_dir is not None else parent.get("state_dir"), spec_path=spec)
     ui.rewrite = app.rewrite_hint

@@ -86,8 +86,8 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan
     spec = app.spec
     phases = select(until=until, only=only)
     saved = load_saved_plan(app, plan_file) if plan_file else None
+    store = app.store  # said first; opening it creates nothing
     check_provider(spec)  # a spec the provider refuses fails here, before pki makes anything
-    store = app.store
     if saved is not None:
         check_saved_state(app, saved, store.read(), plan_file)
         yes = True  # the saved plan is what was approved
