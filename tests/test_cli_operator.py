@@ -562,3 +562,14 @@ def test_readme_usage_matches_the_cli(cli, tmp_path):
     assert cli("down", LOCAL, "--state-dir", state_dir).out.startswith("cluster demo: nothing to destroy (")
     assert "`cluster NAME: nothing to\ndestroy (...)`" in usage
     assert "prints the plan and exits 0" in usage and "PROVISION_STATE_DIR" in usage
+
+
+def test_a_bad_pool_does_not_hide_rules_that_do_not_count_pools():
+    from provision.spec import SpecError, parse_spec
+    doc = yaml.safe_load(LOCAL.read_text())
+    doc["pools"][1]["count"] = "x"
+    doc["etcd"] = {"count": 2}
+    with pytest.raises(SpecError) as info:
+        parse_spec(doc, "c.yaml")
+    assert info.value.lines == ["c.yaml: pools[1].count: must be an integer (got a string)",
+                                "c.yaml: etcd.count: must be odd and between 1 and 7 (got 2)"]

@@ -168,7 +168,8 @@ def _parse_provider(raw: Any, problems: Problems) -> ProviderSpec | None:
 # What a field that failed to build is replaced with, so the rules about the other fields still
 # run in the same pass (their problems about the failed field are then left out).
 _STAND_INS = {"name": "x", "pools": ()}
-# Rules that read every pool: left out when a pool failed (the count they see is short).
+# Rules that count or look up pools: left out when a pool failed (what they see is short). Their
+# messages speak of pools or of a number of hosts; the same fields' other rules still run.
 _POOL_RULES = ("pools", "etcd.count", "headroom.pool", "provider.subnet", "provider.subnet_cidr")
 
 
@@ -176,7 +177,7 @@ def _depends_on(path: str, message: str, failed: set[str]) -> bool:
     top = path.split(".", 1)[0]  # pools[2].name stays: that pool did build
     if top in failed or any(f"{key}." in message or f"{key}:" in message for key in failed):
         return True
-    return "pools" in failed and path in _POOL_RULES
+    return "pools" in failed and path in _POOL_RULES and ("pool" in message or "number of" in message)
 
 
 def _build_spec(rest: dict, provider: ProviderSpec | None, problems: Problems,
