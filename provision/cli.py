@@ -150,23 +150,6 @@ def complete_pool(ctx: click.Context, param: click.Parameter, incomplete: str) -
     return [p.name for p in spec.worker_pools if p.name.startswith(incomplete)]
 
 
-def complete_cert(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
-    path = ctx.params.get("spec")
-    if not path or path == "-":
-        return []
-    try:
-        from . import pki
-        from .plan import plan
-        from .spec import load_spec
-        from .state import open_store
-        spec = load_spec(path)
-        store = open_store(spec, ctx.params.get("state_dir"))
-        names = [w.name for w in pki.wanted_certs(spec, plan(spec, store.read()).desired)]
-    except Exception:
-        return []
-    return [n for n in names if n.startswith(incomplete)]
-
-
 spec_argument = click.argument("spec", type=click.Path(dir_okay=True, path_type=str))
 
 
@@ -308,7 +291,8 @@ def kubeconfig(ctx, spec, out_file, **common):
     dispatch("kubeconfig", make_app(ctx, spec, **common), out_file=out_file)
 
 
-@cli.group(cls=WorkflowGroup, short_help="Certificates and keys of a cluster.")
+@cli.group(cls=WorkflowGroup, short_help="Certificates and keys of a cluster.",
+           epilog=examples("provision pki show cluster.yaml", "provision pki rotate cluster.yaml --leaf admin"))
 def pki():
     """Certificates and keys of a cluster."""
 
@@ -326,7 +310,7 @@ def pki_show(ctx, spec, **common):
 @pki.command("rotate", short_help="Renew leaf certificates with the same CA.",
              epilog=examples("provision pki rotate cluster.yaml", "provision pki rotate cluster.yaml --leaf admin"))
 @spec_argument
-@click.option("--leaf", default=None, shell_complete=complete_cert,
+@click.option("--leaf", default=None,
               help="Renew only this certificate (a name from `pki show`).")
 @common_options
 @click.pass_context
