@@ -573,3 +573,22 @@ def test_a_bad_pool_does_not_hide_rules_that_do_not_count_pools():
         parse_spec(doc, "c.yaml")
     assert info.value.lines == ["c.yaml: pools[1].count: must be an integer (got a string)",
                                 "c.yaml: etcd.count: must be odd and between 1 and 7 (got 2)"]
+
+
+def test_on_a_real_terminal_down_asks_for_the_name_and_a_y_is_not_enough(cli, tmp_path):
+    """stdin is a pseudo-terminal, as when a person runs it."""
+    import pty
+    state_dir = tmp_path / "st"
+    make_pki(cli, state_dir)
+    main_fd, child_fd = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "provision", "down", str(LOCAL), "--state-dir", str(state_dir)],
+                                stdin=child_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True)
+        os.write(main_fd, b"y\n")
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.close(main_fd)
+        os.close(child_fd)
+    assert proc.returncode == 1, err
+    assert "Type the cluster's name to confirm" in err and "the answer was not 'demo'" in err
+    assert (state_dir / "demo" / "pki" / "ca.crt").exists()
