@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -106,7 +106,3 @@ class UI:
         for r in rows:
             t.add_row(*[Text(v) for v in r])  # plain text: a name with [brackets] is not markup
         return t
-
-
-def group(*parts: Any) -> Group:
-    return Group(*parts)
