@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
+import shlex
 import sys
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +21,9 @@ from typing import Any, Callable
 import click
 
 from . import __version__
-from .errors import NotYetAvailable, ProvisionError, UserError
+from .errors import ActionError, NotYetAvailable, ProvisionError, UserError
+from .phases import PHASE_NAMES
+from .state import STATE_DIR_ENV
 from .ui import UI
 
 PROVIDER_NAMES = ("local", "aws", "openstack", "libcloud", "vagrant")
@@ -26,7 +31,10 @@ PROVIDER_NAMES = ("local", "aws", "openstack", "libcloud", "vagrant")
 
 @dataclass
 class App:
-    """What a verb needs: the UI, the options every command takes, and the spec on demand."""
+    """What a verb needs: the UI, the options every command takes, and the spec on demand.
+
+    `state_dir` is the --state-dir option as given. The store is opened on first use; opening it
+    says which state the verb reads or writes (a first line on stderr, `state` in JSON)."""
 
     ui: UI
     state_dir: str | None = None
@@ -41,24 +49,58 @@ class App:
             if self.spec_path is None:
                 raise UserError("SPEC: a spec file is required")
             self._spec = load_spec(self.spec_path)
+            self.ui.cluster = self._spec.name
         return self._spec
 
     @property
     def store(self):
         if self._store is None:
-            from .state import open_store
-            self._store = open_store(self.spec, self.state_dir)
+            from .state import open_store, state_directory
+            spec = self.spec
+            self._store = open_store(spec, state_directory(spec, self.state_dir))
+            self.ui.state = self._store.location
+            self.ui.log("state", f"{self._store.location} ({self._store.backend} backend)")
         return self._store
+
+    def command(self, *words: str, extra: tuple[str, ...] = ()) -> str:
+        """A complete command to paste: `provision WORDS SPEC [--state-dir DIR] EXTRA...`, with
+        the spec path and --state-dir as the user gave them."""
+        parts = ["provision", *words]
+        if self.spec_path is not None:
+            parts.append(self.spec_path)
+        if self.state_dir is not None:
+            parts += ["--state-dir", self.state_dir]
+        return shlex.join(parts + list(extra))
+
+    def require_state(self) -> None:
+        """Exit 1 with one answer for a cluster that has no state (read verbs)."""
+        if not self.store.exists():
+            raise ActionError(f"cluster {self.spec.name} has no state at {self.store.location}; "
+                              f"create it with: {self.command('up', extra=('--yes',))}")
+
+    def rewrite_hint(self, text: str) -> str:
+        """`provision VERB SPEC...` in a message from below the CLI, made the user's command."""
+        if self.spec_path is None or "SPEC" not in text:
+            return text
+        given = shlex.quote(self.spec_path)
+        if self.state_dir is not None:
+            given += " --state-dir " + shlex.quote(self.state_dir)
+        return HINT_RE.sub(lambda m: f"provision {m.group(1)} {given}", text)
+
+
+HINT_RE = re.compile(r"provision ((?:pki |headroom )?[a-z]+) SPEC\b")
 
 
 def common_options(fn: Callable) -> Callable:
     """Options every verb takes, also accepted before the verb."""
     fn = click.option("--state-dir", type=click.Path(file_okay=False), default=None,
-                      help="Directory holding every cluster's state (overrides state.path).")(fn)
+                      help="Directory holding every cluster's state, for state.backend: local "
+                           f"(default: ${STATE_DIR_ENV}, else the spec's state.path).")(fn)
     fn = click.option("--output", "-o", type=click.Choice(["text", "json"]), default=None,
                       help="Result format; json prints one document on stdout.")(fn)
     fn = click.option("--verbose", "-v", count=True, help="More detail (repeat for more).")(fn)
-    fn = click.option("--quiet", "-q", is_flag=True, default=False, help="Only results and errors.")(fn)
+    fn = click.option("--quiet", "-q", is_flag=True, default=False,
+                      help="Only results and errors (no progress, no warnings).")(fn)
     return fn
 
 
@@ -68,8 +110,12 @@ def make_app(ctx: click.Context, spec: str | None, state_dir: str | None, output
     output = output or parent.get("output") or "text"
     verbosity = -1 if (quiet or parent.get("quiet")) else (verbose or parent.get("verbose") or 0)
     ui = UI(output=output, verbosity=verbosity)
+    if verbosity < 0:  # -q: no warnings of any kind, Python's (libraries') included
+        warnings.simplefilter("ignore")
     ctx.meta["ui"] = ui
-    return App(ui=ui, state_dir=state_dir or parent.get("state_dir"), spec_path=spec)
+    app = App(ui=ui, state_dir=state_dir if state_dir is not None else parent.get("state_dir"), spec_path=spec)
+    ui.rewrite = app.rewrite_hint
+    return app
 
 
 def dispatch(verb: str, app: App, **options: Any) -> None:
@@ -85,10 +131,45 @@ def dispatch(verb: str, app: App, **options: Any) -> None:
         sys.exit(code)
 
 
+# ---- shell completion of values --------------------------------------------------------------
+
+def complete_phase(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    return [name for name in PHASE_NAMES if name.startswith(incomplete)]
+
+
+def complete_pool(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Worker pools of the spec already on the command line (nothing when it cannot be read)."""
+    path = ctx.params.get("spec")
+    if not path or path == "-":
+        return []
+    try:
+        from .spec import load_spec
+        spec = load_spec(path)
+    except Exception:  # completion never fails loudly
+        return []
+    return [p.name for p in spec.worker_pools if p.name.startswith(incomplete)]
+
+
 spec_argument = click.argument("spec", type=click.Path(dir_okay=True, path_type=str))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def examples(*lines: str) -> str:
+    """An Examples section for a verb's help (kept as written: no rewrapping)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+class WorkflowGroup(click.Group):
+    """Lists verbs in the order of the workflow (the order they are defined), not A to Z."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+@click.group(cls=WorkflowGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                                  "max_content_width": 100},
+             epilog=examples("provision init > cluster.yaml", "provision validate cluster.yaml",
+                             "provision plan cluster.yaml", "provision up cluster.yaml --yes",
+                             "provision status cluster.yaml", "provision down cluster.yaml --yes"))
 @common_options
 @click.version_option(__version__, prog_name="provision")
 def cli(state_dir, output, verbose, quiet):
@@ -96,40 +177,51 @@ def cli(state_dir, output, verbose, quiet):
     and keep it sized.
 
     Start with `provision init > cluster.yaml`, check it with `provision validate cluster.yaml`,
-    look at `provision plan cluster.yaml`, then `provision up cluster.yaml`.
+    look at `provision plan cluster.yaml`, then `provision up cluster.yaml`. SPEC is a spec file,
+    or - for standard input.
     """
 
 
-@cli.command()
-@spec_argument
-@common_options
-@click.pass_context
-def validate(ctx, spec, **common):
-    """Check SPEC against the spec contract; print one line per problem (exit 2) or OK."""
-    dispatch("validate", make_app(ctx, spec, **common))
-
-
-@cli.command()
+@cli.command(short_help="Print a commented spec to start from.",
+             epilog=examples("provision init > cluster.yaml", "provision init --provider aws --name prod > prod.yaml"))
 @click.option("--provider", type=click.Choice(PROVIDER_NAMES), default="local", show_default=True,
               help="Provider the starter spec is for.")
 @click.option("--name", default="demo", show_default=True, help="Cluster name.")
 @common_options
 @click.pass_context
 def init(ctx, provider, name, **common):
-    """Print a commented spec to start from: `provision init > cluster.yaml`."""
+    """Print a commented spec to start from: every field with its default and what it means."""
     dispatch("init", make_app(ctx, None, **common), provider=provider, name=name)
 
 
-@cli.command()
+@cli.command(short_help="Check a spec; one line per problem.",
+             epilog=examples("provision validate cluster.yaml", "provision init | provision validate -",
+                             "provision validate cluster.yaml -o json"))
 @spec_argument
 @common_options
 @click.pass_context
-def plan(ctx, spec, **common):
+def validate(ctx, spec, **common):
+    """Check SPEC against the spec contract and the provider's own rules; print one line per
+    problem (exit 2), all of them in one pass, or OK."""
+    dispatch("validate", make_app(ctx, spec, **common))
+
+
+@cli.command(short_help="Hosts to create, keep and destroy.",
+             epilog=examples("provision plan cluster.yaml", "provision plan cluster.yaml --out cluster.plan",
+                             "provision up cluster.yaml --plan cluster.plan"))
+@spec_argument
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Save the plan to FILE, for `provision up SPEC --plan FILE` to apply exactly it.")
+@common_options
+@click.pass_context
+def plan(ctx, spec, out_file, **common):
     """Show the hosts SPEC wants against the hosts state records: create, keep, destroy."""
-    dispatch("plan", make_app(ctx, spec, **common))
+    dispatch("plan", make_app(ctx, spec, **common), **({"out_file": out_file} if out_file else {}))
 
 
-@cli.command()
+@cli.command(short_help="Write each machine's config (creates the PKI).",
+             epilog=examples("provision render cluster.yaml --out out/",
+                             "provision render cluster.yaml --out out/ --pin"))
 @spec_argument
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory to write configs and index.json into.")
@@ -140,36 +232,98 @@ def plan(ctx, spec, **common):
 @click.pass_context
 def render(ctx, spec, out_dir, pin, **common):
     """Write one config per distinct machine (per host for masters and etcd, per pool for
-    workers) and index.json into --out."""
+    workers) and index.json into --out. The configs carry certificates: when the state has no
+    CA yet, render creates the cluster's CA and certificates in the state first (as `up`'s pki
+    phase does)."""
     dispatch("render", make_app(ctx, spec, **common), out_dir=out_dir, pin=pin)
 
 
-@cli.command()
+@cli.command(short_help="Bring the cluster to the spec, phase by phase.",
+             epilog=examples("provision up cluster.yaml                  # print the plan (no terminal) or ask",
+                             "provision up cluster.yaml --yes",
+                             "provision up cluster.yaml --plan cluster.plan",
+                             "provision up cluster.yaml --until render --yes",
+                             "provision up cluster.yaml --only kubeconfig --yes",
+                             "provision up cluster.yaml --dry-run"))
 @spec_argument
 @click.option("--yes", "-y", is_flag=True, help="Act without asking.")
-@click.option("--until", "until", default=None, metavar="PHASE", help="Stop after PHASE.")
-@click.option("--only", "only", default=None, metavar="PHASE", help="Run PHASE alone.")
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Apply exactly the plan `provision plan SPEC --out FILE` saved; refused (exit 2) when the "
+                   "spec or the state changed since.")
+@click.option("--until", "until", default=None, metavar="PHASE", shell_complete=complete_phase,
+              help=f"Stop after PHASE; phases in order: {', '.join(PHASE_NAMES)}.")
+@click.option("--only", "only", default=None, metavar="PHASE", shell_complete=complete_phase,
+              help="Run PHASE alone (one of the phases above).")
 @click.option("--dry-run", is_flag=True, help="Say what each phase would do; change nothing.")
 @common_options
 @click.pass_context
-def up(ctx, spec, yes, until, only, dry_run, **common):
+def up(ctx, spec, yes, plan_file, until, only, dry_run, **common):
     """Bring the cluster to SPEC, phase by phase: validate, pki, render, machines, wait, etcd,
-    flannel, fleet, masters, workers, kubeconfig."""
-    dispatch("up", make_app(ctx, spec, **common), yes=yes, until=until, only=only, dry_run=dry_run)
+    flannel, fleet, masters, workers, kubeconfig.
+
+    Without --yes: on a terminal, shows the plan and asks; without a terminal (a pipe, cron, CI),
+    prints the plan and exits 0 having changed nothing."""
+    dispatch("up", make_app(ctx, spec, **common), yes=yes, until=until, only=only, dry_run=dry_run,
+             plan_file=plan_file)
 
 
-@cli.command()
+@cli.command(short_help="Hosts, etcd health, units, headroom.",
+             epilog=examples("provision status cluster.yaml", "provision status cluster.yaml -o json"))
 @spec_argument
 @common_options
 @click.pass_context
 def status(ctx, spec, **common):
-    """Hosts, addresses, etcd members and health, unit states, headroom figures."""
+    """Hosts, addresses, etcd members and health, unit states, headroom figures. Exit 0 when
+    healthy, 1 when not (or when the cluster has no state)."""
     dispatch("status", make_app(ctx, spec, **common))
 
 
-@cli.command()
+@cli.command(short_help="Write the admin kubeconfig.",
+             epilog=examples("provision kubeconfig cluster.yaml", "provision kubeconfig cluster.yaml --out ~/.kube/demo",
+                             "provision kubeconfig cluster.yaml --out - > kc"))
 @spec_argument
-@click.argument("pool")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="Where to write it, - for standard output (default: <state dir>/<cluster>/kubeconfig).")
+@common_options
+@click.pass_context
+def kubeconfig(ctx, spec, out_file, **common):
+    """Write the admin kubeconfig (0600) and print its path."""
+    dispatch("kubeconfig", make_app(ctx, spec, **common), out_file=out_file)
+
+
+@cli.group(cls=WorkflowGroup, short_help="Certificates and keys of a cluster.",
+           epilog=examples("provision pki show cluster.yaml", "provision pki rotate cluster.yaml --leaf admin"))
+def pki():
+    """Certificates and keys of a cluster."""
+
+
+@pki.command("show", short_help="Every certificate: subject, SANs, expiry.",
+             epilog=examples("provision pki show cluster.yaml", "provision pki show cluster.yaml -o json"))
+@spec_argument
+@common_options
+@click.pass_context
+def pki_show(ctx, spec, **common):
+    """List every certificate with subject, SANs and expiry (no secrets)."""
+    dispatch("pki_show", make_app(ctx, spec, **common))
+
+
+@pki.command("rotate", short_help="Renew leaf certificates with the same CA.",
+             epilog=examples("provision pki rotate cluster.yaml", "provision pki rotate cluster.yaml --leaf admin"))
+@spec_argument
+@click.option("--leaf", default=None,
+              help="Renew only this certificate (a name from `pki show`).")
+@common_options
+@click.pass_context
+def pki_rotate(ctx, spec, leaf, **common):
+    """Renew the leaf certificates (or one of them) with the same CA."""
+    dispatch("pki_rotate", make_app(ctx, spec, **common), leaf=leaf)
+
+
+@cli.command(short_help="Resize a worker pool within min..max.",
+             epilog=examples("provision scale cluster.yaml workers 5 --yes",
+                             "provision scale cluster.yaml workers 2 --dry-run"))
+@spec_argument
+@click.argument("pool", shell_complete=complete_pool)
 @click.argument("count", type=click.IntRange(min=0))
 @click.option("--yes", "-y", is_flag=True, help="Act without asking.")
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
@@ -180,7 +334,10 @@ def scale(ctx, spec, pool, count, yes, dry_run, **common):
     dispatch("scale", make_app(ctx, spec, **common), pool=pool, count=count, yes=yes, dry_run=dry_run)
 
 
-@cli.command(context_settings={"ignore_unknown_options": False})
+@cli.command(context_settings={"ignore_unknown_options": False}, short_help="Keep spare capacity in a worker pool.",
+             epilog=examples("provision headroom cluster.yaml --once", "provision headroom cluster.yaml --dry-run",
+                             "provision headroom cluster.yaml --explain",
+                             "provision headroom install cluster.yaml --timer systemd --write"))
 @click.argument("args", nargs=-1, required=True, metavar="[install] SPEC")
 @click.option("--once", is_flag=True, help="Run one reconcile and exit (what cron calls).")
 @click.option("--dry-run", is_flag=True, help="Print the decision; do not act.")
@@ -204,62 +361,58 @@ def headroom(ctx, args, once, dry_run, explain, timer, write, **common):
         raise click.UsageError("expected SPEC or install SPEC")
 
 
-@cli.command()
-@spec_argument
-@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
-              help="Where to write it (default: <state dir>/<cluster>/kubeconfig).")
-@common_options
-@click.pass_context
-def kubeconfig(ctx, spec, out_file, **common):
-    """Write the admin kubeconfig (0600) and print its path."""
-    dispatch("kubeconfig", make_app(ctx, spec, **common), out_file=out_file)
-
-
-@cli.command()
+@cli.command(short_help="Destroy every host of the cluster.",
+             epilog=examples("provision down cluster.yaml            # list what would go (no terminal) or ask",
+                             "provision down cluster.yaml --yes"))
 @spec_argument
 @click.option("--yes", "-y", is_flag=True, help="Destroy without asking.")
 @common_options
 @click.pass_context
 def down(ctx, spec, yes, **common):
-    """Destroy every host of the cluster (found by tag, not only from state)."""
+    """Destroy every host of the cluster (found by tag, not only from state).
+
+    Without --yes: on a terminal, asks you to type the cluster's name; without a terminal,
+    lists what would be destroyed and exits 0 having changed nothing. A cluster with nothing
+    to destroy exits 0 and writes nothing."""
     dispatch("down", make_app(ctx, spec, **common), yes=yes)
 
 
-@cli.group()
-def pki():
-    """Certificates and keys of a cluster."""
-
-
-@pki.command("show")
-@spec_argument
+@cli.command(short_help="Print a shell completion script.",
+             epilog=examples("provision completion bash > /etc/bash_completion.d/provision",
+                             "provision completion zsh > \"${fpath[1]}/_provision\"",
+                             "provision completion fish > ~/.config/fish/completions/provision.fish",
+                             "eval \"$(provision completion bash)\""))
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 @common_options
 @click.pass_context
-def pki_show(ctx, spec, **common):
-    """List every certificate with subject, SANs and expiry (no secrets)."""
-    dispatch("pki_show", make_app(ctx, spec, **common))
+def completion(ctx, shell, **common):
+    """Print the completion script for SHELL: it completes verbs, options, pool names and phases."""
+    from click.shell_completion import get_completion_class
+    app = make_app(ctx, None, **common)
+    script = get_completion_class(shell)(cli, {}, "provision", COMPLETE_VAR).source()
+    app.ui.result({"shell": shell, "script": script}, None)
+    if not app.ui.json:
+        sys.stdout.write(script if script.endswith("\n") else script + "\n")
 
 
-@pki.command("rotate")
-@spec_argument
-@click.option("--leaf", default=None, help="Renew only this certificate (a name from `pki show`).")
-@common_options
-@click.pass_context
-def pki_rotate(ctx, spec, leaf, **common):
-    """Renew the leaf certificates (or one of them) with the same CA."""
-    dispatch("pki_rotate", make_app(ctx, spec, **common), leaf=leaf)
+COMPLETE_VAR = "_PROVISION_COMPLETE"
 
 
 def _emit_error(ui: UI, err: ProvisionError) -> None:
     for line in err.lines:
         ui.error(line if err.exit_code == 2 or line.startswith(("error", "SPEC")) else f"error: {line}")
     if ui.json:
-        import json
-        sys.stdout.write(json.dumps({"ok": False, "exit_code": err.exit_code, "errors": err.lines},
-                                    indent=2) + "\n")
+        ui.result({"exit_code": err.exit_code, "errors": [ui.rewrite(line) for line in err.lines]}, ok=False)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if os.environ.get(COMPLETE_VAR):  # the shell asks for completions (click's protocol)
+        try:
+            cli.main(list(args), prog_name="provision", complete_var=COMPLETE_VAR, standalone_mode=True)
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else 0
+        return 0
     ctx_ui: list[UI] = []
     try:
         with cli.make_context("provision", list(args)) as ctx:
@@ -310,7 +463,8 @@ def _json_error(args: list[str], exit_code: int, lines: list[str]) -> None:
     """With --output json, an error found before or outside a verb still gives one JSON document."""
     if _guess_output(args) == "json":
         import json
-        sys.stdout.write(json.dumps({"ok": False, "exit_code": exit_code, "errors": lines}, indent=2) + "\n")
+        sys.stdout.write(json.dumps({"cluster": None, "state": None, "ok": False, "exit_code": exit_code,
+                                     "errors": lines}, indent=2) + "\n")
 
 
 def _wants_traceback(args: list[str]) -> bool:

@@ -20,11 +20,13 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import ActionError, LockHeld
+from .errors import ActionError, LockHeld, UserError
 
 STATE_VERSION = 1
 STATE_FILE = "state.json"
 LOCK_FILE = "lock"
+BACKUP_GENERATIONS = 3  # previous state documents kept next to state.json (local backend)
+STATE_DIR_ENV = "PROVISION_STATE_DIR"
 
 
 class StateError(ActionError):
@@ -159,6 +161,15 @@ class StateStore(ABC):
     def list_blobs(self, prefix: str = "") -> list[str]:
         """Names of stored files under `prefix`, sorted."""
 
+    @property
+    def location(self) -> str:
+        """Where this cluster's state lives, said to the user (a path or a URL)."""
+        return f"{self.backend}:{self.cluster}"
+
+    def exists(self) -> bool:
+        """Whether anything was ever recorded for this cluster (a state document or a blob)."""
+        return self.read().get("serial", 0) > 0 or bool(self.list_blobs())
+
     def update(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Read, apply `change` to the document, write it back; returns the new document."""
         doc = self.read()
@@ -228,6 +239,30 @@ class LocalStateStore(StateStore):
     def state_file(self) -> Path:
         return self.root / STATE_FILE
 
+    @property
+    def location(self) -> str:
+        return str(self.root.absolute())
+
+    def backup_file(self, serial: int) -> Path:
+        """The kept copy of the state document at `serial` (hidden: not a blob)."""
+        return self.root / f".{STATE_FILE}.{serial}"
+
+    def backups(self) -> list[Path]:
+        """Kept previous state documents, newest first."""
+        found = []
+        for path in self.root.glob(f".{STATE_FILE}.*"):
+            suffix = path.name.rsplit(".", 1)[1]
+            if suffix.isdigit():
+                found.append((int(suffix), path))
+        return [path for _, path in sorted(found, reverse=True)]
+
+    def _corrupt_advice(self) -> str:
+        kept = self.backups()
+        if kept:
+            return (f". The previous generation is kept in {kept[0]}: restore it with "
+                    f"`cp {kept[0]} {self.state_file}`, or move the file away to start over")
+        return ". No earlier generation is kept; move it away to start over"
+
     def read(self) -> dict[str, Any]:
         try:
             raw = self.state_file.read_bytes()
@@ -235,16 +270,26 @@ class LocalStateStore(StateStore):
             return empty_state(self.cluster)
         except OSError as err:
             raise StateError(f"{self.state_file}: cannot read ({err.strerror})") from None
-        return parse_document(raw, str(self.state_file), self.cluster,
-                              ". Restore it from a backup or move it away to start over")
+        return parse_document(raw, str(self.state_file), self.cluster, self._corrupt_advice())
 
     def write(self, doc: dict[str, Any], _before_rename: Callable[[Path], None] | None = None) -> None:
         current = self.read()  # refuses to overwrite a corrupt or newer file
         new = next_document(doc, current, self.cluster)
         secure_makedirs(self.root)
         data = (json.dumps(new, indent=2, sort_keys=True) + "\n").encode()
+        self._keep_generation(current)
         write_file_atomic(self.state_file, data, 0o600, before_rename=_before_rename)
         doc["serial"] = new["serial"]
+
+    def _keep_generation(self, current: dict[str, Any]) -> None:
+        """Keep the document about to be replaced (a good one: read() parsed it) as a backup
+        generation, and only the newest BACKUP_GENERATIONS of them."""
+        if not current.get("serial") or not self.state_file.exists():
+            return
+        write_file_atomic(self.backup_file(int(current["serial"])), self.state_file.read_bytes(), 0o600)
+        for old in self.backups()[BACKUP_GENERATIONS:]:
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
 
     @contextlib.contextmanager
     def lock(self, command: str) -> Iterator[None]:
@@ -320,9 +365,32 @@ def register_backend(name: str) -> Callable[[type], type]:
 BACKENDS["local"] = lambda spec, state_dir: LocalStateStore(spec.name, state_dir)
 
 
+def state_directory(spec: Any, state_dir: str | os.PathLike | None = None,
+                    environ: Any = None) -> Path:
+    """The local state directory: `state_dir` (--state-dir), else $PROVISION_STATE_DIR, else the
+    spec's state.path. An empty value is refused; so is --state-dir for a backend that is not
+    local (it would be ignored). Raises UserError naming the option."""
+    environ = os.environ if environ is None else environ
+    backend = spec.state.backend
+    if state_dir is not None:
+        if not str(state_dir).strip():
+            raise UserError("--state-dir: must not be empty (leave the option out to use state.path)")
+        if backend != "local":
+            raise UserError(f"--state-dir: the spec keeps state in {backend} (state.backend: {backend}); "
+                            "--state-dir only applies to state.backend: local")
+        return Path(state_dir)
+    if STATE_DIR_ENV in environ and backend == "local":
+        if not environ[STATE_DIR_ENV].strip():
+            raise UserError(f"{STATE_DIR_ENV}: must not be empty (unset it to use state.path)")
+        return Path(environ[STATE_DIR_ENV])
+    return Path(spec.state.path)
+
+
 def open_store(spec: Any, state_dir: str | os.PathLike | None = None) -> StateStore:
-    """The store the spec names; `state_dir` (the --state-dir option) overrides state.path."""
-    directory = Path(state_dir if state_dir is not None else spec.state.path)
+    """The store the spec names. `state_dir` (a directory already chosen, e.g. from
+    `state_directory`) overrides $PROVISION_STATE_DIR and state.path; shared backends keep only
+    their local scratch there."""
+    directory = Path(state_dir) if state_dir is not None else state_directory(spec)
     backend = spec.state.backend
     if backend not in BACKENDS:
         with contextlib.suppress(ImportError):

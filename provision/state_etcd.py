@@ -62,6 +62,10 @@ class EtcdStateStore(StateStore):
         self._index: int | None = None  # modifiedIndex of the state key as last read
 
     @property
+    def location(self) -> str:
+        return f"etcd {','.join(self._endpoints)} key {self.base}"
+
+    @property
     def client(self):
         if self._client is None:
             tls = None

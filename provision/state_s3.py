@@ -41,6 +41,10 @@ class S3StateStore(StateStore):
         self._etag: str | None = None
 
     @property
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.base}"
+
+    @property
     def client(self):
         if self._client is None:
             import boto3

@@ -1,17 +1,29 @@
 """Output for people and scripts: logs and progress on stderr, results on stdout.
 
-With `--output json` stdout carries exactly one JSON document; logs still go to stderr
-unless `--quiet`. Nothing secret is ever passed here.
+With `--output json` stdout carries exactly one JSON document, the envelope every verb shares:
+`cluster`, `state`, `ok`, then the verb's own keys (errors included). Logs still go to
+stderr unless `--quiet`. Nothing secret is ever passed here.
+
+Tables never cut an identifier (host, pool, certificate, unit names): identifier columns do
+not wrap, and a table that cannot fit the terminal with them whole is printed wider than the
+terminal rather than truncated; the other columns wrap.
 """
 from __future__ import annotations
 
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+ENVELOPE_KEYS = ("cluster", "state", "ok")
+
+
+def _identity(text: str) -> str:
+    return text
 
 
 @dataclass
@@ -20,6 +32,11 @@ class UI:
     verbosity: int = 0  # -1 quiet, 0 normal, 1+ verbose
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True))
     out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
+    # what the envelope says: the cluster a verb acted on and the state it read or wrote
+    cluster: str | None = None
+    state: str | None = None
+    # turns a hint's `provision VERB SPEC` into the command as the user gave it
+    rewrite: Callable[[str], str] = _identity
 
     @property
     def json(self) -> bool:
@@ -28,33 +45,64 @@ class UI:
     def log(self, prefix: str, message: str) -> None:
         """A progress line: `[prefix] message` on stderr."""
         if self.verbosity >= 0:
-            self.err.print(f"[bold cyan]\\[{prefix}][/] {message}", markup=True)
+            self.err.print(f"[bold cyan]\\[{prefix}][/] {self.rewrite(message)}", markup=True)
 
     def debug(self, prefix: str, message: str) -> None:
         if self.verbosity >= 1:
-            self.err.print(f"[dim]\\[{prefix}] {message}[/]", markup=True)
+            self.err.print(f"[dim]\\[{prefix}] {self.rewrite(message)}[/]", markup=True)
 
     def warn(self, message: str) -> None:
-        self.err.print(f"[yellow]warning:[/] {message}", markup=True)
+        if self.verbosity >= 0:
+            self.err.print(f"[yellow]warning:[/] {self.rewrite(message)}", markup=True)
 
     def error(self, line: str) -> None:
-        self.err.print(line, markup=False, highlight=False)
+        self.err.print(self.rewrite(line), markup=False, highlight=False)
 
-    def result(self, data: Any, text: str | Table | None = None) -> None:
-        """The command's result: JSON on stdout, or `text` for people."""
+    def envelope(self, data: dict[str, Any], ok: bool = True) -> dict[str, Any]:
+        """`cluster`, `state`, `ok` first, then the verb's keys (sorted, nested ones too)."""
+        body = json.loads(json.dumps(data, sort_keys=True, default=str))
+        doc: dict[str, Any] = {"cluster": body.pop("cluster", self.cluster), "state": body.pop("state", self.state),
+                               "ok": body.pop("ok", ok)}
+        doc.update(body)
+        return doc
+
+    def result(self, data: dict[str, Any], text: Any = None, ok: bool = True) -> None:
+        """The command's result: the JSON envelope on stdout, or `text` for people."""
         if self.json:
-            sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            sys.stdout.write(json.dumps(self.envelope(data, ok), indent=2) + "\n")
             sys.stdout.flush()
         elif text is not None:
             if isinstance(text, str):
-                self.out.print(text, markup=False, highlight=False)
+                self.out.print(self.rewrite(text), markup=False, highlight=False)
             else:
-                self.out.print(text)
+                self.print_wide(text)
 
-    def table(self, title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
-        t = Table(title=title, show_lines=False, box=None, pad_edge=False, header_style="bold")
-        for c in columns:
-            t.add_column(c)
+    def print_wide(self, renderable: Any) -> None:
+        """Print tables at the terminal's width, or wider when their identifiers need it."""
+        width = self.out.width
+        needed = self.out.measure(renderable, options=self.out.options.update_width(100_000)).minimum
+        if needed <= width:
+            self.out.print(renderable)
+            return
+        self.out.width = needed  # print's own width= cannot exceed the console's
+        try:
+            self.out.print(renderable)
+        finally:
+            self.out.width = width
+
+    def table(self, title: str | None, columns: list[str], rows: Iterable[list[Any]],
+              ids: Iterable[str] = ()) -> Table:
+        """A table; the columns named in `ids` hold identifiers and are never cut or wrapped."""
+        rows = [["" if v is None else str(v) for v in r] for r in rows]
+        ids = set(ids)
+        t = Table(title=title, show_lines=False, box=None, pad_edge=False, header_style="bold",
+                  title_justify="left")
+        for i, c in enumerate(columns):
+            if c in ids:
+                width = max([len(c)] + [len(r[i]) for r in rows])
+                t.add_column(c, no_wrap=True, min_width=width)
+            else:
+                t.add_column(c, overflow="fold")
         for r in rows:
-            t.add_row(*["" if v is None else str(v) for v in r])
+            t.add_row(*[Text(v) for v in r])  # plain text: a name with [brackets] is not markup
         return t

@@ -105,6 +105,7 @@ def test_dry_run_changes_nothing(cli, tmp_path):
 
 
 def test_up_without_yes_does_nothing(cli, tmp_path):
+    # issue 16: without --yes and without a terminal, up prints the plan and exits 0 (kops)
     result = cli("up", EXAMPLES / "local.yaml", "--until", "validate", "--state-dir", tmp_path)
-    assert result.code == 1 and "--yes" in result.err
+    assert result.code == 0 and "--yes" in result.err
     assert not (tmp_path / "demo" / "state.json").exists()

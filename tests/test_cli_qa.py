@@ -196,8 +196,9 @@ def test_pki_rotate_does_not_claim_running_hosts_get_the_new_certificates(cli, t
     assert doc["running_hosts_updated"] is False and "admin" in doc["renewed"]
 
 
-@pytest.mark.parametrize("args, code", [(["--dry-run"], 0), (["--dry-run", "-o", "json"], 0), ([], 1),
-                                        (["-o", "json"], 1)])
+# issue 16: unconfirmed (no --yes, no terminal) prints the plan and exits 0, like a dry run
+@pytest.mark.parametrize("args, code", [(["--dry-run"], 0), (["--dry-run", "-o", "json"], 0), ([], 0),
+                                        (["-o", "json"], 0)])
 def test_up_dry_run_or_unconfirmed_creates_nothing_for_a_new_cluster(cli, tmp_path, args, code):
     state_dir = tmp_path / "state"
     result = cli("up", EXAMPLES / "local.yaml", "--state-dir", state_dir, *args)
@@ -224,7 +225,9 @@ def test_scale_without_yes_refuses_before_creating_anything(cli, tmp_path):
     result = cli("scale", EXAMPLES / "local.yaml", "workers", "3", "--state-dir", state_dir, "-o", "json")
     assert result.code == 1
     assert "pool workers: 0 -> 3 hosts (6 to create" in result.err
-    assert json.loads(result.out)["errors"] == ["nothing changed: re-run with --yes to apply (or --dry-run)"]
+    assert json.loads(result.out)["errors"] == [  # issue 16: the hint is the complete command
+        f"nothing changed: to apply, run: provision scale {EXAMPLES / 'local.yaml'} --state-dir {state_dir} "
+        "workers 3 --yes (or --dry-run)"]
     assert not state_dir.exists()
 
 
@@ -240,7 +243,9 @@ def test_a_phase_run_before_the_phase_it_needs_says_which_to_run_first(cli, tmp_
     spec.write_text(yaml.safe_dump(doc))
     result = cli("up", spec, "--only", "wait", "--yes", "--state-dir", tmp_path / "state")
     assert result.code == 1, result.err
-    assert "wait: state has no pki/ssh/id_ed25519: run `provision up SPEC --until pki` first" in result.err
+    # issue 16: the hint is the complete command, with the spec path and --state-dir as given
+    assert (f"wait: state has no pki/ssh/id_ed25519: run `provision up {spec} --state-dir {tmp_path / 'state'} "
+            "--until pki` first") in result.err
     assert subprocess.run(["ip", "link", "show", f"pv-{name}"[:15]], capture_output=True).returncode != 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import sys
 import typing
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,12 @@ import yaml
 from ..errors import UserError
 from . import schema
 from .model import (NAME_RE, POOL_NAME_RE, PROVIDER_OPTIONS, ProviderSpec, Spec)
-from .schema import Problems, did_you_mean
+from .schema import Problems, did_you_mean, name_problem
 
 MAX_SPEC_BYTES = 1 << 20
 MAX_YAML_NODES = 100_000
+API_VERSION = "provision/v1"  # the contract a spec follows (`apiVersion:`, optional)
+STDIN = "-"
 
 
 class SpecError(UserError):
@@ -30,6 +33,12 @@ class SpecError(UserError):
 def read_yaml(path: str | os.PathLike, label: str | None = None) -> Any:
     """Parse a YAML file defensively; errors name the file, and line and column for syntax."""
     label = label or str(path)
+    if str(path) == STDIN:
+        label = "<stdin>" if label == STDIN else label
+        raw = sys.stdin.buffer.read(MAX_SPEC_BYTES + 1)
+        if len(raw) > MAX_SPEC_BYTES:
+            raise SpecError(f"{label}: too large (a spec is at most {MAX_SPEC_BYTES} bytes)")
+        return _parse_text(raw, label)
     p = Path(path)
     try:
         if p.is_dir():
@@ -44,6 +53,10 @@ def read_yaml(path: str | os.PathLike, label: str | None = None) -> Any:
         raise SpecError(f"{label}: permission denied") from None
     except OSError as err:
         raise SpecError(f"{label}: cannot read ({err.strerror})") from None
+    return _parse_text(raw, label)
+
+
+def _parse_text(raw: bytes, label: str) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -109,11 +122,25 @@ def parse_spec(data: Any, label: str = "SPEC") -> Spec:
     if not isinstance(data, dict):
         raise SpecError(f"{label}: the top level must be a mapping (got {schema.describe(data)})")
     data = dict(data)
+    if "apiVersion" in data:
+        version = data.pop("apiVersion")
+        if version != API_VERSION:
+            problems.add("apiVersion", f"must be {API_VERSION} (the spec contract this provision reads; "
+                                       f"got {version!r})")
     provider_raw = data.pop("provider", None)
     provider = _parse_provider(provider_raw, problems)
-    spec = _build_spec(data, provider, problems)
+    failed: set[str] = set() if provider is not None else {"provider"}
+    index_map: list[int] = []
+    spec = _build_spec(data, provider, problems, failed, index_map)
     if spec is not None:
-        check_rules(spec, problems)
+        if failed:  # check the rest too (one pass), but not rules that read what failed
+            rules = Problems()
+            check_rules(spec, rules)
+            for path, message in rules.items:
+                if not _depends_on(path, message, failed):
+                    problems.add(_file_index(path, index_map), message)
+        else:
+            check_rules(spec, problems)
     if problems:
         raise SpecError([f"{label}: {line}" for line in problems.lines()])
     return spec
@@ -138,14 +165,33 @@ def _parse_provider(raw: Any, problems: Problems) -> ProviderSpec | None:
     return ProviderSpec(name=name, options=options)
 
 
-def _build_spec(rest: dict, provider: ProviderSpec | None, problems: Problems) -> Spec | None:
-    """Build every field but `provider` (parsed apart: its keys depend on its name)."""
+# What a field that failed to build is replaced with, so the rules about the other fields still
+# run in the same pass (their problems about the failed field are then left out).
+_STAND_INS = {"name": "x", "pools": ()}
+# Rules that count or look up pools: left out when a pool failed (what they see is short). Their
+# messages speak of pools or of a number of hosts; the same fields' other rules still run.
+_POOL_RULES = ("pools", "etcd.count", "headroom.pool", "provider.subnet", "provider.subnet_cidr")
+
+
+def _depends_on(path: str, message: str, failed: set[str]) -> bool:
+    top = path.split(".", 1)[0]  # pools[2].name stays: that pool did build
+    if top in failed or any(f"{key}." in message or f"{key}:" in message for key in failed):
+        return True
+    return "pools" in failed and path in _POOL_RULES and ("pool" in message or "number of" in message)
+
+
+def _build_spec(rest: dict, provider: ProviderSpec | None, problems: Problems,
+                failed: set[str] | None = None, index_map: list[int] | None = None) -> Spec | None:
+    """Build every field but `provider` (parsed apart: its keys depend on its name). A field
+    that fails is recorded in `failed` and stood in for (its default; the pools that did build),
+    so the rules still check everything else; None when nothing sensible can stand in."""
+    failed = set() if failed is None else failed
+    index_map = [] if index_map is None else index_map
     fields = {f.name for f in dataclasses.fields(Spec)}
     for key in rest:
         if key not in fields:
             problems.add(str(key), did_you_mean(str(key), sorted(fields)))
     values: dict[str, Any] = {}
-    ok = provider is not None
     hints = typing.get_type_hints(Spec)
     for f in dataclasses.fields(Spec):
         if f.name == "provider":
@@ -153,28 +199,59 @@ def _build_spec(rest: dict, provider: ProviderSpec | None, problems: Problems) -
         if f.name not in rest:
             if f.default is schema.MISSING and f.default_factory is schema.MISSING:
                 problems.add(f.name, "required")
-                ok = False
+                failed.add(f.name)
+                values[f.name] = _STAND_INS[f.name]
             continue
-        value = schema._convert(hints[f.name], rest[f.name], f.name, problems)
+        if f.name == "pools" and isinstance(rest[f.name], list):
+            value, index_map[:] = _build_pools(rest[f.name], hints[f.name], problems, failed)
+        else:
+            value = schema._convert(hints[f.name], rest[f.name], f.name, problems)
         if value is schema.MISSING:
-            ok = False
+            failed.add(f.name)
+            if f.name in _STAND_INS:
+                values[f.name] = _STAND_INS[f.name]
         else:
             values[f.name] = value
-    if not ok:
+    stand_in = provider or ProviderSpec(name="local", options=PROVIDER_OPTIONS["local"]())
+    try:
+        return Spec(provider=stand_in, **values)
+    except (TypeError, ValueError):
         return None
-    return Spec(provider=provider, **values)
+
+
+def _build_pools(items: list, hint: Any, problems: Problems, failed: set[str]) -> tuple[tuple, list[int]]:
+    """Each pool on its own: the pools that build are kept (a bad one does not hide the rest),
+    with the index each had in the file."""
+    item_type = typing.get_args(hint)[0]
+    built, indices = [], []
+    for i, item in enumerate(items):
+        value = schema._convert(item_type, item, f"pools[{i}]", problems)
+        if value is schema.MISSING:
+            failed.add("pools")
+        else:
+            built.append(value)
+            indices.append(i)
+    return tuple(built), indices
+
+
+def _file_index(path: str, index_map: list[int]) -> str:
+    """`pools[j]...` of the pools that built, as `pools[i]...` of the file."""
+    if not path.startswith("pools[") or not index_map:
+        return path
+    j, rest = path[6:].split("]", 1)
+    return f"pools[{index_map[int(j)]}]{rest}" if j.isdigit() and int(j) < len(index_map) else path
 
 
 def check_rules(spec: Spec, problems: Problems) -> None:
     """The cross-field rules of the contract, each naming the field it blames."""
     if not NAME_RE.match(spec.name):
-        problems.add("name", f"must match ^[a-z][a-z0-9-]{{0,30}}$ (got {spec.name!r})")
+        problems.add("name", name_problem(30, spec.name))
 
     names: dict[str, int] = {}
     for i, pool in enumerate(spec.pools):
         path = f"pools[{i}]"
         if not POOL_NAME_RE.match(pool.name):
-            problems.add(f"{path}.name", f"must match ^[a-z][a-z0-9-]{{0,19}}$ (got {pool.name!r})")
+            problems.add(f"{path}.name", name_problem(19, pool.name))
         if pool.name in names:
             problems.add(f"{path}.name", f"duplicate pool name {pool.name!r} (also pools[{names[pool.name]}])")
         names.setdefault(pool.name, i)
@@ -262,6 +339,6 @@ def check_rules(spec: Spec, problems: Problems) -> None:
 
 
 def load_spec(path: str | os.PathLike, label: str | None = None) -> Spec:
-    """Read, parse and validate the spec at `path`."""
-    label = label or str(path)
+    """Read, parse and validate the spec at `path` (`-`: standard input, named <stdin>)."""
+    label = label or ("<stdin>" if str(path) == STDIN else str(path))
     return parse_spec(read_yaml(path, label), label)

@@ -70,6 +70,17 @@ def describe(value: Any) -> str:
     return type(value).__name__
 
 
+def in_words(allowed: str, value: Any) -> str:
+    """The one wording of a grammar problem: what is allowed, said in words (never a regular
+    expression), then the value given. Every pattern check words its message through here."""
+    return f"must be {allowed} (got {value!r})"
+
+
+def name_problem(extra: int, value: Any) -> str:
+    return in_words(f"1 to {extra + 1} characters: lowercase letters (a-z), digits and hyphens, "
+                    "starting with a letter", value)
+
+
 def did_you_mean(key: str, known: list[str]) -> str:
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if close:

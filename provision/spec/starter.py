@@ -7,7 +7,8 @@ import typing
 from types import MappingProxyType
 
 from . import schema
-from .model import PROVIDER_OPTIONS, HeadroomSpec, Reserve, Spec
+from .load import API_VERSION
+from .model import PROVIDER_OPTIONS, HeadroomSpec, PoolSpec, Reserve, Spec
 
 EXAMPLE_POOLS = [
     {"name": "masters", "role": "master", "count": 3},
@@ -56,13 +57,34 @@ def _block(cls: type, indent: int) -> list[str]:
     return lines
 
 
+POOL_DOCS = {name: doc for name, _, doc in schema.docs(PoolSpec)}
+POOL_DOCS["name"] = ("pool name: 1 to 20 lowercase letters, digits and hyphens, starting with a letter; "
+                     "host names are <cluster>-<pool>-<n>")
+
+
+def _pool_lines(pool: dict) -> list[str]:
+    """One example pool with every field of a pool, each with its description."""
+    lines = []
+    for key, default, _ in schema.docs(PoolSpec):
+        if key in ("min", "max") and pool.get("role") != "worker":
+            continue  # only worker pools are resized
+        value = pool.get(key, default)
+        if value is schema.MISSING:
+            continue
+        head = f"  {'- ' if not lines else '  '}{key}: {_scalar(value)}"
+        lines.append(f"{head}{' ' * max(1, 32 - len(head))}# {POOL_DOCS[key]}")
+    return lines
+
+
 def starter_spec(provider: str = "local", name: str = "demo") -> str:
     """YAML text of a commented spec for `provider` that shows every field and default."""
     out = [f"# provision cluster spec (version 1) for provider {provider}.",
            "# Every key below is shown with its default; delete what you do not change.",
-           f"name: {name}                      # cluster name; prefixes host names and tags",
-           "provider:",
-           f"  name: {provider}"]
+           f"apiVersion: {API_VERSION}        # the spec contract this file follows",
+           f"{f'name: {name}':<32}# cluster name: 1 to 31 lowercase letters, digits and hyphens, "
+           "starting with a letter; prefixes host names and tags",
+           "provider:                       # where hosts are created, with the provider's own keys",
+           f"{f'  name: {provider}':<32}# {' | '.join(PROVIDER_OPTIONS)}; the keys below are this provider's"]
     out.extend(_block(PROVIDER_OPTIONS[provider], 1))
     out.extend(_block(Spec, 0))
     if provider != "local":
@@ -70,10 +92,7 @@ def starter_spec(provider: str = "local", name: str = "demo") -> str:
         out.append("#   authorized_keys: [\"ssh-ed25519 AAAA... you@example\"]")
     out.append("pools:                          # host pools; at least one master pool")
     for pool in EXAMPLE_POOLS:
-        first = True
-        for key, value in pool.items():
-            out.append(f"  {'- ' if first else '  '}{key}: {_scalar(value)}")
-            first = False
+        out.extend(_pool_lines(pool))
     out.append("headroom:                       # automatic sizing of one worker pool; delete to turn off")
     out.extend(_block(HeadroomSpec, 1))
     return "\n".join(out) + "\n"

@@ -22,8 +22,9 @@ def provision_command(app) -> list[str]:
     exe = shutil.which("provision") or f"{sys.executable} -m provision"
     cmd = shlex.split(exe) if " " in exe else [exe]
     cmd += ["headroom", str(Path(app.spec_path).resolve()), "--once", "--quiet"]
-    if app.state_dir:
-        cmd += ["--state-dir", str(Path(app.state_dir).resolve())]
+    store = app.store  # the job uses the state this command names, wherever it was chosen
+    if store.backend == "local":  # (--state-dir, $PROVISION_STATE_DIR or state.path)
+        cmd += ["--state-dir", str(Path(store.location).parent)]
     return cmd
 
 
@@ -47,6 +48,8 @@ def systemd_units(name: str, command: list[str], workdir: str, interval: float) 
 
 def run(app, timer: str, write: bool) -> int:
     spec = app.spec
+    if app.spec_path == "-":
+        raise UserError("SPEC: the job needs a spec file it can read again, not - (standard input)")
     if spec.headroom is None:
         raise UserError("headroom: the spec has no headroom section; nothing to install")
     command = provision_command(app)
@@ -59,7 +62,7 @@ def run(app, timer: str, write: bool) -> int:
         target = Path(os.environ.get("PROVISION_SYSTEMD_DIR", SYSTEMD_DIR))
     if not write:
         text = "\n".join(f"# {name}\n{body}" for name, body in files.items())
-        app.ui.result({"timer": timer, "files": files}, text.rstrip("\n"))
+        app.ui.result({"timer": timer, "written": False, "files": files}, text.rstrip("\n"))
         return 0
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -72,6 +75,6 @@ def run(app, timer: str, write: bool) -> int:
         raise ActionError(f"cannot write into {target}: {err.strerror}") from None
     next_step = "" if timer == "cron" else \
         f"; enable it with: systemctl daemon-reload && systemctl enable --now provision-headroom-{spec.name}.timer"
-    app.ui.result({"timer": timer, "written": sorted(str(target / n) for n in files)},
+    app.ui.result({"timer": timer, "written": True, "files": {str(target / n): body for n, body in files.items()}},
                   f"wrote {', '.join(str(target / n) for n in files)}{next_step}")
     return 0

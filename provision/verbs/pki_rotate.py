@@ -7,27 +7,27 @@ from ..plan import plan
 from ..state import command_line
 
 
-def check_request(spec, store, leaf: str | None) -> None:
+def check_request(spec, store, leaf: str | None, hint: str = "provision up SPEC --until pki") -> None:
     """Refuse a bad --leaf or a cluster without PKI before taking the lock, so nothing is created."""
     known = [w.name for w in pki.wanted_certs(spec, plan(spec, store.read()).desired)]
     if leaf is not None and leaf not in known:
         hint = " (CAs are not rotated by `pki rotate`)" if leaf in (pki.CA, pki.FRONT_PROXY_CA) else ""
         raise UserError(f"--leaf: no leaf certificate named {leaf!r}{hint}; known: {', '.join(known)}")
     if store.read_blob(f"{pki.PREFIX}{pki.CA}.crt") is None:
-        raise ActionError("no PKI yet: run `provision up SPEC --until pki` first")
+        raise ActionError(f"no PKI yet: run `{hint}` first")
 
 
 def run(app, leaf: str | None) -> int:
     spec = app.spec
     store = app.store
-    check_request(spec, store, leaf)
+    check_request(spec, store, leaf, app.command("up", extra=("--until", "pki", "--yes")))
     with store.lock(command_line()):
         hosts = plan(spec, store.read()).desired
         renewed = pki.rotate(spec, store, hosts, leaf=leaf, log=lambda message: app.ui.log("pki", message))
     # Said as it is: `up` re-renders configs and the admin kubeconfig, and new hosts boot with the
     # new certificates, but no phase copies certificates onto hosts that already run.
-    app.ui.result({"cluster": spec.name, "renewed": renewed, "running_hosts_updated": False},
-                  f"renewed {len(renewed)} certificates in state; `provision up SPEC` puts them into the "
+    app.ui.result({"renewed": renewed, "running_hosts_updated": False},
+                  f"renewed {len(renewed)} certificates in state; `{app.command('up', extra=('--yes',))}` puts them into the "
                   "configs and the admin kubeconfig, and new hosts boot with them; hosts already running "
                   "keep their current certificates")
     return 0

@@ -5,12 +5,14 @@ from .. import pki
 
 
 def run(app) -> int:
+    app.require_state()
     certs = pki.show(app.spec, app.store)
     if not certs:
-        app.ui.warn(f"cluster {app.spec.name} has no certificates yet: `provision up SPEC --until pki` makes them")
+        app.ui.warn(f"cluster {app.spec.name} has no certificates yet: "
+                    f"`{app.command('up', extra=('--until', 'pki', '--yes'))}` makes them")
     rows = [[c["name"], c.get("subject", ""), ", ".join(c.get("sans", [])), c.get("not_after", c.get("error")),
              c.get("days_left", ""), "yes" if c.get("verified") else "NO"] for c in certs]
     table = app.ui.table(f"certificates of {app.spec.name}", ["name", "subject", "SANs", "expires", "days",
-                                                              "verifies"], rows)
-    app.ui.result({"cluster": app.spec.name, "certificates": certs}, table)
+                                                              "verifies"], rows, ids=("name",))
+    app.ui.result({"certificates": certs}, table)
     return 0

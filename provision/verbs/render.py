@@ -54,7 +54,10 @@ def run(app, out_dir: str, pin: bool = False) -> int:
         if missing:
             render_phase.pin_on_first_use(ctx, missing)
         artifacts.check(spec, render_phase.artifact_view(state, served))
-        pki_phase.run(ctx)
+        made = pki_phase.run(ctx).get("created") or []
+        if made:  # said, not silent: render made secrets in state
+            app.ui.log("render", ("created the cluster's CA and " if "ca" in made else "created ")
+                       + f"{len(made)} certificates and keys in state (the configs carry them)")
         if spec.etcd.discovery == "token" and not (state.get("etcd") or {}).get("discovery_token_url"):
             state.setdefault("etcd", {})["discovery_token_url"] = render_phase.discovery_token(
                 spec.etcd.discovery_url, spec.etcd.count)
@@ -66,6 +69,7 @@ def run(app, out_dir: str, pin: bool = False) -> int:
     except OSError as err:
         raise ActionError(f"--out: cannot write into {out_dir}: {err.strerror} ({err.filename})") from None
     app.ui.log("render", f"wrote {len(rendered.files)} configs for {len(hosts)} hosts to {out_dir}")
-    app.ui.result({"out": str(out), "files": sorted(rendered.files), "index": rendered.index},
+    app.ui.result({"out": str(out), "files": sorted(rendered.files), "index": rendered.index,
+                   "pki_created": made},
                   "\n".join(str(p) for p in written))
     return 0

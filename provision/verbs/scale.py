@@ -14,7 +14,10 @@ from ..state import command_line
 from .preflight import check_provider
 from .up import can_ask, confirm
 
-NOT_CONFIRMED = "nothing changed: re-run with --yes to apply (or --dry-run)"
+def not_confirmed(app, pool: str, count: int) -> ActionError:
+    """Nothing changed; the hint is the complete command that applies it."""
+    return ActionError(f"nothing changed: to apply, run: {app.command('scale', extra=(pool, str(count), '--yes'))} "
+                       "(or --dry-run)")
 
 
 def check_request(spec, pool_name: str, count: int):
@@ -50,12 +53,12 @@ def run(app, pool: str, count: int, yes: bool, dry_run: bool) -> int:
     check_provider(spec)
     if not dry_run and not yes and not can_ask(app):  # refuse before the lock: nothing is created
         request(app, store.read(), target_pool, count)
-        raise ActionError(NOT_CONFIRMED)
+        raise not_confirmed(app, pool, count)
     with store.lock(command_line()):
         state = store.read()
         target = request(app, state, target_pool, count)
         if not dry_run and not confirm(app, f"Scale pool {pool} of {spec.name} to {count}?", yes):
-            raise ActionError(NOT_CONFIRMED)
+            raise not_confirmed(app, pool, count)
         ctx = RunContext(spec=spec, store=store, state=state, ui=ui, dry_run=dry_run, options={"yes": yes})
         ctx.save()  # the requested size first: a crash after it leaves state a re-run completes
         converge(ctx)

@@ -23,9 +23,31 @@ def unit_summary(units: dict | None) -> str:
 
 def run(app) -> int:
     spec, store, ui = app.spec, app.store, app.ui
-    state = store.read()
     provider = check_provider(spec, store.workdir)
+    app.require_state()
+    state = store.read()
     report = cluster_status(spec, store, state, provider)
+    healthy = bool(report["healthy"])
+    data = report if healthy else {**report, "exit_code": 1, "errors": unhealthy_reasons(spec, report)}
+    ui.result(data, status_tables(ui, spec, report), ok=healthy)
+    return 0 if healthy else 1
+
+
+def unhealthy_reasons(spec, report) -> list[str]:
+    """Why the cluster is not healthy, one line each (the envelope's errors)."""
+    reasons = []
+    etcd = report.get("etcd") or {}
+    if not etcd.get("healthy"):
+        reasons.append(f"cluster {spec.name}: etcd is not healthy" + (f" ({etcd['error']})" if etcd.get("error") else ""))
+    for unit in report.get("failed_units") or []:
+        reasons.append(f"cluster {spec.name}: unit not running: {unit}")
+    if report.get("missing"):
+        reasons.append(f"cluster {spec.name}: hosts gone from the provider: {', '.join(report['missing'])}")
+    return reasons or [f"cluster {spec.name} is not healthy"]
+
+
+def status_tables(ui, spec, report) -> Group:
+    """The status report as tables for people (identifiers never cut)."""
     etcd = report["etcd"]
     loads = report["loads"] or {}
     host_rows = []
@@ -35,29 +57,27 @@ def run(app) -> int:
                           host["state"], unit_summary(host["units"]),
                           f"{load['containers']}/{load['cpu']:.2f}/{load['memory']:.2f}" if load else "-"])
     hosts_table = ui.table(f"cluster {spec.name} ({spec.provider.name})",
-                           ["host", "role", "address", "state", "units", "ctr/cpu/mem"], host_rows)
-    for column in hosts_table.columns[:4]:
-        column.no_wrap = True  # names and addresses are read whole; units may wrap
+                           ["host", "role", "address", "state", "units", "ctr/cpu/mem"], host_rows,
+                           ids=("host", "role", "address", "state"))
     parts = [hosts_table]
     unit_rows = [[name, unit.removesuffix(".service"), doc["state"], doc["reason"] or ""]
                  for name, host in report["hosts"].items()
                  for unit, doc in (host["units"] or {}).items() if doc["state"] != "running"]
     if unit_rows:
-        units_table = ui.table("units not running", ["host", "unit", "state", "reason"], unit_rows)
-        for column in units_table.columns[:3]:
-            column.no_wrap = True
+        units_table = ui.table("units not running", ["host", "unit", "state", "reason"], unit_rows,
+                               ids=("host", "unit", "state"))
         parts.append(units_table)
     member_rows = [[m["name"] or "(not started)", m["id"], ", ".join(m["client_urls"])] for m in etcd["members"]]
     health_rows = [[e, "healthy" if h["healthy"] else f"UNHEALTHY: {h['error']}"] for e, h in etcd["health"].items()]
     parts.append(ui.table(f"etcd: {'healthy' if etcd['healthy'] else 'NOT healthy'}"
                           + (f" ({etcd['error']})" if etcd["error"] else ""), ["member", "id", "client URLs"],
-                          member_rows))
-    parts.append(ui.table(None, ["endpoint", "health"], health_rows))
+                          member_rows, ids=("member", "id")))
+    parts.append(ui.table(None, ["endpoint", "health"], health_rows, ids=("endpoint",)))
     if report["headroom"]:
         h = report["headroom"]
         parts.append(ui.table("headroom", ["pool", "hosts", "reporting", "possible", "used", "available", "reserve"],
                               [[h["pool"], h["hosts"], h["reporting"], h["possible"], h["used"], h["available"],
-                                h["reserve"]]]))
+                                h["reserve"]]], ids=("pool",)))
     extra = []
     if report["orphans"]:
         extra.append(f"orphans (in the provider, not in state): {', '.join(report['orphans'])}")
@@ -67,5 +87,4 @@ def run(app) -> int:
         extra.append(f"artifact {name}: this machine's {note}")
     if extra:
         parts.append(ui.table(None, ["notes"], [[line] for line in extra]))
-    ui.result(report, Group(*parts))
-    return 0 if report["healthy"] else 1
+    return Group(*parts)

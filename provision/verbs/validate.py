@@ -17,12 +17,12 @@ def run(app) -> int:
             raise SpecError([f"{app.spec_path}: {line}" for line in err.lines]) from None
     except SpecError as err:
         if app.ui.json:
-            app.ui.result({"valid": False, "errors": err.lines})
+            app.ui.result({"valid": False, "exit_code": 2, "errors": err.lines}, ok=False)
             for line in err.lines:
                 app.ui.error(line)
             return 2
         raise
-    app.ui.result({"valid": True, "name": spec.name, "provider": spec.provider.name},
+    app.ui.result({"valid": True, "provider": spec.provider.name},
                   f"{app.spec_path}: OK (cluster {spec.name}, provider {spec.provider.name}, "
                   f"{len(spec.pools)} pools)")
     return 0

@@ -77,8 +77,8 @@ def test_up_until_machines_then_down(ec2_proxy, monkeypatch, tmp_path, cli, exam
     assert json.loads(second.out)["results"]["machines"]["created"] == []
     assert ec2_proxy.calls["RunInstances"] == 0 and len(live_tagged(region, "prod")) == wanted
 
-    refused = cli("down", spec_path, "--state-dir", state_dir)
-    assert refused.code == 1 and "--yes" in refused.err
+    refused = cli("down", spec_path, "--state-dir", state_dir)  # no terminal: lists, exits 0 (issue 16)
+    assert refused.code == 0 and "--yes" in refused.err and sorted(refused.out.split()) == sorted(created)
     assert len(live_tagged(region, "prod")) == wanted, "down without --yes destroyed something"
 
     down = cli("down", spec_path, "--yes", "--state-dir", state_dir, "-o", "json")

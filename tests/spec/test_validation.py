@@ -90,8 +90,8 @@ BAD = [
     ("negative duration", {"headroom.scale_down_cooldown": -1}, "headroom.scale_down_cooldown", "negative"),
     ("bad reserve", {"headroom.reserve": "lots"}, "headroom.reserve", "percentage"),
     ("unknown policy", {"headroom.policies": ["containers", "magic"]}, "headroom.policies", "unknown policy"),
-    ("bad name", {"name": "Demo_1"}, "name", "must match"),
-    ("long name", {"name": "a" * 32}, "name", "must match"),
+    ("bad name", {"name": "Demo_1"}, "name", "must be 1 to 31 characters: lowercase letters"),  # in words (issue 16)
+    ("long name", {"name": "a" * 32}, "name", "must be 1 to 31 characters"),
     ("duplicate pool", {"pools": BASE["pools"] + [{"name": "workers", "role": "worker", "count": 1}]},
      "pools[2].name", "duplicate"),
     ("unknown provider", {"provider": {"name": "azure"}}, "provider.name", "must be one of"),
