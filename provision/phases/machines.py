@@ -116,7 +116,8 @@ def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool =
         ctx.save()
 
     live = {h.name: h for h in provider.list_hosts()} if (target.keep or target.create) else {}
-    lost = [h for h in target.keep if h.name not in live]
+    # A host the cloud gave up on (state "failed", e.g. Nova's ERROR) is re-created like a lost one.
+    lost = [h for h in target.keep if h.name not in live or live[h.name].state == "failed"]
     if lost:
         log(f"{len(lost)} recorded host(s) no longer exist in the cloud; re-creating: "
             f"{', '.join(h.name for h in lost)}")
