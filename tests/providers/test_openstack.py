@@ -339,3 +339,41 @@ def test_neutron_errors_come_in_neutrons_shape(openstack_api, tmp_path):
     assert squatter["fixed_ips"][0]["ip_address"] == etcd.address
     with pytest.raises(ActionError, match=rf"IP address {etcd.address} already allocated"):
         provider.create_hosts([etcd], configs_for(hosts))
+
+
+@pytest.mark.root
+def test_a_master_config_near_novas_budget_falls_back_to_one_gzip_data_url(tmp_path):
+    """A master config whose file-by-file gzip form no longer fits the budget is handed over as
+    one gzip data URL that replaces the config: ignition-validate accepts it with no output and
+    the real Ignition engine writes the master's files from it."""
+    import json
+    import subprocess
+
+    from provision.providers.base import UserDataLimit
+    from provision.render import compress_ignition, fit_user_data
+    from tests.helpers_render import (SMALL_SPEC, apply_ignition, ignition_file, need_ignition_engine, render,
+                                      served_artifacts, which_or_fail, write_spec)
+    need_ignition_engine()
+    validate = which_or_fail("ignition-validate")
+    _, _, _, rendered = render(write_spec(tmp_path, SMALL_SPEC), tmp_path / "state",
+                               served_artifacts("http://10.77.0.1:8080"))
+    config = json.loads(rendered.files["small-masters-0.ign"])
+    # Downloads would go to the (unreachable) mirror; the inline files are what is checked here.
+    config["storage"]["files"] = [f for f in config["storage"]["files"] if f["contents"]["source"].startswith("data:")]
+    master = json.dumps(config).encode()
+    gzipped = compress_ignition(config)
+    # Nova's budget as a master config nearing it sees it: file-by-file gzip no longer fits.
+    budget = UserDataLimit(4 * ((len(gzipped) + 2) // 3) - 1, "base64")
+    assert not budget.fits(gzipped)
+    fitted = fit_user_data(master, budget)
+    assert fitted.method == "embedded" and budget.fits(fitted.data)
+    assert OpenStackProvider.user_data_limit.size_of(fitted.data) < 0.75 * OpenStackProvider.user_data_limit.size_of(gzipped)
+    (tmp_path / "embedded.ign").write_bytes(fitted.data)
+    proc = subprocess.run([validate, str(tmp_path / "embedded.ign")], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and proc.stdout + proc.stderr == "", proc.stdout + proc.stderr
+    root, proc = apply_ignition(fitted.data, tmp_path / "engine")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    written = [f["path"] for f in config["storage"]["files"]]
+    assert written and all((root / p.lstrip("/")).exists() for p in written)
+    first = written[0]
+    assert (root / first.lstrip("/")).read_bytes() == ignition_file(config, first)
