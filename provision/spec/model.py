@@ -136,7 +136,8 @@ class OpenStackOptions:
     image: str = field("Glance image name or id", "flatcar-stable")
     flavor: str = field("Nova flavor used when a pool's size is null", "m1.medium")
     network: str | None = field("Neutron network name; one is created when null", None)
-    subnet_cidr: str = field("CIDR of the subnet created when network is null", "10.241.0.0/24",
+    subnet_cidr: str = field("CIDR of the subnet created when network is null; with network, the subnet "
+                             "of it (or a range inside) fixed addresses come from", "10.241.0.0/24",
                              convert=cidr)
     # Routing, addressing and placement (see README, Providers > OpenStack).
     external_network: str | None = field(
