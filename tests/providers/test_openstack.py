@@ -377,3 +377,29 @@ def test_a_master_config_near_novas_budget_falls_back_to_one_gzip_data_url(tmp_p
     assert written and all((root / p.lstrip("/")).exists() for p in written)
     first = written[0]
     assert (root / first.lstrip("/")).read_bytes() == ignition_file(config, first)
+
+
+def test_the_machines_phase_replaces_a_server_in_error_on_the_next_run(openstack_api, tmp_path):
+    """Through `apply_plan` (what `up` runs): the first run records the hosts and stops with the
+    fault; the next re-creates the failed host and keeps the others."""
+    from provision.phases.machines import apply_plan
+
+    from .test_machines import context, rendered_store
+    spec = os_spec(workers=1)
+    store = rendered_store(spec, tmp_path)
+    master = f"{spec.name}-masters-0"
+    openstack_api.fail_boot(f"^{master}$")
+    ctx = context(spec, store)
+    with pytest.raises(ActionError, match=rf"{master} failed to boot: No valid host was found"):
+        apply_plan(ctx, plan(spec, ctx.state), provider=fast(OpenStackProvider(spec, tmp_path)))
+    first = store.read()
+    assert master in first["hosts"], "hosts are recorded before the wait"
+    old_id = first["hosts"][master]["provider_id"]
+
+    ctx = context(spec, store)
+    result = apply_plan(ctx, plan(spec, ctx.state), provider=fast(OpenStackProvider(spec, tmp_path)))
+    assert result["recreated"] == [master] and result["created"] == []
+    state = store.read()
+    assert state["hosts"][master]["provider_id"] != old_id and state["hosts"][master]["state"] == "running"
+    assert old_id not in openstack_api.servers
+    assert sorted(s["name"] for s in openstack_api.servers.values()) == sorted(state["hosts"])
