@@ -151,6 +151,13 @@ def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool =
         by_name = {h.name: h for h in to_create}
         for record in provider.wait_running(list(by_name)):
             hosts[record.name] = host_entry(by_name[record.name], record, hosts.get(record.name))
+        # A kept host may have gained an address while the provider waited (a floating IP that an
+        # earlier, failed run never attached): state follows the cloud so later phases reach it.
+        kept = {h.name: h for h in target.keep if h not in lost}
+        for record in provider.list_hosts() if kept else ():
+            entry = hosts.get(record.name)
+            if record.name in kept and entry and record.address and entry.get("ssh_address") != record.address:
+                hosts[record.name] = host_entry(kept[record.name], record, entry)
 
     pools = state.setdefault("pools", {})
     for pool in spec.pools:

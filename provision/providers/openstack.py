@@ -314,10 +314,19 @@ class OpenStackProvider(Provider):
         net = self.conn.network
         ports = self._retry(lambda: list(net.ports(network_id=subnet.network_id,
                                                    device_owner="network:router_interface")), "list router ports")
+        from openstack import exceptions as os_exc
+
+        def router_of(port):
+            try:
+                return net.get_router(port.device_id)
+            except (os_exc.NotFoundException, os_exc.ForbiddenException):  # another project's router
+                return None
         for port in ports:
             if not any(ip["subnet_id"] == subnet.subnet_id for ip in port.fixed_ips or []):
                 continue
-            router = self._retry(lambda p=port: net.get_router(p.device_id), "get router")
+            router = self._retry(lambda p=port: router_of(p), "get router")
+            if router is None:
+                continue
             if router.name != self.resource_name and (router.external_gateway_info or {}).get("network_id") == external_id:
                 return True
         return False
@@ -548,9 +557,12 @@ class OpenStackProvider(Provider):
                 raise ActionError(f"openstack: servers not running after {timeout:.0f}s: {', '.join(pending)}")
             self.sleep(delay)
             delay = min(delay * 2, WAIT_POLL_CAP)
+        # Every running host of the cluster, not only the awaited ones: a host an earlier run
+        # left without its floating IP (that run stopped at a failed boot) gets it now.
         changed = False
-        for name in names:
-            changed |= self._attach_addresses(records[name])
+        for record in records.values():
+            if record.state == "running":
+                changed |= self._attach_addresses(record)
         if changed:
             records = {h.name: h for h in self.list_hosts()}
         return [records[n] for n in names]

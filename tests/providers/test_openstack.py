@@ -381,11 +381,12 @@ def test_a_master_config_near_novas_budget_falls_back_to_one_gzip_data_url(tmp_p
 
 def test_the_machines_phase_replaces_a_server_in_error_on_the_next_run(openstack_api, tmp_path):
     """Through `apply_plan` (what `up` runs): the first run records the hosts and stops with the
-    fault; the next re-creates the failed host and keeps the others."""
+    fault; the next re-creates the failed host, keeps the others and gives every host the
+    floating IP the first run never got to attach."""
     from provision.phases.machines import apply_plan
 
     from .test_machines import context, rendered_store
-    spec = os_spec(workers=1)
+    spec = os_spec(workers=1, external_network="public")
     store = rendered_store(spec, tmp_path)
     master = f"{spec.name}-masters-0"
     openstack_api.fail_boot(f"^{master}$")
@@ -403,3 +404,6 @@ def test_the_machines_phase_replaces_a_server_in_error_on_the_next_run(openstack
     assert state["hosts"][master]["provider_id"] != old_id and state["hosts"][master]["state"] == "running"
     assert old_id not in openstack_api.servers
     assert sorted(s["name"] for s in openstack_api.servers.values()) == sorted(state["hosts"])
+    fips = {f["floating_ip_address"] for f in openstack_api.floating_ips.values()}
+    assert len(fips) == len(state["hosts"])
+    assert {h["ssh_address"] for h in state["hosts"].values()} == fips, "state still points at fixed addresses"
