@@ -68,7 +68,7 @@ class OpenStackAPI:
         self.calls: collections.Counter[str] = collections.Counter()
         self.faults: dict[str, collections.deque[str]] = collections.defaultdict(collections.deque)
         self.unknown: list[str] = []
-        self.requests: list[tuple[str, str, dict]] = []  # (op, path, body) of every mutating call
+        self.requests: list[tuple[str, str, dict]] = []  # (op, path, body) of every change (not tokens)
         self.build_looks = build_looks  # looks at a server before BUILD ends
         self.delete_looks = delete_looks  # looks at a deleting server before it goes (or soft-deletes)
         self.soft_delete = soft_delete  # Nova's reclaim_instance_interval > 0
@@ -206,7 +206,7 @@ class OpenStackAPI:
                 if not act:
                     return op, 0, None, {}
                 with self.lock:
-                    if method in ("POST", "PUT", "DELETE") and op:
+                    if method in ("POST", "PUT", "DELETE") and op and op != "token":
                         self.requests.append((op, path, body))
                     try:
                         status, data, extra = handler(self, query, body, *m.groups())

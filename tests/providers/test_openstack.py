@@ -407,3 +407,83 @@ def test_the_machines_phase_replaces_a_server_in_error_on_the_next_run(openstack
     fips = {f["floating_ip_address"] for f in openstack_api.floating_ips.values()}
     assert len(fips) == len(state["hosts"])
     assert {h["ssh_address"] for h in state["hosts"].values()} == fips, "state still points at fixed addresses"
+
+
+def test_host_gw_ports_carry_the_pod_network_as_an_allowed_address_pair(openstack_api, tmp_path):
+    spec = os_spec(extra={"network": {"flannel": {"backend": "host-gw"}}})
+    _, running = up(fast(OpenStackProvider(spec, tmp_path)), spec)
+    for record in running:
+        (port,) = [p for p in openstack_api.ports.values() if p["device_id"] == record.provider_id]
+        assert port["allowed_address_pairs"] == [{"ip_address": spec.network.pod_cidr}]
+
+
+def test_destroying_hosts_releases_their_floating_ips_only(openstack_api, tmp_path):
+    spec = os_spec(workers=2, external_network="public")
+    hosts, running = up(fast(OpenStackProvider(spec, tmp_path)), spec)
+    gone = hosts[-1].name
+    fast(OpenStackProvider(spec, tmp_path)).destroy_hosts([gone])
+    left = {t.split("=", 1)[1] for f in openstack_api.floating_ips.values() for t in f["tags"]
+            if t.startswith("provision:host=")}
+    assert left == {h.name for h in hosts} - {gone}
+
+
+def test_the_instance_quota_stops_with_novas_message(openstack_api, tmp_path):
+    openstack_api.instance_quota = 2
+    spec = os_spec(workers=2)
+    hosts = plan(spec, {}).create
+    with pytest.raises(ActionError, match=r"Quota exceeded for instances: Requested 1, but already used 2 of 2"):
+        fast(OpenStackProvider(spec, tmp_path)).create_hosts(hosts, configs_for(hosts))
+    assert len(openstack_api.servers) == 2
+
+
+@pytest.mark.parametrize("call, status, message", [
+    (lambda c, net: c.compute.create_server(name="x", image_id="img-flatcar", flavor_id="fl-m1.small",
+                                            networks=[{"uuid": net}], user_data="not base64!"),
+     400, "User data needs to be valid base 64"),
+    (lambda c, net: c.compute.create_server(name="x", image_id="img-flatcar", flavor_id="fl-m1.small",
+                                            networks=[{"uuid": net}], key_name="nobody"),
+     400, "Invalid key_name provided"),
+    (lambda c, net: c.compute.create_server(name="x", image_id="img-flatcar", flavor_id="fl-m1.small",
+                                            networks=[{"uuid": net, "fixed_ip": "10.9.9.9"}]),
+     400, "not a valid IP for any of the subnets"),
+    (lambda c, net: c.compute.create_server_group(name="g", policy="spread-please"),
+     400, "'spread-please' is not one of"),
+    (lambda c, net: c.compute.create_keypair(name="k", public_key="ssh-ed25519 AAAA a\nssh-ed25519 BBBB b"),
+     400, "Keypair data is invalid"),
+    (lambda c, net: c.network.create_subnet(network_id=net, cidr="10.50.0.0/24", ip_version=4,
+                                            allocation_pools=[{"start": "10.50.1.1", "end": "10.50.1.9"}]),
+     400, "spans beyond the subnet cidr"),
+])
+def test_the_stand_in_refuses_what_nova_and_neutron_refuse(openstack_api, call, status, message):
+    """Driven by the real openstacksdk: each refusal comes in its service's shape, and the SDK
+    reads the message out of it."""
+    import openstack
+    from openstack import exceptions as os_exc
+    conn = openstack.connect(cloud="testcloud")
+    lab = openstack_api.add_network("lab-net", "192.168.80.0/24")
+    with pytest.raises(os_exc.HttpException) as caught:
+        call(conn, lab["id"])
+    assert caught.value.status_code == status and message in str(caught.value.details)
+    body = caught.value.response.json()
+    if "/network/" in caught.value.response.url:
+        assert set(body["NeutronError"]) == {"type", "message", "detail"}
+    else:
+        (shape,) = body.values()
+        assert shape["code"] == status and set(shape) == {"code", "message"}
+    assert openstack_api.servers == {}
+
+
+def test_up_refuses_a_subnet_outside_the_named_network_before_creating_anything(openstack_api, tmp_path, cli):
+    import yaml
+    openstack_api.add_network("lab-net", "192.168.90.0/24")
+    path = tmp_path / "os.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "named", "provider": {"name": "openstack", "cloud": "testcloud", "network": "lab-net"},
+        "ssh": {"authorized_keys": [SSH_KEY]}, "etcd": {"count": 1},
+        "pools": [{"name": "masters", "role": "master", "count": 1}]}))
+    result = cli("up", path, "--yes", "--state-dir", tmp_path / "state")
+    assert result.code == 2, result.err
+    assert "provider.subnet_cidr: 10.241.0.0/24 is not inside a subnet of network 'lab-net' (its subnets: " \
+           "192.168.90.0/24)" in result.err
+    assert not (tmp_path / "state").exists()
+    assert openstack_api.requests == [], "something was created"
