@@ -284,6 +284,7 @@ class OpenStackProvider(Provider):
             subnet = self._named_subnet(found.id)
             if subnet is None:
                 raise UserError(f"provider.subnet_cidr: {o.subnet_cidr} is not inside a subnet of network {o.network!r}")
+            self._warn_shared_pool(subnet)
             return subnet
 
         def network_attempt():
@@ -301,6 +302,20 @@ class OpenStackProvider(Provider):
                                      dns_nameservers=list(o.dns_nameservers))
         subnet = self._retry(subnet_attempt, "create subnet")
         return Subnet(network.id, subnet.id, subnet.cidr)
+
+    def _warn_shared_pool(self, subnet: Subnet) -> None:
+        """A named network's allocation pool is not ours to change: say when it covers the
+        addresses the plan fixes, which Neutron may then hand to other ports first."""
+        base = ipaddress.ip_network(self.options.subnet_cidr).network_address
+        fixed_lo, fixed_hi = base + 1, base + FIXED_ADDRESSES - 1
+        found = self._retry(lambda: self.conn.network.get_subnet(subnet.subnet_id), "get subnet")
+        for pool in found.allocation_pools or []:
+            start, end = ipaddress.ip_address(pool["start"]), ipaddress.ip_address(pool["end"])
+            if start <= fixed_hi and fixed_lo <= end:
+                self.log(f"network {self.options.network!r}: its allocation pool {start}-{end} covers the fixed "
+                         f"addresses provision plans (from {base + 10}); Neutron may give them to other ports "
+                         f"first. Start the pool at {base + FIXED_ADDRESSES} or later to keep them free")
+                return
 
     def _router_interfaces(self, router_id: str) -> set[str]:
         ports = self._retry(lambda: list(self.conn.network.ports(device_id=router_id,

@@ -202,9 +202,11 @@ def test_fixed_addresses_come_from_the_named_network(openstack_api, tmp_path):
     lab = openstack_api.add_network("lab-net", "192.168.50.0/24",
                                     allocation_pools=[{"start": "192.168.50.100", "end": "192.168.50.200"}])
     spec = os_spec(network="lab-net", subnet_cidr="192.168.50.0/24", external_network="public")
-    provider = fast(OpenStackProvider(spec, tmp_path))
+    logs = []
+    provider = fast(OpenStackProvider(spec, tmp_path, log=logs.append))
     assert provider.preflight() == []
     hosts, running = up(provider, spec)
+    assert not any("allocation pool" in line for line in logs), "its pool (from .100) keeps fixed addresses free"
     lab_subnet = ipaddress.ip_network("192.168.50.0/24")
     for host, record in zip(hosts, running):
         addresses = fixed_ips(openstack_api, record.provider_id)
@@ -487,3 +489,12 @@ def test_up_refuses_a_subnet_outside_the_named_network_before_creating_anything(
            "192.168.90.0/24)" in result.err
     assert not (tmp_path / "state").exists()
     assert openstack_api.requests == [], "something was created"
+
+
+def test_a_named_network_whose_pool_covers_fixed_addresses_is_pointed_out(openstack_api, tmp_path):
+    openstack_api.add_network("flat-net", "192.168.51.0/24")  # Neutron's default pool: .2 to .254
+    logs = []
+    spec = os_spec(network="flat-net", subnet_cidr="192.168.51.0/24")
+    fast(OpenStackProvider(spec, tmp_path, log=logs.append)).prepare()
+    assert any("allocation pool 192.168.51.2-192.168.51.254 covers the fixed addresses" in line
+               and "192.168.51.32" in line for line in logs), logs
