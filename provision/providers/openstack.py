@@ -132,6 +132,7 @@ class OpenStackProvider(Provider):
         self._conn = None
         self._shared: dict[str, Any] | None = None
         self._lookups: dict[str | None, tuple[str, str]] = {}
+        self._image: Any = None
         self.sleep: Callable[[float], None] = time.sleep
 
     @property
@@ -244,8 +245,8 @@ class OpenStackProvider(Provider):
                     if zone not in zones:
                         problems.append(("provider.availability_zones", f"no available zone {zone!r} in this cloud "
                                          f"(zones: {', '.join(sorted(zones))})"))
-        except os_exc.SDKException as err:  # credentials or endpoints that do not work
-            problems.append(("provider.cloud", str(err)))
+        except (os_exc.SDKException, ActionError) as err:  # credentials or endpoints that do not work
+            problems.append(("provider.cloud", f"cannot use the cloud: {err}"))
         return problems
 
     # -- shared resources --------------------------------------------------------------------
@@ -386,16 +387,23 @@ class OpenStackProvider(Provider):
                     or net.create_security_group(name=self.resource_name,
                                                  description=f"provision cluster {self.spec.name}"))
         group = self._retry(attempt, "create security group")
-        have = {rule_key(r, group.id) for r in self._retry(
-            lambda: list(net.security_group_rules(security_group_id=group.id)), "list security group rules")}
-        flannel = self.spec.network.flannel.backend
-        for rule in wanted_rules(flannel, self.spec.network.pod_cidr):
+        have = {rule_key(r, group.id): r for r in self._retry(
+            lambda: list(net.security_group_rules(security_group_id=group.id, direction="ingress")),
+            "list security group rules")}
+        wanted = []
+        for rule in wanted_rules(self.spec.network.flannel.backend, self.spec.network.pod_cidr):
             rule = {**rule, "remote_group_id": group.id} if "remote_group_id" in rule else rule
-            rule = {k: v for k, v in rule.items() if v is not None}
+            wanted.append({k: v for k, v in rule.items() if v is not None})
+        for rule in wanted:
             if rule_key(rule, group.id) not in have:
                 self._retry(lambda rule=rule: net.create_security_group_rule(
                     security_group_id=group.id, direction="ingress", ethertype="IPv4", **rule),
                     "create security group rule")
+        # A rule of ours the spec no longer wants (flannel's backend changed) goes.
+        for key in set(have) - {rule_key(r, group.id) for r in wanted}:
+            self.log(f"removing security group rule {key[0] or 'any'} {key[1] or ''}-{key[2] or ''} no longer needed")
+            self._retry(lambda r=have[key]: net.delete_security_group_rule(r, ignore_missing=True),
+                        "delete security group rule")
         return group.id
 
     def _ensure_keypair(self) -> str:
@@ -439,6 +447,8 @@ class OpenStackProvider(Provider):
 
     # -- hosts -------------------------------------------------------------------------------
     def _find_image(self) -> Any:
+        if self._image is not None:
+            return self._image
         image_api = self.conn.image
         wanted = self.options.image
         images = self._retry(lambda: list(image_api.images(name=wanted)), "list images")
@@ -458,6 +468,7 @@ class OpenStackProvider(Provider):
         if len(images) > 1:
             self.log(f"{len(images)} images are named {wanted!r}; using the newest, {image.id} "
                      f"(created {getattr(image, 'created_at', '?')})")
+        self._image = image
         return image
 
     def _image_and_flavor(self, size: str | None) -> tuple[str, str]:

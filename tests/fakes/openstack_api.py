@@ -964,6 +964,11 @@ class OpenStackAPI:
         self.rules[rule["id"]] = rule
         return 201, {"security_group_rule": rule}, {}
 
+    def _delete_rule(self, query, body, rid):
+        if self.rules.pop(rid, None) is None:
+            raise neutron_error(404, "SecurityGroupRuleNotFound", f"Security group rule {rid} does not exist")
+        return 204, None, {}
+
     # tags
     def _set_tags(self, query, body, kind, iid):
         store = {"networks": self.networks, "subnets": self.subnets, "ports": self.ports, "routers": self.routers,
@@ -1040,4 +1045,5 @@ class OpenStackAPI:
         (r"/network/v2.0/security-groups/([^/]+)", "DELETE", "delete_security_group", _delete_group),
         (r"/network/v2.0/security-group-rules", "GET", "list_security_group_rules", _list_rules),
         (r"/network/v2.0/security-group-rules", "POST", "create_security_group_rule", _create_rule),
+        (r"/network/v2.0/security-group-rules/([^/]+)", "DELETE", "delete_security_group_rule", _delete_rule),
     ]

@@ -498,3 +498,14 @@ def test_a_named_network_whose_pool_covers_fixed_addresses_is_pointed_out(openst
     fast(OpenStackProvider(spec, tmp_path, log=logs.append)).prepare()
     assert any("allocation pool 192.168.51.2-192.168.51.254 covers the fixed addresses" in line
                and "192.168.51.32" in line for line in logs), logs
+
+
+def test_rules_follow_a_changed_flannel_backend(openstack_api, tmp_path):
+    vxlan = os_spec(extra={"name": "flip"})
+    fast(OpenStackProvider(vxlan, tmp_path)).prepare()
+    udp = os_spec(extra={"name": "flip", "network": {"flannel": {"backend": "udp"}}})
+    fast(OpenStackProvider(udp, tmp_path)).prepare()
+    udp_ports = {r["port_range_min"] for r in openstack_api.rules.values()
+                 if r["direction"] == "ingress" and r["protocol"] == "udp"}
+    assert udp_ports == {8285}
+    assert openstack_api.unknown == []
