@@ -697,10 +697,16 @@ class OpenStackProvider(Provider):
         """After `destroy_hosts`: wait for the servers to go, then remove what `prepare` and
         `create_hosts` made, each step idempotent (a re-run finishes an interrupted one)."""
         self._wait_gone()
-        for step in (self._release_floating_ips, self._remove_server_groups, self._remove_router,
-                     self._remove_security_group, self._remove_network, self._remove_keypair):
+        for step in self.teardown_steps():
             step()
         self._shared = None
+
+    def teardown_steps(self) -> list[Callable[[], None]]:
+        """What `teardown` removes once the servers are gone, in order: what points at the
+        network (floating IPs, a load balancer would go here) before the router, the security
+        group and the network themselves."""
+        return [self._release_floating_ips, self._remove_server_groups, self._remove_router,
+                self._remove_security_group, self._remove_network, self._remove_keypair]
 
     def _remove_server_groups(self) -> None:
         names = {f"{self.resource_name}-masters", f"{self.resource_name}-etcd"}
