@@ -680,9 +680,13 @@ class OpenStackProvider(Provider):
             for server in left:
                 if server.status == "SOFT_DELETED" and server.id not in forced:
                     self.log(f"server {server.name} is soft-deleted; forcing its deletion")
-                    self._retry(lambda s=server: self.conn.compute.delete_server(s, force=True, ignore_missing=True),
-                                f"force delete server {server.name}")
                     forced.add(server.id)
+                    try:
+                        self._retry(lambda s=server: self.conn.compute.delete_server(s, force=True,
+                                                                                    ignore_missing=True),
+                                    f"force delete server {server.name}")
+                    except ActionError as err:  # policy may forbid it: the cloud reclaims it later
+                        self.log(f"{err}; waiting for the cloud to reclaim it")
                 elif not self._going(server):
                     self._retry(lambda s=server: self.conn.compute.delete_server(s, ignore_missing=True),
                                 f"delete server {server.name}")
