@@ -119,7 +119,7 @@ def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool =
     # A host the cloud gave up on (state "failed", e.g. Nova's ERROR) is re-created like a lost one.
     lost = [h for h in target.keep if h.name not in live or live[h.name].state == "failed"]
     if lost:
-        log(f"{len(lost)} recorded host(s) no longer exist in the cloud; re-creating: "
+        log(f"{len(lost)} recorded host(s) no longer exist in the cloud or failed there; re-creating: "
             f"{', '.join(h.name for h in lost)}")
     wanted = {h.name for h in target.desired}
     result["orphans"] = sorted(n for n, h in live.items() if n not in wanted and h.state != "terminated")
