@@ -509,3 +509,18 @@ def test_rules_follow_a_changed_flannel_backend(openstack_api, tmp_path):
                  if r["direction"] == "ingress" and r["protocol"] == "udp"}
     assert udp_ports == {8285}
     assert openstack_api.unknown == []
+
+
+def test_a_named_network_already_routed_outside_gets_no_router_of_ours(openstack_api, tmp_path):
+    lab = openstack_api.add_network("routed-net", "192.168.52.0/24")
+    gateway = {"network_id": openstack_api.public["id"]}
+    theirs = openstack_api._create_router({}, {"router": {"name": "their-router",
+                                                          "external_gateway_info": gateway}})[1]["router"]
+    openstack_api._add_interface({}, {"subnet_id": lab["subnets"][0]}, theirs["id"])
+    spec = os_spec(network="routed-net", subnet_cidr="192.168.52.0/24", external_network="public", workers=1)
+    _, running = up(fast(OpenStackProvider(spec, tmp_path)), spec)
+    assert [r["name"] for r in openstack_api.routers.values()] == ["their-router"]
+    assert all(r.public_address for r in running), "floating IPs go through their router"
+    down(fast(OpenStackProvider(spec, tmp_path)))
+    assert [r["name"] for r in openstack_api.routers.values()] == ["their-router"]
+    assert openstack_api.floating_ips == {}
