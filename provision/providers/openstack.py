@@ -603,7 +603,7 @@ class OpenStackProvider(Provider):
         o = self.options
         want_fip = bool(o.external_network and o.floating_ips)
         host_gw = self.spec.network.flannel.backend == "host-gw"
-        if not (want_fip or host_gw):
+        if not host_gw and (not want_fip or record.public_address):
             return False
         ports = self._ports_of(record.provider_id)
         if not ports:
