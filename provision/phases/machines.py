@@ -116,9 +116,10 @@ def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool =
         ctx.save()
 
     live = {h.name: h for h in provider.list_hosts()} if (target.keep or target.create) else {}
-    lost = [h for h in target.keep if h.name not in live]
+    # A host the cloud gave up on (state "failed", e.g. Nova's ERROR) is re-created like a lost one.
+    lost = [h for h in target.keep if h.name not in live or live[h.name].state == "failed"]
     if lost:
-        log(f"{len(lost)} recorded host(s) no longer exist in the cloud; re-creating: "
+        log(f"{len(lost)} recorded host(s) no longer exist in the cloud or failed there; re-creating: "
             f"{', '.join(h.name for h in lost)}")
     wanted = {h.name for h in target.desired}
     result["orphans"] = sorted(n for n, h in live.items() if n not in wanted and h.state != "terminated")
@@ -150,6 +151,13 @@ def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool =
         by_name = {h.name: h for h in to_create}
         for record in provider.wait_running(list(by_name)):
             hosts[record.name] = host_entry(by_name[record.name], record, hosts.get(record.name))
+        # A kept host may have gained an address while the provider waited (a floating IP that an
+        # earlier, failed run never attached): state follows the cloud so later phases reach it.
+        kept = {h.name: h for h in target.keep if h not in lost}
+        for record in provider.list_hosts() if kept else ():
+            entry = hosts.get(record.name)
+            if record.name in kept and entry and record.address and entry.get("ssh_address") != record.address:
+                hosts[record.name] = host_entry(kept[record.name], record, entry)
 
     pools = state.setdefault("pools", {})
     for pool in spec.pools:

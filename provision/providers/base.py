@@ -31,7 +31,7 @@ class HostRecord:
     pool: str
     role: str
     provider_id: str
-    state: str  # pending | running | stopped | terminated | unknown
+    state: str  # pending | running | stopped | terminated | failed (the cloud gave up on it) | unknown
     private_address: str | None = None
     public_address: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)

@@ -1,7 +1,9 @@
 """The user-data budget: make a config fit a cloud's limit, or say where it must be served.
 
 Steps, first that fits wins: the config as is; the config with every inline file gzip
-compressed (Ignition `compression: gzip` data URLs) and compact JSON; a small pointer config
+compressed (Ignition `compression: gzip` data URLs) and compact JSON; the whole config gzip
+compressed inside a small config that replaces itself with it (`ignition.config.replace` from a
+`data:` URL with `compression: gzip`, spec 3.1+), which needs no server; a small pointer config
 (`ignition.config.replace` with the URL and sha512 of the full config), which only works when
 the caller says where the full config will be served. Never a silent truncation.
 """
@@ -24,7 +26,7 @@ MIN_COMPRESS = 128
 @dataclass(frozen=True)
 class FittedUserData:
     """What to hand the cloud (`data`), how it was made to fit (`method`: plain | gzip |
-    pointer) and, for a pointer, the full config that must be served at `serve_url`."""
+    embedded | pointer) and, for a pointer, the full config that must be served at `serve_url`."""
 
     data: bytes
     method: str
@@ -59,6 +61,17 @@ def pointer_config(url: str, full: bytes) -> bytes:
     return json.dumps(pointer, sort_keys=True, separators=(",", ":")).encode()
 
 
+def embedded_config(config: dict[str, Any]) -> bytes:
+    """A config whose only content is `config`, gzip compressed as a whole in a data URL:
+    Ignition fetches it from itself and replaces the outer config with it. The whole document
+    compresses far better than file by file (units, JSON and certificates share a lot)."""
+    full = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    source = "data:;base64," + base64.b64encode(_gzip(full)).decode()
+    outer = {"ignition": {"version": IGNITION_VERSION,
+                          "config": {"replace": {"source": source, "compression": "gzip"}}}}
+    return json.dumps(outer, sort_keys=True, separators=(",", ":")).encode()
+
+
 def fit_user_data(config_bytes: bytes, limit: Any, serve_url: str | None = None,
                   name: str = "config") -> FittedUserData:
     """Make `config_bytes` (Ignition JSON or `#cloud-config`) fit `limit`
@@ -80,6 +93,9 @@ def fit_user_data(config_bytes: bytes, limit: Any, serve_url: str | None = None,
     compressed = compress_ignition(config)
     if limit.fits(compressed):
         return FittedUserData(compressed, "gzip")
+    embedded = embedded_config(config)
+    if limit.fits(embedded):
+        return FittedUserData(embedded, "embedded")
     if not serve_url:
         raise ActionError(f"{name}: config is {limit.size_of(compressed)} bytes even compressed, over the "
                           f"user-data limit of {budget}; it must be served over https/s3 and referenced by a "

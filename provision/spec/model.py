@@ -93,6 +93,15 @@ def policies(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def ip_list(value: object) -> tuple[str, ...]:
+    """A list of IP addresses (DNS servers), each in canonical form."""
+    items = string_list(value)
+    try:
+        return tuple(str(ipaddress.ip_address(v.strip())) for v in items)
+    except ValueError as err:
+        raise ValueError(f"must be a list of IP addresses ({err})") from None
+
+
 def fraction(value: object) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1:
         return float(value)
@@ -127,8 +136,20 @@ class OpenStackOptions:
     image: str = field("Glance image name or id", "flatcar-stable")
     flavor: str = field("Nova flavor used when a pool's size is null", "m1.medium")
     network: str | None = field("Neutron network name; one is created when null", None)
-    subnet_cidr: str = field("CIDR of the subnet created when network is null", "10.241.0.0/24",
+    subnet_cidr: str = field("CIDR of the subnet created when network is null; with network, the subnet "
+                             "of it (or a range inside) fixed addresses come from", "10.241.0.0/24",
                              convert=cidr)
+    # Routing, addressing and placement (see README, Providers > OpenStack).
+    external_network: str | None = field(
+        "Neutron external network: a router to it and floating IPs come from it; null keeps the "
+        "network isolated (provision must then reach the fixed addresses)", None, example="public")
+    floating_ips: bool = field("with external_network: a floating IP (tagged with the cluster) on every host", True)
+    dns_nameservers: tuple[str, ...] = field("DNS servers of the subnet provision creates; [] leaves DNS to Neutron",
+                                             ("1.1.1.1", "8.8.8.8"), convert=ip_list)
+    availability_zones: tuple[str, ...] = field(
+        "Nova availability zones hosts are spread over (by host index); the cloud's choice when empty", (),
+        convert=string_list)
+    config_drive: bool = field("attach a config drive (Ignition reads it without the metadata service)", True)
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,7 @@ def openstack_api(tmp_path, monkeypatch):
         monkeypatch.delenv(var)
     yield api
     api.close()
+    assert api.unknown == [], f"calls the stand-in does not know (answered 404): {api.unknown}"
 
 
 @pytest.fixture
