@@ -6,11 +6,10 @@ what it would do and changes nothing). A phase logs with its own prefix through 
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-from ..errors import ActionError, NotYetAvailable, UserError
+from ..errors import ActionError, UserError
 from ..spec import Spec
 from ..state import MissingBlob, StateStore
 from ..ui import UI
@@ -36,40 +35,44 @@ class RunContext:
             self.store.write(self.state)
 
 
+class PhaseModule(Protocol):
+    """A phase's module: `run(ctx)` does the phase and returns its result for --output json."""
+
+    def run(self, ctx: RunContext) -> Any: ...
+
+
+# The phase modules import RunContext from this package, so they are imported once it exists.
+from . import (etcd, flannel, fleet, kubeconfig, machines, masters, pki, render,  # noqa: E402
+               validate, wait, workers)
+
+
 @dataclass(frozen=True)
 class Phase:
     name: str
     summary: str
-    module: str  # provision.phases.<module> defines run(ctx)
+    module: PhaseModule  # its run(ctx) is looked up at each run
 
     def runner(self) -> Callable[[RunContext], Any]:
-        try:
-            mod = importlib.import_module(f"provision.phases.{self.module}")
-        except ModuleNotFoundError as err:
-            if err.name == f"provision.phases.{self.module}":
-                raise NotYetAvailable(f"phase {self.name!r} is not available yet: {self.summary}") from None
-            raise
-
         def run(ctx: RunContext) -> Any:
             try:
-                return mod.run(ctx)
+                return self.module.run(ctx)
             except MissingBlob as err:  # run alone (--only) before the phase that writes it
                 raise missing_output(self.name, err) from None
         return run
 
 
 PHASES: tuple[Phase, ...] = (
-    Phase("validate", "check the spec against the contract", "validate"),
-    Phase("pki", "create or reuse the CA, certificates, keys and tokens", "pki"),
-    Phase("render", "render each host's Ignition or cloud-config", "render"),
-    Phase("machines", "create and destroy hosts with the provider", "machines"),
-    Phase("wait", "wait until every host runs and answers SSH", "wait"),
-    Phase("etcd", "check etcd membership and health over TLS", "etcd"),
-    Phase("flannel", "write the flannel network config into etcd", "flannel"),
-    Phase("fleet", "publish fleet metadata and check fleetd", "fleet"),
-    Phase("masters", "check each master's services", "masters"),
-    Phase("workers", "check each worker's services", "workers"),
-    Phase("kubeconfig", "write the admin kubeconfig", "kubeconfig"),
+    Phase("validate", "check the spec against the contract", validate),
+    Phase("pki", "create or reuse the CA, certificates, keys and tokens", pki),
+    Phase("render", "render each host's Ignition or cloud-config", render),
+    Phase("machines", "create and destroy hosts with the provider", machines),
+    Phase("wait", "wait until every host runs and answers SSH", wait),
+    Phase("etcd", "check etcd membership and health over TLS", etcd),
+    Phase("flannel", "write the flannel network config into etcd", flannel),
+    Phase("fleet", "publish fleet metadata and check fleetd", fleet),
+    Phase("masters", "check each master's services", masters),
+    Phase("workers", "check each worker's services", workers),
+    Phase("kubeconfig", "write the admin kubeconfig", kubeconfig),
 )
 PHASE_NAMES = tuple(p.name for p in PHASES)
 
