@@ -175,6 +175,7 @@ class Cluster:
         self.spec_path = str(spec_path) if spec_path is not None else None
         self.state_dir = str(state_dir) if state_dir is not None else None
         self.store: StateStore = open_store(spec, state_directory(spec, self.state_dir))
+        self._ui: UI = _EventUI(_quiet)
 
     @classmethod
     def load(cls, path: str | os.PathLike, state_dir: str | os.PathLike | None = None) -> "Cluster":
