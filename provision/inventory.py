@@ -13,10 +13,12 @@ key, the spec's `ssh.user`, and the cluster's `known_hosts` file with each host'
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Mapping
 
 from .bootstrap import cluster_hosts, host_data, write_inventory
 from .errors import ActionError, UserError
+from .spec import Spec, load_spec
 
 SPEC_ENV = "PROVISION_SPEC"
 
@@ -28,8 +30,8 @@ def group_name(text: str) -> str:
     return text.replace("-", "_")
 
 
-def groups_of(spec: Any, cluster: Mapping[str, Mapping[str, Any]], key_path: Any,
-              known_hosts: Any) -> dict[str, list[HostEntry]]:
+def groups_of(spec: Spec, cluster: Mapping[str, Mapping[str, Any]], key_path: Path,
+              known_hosts: Path) -> dict[str, list[HostEntry]]:
     """Groups of the cluster's hosts: one per role (`masters`, `workers`), `etcd` for the hosts
     carrying an etcd member, and one per pool (`pool_<name>`). Every host appears with its SSH
     data in every group it belongs to (pyinfra merges them). Sorted by host name."""
@@ -53,7 +55,6 @@ def inventory_groups(spec_path: str | None = None, state_dir: str | None = None,
     does, so pinned host keys are checked. Raises UserError for a missing or invalid spec,
     ActionError for a cluster with no state or no host with an address."""
     from . import pki
-    from .spec import load_spec
     from .state import open_store, state_directory
 
     environ = os.environ if environ is None else environ
