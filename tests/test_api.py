@@ -132,3 +132,14 @@ def test_headroom_needs_a_headroom_section(tmp_path, monkeypatch):
     cluster = api.Cluster.load(local_spec(tmp_path, headroom=None), state_dir=tmp_path / "state")
     with pytest.raises(UserError, match="headroom: the spec has no headroom section"):
         cluster.headroom_once()
+
+
+def test_a_held_lock_raises_lock_held_and_changes_nothing(cluster, tmp_path):
+    from provision.state import open_store
+    other = open_store(cluster.spec, tmp_path / "state")  # as a second provision process opens it
+    with other.lock("provision up cluster.yaml --yes"):
+        with pytest.raises(api.LockHeld) as raised:
+            cluster.up(until="render")
+    assert raised.value.holder["command"] == "provision up cluster.yaml --yes"
+    assert isinstance(raised.value, ActionError) and raised.value.exit_code == 1
+    assert sorted(p.name for p in (tmp_path / "state" / "apitest").iterdir()) == ["lock"]
