@@ -21,7 +21,7 @@ from typing import Any, Callable
 import click
 
 from . import __version__
-from .errors import ActionError, NotYetAvailable, ProvisionError, UserError
+from .errors import ActionError, ProvisionError, UserError
 from .phases import PHASE_NAMES
 from .state import STATE_DIR_ENV
 from .ui import UI
@@ -119,13 +119,8 @@ def make_app(ctx: click.Context, spec: str | None, state_dir: str | None, output
 
 
 def dispatch(verb: str, app: App, **options: Any) -> None:
-    """Hand over to provision.verbs.<verb>.run; a verb whose machinery is missing says so."""
-    try:
-        module = importlib.import_module(f"provision.verbs.{verb}")
-    except ModuleNotFoundError as err:
-        if err.name and err.name.startswith("provision.verbs"):
-            raise NotYetAvailable(f"'provision {verb}' is not available in this version yet") from None
-        raise
+    """Hand over to provision.verbs.<verb>.run."""
+    module = importlib.import_module(f"provision.verbs.{verb}")
     code = module.run(app, **options)
     if code:
         sys.exit(code)

@@ -26,10 +26,6 @@ class ActionError(ProvisionError):
     exit_code = 1
 
 
-class NotYetAvailable(ActionError):
-    """A verb whose machinery has not landed yet."""
-
-
 class LockHeld(ActionError):
     """Another provision process holds the cluster's lock."""
 

@@ -6,11 +6,11 @@ what it would do and changes nothing). A phase logs with its own prefix through 
 """
 from __future__ import annotations
 
-import importlib
+import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-from ..errors import ActionError, NotYetAvailable, UserError
+from ..errors import ActionError, UserError
 from ..spec import Spec
 from ..state import MissingBlob, StateStore
 from ..ui import UI
@@ -36,42 +36,66 @@ class RunContext:
             self.store.write(self.state)
 
 
+class PhaseModule(Protocol):
+    """A phase's module: `run(ctx)` does the phase and returns its result for --output json."""
+
+    def run(self, ctx: RunContext) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Phase:
     name: str
     summary: str
-    module: str  # provision.phases.<module> defines run(ctx)
+    module: PhaseModule  # its run(ctx) is looked up at each run
 
     def runner(self) -> Callable[[RunContext], Any]:
-        try:
-            mod = importlib.import_module(f"provision.phases.{self.module}")
-        except ModuleNotFoundError as err:
-            if err.name == f"provision.phases.{self.module}":
-                raise NotYetAvailable(f"phase {self.name!r} is not available yet: {self.summary}") from None
-            raise
-
         def run(ctx: RunContext) -> Any:
             try:
-                return mod.run(ctx)
+                return self.module.run(ctx)
             except MissingBlob as err:  # run alone (--only) before the phase that writes it
                 raise missing_output(self.name, err) from None
         return run
 
 
-PHASES: tuple[Phase, ...] = (
-    Phase("validate", "check the spec against the contract", "validate"),
-    Phase("pki", "create or reuse the CA, certificates, keys and tokens", "pki"),
-    Phase("render", "render each host's Ignition or cloud-config", "render"),
-    Phase("machines", "create and destroy hosts with the provider", "machines"),
-    Phase("wait", "wait until every host runs and answers SSH", "wait"),
-    Phase("etcd", "check etcd membership and health over TLS", "etcd"),
-    Phase("flannel", "write the flannel network config into etcd", "flannel"),
-    Phase("fleet", "publish fleet metadata and check fleetd", "fleet"),
-    Phase("masters", "check each master's services", "masters"),
-    Phase("workers", "check each worker's services", "workers"),
-    Phase("kubeconfig", "write the admin kubeconfig", "kubeconfig"),
+# Each phase's name and summary, in `up` order. Kept apart from the modules so the CLI's help
+# and completion, `validate` and `init` read them without importing what the phases need
+# (Jinja2, cryptography, provider code): a second or so per command on a busy machine.
+PHASE_SUMMARIES: tuple[tuple[str, str], ...] = (
+    ("validate", "check the spec against the contract"),
+    ("pki", "create or reuse the CA, certificates, keys and tokens"),
+    ("render", "render each host's Ignition or cloud-config"),
+    ("machines", "create and destroy hosts with the provider"),
+    ("wait", "wait until every host runs and answers SSH"),
+    ("etcd", "check etcd membership and health over TLS"),
+    ("flannel", "write the flannel network config into etcd"),
+    ("fleet", "publish fleet metadata and check fleetd"),
+    ("masters", "check each master's services"),
+    ("workers", "check each worker's services"),
+    ("kubeconfig", "write the admin kubeconfig"),
 )
-PHASE_NAMES = tuple(p.name for p in PHASES)
+PHASE_NAMES = tuple(name for name, _ in PHASE_SUMMARIES)
+
+
+@functools.cache
+def all_phases() -> tuple[Phase, ...]:
+    """Every phase of `up` in order, each with its module (imported here, on first use; the
+    modules import RunContext from this package)."""
+    from . import etcd, flannel, fleet, kubeconfig, machines, masters, pki, render, validate, wait, workers
+    modules: tuple[PhaseModule, ...] = (validate, pki, render, machines, wait, etcd, flannel, fleet, masters,
+                                        workers, kubeconfig)
+    phases = tuple(Phase(name, summary, module) for (name, summary), module in zip(PHASE_SUMMARIES, modules,
+                                                                                    strict=True))
+    for phase in phases:  # the two tuples above are kept in the same order
+        if phase.module.__name__ != f"{__name__}.{phase.name}":  # type: ignore[attr-defined]
+            raise AssertionError(f"phase {phase.name!r} is paired with module {phase.module!r}")
+    return phases
+
+
+def __getattr__(name: str) -> Any:
+    """`PHASES` (the tuple of `all_phases()`), imported on first use."""
+    if name == "PHASES":
+        return all_phases()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def select(until: str | None = None, only: str | None = None) -> tuple[Phase, ...]:
@@ -82,10 +106,10 @@ def select(until: str | None = None, only: str | None = None) -> tuple[Phase, ..
     if until and only:
         raise UserError("--until and --only: give one of them")
     if only:
-        return tuple(p for p in PHASES if p.name == only)
+        return tuple(p for p in all_phases() if p.name == only)
     if until:
-        return PHASES[: PHASE_NAMES.index(until) + 1]
-    return PHASES
+        return all_phases()[: PHASE_NAMES.index(until) + 1]
+    return all_phases()
 
 
 # Which phase writes the state blobs under each prefix (to say what to run first).
@@ -119,5 +143,5 @@ def converge(ctx: RunContext, phases: tuple[str, ...] = POOL_PHASES) -> dict[str
     for name in phases:
         if name not in PHASE_NAMES:
             raise UserError(f"unknown phase {name!r} (phases: {', '.join(PHASE_NAMES)})")
-    run_phases(ctx, tuple(p for p in PHASES if p.name in phases))
+    run_phases(ctx, tuple(p for p in all_phases() if p.name in phases))
     return ctx.results
