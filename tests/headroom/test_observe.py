@@ -9,9 +9,9 @@ import uuid
 import etcd
 import pytest
 
-from fakes.kubernetes_api import FakeKubernetesAPI, node, pod
+from fakes.kubernetes_api import FakeKubernetesAPI, node, pdb, pod
 from provision.errors import ActionError, UserError
-from provision.headroom.observe import (InventoryHost, cordon, etcd_client, inventory, kubernetes_api, load_key,
+from provision.headroom.observe import (InventoryHost, cordon, etcd_client, evict, inventory, kubernetes_api, load_key,
                                         node_pods, observe_etcd, observe_kubernetes, parse_load, read_etcd_loads,
                                         read_kubernetes)
 from provision.headroom.policy import READY, UNKNOWN, UNREADY
@@ -77,7 +77,6 @@ def test_etcd_client_argument_errors():
 
 
 @pytest.mark.parametrize("raw", [None, "not json", "[]", '{"containers": -1, "cpu": 0, "memory": 0, "at": 1}',
-                                 '{"containers": 1, "cpu": 2, "memory": 0, "at": 1000}',
                                  '{"containers": true, "cpu": 0, "memory": 0, "at": 1000}',
                                  '{"containers": 1, "cpu": 0, "at": 1000}',
                                  '{"containers": 1, "cpu": "NaN", "memory": 0, "at": 1000}'])
@@ -119,17 +118,43 @@ def test_kubernetes_source_through_the_real_client(tmp_path):
     assert obs.pending_cpu == pytest.approx(4 / ((4 + 2 + 4) / 3))
 
 
-def test_kubernetes_cordon_and_drain_watch(tmp_path):
+def test_kubernetes_cordon_moves_nothing_and_eviction_honours_budgets(tmp_path):
     with FakeKubernetesAPI(tmp_path) as fake:
         fake.nodes = [node("k-workers-0")]
-        fake.pods = [pod("a", "k-workers-0"), pod("ds", "k-workers-0", daemonset=True), pod("x", "k-workers-1")]
+        fake.pods = [pod("a", "k-workers-0", labels={"app": "web"}), pod("b", "k-workers-1", labels={"app": "web"}),
+                     pod("ds", "k-workers-0", daemonset=True), pod("x", "k-workers-1")]
+        fake.pdbs = [pdb("web", {"app": "web"}, min_available=2)]
         api = kubernetes_api(str(fake.kubeconfig))
         assert [p.metadata.name for p in node_pods(api, "k-workers-0")] == ["a"]
-        fake.on_cordon = fake.move_pods_off
         cordon(api, "k-workers-0")
         assert fake.nodes[0]["spec"]["unschedulable"] is True
-        assert node_pods(api, "k-workers-0") == []
+        assert [p.metadata.name for p in node_pods(api, "k-workers-0")] == ["a"]  # cordon moves nothing
         assert ("PATCH", "/api/v1/nodes/k-workers-0") in fake.requests
+        target = node_pods(api, "k-workers-0")[0]
+        assert evict(api, target) == "wait"  # 429: the budget needs 2 healthy web pods
+        assert fake.evictions == [("default/a", 429)]
+        fake.pdbs = [pdb("web", {"app": "web"}, max_unavailable=1)]
+        assert evict(api, target) == "evicted"
+        assert ("POST", "/api/v1/namespaces/default/pods/a/eviction") in fake.requests
+        assert node_pods(api, "k-workers-0") == [] and evict(api, target) == "gone"
+
+
+def test_kubernetes_pending_demand_is_only_unschedulable_pods_a_new_worker_could_run(tmp_path):
+    # Issue: every pending pod counted, including another pool's and a 64-CPU pod.
+    with FakeKubernetesAPI(tmp_path) as fake:
+        fake.nodes = [node("k-workers-0", cpu="4", memory="8Gi", labels={"pool": "workers", "kubernetes.io/hostname":
+                                                                        "k-workers-0"})]
+        fake.pods = [pod("fits", None, cpu="1", memory="1Gi"),
+                     pod("ours", None, cpu="1", node_selector={"pool": "workers"}),
+                     pod("theirs", None, cpu="1", node_selector={"pool": "gpu"}),
+                     pod("huge", None, cpu="64", memory="1Gi"),
+                     pod("not-tried-yet", None, unschedulable=False)]
+        api = kubernetes_api(str(fake.kubeconfig))
+        nodes, pods = read_kubernetes(api)
+    inv = [InventoryHost("k-workers-0", "workers", "worker")]
+    obs = observe_kubernetes(inv, nodes, pods, 1000.0, pool="workers")
+    assert obs.pending == 2 and obs.pending_cpu == pytest.approx(2 / 4)
+    assert observe_kubernetes(inv, nodes, pods, 1000.0).pending == 4  # without a pool: every unschedulable pod
 
 
 def test_kubernetes_errors_are_named(tmp_path):
