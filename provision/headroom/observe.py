@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import ActionError, UserError
-from ..state_etcd import etcd_client  # noqa: F401  (re-exported: the load source uses it)
+from ..state_etcd import etcd_client  # noqa: F401  (v2 client, re-exported for the tests' probes)
+from .etcd_v3 import EtcdV3  # noqa: F401  (the load source's client)
 from .policy import BOOTING, CLAMPED, PROVISIONING_BOUND, READY, UNKNOWN, UNREADY, HostLoad, Observation
 
 
@@ -69,21 +70,15 @@ def drain_key(cluster: str, host: str) -> str:
 
 
 def read_etcd_loads(client: Any, cluster: str) -> dict[str, str]:
-    """Raw load documents by host name; hosts whose key expired are simply absent."""
-    import etcd
-    try:
-        result = client.read(hosts_key(cluster), recursive=True)
-    except etcd.EtcdKeyNotFound:
-        return {}
-    except etcd.EtcdException as err:
-        raise ActionError(f"etcd: cannot read {hosts_key(cluster)}: {err}") from None
-    out = {}
+    """Raw load documents by host name from etcd's v3 keyspace (`client`: an `EtcdV3`); a key
+    lives as long as its lease, so a host whose agent stopped is simply absent."""
     prefix = hosts_key(cluster) + "/"
-    for node in result.leaves:
-        key = node.key or ""
-        if key.startswith(prefix) and key.endswith("/load") and node.value is not None:
-            out[key[len(prefix):-len("/load")]] = node.value
-    return out
+    try:
+        found = client.get_prefix(prefix)
+    except ActionError as err:
+        raise ActionError(f"etcd: cannot read {hosts_key(cluster)}: {err}") from None
+    return {key[len(prefix):-len("/load")]: value for key, (value, _lease) in sorted(found.items())
+            if key.endswith("/load") and "/" not in key[len(prefix):-len("/load")]}
 
 
 def parse_load(raw: str | None, now: float, max_age: float | None = None) -> dict[str, Any] | None:

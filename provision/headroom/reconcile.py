@@ -71,33 +71,38 @@ def record_size(state: dict[str, Any], spec: Any, pool: str, size: int) -> None:
 
 
 class EtcdReconcileLock:
-    """`/provision/<cluster>/headroom/lock`, created only if absent (prevExist=false), with a
-    TTL so a crashed reconciler frees it; deleted only by its owner (prevValue)."""
+    """`/provision/<cluster>/headroom/lock` in etcd's v3 keyspace, created only if absent (one
+    transaction) on a lease of `ttl` seconds, so a crashed reconciler frees it; deleted only by
+    its owner (a transaction comparing the value)."""
 
     def __init__(self, client: Any, cluster: str, command: str, ttl: int):
         self.client, self.key, self.ttl = client, f"/provision/{cluster}/headroom/lock", max(1, int(ttl))
         self.owner = json.dumps(lock_holder(command), sort_keys=True)
+        self.lease = 0
 
     def acquire(self) -> bool:
-        import etcd
         try:
-            self.client.write(self.key, self.owner, prevExist=False, ttl=self.ttl)
-            return True
-        except etcd.EtcdAlreadyExist:
+            self.lease = self.client.grant(self.ttl)
+            if self.client.create(self.key, self.owner, self.lease):
+                return True
+            self.client.revoke(self.lease)
+            self.lease = 0
             return False
-        except etcd.EtcdException as err:
+        except ActionError as err:
             raise ActionError(f"etcd: cannot take the reconcile lock {self.key}: {err}") from None
 
     def holder(self) -> str:
         try:
-            return self.client.read(self.key).value or ""
+            return self.client.get(self.key) or ""
         except Exception:
             return ""
 
     def release(self) -> None:
         try:
-            self.client.delete(self.key, prevValue=self.owner)
-        except Exception:  # expired or taken over: the TTL already freed it
+            self.client.delete_if(self.key, self.owner)
+            if self.lease:
+                self.client.revoke(self.lease)
+        except Exception:  # expired or taken over: the lease already freed it
             pass
 
 
@@ -220,11 +225,11 @@ class ClusterEdges:
     def etcd(self, state: dict[str, Any]):
         if self._etcd is None:
             from ..pki import client_tls
-            from ..state_etcd import etcd_client
+            from .etcd_v3 import EtcdV3
             endpoints = cluster_etcd_endpoints(state)
             if not endpoints:
                 raise ActionError("headroom: state records no etcd member address yet: run `provision up` first")
-            self._etcd = etcd_client(endpoints, client_tls(self.store))
+            self._etcd = EtcdV3(endpoints, client_tls(self.store))
         return self._etcd
 
     def kube(self):
@@ -287,7 +292,7 @@ class ClusterEdges:
             cordon(self.kube(), host)
             self._evict_all(host)
         else:
-            self._etcd.write(drain_key(self.spec.name, host), "1")
+            self._etcd.put(drain_key(self.spec.name, host), "1")
 
     def _evict_all(self, host: str) -> int:
         """Evict the workload pods left on `host`; returns how many remain."""
@@ -303,24 +308,16 @@ class ClusterEdges:
             from .observe import uncordon
             uncordon(self.kube(), host)
         else:
-            import etcd
-            try:
-                self._etcd.delete(drain_key(self.spec.name, host))
-            except etcd.EtcdKeyNotFound:
-                pass
+            self._etcd.delete(drain_key(self.spec.name, host))
 
     def drained(self, host: str) -> bool:
         if self.spec.headroom.source == "kubernetes":
             from .observe import node_pods
             self._evict_all(host)
             return not node_pods(self.kube(), host)
-        import etcd
         from .observe import drained_by_report
-        try:
-            raw = self._etcd.read(load_key(self.spec.name, host)).value
-        except etcd.EtcdKeyNotFound:
-            raw = None  # silent: proves nothing (its containers may still run)
-        return drained_by_report(raw)
+        # A missing key (silent agent) proves nothing: its containers may still run.
+        return drained_by_report(self._etcd.get(load_key(self.spec.name, host)))
 
     def destroy(self, state: dict[str, Any], hosts: Sequence[str]) -> None:
         self.provider.destroy_hosts(list(hosts))
@@ -328,8 +325,8 @@ class ClusterEdges:
             state.get("hosts", {}).pop(name, None)
             if self._etcd is not None:
                 try:
-                    self._etcd.delete(f"{hosts_key(self.spec.name)}/{name}", recursive=True)
-                except Exception:
+                    self._etcd.delete(f"{hosts_key(self.spec.name)}/{name}/", prefix=True)
+                except Exception:  # noqa: BLE001 - keys on a lease go by themselves anyway
                     pass
 
 

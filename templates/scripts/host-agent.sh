@@ -1,8 +1,10 @@
 #!/bin/sh
 # provision host-load agent for cluster {{ cluster }}.
 # Publishes {"containers": int, "cpu": 0..1, "memory": 0..1, "at": unix seconds} at
-# /provision/$AGENT_CLUSTER/hosts/$AGENT_HOST/load in etcd's v2 keyspace with TTL $AGENT_TTL,
-# every $AGENT_INTERVAL seconds, over TLS with a client certificate. Needs sh, awk and curl.
+# /provision/$AGENT_CLUSTER/hosts/$AGENT_HOST/load in etcd's v3 keyspace, attached to a lease
+# of $AGENT_TTL seconds that every publish keeps alive, every $AGENT_INTERVAL seconds, through
+# etcd's JSON gateway (/v3/lease/grant, /v3/lease/keepalive, /v3/kv/put) over TLS with a client
+# certificate. It writes that one key and nothing else. Needs sh, awk, base64, sed and curl.
 # AGENT_ONCE=1 publishes once and exits; AGENT_CONTAINERS_CMD overrides the container count.
 set -u
 : "${AGENT_CLUSTER:?}" "${AGENT_ETCD_ENDPOINTS:?}" "${AGENT_CA:?}" "${AGENT_CERT:?}" "${AGENT_KEY:?}"
@@ -39,19 +41,62 @@ containers() {
   fi
 }
 
-publish() {
-  value=$(printf '{"containers": %d, "cpu": %s, "memory": %s, "at": %d}' \
-    "$(containers)" "$(cpu_fraction)" "$(memory_fraction)" "$(date +%s)")
+b64() {
+  printf '%s' "$1" | base64 | tr -d '\n'
+}
+
+KEY_B64=$(b64 "/provision/$AGENT_CLUSTER/hosts/$AGENT_HOST/load")
+LEASE=""
+
+# post PATH JSON: the first endpoint that answers; prints etcd's answer, fails on an error.
+post() {
   old_ifs=$IFS; IFS=,
   for endpoint in $AGENT_ETCD_ENDPOINTS; do
     IFS=$old_ifs
-    if curl -fsS --max-time 5 --cacert "$AGENT_CA" --cert "$AGENT_CERT" --key "$AGENT_KEY" \
-        -X PUT "$endpoint/v2/keys/provision/$AGENT_CLUSTER/hosts/$AGENT_HOST/load" \
-        --data-urlencode "value=$value" --data-urlencode "ttl=$AGENT_TTL" >/dev/null; then
-      return 0
-    fi
+    answer=$(curl -sS --max-time 5 --cacert "$AGENT_CA" --cert "$AGENT_CERT" --key "$AGENT_KEY" \
+      -w '\n%{http_code}' -X POST "$endpoint$1" -d "$2") || continue
+    code=$(printf '%s' "$answer" | tail -n 1)
+    printf '%s\n' "$answer" | sed '$d'
+    [ "$code" = 200 ]
+    return
   done
   IFS=$old_ifs
+  echo "host-agent: no etcd endpoint answered $1" >&2
+  return 1
+}
+
+# json_field NAME: the value of "NAME" (a number, or a number in a string) in stdin.
+json_field() {
+  sed -n "s/.*\"$1\": *\"\{0,1\}\([0-9][0-9]*\)\"\{0,1\}.*/\1/p" | head -n 1
+}
+
+grant() {
+  LEASE=$(post /v3/lease/grant "{\"TTL\": \"$AGENT_TTL\"}" | json_field ID)
+  [ -n "$LEASE" ]
+}
+
+# keepalive: true while the lease exists (etcd answers its remaining TTL, none once expired).
+keepalive() {
+  [ -n "$LEASE" ] || return 1
+  ttl=$(post /v3/lease/keepalive "{\"ID\": \"$LEASE\"}" | json_field TTL)
+  [ -n "$ttl" ] && [ "$ttl" -gt 0 ]
+}
+
+put() {
+  post /v3/kv/put "{\"key\": \"$KEY_B64\", \"value\": \"$(b64 "$1")\", \"lease\": \"$LEASE\"}" >/dev/null
+}
+
+publish() {
+  value=$(printf '{"containers": %d, "cpu": %s, "memory": %s, "at": %d}' \
+    "$(containers)" "$(cpu_fraction)" "$(memory_fraction)" "$(date +%s)")
+  if ! keepalive; then
+    grant || { echo "host-agent: cannot get an etcd lease for $AGENT_HOST" >&2; return 1; }
+  fi
+  if put "$value"; then
+    return 0
+  fi
+  # the lease expired between keepalive and put (etcd restarted, long pause): a new one
+  grant && put "$value" && return 0
   echo "host-agent: no etcd endpoint accepted the load of $AGENT_HOST" >&2
   return 1
 }

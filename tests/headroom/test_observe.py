@@ -6,11 +6,11 @@ import json
 import time
 import uuid
 
-import etcd
 import pytest
 
 from fakes.kubernetes_api import FakeKubernetesAPI, node, pdb, pod
 from provision.errors import ActionError, UserError
+from provision.headroom.etcd_v3 import EtcdV3
 from provision.headroom.observe import (InventoryHost, cordon, etcd_client, evict, inventory, kubernetes_api, load_key,
                                         node_pods, observe_etcd, observe_kubernetes, parse_load, read_etcd_loads,
                                         read_kubernetes)
@@ -28,42 +28,44 @@ def hosts(cluster):
 
 
 def publish(client, cluster, host, ttl=60, at=None, **load):
+    """What a host agent does: the load document on a lease of `ttl` seconds (etcd v3)."""
     doc = {"containers": 0, "cpu": 0.1, "memory": 0.1, "at": time.time() if at is None else at}
     doc.update(load)
-    client.write(load_key(cluster, host), json.dumps(doc), ttl=ttl)
+    client.put(load_key(cluster, host), json.dumps(doc), client.grant(ttl))
 
 
-def test_etcd_loads_over_tls_fresh_stale_and_missing(etcd_server):
+def test_etcd_loads_over_tls_fresh_skewed_and_missing(etcd_v3_server):
     cluster = f"c{uuid.uuid4().hex[:8]}"
-    client = etcd_server.client()
+    client = etcd_v3_server.v3()
     publish(client, cluster, f"{cluster}-masters-0", containers=1)
     publish(client, cluster, f"{cluster}-workers-0", containers=5, cpu=0.6, memory=0.4)
-    publish(client, cluster, f"{cluster}-workers-1", at=time.time() - 600)  # agent's clock or agent stuck
+    publish(client, cluster, f"{cluster}-workers-1", at=time.time() - 600)  # the agent's clock is off
     # workers-2 never published: unknown, never idle
     publish(client, f"other{cluster}", f"{cluster}-workers-2", containers=3)  # another cluster's key
+    client.put(f"/provision/{cluster}/hosts/{cluster}-workers-0/drain", "1")  # not a load key
     loads = read_etcd_loads(client, cluster)
     assert set(loads) == {f"{cluster}-masters-0", f"{cluster}-workers-0", f"{cluster}-workers-1"}
-    obs = observe_etcd(hosts(cluster), loads, time.time(), max_age=60)
+    obs = observe_etcd(hosts(cluster), loads, time.time())
     by = {h.name: h for h in obs.hosts}
     assert by[f"{cluster}-workers-0"].status == READY and by[f"{cluster}-workers-0"].containers == 5
     assert by[f"{cluster}-workers-0"].cpu == pytest.approx(0.6)
-    assert by[f"{cluster}-workers-1"].status == UNKNOWN
+    assert by[f"{cluster}-workers-1"].status == READY  # its lease is live: the key is fresh
     assert by[f"{cluster}-workers-2"].status == UNKNOWN and by[f"{cluster}-workers-2"].containers == 0
     assert by[f"{cluster}-masters-0"].etcd
 
 
-def test_etcd_load_key_expires_with_its_ttl(etcd_server):
+def test_etcd_load_key_expires_with_its_lease(etcd_v3_server):
     cluster = f"c{uuid.uuid4().hex[:8]}"
-    client = etcd_server.client()
+    client = etcd_v3_server.v3()
     publish(client, cluster, f"{cluster}-workers-0", ttl=1)
     assert f"{cluster}-workers-0" in read_etcd_loads(client, cluster)
-    time.sleep(2.2)
+    time.sleep(3.2)
     assert read_etcd_loads(client, cluster) == {}
 
 
-def test_etcd_refuses_a_client_certificate_from_another_ca(etcd_server):
-    client = etcd_client([etcd_server.endpoint], etcd_server.other_tls, timeout=3)
-    with pytest.raises((ActionError, etcd.EtcdException, OSError, Exception)):
+def test_etcd_refuses_a_client_certificate_from_another_ca(etcd_v3_server):
+    client = EtcdV3([etcd_v3_server.endpoint], etcd_v3_server.other_tls, timeout=3)
+    with pytest.raises(ActionError, match="cannot"):
         read_etcd_loads(client, "anything")
 
 
@@ -168,28 +170,45 @@ def test_kubernetes_errors_are_named(tmp_path):
             read_kubernetes(api)
 
 
-def test_the_real_host_agent_script_publishes_what_observe_reads(etcd_server, tmp_path):
-    """templates/scripts/host-agent.sh (what every host runs) against the real etcd over TLS."""
+def run_agent(server, cluster, host, **env_extra):
     import os
-    import shutil
     import subprocess
 
     from provision.resources import data_dir
-    if shutil.which("curl") is None:
-        pytest.skip("curl is not installed")
-    cluster = f"c{uuid.uuid4().hex[:8]}"
-    host = f"{cluster}-workers-0"
-    tls = etcd_server.client_tls
-    env = dict(os.environ, AGENT_CLUSTER=cluster, AGENT_HOST=host, AGENT_ETCD_ENDPOINTS=etcd_server.endpoint,
+    tls = server.client_tls
+    env = dict(os.environ, AGENT_CLUSTER=cluster, AGENT_HOST=host, AGENT_ETCD_ENDPOINTS=server.endpoint,
                AGENT_CA=str(tls.ca), AGENT_CERT=str(tls.cert), AGENT_KEY=str(tls.key), AGENT_ONCE="1",
                AGENT_TTL="30", AGENT_CONTAINERS_CMD="echo 5")
+    env.update(env_extra)
     script = data_dir("templates") / "scripts" / "host-agent.sh"
-    done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30)
+    return subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_real_host_agent_script_publishes_what_observe_reads(etcd_v3_server, tmp_path):
+    """templates/scripts/host-agent.sh (what every host runs) against a real etcd over TLS with
+    the v2 API off: its one load key, on a lease of AGENT_TTL."""
+    import shutil
+    if shutil.which("curl") is None:
+        pytest.fail("curl is not installed")
+    cluster = f"c{uuid.uuid4().hex[:8]}"
+    host = f"{cluster}-workers-0"
+    done = run_agent(etcd_v3_server, cluster, host)
     assert done.returncode == 0, done.stderr
-    obs = observe_etcd(hosts(cluster), read_etcd_loads(etcd_server.client(), cluster), time.time(), 60)
+    client = etcd_v3_server.v3()
+    obs = observe_etcd(hosts(cluster), read_etcd_loads(client, cluster), time.time())
     by = {h.name: h for h in obs.hosts}
     assert by[host].status == READY and by[host].containers == 5
     assert 0 <= by[host].cpu <= 1 and 0 < by[host].memory <= 1
     assert by[f"{cluster}-workers-1"].status == UNKNOWN
-    ttl = etcd_server.client().read(load_key(cluster, host)).ttl
-    assert 0 < ttl <= 30
+    written = client.get_prefix(f"/provision/{cluster}/")
+    assert list(written) == [load_key(cluster, host)]  # the agent writes that one key only
+    lease = written[load_key(cluster, host)][1]
+    assert lease and 0 < client.keepalive(lease) <= 30
+    # the lease goes: the key goes with it (what a stopped agent leaves)
+    client.revoke(lease)
+    assert read_etcd_loads(client, cluster) == {}
+
+
+def test_the_host_agent_reports_failure_when_no_etcd_answers(tmp_path, etcd_v3_server):
+    done = run_agent(etcd_v3_server, "c", "c-workers-0", AGENT_ETCD_ENDPOINTS="https://127.0.0.1:9")
+    assert done.returncode != 0 and "host-agent:" in done.stderr
