@@ -213,13 +213,16 @@ headroom:
         run = subprocess.run([str(script)], env=agent_env, capture_output=True, text=True, timeout=30)
         assert run.returncode == 0, run.stderr
         from provision.headroom.etcd_v3 import EtcdV3
-        client = EtcdV3([f"https://{members[2].address}:2379"], tls)
-        value, lease = client.get_prefix(f"/provision/{spec.name}/hosts/tls-worker-x/load")[
+        v3client = EtcdV3([f"https://{members[2].address}:2379"], tls)
+        value, lease = v3client.get_prefix(f"/provision/{spec.name}/hosts/tls-worker-x/load")[
             f"/provision/{spec.name}/hosts/tls-worker-x/load"]
         load = json.loads(value)
         assert load["containers"] == 3 and 0 <= load["cpu"] <= 1 and 0 <= load["memory"] <= 1
         assert abs(load["at"] - time.time()) < 30
-        assert lease and 0 < client.keepalive(lease) <= spec.headroom.load_ttl
+        assert lease and 0 < v3client.keepalive(lease) <= spec.headroom.load_ttl
+        import etcd as python_etcd
+        client = python_etcd.Client(host=members[2].address, port=2379, protocol="https",
+                                    cert=(str(tls.cert), str(tls.key)), ca_cert=str(tls.ca))
 
         # the first master's run-once bootstrap writes the flannel network config (v3, then v2);
         # "already exists" is success, and an existing config is never overwritten
