@@ -181,7 +181,7 @@ def scale(ctx, spec, pool, count, yes, dry_run, **common):
 
 
 @cli.command(context_settings={"ignore_unknown_options": False})
-@click.argument("args", nargs=-1, required=True, metavar="[install] SPEC")
+@click.argument("args", nargs=-1, required=True, metavar="[install|history] SPEC")
 @click.option("--once", is_flag=True, help="Run one reconcile and exit (what cron calls).")
 @click.option("--dry-run", is_flag=True, help="Print the decision; do not act.")
 @click.option("--explain", is_flag=True, help="Show the last decisions and why.")
@@ -194,14 +194,18 @@ def headroom(ctx, args, once, dry_run, explain, timer, write, **common):
     """Keep spare capacity in the headroom pool by adding and removing workers.
 
     `provision headroom SPEC --once` runs one reconcile; `provision headroom install SPEC`
-    prints (or with --write installs) a cron line or systemd timer that runs it.
+    prints (or with --write installs) a cron line or systemd timer that runs it;
+    `provision headroom history SPEC` prints every recorded decision over time (demand,
+    capacity, hosts, action) and whether it replays.
     """
     if len(args) == 2 and args[0] == "install":
         dispatch("headroom_install", make_app(ctx, args[1], **common), timer=timer, write=write)
+    elif len(args) == 2 and args[0] == "history":
+        dispatch("headroom_history", make_app(ctx, args[1], **common))
     elif len(args) == 1:
         dispatch("headroom", make_app(ctx, args[0], **common), once=once, dry_run=dry_run, explain=explain)
     else:
-        raise click.UsageError("expected SPEC or install SPEC")
+        raise click.UsageError("expected SPEC, install SPEC or history SPEC")
 
 
 @cli.command()

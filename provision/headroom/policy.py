@@ -39,6 +39,7 @@ UNDRAINABLE_SKIP = 600.0
 PREDICT_AHEAD = 180.0
 PREDICT_WINDOW = 300.0  # history used for average, gradient and curvature
 MIN_PREDICT_SAMPLES = 3
+TREND_FIT = 0.8  # R^2 a trend needs before the predictive policy extrapolates it
 DECISIONS_KEPT = 50
 
 READY, UNKNOWN, UNREADY, BOOTING = "ready", "unknown", "unready", "booting"
@@ -61,6 +62,8 @@ class Settings:
     scale_down_utilization: float = 0.5
     scale_up_cooldown: float = 30.0
     scale_down_cooldown: float = 600.0
+    # predictive: how far ahead to size, about the time a new host takes to boot and join
+    predict_ahead: float = PREDICT_AHEAD
 
     @classmethod
     def from_spec(cls, spec: Any) -> "Settings":
@@ -172,13 +175,55 @@ class Decision:
     needs: tuple[Need, ...] = ()
     inputs: Mapping[str, Any] = field(default_factory=dict)
     memory: Memory = field(default_factory=Memory)
+    # What `decide` started from: with these three a decision replays exactly (see `replay`).
+    settings: Settings | None = None
+    observation: Observation | None = None
+    memory_before: Memory | None = None
 
     def record(self) -> dict[str, Any]:
-        """The decision record kept in state: time, inputs, policy outcomes, action."""
-        return {"at": self.at, "pool": self.pool, "action": self.action, "current": self.current,
-                "desired": self.desired, "add": self.add, "remove": list(self.remove), "spare": list(self.spare),
-                "reason": self.reason, "inputs": dict(self.inputs),
-                "policies": [asdict(n) for n in self.needs]}
+        """The decision record kept in state: time, inputs, policy outcomes, action, and what
+        it was decided from (settings, every host's load, the memory with its histories and
+        timers), so `replay` can decide it again."""
+        out = {"at": self.at, "pool": self.pool, "action": self.action, "current": self.current,
+               "desired": self.desired, "add": self.add, "remove": list(self.remove), "spare": list(self.spare),
+               "reason": self.reason, "inputs": dict(self.inputs),
+               "policies": [asdict(n) for n in self.needs]}
+        if self.settings is not None and self.observation is not None and self.memory_before is not None:
+            out["replay"] = {"settings": settings_json(self.settings),
+                             "observation": observation_json(self.observation),
+                             "memory": self.memory_before.to_json()}
+        return out
+
+
+def settings_json(s: Settings) -> dict[str, Any]:
+    data = asdict(s)
+    data["reserve"] = str(s.reserve)
+    data["policies"] = list(s.policies)
+    return data
+
+
+def observation_json(obs: Observation) -> dict[str, Any]:
+    return {"at": obs.at, "pending": obs.pending, "pending_cpu": obs.pending_cpu,
+            "pending_memory": obs.pending_memory, "source": obs.source,
+            "hosts": [[h.name, h.pool, h.role, h.status, h.etcd, h.containers, h.cpu, h.memory, list(h.flags)]
+                      for h in obs.hosts]}
+
+
+def replay(record: Mapping[str, Any]) -> "Decision":
+    """Decide a recorded decision again from what it recorded; the same decision comes out."""
+    from ..spec.model import parse_reserve
+    data = record.get("replay")
+    if not data:
+        raise ValueError("this decision record has nothing to replay from (recorded by an older provision)")
+    raw = dict(data["settings"])
+    raw["reserve"] = parse_reserve(raw["reserve"])
+    raw["policies"] = tuple(raw["policies"])
+    o = data["observation"]
+    hosts = tuple(HostLoad(name, pool, role, status, bool(etcd), int(containers), float(cpu), float(memory),
+                           tuple(flags)) for name, pool, role, status, etcd, containers, cpu, memory, flags in o["hosts"])
+    obs = Observation(at=o["at"], hosts=hosts, pending=o["pending"], pending_cpu=o["pending_cpu"],
+                      pending_memory=o["pending_memory"], source=o["source"])
+    return decide(Settings(**raw), obs, Memory.from_json(data["memory"]), record["at"])
 
 
 # ---- the policies ------------------------------------------------------------------------
@@ -280,7 +325,23 @@ def predict(history: Sequence[Sample], attribute: str, ahead: float = PREDICT_AH
     bend = 0.5 * curvature * t * t
     # The curvature term is noisy on short histories: it may at most double the linear trend.
     limit = abs(gradient * t)
-    return max(0.0, average + gradient * t + max(-limit, min(limit, bend)))
+    # Noise is no trend: the trend counts as much as the straight line explains the samples
+    # (R^2), so a steady noisy load predicts its average and a clean ramp its extrapolation.
+    trust = fit_quality(ts, vs, gradient)
+    return max(0.0, average + trust * (gradient * t + max(-limit, min(limit, bend))))
+
+
+def fit_quality(ts: Sequence[float], vs: Sequence[float], gradient: float) -> float:
+    """R^2 of the least-squares line: 1 for a clean trend, near 0 for noise around a level."""
+    n = len(ts)
+    tm, vm = sum(ts) / n, sum(vs) / n
+    total = sum((v - vm) ** 2 for v in vs)
+    if total == 0:
+        return 1.0
+    residual = sum((v - (vm + gradient * (t - tm))) ** 2 for t, v in zip(ts, vs))
+    r2 = max(0.0, min(1.0, 1 - residual / total))
+    # Six noisy samples can line up by chance; below TREND_FIT a line explains too little.
+    return r2 if r2 >= TREND_FIT else 0.0
 
 
 def slope(ts: Sequence[float], vs: Sequence[float]) -> float:
@@ -307,7 +368,7 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
     the newest sample (after a turning point the fitted curve lags what is used now), and
     with too little history the newest sample is the prediction, so pending work is met."""
     newest = history[-1] if history else Sample(0.0, float(pending), 0.0, 0.0)
-    predicted = [predict(history, a) for a in ("containers", "cpu", "memory")]
+    predicted = [predict(history, a, s.predict_ahead) for a in ("containers", "cpu", "memory")]
     learning = predicted[0] is None
     if learning:
         pc, pcpu, pmem = newest.containers, newest.cpu, newest.memory
@@ -323,7 +384,7 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
         return Need("predictive", want, f"learning ({len(history)} of {MIN_PREDICT_SAMPLES} samples): sized for "
                                         f"now: {pc:.1f} containers ({by_containers} hosts), {pcpu:.2f} CPU "
                                         f"({by_cpu}), {pmem:.2f} memory ({by_mem})")
-    return Need("predictive", want, f"predicted in {PREDICT_AHEAD:g}s: {pc:.1f} containers ({by_containers} hosts), "
+    return Need("predictive", want, f"predicted in {s.predict_ahead:g}s: {pc:.1f} containers ({by_containers} hosts), "
                                     f"{pcpu:.2f} CPU ({by_cpu}), {pmem:.2f} memory ({by_mem})")
 
 
@@ -408,6 +469,7 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
     throughout the scale-down window, and grows only to the smallest size wanted throughout
     the scale-up window, unless work is pending (it cannot wait)."""
     now = obs.at if now is None else now
+    given = memory
     memory = sane_memory(memory, now)
     pool = tuple(h for h in obs.hosts if h.pool == s.pool)
     current = len(pool)
@@ -436,7 +498,8 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
         return Decision(at=now, pool=s.pool, action=action, current=current, desired=desired, reason=reason,
                         add=add, remove=tuple(remove), spare=tuple(spare), needs=tuple(needs), inputs=inputs,
                         memory=replace(memory, history=history,
-                                       wanted=memory.wanted if wanted is None else wanted, **mem))
+                                       wanted=memory.wanted if wanted is None else wanted, **mem),
+                        settings=s, observation=obs, memory_before=given)
 
     if halted(len(troubled), len(obs.hosts)):
         return done("halt", current, f"halted: {len(troubled)} of {len(obs.hosts)} hosts unknown or unready "
@@ -465,8 +528,11 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
     why = f"{largest.policy} wants {largest.hosts}{bound}"
     keep_for = max(s.scale_up_cooldown, s.scale_down_cooldown)
     older = [w for w in memory.wanted if w[0] <= now - keep_for][-1:]
+    # While hosts boot the pool is still arriving: no wish to shrink accumulates, so the
+    # scale-down window starts once they serve (else a slow boot ends in an instant removal).
+    recorded_now = max(wanted_now, upcoming) if booting else wanted_now
     wanted = tuple(older) + tuple(w for w in memory.wanted if w[0] > now - keep_for and w[0] < now) + \
-        ((now, wanted_now),)
+        ((now, recorded_now),)
     since_change = None if memory.last_change_at is None else now - memory.last_change_at
     booting_note = f" ({len(booting)} booting)" if booting else ""
     silent = [h for h in pool if h.status in (UNKNOWN, UNREADY)]

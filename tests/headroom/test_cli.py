@@ -139,3 +139,34 @@ def test_without_once_it_loops_at_the_interval(cli, spec_file, tmp_path, monkeyp
                                   "ui": None})(), once=False, dry_run=False, explain=False)
     assert len(calls) == 3 and sleeps == [30.0, 30.0, 30.0]
     assert all(not kw["dry_run"] for kw in calls)
+
+
+def test_history_prints_every_decision_over_time_and_that_each_replays(cli, spec_file, tmp_path):
+    state_dir = tmp_path / "state"
+    result = cli("headroom", "history", spec_file, "--state-dir", state_dir)
+    assert result.code == 0 and "no headroom decision recorded yet" in result.out
+    spec = load_spec(spec_file)
+    store = LocalStateStore(spec.name, state_dir)
+    settings = Settings.from_spec(spec)
+    memory, headroom = Memory(), {}
+    for i, containers in enumerate([8, 8, 8, 20]):
+        hosts = (HostLoad("hrcli-masters-0", "masters", "master", etcd=True),
+                 HostLoad("hrcli-workers-0", "workers", "worker", containers=containers, cpu=0.9, memory=0.2))
+        d = decide(settings, Observation(at=1_800_000_000.0 + 60 * i, hosts=hosts), memory)
+        memory, headroom = d.memory, remember(headroom, d)
+    state = store.read()
+    state["headroom"] = headroom
+    store.write(state)
+    result = cli("headroom", "history", spec_file, "--state-dir", state_dir, "-o", "json")
+    assert result.code == 0, result.err
+    rows = json.loads(result.out)["decisions"]
+    assert [r["containers"] for r in rows] == [8, 8, 8, 20]
+    assert all(r["replays"] is True for r in rows) and rows[0]["capacity"] == 8
+    text = cli("headroom", "history", spec_file, "--state-dir", state_dir)
+    assert text.code == 0 and text.out.count("2027-01-15") == 4 and "replays" in text.out
+    # a record tampered with no longer replays to what it says
+    state = store.read()
+    state["headroom"]["decisions"][-1]["desired"] = 99
+    store.write(state)
+    rows = json.loads(cli("headroom", "history", spec_file, "--state-dir", state_dir, "-o", "json").out)["decisions"]
+    assert rows[-1]["replays"] is False

@@ -136,7 +136,8 @@ def test_predict_accelerating_load_predicts_more_than_linear():
 
 
 def test_predict_never_negative():
-    assert predict(history([100, 60, 20, 1]), "containers") == 0.0
+    assert 0.0 <= predict(history([100, 60, 20, 1]), "containers") < 2
+    assert predict(history([100, 75, 50, 25, 0]), "containers") == 0.0
 
 
 def test_predictive_policy_meets_a_ramp_before_the_reactive_ones():

@@ -271,3 +271,21 @@ def test_remember_keep_one_keeps_one():
     for _ in range(5):
         state = remember(state, d, keep=3)
     assert len(state["decisions"]) == 3
+
+
+# ---- replayable records --------------------------------------------------------------------
+
+def test_a_recorded_decision_replays_to_the_same_decision_through_json():
+    import json as _json
+    from provision.headroom.policy import replay
+    s = settings(policies=("containers", "utilization", "predictive"))
+    mem = Memory()
+    hosts_at = lambda c: masters() + pool([c, c, 1]) + pool([0], status=BOOTING, start=3)  # noqa: E731
+    for i, c in enumerate([3, 4, 6, 7, 8]):
+        d = decide(s, obs(hosts_at(c), at=NOW + 60 * i, pending=i), mem)
+        mem = d.memory
+        record = _json.loads(_json.dumps(d.record()))
+        again = replay(record)
+        assert again.record() == record
+        assert record["inputs"]["loads"]["c-workers-3"][0] == BOOTING
+        assert "wanted" in record["replay"]["memory"] and record["replay"]["settings"]["reserve"] == "2"
