@@ -92,3 +92,28 @@ def test_pending_pods_make_it_add(setup):
     out = reconcile(spec, store, edges.observe, edges, dry_run=True)
     assert out.decision.action == "add" and out.decision.desired == 5
     assert out.decision.inputs["pending"] == 30  # pods no new worker could run are not demand
+
+
+def test_a_burst_of_unschedulable_pods_arriving_over_time_makes_one_batched_add(setup):
+    """Karpenter's batching: the observation waits until no new pending pod arrived for 1 s
+    (at most 10 s), so pods created over 1.5 s are one decision, not one per arrival."""
+    import threading
+    import time
+
+    from provision.headroom.observe import batch_done
+    spec, store, edges, fake, hosts = setup
+
+    def arrive():
+        for wave in range(5):
+            with fake.lock:
+                fake.pods += [pod(f"w{wave}-{i}", None) for i in range(6)]
+            time.sleep(0.3)
+
+    fake.pods.append(pod("first", None))
+    feeder = threading.Thread(target=arrive)
+    feeder.start()
+    out = reconcile(spec, store, edges.observe, edges, dry_run=True)
+    feeder.join()
+    assert out.decision.inputs["pending"] == 31  # every wave, in one observation
+    assert out.decision.action == "add" and out.decision.desired == 5
+    assert batch_done(0.0, 0.0, 1.0) and not batch_done(0.0, 8.5, 9.0) and batch_done(0.0, 9.5, 10.0)
