@@ -188,9 +188,11 @@ def scale(ctx, spec, pool, count, yes, dry_run, **common):
 @click.option("--timer", type=click.Choice(["cron", "systemd"]), default="cron", show_default=True,
               help="install: a cron line or a systemd timer.")
 @click.option("--write", is_flag=True, help="install: install it instead of printing it.")
+@click.option("--plot", "plot_file", default=None, metavar="FILE",
+              help="history: draw demand, capacity, hosts and actions over time (.png or .svg).")
 @common_options
 @click.pass_context
-def headroom(ctx, args, once, dry_run, explain, timer, write, **common):
+def headroom(ctx, args, once, dry_run, explain, timer, write, plot_file, **common):
     """Keep spare capacity in the headroom pool by adding and removing workers.
 
     `provision headroom SPEC --once` runs one reconcile; `provision headroom install SPEC`
@@ -198,10 +200,12 @@ def headroom(ctx, args, once, dry_run, explain, timer, write, **common):
     `provision headroom history SPEC` prints every recorded decision over time (demand,
     capacity, hosts, action) and whether it replays.
     """
+    if plot_file and not (len(args) == 2 and args[0] == "history"):
+        raise click.UsageError("--plot goes with history SPEC")
     if len(args) == 2 and args[0] == "install":
         dispatch("headroom_install", make_app(ctx, args[1], **common), timer=timer, write=write)
     elif len(args) == 2 and args[0] == "history":
-        dispatch("headroom_history", make_app(ctx, args[1], **common))
+        dispatch("headroom_history", make_app(ctx, args[1], **common), plot=plot_file)
     elif len(args) == 1:
         dispatch("headroom", make_app(ctx, args[0], **common), once=once, dry_run=dry_run, explain=explain)
     else:

@@ -1,7 +1,8 @@
-"""`provision headroom history SPEC`: every recorded headroom decision over time: demand
+"""`provision headroom history SPEC [--plot FILE]`: every recorded headroom decision over time: demand
 (containers used and pending), capacity (ready slots), hosts (ready, booting, silent), the
 action and why, and whether the record replays to the same decision (records carry the
-settings, every host's load and the memory they were decided from)."""
+settings, every host's load and the memory they were decided from). `--plot FILE` (.png or
+.svg) draws demand, capacity, hosts and each action over time."""
 from __future__ import annotations
 
 import time
@@ -31,10 +32,13 @@ def row(record: Mapping[str, Any], per_host: int) -> dict[str, Any]:
             "replays": replays(record), "reason": record.get("reason", "")}
 
 
-def run(app) -> int:
+def run(app, plot: str | None = None) -> int:
     spec = app.spec
     if spec.headroom is None:
         raise UserError("headroom: the spec has no headroom section; nothing is recorded without one")
+    if plot:
+        from ..headroom.plot import check_target
+        check_target(plot)
     records = (app.store.read().get("headroom") or {}).get("decisions") or []
     rows = [row(r, spec.headroom.containers_per_host) for r in records]
     lines = [f"{'time (UTC)':<19} {'action':<6} {'hosts':>9} {'ready':>5} {'boot':>4} {'silent':>6} "
@@ -49,5 +53,11 @@ def run(app) -> int:
             lines.append(f"{'':<19} not drained, left in place: {', '.join(r['not_drained'])}")
     if not rows:
         lines = ["no headroom decision recorded yet"]
-    app.ui.result({"cluster": spec.name, "pool": spec.headroom.pool, "decisions": rows}, "\n".join(lines))
+    doc = {"cluster": spec.name, "pool": spec.headroom.pool, "decisions": rows}
+    if plot:
+        from ..headroom.plot import plot as draw
+        draw(rows, plot, f"{spec.name}/{spec.headroom.pool}: headroom decisions", spec.headroom.containers_per_host)
+        doc["plot"] = str(plot)
+        lines.append(f"plot written to {plot}")
+    app.ui.result(doc, "\n".join(lines))
     return 0

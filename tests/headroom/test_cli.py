@@ -170,3 +170,28 @@ def test_history_prints_every_decision_over_time_and_that_each_replays(cli, spec
     store.write(state)
     rows = json.loads(cli("headroom", "history", spec_file, "--state-dir", state_dir, "-o", "json").out)["decisions"]
     assert rows[-1]["replays"] is False
+
+
+def test_history_plot_draws_png_or_svg_deterministically_and_refuses_other_files(cli, spec_file, tmp_path):
+    state_dir = tmp_path / "state"
+    spec = load_spec(spec_file)
+    store = LocalStateStore(spec.name, state_dir)
+    memory, headroom = Memory(), {}
+    for i, containers in enumerate([4, 8, 8, 20, 20, 3]):
+        hosts = (HostLoad("hrcli-masters-0", "masters", "master", etcd=True),
+                 HostLoad("hrcli-workers-0", "workers", "worker", containers=containers, cpu=0.5, memory=0.2))
+        d = decide(Settings.from_spec(spec), Observation(at=1_800_000_000.0 + 60 * i, hosts=hosts), memory)
+        memory, headroom = d.memory, remember(headroom, d)
+    state = store.read()
+    state["headroom"] = headroom
+    store.write(state)
+    png, svg, svg2 = tmp_path / "h.png", tmp_path / "h.svg", tmp_path / "again.svg"
+    for target in (png, svg, svg2):
+        result = cli("headroom", "history", spec_file, "--plot", target, "--state-dir", state_dir)
+        assert result.code == 0, result.err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert svg.read_bytes().startswith(b"<?xml") and b"demand (containers)" in svg.read_bytes()
+    assert svg.read_bytes() == svg2.read_bytes()  # same records, same picture
+    bad = cli("headroom", "history", spec_file, "--plot", tmp_path / "h.gif", "--state-dir", state_dir)
+    assert bad.code == 2 and "--plot" in bad.err and not (tmp_path / "h.gif").exists()
+    assert cli("headroom", spec_file, "--plot", png, "--state-dir", state_dir).code == 2
