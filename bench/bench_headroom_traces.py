@@ -7,8 +7,29 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
-from provision.headroom.simulate import BOOT_TIMES, NOISE_LEVELS, POLICY_SETS, TRACES, run_all, table
+from provision.headroom.simulate import (BOOT_TIMES, NOISE_LEVELS, POLICY_SETS, TRACES, default_settings, run_all,
+                                        table)
+
+PICTURES = Path(__file__).resolve().parent / "pictures"
+PICTURE_BOOT = 180.0
+
+
+def draw(scores) -> list[str]:
+    """One picture per trace and policy (180 s boot, no noise): demand, capacity, hosts and
+    actions over time, in bench/pictures/."""
+    from provision.headroom.plot import plot
+    PICTURES.mkdir(exist_ok=True)
+    written = []
+    per = default_settings(["containers"]).containers_per_host
+    for s in scores:
+        if s.boot != PICTURE_BOOT or s.noise:
+            continue
+        path = PICTURES / f"{s.trace}-{s.policy.replace('+', '-')}.png"
+        plot(s.timeline, path, f"{s.trace} trace, {s.policy} policy, {s.boot:.0f} s boot", per)
+        written.append(path.name)
+    return written
 
 
 def ratio(value: float, base: float) -> str:
@@ -34,6 +55,7 @@ def run() -> dict:
                        f"{s.flaps} flaps, {s.halts} halts")
     steps = sum(minutes for _, minutes in TRACES.values()) * len(POLICY_SETS) * len(BOOT_TIMES) * len(NOISE_LEVELS)
     figures["halts"] = sum(s.halts for s in scores)
+    figures["pictures"] = f"{len(draw(scores))} in {PICTURES.name}/"
     figures["decisions_per_second"] = round(steps / elapsed)
     figures["simulation_seconds"] = round(elapsed, 2)
     return {"name": "headroom policies over load traces", "figures": figures, "ratios": ratios,

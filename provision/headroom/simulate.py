@@ -75,10 +75,14 @@ class Score:
     flaps: int = 0
     peak_hosts: int = 0
     decisions: list[str] = field(default_factory=list, repr=False)
+    # one row a step, in the shape `plot.plot` draws: at, containers (demand), capacity
+    # (ready slots), current (hosts paid for), desired, action
+    timeline: list[dict] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict:
         data = asdict(self)
         data.pop("decisions")
+        data.pop("timeline")
         data["idle_host_hours"] = round(self.idle_host_hours, 2)
         data["container_minutes_short"] = round(self.container_minutes_short, 1)
         return data
@@ -142,6 +146,9 @@ def simulate(trace_name: str, trace: Trace, minutes: int, settings: Settings, st
             score.removes += 1
             for name in decision.remove:
                 workers.pop(name)
+        score.timeline.append({"at": t, "containers": demand, "pending": pending, "capacity": slots,
+                               "current": len(workers),
+                               "desired": decision.desired, "action": decision.action})
         if demand > slots:
             score.minutes_below_demand += int(step // 60) or 1
             score.container_minutes_short += (demand - slots) * step / 60
