@@ -165,7 +165,7 @@ class Decision:
 
     at: float
     pool: str
-    action: str  # add | remove | none | wait | halt
+    action: str  # add | remove | replace | none | wait | halt
     current: int
     desired: int
     reason: str
@@ -487,7 +487,11 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
               "cpu": round(sample.cpu, 4), "memory": round(sample.memory, 4), "source": obs.source,
               "clamped": sorted(h.name for h in obs.hosts if CLAMPED in h.flags),
               "loads": {h.name: [h.status, h.containers, round(h.cpu, 4), round(h.memory, 4)] for h in pool}}
-    added = {k: v for k, v in memory.added.items() if now - v <= PROVISIONING_BOUND}
+    # A host headroom added is remembered until it first reports; one still silent past the
+    # provisioning bound never came up (nothing can run there): it is replaced.
+    silent_names = {h.name for h in pool if h.status != READY}
+    added = {k: v for k, v in memory.added.items() if k in silent_names}
+    failed = sorted(k for k, v in added.items() if now - v > PROVISIONING_BOUND)
     undrainable = {k: v for k, v in memory.undrainable.items()
                    if now - v < max(UNDRAINABLE_SKIP, s.scale_down_cooldown)}
 
@@ -507,6 +511,12 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
                                      f"{', ...' if len(troubled) > 5 else ''}); limit is more than "
                                      f"{HALT_UNKNOWN_COUNT} and more than {HALT_UNKNOWN_FRACTION:.0%}",
                     shrink_since=None)
+
+    if failed:
+        return done("replace", current, f"{len(failed)} host(s) added more than {PROVISIONING_BOUND:g}s ago never "
+                                        f"reported ({', '.join(failed)}): destroy them; the next pass adds what "
+                                        f"is needed", remove=failed,
+                    added={k: v for k, v in added.items() if k not in failed})
 
     needs: list[Need] = []
     low_since = dict(memory.low_since)

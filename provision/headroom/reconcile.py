@@ -7,6 +7,8 @@ either held returns `busy` (the CLI exits 0: an overlapping cron run is normal).
 Acting goes through an `Actuator`, so the order of effects is the same for every provider:
 - add: the new size is recorded in state["pools"] first (so a crash leaves a state that
   `up` or the next run converges), then the pool is converged in one batch;
+- replace: hosts headroom added that never reported within the provisioning bound (15 min)
+  are destroyed (nothing ran there) and the next pass adds what is needed;
 - remove: for each chosen host, stop new work on it (Kubernetes: cordon, then evict its pods
   through the Eviction API, which honours PodDisruptionBudgets; etcd: the drain key), wait up
   to `headroom.drain_timeout` for it to drain (only a report of zero containers or no pods
@@ -151,6 +153,15 @@ def _reconcile_locked(spec, store, observe, actuator, dry_run, log, clock, sleep
         added = state["headroom"]["memory"].setdefault("added", {})
         for host in outcome.added:
             added[host] = now
+        store.write(state)
+    elif decision.action == "replace":
+        # Hosts that never reported since headroom added them: nothing ran there, so no drain.
+        store.write(state)
+        actuator.destroy(state, list(decision.remove))
+        record_size(state, spec, pool, decision.current - len(decision.remove))
+        outcome.removed = list(decision.remove)
+        outcome.status = "acted"
+        log(f"replaced (destroyed) {', '.join(decision.remove)}; the next pass adds what is needed")
         store.write(state)
     elif decision.action == "remove":
         store.write(state)

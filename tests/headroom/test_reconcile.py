@@ -55,8 +55,9 @@ class ProviderDouble:
         return [HostRecord(n, h["pool"], h["role"], f"id-{n}", "running") for n, h in sorted(self.hosts.items())]
 
     def observe(self, state, now):
+        added = ((state.get("headroom") or {}).get("memory") or {}).get("added") or {}
         return observe_etcd(inventory(self.list_hosts(), state), read_etcd_loads(self.client, self.spec.name),
-                            now, self.spec.headroom.load_ttl)
+                            now, added=added)
 
     # actuator
     def add(self, state, pool, size):
@@ -141,6 +142,9 @@ def test_unknown_hosts_halt_and_are_never_removed(cluster):
     spec, store, double, client = cluster
     publish_all(double, client, spec, 30)
     run_once(spec, store, double, client)  # 4 workers now; only the first publishes again
+    publish_all(double, client, spec, 30)
+    run_once(spec, store, double, client)  # the new workers reported once: no longer booting
+    assert store.read()["headroom"]["memory"]["added"] == {}
     for name in list(double.hosts):
         client.delete(load_key(spec.name, name))
     publish(client, spec, f"{spec.name}-masters-0", 0)
@@ -228,9 +232,37 @@ def test_etcd_lock_expires_when_its_holder_crashed(cluster):
     assert crashed.acquire()
     assert not EtcdReconcileLock(client, spec.name, "next", ttl=30).acquire()
     assert "crashed run" in crashed.holder()
-    time.sleep(2.2)
+    # etcd raises a 1 s lease to its minimum TTL (about 2 s with default timings) and checks
+    # expiry twice a second: poll instead of sleeping a fixed time
     nxt = EtcdReconcileLock(client, spec.name, "next", ttl=30)
-    assert nxt.acquire()
+    deadline = time.monotonic() + 8
+    while not nxt.acquire():
+        assert time.monotonic() < deadline, "the crashed holder's lease never expired"
+        time.sleep(0.25)
     crashed.release()  # not the owner any more: must not free the new holder's lock
     assert not EtcdReconcileLock(client, spec.name, "third", ttl=30).acquire()
     nxt.release()
+
+
+def test_added_hosts_that_never_report_boot_then_get_replaced(cluster):
+    spec, store, double, client = cluster
+    publish_all(double, client, spec, 30)
+    out = run_once(spec, store, double, client)
+    new = sorted(out.added)
+    assert len(new) == 3
+    state = store.read()
+    assert sorted(state["headroom"]["memory"]["added"]) == new
+    # the new hosts never publish: booting (neither capacity nor a reason to halt or add again)
+    for name in new:
+        client.delete(load_key(spec.name, name))
+    out = run_once(spec, store, double, client)
+    assert out.decision.action != "halt" and out.decision.inputs["booting"] == new and out.added == []
+    # 16 minutes later they are still silent: replaced, without a drain
+    state = store.read()
+    state["headroom"]["memory"]["added"] = {n: time.time() - 960 for n in new}
+    store.write(state)
+    out = run_once(spec, store, double, client)
+    assert out.decision.action == "replace" and out.removed == new and double.destroyed == new
+    assert double.stopped == [] and store.read()["pools"]["workers"]["size"] == 1
+    out = run_once(spec, store, double, client)  # the load is still there: added again
+    assert out.decision.action == "add" and len(out.added) == 3

@@ -289,3 +289,22 @@ def test_a_recorded_decision_replays_to_the_same_decision_through_json():
         assert again.record() == record
         assert record["inputs"]["loads"]["c-workers-3"][0] == BOOTING
         assert "wanted" in record["replay"]["memory"] and record["replay"]["settings"]["reserve"] == "2"
+
+
+def test_a_host_added_that_never_reports_is_booting_then_replaced_after_the_bound():
+    s = settings()
+    silent_new = HostLoad("c-workers-2", "workers", "worker", BOOTING)
+    hosts = masters() + pool([4, 4]) + [silent_new]
+    mem = Memory(added={"c-workers-2": NOW - 600})
+    d = decide(s, obs(hosts), mem)
+    assert d.action != "replace" and d.memory.added == {"c-workers-2": NOW - 600}
+    # past 15 minutes the observer reports it unknown; headroom replaces it (no drain: it never ran)
+    late = masters() + pool([4, 4]) + [HostLoad("c-workers-2", "workers", "worker", UNKNOWN)]
+    d = decide(s, obs(late, at=NOW + 400), mem)
+    assert d.action == "replace" and d.remove == ("c-workers-2",) and "never reported" in d.reason
+    assert d.memory.added == {}
+    # a host that reported once is forgotten by `added`: going silent later never replaces it
+    d = decide(s, obs(masters() + pool([4, 4, 0]), at=NOW + 60), mem)
+    assert d.memory.added == {}
+    d = decide(s, obs(late, at=NOW + 400), d.memory)
+    assert d.action != "replace" and "c-workers-2" not in d.remove
