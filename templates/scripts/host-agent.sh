@@ -2,9 +2,12 @@
 # provision host-load agent for cluster {{ cluster }}.
 # Publishes {"containers": int, "cpu": 0..1, "memory": 0..1, "at": unix seconds} at
 # /provision/$AGENT_CLUSTER/hosts/$AGENT_HOST/load in etcd's v3 keyspace, attached to a lease
-# of $AGENT_TTL seconds that every publish keeps alive, every $AGENT_INTERVAL seconds, through
-# etcd's JSON gateway (/v3/lease/grant, /v3/lease/keepalive, /v3/kv/put) over TLS with a client
-# certificate. It writes that one key and nothing else. Needs sh, awk, base64, sed and curl.
+# of $AGENT_TTL seconds that every publish keeps alive, every $AGENT_INTERVAL seconds, over TLS
+# with a client certificate. It writes that one key and nothing else.
+# Transport (AGENT_TRANSPORT): etcdctl (gRPC: etcd's auth knows the certificate's Common Name)
+# when an etcdctl is found, else etcd's JSON gateway with curl (/v3/lease/grant,
+# /v3/lease/keepalive, /v3/kv/put; the gateway does not map a certificate to a user, so it
+# serves only an etcd without auth). Needs sh, awk, sed, base64 and curl or etcdctl.
 # AGENT_ONCE=1 publishes once and exits; AGENT_CONTAINERS_CMD overrides the container count.
 set -u
 : "${AGENT_CLUSTER:?}" "${AGENT_ETCD_ENDPOINTS:?}" "${AGENT_CA:?}" "${AGENT_CERT:?}" "${AGENT_KEY:?}"
@@ -12,6 +15,11 @@ AGENT_INTERVAL="${AGENT_INTERVAL:-10}"
 AGENT_TTL="${AGENT_TTL:-60}"
 AGENT_HOST="${AGENT_HOST:-$(hostname)}"
 PROC="${AGENT_PROC:-/proc}"
+AGENT_TRANSPORT="${AGENT_TRANSPORT:-auto}"
+ETCDCTL="${AGENT_ETCDCTL:-$(command -v etcdctl || true)}"
+if [ "$AGENT_TRANSPORT" = auto ]; then
+  if [ -n "$ETCDCTL" ]; then AGENT_TRANSPORT=etcdctl; else AGENT_TRANSPORT=gateway; fi
+fi
 
 cpu_sample() {
   # prints "busy total" jiffies from the aggregate cpu line
@@ -70,20 +78,38 @@ json_field() {
   sed -n "s/.*\"$1\": *\"\{0,1\}\([0-9][0-9]*\)\"\{0,1\}.*/\1/p" | head -n 1
 }
 
+ctl() {
+  ETCDCTL_API=3 "$ETCDCTL" --endpoints="$AGENT_ETCD_ENDPOINTS" --dial-timeout=5s --command-timeout=5s \
+    --cacert="$AGENT_CA" --cert="$AGENT_CERT" --key="$AGENT_KEY" "$@"
+}
+
 grant() {
-  LEASE=$(post /v3/lease/grant "{\"TTL\": \"$AGENT_TTL\"}" | json_field ID)
+  if [ "$AGENT_TRANSPORT" = etcdctl ]; then
+    # "lease 694d71ddacfda227 granted with TTL(60s)": the ID in hexadecimal, as put takes it
+    LEASE=$(ctl lease grant "$AGENT_TTL" | sed -n 's/^lease \([0-9a-f][0-9a-f]*\) granted.*/\1/p')
+  else
+    LEASE=$(post /v3/lease/grant "{\"TTL\": \"$AGENT_TTL\"}" | json_field ID)
+  fi
   [ -n "$LEASE" ]
 }
 
 # keepalive: true while the lease exists (etcd answers its remaining TTL, none once expired).
 keepalive() {
   [ -n "$LEASE" ] || return 1
-  ttl=$(post /v3/lease/keepalive "{\"ID\": \"$LEASE\"}" | json_field TTL)
+  if [ "$AGENT_TRANSPORT" = etcdctl ]; then
+    ttl=$(ctl lease keep-alive --once "$LEASE" 2>/dev/null | sed -n 's/.*TTL(\([0-9][0-9]*\)).*/\1/p')
+  else
+    ttl=$(post /v3/lease/keepalive "{\"ID\": \"$LEASE\"}" | json_field TTL)
+  fi
   [ -n "$ttl" ] && [ "$ttl" -gt 0 ]
 }
 
 put() {
-  post /v3/kv/put "{\"key\": \"$KEY_B64\", \"value\": \"$(b64 "$1")\", \"lease\": \"$LEASE\"}" >/dev/null
+  if [ "$AGENT_TRANSPORT" = etcdctl ]; then
+    printf '%s' "$1" | ctl put "/provision/$AGENT_CLUSTER/hosts/$AGENT_HOST/load" --lease="$LEASE" >/dev/null
+  else
+    post /v3/kv/put "{\"key\": \"$KEY_B64\", \"value\": \"$(b64 "$1")\", \"lease\": \"$LEASE\"}" >/dev/null
+  fi
 }
 
 publish() {

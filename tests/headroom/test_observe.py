@@ -186,15 +186,17 @@ def run_agent(server, cluster, host, **env_extra):
     return subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=60)
 
 
-def test_the_real_host_agent_script_publishes_what_observe_reads(etcd_v3_server, tmp_path):
+@pytest.mark.parametrize("transport", ["etcdctl", "gateway"])
+def test_the_real_host_agent_script_publishes_what_observe_reads(etcd_v3_server, tmp_path, transport):
     """templates/scripts/host-agent.sh (what every host runs) against a real etcd over TLS with
-    the v2 API off: its one load key, on a lease of AGENT_TTL."""
+    the v2 API off, through etcdctl (gRPC) or the JSON gateway (curl): its one load key, on a
+    lease of AGENT_TTL."""
     import shutil
-    if shutil.which("curl") is None:
-        pytest.fail("curl is not installed")
+    if shutil.which("curl") is None or shutil.which("etcdctl") is None:
+        pytest.fail("curl and etcdctl are needed (Debian curl, etcd-client)")
     cluster = f"c{uuid.uuid4().hex[:8]}"
     host = f"{cluster}-workers-0"
-    done = run_agent(etcd_v3_server, cluster, host)
+    done = run_agent(etcd_v3_server, cluster, host, AGENT_TRANSPORT=transport)
     assert done.returncode == 0, done.stderr
     client = etcd_v3_server.v3()
     obs = observe_etcd(hosts(cluster), read_etcd_loads(client, cluster), time.time())
@@ -211,6 +213,50 @@ def test_the_real_host_agent_script_publishes_what_observe_reads(etcd_v3_server,
     assert read_etcd_loads(client, cluster) == {}
 
 
-def test_the_host_agent_reports_failure_when_no_etcd_answers(tmp_path, etcd_v3_server):
-    done = run_agent(etcd_v3_server, "c", "c-workers-0", AGENT_ETCD_ENDPOINTS="https://127.0.0.1:9")
+@pytest.mark.parametrize("transport", ["etcdctl", "gateway"])
+def test_the_host_agent_reports_failure_when_no_etcd_answers(tmp_path, etcd_v3_server, transport):
+    done = run_agent(etcd_v3_server, "c", "c-workers-0", AGENT_ETCD_ENDPOINTS="https://127.0.0.1:9",
+                     AGENT_TRANSPORT=transport)
     assert done.returncode != 0 and "host-agent:" in done.stderr
+
+
+def test_with_etcd_auth_the_agent_identity_writes_only_its_load_key(tmp_path):
+    """etcd auth on, the agent's certificate CN a user whose role may write only its host's
+    load key (what issue 10's roles do): the agent publishes through etcdctl (gRPC maps the
+    CN); a write anywhere else is refused; the JSON gateway, which maps no CN, gets nowhere."""
+    import os
+    import signal
+    import subprocess
+
+    from tests.headroom.conftest import start_etcd, wait_healthy, write_tls
+    from provision.pki import make_ca
+    ca_key, ca_cert = make_ca("auth-ca", 30, "ecdsa-p256")
+    server = write_tls(tmp_path, "server", ca_key, ca_cert, "peer", ips=("127.0.0.1",), dns=("localhost",))
+    root = write_tls(tmp_path, "root", ca_key, ca_cert, "client")
+    agent = write_tls(tmp_path, "etcd-agent", ca_key, ca_cert, "client")
+    proc, endpoint = start_etcd(tmp_path, server, v2=False)
+    try:
+        wait_healthy(endpoint, root, proc)
+        host, key = "c-workers-0", load_key("c", "c-workers-0")
+
+        def etcdctl(tls, *args):
+            return subprocess.run(["etcdctl", f"--endpoints={endpoint}", f"--cacert={tls.ca}", f"--cert={tls.cert}",
+                                   f"--key={tls.key}", *args], capture_output=True, text=True,
+                                  env=dict(os.environ, ETCDCTL_API="3"), timeout=30)
+        for args in (["user", "add", "root:not-a-secret"], ["role", "add", "root"],
+                     ["user", "grant-role", "root", "root"], ["user", "add", "etcd-agent", "--no-password"],
+                     ["role", "add", "host-load"], ["role", "grant-permission", "host-load", "readwrite", key],
+                     ["user", "grant-role", "etcd-agent", "host-load"], ["auth", "enable"]):
+            assert etcdctl(root, *args).returncode == 0, args
+        server_like = type("S", (), {"client_tls": agent, "endpoint": endpoint})
+        done = run_agent(server_like, "c", host, AGENT_TRANSPORT="etcdctl")
+        assert done.returncode == 0, done.stderr
+        got = etcdctl(root, "get", key, "--print-value-only")
+        assert json.loads(got.stdout)["containers"] == 5
+        other = etcdctl(agent, "put", load_key("c", "c-workers-1"), "{}")
+        assert other.returncode != 0 and "permission denied" in other.stderr
+        refused = run_agent(server_like, "c", host, AGENT_TRANSPORT="gateway")
+        assert refused.returncode != 0 and "host-agent:" in refused.stderr
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
