@@ -41,6 +41,7 @@ PREDICT_WINDOW = 300.0  # history used for average, gradient and curvature
 MIN_PREDICT_SAMPLES = 3
 TREND_FIT = 0.8  # R^2 a trend needs before the predictive policy extrapolates it
 DECISIONS_KEPT = 50
+REPLAYS_KEPT = 10
 
 READY, UNKNOWN, UNREADY, BOOTING = "ready", "unknown", "unready", "booting"
 # Flag on a host whose published load was out of range and clamped to 0..1.
@@ -612,6 +613,10 @@ def remember(headroom_state: Mapping[str, Any], decision: Decision, keep: int = 
     old = list(headroom_state.get("decisions") or [])
     kept = old[max(0, len(old) - (keep - 1)):] if keep > 1 else []
     records = kept + [decision.record()]
+    # What a replay needs (every host's load, the memory) is large on a big cluster: only the
+    # newest REPLAYS_KEPT records keep it.
+    for record in records[:-REPLAYS_KEPT]:
+        record.pop("replay", None)
     return {"memory": decision.memory.to_json(), "decisions": records}
 
 

@@ -281,6 +281,11 @@ def headroom_limits(spec, problems) -> None:
             problems.add("headroom.scale_down_utilization",
                          f"must be below headroom.{name} (got {h.scale_down_utilization:g} >= "
                          f"{getattr(h, name):g}): a host counted idle would be busy enough to add one")
+    # host agents publish every 10 s (render.AGENT_INTERVAL): a shorter lease lapses between
+    # two publishes and a live host would read as silent
+    if h.load_ttl < 20:
+        problems.add("headroom.load_ttl", f"must be at least 20s, twice the agents' 10 s publish interval "
+                                          f"(got {h.load_ttl:g}s)")
     for i, pool in enumerate(spec.pools):
         if pool.name == h.pool and pool.min == 0 and h.reserve.count:
             problems.add(f"pools[{i}].min", f"0 cannot be reached while headroom.reserve keeps {h.reserve.count} "

@@ -24,6 +24,7 @@ def spec(headroom=None, workers=None):
     ({"scale_down_utilization": 0.9, "cpu_threshold": 0.95, "memory_threshold": 0.8}, None,
      "headroom.scale_down_utilization", "below headroom.memory_threshold"),
     ({"reserve": 2}, {"min": 0}, "pools[1].min", "cannot be reached"),
+    ({"load_ttl": "15s"}, None, "headroom.load_ttl", "at least 20s"),
 ])
 def test_unreachable_limits_are_refused_naming_the_field(headroom, workers, path, words):
     with pytest.raises(SpecError) as info:

@@ -271,6 +271,10 @@ def test_remember_keep_one_keeps_one():
     for _ in range(5):
         state = remember(state, d, keep=3)
     assert len(state["decisions"]) == 3
+    for _ in range(15):
+        state = remember(state, d)
+    assert len(state["decisions"]) == 18
+    assert [("replay" in r) for r in state["decisions"]] == [False] * 8 + [True] * 10
 
 
 # ---- replayable records --------------------------------------------------------------------
