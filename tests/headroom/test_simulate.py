@@ -118,3 +118,12 @@ def test_table_has_boot_noise_and_ratio_columns():
     rows = [line for line in text.splitlines() if line.startswith("spike")]
     assert len(rows) == 2 * len(sim.POLICY_SETS)
     assert any(" 900 " in line for line in rows)
+
+
+@pytest.mark.parametrize("boot", sim.BOOT_TIMES)
+def test_no_trace_halts_at_any_boot_time_with_noise(boot):
+    """The trace goal 'no halts from booting hosts', for every trace with 10% noise."""
+    for name, (trace, minutes) in sim.TRACES.items():
+        score = sim.simulate(name, trace, minutes, sim.default_settings(["containers", "utilization", "predictive"]),
+                             boot=boot, noise=0.1)
+        assert score.halts == 0, name
