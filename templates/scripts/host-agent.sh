@@ -15,11 +15,20 @@ AGENT_INTERVAL="${AGENT_INTERVAL:-10}"
 AGENT_TTL="${AGENT_TTL:-60}"
 AGENT_HOST="${AGENT_HOST:-$(hostname)}"
 PROC="${AGENT_PROC:-/proc}"
-AGENT_TRANSPORT="${AGENT_TRANSPORT:-auto}"
-ETCDCTL="${AGENT_ETCDCTL:-$(command -v etcdctl || true)}"
-if [ "$AGENT_TRANSPORT" = auto ]; then
-  if [ -n "$ETCDCTL" ]; then AGENT_TRANSPORT=etcdctl; else AGENT_TRANSPORT=gateway; fi
-fi
+TRANSPORT_WANTED="${AGENT_TRANSPORT:-auto}"
+
+# choose_transport: etcdctl when one is found ({{ bin_dir }} holds it on etcd members), else the
+# gateway; asked again before every publish, so an etcdctl installed later is picked up.
+choose_transport() {
+  ETCDCTL="${AGENT_ETCDCTL:-$(command -v etcdctl || true)}"
+  if [ -z "$ETCDCTL" ] && [ -x "{{ bin_dir }}/etcdctl" ]; then ETCDCTL="{{ bin_dir }}/etcdctl"; fi
+  new_transport=$TRANSPORT_WANTED
+  if [ "$new_transport" = auto ]; then
+    if [ -n "$ETCDCTL" ]; then new_transport=etcdctl; else new_transport=gateway; fi
+  fi
+  if [ "$new_transport" != "${AGENT_TRANSPORT_NOW:-}" ]; then LEASE=""; fi  # a lease per transport
+  AGENT_TRANSPORT_NOW=$new_transport
+}
 
 cpu_sample() {
   # prints "busy total" jiffies from the aggregate cpu line
@@ -84,7 +93,7 @@ ctl() {
 }
 
 grant() {
-  if [ "$AGENT_TRANSPORT" = etcdctl ]; then
+  if [ "$AGENT_TRANSPORT_NOW" = etcdctl ]; then
     # "lease 694d71ddacfda227 granted with TTL(60s)": the ID in hexadecimal, as put takes it
     LEASE=$(ctl lease grant "$AGENT_TTL" | sed -n 's/^lease \([0-9a-f][0-9a-f]*\) granted.*/\1/p')
   else
@@ -96,7 +105,7 @@ grant() {
 # keepalive: true while the lease exists (etcd answers its remaining TTL, none once expired).
 keepalive() {
   [ -n "$LEASE" ] || return 1
-  if [ "$AGENT_TRANSPORT" = etcdctl ]; then
+  if [ "$AGENT_TRANSPORT_NOW" = etcdctl ]; then
     ttl=$(ctl lease keep-alive --once "$LEASE" 2>/dev/null | sed -n 's/.*TTL(\([0-9][0-9]*\)).*/\1/p')
   else
     ttl=$(post /v3/lease/keepalive "{\"ID\": \"$LEASE\"}" | json_field TTL)
@@ -105,7 +114,7 @@ keepalive() {
 }
 
 put() {
-  if [ "$AGENT_TRANSPORT" = etcdctl ]; then
+  if [ "$AGENT_TRANSPORT_NOW" = etcdctl ]; then
     printf '%s' "$1" | ctl put "/provision/$AGENT_CLUSTER/hosts/$AGENT_HOST/load" --lease="$LEASE" >/dev/null
   else
     post /v3/kv/put "{\"key\": \"$KEY_B64\", \"value\": \"$(b64 "$1")\", \"lease\": \"$LEASE\"}" >/dev/null
@@ -113,6 +122,7 @@ put() {
 }
 
 publish() {
+  choose_transport
   value=$(printf '{"containers": %d, "cpu": %s, "memory": %s, "at": %d}' \
     "$(containers)" "$(cpu_fraction)" "$(memory_fraction)" "$(date +%s)")
   if ! keepalive; then
