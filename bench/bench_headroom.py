@@ -32,7 +32,8 @@ def observation(n: int, seed: int = 7) -> Observation:
 
 def settings(n: int) -> Settings:
     return Settings(pool="workers", min_count=1, max_count=2 * n, policies=("containers", "utilization", "predictive"),
-                    containers_per_host=8, reserve=Reserve(percent=10.0), scale_down_cooldown=0.0)
+                    containers_per_host=8, reserve=Reserve(percent=10.0), scale_down_cooldown=0.0,
+                    scale_down_utilization=0.6)
 
 
 def memory(n: int) -> Memory:

@@ -31,6 +31,8 @@ def main(argv: list[str]) -> int:
         return 0
     for r in results:
         print(r.get("name", "?"))
+        if r.get("table"):  # a benchmark's own table (e.g. the headroom trace table)
+            print(r["table"])
         for section in ("figures", "ratios"):
             for key, value in r.get(section, {}).items():
                 print(f"  {key:<48} {value}")

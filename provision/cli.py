@@ -332,28 +332,37 @@ def scale(ctx, spec, pool, count, yes, dry_run, **common):
 @cli.command(context_settings={"ignore_unknown_options": False}, short_help="Keep spare capacity in a worker pool.",
              epilog=examples("provision headroom cluster.yaml --once", "provision headroom cluster.yaml --dry-run",
                              "provision headroom cluster.yaml --explain",
-                             "provision headroom install cluster.yaml --timer systemd --write"))
-@click.argument("args", nargs=-1, required=True, metavar="[install] SPEC")
+                             "provision headroom install cluster.yaml --timer systemd --write",
+                             "provision headroom history cluster.yaml --plot headroom.svg"))
+@click.argument("args", nargs=-1, required=True, metavar="[install|history] SPEC")
 @click.option("--once", is_flag=True, help="Run one reconcile and exit (what cron calls).")
 @click.option("--dry-run", is_flag=True, help="Print the decision; do not act.")
 @click.option("--explain", is_flag=True, help="Show the last decisions and why.")
 @click.option("--timer", type=click.Choice(["cron", "systemd"]), default="cron", show_default=True,
               help="install: a cron line or a systemd timer.")
 @click.option("--write", is_flag=True, help="install: install it instead of printing it.")
+@click.option("--plot", "plot_file", default=None, metavar="FILE",
+              help="history: draw demand, capacity, hosts and actions over time (.png or .svg).")
 @common_options
 @click.pass_context
-def headroom(ctx, args, once, dry_run, explain, timer, write, **common):
+def headroom(ctx, args, once, dry_run, explain, timer, write, plot_file, **common):
     """Keep spare capacity in the headroom pool by adding and removing workers.
 
     `provision headroom SPEC --once` runs one reconcile; `provision headroom install SPEC`
-    prints (or with --write installs) a cron line or systemd timer that runs it.
+    prints (or with --write installs) a cron line or systemd timer that runs it;
+    `provision headroom history SPEC` prints every recorded decision over time (demand,
+    capacity, hosts, action) and whether it replays.
     """
+    if plot_file and not (len(args) == 2 and args[0] == "history"):
+        raise click.UsageError("--plot goes with history SPEC")
     if len(args) == 2 and args[0] == "install":
         dispatch("headroom_install", make_app(ctx, args[1], **common), timer=timer, write=write)
+    elif len(args) == 2 and args[0] == "history":
+        dispatch("headroom_history", make_app(ctx, args[1], **common), plot=plot_file)
     elif len(args) == 1:
         dispatch("headroom", make_app(ctx, args[0], **common), once=once, dry_run=dry_run, explain=explain)
     else:
-        raise click.UsageError("expected SPEC or install SPEC")
+        raise click.UsageError("expected SPEC, install SPEC or history SPEC")
 
 
 @cli.command(short_help="Destroy every host of the cluster.",

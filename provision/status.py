@@ -56,11 +56,13 @@ def host_loads(spec: Any, store: Any, state: Mapping[str, Any], now: float | Non
         return None
     from .headroom.observe import parse_load, read_etcd_loads
     try:
-        raw = read_etcd_loads(v2_client(etcd_access(store, state)), spec.name)
+        from .headroom.etcd_v3 import EtcdV3
+        access = etcd_access(store, state)
+        raw = read_etcd_loads(EtcdV3(access.endpoints, access), spec.name)
     except Exception:  # noqa: BLE001 - status reports what it can; etcd trouble shows under etcd
         return None
     now = time.time() if now is None else now
-    return {name: parse_load(value, now, spec.headroom.load_ttl) for name, value in sorted(raw.items())}
+    return {name: parse_load(value, now) for name, value in sorted(raw.items())}  # a live key is fresh
 
 
 def headroom_figures(spec: Any, hosts: Mapping[str, Mapping[str, Any]], loads: Mapping[str, Any] | None) -> dict | None:

@@ -200,7 +200,7 @@ headroom:
                    str(tls.cert), "--key", str(tls.key), "https://127.0.0.1:2379/health", check=False)
         assert local.returncode == 0 and '"health":"true"' in local.stdout.replace(" ", ""), local.stderr
 
-        # the rendered host-load agent publishes its load with a TTL (v2 keyspace)
+        # the rendered host-load agent publishes its load on a lease of load_ttl (v3 keyspace)
         worker = json.loads(rendered.config_for("tls" + network["tag"] + "-workers-0"))
         agent_root = tmp_path / "hosts" / "worker"
         lay_out(worker, agent_root)
@@ -212,14 +212,17 @@ headroom:
         assert os.access(script, os.X_OK)
         run = subprocess.run([str(script)], env=agent_env, capture_output=True, text=True, timeout=30)
         assert run.returncode == 0, run.stderr
+        from provision.headroom.etcd_v3 import EtcdV3
+        v3client = EtcdV3([f"https://{members[2].address}:2379"], tls)
+        value, lease = v3client.get_prefix(f"/provision/{spec.name}/hosts/tls-worker-x/load")[
+            f"/provision/{spec.name}/hosts/tls-worker-x/load"]
+        load = json.loads(value)
+        assert load["containers"] == 3 and 0 <= load["cpu"] <= 1 and 0 <= load["memory"] <= 1
+        assert abs(load["at"] - time.time()) < 30
+        assert lease and 0 < v3client.keepalive(lease) <= spec.headroom.load_ttl
         import etcd as python_etcd
         client = python_etcd.Client(host=members[2].address, port=2379, protocol="https",
                                     cert=(str(tls.cert), str(tls.key)), ca_cert=str(tls.ca))
-        node = client.read(f"/provision/{spec.name}/hosts/tls-worker-x/load")
-        load = json.loads(node.value)
-        assert load["containers"] == 3 and 0 <= load["cpu"] <= 1 and 0 <= load["memory"] <= 1
-        assert abs(load["at"] - time.time()) < 30
-        assert 0 < node.ttl <= spec.headroom.load_ttl
 
         # the first master's run-once bootstrap writes the flannel network config (v3, then v2);
         # "already exists" is success, and an existing config is never overwritten

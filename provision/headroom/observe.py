@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import ActionError, UserError
-from ..state_etcd import etcd_client  # noqa: F401  (re-exported: the load source uses it)
-from .policy import READY, UNKNOWN, UNREADY, HostLoad, Observation
+from ..state_etcd import etcd_client  # noqa: F401  (v2 client, re-exported for the tests' probes)
+from .etcd_v3 import EtcdV3  # noqa: F401  (the load source's client)
+from .policy import BOOTING, CLAMPED, PROVISIONING_BOUND, READY, UNKNOWN, UNREADY, HostLoad, Observation
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,18 @@ class InventoryHost:
     pool: str
     role: str
     etcd: bool = False
+    pending: bool = False  # the provider still reports it as starting
+
+
+def silent_status(host: InventoryHost, added: Mapping[str, float], now: float,
+                  bound: float = PROVISIONING_BOUND) -> str:
+    """A host with nothing to report: booting while the provider says it is starting or
+    headroom added it less than `bound` ago (cluster-autoscaler's provisioning time), else
+    unknown. Neither is capacity nor idle."""
+    since = added.get(host.name)
+    if host.pending or (since is not None and now - since <= bound):
+        return BOOTING
+    return UNKNOWN
 
 
 def inventory(records: Iterable[Any], state: Mapping[str, Any]) -> list[InventoryHost]:
@@ -35,7 +48,8 @@ def inventory(records: Iterable[Any], state: Mapping[str, Any]) -> list[Inventor
         if getattr(r, "state", "running") == "terminated":
             continue
         etcd_member = bool(recorded.get(r.name, {}).get("etcd")) or r.role in ("master", "etcd")
-        out.append(InventoryHost(r.name, r.pool, r.role, etcd_member))
+        out.append(InventoryHost(r.name, r.pool, r.role, etcd_member,
+                                 pending=getattr(r, "state", "running") == "pending"))
     return sorted(out, key=lambda h: h.name)
 
 
@@ -56,25 +70,22 @@ def drain_key(cluster: str, host: str) -> str:
 
 
 def read_etcd_loads(client: Any, cluster: str) -> dict[str, str]:
-    """Raw load documents by host name; hosts whose key expired are simply absent."""
-    import etcd
-    try:
-        result = client.read(hosts_key(cluster), recursive=True)
-    except etcd.EtcdKeyNotFound:
-        return {}
-    except etcd.EtcdException as err:
-        raise ActionError(f"etcd: cannot read {hosts_key(cluster)}: {err}") from None
-    out = {}
+    """Raw load documents by host name from etcd's v3 keyspace (`client`: an `EtcdV3`); a key
+    lives as long as its lease, so a host whose agent stopped is simply absent."""
     prefix = hosts_key(cluster) + "/"
-    for node in result.leaves:
-        key = node.key or ""
-        if key.startswith(prefix) and key.endswith("/load") and node.value is not None:
-            out[key[len(prefix):-len("/load")]] = node.value
-    return out
+    try:
+        found = client.get_prefix(prefix)
+    except ActionError as err:
+        raise ActionError(f"etcd: cannot read {hosts_key(cluster)}: {err}") from None
+    return {key[len(prefix):-len("/load")]: value for key, (value, _lease) in sorted(found.items())
+            if key.endswith("/load") and "/" not in key[len(prefix):-len("/load")]}
 
 
-def parse_load(raw: str | None, now: float, max_age: float) -> dict[str, float] | None:
-    """A load document if it is well formed and fresh (`at` within `max_age`), else None."""
+def parse_load(raw: str | None, now: float, max_age: float | None = None) -> dict[str, Any] | None:
+    """A load document if it is well formed, else None. Fractions outside 0..1 (a saturated
+    host may report cpu above 1) are clamped and flagged, never dropped: the host's containers
+    still count. The key's lease says it is fresh, so the agent's own clock (`at`) is only
+    checked when `max_age` is given (a document read without a lease)."""
     if raw is None:
         return None
     try:
@@ -85,23 +96,36 @@ def parse_load(raw: str | None, now: float, max_age: float) -> dict[str, float] 
         return None
     if isinstance(containers, bool) or not isinstance(containers, int) or containers < 0:
         return None
-    if not all(math.isfinite(v) and 0 <= v <= 1 for v in (cpu, memory)) or not math.isfinite(at):
+    if not all(math.isfinite(v) for v in (cpu, memory, at)):
         return None
-    if now - at > max_age or at - now > max_age:  # stale, or from a clock far ahead
+    if max_age is not None and (now - at > max_age or at - now > max_age):
         return None
-    return {"containers": containers, "cpu": cpu, "memory": memory}
+    flags: tuple[str, ...] = ()
+    if not (0 <= cpu <= 1 and 0 <= memory <= 1):
+        flags = (CLAMPED,)
+        cpu, memory = min(1.0, max(0.0, cpu)), min(1.0, max(0.0, memory))
+    return {"containers": containers, "cpu": cpu, "memory": memory, "flags": flags}
 
 
-def observe_etcd(hosts: Sequence[InventoryHost], loads: Mapping[str, str], now: float, max_age: float) -> Observation:
-    """Every listed host with its fresh load; a host without one is unknown, never idle."""
+def observe_etcd(hosts: Sequence[InventoryHost], loads: Mapping[str, str], now: float,
+                 max_age: float | None = None, added: Mapping[str, float] | None = None) -> Observation:
+    """Every listed host with its load; a host without a live key is booting or unknown,
+    never idle."""
     out = []
     for h in hosts:
         load = parse_load(loads.get(h.name), now, max_age)
         if load is None:
-            out.append(HostLoad(h.name, h.pool, h.role, UNKNOWN, etcd=h.etcd))
+            out.append(HostLoad(h.name, h.pool, h.role, silent_status(h, added or {}, now), etcd=h.etcd))
         else:
             out.append(HostLoad(h.name, h.pool, h.role, READY, etcd=h.etcd, **load))
     return Observation(at=now, hosts=tuple(out), source="etcd")
+
+
+def drained_by_report(raw: str | None) -> bool:
+    """Whether a host's load report says it runs nothing. Only a report of zero containers
+    counts: a missing key (agent stopped, lease expired, host cut off) proves nothing."""
+    load = parse_load(raw, 0.0)
+    return load is not None and load["containers"] == 0
 
 
 # ---- source kubernetes -------------------------------------------------------------------
@@ -158,11 +182,60 @@ def node_status(node: Any) -> str:
     return UNKNOWN
 
 
+def unschedulable(pod: Any) -> bool:
+    """The scheduler tried and found no node: PodScheduled False with reason Unschedulable."""
+    for cond in (pod.status.conditions or []) if pod.status else []:
+        if cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable":
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class NewWorker:
+    """What a new worker of the pool would offer: its labels and allocatable CPU / memory."""
+
+    labels: Mapping[str, str]
+    cpu: float
+    memory: float
+
+
+def new_worker(hosts: Sequence[InventoryHost], nodes: Sequence[Any], pool: str,
+               labels: Mapping[str, str] | None = None) -> NewWorker | None:
+    """A new worker of `pool` as its existing nodes show it: the labels all of them carry plus
+    the pool's spec labels, and the largest allocatable among them. None without a pool node."""
+    names = {h.name for h in hosts if h.pool == pool}
+    pool_nodes = [n for n in nodes if n.metadata.name in names and n.status and n.status.allocatable]
+    if not pool_nodes:
+        return None
+    common: dict[str, str] | None = None
+    for n in pool_nodes:
+        node_labels = dict(n.metadata.labels or {})
+        common = node_labels if common is None else {k: v for k, v in common.items() if node_labels.get(k) == v}
+    common = {k: v for k, v in (common or {}).items() if k != "kubernetes.io/hostname"}
+    common.update(labels or {})
+    return NewWorker(common, max(quantity(n.status.allocatable.get("cpu")) for n in pool_nodes),
+                     max(quantity(n.status.allocatable.get("memory")) for n in pool_nodes))
+
+
+def fits(pod: Any, worker: NewWorker | None) -> bool:
+    """Whether a new worker could run `pod`: its nodeSelector matches and its requests fit."""
+    if worker is None:
+        return True  # nothing to compare with: the pool's own pods are the likely demand
+    selector = pod.spec.node_selector or {}
+    if any(worker.labels.get(k) != v for k, v in selector.items()):
+        return False
+    cpu, mem = pod_requests(pod)
+    return cpu <= worker.cpu and mem <= worker.memory
+
+
 def observe_kubernetes(hosts: Sequence[InventoryHost], nodes: Sequence[Any], pods: Sequence[Any],
-                       now: float) -> Observation:
+                       now: float, pool: str | None = None, labels: Mapping[str, str] | None = None,
+                       added: Mapping[str, float] | None = None) -> Observation:
     """Hosts with their share of allocatable CPU and memory requested, pod counts, readiness,
-    and pending pods (in hosts of the average allocatable)."""
+    and pending demand (in hosts of the average allocatable): only pods the scheduler marked
+    unschedulable that a new worker of `pool` could run (nodeSelector, requests)."""
     by_node = {n.metadata.name: n for n in nodes}
+    worker = new_worker(hosts, nodes, pool, labels) if pool else None
     work: dict[str, list[Any]] = {}
     pending = []
     for p in pods:
@@ -171,13 +244,13 @@ def observe_kubernetes(hosts: Sequence[InventoryHost], nodes: Sequence[Any], pod
         node_name = p.spec.node_name
         if node_name:
             work.setdefault(node_name, []).append(p)
-        elif p.status and p.status.phase == "Pending":
+        elif p.status and p.status.phase == "Pending" and unschedulable(p) and fits(p, worker):
             pending.append(p)
     out, alloc_cpu, alloc_mem = [], [], []
     for h in hosts:
         node = by_node.get(h.name)
         if node is None:
-            out.append(HostLoad(h.name, h.pool, h.role, UNKNOWN, etcd=h.etcd))
+            out.append(HostLoad(h.name, h.pool, h.role, silent_status(h, added or {}, now), etcd=h.etcd))
             continue
         allocatable = node.status.allocatable or {}
         cpu_cap, mem_cap = quantity(allocatable.get("cpu")), quantity(allocatable.get("memory"))
@@ -186,7 +259,10 @@ def observe_kubernetes(hosts: Sequence[InventoryHost], nodes: Sequence[Any], pod
         if cpu_cap > 0 and mem_cap > 0:
             alloc_cpu.append(cpu_cap)
             alloc_mem.append(mem_cap)
-        out.append(HostLoad(h.name, h.pool, h.role, node_status(node), etcd=h.etcd,
+        status = node_status(node)
+        if status != READY and h.name in (added or {}) and now - (added or {})[h.name] <= PROVISIONING_BOUND:
+            status = BOOTING
+        out.append(HostLoad(h.name, h.pool, h.role, status, etcd=h.etcd,
                             containers=len(work.get(h.name, [])),
                             cpu=min(1.0, cpu_req / cpu_cap) if cpu_cap else 1.0,
                             memory=min(1.0, mem_req / mem_cap) if mem_cap else 1.0))
@@ -199,6 +275,18 @@ def observe_kubernetes(hosts: Sequence[InventoryHost], nodes: Sequence[Any], pod
                        pending_memory=pmem / mean_mem if mean_mem else 0.0, source="kubernetes")
 
 
+def pending_names(pods: Sequence[Any]) -> frozenset[str]:
+    """Namespaced names of unschedulable pods (what the batching window watches)."""
+    return frozenset(f"{p.metadata.namespace}/{p.metadata.name}" for p in pods
+                     if counts_as_work(p) and not p.spec.node_name and unschedulable(p))
+
+
+def batch_done(first_seen: float, last_change: float, now: float, idle: float = 1.0, longest: float = 10.0) -> bool:
+    """Karpenter's batching: decide once no new pending pod arrived for `idle` seconds, or
+    `longest` seconds after the first one, whichever is sooner."""
+    return now - last_change >= idle or now - first_seen >= longest
+
+
 def node_pods(api: Any, node: str) -> list[Any]:
     """Workload pods still on `node` (what a drain waits for)."""
     pods = api.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
@@ -208,6 +296,26 @@ def node_pods(api: Any, node: str) -> list[Any]:
 def cordon(api: Any, node: str) -> None:
     """Mark `node` unschedulable: no new pods land on it."""
     api.patch_node(node, {"spec": {"unschedulable": True}})
+
+
+def evict(api: Any, pod: Any) -> str:
+    """Ask the API to evict `pod` (policy/v1 Eviction on pods/eviction): "evicted", "wait"
+    when a PodDisruptionBudget refuses it now (429), or "gone" when it no longer exists."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    body = client.V1Eviction(api_version="policy/v1", kind="Eviction",
+                             metadata=client.V1ObjectMeta(name=pod.metadata.name,
+                                                          namespace=pod.metadata.namespace))
+    try:
+        api.create_namespaced_pod_eviction(pod.metadata.name, pod.metadata.namespace, body)
+    except ApiException as err:
+        if err.status == 429:
+            return "wait"
+        if err.status == 404:
+            return "gone"
+        raise ActionError(f"kubernetes: evicting {pod.metadata.namespace}/{pod.metadata.name} failed: "
+                          f"{err.status} {err.reason}") from None
+    return "evicted"
 
 
 def uncordon(api: Any, node: str) -> None:

@@ -7,9 +7,14 @@ either held returns `busy` (the CLI exits 0: an overlapping cron run is normal).
 Acting goes through an `Actuator`, so the order of effects is the same for every provider:
 - add: the new size is recorded in state["pools"] first (so a crash leaves a state that
   `up` or the next run converges), then the pool is converged in one batch;
-- remove: for each chosen host, stop new work on it, wait up to `headroom.drain_timeout`
-  for it to drain, then destroy it and record the smaller size; a host that does not
-  drain is left in place and reported.
+- replace: hosts headroom added that never reported within the provisioning bound (15 min)
+  are destroyed (nothing ran there) and the next pass adds what is needed;
+- remove: for each chosen host, stop new work on it (Kubernetes: cordon, then evict its pods
+  through the Eviction API, which honours PodDisruptionBudgets; etcd: the drain key), wait up
+  to `headroom.drain_timeout` for it to drain (only a report of zero containers or no pods
+  counts, never a silent host), then destroy it and record the smaller size; a host that does
+  not drain takes work again, is remembered (skipped for a scale-down window) and reported,
+  and the next candidate of the decision is tried instead.
 """
 from __future__ import annotations
 
@@ -33,10 +38,10 @@ class Actuator(Protocol):
         """Bring `pool` up to `size` hosts in one batch; returns the new host names."""
 
     def stop_new_work(self, host: str) -> None:
-        """Stop new work landing on `host` (cordon, fleet drain, stop the agent)."""
+        """Stop new work landing on `host` and start moving its work away."""
 
     def drained(self, host: str) -> bool:
-        """Whether `host` runs no workload any more."""
+        """Whether `host` is known to run no workload any more (silence is not proof)."""
 
     def resume_work(self, host: str) -> None:
         """Undo `stop_new_work` on a host that did not drain (it stays, so let it work)."""
@@ -68,33 +73,38 @@ def record_size(state: dict[str, Any], spec: Any, pool: str, size: int) -> None:
 
 
 class EtcdReconcileLock:
-    """`/provision/<cluster>/headroom/lock`, created only if absent (prevExist=false), with a
-    TTL so a crashed reconciler frees it; deleted only by its owner (prevValue)."""
+    """`/provision/<cluster>/headroom/lock` in etcd's v3 keyspace, created only if absent (one
+    transaction) on a lease of `ttl` seconds, so a crashed reconciler frees it; deleted only by
+    its owner (a transaction comparing the value)."""
 
     def __init__(self, client: Any, cluster: str, command: str, ttl: int):
         self.client, self.key, self.ttl = client, f"/provision/{cluster}/headroom/lock", max(1, int(ttl))
         self.owner = json.dumps(lock_holder(command), sort_keys=True)
+        self.lease = 0
 
     def acquire(self) -> bool:
-        import etcd
         try:
-            self.client.write(self.key, self.owner, prevExist=False, ttl=self.ttl)
-            return True
-        except etcd.EtcdAlreadyExist:
+            self.lease = self.client.grant(self.ttl)
+            if self.client.create(self.key, self.owner, self.lease):
+                return True
+            self.client.revoke(self.lease)
+            self.lease = 0
             return False
-        except etcd.EtcdException as err:
+        except ActionError as err:
             raise ActionError(f"etcd: cannot take the reconcile lock {self.key}: {err}") from None
 
     def holder(self) -> str:
         try:
-            return self.client.read(self.key).value or ""
+            return self.client.get(self.key) or ""
         except Exception:
             return ""
 
     def release(self) -> None:
         try:
-            self.client.delete(self.key, prevValue=self.owner)
-        except Exception:  # expired or taken over: the TTL already freed it
+            self.client.delete_if(self.key, self.owner)
+            if self.lease:
+                self.client.revoke(self.lease)
+        except Exception:  # expired or taken over: the lease already freed it
             pass
 
 
@@ -134,23 +144,34 @@ def _reconcile_locked(spec, store, observe, actuator, dry_run, log, clock, sleep
     state["headroom"] = remember(state.get("headroom") or {}, decision)
     pool = settings.pool
     if decision.action == "add":
-        record_size(state, spec, pool, decision.desired)
+        size = decision.current + decision.add
+        record_size(state, spec, pool, size)
         store.write(state)  # the intent first: a crash here is repaired by the next run or `up`
-        outcome.added = actuator.add(state, pool, decision.desired)
+        outcome.added = actuator.add(state, pool, size)
         log(f"added {', '.join(outcome.added) or 'nothing'}")
+        # New hosts are booting (upcoming capacity, not unknown) for the provisioning bound.
+        added = state["headroom"]["memory"].setdefault("added", {})
+        for host in outcome.added:
+            added[host] = now
+        store.write(state)
+    elif decision.action == "replace":
+        # Hosts that never reported since headroom added them: nothing ran there, so no drain.
+        store.write(state)
+        actuator.destroy(state, list(decision.remove))
+        record_size(state, spec, pool, decision.current - len(decision.remove))
+        outcome.removed = list(decision.remove)
+        outcome.status = "acted"
+        log(f"replaced (destroyed) {', '.join(decision.remove)}; the next pass adds what is needed")
         store.write(state)
     elif decision.action == "remove":
         store.write(state)
         size = decision.current
-        for host in decision.remove:
-            log(f"stopping new work on {host}")
-            actuator.stop_new_work(host)
-            deadline = clock() + spec.headroom.drain_timeout
-            while not actuator.drained(host):
-                if clock() >= deadline:
-                    break
-                sleep(min(2.0, max(0.05, spec.headroom.drain_timeout / 20)))
-            else:
+        memory = state["headroom"]["memory"]
+        queue = list(decision.remove)
+        spare = list(decision.spare)
+        while queue:
+            host = queue.pop(0)
+            if drain(spec, actuator, host, log, clock, sleep):
                 actuator.destroy(state, [host])
                 size -= 1
                 record_size(state, spec, pool, size)
@@ -159,15 +180,35 @@ def _reconcile_locked(spec, store, observe, actuator, dry_run, log, clock, sleep
                 log(f"removed {host}")
                 continue
             outcome.not_drained.append(host)
-            actuator.resume_work(host)
-            log(f"{host} did not drain within {spec.headroom.drain_timeout:g}s; left in place and taking work again")
+            memory.setdefault("undrainable", {})[host] = clock()
+            store.write(state)
+            log(f"{host} did not drain within {spec.headroom.drain_timeout:g}s; left in place, taking work "
+                f"again, skipped for {spec.headroom.scale_down_cooldown:g}s")
+            if spare:
+                queue.append(spare.pop(0))  # another candidate instead
         if outcome.not_drained:
             outcome.message += f"; not drained, left in place: {', '.join(outcome.not_drained)}"
             state["headroom"]["decisions"][-1]["not_drained"] = list(outcome.not_drained)
+            state["headroom"]["decisions"][-1]["removed"] = list(outcome.removed)
             store.write(state)
     else:
         store.write(state)
     return outcome
+
+
+def drain(spec: Any, actuator: Actuator, host: str, log: Callable[[str], None], clock: Callable[[], float],
+          sleep: Callable[[float], None]) -> bool:
+    """Stop new work on `host` and wait up to drain_timeout for it to run nothing; on timeout
+    the host takes work again. True when drained."""
+    log(f"stopping new work on {host}")
+    actuator.stop_new_work(host)
+    deadline = clock() + spec.headroom.drain_timeout
+    while not actuator.drained(host):
+        if clock() >= deadline:
+            actuator.resume_work(host)
+            return False
+        sleep(min(2.0, max(0.05, spec.headroom.drain_timeout / 20)))
+    return True
 
 
 # ---- the real edges ---------------------------------------------------------------------
@@ -183,9 +224,11 @@ class ClusterEdges:
     from etcd or Kubernetes, machines through the provider."""
 
     def __init__(self, spec: Any, store: Any, log: Callable[[str], None] = lambda m: None, provider: Any = None,
-                 ui: Any = None):
+                 ui: Any = None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
         from ..providers import get_provider
         self.spec, self.store, self.log, self.ui = spec, store, log, ui
+        self.clock, self.sleep = clock, sleep
         self.provider = provider or get_provider(spec, workdir=store.workdir, log=log)
         self._etcd = None
         self._kube = None
@@ -193,11 +236,11 @@ class ClusterEdges:
     def etcd(self, state: dict[str, Any]):
         if self._etcd is None:
             from ..pki import client_tls
-            from ..state_etcd import etcd_client
+            from .etcd_v3 import EtcdV3
             endpoints = cluster_etcd_endpoints(state)
             if not endpoints:
                 raise ActionError("headroom: state records no etcd member address yet: run `provision up` first")
-            self._etcd = etcd_client(endpoints, client_tls(self.store))
+            self._etcd = EtcdV3(endpoints, client_tls(self.store))
         return self._etcd
 
     def kube(self):
@@ -211,11 +254,33 @@ class ClusterEdges:
     def observe(self, state: dict[str, Any], now: float) -> Observation:
         from .observe import inventory, observe_etcd, observe_kubernetes, read_etcd_loads, read_kubernetes
         hosts = inventory(self.provider.list_hosts(), state)
+        added = ((state.get("headroom") or {}).get("memory") or {}).get("added") or {}
         if self.spec.headroom.source == "kubernetes":
-            nodes, pods = read_kubernetes(self.kube())
-            return observe_kubernetes(hosts, nodes, pods, now)
+            nodes, pods = self.read_kubernetes_batched()
+            pool = self.spec.headroom.pool
+            return observe_kubernetes(hosts, nodes, pods, now, pool=pool, labels=dict(self.spec.pool(pool).labels),
+                                      added=added)
         loads = read_etcd_loads(self.etcd(state), self.spec.name)
-        return observe_etcd(hosts, loads, now, self.spec.headroom.load_ttl)
+        # A live key is fresh (its TTL / lease says so): the agent's clock is not judged.
+        return observe_etcd(hosts, loads, now, added=added)
+
+    def read_kubernetes_batched(self, idle: float = 1.0, longest: float = 10.0):
+        """Nodes and pods once unschedulable pods stop arriving (Karpenter: 1 s idle, 10 s
+        at most), so one burst makes one batched decision."""
+        from .observe import batch_done, pending_names, read_kubernetes
+        nodes, pods = read_kubernetes(self.kube())
+        seen = pending_names(pods)
+        if not seen:
+            return nodes, pods
+        first = last = self.clock()
+        while not batch_done(first, last, self.clock(), idle, longest):
+            self.sleep(min(idle, 0.5))
+            nodes, pods = read_kubernetes(self.kube())
+            now_seen = pending_names(pods)
+            if now_seen - seen:
+                last = self.clock()
+            seen = now_seen
+        return nodes, pods
 
     # -- actuator --------------------------------------------------------------------------
     def add(self, state: dict[str, Any], pool: str, size: int) -> list[str]:
@@ -230,39 +295,40 @@ class ClusterEdges:
         return sorted(set(state.get("hosts", {})) - before)
 
     def stop_new_work(self, host: str) -> None:
+        """Kubernetes: cordon, then ask the Eviction API for each workload pod (a budget may
+        refuse some for now: `drained` asks again). etcd: the drain key tells the host's fleet
+        units to stop taking work; its agent keeps reporting, so the drain can be seen."""
         if self.spec.headroom.source == "kubernetes":
             from .observe import cordon
             cordon(self.kube(), host)
+            self._evict_all(host)
         else:
-            # Host agents and fleet units read this key and stop taking work (fleet drain).
-            self._etcd.write(drain_key(self.spec.name, host), "1")
-        stop_agent = getattr(self.provider, "stop_agent", None)
-        if stop_agent is not None:
-            stop_agent(host)
+            self._etcd.put(drain_key(self.spec.name, host), "1")
+
+    def _evict_all(self, host: str) -> int:
+        """Evict the workload pods left on `host`; returns how many remain."""
+        from .observe import evict, node_pods
+        left = 0
+        for pod in node_pods(self.kube(), host):
+            if evict(self.kube(), pod) == "wait":
+                left += 1  # 429: a PodDisruptionBudget says not now
+        return left
 
     def resume_work(self, host: str) -> None:
         if self.spec.headroom.source == "kubernetes":
             from .observe import uncordon
             uncordon(self.kube(), host)
         else:
-            import etcd
-            try:
-                self._etcd.delete(drain_key(self.spec.name, host))
-            except etcd.EtcdKeyNotFound:
-                pass
+            self._etcd.delete(drain_key(self.spec.name, host))
 
     def drained(self, host: str) -> bool:
         if self.spec.headroom.source == "kubernetes":
             from .observe import node_pods
+            self._evict_all(host)
             return not node_pods(self.kube(), host)
-        import etcd
-        try:
-            doc = json.loads(self._etcd.read(load_key(self.spec.name, host)).value)
-        except etcd.EtcdKeyNotFound:
-            return True  # the agent stopped publishing: nothing runs there any more
-        except (ValueError, TypeError):
-            return False
-        return doc.get("containers") == 0
+        from .observe import drained_by_report
+        # A missing key (silent agent) proves nothing: its containers may still run.
+        return drained_by_report(self._etcd.get(load_key(self.spec.name, host)))
 
     def destroy(self, state: dict[str, Any], hosts: Sequence[str]) -> None:
         self.provider.destroy_hosts(list(hosts))
@@ -270,8 +336,8 @@ class ClusterEdges:
             state.get("hosts", {}).pop(name, None)
             if self._etcd is not None:
                 try:
-                    self._etcd.delete(f"{hosts_key(self.spec.name)}/{name}", recursive=True)
-                except Exception:
+                    self._etcd.delete(f"{hosts_key(self.spec.name)}/{name}/", prefix=True)
+                except Exception:  # noqa: BLE001 - keys on a lease go by themselves anyway
                     pass
 
 

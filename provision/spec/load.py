@@ -317,6 +317,7 @@ def check_rules(spec: Spec, problems: Problems) -> None:
             problems.add("headroom.pool", f"must name a worker pool ({pool.name!r} is a {pool.role} pool)")
         if spec.headroom.containers_per_host < 1:
             problems.add("headroom.containers_per_host", f"must be >= 1 (got {spec.headroom.containers_per_host})")
+        headroom_limits(spec, problems)
 
     if spec.os.config == "cloud-config" and spec.os.family == "fedora-coreos":
         problems.add("os.config", "cloud-config needs an OS that runs coreos-cloudinit "
@@ -342,3 +343,27 @@ def load_spec(path: str | os.PathLike, label: str | None = None) -> Spec:
     """Read, parse and validate the spec at `path` (`-`: standard input, named <stdin>)."""
     label = label or ("<stdin>" if str(path) == STDIN else str(path))
     return parse_spec(read_yaml(path, label), label)
+
+
+def headroom_limits(spec, problems) -> None:
+    """Limits headroom could never honour: a reserve of all capacity (the pool would sit at
+    max), thresholds out of order (hosts removed as idle would be busy), and a min of 0 that
+    a reserve of free slots makes unreachable."""
+    h = spec.headroom
+    if h.reserve.percent is not None and h.reserve.percent >= 100:
+        problems.add("headroom.reserve", f"must be below 100% (got {h.reserve}: keeping all capacity free "
+                                         "would hold the pool at its max)")
+    for name in ("cpu_threshold", "memory_threshold"):
+        if h.scale_down_utilization >= getattr(h, name):
+            problems.add("headroom.scale_down_utilization",
+                         f"must be below headroom.{name} (got {h.scale_down_utilization:g} >= "
+                         f"{getattr(h, name):g}): a host counted idle would be busy enough to add one")
+    # host agents publish every 10 s (render.AGENT_INTERVAL): a shorter lease lapses between
+    # two publishes and a live host would read as silent
+    if h.load_ttl < 20:
+        problems.add("headroom.load_ttl", f"must be at least 20s, twice the agents' 10 s publish interval "
+                                          f"(got {h.load_ttl:g}s)")
+    for i, pool in enumerate(spec.pools):
+        if pool.name == h.pool and pool.min == 0 and h.reserve.count:
+            problems.add(f"pools[{i}].min", f"0 cannot be reached while headroom.reserve keeps {h.reserve.count} "
+                                            "free slot(s); use reserve: 0 or a percentage like \"20%\"")

@@ -402,6 +402,5 @@ class Spec:
 
     @property
     def needs_etcd_v2(self) -> bool:
-        """fleet, v2 flannel and the etcd headroom source speak etcd's v2 API."""
-        return (self.fleet.enabled or self.network.flannel.etcd_api == "v2"
-                or (self.headroom is not None and self.headroom.source == "etcd"))
+        """fleet and v2 flannel speak etcd's v2 API (headroom's etcd source speaks v3)."""
+        return self.fleet.enabled or self.network.flannel.etcd_api == "v2"

@@ -1,6 +1,10 @@
 """A small local Kubernetes API server for tests: node and pod list responses shaped like
-the real API (v1 NodeList / PodList), `fieldSelector=spec.nodeName=X` on pods, and node
-PATCH (cordon). Driven by the real `kubernetes` client through a kubeconfig it writes.
+the real API (v1 NodeList / PodList), `fieldSelector=spec.nodeName=X` on pods, node PATCH
+(cordon: only marks the node, moves nothing, as the real API server), and the Eviction API
+(POST .../pods/NAME/eviction with a policy/v1 Eviction) honouring PodDisruptionBudgets: an
+eviction that would leave fewer healthy pods than a budget's minAvailable (or more missing
+than its maxUnavailable) is refused with 429 TooManyRequests, as the real API does. Driven by
+the real `kubernetes` client through a kubeconfig it writes.
 
 Only what the Kubernetes API server cannot do here (it cannot run on these machines) is
 faked; the client, its HTTP, its deserialisation and quantity parsing are real.
@@ -27,30 +31,50 @@ def node(name: str, cpu: str = "4", memory: str = "8Gi", ready: str = "True", la
 
 
 def pod(name: str, node_name: str | None, cpu: str = "500m", memory: str = "512Mi", phase: str | None = None,
-        namespace: str = "default", daemonset: bool = False) -> dict:
-    meta: dict[str, Any] = {"name": name, "namespace": namespace, "uid": f"uid-{namespace}-{name}"}
+        namespace: str = "default", daemonset: bool = False, labels: dict | None = None,
+        node_selector: dict | None = None, unschedulable: bool = True) -> dict:
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "uid": f"uid-{namespace}-{name}",
+                            "labels": labels or {}}
     if daemonset:
         meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "ds", "uid": "ds-uid"}]
     spec: dict[str, Any] = {"containers": [{"name": "main", "image": "busybox",
                                             "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}
     if node_name:
         spec["nodeName"] = node_name
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec,
-            "status": {"phase": phase or ("Running" if node_name else "Pending")}}
+    if node_selector:
+        spec["nodeSelector"] = node_selector
+    status: dict[str, Any] = {"phase": phase or ("Running" if node_name else "Pending")}
+    if not node_name and unschedulable:
+        status["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                 "message": "0/3 nodes are available: 3 Insufficient cpu."}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
+
+
+def pdb(name: str, match_labels: dict, min_available: int | None = None, max_unavailable: int | None = None,
+        namespace: str = "default") -> dict:
+    """A policy/v1 PodDisruptionBudget (integer minAvailable or maxUnavailable)."""
+    spec: dict[str, Any] = {"selector": {"matchLabels": match_labels}}
+    if min_available is not None:
+        spec["minAvailable"] = min_available
+    if max_unavailable is not None:
+        spec["maxUnavailable"] = max_unavailable
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
 class FakeKubernetesAPI:
     """`with FakeKubernetesAPI(tmp_path) as api:` ... `api.kubeconfig` is a kubeconfig path.
 
-    `nodes` and `pods` are plain API objects (dicts) the test edits. `on_cordon` is called
-    with the node name after a cordon, e.g. to move its pods away as evictions would."""
+    `nodes`, `pods` and `pdbs` are plain API objects (dicts) the test edits; `evictions` lists
+    (namespace/name, HTTP code) of every eviction asked for."""
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
         self.nodes: list[dict] = []
         self.pods: list[dict] = []
+        self.pdbs: list[dict] = []
+        self.evictions: list[tuple[str, int]] = []
         self.requests: list[tuple[str, str]] = []
-        self.on_cordon = None
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
 
@@ -108,9 +132,25 @@ class FakeKubernetesAPI:
                         return self._send(404, status(404, "NotFound", f'nodes "{name}" not found'))
                     match[0]["spec"].update(body.get("spec", {}))
                     result = match[0]
-                if body.get("spec", {}).get("unschedulable") and fake.on_cordon:
-                    fake.on_cordon(name)
                 self._send(200, result)
+
+            def do_POST(self) -> None:
+                url = urlsplit(self.path)
+                fake.requests.append(("POST", url.path))
+                if not self._authorized():
+                    return
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                parts = url.path.strip("/").split("/")
+                # /api/v1/namespaces/NS/pods/NAME/eviction
+                if len(parts) != 7 or parts[:3] != ["api", "v1", "namespaces"] or parts[4] != "pods" \
+                        or parts[6] != "eviction":
+                    return self._send(404, status(404, "NotFound", f"the server could not find {url.path}"))
+                namespace, name = parts[3], parts[5]
+                if body.get("kind") != "Eviction" or body.get("metadata", {}).get("name") != name:
+                    return self._send(400, status(400, "BadRequest", "name in URL does not match name in Eviction"))
+                code, answer = fake.evict(namespace, name)
+                fake.evictions.append((f"{namespace}/{name}", code))
+                self._send(code, answer)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -131,11 +171,36 @@ class FakeKubernetesAPI:
         self.server.shutdown()
         self.server.server_close()
 
-    def move_pods_off(self, node_name: str) -> None:
-        """What evictions and the scheduler would do: pods leave a cordoned node."""
+    def evict(self, namespace: str, name: str) -> tuple[int, dict]:
+        """The API server's eviction: 404 for no such pod, 429 when a budget covering the pod
+        would be violated, else the pod is deleted (201, a Success Status)."""
         with self.lock:
-            self.pods = [p for p in self.pods if p["spec"].get("nodeName") != node_name
-                         or any(o["kind"] == "DaemonSet" for o in p["metadata"].get("ownerReferences", []))]
+            target = [p for p in self.pods if p["metadata"]["namespace"] == namespace
+                      and p["metadata"]["name"] == name]
+            if not target:
+                return 404, status(404, "NotFound", f'pods "{name}" not found')
+            labels = target[0]["metadata"].get("labels") or {}
+            for budget in self.pdbs:
+                if budget["metadata"]["namespace"] != namespace:
+                    continue
+                selector = budget["spec"]["selector"]["matchLabels"]
+                if any(labels.get(k) != v for k, v in selector.items()):
+                    continue
+                covered = [p for p in self.pods if p["metadata"]["namespace"] == namespace
+                           and all((p["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())]
+                healthy = sum(1 for p in covered if p["status"].get("phase") == "Running")
+                if "minAvailable" in budget["spec"]:
+                    allowed = healthy - budget["spec"]["minAvailable"]
+                else:
+                    allowed = budget["spec"]["maxUnavailable"] - (len(covered) - healthy)
+                if allowed <= 0:
+                    return 429, {**status(429, "TooManyRequests", "Cannot evict pod as it would violate the "
+                                                                  "pod's disruption budget."),
+                                 "details": {"causes": [{"reason": "DisruptionBudget", "message":
+                                             f"The disruption budget {budget['metadata']['name']} needs "
+                                             f"{healthy - allowed} healthy pods and has {healthy} currently"}]}}
+            self.pods.remove(target[0])
+        return 201, {"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 201, "metadata": {}}
 
 
 def listing(kind: str, items: list[dict]) -> dict:

@@ -139,3 +139,59 @@ def test_without_once_it_loops_at_the_interval(cli, spec_file, tmp_path, monkeyp
                                   "ui": None})(), once=False, dry_run=False, explain=False)
     assert len(calls) == 3 and sleeps == [30.0, 30.0, 30.0]
     assert all(not kw["dry_run"] for kw in calls)
+
+
+def test_history_prints_every_decision_over_time_and_that_each_replays(cli, spec_file, tmp_path):
+    state_dir = tmp_path / "state"
+    result = cli("headroom", "history", spec_file, "--state-dir", state_dir)
+    assert result.code == 0 and "no headroom decision recorded yet" in result.out
+    spec = load_spec(spec_file)
+    store = LocalStateStore(spec.name, state_dir)
+    settings = Settings.from_spec(spec)
+    memory, headroom = Memory(), {}
+    for i, containers in enumerate([8, 8, 8, 20]):
+        hosts = (HostLoad("hrcli-masters-0", "masters", "master", etcd=True),
+                 HostLoad("hrcli-workers-0", "workers", "worker", containers=containers, cpu=0.9, memory=0.2))
+        d = decide(settings, Observation(at=1_800_000_000.0 + 60 * i, hosts=hosts), memory)
+        memory, headroom = d.memory, remember(headroom, d)
+    state = store.read()
+    state["headroom"] = headroom
+    store.write(state)
+    result = cli("headroom", "history", spec_file, "--state-dir", state_dir, "-o", "json")
+    assert result.code == 0, result.err
+    rows = json.loads(result.out)["decisions"]
+    assert [r["containers"] for r in rows] == [8, 8, 8, 20]
+    assert all(r["replays"] is True for r in rows) and rows[0]["capacity"] == 8
+    text = cli("headroom", "history", spec_file, "--state-dir", state_dir)
+    assert text.code == 0 and text.out.count("2027-01-15") == 4 and "replays" in text.out
+    # a record tampered with no longer replays to what it says
+    state = store.read()
+    state["headroom"]["decisions"][-1]["desired"] = 99
+    store.write(state)
+    rows = json.loads(cli("headroom", "history", spec_file, "--state-dir", state_dir, "-o", "json").out)["decisions"]
+    assert rows[-1]["replays"] is False
+
+
+def test_history_plot_draws_png_or_svg_deterministically_and_refuses_other_files(cli, spec_file, tmp_path):
+    state_dir = tmp_path / "state"
+    spec = load_spec(spec_file)
+    store = LocalStateStore(spec.name, state_dir)
+    memory, headroom = Memory(), {}
+    for i, containers in enumerate([4, 8, 8, 20, 20, 3]):
+        hosts = (HostLoad("hrcli-masters-0", "masters", "master", etcd=True),
+                 HostLoad("hrcli-workers-0", "workers", "worker", containers=containers, cpu=0.5, memory=0.2))
+        d = decide(Settings.from_spec(spec), Observation(at=1_800_000_000.0 + 60 * i, hosts=hosts), memory)
+        memory, headroom = d.memory, remember(headroom, d)
+    state = store.read()
+    state["headroom"] = headroom
+    store.write(state)
+    png, svg, svg2 = tmp_path / "h.png", tmp_path / "h.svg", tmp_path / "again.svg"
+    for target in (png, svg, svg2):
+        result = cli("headroom", "history", spec_file, "--plot", target, "--state-dir", state_dir)
+        assert result.code == 0, result.err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert svg.read_bytes().startswith(b"<?xml") and b"demand (containers)" in svg.read_bytes()
+    assert svg.read_bytes() == svg2.read_bytes()  # same records, same picture
+    bad = cli("headroom", "history", spec_file, "--plot", tmp_path / "h.gif", "--state-dir", state_dir)
+    assert bad.code == 2 and "--plot" in bad.err and not (tmp_path / "h.gif").exists()
+    assert cli("headroom", spec_file, "--plot", png, "--state-dir", state_dir).code == 2

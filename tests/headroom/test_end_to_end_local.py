@@ -5,8 +5,11 @@ member) is never chosen. Everything is real: namespace hosts, Ignition, etcd ove
 the host-load agents, the CLI as its own process.
 
 The agent of the first worker is paused (SIGSTOP) while the test writes that worker's load
-itself, so the agent's own figures do not overwrite it; the agents of the workers headroom
-adds run and publish on their own."""
+itself (etcd v3, on a lease, as the agent does), so the agent's own figures do not overwrite
+it; the agents of the workers headroom adds run and publish on their own, then are paused
+too for the drain checks: a host reporting containers is never destroyed (it does not drain
+in drain_timeout: reported, taking work again, the next candidate tried), nor is a silent
+one."""
 from __future__ import annotations
 
 import json
@@ -25,7 +28,7 @@ import pytest
 from provision.headroom.observe import load_key
 from provision.pki import client_tls
 from provision.state import LocalStateStore
-from provision.state_etcd import etcd_client
+from provision.headroom.etcd_v3 import EtcdV3
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -80,7 +83,7 @@ headroom:
   reserve: 2
   scale_up_cooldown: 0s
   scale_down_cooldown: 0s
-  drain_timeout: 20s
+  drain_timeout: 4s
 """)
     state_dir = tmp_path / "state"
     paused: list[int] = []
@@ -114,16 +117,15 @@ def test_headroom_adds_to_max_and_removes_to_min_on_the_local_provider(cluster):
     state = store.read()
     endpoints = [f"https://{h['address']}:2379" for h in state["hosts"].values() if h.get("etcd")]
     assert endpoints == [f"https://{state['hosts'][f'{name}-masters-0']['address']}:2379"]
-    etcd = etcd_client(endpoints, client_tls(store))
+    etcd = EtcdV3(endpoints, client_tls(store))
     first = f"{name}-workers-0"
 
     def loads():
         out = {}
         for n in store.read()["hosts"]:
-            try:
-                out[n] = json.loads(etcd.read(load_key(name, n)).value)
-            except Exception:
-                pass
+            raw = etcd.get(load_key(name, n))
+            if raw is not None:
+                out[n] = json.loads(raw)
         return out
 
     wait_for(lambda: first in loads() and f"{name}-masters-0" in loads(), 30, "the agents' first loads")
@@ -134,8 +136,8 @@ def test_headroom_adds_to_max_and_removes_to_min_on_the_local_provider(cluster):
         paused.append(pid)
 
     def write_load(host, containers):
-        etcd.write(load_key(name, host), json.dumps({"containers": containers, "cpu": 0.5, "memory": 0.5,
-                                                     "at": time.time()}), ttl=120)
+        etcd.put(load_key(name, host), json.dumps({"containers": containers, "cpu": 0.5, "memory": 0.5,
+                                                   "at": time.time()}), etcd.grant(120))
 
     write_load(first, 30)  # far more than one worker's 8 slots
 
@@ -163,18 +165,40 @@ def test_headroom_adds_to_max_and_removes_to_min_on_the_local_provider(cluster):
 
     # The new workers' own agents publish (0 containers); the load goes away from the first.
     wait_for(lambda: {f"{name}-workers-1", f"{name}-workers-2"} <= set(loads()), 60, "the new workers' agents")
-    write_load(first, 0)
-    for _ in range(4):
+    second, third = f"{name}-workers-1", f"{name}-workers-2"
+    for host in (second, third):
+        for pid in agent_pids(host):
+            os.kill(pid, signal.SIGSTOP)
+            paused.append(pid)
+    write_load(first, 1)
+    write_load(second, 1)
+    write_load(third, 0)
+
+    def headroom_once():
         run = cli("headroom", spec, "--once", "--state-dir", state_dir, "-o", "json")
         assert run.returncode == 0, run.stderr[-2000:]
-        workers = [n for n, h in store.read()["hosts"].items() if h["pool"] == "workers"]
-        if len(workers) == 1:
-            break
-        write_load(first, 0)
+        return json.loads(run.stdout), run.stderr
+
+    # 2 containers want 1 host: the empty one goes first (its report of zero is the proof).
+    doc, _ = headroom_once()
+    assert doc["decision"]["action"] == "remove" and doc["removed"] == [third]
+    # Two hosts with a container each: neither reports zero within drain_timeout, so neither
+    # is destroyed; both are reported, take work again, and the second was tried in place of
+    # the first.
+    doc, err = headroom_once()
+    assert doc["decision"]["action"] == "remove" and doc["removed"] == []
+    assert doc["not_drained"] == [first, second] and "not drained" in doc["message"]
     state = store.read()
-    assert len([n for n, h in state["hosts"].items() if h["pool"] == "workers"]) == 1
-    assert f"{name}-masters-0" in state["hosts"] and state["pools"]["workers"]["size"] == 1
-    removed = [n for d in state["headroom"]["decisions"] for n in d["remove"]]
+    assert {first, second} <= set(state["hosts"]) and state["pools"]["workers"]["size"] == 2
+    assert etcd.get(f"/provision/{name}/hosts/{first}/drain") is None  # taking work again
+    assert sorted(state["headroom"]["memory"]["undrainable"]) == [first, second]
+    # The first goes silent (its key is gone): unknown, neither capacity nor removable.
+    etcd.delete(load_key(name, first))
+    write_load(second, 0)
+    doc, _ = headroom_once()
+    assert doc["removed"] == [] and first in doc["decision"]["inputs"]["unknown"]
+    assert first in store.read()["hosts"]
+    removed = [n for d in store.read()["headroom"]["decisions"] for n in d["remove"]]
     assert removed and all("-workers-" in n for n in removed)
     assert f"{name}-masters-0" not in removed
     listed = cli("plan", spec, "--state-dir", state_dir, "-o", "json")

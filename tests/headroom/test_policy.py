@@ -1,6 +1,8 @@
 """The pure headroom policies and their combination."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from provision.headroom.policy import (READY, UNKNOWN, UNREADY, HostLoad, Memory, Observation, Sample, Settings,
@@ -79,15 +81,17 @@ def test_utilization_memory_alone_triggers():
     assert need.hosts == 3
 
 
-def test_utilization_removes_only_after_low_for_the_cooldown():
+def test_utilization_wants_fewer_at_once_and_decide_removes_after_the_window():
     s = settings(policies=("utilization",), scale_down_cooldown=600.0, scale_down_utilization=0.5)
     pool = workers(1, 1, 1, cpu=0.1, memory=0.1)
     need, low = utilization_policy(s, pool, 0, 0, {}, NOW)
-    assert need.hosts == 3 and set(low) == {h.name for h in pool} and set(low.values()) == {NOW}
-    need, low2 = utilization_policy(s, pool, 0, 0, low, NOW + 599)
-    assert need.hosts == 3 and low2 == low
-    need, _ = utilization_policy(s, pool, 0, 0, low, NOW + 600)
-    assert need.hosts == 1  # 0.3 CPU fits on one host under 0.7
+    assert need.hosts == 1 and set(low) == {h.name for h in pool} and set(low.values()) == {NOW}
+    d = decide(s, observe(masters() + pool, at=NOW), Memory())
+    assert d.action == "wait"
+    d = decide(s, observe(masters() + pool, at=NOW + 599), d.memory)
+    assert d.action == "wait"
+    d = decide(s, observe(masters() + pool, at=NOW + 600), d.memory)
+    assert d.action == "remove" and len(d.remove) == 1  # non-empty hosts one at a time
 
 
 def test_utilization_host_going_busy_restarts_its_timer():
@@ -132,7 +136,8 @@ def test_predict_accelerating_load_predicts_more_than_linear():
 
 
 def test_predict_never_negative():
-    assert predict(history([100, 60, 20, 1]), "containers") == 0.0
+    assert 0.0 <= predict(history([100, 60, 20, 1]), "containers") < 2
+    assert predict(history([100, 75, 50, 25, 0]), "containers") == 0.0
 
 
 def test_predictive_policy_meets_a_ramp_before_the_reactive_ones():
@@ -204,9 +209,9 @@ def test_unknown_hosts_are_never_idle_nor_removed():
 
 
 @pytest.mark.parametrize("total, bad, halted", [
-    (10, 3, False), (10, 4, True),          # more than 3
-    (5, 2, False), (5, 3, True),            # more than 45%
-    (2, 1, True), (20, 4, True), (20, 3, False),
+    (8, 3, False), (8, 4, True),            # more than 3 and more than 45%
+    (5, 3, False), (9, 4, False),           # 60% but only 3; 4 but only 44%
+    (2, 1, False), (20, 4, False), (6, 6, True),
 ])
 def test_halts_when_too_many_hosts_are_unknown_or_unready(total, bad, halted):
     hosts = [HostLoad(f"c-workers-{i}", "workers", "worker", UNKNOWN if i < bad else READY, containers=30)
@@ -215,7 +220,7 @@ def test_halts_when_too_many_hosts_are_unknown_or_unready(total, bad, halted):
     d = decide(settings(max_count=30), observe(hosts, pending=50), Memory())
     assert (d.action == "halt") is halted
     if halted:
-        assert f"{bad} of {total} hosts unknown or unready" in d.reason
+        assert f"{bad} of {total} hosts unknown or unready" in d.reason and "more than 3 and more" in d.reason
 
 
 def test_scale_up_cooldown_after_a_change():
@@ -227,27 +232,31 @@ def test_scale_up_cooldown_after_a_change():
     assert d.action == "add"
 
 
-def test_scale_down_waits_until_too_big_for_the_whole_cooldown():
+def test_scale_down_shrinks_to_the_largest_size_wanted_in_the_window():
     s = settings(scale_down_cooldown=600.0)
     obs = lambda t: observe(masters() + workers(1, 0, 0), at=t)  # noqa: E731
     d1 = decide(s, obs(NOW), Memory())
-    assert d1.action == "wait" and d1.memory.shrink_since == NOW
+    assert d1.action == "wait" and d1.memory.wanted == ((NOW, 1),)
     d2 = decide(s, obs(NOW + 300), d1.memory)
-    assert d2.action == "wait" and d2.memory.shrink_since == NOW
-    # load returns for one run: the timer restarts
+    assert d2.action == "wait"
+    # load returns for one run: 3 hosts are wanted inside the window
     d3 = decide(s, observe(masters() + workers(8, 8, 0), at=NOW + 400), d2.memory)
-    assert d3.memory.shrink_since is None
-    d4 = decide(s, obs(NOW + 500), d3.memory)
-    assert d4.action == "wait"
-    d5 = decide(s, obs(NOW + 1100), d4.memory)
+    d4 = decide(s, obs(NOW + 700), d3.memory)
+    assert d4.action == "wait" and "largest size wanted" in d4.reason
+    d5 = decide(s, obs(NOW + 1299), d4.memory)  # 3 was wanted until the sample at 700
+    assert d5.action == "wait"
+    d5 = decide(s, obs(NOW + 1300), d5.memory)
     assert d5.action == "remove" and d5.memory.last_change == "remove"
 
 
-def test_scale_down_cooldown_after_any_change():
+def test_scale_down_cooldown_after_an_addition():
     s = settings(scale_down_cooldown=600.0)
-    mem = Memory(last_change_at=NOW - 100, last_change="add", shrink_since=NOW - 700)
+    mem = Memory(last_change_at=NOW - 100, last_change="add", wanted=((NOW - 700, 1),))
     d = decide(s, observe(masters() + workers(0, 0, 0)), mem)
     assert d.action == "wait" and "scale-down cooldown" in d.reason
+    # after a removal, the next one follows at once (back to back)
+    d = decide(s, observe(masters() + workers(0, 0, 0)), replace(mem, last_change="remove"))
+    assert d.action == "remove"
 
 
 def test_steady_is_none_and_deterministic():

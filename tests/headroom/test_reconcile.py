@@ -1,20 +1,19 @@
-"""Reconcile against a real etcd (load keys, reconcile lock, over TLS) and the real local state
+"""Reconcile against a real etcd with only the v3 API (load keys on leases, drain keys, the
+reconcile lock on a lease, over TLS) and the real local state
 store, with host creation and destruction doubled so that the corner cases (halt, a host
 that does not drain, racing reconcilers) run in seconds; planning (names), the decision, the
 locks and the drain protocol are real. test_end_to_end_local.py does the same for real on
 the local provider."""
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
 import uuid
 
-import etcd
 import pytest
 
-from provision.headroom.observe import inventory, load_key, observe_etcd, read_etcd_loads
+from provision.headroom.observe import drained_by_report, inventory, load_key, observe_etcd, read_etcd_loads
 from provision.headroom.reconcile import BUSY, EtcdReconcileLock, reconcile
 from provision.plan import plan
 from provision.providers.base import HostRecord
@@ -56,8 +55,9 @@ class ProviderDouble:
         return [HostRecord(n, h["pool"], h["role"], f"id-{n}", "running") for n, h in sorted(self.hosts.items())]
 
     def observe(self, state, now):
+        added = ((state.get("headroom") or {}).get("memory") or {}).get("added") or {}
         return observe_etcd(inventory(self.list_hosts(), state), read_etcd_loads(self.client, self.spec.name),
-                            now, self.spec.headroom.load_ttl)
+                            now, added=added)
 
     # actuator
     def add(self, state, pool, size):
@@ -67,15 +67,15 @@ class ProviderDouble:
 
     def stop_new_work(self, host):
         self.stopped.append(host)
-        self.client.write(f"/provision/{self.spec.name}/hosts/{host}/drain", "1")
+        self.client.put(f"/provision/{self.spec.name}/hosts/{host}/drain", "1")
 
     def resume_work(self, host):
         self.resumed.append(host)
-        self.client.delete(f"/provision/{self.spec.name}/hosts/{host}/drain")
+        assert self.client.delete(f"/provision/{self.spec.name}/hosts/{host}/drain") == 1
 
     def drained(self, host):
-        raw = read_etcd_loads(self.client, self.spec.name).get(host)
-        return raw is None or json.loads(raw)["containers"] == 0
+        # only a report of zero containers is proof: a missing key is not
+        return drained_by_report(read_etcd_loads(self.client, self.spec.name).get(host))
 
     def destroy(self, state, hosts):
         for h in hosts:
@@ -86,10 +86,10 @@ class ProviderDouble:
 
 
 @pytest.fixture
-def cluster(etcd_server, tmp_path):
+def cluster(etcd_v3_server, tmp_path):
     name = f"h{uuid.uuid4().hex[:8]}"
     spec = make_spec(name)
-    client = etcd_server.client()
+    client = etcd_v3_server.v3()
     store = LocalStateStore(name, tmp_path / "state")
     double = ProviderDouble(spec, client)
     state = store.read()
@@ -100,7 +100,7 @@ def cluster(etcd_server, tmp_path):
 
 def publish(client, spec, host, containers, cpu=0.2):
     doc = {"containers": containers, "cpu": cpu, "memory": cpu, "at": time.time()}
-    client.write(load_key(spec.name, host), json.dumps(doc), ttl=60)
+    client.put(load_key(spec.name, host), json.dumps(doc), client.grant(60))
 
 
 def publish_all(double, client, spec, containers_per_worker):
@@ -142,13 +142,21 @@ def test_unknown_hosts_halt_and_are_never_removed(cluster):
     spec, store, double, client = cluster
     publish_all(double, client, spec, 30)
     run_once(spec, store, double, client)  # 4 workers now; only the first publishes again
+    publish_all(double, client, spec, 30)
+    run_once(spec, store, double, client)  # the new workers reported once: no longer booting
+    assert store.read()["headroom"]["memory"]["added"] == {}
     for name in list(double.hosts):
-        with contextlib.suppress(etcd.EtcdKeyNotFound):
-            client.delete(load_key(spec.name, name))
+        client.delete(load_key(spec.name, name))
     publish(client, spec, f"{spec.name}-masters-0", 0)
     publish(client, spec, f"{spec.name}-workers-0", 0)
     out = run_once(spec, store, double, client)
-    assert out.decision.action == "halt" and "3 of 5 hosts unknown" in out.decision.reason
+    # 3 of 5: not more than 3, so no halt; the silent hosts are neither capacity nor removed
+    assert out.decision.action != "halt" and out.decision.inputs["unknown"] == \
+        [f"{spec.name}-workers-{i}" for i in (1, 2, 3)]
+    assert double.destroyed == []
+    client.delete(load_key(spec.name, f"{spec.name}-workers-0"))
+    out = run_once(spec, store, double, client)
+    assert out.decision.action == "halt" and "4 of 5 hosts unknown" in out.decision.reason
     assert double.destroyed == []
 
 
@@ -161,12 +169,22 @@ def test_a_host_that_does_not_drain_is_left_and_reported(cluster):
     t0 = time.monotonic()
     out = run_once(spec, store, double, client)
     assert out.decision.action == "remove" and len(out.decision.remove) == 1
-    assert out.not_drained == list(out.decision.remove) and out.removed == []
-    assert 0.9 <= time.monotonic() - t0 < 10  # waited for drain_timeout (1s), not forever
-    assert out.decision.remove[0] in double.hosts and double.destroyed == []
-    assert "not drained" in out.message and double.resumed == list(out.decision.remove)
-    assert store.read()["headroom"]["decisions"][-1]["not_drained"] == list(out.decision.remove)
-    assert store.read()["pools"]["workers"]["size"] == 4  # nothing removed, nothing recorded as removed
+    # the chosen host first, then the other candidates in its place: none drains
+    assert out.not_drained[0] == out.decision.remove[0] and out.removed == []
+    assert out.not_drained == list(out.decision.remove + out.decision.spare) and len(out.not_drained) == 4
+    assert 3.9 <= time.monotonic() - t0 < 20  # waited drain_timeout (1s) for each, not forever
+    assert all(h in double.hosts for h in out.not_drained) and double.destroyed == []
+    assert "not drained" in out.message and double.resumed == out.not_drained
+    state = store.read()
+    assert state["headroom"]["decisions"][-1]["not_drained"] == out.not_drained
+    assert sorted(state["headroom"]["memory"]["undrainable"]) == sorted(out.not_drained)
+    assert state["pools"]["workers"]["size"] == 4  # nothing removed, nothing recorded as removed
+    # the agent stops publishing: a missing key is not "drained", nothing is destroyed
+    for name in out.not_drained:
+        client.delete(load_key(spec.name, name))
+    publish(client, spec, f"{spec.name}-masters-0", 0)
+    out = run_once(spec, store, double, client)
+    assert double.destroyed == []
 
 
 def test_two_reconcilers_started_together_act_once(cluster, tmp_path):
@@ -214,9 +232,37 @@ def test_etcd_lock_expires_when_its_holder_crashed(cluster):
     assert crashed.acquire()
     assert not EtcdReconcileLock(client, spec.name, "next", ttl=30).acquire()
     assert "crashed run" in crashed.holder()
-    time.sleep(2.2)
+    # etcd raises a 1 s lease to its minimum TTL (about 2 s with default timings) and checks
+    # expiry twice a second: poll instead of sleeping a fixed time
     nxt = EtcdReconcileLock(client, spec.name, "next", ttl=30)
-    assert nxt.acquire()
+    deadline = time.monotonic() + 8
+    while not nxt.acquire():
+        assert time.monotonic() < deadline, "the crashed holder's lease never expired"
+        time.sleep(0.25)
     crashed.release()  # not the owner any more: must not free the new holder's lock
     assert not EtcdReconcileLock(client, spec.name, "third", ttl=30).acquire()
     nxt.release()
+
+
+def test_added_hosts_that_never_report_boot_then_get_replaced(cluster):
+    spec, store, double, client = cluster
+    publish_all(double, client, spec, 30)
+    out = run_once(spec, store, double, client)
+    new = sorted(out.added)
+    assert len(new) == 3
+    state = store.read()
+    assert sorted(state["headroom"]["memory"]["added"]) == new
+    # the new hosts never publish: booting (neither capacity nor a reason to halt or add again)
+    for name in new:
+        client.delete(load_key(spec.name, name))
+    out = run_once(spec, store, double, client)
+    assert out.decision.action != "halt" and out.decision.inputs["booting"] == new and out.added == []
+    # 16 minutes later they are still silent: replaced, without a drain
+    state = store.read()
+    state["headroom"]["memory"]["added"] = {n: time.time() - 960 for n in new}
+    store.write(state)
+    out = run_once(spec, store, double, client)
+    assert out.decision.action == "replace" and out.removed == new and double.destroyed == new
+    assert double.stopped == [] and store.read()["pools"]["workers"]["size"] == 1
+    out = run_once(spec, store, double, client)  # the load is still there: added again
+    assert out.decision.action == "add" and len(out.added) == 3

@@ -348,20 +348,25 @@ def test_scale_adds_hosts_that_publish_load(cluster):
     assert state["pools"]["workers"]["size"] == 4
     new = [f"{cluster['name']}-workers-{i}" for i in (2, 3)]
     assert all(n in state["hosts"] for n in new)
-    # their host-load agents publish into etcd's v2 keyspace (headroom's source)
-    import etcd as python_etcd
+    # their host-load agents publish into etcd's v3 keyspace on leases (headroom's source)
+    from provision.headroom.etcd_v3 import EtcdV3
     ssl = cluster["workdir"] / "local" / "hosts" / new[0] / "root" / "etc" / "ssl" / "etcd"
     address = state["hosts"][f"{cluster['name']}-masters-0"]["address"]
-    client = python_etcd.Client(host=address, port=2379, protocol="https", ca_cert=str(ssl / "ca.crt"),
-                                cert=(str(ssl / "agent.crt"), str(ssl / "agent.key")))
+
+    class AgentTLS:
+        ca, cert, key = ssl / "ca.crt", ssl / "agent.crt", ssl / "agent.key"
+
+    client = EtcdV3([f"https://{address}:2379"], AgentTLS)
+    prefix = f"/provision/{cluster['name']}/hosts/"
     deadline = time.monotonic() + 60
     while True:
-        try:
-            loads = {n: json.loads(client.read(f"/provision/{cluster['name']}/hosts/{n}/load").value) for n in new}
+        found = client.get_prefix(prefix)
+        if all(f"{prefix}{n}/load" in found for n in new):
+            loads = {n: json.loads(found[f"{prefix}{n}/load"][0]) for n in new}
+            assert all(found[f"{prefix}{n}/load"][1] for n in new)  # each on a lease
             break
-        except python_etcd.EtcdKeyNotFound:
-            assert time.monotonic() < deadline, "new workers did not publish load"
-            time.sleep(1)
+        assert time.monotonic() < deadline, "new workers did not publish load"
+        time.sleep(1)
     for load in loads.values():
         assert set(load) == {"containers", "cpu", "memory", "at"} and 0 <= load["cpu"] <= 1
     code, report = status(cluster)

@@ -179,7 +179,7 @@ def test_percentage_reserve_rounds_up_like_clocker():
 def test_needs_etcd_v2_only_when_something_speaks_v2():
     plain = mutate({"fleet": {"enabled": False}, "headroom": DELETE})
     assert parse_spec(plain).needs_etcd_v2 is False
-    assert parse_spec(mutate({"fleet": {"enabled": False}})).needs_etcd_v2 is True  # etcd headroom source
+    assert parse_spec(mutate({"fleet": {"enabled": False}})).needs_etcd_v2 is False  # headroom's etcd source is v3
     assert parse_spec(mutate({})).needs_etcd_v2 is True
 
 
