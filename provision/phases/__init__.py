@@ -10,6 +10,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .. import faults
 from ..errors import ActionError, NotYetAvailable, UserError
 from ..spec import Spec
 from ..state import MissingBlob, StateStore
@@ -103,6 +104,7 @@ def missing_output(phase: str, err: MissingBlob) -> ActionError:
 def run_phases(ctx: RunContext, phases: tuple[Phase, ...]) -> None:
     for phase in phases:
         runner = phase.runner()
+        faults.enter(phase.name)
         ctx.log(phase.name, ("dry run: " if ctx.dry_run else "") + phase.summary)
         result = runner(ctx)
         if result is not None:

@@ -15,6 +15,7 @@ import sys
 
 import pytest
 
+from tests.real import require
 from provision.pki import CertSpec, cert_pem, key_pem, make_ca, make_leaf
 
 
@@ -62,7 +63,7 @@ def write_tls(directory: Path, name: str, ca_key, ca_cert, usage: str, ips=(), d
 def start_etcd(directory: Path, server: TLS, *, v2: bool = True) -> tuple[subprocess.Popen, str]:
     client_port, peer_port = free_port(), free_port()
     endpoint = f"https://127.0.0.1:{client_port}"
-    args = ["etcd", "--name", "t", "--data-dir", str(directory / "data"),
+    args = [require("etcd"), "--name", "t", "--data-dir", str(directory / "data"),
             "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
             "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
@@ -93,8 +94,7 @@ def wait_healthy(endpoint: str, tls: TLS, proc: subprocess.Popen, timeout: float
 
 @pytest.fixture(scope="session")
 def etcd_server(tmp_path_factory):
-    if shutil.which("etcd") is None:
-        pytest.skip("etcd is not installed (Debian etcd-server)")
+    require("etcd")
     base = tmp_path_factory.mktemp("etcd")
     ca_key, ca_cert = make_ca("test-etcd-ca", 30, "ecdsa-p256")
     server = write_tls(base, "server", ca_key, ca_cert, "server", ips=("127.0.0.1",), dns=("localhost",))

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.real import require_local_host
+
 from provision.headroom.observe import load_key
 from provision.pki import client_tls
 from provision.state import LocalStateStore
@@ -60,8 +62,7 @@ def agent_pids(host: str) -> list[int]:
 
 @pytest.fixture
 def cluster(tmp_path):
-    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("etcd") is None:
-        pytest.skip("needs root, iproute2 and etcd")
+    require_local_host()
     name = f"hr{uuid.uuid4().hex[:6]}"
     octet2, octet3 = random.randint(100, 199), random.randint(0, 255)
     spec = tmp_path / "cluster.yaml"

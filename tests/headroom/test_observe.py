@@ -9,6 +9,8 @@ import uuid
 import etcd
 import pytest
 
+from tests.real import require
+
 from fakes.kubernetes_api import FakeKubernetesAPI, node, pod
 from provision.errors import ActionError, UserError
 from provision.headroom.observe import (InventoryHost, cordon, etcd_client, inventory, kubernetes_api, load_key,
@@ -150,8 +152,7 @@ def test_the_real_host_agent_script_publishes_what_observe_reads(etcd_server, tm
     import subprocess
 
     from provision.resources import data_dir
-    if shutil.which("curl") is None:
-        pytest.skip("curl is not installed")
+    require("curl")
     cluster = f"c{uuid.uuid4().hex[:8]}"
     host = f"{cluster}-workers-0"
     tls = etcd_server.client_tls

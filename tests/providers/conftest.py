@@ -248,9 +248,9 @@ def vagrant_case(fake_vagrant, tmp_path) -> ContractCase:
 def local_case(tmp_path):
     from provision.errors import ActionError
     from provision.providers.local import LocalProvider
-    from tests.local.conftest import free_subnet, needs_root
-    if needs_root.args[0]:
-        pytest.skip(needs_root.kwargs["reason"])
+    from tests.local.conftest import free_subnet
+    from tests.real import require_local_host
+    require_local_host()
     spec = make_spec({"name": "local", "subnet": free_subnet()}, workers=2)
     faults: list[str] = []
     calls = [0]
