@@ -221,7 +221,8 @@ def _run_roles(spec, hosts, roles, key_path, known_hosts, dry_run, timeout) -> d
         if not dry_run:
             faults.count_operations(state)
             run_ops(state)
-        for host in state.activated_hosts:
+        for done, host in enumerate(state.activated_hosts, 1):
+            faults.hosts_done(done, len(state.activated_hosts))  # a role of facts only: no operations
             outcome = outcomes[host.name]
             meta = state.get_meta_for_host(host)
             outcome.changed, outcome.operations = meta.ops_change, meta.ops

@@ -52,6 +52,7 @@ class Phase:
             raise
 
         def run(ctx: RunContext) -> Any:
+            faults.enter(self.name)  # the phase whose named fault points are live
             try:
                 return mod.run(ctx)
             except MissingBlob as err:  # run alone (--only) before the phase that writes it
@@ -104,7 +105,6 @@ def missing_output(phase: str, err: MissingBlob) -> ActionError:
 def run_phases(ctx: RunContext, phases: tuple[Phase, ...]) -> None:
     for phase in phases:
         runner = phase.runner()
-        faults.enter(phase.name)
         ctx.log(phase.name, ("dry run: " if ctx.dry_run else "") + phase.summary)
         result = runner(ctx)
         if result is not None:
