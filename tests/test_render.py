@@ -444,7 +444,8 @@ pools:
     assert not (worker / "etc/kubernetes/pki/ca.key").exists()
     assert not (worker / "etc/systemd/system/etcd-member.service").exists()
     result = json.loads((worker / "etc/.ignition-result.json").read_text())
-    assert result.get("provisioningBootID") is not None or result  # the engine recorded its run
+    # the engine recorded its run of the user config (date and boot it ran in)
+    assert result["provisioningDate"] and result.get("userConfigProvided") is True
 
 
 @pytest.mark.root

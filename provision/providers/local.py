@@ -331,6 +331,8 @@ class LocalProvider(Provider):
         (hdir / "host.json").write_text(json.dumps(info, indent=2, sort_keys=True))
         digest = hashlib.sha256(config).hexdigest()
         marker = hdir / "ignited"
+        if not marker.is_file() and self._ignition_completed(host.name, config):
+            marker.write_text(digest)  # a crash after Ignition finished: that first boot stands
         if not marker.is_file():
             self._ignite(host.name, ns, config)
             marker.write_text(digest)
@@ -410,6 +412,13 @@ class LocalProvider(Provider):
         home = root / "home" / IMAGE_USER
         home.mkdir(mode=0o755, parents=True, exist_ok=True)
         os.chown(home, IMAGE_UID, IMAGE_UID)
+
+    def _ignition_completed(self, name: str, config: bytes) -> bool:
+        """Whether Ignition already applied `config` to the root to the end (its files stage
+        writes the result file last), though the host was not marked ignited."""
+        cfg = self.host_dir(name) / "config.ign"
+        return (self.host_root(name) / "etc/.ignition-result.json").is_file() and cfg.is_file() \
+            and cfg.read_bytes() == config
 
     def _ignite(self, name: str, ns: str, config: bytes) -> None:
         hdir = self.host_dir(name)

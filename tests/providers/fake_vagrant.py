@@ -36,6 +36,9 @@ def main(argv: list[str]) -> int:
         if fault == "fail":
             print("The box could not be found (injected)", file=sys.stderr)
             return 1
+        created_path = Path(f"{db_path}.created")
+        created = json.loads(created_path.read_text()) if created_path.exists() else []
+        created_path.write_text(json.dumps(created + [n for n in (args or defined) if n in defined]))
         for name in args or defined:
             if name not in defined:
                 print(f"The machine with the name '{name}' was not found configured for this Vagrant environment.",
