@@ -193,6 +193,11 @@ def test_teardown_after_lost_workdir_leaves_nothing(own_host, tmp_path):
     setup = own_host
     spec, provider, host = setup["spec"], setup["provider"], setup["host"]
     provider.create_hosts([host], {host.name: config(host, provider.artifacts(), setup["pubkey"])})
+    provider.wait_running([host.name], timeout=30)
+    deadline = time.monotonic() + 20  # a host that has booted (its units up), as a crash finds it
+    while provider.unit_states(host.name).get("etcd-member.service", {}).get("state") != "running":
+        assert time.monotonic() < deadline, provider.unit_states(host.name)
+        time.sleep(0.2)
     lost = get_provider(spec, tmp_path / "elsewhere")
     assert [r.name for r in lost.list_hosts()] == [setup["host"].name]
     lost.teardown()
@@ -200,7 +205,8 @@ def test_teardown_after_lost_workdir_leaves_nothing(own_host, tmp_path):
     assert not local_net.link_exists(setup["provider"].bridge)
     assert local_net.links_by_alias(spec.name) == {}
     # every process of the host is gone, and so is the mirror
-    assert processes_mentioning(str(setup["workdir"])) == []
+    leftover = processes_mentioning(str(setup["workdir"]))
+    assert leftover == [], [open(f"/proc/{p}/cmdline", "rb").read() for p in leftover]
     assert lost._mirror_pids() == []
     setup["provider"].teardown()
     assert not (setup["workdir"] / "local").exists()
