@@ -3,7 +3,6 @@ headroom tests, with certificates made by provision.pki's own functions."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess

@@ -148,7 +148,6 @@ def test_kubernetes_errors_are_named(tmp_path):
 def test_the_real_host_agent_script_publishes_what_observe_reads(etcd_server, tmp_path):
     """templates/scripts/host-agent.sh (what every host runs) against the real etcd over TLS."""
     import os
-    import shutil
     import subprocess
 
     from provision.resources import data_dir
