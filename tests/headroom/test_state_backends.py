@@ -167,9 +167,9 @@ def test_corrupt_or_newer_document_is_refused_and_kept(backend, raw, message):
         backend.store().read()
 
 
+# compare-and-swap is for the shared backends; local writers serialise on the lock
+@pytest.mark.parametrize("backend", ["etcd", "s3"], indirect=True)
 def test_a_writer_that_read_an_older_document_does_not_overwrite(backend):
-    if backend.name == "local":
-        pytest.skip("compare-and-swap is for the shared backends; local writers serialise on the lock")
     a, b = backend.store(), backend.store()
     doc_a, doc_b = a.read(), b.read()
     doc_a["hosts"]["from-a"] = {}
@@ -224,10 +224,9 @@ def test_a_crashed_holders_lock_is_freed(backend, monkeypatch):
                 pass
 
 
+@pytest.mark.parametrize("backend", ["etcd", "s3"], indirect=True)  # flock needs no keep-alive
 def test_a_long_holder_keeps_its_lock_alive(backend, monkeypatch):
     import time as _time
-    if backend.name == "local":
-        pytest.skip("flock needs no keep-alive")
     import provision.state_etcd as etcd_mod
     import provision.state_s3 as s3_mod
     # A short TTL, refreshed often (every TTL/3, or 0.3 s against 3 s): a refresh has seconds
