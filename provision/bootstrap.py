@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from . import faults
 from .errors import ActionError
 from .resources import data_dir
 
@@ -131,7 +132,9 @@ def known_hosts_for_run(spec, workdir: Path, cluster: Mapping[str, Mapping[str, 
     inventory files; a dry run writes nothing of the cluster's and uses a private temporary
     copy (keys first seen during it are forgotten)."""
     if not dry_run:
-        yield write_inventory(spec, workdir, cluster, key_path)[1]
+        known = write_inventory(spec, workdir, cluster, key_path)[1]
+        faults.point(faults.FIRST_WRITE)
+        yield known
         return
     kept = Path(workdir) / "inventories" / "known_hosts"
     existing = kept.read_text() if kept.is_file() else ""
@@ -216,8 +219,10 @@ def _run_roles(spec, hosts, roles, key_path, known_hosts, dry_run, timeout) -> d
             module = load_role(role)
             add_deploy(state, module.apply, report)
         if not dry_run:
+            faults.count_operations(state)
             run_ops(state)
-        for host in state.activated_hosts:
+        for done, host in enumerate(state.activated_hosts, 1):
+            faults.hosts_done(done, len(state.activated_hosts))  # a role of facts only: no operations
             outcome = outcomes[host.name]
             meta = state.get_meta_for_host(host)
             outcome.changed, outcome.operations = meta.ops_change, meta.ops

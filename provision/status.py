@@ -8,7 +8,7 @@ import time
 from typing import Any, Mapping
 
 from .errors import ActionError
-from .cluster_etcd import etcd_endpoints, etcd_access, etcd_health, etcd_members, v2_client
+from .cluster_etcd import etcd_endpoints, etcd_access, etcd_health, etcd_members, etcd_versions, v2_client
 
 # ---- the whole picture (provision status) -------------------------------------------------------
 
@@ -30,7 +30,7 @@ def unit_reason(doc: Mapping[str, Any]) -> str | None:
 def etcd_picture(store: Any, state: Mapping[str, Any]) -> dict[str, Any]:
     """Members, per-endpoint health and overall health; errors are reported, not raised."""
     out: dict[str, Any] = {"endpoints": list(etcd_endpoints(state)), "members": [], "health": {},
-                           "healthy": False, "error": None}
+                           "versions": {}, "healthy": False, "error": None}
     if not out["endpoints"]:
         out["error"] = "no etcd member recorded in state"
         return out
@@ -40,6 +40,7 @@ def etcd_picture(store: Any, state: Mapping[str, Any]) -> dict[str, Any]:
         out["error"] = str(err)
         return out
     out["health"] = etcd_health(access)
+    out["versions"] = etcd_versions(access)  # what each member says it serves
     try:
         out["members"] = etcd_members(access)
     except (ActionError, ValueError) as err:

@@ -21,6 +21,7 @@ from typing import Iterator
 import pytest
 
 from provision import pki
+from tests.real import COMPONENTS, require
 from provision.plan import plan
 from provision.render import render_cluster
 from provision.spec import load_spec
@@ -142,10 +143,8 @@ def make_tarball(path: Path, members: dict[str, bytes]) -> str:
 # ---- the real Ignition engine --------------------------------------------------------------
 
 def need_ignition_engine() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the Ignition engine creates users with useradd --root: needs root")
-    if not IGNITION.exists():
-        pytest.fail(f"{IGNITION} missing: install the Debian package `ignition`")
+    """The engine creates users with useradd --root: root and the engine (tests/real.py)."""
+    require("root", "ignition")
 
 
 def apply_ignition(config: bytes, work: Path) -> tuple[Path, subprocess.CompletedProcess]:
@@ -180,6 +179,8 @@ def apply_ignition(config: bytes, work: Path) -> tuple[Path, subprocess.Complete
 
 
 def which_or_fail(tool: str) -> str:
+    if tool in COMPONENTS:  # etcd: the 3.5 the local provider serves, not whatever PATH has first
+        return require(tool)
     path = shutil.which(tool)
     if not path:
         pytest.fail(f"{tool} is not installed (see .ci/debian-packages.txt)")

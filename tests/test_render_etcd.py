@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from provision import pki
+from tests.real import require
 from tests.helpers_render import (env_file, ignition_file, ignition_units, render, served_artifacts,
                                   which_or_fail, write_spec)
 
@@ -36,14 +37,13 @@ def free_subnet() -> ipaddress.IPv4Network:
         net = ipaddress.ip_network(f"10.{secrets.randbelow(40) + 200}.{secrets.randbelow(250)}.0/24")
         if not any(net.overlaps(u) for u in used):
             return net
-    pytest.skip("no free 10.x subnet for the test bridge")
+    pytest.fail("no free 10.x subnet for the test bridge")
 
 
 @pytest.fixture
 def network():
     """A bridge with the gateway address and one namespace per host, removed afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
+    require("root")
     which_or_fail("ip")
     tag = secrets.token_hex(2)
     net = free_subnet()

@@ -10,6 +10,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from .. import faults
 from ..errors import ActionError, UserError
 from ..spec import Spec
 from ..state import MissingBlob, StateStore
@@ -50,6 +51,7 @@ class Phase:
 
     def runner(self) -> Callable[[RunContext], Any]:
         def run(ctx: RunContext) -> Any:
+            faults.enter(self.name)  # the phase whose named fault points are live
             try:
                 return self.module.run(ctx)
             except MissingBlob as err:  # run alone (--only) before the phase that writes it

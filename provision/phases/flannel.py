@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .. import bootstrap
 from .. import cluster_etcd
+from .. import faults
 from . import RunContext
 
 
@@ -20,6 +21,7 @@ def run(ctx: RunContext) -> dict:
     create = cluster_etcd.v3_create if api == "v3" else cluster_etcd.v2_create
     get = cluster_etcd.v3_get if api == "v3" else cluster_etcd.v2_get
     created = create(access, cluster_etcd.FLANNEL_KEY, want)
+    faults.point(faults.FIRST_WRITE)
     current = want if created else get(access, cluster_etcd.FLANNEL_KEY)
     if created:
         ctx.log("flannel", f"created {cluster_etcd.FLANNEL_KEY} ({api}): {want}")

@@ -13,6 +13,7 @@ import yaml
 
 from ..errors import ActionError
 from ..state import secure_makedirs, write_file_atomic
+from .. import faults
 from . import RunContext
 
 FILE_NAME = "kubeconfig"
@@ -74,6 +75,7 @@ def run(ctx: RunContext) -> dict:
         ctx.log("kubeconfig", f"would write the admin kubeconfig to {path}")
         return {"dry_run": True, "path": str(path)}
     path, changed = write_admin_kubeconfig(ctx.spec, ctx.store, ctx.state, path)
+    faults.point(faults.FIRST_WRITE)
     ctx.log("kubeconfig", f"admin kubeconfig {'written to' if changed else 'unchanged at'} {path} "
                           f"(server {api_server_url(ctx.spec, ctx.state)})")
     return {"path": str(path), "changed": changed}

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..errors import ActionError
 from ..plan import HostPlan, Plan, plan
 from ..render import INDEX, fit_user_data
+from .. import faults
 from . import RunContext
 from .render import PREFIX as RENDERED
 
@@ -143,6 +144,7 @@ def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool =
             if host.name in records:
                 hosts[host.name] = host_entry(host, records[host.name], hosts.get(host.name))
         ctx.save()  # right after the cloud answered for this pool
+        faults.point(faults.FIRST_WRITE)
         result["created"].extend(h.name for h in pool_hosts if h not in lost)
         result["recreated"].extend(h.name for h in pool_hosts if h in lost)
 

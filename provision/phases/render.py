@@ -18,6 +18,7 @@ from .. import artifacts
 from ..errors import ActionError
 from ..plan import plan
 from ..render import INDEX, render_cluster
+from .. import faults
 from . import RunContext
 
 PREFIX = "rendered/"
@@ -140,10 +141,13 @@ def run(ctx: RunContext) -> dict:
         ctx.log("render", f"would store {len(names)} configs for {len(hosts)} hosts: {', '.join(names)}")
         return {"dry_run": True, "configs": names}
     changed = []
-    for name, data in sorted(rendered.files.items()) + [(INDEX, rendered.index_bytes())]:
+    for done, (name, data) in enumerate(sorted(rendered.files.items()) + [(INDEX, rendered.index_bytes())], 1):
         if ctx.store.read_blob(PREFIX + name) != data:
             ctx.store.write_blob(PREFIX + name, data, secret=True)
             changed.append(name)
+        if done == 1:
+            faults.point(faults.FIRST_WRITE)
+        faults.hosts_done(done, len(rendered.files) + 1)
     for stale in ctx.store.list_blobs(PREFIX):
         if stale[len(PREFIX):] not in rendered.files and stale != PREFIX + INDEX:
             ctx.store.delete_blob(stale)

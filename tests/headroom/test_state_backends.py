@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 
 import pytest
@@ -110,14 +111,17 @@ def test_concurrent_lockers_exactly_one_wins(backend):
         try:
             with store.lock("race"):
                 wins.append(store)
-                release.wait(5)
+                release.wait(60)
         except LockHeld:
             held.append(store)
 
     threads = [threading.Thread(target=attempt, args=(s,)) for s in stores]
     for t in threads:
         t.start()
-    while len(wins) + len(held) < 3:
+    # the winner holds until every one of the four has an answer (a loser that asked only
+    # after an early release would win too)
+    deadline = time.monotonic() + 30
+    while len(wins) + len(held) < 4 and time.monotonic() < deadline:
         threading.Event().wait(0.02)
     release.set()
     for t in threads:
@@ -163,9 +167,9 @@ def test_corrupt_or_newer_document_is_refused_and_kept(backend, raw, message):
         backend.store().read()
 
 
+# compare-and-swap is for the shared backends; local writers serialise on the lock
+@pytest.mark.parametrize("backend", ["etcd", "s3"], indirect=True)
 def test_a_writer_that_read_an_older_document_does_not_overwrite(backend):
-    if backend.name == "local":
-        pytest.skip("compare-and-swap is for the shared backends; local writers serialise on the lock")
     a, b = backend.store(), backend.store()
     doc_a, doc_b = a.read(), b.read()
     doc_a["hosts"]["from-a"] = {}
@@ -220,20 +224,23 @@ def test_a_crashed_holders_lock_is_freed(backend, monkeypatch):
                 pass
 
 
+@pytest.mark.parametrize("backend", ["etcd", "s3"], indirect=True)  # flock needs no keep-alive
 def test_a_long_holder_keeps_its_lock_alive(backend, monkeypatch):
     import time as _time
-    if backend.name == "local":
-        pytest.skip("flock needs no keep-alive")
     import provision.state_etcd as etcd_mod
     import provision.state_s3 as s3_mod
-    monkeypatch.setattr(etcd_mod, "LOCK_TTL", 1)
-    monkeypatch.setattr(s3_mod, "LOCK_TTL", 2)
+    # A short TTL, refreshed often (every TTL/3, or 0.3 s against 3 s): a refresh has seconds
+    # of slack on a loaded machine; the holder outlives two whole TTLs only by refreshing.
+    monkeypatch.setattr(etcd_mod, "LOCK_TTL", 3)
+    monkeypatch.setattr(s3_mod, "LOCK_TTL", 3)
     monkeypatch.setattr(s3_mod, "REFRESH", 0.3)
     holder = backend.store()
     with holder.lock("long run"):
-        _time.sleep(3.2)  # beyond the TTL: only the refreshes keep it
-        with pytest.raises(LockHeld, match="long run"):
-            with backend.store().lock("next"):
-                pass
+        taken = _time.monotonic()
+        while _time.monotonic() - taken < 2 * 3 + 0.5:
+            with pytest.raises(LockHeld, match="long run"):  # held all along, not only at the end
+                with backend.store().lock("next"):
+                    pass
+            _time.sleep(0.5)
     with backend.store().lock("next"):
         pass

@@ -126,3 +126,17 @@ def test_provider_paths_are_absolute_for_a_relative_state_dir(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     provider = LocalProvider(SPEC, Path(".provision/demo"))
     assert provider.host_root("demo-masters-0") == tmp_path / ".provision/demo/local/hosts/demo-masters-0/root"
+
+
+def test_an_etcd_series_this_machine_lacks_is_refused_before_anything_is_made(tmp_path):
+    """The local provider serves this machine's etcd: never one of another series under the
+    spec's version. `up` exits 2 naming etcd.version and what is there, creating nothing."""
+    doc = yaml.safe_load((REPO / "examples/local.yaml").read_text())
+    doc["etcd"]["version"] = "3.9.1"
+    doc["provider"]["subnet"] = "10.199.251.0/24"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    proc = provision("up", spec, "--yes", "--state-dir", tmp_path / "state")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "etcd.version: 3.9.1: the local provider serves this machine's etcd, and no etcd 3.9.x" in proc.stderr
+    assert not (tmp_path / "state" / "demo").exists()

@@ -18,6 +18,8 @@ from provision.providers import get_provider, provider_class
 from provision.providers import local_net
 from provision.spec import load_spec
 
+from tests.real import require, require_local_host
+
 from .conftest import REPO, cluster_namespaces, free_subnet, needs_root, processes_mentioning, unique_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, needs_root]
@@ -56,9 +58,9 @@ def config(host, artifacts: dict, pubkey: str, etcd_hash: str | None = None) -> 
     return json.dumps(doc).encode()
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("localprov")
+def make_host(tmp: Path) -> dict:
+    """A one-master cluster of its own (name, subnet, key pair), its host planned, not created."""
+    require_local_host()
     name = unique_name("lp")
     spec_file = tmp / "spec.yaml"
     spec_file.write_text(f"name: {name}\nprovider:\n  name: local\n  subnet: {free_subnet()}\n"
@@ -69,9 +71,30 @@ def setup(tmp_path_factory):
     workdir.mkdir(parents=True, mode=0o700)
     provider = get_provider(spec, workdir)
     host = plan(spec, {}).create[0]
-    yield {"spec": spec, "provider": provider, "host": host, "tmp": tmp, "workdir": workdir,
-           "pubkey": (tmp / "key.pub").read_text().strip()}
-    provider.teardown()
+    return {"spec": spec, "provider": provider, "host": host, "tmp": tmp, "workdir": workdir,
+            "pubkey": (tmp / "key.pub").read_text().strip()}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The module's host, created and running (tests that break or remove it make their own)."""
+    made = make_host(tmp_path_factory.mktemp("localprov"))
+    provider, host = made["provider"], made["host"]
+    try:
+        provider.create_hosts([host], {host.name: config(host, provider.artifacts(), made["pubkey"])})
+        provider.wait_running([host.name], timeout=30)
+        yield made
+    finally:
+        provider.teardown()
+
+
+@pytest.fixture
+def own_host(tmp_path):
+    made = make_host(tmp_path)
+    try:
+        yield made
+    finally:
+        made["provider"].teardown()
 
 
 def ssh(setup, *command: str) -> subprocess.CompletedProcess:
@@ -83,14 +106,14 @@ def ssh(setup, *command: str) -> subprocess.CompletedProcess:
                            *command], capture_output=True, text=True, timeout=30)
 
 
-def test_wrong_hash_fails_in_ignition_and_a_rerun_repairs(setup):
-    provider, host = setup["provider"], setup["host"]
+def test_wrong_hash_fails_in_ignition_and_a_rerun_repairs(own_host):
+    provider, host = own_host["provider"], own_host["host"]
     arts = provider.artifacts()
-    assert arts["etcd"]["sha512"] == hashlib.sha512(Path("/usr/bin/etcd").read_bytes()).hexdigest()
+    assert arts["etcd"]["sha512"] == hashlib.sha512(Path(require("etcd")).read_bytes()).hexdigest()
     with pytest.raises(ActionError, match="Ignition .* failed"):
-        provider.create_hosts([host], {host.name: config(host, arts, setup["pubkey"], etcd_hash="0" * 128)})
+        provider.create_hosts([host], {host.name: config(host, arts, own_host["pubkey"], etcd_hash="0" * 128)})
     assert not (provider.host_root(host.name) / "opt/bin/etcd").exists()
-    records = provider.create_hosts([host], {host.name: config(host, arts, setup["pubkey"])})
+    records = provider.create_hosts([host], {host.name: config(host, arts, own_host["pubkey"])})
     assert [r.name for r in records] == [host.name]
     assert provider.wait_running([host.name], timeout=30)[0].private_address == host.address
 
@@ -98,7 +121,7 @@ def test_wrong_hash_fails_in_ignition_and_a_rerun_repairs(setup):
 def test_ignition_wrote_the_root(setup):
     provider, host = setup["provider"], setup["host"]
     root = provider.host_root(host.name)
-    assert (root / "opt/bin/etcd").read_bytes() == Path("/usr/bin/etcd").read_bytes()
+    assert (root / "opt/bin/etcd").read_bytes() == Path(require("etcd")).read_bytes()
     assert "ETCD_NAME=" + host.name in (root / "etc/etcd/etcd.env").read_text()
     assert setup["pubkey"] in (root / "home/core/.ssh/authorized_keys.d/ignition").read_text()
     assert "enable etcd-member.service" in (root / "etc/systemd/system-preset/20-ignition.preset").read_text()
@@ -118,7 +141,7 @@ def test_units_run_or_are_skipped_never_faked(setup):
     # etcd answers on the host's own address, with the environment file's settings
     deadline = time.monotonic() + 20
     while True:
-        proc = subprocess.run(["etcdctl", f"--endpoints=http://{host.address}:2379", "member", "list"],
+        proc = subprocess.run([require("etcdctl"), f"--endpoints=http://{host.address}:2379", "member", "list"],
                               capture_output=True, text=True, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"})
         if proc.returncode == 0 and host.name in proc.stdout:
             break
@@ -165,9 +188,16 @@ def test_create_again_changes_nothing(setup):
     assert jobs and all(j.stat().st_mode & 0o777 == 0o600 for j in jobs)  # unit environments may hold secrets
 
 
-def test_teardown_after_lost_workdir_leaves_nothing(setup, tmp_path):
+def test_teardown_after_lost_workdir_leaves_nothing(own_host, tmp_path):
     """A crash that lost the work directory: leftovers are found by name and removed."""
-    spec = setup["spec"]
+    setup = own_host
+    spec, provider, host = setup["spec"], setup["provider"], setup["host"]
+    provider.create_hosts([host], {host.name: config(host, provider.artifacts(), setup["pubkey"])})
+    provider.wait_running([host.name], timeout=30)
+    deadline = time.monotonic() + 20  # a host that has booted (its units up), as a crash finds it
+    while provider.unit_states(host.name).get("etcd-member.service", {}).get("state") != "running":
+        assert time.monotonic() < deadline, provider.unit_states(host.name)
+        time.sleep(0.2)
     lost = get_provider(spec, tmp_path / "elsewhere")
     assert [r.name for r in lost.list_hosts()] == [setup["host"].name]
     lost.teardown()
@@ -175,7 +205,8 @@ def test_teardown_after_lost_workdir_leaves_nothing(setup, tmp_path):
     assert not local_net.link_exists(setup["provider"].bridge)
     assert local_net.links_by_alias(spec.name) == {}
     # every process of the host is gone, and so is the mirror
-    assert processes_mentioning(str(setup["workdir"])) == []
+    leftover = processes_mentioning(str(setup["workdir"]))
+    assert leftover == [], [open(f"/proc/{p}/cmdline", "rb").read() for p in leftover]
     assert lost._mirror_pids() == []
     setup["provider"].teardown()
     assert not (setup["workdir"] / "local").exists()

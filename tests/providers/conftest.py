@@ -74,6 +74,9 @@ class ContractCase:
     fail_next_create(): the next host-creating API call fails with a non-retryable error
     drop_next_create(): the next host-creating API call is done by the cloud but its answer is lost
     create_calls(): how many host-creating API calls reached the cloud so far
+    created_names(): for a provider whose hosts are keyed by name (vagrant, local: a second
+        host of one name cannot exist, so counting listed names proves nothing), every host name
+        a host-creating step acted on, in order; None for clouds, where listed names can repeat
     """
 
     name: str
@@ -83,6 +86,7 @@ class ContractCase:
     drop_next_create: Callable[[], None]
     create_calls: Callable[[], int]
     extra: dict[str, Any] = field(default_factory=dict)
+    created_names: Callable[[], list[str]] | None = None
 
 
 # ---- AWS: moto's EC2 server over HTTP -----------------------------------------------------
@@ -283,10 +287,14 @@ def vagrant_case(fake_vagrant, tmp_path) -> ContractCase:
     def calls():
         path = tmp_path / "vms.json.calls"
         return int(path.read_text()) if path.exists() else 0
+
+    def created():
+        path = tmp_path / "vms.json.created"
+        return json.loads(path.read_text()) if path.exists() else []
     return ContractCase(
         name="vagrant", spec=spec, make=make,
         fail_next_create=lambda: faults("fail"), drop_next_create=lambda: faults("drop"),
-        create_calls=calls, extra={"db": fake_vagrant})
+        create_calls=calls, extra={"db": fake_vagrant}, created_names=created)
 
 
 # ---- local: network namespaces, the real Ignition engine and sshd (root only) ------------------
@@ -295,12 +303,13 @@ def vagrant_case(fake_vagrant, tmp_path) -> ContractCase:
 def local_case(tmp_path):
     from provision.errors import ActionError
     from provision.providers.local import LocalProvider
-    from tests.local.conftest import free_subnet, needs_root
-    if needs_root.args[0]:
-        pytest.skip(needs_root.kwargs["reason"])
+    from tests.local.conftest import free_subnet
+    from tests.real import require_local_host
+    require_local_host()
     spec = make_spec({"name": "local", "subnet": free_subnet()}, workers=2)
     faults: list[str] = []
     calls = [0]
+    ignited: list[str] = []
 
     class FaultyLocal(LocalProvider):
         """Faults at the host-creating step (applying Ignition: the host's first boot)."""
@@ -310,6 +319,7 @@ def local_case(tmp_path):
                 faults.pop(0)
                 raise ActionError(f"injected failure creating {name}")
             calls[0] += 1
+            ignited.append(name)
             super()._ignite(name, ns, config)
             if faults and faults[0] == "drop":
                 faults.pop(0)
@@ -318,7 +328,8 @@ def local_case(tmp_path):
     workdir = tmp_path / "work"
     yield ContractCase(name="local", spec=spec, make=lambda: FaultyLocal(spec, workdir),
                        fail_next_create=lambda: faults.append("fail"),
-                       drop_next_create=lambda: faults.append("drop"), create_calls=lambda: calls[0])
+                       drop_next_create=lambda: faults.append("drop"), create_calls=lambda: calls[0],
+                       created_names=lambda: list(ignited))
     LocalProvider(spec, workdir).teardown()
 
 

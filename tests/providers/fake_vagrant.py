@@ -167,6 +167,10 @@ def main(argv: list[str]) -> int:
             vm = {"state": "running", "boots": 1, "hypervisor": hypervisor, "hostname": name,
                   "address": host["address"], **first_boot(boot_config, name)}
             vms[name] = vm
+            # every VM made, by name: the contract test counts creations per host
+            created_path = Path(f"{db_path}.created")
+            created = json.loads(created_path.read_text()) if created_path.exists() else []
+            created_path.write_text(json.dumps(created + [name]))
             if vm["ignition"] == "failed":
                 failed.append(name)
         db_path.write_text(json.dumps(db))

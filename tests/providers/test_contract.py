@@ -23,6 +23,15 @@ def live_names(provider) -> list[str]:
     return sorted(h.name for h in provider.list_hosts() if h.state != "terminated")
 
 
+def assert_each_created_once(case, provider, hosts) -> None:
+    """No host exists twice: counted in the cloud's listing, or (providers keyed by name, where
+    the listing cannot repeat a name) in the host-creating steps themselves."""
+    wanted = collections.Counter(h.name for h in hosts)
+    assert collections.Counter(h.name for h in provider.list_hosts() if h.state != "terminated") == wanted
+    if case.created_names is not None:
+        assert collections.Counter(case.created_names()) == wanted, case.created_names()
+
+
 def test_create_list_wait_destroy(contract_case):
     hosts, configs = planned(contract_case)
     provider = contract_case.make()
@@ -57,7 +66,9 @@ def test_no_duplicates_on_retry(contract_case):
     again = contract_case.make().create_hosts(hosts, configs)
     assert {r.name: r.provider_id for r in again} == {r.name: r.provider_id for r in first}
     assert contract_case.create_calls() == calls, "a repeated create made API calls that create hosts"
+    assert calls >= 1
     assert live_names(provider) == sorted(h.name for h in hosts)
+    assert_each_created_once(contract_case, provider, hosts)
 
 
 def test_lost_answer_is_not_duplicated(contract_case):
@@ -70,9 +81,7 @@ def test_lost_answer_is_not_duplicated(contract_case):
         provider.create_hosts(hosts, configs)
     except ActionError:
         contract_case.make().create_hosts(hosts, configs)
-    listed = provider.list_hosts()
-    counts = collections.Counter(h.name for h in listed)
-    assert counts == collections.Counter(h.name for h in hosts)
+    assert_each_created_once(contract_case, provider, hosts)
 
 
 def test_recreate_after_partial_failure(contract_case):
@@ -87,7 +96,7 @@ def test_recreate_after_partial_failure(contract_case):
     # The re-run creates exactly what is missing.
     records = contract_case.make().create_hosts(hosts, configs)
     assert sorted(r.name for r in records) == sorted(h.name for h in hosts)
-    assert collections.Counter(h.name for h in provider.list_hosts()) == collections.Counter(h.name for h in hosts)
+    assert_each_created_once(contract_case, provider, hosts)
 
 
 def test_orphans_and_missing_reported(contract_case):
