@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import tempfile
+import shutil
 import textwrap
 import urllib.error
 import urllib.request
