@@ -72,6 +72,8 @@ class Provider(ABC):
     name: str = "abstract"
     #: user-data limit, or None when configs are handed over another way (local, vagrant)
     user_data_limit: UserDataLimit | None = None
+    #: first-boot config formats (`os.config`) the provider's hosts can boot from
+    config_formats: tuple[str, ...] = ("ignition", "cloud-config")
 
     def __init__(self, spec: Spec, workdir: Any = None, log: Callable[[str], None] | None = None):
         self.spec = spec

@@ -31,7 +31,11 @@ __all__ = ["Rendered", "render_cluster", "write_rendered", "fit_user_data", "Fit
 INDEX = "index.json"
 ADDONS = ("index", "bootstrap-token.yaml", "kubelet-bootstrap.yaml", "node-autoapprove-bootstrap.yaml",
           "node-autoapprove-renewal.yaml")
+# Cluster DNS: one API object per file, created in this order (see templates/addons/index).
+COREDNS_ADDONS = ("coredns-serviceaccount.yaml", "coredns-clusterrole.yaml", "coredns-clusterrolebinding.yaml",
+                  "coredns-configmap.yaml", "coredns-deployment.yaml", "coredns-service.yaml")
 AGENT_INTERVAL = 10
+API_PROXY_IMAGE = "docker.io/library/haproxy:3.0-alpine"  # the image of the node-local API proxy
 
 
 @dataclass
@@ -107,8 +111,23 @@ def _cluster_context(spec: Any, state: Mapping[str, Any], store: Any, hosts: Seq
         "agent_ttl": int(spec.headroom.load_ttl) if spec.headroom is not None else 60,
         "os_services": spec.os.config == "cloud-config",
         "bin_dir": artifacts_mod.BIN_DIR, "download_dir": artifacts_mod.DOWNLOAD_DIR,
-        "addons": ADDONS,
+        "addons": ADDONS + COREDNS_ADDONS,
         "first_master": masters[0].name if masters else None,
+        "pod_network_plugins": artifacts_mod.POD_NETWORK_PLUGINS, "cni_bin_dir": artifacts_mod.CNI_BIN_DIR,
+        **_api_endpoint(spec, masters),
+    }
+
+
+def _api_endpoint(spec: Any, masters: Sequence[Any]) -> dict[str, Any]:
+    """Where nodes reach the API: masters their own kube-apiserver; workers the node-local proxy
+    on 127.0.0.1 (haproxy, kubespray's pattern), which forwards to every master's 6443, so the
+    loss of any one master cuts off no worker."""
+    port = spec.kubernetes.api_proxy_port
+    return {
+        "api_proxy_port": port,
+        "api_proxy_image": API_PROXY_IMAGE,
+        "api_proxy_url": f"https://127.0.0.1:{port}",
+        "api_proxy_backends": [{"name": m.name, "address": m.address or m.name} for m in masters],
     }
 
 
@@ -119,7 +138,7 @@ def _machine_context(base: dict[str, Any], spec: Any, role: str, pool: Any, host
         "role": role, "pool": pool, "host": host,
         "bootstrap": host is not None and host.name == base["first_master"],
         "etcd_self": next((m for m in base["etcd_members"] if host is not None and m["name"] == host.name), None),
-        "node_api_url": base["local_api_url"] if role == "master" else base["remote_api_url"],
+        "node_api_url": base["local_api_url"] if role == "master" else base["api_proxy_url"],
         "kubelet_kubeconfig": "/etc/kubernetes/kubelet.conf" if role == "master" else "/var/lib/kubelet/kubeconfig",
         "node_labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
         "fleet_metadata": f"role={role},pool={pool.name}",
