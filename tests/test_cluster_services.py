@@ -394,3 +394,16 @@ def test_known_hashes_cover_every_default_but_flanneld_and_fleetd(tmp_path):
     assert missing == {"flanneld", "fleetd"}
     for owner in ("etcd", "kubelet", "cni-plugins"):
         assert artifacts.CATALOGUE[owner].known.get(artifacts.spec_version(spec, owner)), owner
+
+
+def test_up_of_the_openstack_examples_without_a_cloud_stops_in_preflight(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env.update(HOME=str(tmp_path), OS_CLIENT_CONFIG_FILE=str(tmp_path / "absent.yaml"))
+    for example in ("openstack.yaml", "container-linux-cloud-config.yaml"):
+        state = tmp_path / f"state-{example}"
+        proc = subprocess.run([sys.executable, "-m", "provision", "up", str(EXAMPLES / example), "--yes",
+                               "--state-dir", str(state)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2 and "provider.cloud" in proc.stderr and "clouds.yaml" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not state.exists() or not any(state.rglob("*")), sorted(state.rglob("*"))
