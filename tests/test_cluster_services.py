@@ -407,3 +407,19 @@ def test_up_of_the_openstack_examples_without_a_cloud_stops_in_preflight(tmp_pat
         assert proc.returncode == 2 and "provider.cloud" in proc.stderr and "clouds.yaml" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
         assert not state.exists() or not any(state.rglob("*")), sorted(state.rglob("*"))
+
+
+def test_masters_without_a_planned_address_are_proxied_by_name(tmp_path):
+    """OpenStack and libcloud clouds plan no address: haproxy starts anyway and finds each
+    master through the node's resolver once its name resolves."""
+    haproxy = which_or_fail("haproxy")
+    text = (EXAMPLES / "openstack.yaml").read_text() + ("artifacts:\n  hashes:\n    flanneld: sha512-" + "a" * 128
+                                                          + "\n    fleetd: sha512-" + "b" * 128 + "\n")
+    spec, store, hosts, rendered = render(write_spec(tmp_path, text), tmp_path / "state")
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_bytes(data_file(rendered.files["pool-workers.ign"], "/etc/provision/api-proxy/haproxy.cfg"))
+    text = cfg.read_text()
+    for master in ("lab-masters-0", "lab-masters-1"):
+        assert f"server {master} {master}:6443 check resolvers node init-addr last,libc,none" in text
+    proc = subprocess.run([haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

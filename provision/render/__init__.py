@@ -127,7 +127,8 @@ def _api_endpoint(spec: Any, masters: Sequence[Any]) -> dict[str, Any]:
         "api_proxy_port": port,
         "api_proxy_image": API_PROXY_IMAGE,
         "api_proxy_url": f"https://127.0.0.1:{port}",
-        "api_proxy_backends": [{"name": m.name, "address": m.address or m.name} for m in masters],
+        "api_proxy_backends": [{"name": m.name, "address": m.address or m.name, "is_address": bool(m.address)}
+                               for m in masters],
     }
 
 
