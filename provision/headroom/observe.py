@@ -24,6 +24,9 @@ class InventoryHost:
     pool: str
     role: str
     etcd: bool = False
+    # The host's private address: a node that registered under another name (a worker pool's
+    # config sets no host name, so kubelet takes the cloud's DHCP name) is found by its InternalIP.
+    address: str | None = None
 
 
 def inventory(records: Iterable[Any], state: Mapping[str, Any]) -> list[InventoryHost]:
@@ -35,7 +38,9 @@ def inventory(records: Iterable[Any], state: Mapping[str, Any]) -> list[Inventor
         if getattr(r, "state", "running") == "terminated":
             continue
         etcd_member = bool(recorded.get(r.name, {}).get("etcd")) or r.role in ("master", "etcd")
-        out.append(InventoryHost(r.name, r.pool, r.role, etcd_member))
+        address = (getattr(r, "private_address", None) or recorded.get(r.name, {}).get("address")
+                   or getattr(r, "public_address", None))
+        out.append(InventoryHost(r.name, r.pool, r.role, etcd_member, address))
     return sorted(out, key=lambda h: h.name)
 
 
@@ -158,11 +163,32 @@ def node_status(node: Any) -> str:
     return UNKNOWN
 
 
+def node_internal_ips(node: Any) -> set[str]:
+    addresses = (node.status.addresses or []) if node.status else []
+    return {a.address for a in addresses if a.type == "InternalIP"}
+
+
+def node_names(hosts: Sequence[InventoryHost], nodes: Sequence[Any]) -> dict[str, str]:
+    """{host name: the name its node registered under}: the same name, else the node whose
+    InternalIP is the host's address."""
+    names = {n.metadata.name for n in nodes}
+    by_ip = {ip: n.metadata.name for n in nodes for ip in node_internal_ips(n)}
+    out = {}
+    for h in hosts:
+        if h.name in names:
+            out[h.name] = h.name
+        elif h.address and h.address in by_ip:
+            out[h.name] = by_ip[h.address]
+    return out
+
+
 def observe_kubernetes(hosts: Sequence[InventoryHost], nodes: Sequence[Any], pods: Sequence[Any],
                        now: float) -> Observation:
     """Hosts with their share of allocatable CPU and memory requested, pod counts, readiness,
-    and pending pods (in hosts of the average allocatable)."""
+    and pending pods (in hosts of the average allocatable). A host's node is the one of its
+    name, else the one whose InternalIP is the host's address (`node_names`)."""
     by_node = {n.metadata.name: n for n in nodes}
+    registered = node_names(hosts, nodes)
     work: dict[str, list[Any]] = {}
     pending = []
     for p in pods:
@@ -175,19 +201,20 @@ def observe_kubernetes(hosts: Sequence[InventoryHost], nodes: Sequence[Any], pod
             pending.append(p)
     out, alloc_cpu, alloc_mem = [], [], []
     for h in hosts:
-        node = by_node.get(h.name)
+        node_name = registered.get(h.name)
+        node = by_node.get(node_name) if node_name else None
         if node is None:
             out.append(HostLoad(h.name, h.pool, h.role, UNKNOWN, etcd=h.etcd))
             continue
         allocatable = node.status.allocatable or {}
         cpu_cap, mem_cap = quantity(allocatable.get("cpu")), quantity(allocatable.get("memory"))
-        cpu_req = sum(pod_requests(p)[0] for p in work.get(h.name, []))
-        mem_req = sum(pod_requests(p)[1] for p in work.get(h.name, []))
+        cpu_req = sum(pod_requests(p)[0] for p in work.get(node_name, []))
+        mem_req = sum(pod_requests(p)[1] for p in work.get(node_name, []))
         if cpu_cap > 0 and mem_cap > 0:
             alloc_cpu.append(cpu_cap)
             alloc_mem.append(mem_cap)
         out.append(HostLoad(h.name, h.pool, h.role, node_status(node), etcd=h.etcd,
-                            containers=len(work.get(h.name, [])),
+                            containers=len(work.get(node_name, [])),
                             cpu=min(1.0, cpu_req / cpu_cap) if cpu_cap else 1.0,
                             memory=min(1.0, mem_req / mem_cap) if mem_cap else 1.0))
     mean_cpu = sum(alloc_cpu) / len(alloc_cpu) if alloc_cpu else 0.0

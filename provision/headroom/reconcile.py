@@ -212,7 +212,9 @@ class ClusterEdges:
         from .observe import inventory, observe_etcd, observe_kubernetes, read_etcd_loads, read_kubernetes
         hosts = inventory(self.provider.list_hosts(), state)
         if self.spec.headroom.source == "kubernetes":
+            from .observe import node_names
             nodes, pods = read_kubernetes(self.kube())
+            self._node_names = node_names(hosts, nodes)
             return observe_kubernetes(hosts, nodes, pods, now)
         loads = read_etcd_loads(self.etcd(state), self.spec.name)
         return observe_etcd(hosts, loads, now, self.spec.headroom.load_ttl)
@@ -229,10 +231,14 @@ class ClusterEdges:
         converge(ctx)
         return sorted(set(state.get("hosts", {})) - before)
 
+    def node_name(self, host: str) -> str:
+        """The name `host` registered under in Kubernetes (found by the last observation)."""
+        return (getattr(self, "_node_names", None) or {}).get(host, host)
+
     def stop_new_work(self, host: str) -> None:
         if self.spec.headroom.source == "kubernetes":
             from .observe import cordon
-            cordon(self.kube(), host)
+            cordon(self.kube(), self.node_name(host))
         else:
             # Host agents and fleet units read this key and stop taking work (fleet drain).
             self._etcd.write(drain_key(self.spec.name, host), "1")
@@ -243,7 +249,7 @@ class ClusterEdges:
     def resume_work(self, host: str) -> None:
         if self.spec.headroom.source == "kubernetes":
             from .observe import uncordon
-            uncordon(self.kube(), host)
+            uncordon(self.kube(), self.node_name(host))
         else:
             import etcd
             try:
@@ -254,7 +260,7 @@ class ClusterEdges:
     def drained(self, host: str) -> bool:
         if self.spec.headroom.source == "kubernetes":
             from .observe import node_pods
-            return not node_pods(self.kube(), host)
+            return not node_pods(self.kube(), self.node_name(host))
         import etcd
         try:
             doc = json.loads(self._etcd.read(load_key(self.spec.name, host)).value)

@@ -12,7 +12,8 @@ import pytest
 from fakes.kubernetes_api import FakeKubernetesAPI, node, pod
 from provision.errors import ActionError, UserError
 from provision.headroom.observe import (InventoryHost, cordon, etcd_client, inventory, kubernetes_api, load_key,
-                                        node_pods, observe_etcd, observe_kubernetes, parse_load, read_etcd_loads,
+                                        node_names, node_pods, observe_etcd, observe_kubernetes, parse_load,
+                                        read_etcd_loads,
                                         read_kubernetes)
 from provision.headroom.policy import READY, UNKNOWN, UNREADY
 from provision.providers.base import HostRecord
@@ -168,3 +169,35 @@ def test_the_real_host_agent_script_publishes_what_observe_reads(etcd_server, tm
     assert by[f"{cluster}-workers-1"].status == UNKNOWN
     ttl = etcd_server.client().read(load_key(cluster, host)).ttl
     assert 0 < ttl <= 30
+
+
+def test_kubernetes_nodes_under_cloud_names_are_found_by_their_address(tmp_path):
+    """Worker pool configs set no host name: kubelet registers under the cloud's DHCP name.
+    The host is found by its InternalIP, and cordon/drain address that node."""
+    def dhcp_node(name, address, **kw):
+        doc = node(name, **kw)
+        doc["status"]["addresses"] = [{"type": "InternalIP", "address": address},
+                                      {"type": "Hostname", "address": name}]
+        return doc
+    records = [HostRecord("k-workers-0", "workers", "worker", "i-0", "running", private_address="10.240.0.20"),
+               HostRecord("k-workers-1", "workers", "worker", "i-1", "running", private_address="10.240.0.21"),
+               HostRecord("k-workers-2", "workers", "worker", "i-2", "running", private_address="10.240.0.22")]
+    inv = inventory(records, {"hosts": {}})
+    assert [h.address for h in inv] == ["10.240.0.20", "10.240.0.21", "10.240.0.22"]
+    with FakeKubernetesAPI(tmp_path) as fake:
+        fake.nodes = [dhcp_node("ip-10-240-0-20.eu-west-1.compute.internal", "10.240.0.20", cpu="4"),
+                      dhcp_node("ip-10-240-0-21.eu-west-1.compute.internal", "10.240.0.21", cpu="2")]
+        fake.pods = [pod("a", "ip-10-240-0-20.eu-west-1.compute.internal", cpu="1")]
+        api = kubernetes_api(str(fake.kubeconfig))
+        nodes, pods = read_kubernetes(api)
+        obs = observe_kubernetes(inv, nodes, pods, 1000.0)
+        by = {h.name: h for h in obs.hosts}
+        assert by["k-workers-0"].status == READY and by["k-workers-0"].containers == 1
+        assert by["k-workers-0"].cpu == pytest.approx(0.25)
+        assert by["k-workers-1"].status == READY and by["k-workers-1"].containers == 0
+        assert by["k-workers-2"].status == UNKNOWN  # no node has its address
+        names = node_names(inv, nodes)
+        assert names == {"k-workers-0": "ip-10-240-0-20.eu-west-1.compute.internal",
+                         "k-workers-1": "ip-10-240-0-21.eu-west-1.compute.internal"}
+        cordon(api, names["k-workers-0"])
+        assert fake.nodes[0]["spec"]["unschedulable"] is True

@@ -78,3 +78,26 @@ def test_pending_pods_make_it_add(setup):
     out = reconcile(spec, store, edges.observe, edges, dry_run=True)
     assert out.decision.action == "add" and out.decision.desired == 5
     assert out.decision.inputs["pending"] == 30
+
+
+def test_nodes_under_cloud_names_are_cordoned_and_drained_by_address(setup):
+    """Worker nodes registered under the cloud's DHCP names: the reconciler finds each host's
+    node by its InternalIP, and cordon and the drain watch address that node."""
+    spec, store, edges, fake, hosts = setup
+    addresses = {n: f"10.240.0.{20 + i}" for i, n in enumerate(hosts.names)}
+    cloud_name = {n: f"ip-10-240-0-{20 + i}.eu-west-1.compute.internal" for i, n in enumerate(hosts.names)}
+    for doc in fake.nodes:
+        host = doc["metadata"]["name"]
+        doc["metadata"]["name"] = cloud_name[host]
+        doc["status"]["addresses"] = [{"type": "InternalIP", "address": addresses[host]}]
+    for doc in fake.pods:
+        if doc["spec"].get("nodeName"):
+            doc["spec"]["nodeName"] = cloud_name[doc["spec"]["nodeName"]]
+    listed = hosts.list_hosts
+    hosts.list_hosts = lambda: [HostRecord(r.name, r.pool, r.role, r.provider_id, r.state,
+                                           private_address=addresses[r.name]) for r in listed()]
+    fake.on_cordon = fake.move_pods_off
+    out = reconcile(spec, store, edges.observe, edges)
+    emptiest = f"{spec.name}-workers-0"
+    assert out.decision.action == "remove" and out.removed == [emptiest] and hosts.destroyed == [emptiest]
+    assert ("PATCH", f"/api/v1/nodes/{cloud_name[emptiest]}") in fake.requests
