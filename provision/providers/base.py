@@ -136,6 +136,15 @@ class Provider(ABC):
         download from `artifacts.mirror` or upstream."""
         return None
 
+    def ensure_api_endpoint(self) -> dict[str, str] | None:
+        """Create or find the cloud load balancer in front of every master's kube-apiserver
+        (TCP 6443), tagged like the hosts; returns {"dns_name", ...} for state, or None when the
+        provider has none (nodes then reach the masters through the node-local proxy)."""
+        return None
+
+    def register_api_targets(self, masters: Sequence[HostRecord]) -> None:
+        """Put `masters` behind the load balancer `ensure_api_endpoint` made (idempotent)."""
+
     def config_url(self, name: str, config: bytes) -> str | None:
         """Where the full config `name` (too large for user data) will be served for hosts to
         fetch at first boot (an https or s3 URL for an Ignition pointer config), or None when

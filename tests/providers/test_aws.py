@@ -205,3 +205,46 @@ def test_indices_round_trip():
     for indices in ([0, 1, 2, 5, 7, 8], [3], list(range(1000)), [9, 4, 5, 6]):
         assert expand_indices(compress_indices(indices)) == indices
     assert len(compress_indices(list(range(1000)))) < 256
+
+
+def test_api_load_balancer_holds_every_master_is_made_once_and_removed(ec2_proxy):
+    """A Network Load Balancer on moto's elbv2: TCP 6443 listener, a target group with a TCP
+    health check on 6443 holding every master; a second run creates nothing; down removes it."""
+    spec = aws_spec(masters=3, workers=2)
+    provider = fast_backoff(AWSProvider(spec))
+    endpoint = provider.ensure_api_endpoint()
+    assert endpoint["kind"] == "aws-nlb" and endpoint["dns_name"]
+    hosts = plan(spec, {}).desired
+    records = provider.create_hosts(hosts, configs_for(hosts))
+    elb = boto3.client("elbv2", region_name="us-east-1")
+    [lb] = elb.describe_load_balancers(Names=[provider.api_lb_name])["LoadBalancers"]
+    assert lb["Type"] == "network" and lb["DNSName"] == endpoint["dns_name"]
+    tags = {t["Key"]: t["Value"] for t in
+            elb.describe_tags(ResourceArns=[lb["LoadBalancerArn"]])["TagDescriptions"][0]["Tags"]}
+    assert tags["provision:cluster"] == spec.name
+    [listener] = elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
+    assert listener["Port"] == 6443 and listener["Protocol"] == "TCP"
+    [tg] = elb.describe_target_groups(Names=[provider.api_lb_name])["TargetGroups"]
+    assert tg["Protocol"] == "TCP" and tg["Port"] == 6443
+    assert tg["HealthCheckProtocol"] == "TCP" and str(tg["HealthCheckPort"]) == "6443"
+    assert listener["DefaultActions"][0]["TargetGroupArn"] == tg["TargetGroupArn"]
+    targets = {t["Target"]["Id"] for t in elb.describe_target_health(TargetGroupArn=tg["TargetGroupArn"])
+               ["TargetHealthDescriptions"]}
+    masters = {r.provider_id for r in records if r.role == "master"}
+    assert len(masters) == 3 and targets == masters
+
+    calls = collections.Counter(a for a, _ in ec2_proxy.log)
+    again = fast_backoff(AWSProvider(spec))
+    assert again.ensure_api_endpoint() == endpoint
+    again.create_hosts(hosts, configs_for(hosts))
+    after = collections.Counter(a for a, _ in ec2_proxy.log)
+    assert calls["CreateLoadBalancer"] == calls["CreateTargetGroup"] == calls["CreateListener"] == 1
+    for creating in ("CreateLoadBalancer", "CreateTargetGroup", "CreateListener", "RunInstances"):
+        assert after[creating] == calls[creating], creating
+    assert after["RegisterTargets"] == calls["RegisterTargets"]  # every master is already a target
+
+    again.destroy_hosts([h.name for h in hosts])
+    again.teardown()
+    assert elb.describe_load_balancers()["LoadBalancers"] == []
+    assert elb.describe_target_groups()["TargetGroups"] == []
+    again.teardown()  # a second down finds nothing and does not fail
