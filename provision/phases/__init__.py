@@ -60,6 +60,7 @@ class Phase:
 
 PHASES: tuple[Phase, ...] = (
     Phase("validate", "check the spec against the contract", "validate"),
+    Phase("endpoint", "find or create the API load balancer (clouds that have one)", "endpoint"),
     Phase("pki", "create or reuse the CA, certificates, keys and tokens", "pki"),
     Phase("render", "render each host's Ignition or cloud-config", "render"),
     Phase("machines", "create and destroy hosts with the provider", "machines"),

@@ -113,6 +113,7 @@ class AWSProvider(Provider):
 
     name = "aws"
     user_data_limit = UserDataLimit(16 * 1024, "raw")  # EC2: 16 KB before base64
+    api_load_balancer = True  # a Network Load Balancer (elbv2)
 
     def __init__(self, spec, workdir=None, log=None):
         super().__init__(spec, workdir, log)

@@ -74,6 +74,8 @@ class Provider(ABC):
     user_data_limit: UserDataLimit | None = None
     #: first-boot config formats (`os.config`) the provider's hosts can boot from
     config_formats: tuple[str, ...] = ("ignition", "cloud-config")
+    #: whether `ensure_api_endpoint` makes a cloud load balancer (else nodes use the node-local proxy)
+    api_load_balancer: bool = False
 
     def __init__(self, spec: Spec, workdir: Any = None, log: Callable[[str], None] | None = None):
         self.spec = spec

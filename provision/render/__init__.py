@@ -114,16 +114,20 @@ def _cluster_context(spec: Any, state: Mapping[str, Any], store: Any, hosts: Seq
         "addons": ADDONS + COREDNS_ADDONS,
         "first_master": masters[0].name if masters else None,
         "pod_network_plugins": artifacts_mod.POD_NETWORK_PLUGINS, "cni_bin_dir": artifacts_mod.CNI_BIN_DIR,
-        **_api_endpoint(spec, masters),
+        **_api_endpoint(spec, masters, state),
     }
 
 
-def _api_endpoint(spec: Any, masters: Sequence[Any]) -> dict[str, Any]:
-    """Where nodes reach the API: masters their own kube-apiserver; workers the node-local proxy
-    on 127.0.0.1 (haproxy, kubespray's pattern), which forwards to every master's 6443, so the
-    loss of any one master cuts off no worker."""
+def _api_endpoint(spec: Any, masters: Sequence[Any], state: Mapping[str, Any]) -> dict[str, Any]:
+    """Where nodes reach the API: masters their own kube-apiserver; workers the cloud load
+    balancer when state records one (phase endpoint), else the node-local proxy on 127.0.0.1
+    (haproxy, kubespray's pattern), which forwards to every master's 6443. Either way the loss
+    of any one master cuts off no worker."""
     port = spec.kubernetes.api_proxy_port
+    load_balancer = (state.get("api_endpoint") or {}).get("dns_name")
     return {
+        "api_proxy": not load_balancer,
+        "worker_api_url": f"https://{load_balancer}:6443" if load_balancer else f"https://127.0.0.1:{port}",
         "api_proxy_port": port,
         "api_proxy_image": API_PROXY_IMAGE,
         "api_proxy_url": f"https://127.0.0.1:{port}",
@@ -139,7 +143,7 @@ def _machine_context(base: dict[str, Any], spec: Any, role: str, pool: Any, host
         "role": role, "pool": pool, "host": host,
         "bootstrap": host is not None and host.name == base["first_master"],
         "etcd_self": next((m for m in base["etcd_members"] if host is not None and m["name"] == host.name), None),
-        "node_api_url": base["local_api_url"] if role == "master" else base["api_proxy_url"],
+        "node_api_url": base["local_api_url"] if role == "master" else base["worker_api_url"],
         "kubelet_kubeconfig": "/etc/kubernetes/kubelet.conf" if role == "master" else "/var/lib/kubelet/kubeconfig",
         "node_labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
         "fleet_metadata": f"role={role},pool={pool.name}",

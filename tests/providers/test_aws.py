@@ -248,3 +248,50 @@ def test_api_load_balancer_holds_every_master_is_made_once_and_removed(ec2_proxy
     assert elb.describe_load_balancers()["LoadBalancers"] == []
     assert elb.describe_target_groups()["TargetGroups"] == []
     again.teardown()  # a second down finds nothing and does not fail
+
+
+def test_up_puts_the_load_balancer_in_the_certificate_and_the_worker_configs(ec2_proxy, tmp_path, cli):
+    """`up` (phases endpoint, pki, render) against moto: the API certificate carries the load
+    balancer's DNS name, workers' kubeconfigs point at it (no node-local proxy), a second run
+    creates nothing, `down` removes it."""
+    import yaml
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from provision.state import open_store
+    from tests.helpers_render import ignition_file
+    name = f"nlb{os.getpid() % 10000}"
+    text = (f"name: {name}\nprovider:\n  name: aws\n  region: us-east-1\n  ami: {MOTO_AMI}\n"
+            "ssh:\n  authorized_keys: ['ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBtK8t8Ezh0Q3c1m1xX1T8kGfQ0c6Ew1w8xvVNNxQ3eA a@b']\n"
+            "etcd:\n  count: 3\npools:\n  - {name: masters, role: master, count: 3}\n"
+            "  - {name: workers, role: worker, count: 2}\n"
+            "artifacts:\n  hashes:\n    flanneld: sha512-" + "a" * 128 + "\n    fleetd: sha512-" + "b" * 128 + "\n")
+    spec_path = tmp_path / "c.yaml"
+    spec_path.write_text(text)
+    state_dir = tmp_path / "state"
+    first = cli("up", spec_path, "--yes", "--until", "render", "--state-dir", state_dir)
+    assert first.code == 0, first.err
+    from provision.spec import load_spec
+    store = open_store(load_spec(spec_path), state_dir)
+    endpoint = store.read()["api_endpoint"]
+    dns = endpoint["dns_name"]
+    [lb] = boto3.client("elbv2", region_name="us-east-1").describe_load_balancers(Names=[f"{name}-api"])["LoadBalancers"]
+    assert lb["DNSName"] == dns
+    cert = x509.load_pem_x509_certificate(store.read_blob("pki/apiserver.crt"))
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert dns in sans.get_values_for_type(x509.DNSName)
+    worker = json.loads(store.read_blob("rendered/pool-workers.ign"))
+    for path in ("/etc/kubernetes/bootstrap-kubeconfig", "/etc/kubernetes/kube-proxy.conf"):
+        conf = yaml.safe_load(ignition_file(worker, path))
+        assert conf["clusters"][0]["cluster"]["server"] == f"https://{dns}:6443"
+    assert not any(f["path"].startswith("/etc/provision/api-proxy") for f in worker["storage"]["files"])
+
+    before = collections.Counter(a for a, _ in ec2_proxy.log)
+    second = cli("up", spec_path, "--yes", "--until", "render", "--state-dir", state_dir)
+    assert second.code == 0, second.err
+    after = collections.Counter(a for a, _ in ec2_proxy.log)
+    assert before["CreateLoadBalancer"] == 1 and after["CreateLoadBalancer"] == 1
+    assert store.read_blob("pki/apiserver.crt") == cert.public_bytes(Encoding.PEM)  # reused, not remade
+
+    down = cli("down", spec_path, "--yes", "--state-dir", state_dir)
+    assert down.code == 0, down.err
+    assert boto3.client("elbv2", region_name="us-east-1").describe_load_balancers()["LoadBalancers"] == []
