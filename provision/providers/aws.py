@@ -259,6 +259,11 @@ class AWSProvider(Provider):
                          "describe load balancer")["LoadBalancers"][0]
         return {"kind": "aws-nlb", "dns_name": lb["DNSName"], "load_balancer": lb_arn, "target_group": tg_arn}
 
+    def find_api_endpoint(self) -> dict[str, str] | None:
+        lb = self._retry(lambda: self._elb_find("describe_load_balancers", "LoadBalancers", Names=[self.api_lb_name]),
+                         "describe API load balancer")
+        return {"kind": "aws-nlb", "dns_name": lb["DNSName"], "load_balancer": lb["LoadBalancerArn"]} if lb else None
+
     def register_api_targets(self, masters: Sequence[HostRecord]) -> None:
         tg = self._elb_find("describe_target_groups", "TargetGroups", Names=[self.api_lb_name])
         if tg is None or not masters:

@@ -144,6 +144,11 @@ class Provider(ABC):
         provider has none (nodes then reach the masters through the node-local proxy)."""
         return None
 
+    def find_api_endpoint(self) -> dict[str, str] | None:
+        """The load balancer `ensure_api_endpoint` made, found from the cloud alone (by name and
+        tag), or None; never creates anything."""
+        return None
+
     def register_api_targets(self, masters: Sequence[HostRecord]) -> None:
         """Put `masters` behind the load balancer `ensure_api_endpoint` made (idempotent)."""
 

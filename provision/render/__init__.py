@@ -81,11 +81,7 @@ def _cluster_context(spec: Any, state: Mapping[str, Any], store: Any, hosts: Seq
     if not members:
         raise UserError("etcd.count: the plan has no etcd member to render")
     masters = [h for h in hosts if h.role == "master"]
-    if spec.kubernetes.api_server_names:
-        api_host = spec.kubernetes.api_server_names[0]
-    elif masters:
-        api_host = masters[0].address or masters[0].name
-    else:
+    if not masters:
         raise UserError("pools: the plan has no master to render")
     discovery = None
     if spec.etcd.discovery == "token":
@@ -104,7 +100,6 @@ def _cluster_context(spec: Any, state: Mapping[str, Any], store: Any, hosts: Seq
         "etcd_initial_cluster": ",".join(f"{m['name']}={m['peer_url']}" for m in members),
         "discovery_token_url": discovery,
         "local_api_url": "https://127.0.0.1:6443",
-        "remote_api_url": f"https://{api_host}:6443",
         "token_id": token_id, "token_secret": token_secret,
         "flannel_config": flannel,
         "agent_interval": AGENT_INTERVAL,
@@ -130,7 +125,6 @@ def _api_endpoint(spec: Any, masters: Sequence[Any], state: Mapping[str, Any]) -
         "worker_api_url": f"https://{load_balancer}:6443" if load_balancer else f"https://127.0.0.1:{port}",
         "api_proxy_port": port,
         "api_proxy_image": API_PROXY_IMAGE,
-        "api_proxy_url": f"https://127.0.0.1:{port}",
         "api_proxy_backends": [{"name": m.name, "address": m.address or m.name, "is_address": bool(m.address)}
                                for m in masters],
     }

@@ -233,6 +233,7 @@ def test_api_load_balancer_holds_every_master_is_made_once_and_removed(ec2_proxy
     masters = {r.provider_id for r in records if r.role == "master"}
     assert len(masters) == 3 and targets == masters
 
+    assert fast_backoff(AWSProvider(spec)).find_api_endpoint()["dns_name"] == endpoint["dns_name"]
     calls = collections.Counter(a for a, _ in ec2_proxy.log)
     again = fast_backoff(AWSProvider(spec))
     assert again.ensure_api_endpoint() == endpoint
@@ -247,6 +248,7 @@ def test_api_load_balancer_holds_every_master_is_made_once_and_removed(ec2_proxy
     again.teardown()
     assert elb.describe_load_balancers()["LoadBalancers"] == []
     assert elb.describe_target_groups()["TargetGroups"] == []
+    assert again.find_api_endpoint() is None
     again.teardown()  # a second down finds nothing and does not fail
 
 
@@ -295,3 +297,19 @@ def test_up_puts_the_load_balancer_in_the_certificate_and_the_worker_configs(ec2
     down = cli("down", spec_path, "--yes", "--state-dir", state_dir)
     assert down.code == 0, down.err
     assert boto3.client("elbv2", region_name="us-east-1").describe_load_balancers()["LoadBalancers"] == []
+
+
+def test_status_finds_the_load_balancer_again_from_the_cloud(ec2_proxy, tmp_path):
+    from provision.providers.local import LocalProvider
+    from provision.status import api_endpoint_status
+    spec = aws_spec()
+    provider = fast_backoff(AWSProvider(spec))
+    missing = api_endpoint_status(spec, {}, provider)
+    assert missing["kind"] == "load balancer" and missing["found"] is False
+    endpoint = provider.ensure_api_endpoint()
+    found = api_endpoint_status(spec, {"api_endpoint": endpoint}, fast_backoff(AWSProvider(spec)))
+    assert found["found"] and found["dns_name"] == found["recorded"] == endpoint["dns_name"]
+    local_spec = make_spec({"name": "local", "subnet": "10.83.0.0/24"})
+    local = api_endpoint_status(local_spec, {}, LocalProvider(local_spec, tmp_path))
+    assert local == {"kind": "node-local proxy", "address": "127.0.0.1:6444", "found": True}
+    provider.teardown()
