@@ -410,16 +410,39 @@ def test_up_of_the_openstack_examples_without_a_cloud_stops_in_preflight(tmp_pat
 
 
 def test_masters_without_a_planned_address_are_proxied_by_name(tmp_path):
-    """OpenStack and libcloud clouds plan no address: haproxy starts anyway and finds each
-    master through the node's resolver once its name resolves."""
+    """libcloud clouds plan no address: haproxy starts anyway and finds each master through
+    the node's resolver once its name resolves."""
     haproxy = which_or_fail("haproxy")
-    text = (EXAMPLES / "openstack.yaml").read_text() + ("artifacts:\n  hashes:\n    flanneld: sha512-" + "a" * 128
+    text = (EXAMPLES / "digitalocean.yaml").read_text() + ("artifacts:\n  hashes:\n    flanneld: sha512-" + "a" * 128
                                                           + "\n    fleetd: sha512-" + "b" * 128 + "\n")
     spec, store, hosts, rendered = render(write_spec(tmp_path, text), tmp_path / "state")
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_bytes(data_file(rendered.files["pool-workers.ign"], "/etc/provision/api-proxy/haproxy.cfg"))
     text = cfg.read_text()
-    for master in ("lab-masters-0", "lab-masters-1"):
+    for master in ("edge-masters-0",):
         assert f"server {master} {master}:6443 check resolvers node init-addr last,libc,none" in text
     proc = subprocess.run([haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_with_dedicated_etcd_hosts_masters_have_planned_addresses_in_the_certificate(tmp_path):
+    """The openstack example puts etcd on its own hosts: masters still get fixed addresses, so
+    the API server certificate carries them and the proxy and admin kubeconfig use them."""
+    from provision import pki
+    from provision.phases.kubeconfig import api_server_url
+    from provision.phases.machines import host_entry
+    text = (EXAMPLES / "openstack.yaml").read_text() + ("artifacts:\n  hashes:\n    flanneld: sha512-" + "a" * 128
+                                                          + "\n    fleetd: sha512-" + "b" * 128 + "\n")
+    spec, store, hosts, rendered = render(write_spec(tmp_path, text), tmp_path / "state")
+    masters = [h for h in hosts if h.role == "master"]
+    assert len(masters) == 2 and all(h.address and not h.etcd for h in masters)
+    _, ips = pki.apiserver_names(spec, hosts)
+    assert {h.address for h in masters} <= set(ips)
+    proxy = data_file(rendered.files["pool-workers.ign"], "/etc/provision/api-proxy/haproxy.cfg").decode()
+    for h in masters:
+        assert f"server {h.name} {h.address}:6443 check\n" in proxy
+    from provision.providers.base import HostRecord
+    # what the provider answers (a public address); state records the plan's fixed address
+    state = {"hosts": {h.name: host_entry(h, HostRecord(h.name, h.pool, h.role, "id", "running",
+                                                        public_address="203.0.113.9")) for h in hosts}}
+    assert api_server_url(spec, state) in {f"https://{h.address}:6443" for h in masters}
