@@ -221,7 +221,9 @@ class AWSProvider(Provider):
 
     def ensure_api_endpoint(self) -> dict[str, str]:
         """A Network Load Balancer on the cluster's subnet, TCP 6443 to a target group holding
-        every master (TCP health check on 6443); found by name before anything is created."""
+        every master (TCP health check on 6443); found by name before anything is created.
+        Like `prepare`, the AMI is resolved first, so a spec naming no usable image makes nothing."""
+        self.prepare()
         network = self.network()
         name = self.api_lb_name
         tags = tag_list({TAG_CLUSTER: self.spec.name, TAG_ROLE: "api"})
