@@ -138,6 +138,17 @@ def test_pod_network_config_gives_pods_addresses_from_the_flannel_subnet(trio, t
     assert "10.60.34.1/24" in host_side.stdout
     assert any((tmp_path / "ipam").rglob(str(address.ip)))
 
+    # the chain's second plugin: portmap takes the bridge's result and maps a hostPort
+    portmap = dict(conflist["plugins"][1], cniVersion=conflist["cniVersion"], name=conflist["name"],
+                   prevResult=result, runtimeConfig={"portMappings": [
+                       {"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]})
+    mapped = _run_plugin("portmap", "ADD", portmap, host_ns, pod_ns)
+    assert mapped.returncode == 0, mapped.stdout + mapped.stderr
+    nat = subprocess.run(["ip", "netns", "exec", host_ns, "iptables", "-t", "nat", "-S"],
+                         capture_output=True, text=True).stdout
+    assert "18080" in nat and f"{address.ip}:80" in nat
+    unmapped = _run_plugin("portmap", "DEL", portmap, host_ns, pod_ns)
+    assert unmapped.returncode == 0, unmapped.stderr
     deleted = _run_plugin("bridge", "DEL", conf, host_ns, pod_ns)
     assert deleted.returncode == 0, deleted.stderr
     gone = subprocess.run(["ip", "-n", pod_ns, "link", "show", "eth0"], capture_output=True, text=True)
