@@ -112,6 +112,20 @@ def mirror_files(www: Path) -> dict[str, str]:
     return shas
 
 
+@pytest.fixture(autouse=True)
+def openstack_cloud(monkeypatch, tmp_path):
+    """The openstack provider's preflight wants a cloud configuration (OS_* variables); these
+    runs stop before the machines phase, so nothing ever contacts it."""
+    import os
+    for key in [k for k in os.environ if k.startswith("OS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(tmp_path / "no-clouds.yaml"))
+    for key, value in {"OS_AUTH_URL": "http://127.0.0.1:9/v3", "OS_USERNAME": "pin", "OS_PASSWORD": "pin",
+                       "OS_PROJECT_NAME": "pin", "OS_USER_DOMAIN_NAME": "Default",
+                       "OS_PROJECT_DOMAIN_NAME": "Default"}.items():
+        monkeypatch.setenv(key, value)
+
+
 @pytest.fixture
 def cluster(tmp_path):
     """(spec path, state dir, mirror, sha512 of each file) for a spec whose flanneld and fleetd
