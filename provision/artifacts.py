@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 from .errors import UserError
 
 BIN_DIR = "/opt/bin"
+CNI_BIN_DIR = "/opt/cni/bin"  # where containerd's CRI plugin looks for CNI plugins (its default)
 DOWNLOAD_DIR = "/opt/downloads"
 PINS = "artifact_pins"  # state key: hashes pinned on first use
 SHA512_RE = re.compile(r"^[0-9a-f]{128}$")
@@ -36,6 +37,7 @@ class Release:
     # Published hashes by version (from the projects' release checksums, as collected by
     # kubespray's checksums.yml for linux/amd64): facts, not code.
     known: Mapping[str, str]
+    install_dir: str = BIN_DIR  # where the members are extracted
 
 
 # Which spec version each artifact follows, and its release layout (linux/amd64).
@@ -56,12 +58,20 @@ CATALOGUE: dict[str, Release] = {
         url="https://github.com/coreos/fleet/releases/download/v{version}/fleet-v{version}-linux-amd64.tar.gz",
         members={"fleetd": "fleet-v{version}-linux-amd64/fleetd", "fleetctl": "fleet-v{version}-linux-amd64/fleetctl"},
         known={}),
+    # No published hash was found for flanneld 0.26.7 or fleetd 1.0.0 (fleet's releases carry
+    # only GPG signatures): they stay pinned on first use or supplied in artifacts.hashes.
+    "cni-plugins": Release(
+        url="https://github.com/containernetworking/plugins/releases/download/v{version}/cni-plugins-linux-amd64-v{version}.tgz",
+        members={name: f"./{name}" for name in ("bridge", "host-local", "loopback", "portmap")},
+        known={"1.6.2": "sha256-b8e811578fb66023f90d2e238d80cec3bdfca4b44049af74c374d4fae0f9c090"},
+        install_dir=CNI_BIN_DIR),
 }
 
 
 def spec_version(spec: Any, name: str) -> str:
     return {"etcd": spec.etcd.version, "kubelet": spec.kubernetes.version,
-            "flanneld": spec.network.flannel.version, "fleetd": spec.fleet.version}[name]
+            "flanneld": spec.network.flannel.version, "fleetd": spec.fleet.version,
+            "cni-plugins": spec.network.cni_plugins_version}[name]
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,7 @@ class Artifact:
     url: str
     hash: str
     members: Mapping[str, str]
+    install_dir: str = BIN_DIR
 
     @property
     def is_tarball(self) -> bool:
@@ -217,14 +228,19 @@ def resolve(spec: Any, state: Mapping[str, Any], binaries: Sequence[str]) -> lis
         if not digest:
             raise UserError(missing_hash_message(unpinned(spec, state, binaries)))
         members = {b: p.format(version=version) for b, p in CATALOGUE[owner].members.items()}
-        out[owner] = Artifact(name=owner, url=url, hash=digest, members=members)
+        out[owner] = Artifact(name=owner, url=url, hash=digest, members=members,
+                              install_dir=CATALOGUE[owner].install_dir)
     return sorted(out.values(), key=lambda a: a.name)
+
+
+# The CNI plugins every node runs pods with (the pod network config delegates to them).
+POD_NETWORK_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 
 
 def required_binaries(spec: Any) -> list[str]:
     """Every binary some host of `spec` runs from a download. With cloud-config the OS's own
     fleet and flanneld are configured instead (coreos-cloudinit)."""
-    binaries = ["etcd", "etcdctl", "kubelet"]
+    binaries = ["etcd", "etcdctl", "kubelet", *POD_NETWORK_PLUGINS]
     if spec.os.config != "cloud-config":
         binaries.append("flanneld")
         if spec.fleet.enabled:

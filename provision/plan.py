@@ -2,9 +2,10 @@
 
 Host names are `<cluster>-<pool>-<n>`. A pool keeps the hosts it has (lowest indices first)
 and new hosts take the lowest free indices, so the same spec and state always give the same
-names. Hosts that carry etcd and every host of the local and vagrant providers get a fixed
-address from the provider subnet at plan time: etcd's static `--initial-cluster` and the
-rendered configs need it before any machine exists.
+names. Hosts that carry etcd, masters, and every host of the local and vagrant providers get a
+fixed address from the provider subnet at plan time: etcd's static `--initial-cluster`, the API
+server certificate (which must carry every master's address, dedicated etcd hosts or not) and the
+rendered configs (the node-local API proxy's backends) need it before any machine exists.
 """
 from __future__ import annotations
 
@@ -135,7 +136,7 @@ def assign_addresses(spec: Spec, recorded: Mapping[str, Mapping[str, Any]],
     if not subnet:
         return {}
     every_host = spec.provider.name in PROVIDERS_WITH_FIXED_ADDRESSES
-    needing = [h for h in hosts if every_host or h[0] in etcd_names]
+    needing = [h for h in hosts if every_host or h[0] in etcd_names or h[2] == "master"]
     taken = {h.get("address") for h in recorded.values() if h.get("address")}
     out: dict[str, str] = {}
     for name, *_ in needing:

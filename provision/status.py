@@ -80,6 +80,16 @@ def headroom_figures(spec: Any, hosts: Mapping[str, Mapping[str, Any]], loads: M
             "available": possible - used, "reserve": spec.headroom.reserve.slots(possible)}
 
 
+def api_endpoint_status(spec: Any, state: Mapping[str, Any], provider: Any) -> dict[str, Any]:
+    """Where nodes reach the API: the cloud load balancer (found again from the cloud) or the
+    node-local proxy every worker runs."""
+    if getattr(provider, "api_load_balancer", False):
+        found = provider.find_api_endpoint()
+        return {"kind": "load balancer", "dns_name": found["dns_name"] if found else None, "found": found is not None,
+                "recorded": (state.get("api_endpoint") or {}).get("dns_name")}
+    return {"kind": "node-local proxy", "address": f"127.0.0.1:{spec.kubernetes.api_proxy_port}", "found": True}
+
+
 def cluster_status(spec: Any, store: Any, state: Mapping[str, Any], provider: Any) -> dict[str, Any]:
     """Hosts with address, provider state and unit states; orphans and missing; etcd; headroom."""
     from .providers.base import compare
@@ -99,10 +109,11 @@ def cluster_status(spec: Any, store: Any, state: Mapping[str, Any], provider: An
                                                          "healthy": False, "error": "no hosts"}
     loads = host_loads(spec, store, state) if etcd.get("members") else None
     notes = getattr(provider, "artifact_notes", lambda: {})()
+    endpoint = api_endpoint_status(spec, state, provider)
     failed_units = sorted(f"{n}: {u}" for n, h in hosts.items() for u, d in (h["units"] or {}).items()
                           if d["state"] not in UNIT_OK + ("skipped",))
     return {"cluster": spec.name, "provider": spec.provider.name, "hosts": hosts, **compare(recorded, listed),
             "etcd": etcd, "loads": loads, "headroom": headroom_figures(spec, recorded, loads),
-            "artifacts": notes, "failed_units": failed_units,
-            "healthy": bool(recorded) and etcd["healthy"] and not failed_units
+            "artifacts": notes, "failed_units": failed_units, "api_endpoint": endpoint,
+            "healthy": bool(recorded) and etcd["healthy"] and not failed_units and endpoint["found"]
             and all(h["state"] == "running" for h in hosts.values())}

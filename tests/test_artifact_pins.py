@@ -44,6 +44,7 @@ artifacts:
   hashes:
     etcd: sha512-{etcd}
     kubelet: sha512-{kubelet}
+    cni-plugins: sha512-{cni}
 """
 
 
@@ -104,9 +105,25 @@ def mirror_files(www: Path) -> dict[str, str]:
         "fleetd": make_tarball(www / FLEET, {"fleet-v1.0.0-linux-amd64/fleetd": stub_binary("fleetd"),
                                              "fleet-v1.0.0-linux-amd64/fleetctl": stub_binary("fleetctl")}),
     }
+    shas["cni-plugins"] = make_tarball(www / "cni-plugins-linux-amd64-v1.6.2.tgz",
+                                       {f"./{p}": stub_binary(p) for p in ("bridge", "host-local", "loopback", "portmap")})
     (www / "kubelet").write_bytes(stub_binary("kubelet"))
     shas["kubelet"] = hashlib.sha512(stub_binary("kubelet")).hexdigest()
     return shas
+
+
+@pytest.fixture(autouse=True)
+def openstack_cloud(monkeypatch, tmp_path):
+    """The openstack provider's preflight wants a cloud configuration (OS_* variables); these
+    runs stop before the machines phase, so nothing ever contacts it."""
+    import os
+    for key in [k for k in os.environ if k.startswith("OS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(tmp_path / "no-clouds.yaml"))
+    for key, value in {"OS_AUTH_URL": "http://127.0.0.1:9/v3", "OS_USERNAME": "pin", "OS_PASSWORD": "pin",
+                       "OS_PROJECT_NAME": "pin", "OS_USER_DOMAIN_NAME": "Default",
+                       "OS_PROJECT_DOMAIN_NAME": "Default"}.items():
+        monkeypatch.setenv(key, value)
 
 
 @pytest.fixture
@@ -118,7 +135,7 @@ def cluster(tmp_path):
     with serving(www) as mirror:
         name = f"pin{tmp_path.name[-8:].replace('_', '').lower()}"
         spec_path = write_spec(tmp_path, SPEC.format(name=name, mirror=mirror.url, etcd=shas["etcd"],
-                                                     kubelet=shas["kubelet"]))
+                                                     kubelet=shas["kubelet"], cni=shas["cni-plugins"]))
         yield spec_path, tmp_path / "state", mirror, shas
 
 
@@ -277,7 +294,7 @@ def test_dry_run_pins_nothing(cluster, cli):
 
 def test_a_pin_applies_only_to_its_version_and_url(tmp_path):
     spec = load_spec(write_spec(tmp_path, SPEC.format(name="pure", mirror="http://m.example.test/a",
-                                                      etcd="1" * 128, kubelet="2" * 128)))
+                                                      etcd="1" * 128, kubelet="2" * 128, cni="3" * 128)))
     assert [u.name for u in artifacts.unpinned(spec, {})] == ["flanneld", "fleetd"]
     url = f"http://m.example.test/a/{FLANNEL}"
     pin = {"version": "0.26.7", "url": url, "sha512": "c" * 128, "pinned_at": "2026-01-01T00:00:00Z"}
@@ -354,7 +371,7 @@ def test_a_timeout_while_pinning_is_an_action_error_naming_artifact_and_url(tmp_
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     try:
         spec = load_spec(write_spec(tmp_path, SPEC.format(name="slow", mirror=url, etcd="1" * 128,
-                                                          kubelet="2" * 128)))
+                                                          kubelet="2" * 128, cni="3" * 128)))
         store = open_store(spec, tmp_path / "state")
         ctx = RunContext(spec=spec, store=store, state=store.read(), ui=UI(verbosity=-1))
         with pytest.raises(ActionError) as err:

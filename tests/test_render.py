@@ -199,7 +199,7 @@ def test_every_unit_passes_systemd_analyze_verify_with_no_output(rendered_exampl
     tool = which_or_fail("systemd-analyze")
     stubs = tmp_path / "stubs"
     stubs.mkdir()
-    for name in BINARIES + ("fleetctl", "provision-host-agent", "bootstrap.sh"):
+    for name in BINARIES + ("fleetctl", "provision-host-agent", "provision-cni-config", "bootstrap.sh"):
         (stubs / name).write_bytes(stub_binary(name))
         (stubs / name).chmod(0o755)
     seen: dict[tuple, str] = {}
@@ -296,7 +296,8 @@ def test_every_manifest_passes_kubernetes_validate_strict(rendered_examples, tmp
         path.write_bytes(data)
         paths.append(str(path))
         kinds.add(yaml.safe_load(data)["kind"])
-    assert kinds == {"Pod", "Secret", "ClusterRoleBinding"}
+    assert kinds == {"Pod", "Secret", "ClusterRoleBinding", "ClusterRole", "ServiceAccount", "ConfigMap",
+                     "Deployment", "Service"}
     version = ".".join(load_spec(EXAMPLES / "local.yaml").kubernetes.version.split(".")[:2]) + ".0"
     proc = subprocess.run([str(KUBERNETES_VALIDATE), "--strict", "--quiet", "-k", version, *paths],
                           capture_output=True, text=True, timeout=120)
@@ -323,7 +324,9 @@ def test_every_kubeconfig_parses_with_kubectl(rendered_examples, tmp_path):
         view = json.loads(proc.stdout)
         cluster = view["clusters"][0]["cluster"]
         assert cluster["certificate-authority"] == "/etc/kubernetes/pki/ca.crt"
-        assert re.match(r"^https://[^/]+:6443$", cluster["server"]), origin
+        # masters: their own kube-apiserver (or a name the user manages); workers: the node-local proxy
+        assert re.match(r"^https://[^/]+:6443$", cluster["server"]) or \
+            cluster["server"] == "https://127.0.0.1:6444", origin
         assert view["current-context"] == view["contexts"][0]["name"]
         users.add(view["users"][0]["name"])
     assert {"kubelet", "kubelet-bootstrap", "kube-proxy", "kube-scheduler", "kube-controller-manager",
@@ -333,8 +336,17 @@ def test_every_kubeconfig_parses_with_kubectl(rendered_examples, tmp_path):
 def test_workers_reach_the_api_by_a_name_in_its_certificate(rendered_examples):
     spec, rendered = rendered_examples["aws"]
     worker = json.loads(rendered.files["pool-workers.ign"])
-    conf = yaml.safe_load(ignition_file(worker, "/etc/kubernetes/bootstrap-kubeconfig"))
-    assert conf["clusters"][0]["cluster"]["server"] == "https://k8s.example.com:6443"
+    for path in ("/etc/kubernetes/bootstrap-kubeconfig", "/etc/kubernetes/kube-proxy.conf"):
+        conf = yaml.safe_load(ignition_file(worker, path))
+        assert conf["clusters"][0]["cluster"]["server"] == f"https://127.0.0.1:{spec.kubernetes.api_proxy_port}"
+    # the node-local proxy forwards to every master; 127.0.0.1 is in the API server certificate
+    proxy = ignition_file(worker, "/etc/provision/api-proxy/haproxy.cfg").decode()
+    masters = [h for h, entry in rendered.index["hosts"].items() if entry["role"] == "master"]
+    assert len(masters) == 3
+    assert all(re.search(rf"^  server {m} \S+:6443 check$", proxy, re.M) for m in masters)
+    assert f"bind 127.0.0.1:{spec.kubernetes.api_proxy_port}" in proxy
+    _, ips = pki.apiserver_names(spec, plan(spec, {}).desired)
+    assert "127.0.0.1" in ips
     kubelet = env_file(ignition_file(worker, "/etc/kubernetes/kubelet.env").decode())["KUBELET_ARGS"]
     assert "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubeconfig" in kubelet
     assert "tier=general" in kubelet and "provision.io/pool=workers" in kubelet
@@ -377,7 +389,7 @@ def test_cloud_config_parses_and_uses_only_coreos_cloudinit_keys(rendered_exampl
         # cloud-config hosts fetch and check downloads themselves before anything runs
         install = units["provision-install-kubelet.service"]
         assert "/usr/bin/sha512sum -c -" in install and "curl -fsSL" in install
-        assert len(doc["ssh_authorized_keys"]) == 1 and doc["ssh_authorized_keys"][0].startswith("ssh-ed25519")
+        assert len(doc["ssh_authorized_keys"]) == 2 and all(k.startswith("ssh-ed25519") for k in doc["ssh_authorized_keys"])
     master = yaml.safe_load(rendered.files["legacy-masters-0.yaml"])
     assert master["hostname"] == "legacy-masters-0"
     assert "hostname" not in yaml.safe_load(rendered.files["pool-workers.yaml"])
@@ -412,12 +424,14 @@ pools:
     fleet_sha = make_tarball(www / "fleet-v1.0.0-linux-amd64.tar.gz",
                              {"fleet-v1.0.0-linux-amd64/fleetd": stub_binary("fleetd"),
                               "fleet-v1.0.0-linux-amd64/fleetctl": stub_binary("fleetctl")})
+    cni_sha = make_tarball(www / "cni-plugins-linux-amd64-v1.6.2.tgz",
+                           {f"./{p}": stub_binary(p) for p in ("bridge", "host-local", "loopback", "portmap")})
     (www / "kubelet").write_bytes(stub_binary("kubelet"))
     kubelet_sha = hashlib.sha512(stub_binary("kubelet")).hexdigest()
     with http_server(www) as url:
         spec_text = text + (f"artifacts:\n  mirror: {url}\n  hashes:\n    etcd: sha512-{etcd_sha}\n"
                             f"    flanneld: sha512-{flannel_sha}\n    fleetd: sha512-{fleet_sha}\n"
-                            f"    kubelet: sha512-{kubelet_sha}\n")
+                            f"    kubelet: sha512-{kubelet_sha}\n    cni-plugins: sha512-{cni_sha}\n")
         spec, store, hosts, rendered = render(write_spec(tmp_path, spec_text), tmp_path / "state")
         provision_key = pki.ssh_public_key(store)
         results = {}
@@ -483,7 +497,8 @@ def test_the_install_unit_extracts_the_verified_tarball(tmp_path):
         spec, store, hosts, rendered = render(write_spec(tmp_path, text), tmp_path / "state")
         config = json.loads(rendered.files["small-masters-0.ign"])
         config["storage"]["files"] = [f for f in config["storage"]["files"]
-                                      if "flannel" not in f["path"] and "kubelet" != f["path"].rsplit("/", 1)[-1]]
+                                      if "flannel" not in f["path"] and "cni-plugins" not in f["path"]
+                                      and "kubelet" != f["path"].rsplit("/", 1)[-1]]
         root, proc = apply_ignition(json.dumps(config).encode(), tmp_path / "apply")
         assert proc.returncode == 0, proc.stdout[-2000:]
     unit = ignition_units(config)["provision-install-etcd.service"]
@@ -492,7 +507,7 @@ def test_the_install_unit_extracts_the_verified_tarball(tmp_path):
     argv = [a.replace("/opt/", f"{root}/opt/") if a.startswith("/opt/") else a for a in argv]
     (root / "opt/bin").mkdir(parents=True, exist_ok=True)
     subprocess.run(argv, check=True, timeout=30)
-    assert sorted(os.listdir(root / "opt/bin")) == ["etcd", "etcdctl", "provision-host-agent"]
+    assert sorted(os.listdir(root / "opt/bin")) == ["etcd", "etcdctl", "provision-cni-config", "provision-host-agent"]
     assert (root / "opt/bin/etcd").read_bytes() == stub_binary("etcd")
 
 
@@ -506,8 +521,11 @@ def test_user_data_budget_compresses_then_points(tmp_path):
     worker = rendered.files["pool-workers.ign"]
     master = rendered.files["small-masters-0.ign"]
     assert not ec2.fits(worker) and not ec2.fits(master)
-    fitted = fit_user_data(worker, ec2)
-    assert fitted.method == "gzip" and ec2.fits(fitted.data)
+    # with the pod network and the node-local API proxy a worker is ~17 KB gzipped: over EC2's
+    # 16 KB it takes a pointer config (served from S3), under a roomier limit gzip alone does
+    roomy = UserDataLimit(24 * 1024, "raw")
+    fitted = fit_user_data(worker, roomy)
+    assert fitted.method == "gzip" and roomy.fits(fitted.data)
     assert ignition_file(json.loads(fitted.data), "/etc/kubernetes/kube-proxy.conf") == \
         ignition_file(json.loads(worker), "/etc/kubernetes/kube-proxy.conf")
     assert fit_user_data(master, nova).method in ("plain", "gzip")

@@ -21,7 +21,9 @@ from provision.state import open_store
 from tests.helpers_render import SMALL_SPEC, served_artifacts, write_spec
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "small"
-UPDATE = os.environ.get("PROVISION_UPDATE_GOLDEN") == "1"
+UPDATE = os.environ.get("PROVISION_UPDATE_GOLDEN") in ("1", "out")
+# "out": rewrite the rendered files only, keeping the fixed PKI (a template change)
+UPDATE_PKI = os.environ.get("PROVISION_UPDATE_GOLDEN") == "1"
 
 
 def expanded(config: bytes) -> bytes:
@@ -54,7 +56,7 @@ def _render(tmp_path: Path):
     state = store.read()
     state["artifacts"] = served_artifacts("http://10.77.0.1:8080")
     hosts = plan(spec, state).desired
-    if UPDATE:
+    if UPDATE_PKI:
         shutil.rmtree(GOLDEN / "pki", ignore_errors=True)
         pki.ensure_pki(spec, store, hosts)
         for name in store.list_blobs("pki/"):

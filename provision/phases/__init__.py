@@ -64,6 +64,7 @@ class Phase:
 # (Jinja2, cryptography, provider code): a second or so per command on a busy machine.
 PHASE_SUMMARIES: tuple[tuple[str, str], ...] = (
     ("validate", "check the spec against the contract"),
+    ("endpoint", "find or create the API load balancer (clouds that have one)"),
     ("pki", "create or reuse the CA, certificates, keys and tokens"),
     ("render", "render each host's Ignition or cloud-config"),
     ("machines", "create and destroy hosts with the provider"),
@@ -82,8 +83,9 @@ PHASE_NAMES = tuple(name for name, _ in PHASE_SUMMARIES)
 def all_phases() -> tuple[Phase, ...]:
     """Every phase of `up` in order, each with its module (imported here, on first use; the
     modules import RunContext from this package)."""
-    from . import etcd, flannel, fleet, kubeconfig, machines, masters, pki, render, validate, wait, workers
-    modules: tuple[PhaseModule, ...] = (validate, pki, render, machines, wait, etcd, flannel, fleet, masters,
+    from . import (endpoint, etcd, flannel, fleet, kubeconfig, machines, masters, pki, render, validate, wait,
+                   workers)
+    modules: tuple[PhaseModule, ...] = (validate, endpoint, pki, render, machines, wait, etcd, flannel, fleet, masters,
                                         workers, kubeconfig)
     phases = tuple(Phase(name, summary, module) for (name, summary), module in zip(PHASE_SUMMARIES, modules,
                                                                                     strict=True))

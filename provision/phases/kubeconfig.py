@@ -20,6 +20,9 @@ FILE_NAME = "kubeconfig"
 
 
 def api_server_url(spec: Any, state: Mapping[str, Any]) -> str:
+    endpoint = (state.get("api_endpoint") or {}).get("dns_name")
+    if endpoint:  # the cloud load balancer in front of every master
+        return f"https://{endpoint}:6443"
     if spec.kubernetes.api_server_names:
         return f"https://{spec.kubernetes.api_server_names[0]}:6443"
     masters = sorted((h.get("index", 0), n, h) for n, h in (state.get("hosts") or {}).items()

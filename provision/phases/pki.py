@@ -5,15 +5,17 @@ from __future__ import annotations
 from .. import pki
 from ..plan import plan
 from . import RunContext
+from .endpoint import spec_with_endpoint
 
 
 def run(ctx: RunContext) -> dict:
     hosts = plan(ctx.spec, ctx.state).desired
+    spec = spec_with_endpoint(ctx.spec, ctx.state)  # the API load balancer's name in the certificate
     if ctx.dry_run:
-        wanted = pki.wanted_certs(ctx.spec, hosts)
+        wanted = pki.wanted_certs(spec, hosts)
         missing = [w.name for w in wanted if ctx.store.read_blob(f"{pki.PREFIX}{w.name}.crt") is None]
         ctx.log("pki", f"would check {len(wanted)} certificates for {len(hosts)} hosts; "
                        f"{len(missing)} not made yet")
         return {"dry_run": True, "missing": missing}
-    summary = pki.ensure_pki(ctx.spec, ctx.store, hosts, log=lambda message: ctx.log("pki", message))
+    summary = pki.ensure_pki(spec, ctx.store, hosts, log=lambda message: ctx.log("pki", message))
     return {"created": summary["created"], "reused": len(summary["reused"])}

@@ -35,6 +35,10 @@ def get_provider(spec: Spec, workdir: Path | None = None, log: Callable[[str], N
     of this machine and account too (exit 2 on a problem)."""
     provider = provider_class(spec.provider.name)(spec, workdir=workdir, log=log)
     problems = provider.check()
+    if spec.os.config not in provider.config_formats:
+        problems.append(("os.config", f"provider {spec.provider.name} boots hosts only from "
+                                      f"{' or '.join(provider.config_formats)}, not {spec.os.config} "
+                                      "(use a cloud provider such as aws or openstack for cloud-config)"))
     if preflight and not problems:
         problems = provider.preflight()
     if problems:

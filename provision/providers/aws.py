@@ -110,6 +110,7 @@ class AWSProvider(Provider):
 
     name = "aws"
     user_data_limit = UserDataLimit(16 * 1024, "raw")  # EC2: 16 KB before base64
+    api_load_balancer = True  # a Network Load Balancer (elbv2)
 
     def __init__(self, spec, workdir=None, log=None):
         super().__init__(spec, workdir, log)
@@ -117,6 +118,7 @@ class AWSProvider(Provider):
         self._client = None
         self._network: dict[str, str] | None = None
         self._image: str | None = None
+        self._elbv2 = None
 
     # -- plumbing ----------------------------------------------------------------------------
     @property
@@ -183,6 +185,113 @@ class AWSProvider(Provider):
     def preflight(self) -> list[tuple[str, str]]:
         problem = credentials_problem()
         return [("provider", problem)] if problem else []
+
+    # -- the API load balancer -------------------------------------------------------------
+    @property
+    def elbv2(self):
+        if self._elbv2 is None:
+            import boto3
+            from botocore.config import Config
+            config = Config(retries={"total_max_attempts": 1, "mode": "standard"},
+                            user_agent_extra="provision", connect_timeout=10, read_timeout=60)
+            self._elbv2 = boto3.session.Session().client("elbv2", region_name=self.options.region, config=config)
+        return self._elbv2
+
+    @property
+    def api_lb_name(self) -> str:
+        """Load balancer and target group name: at most 32 characters, unique per cluster."""
+        name = f"{self.spec.name}-api"
+        if len(name) > 32:
+            digest = hashlib.sha256(self.spec.name.encode()).hexdigest()[:6]
+            name = f"{self.spec.name[:21]}-{digest}-api"
+        return name
+
+    def _elb_find(self, operation: str, key: str, **params: Any) -> dict[str, Any] | None:
+        from botocore.exceptions import ClientError
+        try:
+            found = getattr(self.elbv2, operation)(**params)[key]
+        except ClientError as err:
+            if "NotFound" in err.response.get("Error", {}).get("Code", ""):
+                return None
+            raise
+        return found[0] if found else None
+
+    def ensure_api_endpoint(self) -> dict[str, str]:
+        """A Network Load Balancer on the cluster's subnet, TCP 6443 to a target group holding
+        every master (TCP health check on 6443); found by name before anything is created.
+        Like `prepare`, the AMI is resolved first, so a spec naming no usable image makes nothing."""
+        self.prepare()
+        network = self.network()
+        name = self.api_lb_name
+        tags = tag_list({TAG_CLUSTER: self.spec.name, TAG_ROLE: "api"})
+
+        def find_lb():
+            lb = self._elb_find("describe_load_balancers", "LoadBalancers", Names=[name])
+            return lb["LoadBalancerArn"] if lb else None
+
+        def create_lb():
+            return self.elbv2.create_load_balancer(Name=name, Subnets=[network["subnet"]], Scheme="internet-facing",
+                                                   Type="network", Tags=tags)["LoadBalancers"][0]["LoadBalancerArn"]
+        lb_arn = self._find_or_create("API load balancer", find_lb, create_lb)
+
+        def find_tg():
+            tg = self._elb_find("describe_target_groups", "TargetGroups", Names=[name])
+            return tg["TargetGroupArn"] if tg else None
+
+        def create_tg():
+            return self.elbv2.create_target_group(
+                Name=name, Protocol="TCP", Port=6443, VpcId=network["vpc"], TargetType="instance",
+                HealthCheckProtocol="TCP", HealthCheckPort="6443", HealthCheckIntervalSeconds=10,
+                HealthyThresholdCount=3, UnhealthyThresholdCount=3, Tags=tags)["TargetGroups"][0]["TargetGroupArn"]
+        tg_arn = self._find_or_create("API target group", find_tg, create_tg)
+
+        def find_listener():
+            listeners = self.elbv2.describe_listeners(LoadBalancerArn=lb_arn)["Listeners"]
+            return next((x["ListenerArn"] for x in listeners if x["Port"] == 6443), None)
+
+        def create_listener():
+            return self.elbv2.create_listener(LoadBalancerArn=lb_arn, Protocol="TCP", Port=6443,
+                                              DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}],
+                                              )["Listeners"][0]["ListenerArn"]
+        self._find_or_create("API listener", find_listener, create_listener)
+        lb = self._retry(lambda: self.elbv2.describe_load_balancers(LoadBalancerArns=[lb_arn]),
+                         "describe load balancer")["LoadBalancers"][0]
+        return {"kind": "aws-nlb", "dns_name": lb["DNSName"], "load_balancer": lb_arn, "target_group": tg_arn}
+
+    def find_api_endpoint(self) -> dict[str, str] | None:
+        lb = self._retry(lambda: self._elb_find("describe_load_balancers", "LoadBalancers", Names=[self.api_lb_name]),
+                         "describe API load balancer")
+        return {"kind": "aws-nlb", "dns_name": lb["DNSName"], "load_balancer": lb["LoadBalancerArn"]} if lb else None
+
+    def register_api_targets(self, masters: Sequence[HostRecord]) -> None:
+        tg = self._elb_find("describe_target_groups", "TargetGroups", Names=[self.api_lb_name])
+        if tg is None or not masters:
+            return
+        health = self._retry(lambda: self.elbv2.describe_target_health(TargetGroupArn=tg["TargetGroupArn"]),
+                             "describe targets")["TargetHealthDescriptions"]
+        registered = {t["Target"]["Id"] for t in health}
+        missing = sorted(m.provider_id for m in masters if m.provider_id not in registered)
+        if missing:
+            self.log(f"registering {len(missing)} master(s) with the API load balancer")
+            self._retry(lambda: self.elbv2.register_targets(TargetGroupArn=tg["TargetGroupArn"],
+                                                           Targets=[{"Id": i, "Port": 6443} for i in missing]),
+                        "register API targets")
+
+    def _remove_api_endpoint(self) -> None:
+        name = self.api_lb_name
+        lb = self._elb_find("describe_load_balancers", "LoadBalancers", Names=[name])
+        if lb is not None:
+            for listener in self.elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]:
+                self._retry(lambda arn=listener["ListenerArn"]: self.elbv2.delete_listener(ListenerArn=arn),
+                            "delete API listener")
+            self._retry(lambda: self.elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"]),
+                        "delete API load balancer")
+        tg = self._elb_find("describe_target_groups", "TargetGroups", Names=[name])
+        if tg is not None:
+            self._retry(lambda: self.elbv2.delete_target_group(TargetGroupArn=tg["TargetGroupArn"]),
+                        "delete API target group")
+        if lb is not None or tg is not None:
+            self.log("removed the API load balancer")
 
     # -- shared resources --------------------------------------------------------------------
     def prepare(self) -> None:
@@ -424,6 +533,7 @@ class AWSProvider(Provider):
         todo = [h for h in hosts if h.name not in existing]
         for batch in self.batches(todo, configs):
             records.extend(self._run_batch(batch, configs[batch[0].name], network))
+        self.register_api_targets([r for r in records if r.role == "master"])
         order = {h.name: i for i, h in enumerate(hosts)}
         return sorted(records, key=lambda r: order.get(r.name, len(order)))
 
@@ -531,6 +641,7 @@ class AWSProvider(Provider):
             self._retry(lambda: call_with_retry(
                 call, retryable=lambda e: "still in use" if "DependencyViolation" in str(e) else None,
                 what=f"ec2 {operation}", log=self.log, backoff=dependency), operation)
+        self._remove_api_endpoint()  # its network interfaces would hold the subnet
         vpcs = [v["VpcId"] for v in self._call("describe_vpcs", Filters=self._cluster_filter())["Vpcs"]]
         for vpc in vpcs:
             for group in self._call("describe_security_groups",

@@ -72,6 +72,10 @@ class Provider(ABC):
     name: str = "abstract"
     #: user-data limit, or None when configs are handed over another way (local, vagrant)
     user_data_limit: UserDataLimit | None = None
+    #: first-boot config formats (`os.config`) the provider's hosts can boot from
+    config_formats: tuple[str, ...] = ("ignition", "cloud-config")
+    #: whether `ensure_api_endpoint` makes a cloud load balancer (else nodes use the node-local proxy)
+    api_load_balancer: bool = False
 
     def __init__(self, spec: Spec, workdir: Any = None, log: Callable[[str], None] | None = None):
         self.spec = spec
@@ -133,6 +137,20 @@ class Provider(ABC):
         """Binaries this provider serves itself, {name: {"url", "sha512"}}; None when hosts
         download from `artifacts.mirror` or upstream."""
         return None
+
+    def ensure_api_endpoint(self) -> dict[str, str] | None:
+        """Create or find the cloud load balancer in front of every master's kube-apiserver
+        (TCP 6443), tagged like the hosts; returns {"dns_name", ...} for state, or None when the
+        provider has none (nodes then reach the masters through the node-local proxy)."""
+        return None
+
+    def find_api_endpoint(self) -> dict[str, str] | None:
+        """The load balancer `ensure_api_endpoint` made, found from the cloud alone (by name and
+        tag), or None; never creates anything."""
+        return None
+
+    def register_api_targets(self, masters: Sequence[HostRecord]) -> None:
+        """Put `masters` behind the load balancer `ensure_api_endpoint` made (idempotent)."""
 
     def config_url(self, name: str, config: bytes) -> str | None:
         """Where the full config `name` (too large for user data) will be served for hosts to

@@ -144,6 +144,8 @@ class LocalProvider(Provider):
 
     name = "local"
     user_data_limit = None
+    # The real Ignition engine applies each config; nothing here runs coreos-cloudinit.
+    config_formats = ("ignition",)
 
     # -- names and places ---------------------------------------------------------------------
     @property

@@ -139,6 +139,24 @@ class OpenStackProvider(Provider):
     def resource_name(self) -> str:
         return f"provision-{self.spec.name}"
 
+    def preflight(self) -> list[tuple[str, str]]:
+        """The cloud's configuration must resolve (clouds.yaml entry, OS_CLOUD or OS_* variables)
+        before anything is written; no request reaches the cloud."""
+        import openstack.config
+        from keystoneauth1 import exceptions as ks_exc
+        from openstack import exceptions as os_exc
+        cloud = self.options.cloud
+        try:
+            openstack.config.OpenStackConfig().get_one(cloud=cloud) if cloud else \
+                openstack.config.OpenStackConfig().get_one()
+        except os_exc.ConfigException as err:
+            where = f"no clouds.yaml entry {cloud!r}" if cloud else "no OS_CLOUD or OS_* variables"
+            return [("provider.cloud", f"{where} on this machine ({err}); add it to clouds.yaml "
+                                       "(./clouds.yaml, ~/.config/openstack/, /etc/openstack/)")]
+        except ks_exc.MissingRequiredOptions as err:
+            return [("provider.cloud", f"the cloud's credentials are incomplete: {err}")]
+        return []
+
     @property
     def cluster_tag(self) -> str:
         return f"{TAG_CLUSTER}={self.spec.name}"

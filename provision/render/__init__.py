@@ -31,12 +31,16 @@ __all__ = ["Rendered", "render_cluster", "write_rendered", "fit_user_data", "Fit
 INDEX = "index.json"
 ADDONS = ("index", "bootstrap-token.yaml", "kubelet-bootstrap.yaml", "node-autoapprove-bootstrap.yaml",
           "node-autoapprove-renewal.yaml")
+# Cluster DNS: one API object per file, created in this order (see templates/addons/index).
+COREDNS_ADDONS = ("coredns-serviceaccount.yaml", "coredns-clusterrole.yaml", "coredns-clusterrolebinding.yaml",
+                  "coredns-configmap.yaml", "coredns-deployment.yaml", "coredns-service.yaml")
 AGENT_INTERVAL = 10
 # Providers whose hosts have more than one interface and a per-host private address that the
 # node must use: every Vagrant VM's first interface is the same NAT address, so kubelet's node
 # IP and flannel's interface and public IP name the host's private address, and workers get
 # one config per host (elsewhere a worker config is per pool and carries no per-host data).
 NODE_ADDRESS_PROVIDERS = ("vagrant",)
+API_PROXY_IMAGE = "docker.io/library/haproxy:3.0-alpine"  # the image of the node-local API proxy
 
 
 @dataclass
@@ -82,11 +86,7 @@ def _cluster_context(spec: Any, state: Mapping[str, Any], store: Any, hosts: Seq
     if not members:
         raise UserError("etcd.count: the plan has no etcd member to render")
     masters = [h for h in hosts if h.role == "master"]
-    if spec.kubernetes.api_server_names:
-        api_host = spec.kubernetes.api_server_names[0]
-    elif masters:
-        api_host = masters[0].address or masters[0].name
-    else:
+    if not masters:
         raise UserError("pools: the plan has no master to render")
     discovery = None
     if spec.etcd.discovery == "token":
@@ -105,15 +105,33 @@ def _cluster_context(spec: Any, state: Mapping[str, Any], store: Any, hosts: Seq
         "etcd_initial_cluster": ",".join(f"{m['name']}={m['peer_url']}" for m in members),
         "discovery_token_url": discovery,
         "local_api_url": "https://127.0.0.1:6443",
-        "remote_api_url": f"https://{api_host}:6443",
         "token_id": token_id, "token_secret": token_secret,
         "flannel_config": flannel,
         "agent_interval": AGENT_INTERVAL,
         "agent_ttl": int(spec.headroom.load_ttl) if spec.headroom is not None else 60,
         "os_services": spec.os.config == "cloud-config",
         "bin_dir": artifacts_mod.BIN_DIR, "download_dir": artifacts_mod.DOWNLOAD_DIR,
-        "addons": ADDONS,
+        "addons": ADDONS + COREDNS_ADDONS,
         "first_master": masters[0].name if masters else None,
+        "pod_network_plugins": artifacts_mod.POD_NETWORK_PLUGINS, "cni_bin_dir": artifacts_mod.CNI_BIN_DIR,
+        **_api_endpoint(spec, masters, state),
+    }
+
+
+def _api_endpoint(spec: Any, masters: Sequence[Any], state: Mapping[str, Any]) -> dict[str, Any]:
+    """Where nodes reach the API: masters their own kube-apiserver; workers the cloud load
+    balancer when state records one (phase endpoint), else the node-local proxy on 127.0.0.1
+    (haproxy, kubespray's pattern), which forwards to every master's 6443. Either way the loss
+    of any one master cuts off no worker."""
+    port = spec.kubernetes.api_proxy_port
+    load_balancer = (state.get("api_endpoint") or {}).get("dns_name")
+    return {
+        "api_proxy": not load_balancer,
+        "worker_api_url": f"https://{load_balancer}:6443" if load_balancer else f"https://127.0.0.1:{port}",
+        "api_proxy_port": port,
+        "api_proxy_image": API_PROXY_IMAGE,
+        "api_proxy_backends": [{"name": m.name, "address": m.address or m.name, "is_address": bool(m.address)}
+                               for m in masters],
     }
 
 
@@ -124,7 +142,7 @@ def _machine_context(base: dict[str, Any], spec: Any, role: str, pool: Any, host
         "role": role, "pool": pool, "host": host,
         "bootstrap": host is not None and host.name == base["first_master"],
         "etcd_self": next((m for m in base["etcd_members"] if host is not None and m["name"] == host.name), None),
-        "node_api_url": base["local_api_url"] if role == "master" else base["remote_api_url"],
+        "node_api_url": base["local_api_url"] if role == "master" else base["worker_api_url"],
         "kubelet_kubeconfig": "/etc/kubernetes/kubelet.conf" if role == "master" else "/var/lib/kubelet/kubeconfig",
         "node_labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
         "fleet_metadata": f"role={role},pool={pool.name}",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import sys
 import typing
 from pathlib import Path
@@ -337,6 +338,42 @@ def check_rules(spec: Spec, problems: Problems) -> None:
         problems.add("artifacts.mirror", f"must be an http(s) URL (got {spec.artifacts.mirror!r})")
     if spec.pki.ca_days < 1 or spec.pki.leaf_days < 1 or spec.pki.leaf_days > spec.pki.ca_days:
         problems.add("pki.leaf_days", "must be >= 1 and <= pki.ca_days")
+    _check_cluster_services(spec, problems)
+
+
+VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
+# flannel moved to etcd's v3 client in 0.18.0 (flannel-io/flannel#1562): later releases cannot
+# read a v2 keyspace.
+FLANNEL_V3_ONLY_SINCE = (0, 18, 0)
+# Ports a node already uses: etcd, kube-apiserver, kubelet, kube-proxy, controller-manager, scheduler.
+RESERVED_PORTS = {2379, 2380, 6443, 10250, 10256, 10257, 10259}
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def _check_cluster_services(spec: Spec, problems: Problems) -> None:
+    """Pod network, cluster DNS and the node-local API proxy: versions that land in URLs and
+    image names, flannel's etcd API against its version, and the proxy's port."""
+    flannel = spec.network.flannel
+    for path, value in (("network.flannel.version", flannel.version),
+                        ("network.cni_plugins_version", spec.network.cni_plugins_version),
+                        ("kubernetes.coredns_version", spec.kubernetes.coredns_version)):
+        if not VERSION_RE.match(value):
+            problems.add(path, f"must be a release number like 1.2.3 (got {value!r})")
+    # With cloud-config the OS's own flannel runs (CoreOS era, v2); otherwise the pinned release.
+    if (spec.os.config != "cloud-config" and flannel.etcd_api == "v2" and VERSION_RE.match(flannel.version)
+            and _version_tuple(flannel.version) >= FLANNEL_V3_ONLY_SINCE):
+        problems.add("network.flannel.etcd_api", f"flannel {flannel.version} speaks only etcd's v3 API "
+                                                 "(v2 was dropped in 0.18.0); use v3, or a flannel release "
+                                                 "before 0.18.0")
+    port = spec.kubernetes.api_proxy_port
+    if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
+        problems.add("kubernetes.api_proxy_port", f"must be a port number in 1024..65535 (got {port!r})")
+    elif port in RESERVED_PORTS:
+        problems.add("kubernetes.api_proxy_port", f"{port} is already used on nodes (reserved: "
+                                                  f"{', '.join(str(p) for p in sorted(RESERVED_PORTS))})")
 
 
 def load_spec(path: str | os.PathLike, label: str | None = None) -> Spec:

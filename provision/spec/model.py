@@ -242,6 +242,9 @@ class NetworkSpec:
     service_cidr: str = field("service network; its first address is the API service IP", "10.3.0.0/24",
                               convert=cidr)
     flannel: FlannelSpec = field("overlay network", factory=FlannelSpec)
+    cni_plugins_version: str = field(
+        "containernetworking plugins release (bridge, host-local, loopback, portmap) installed in "
+        "/opt/cni/bin; pods get addresses from the host's flannel subnet through them", "1.6.2")
 
     @property
     def api_service_ip(self) -> str:
@@ -264,6 +267,12 @@ class KubernetesSpec:
     cluster_domain: str = field("cluster DNS domain", "cluster.local")
     api_server_names: tuple[str, ...] = field("extra SANs for the API server certificate", (),
                                               convert=string_list)
+    coredns_version: str = field("CoreDNS release serving cluster DNS at network.service_cidr's "
+                                 "tenth address (the address kubelet hands to pods)", "1.12.0")
+    api_proxy_port: int = field(
+        "port of the node-local API proxy on 127.0.0.1 of every node (haproxy forwarding to every "
+        "master's 6443); kubelet, kube-proxy and addons of workers use it; 1024..65535, not a port "
+        "a host already uses (2379, 2380, 6443, 10250, 10256-10259)", 6444)
 
 
 @dataclass(frozen=True)
@@ -338,7 +347,7 @@ def artifact_hashes(value: object) -> Mapping[str, str]:
         return MappingProxyType({})
     if not isinstance(value, dict):
         raise ValueError("must be a mapping of artifact name to \"sha512-<hex>\" or \"sha256-<hex>\"")
-    known = ("etcd", "flanneld", "fleetd", "kubelet")  # the downloads provision knows (provision.artifacts)
+    known = ("cni-plugins", "etcd", "flanneld", "fleetd", "kubelet")  # the downloads provision knows (provision.artifacts)
     for name, digest in value.items():
         if name not in known:
             raise ValueError(f"{name}: unknown artifact (known: {', '.join(known)})")
@@ -353,7 +362,7 @@ class ArtifactsSpec:
     mirror: str | None = field("base URL serving the binaries hosts download (air-gapped sites, local "
                                "provider)", None)
     hashes: Mapping[str, str] = field(
-        "published hashes of binaries (etcd, kubelet, flanneld, fleetd) that provision does not know, "
+        "published hashes of binaries (etcd, kubelet, flanneld, fleetd, cni-plugins) that provision does not know, "
         "as sha512-<hex> or sha256-<hex>", factory=lambda: MappingProxyType({}), convert=artifact_hashes)
 
 

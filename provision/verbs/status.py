@@ -85,6 +85,12 @@ def status_tables(ui, spec, report) -> Group:
         extra.append(f"orphans (in the provider, not in state): {', '.join(report['orphans'])}")
     if report["missing"]:
         extra.append(f"missing (in state, gone from the provider): {', '.join(report['missing'])}")
+    endpoint = report["api_endpoint"]
+    if endpoint["kind"] == "load balancer":
+        extra.append(f"API load balancer: {endpoint['dns_name']}:6443" if endpoint["found"] else
+                     "API load balancer: MISSING (run `provision up` to make it again)")
+    else:
+        extra.append(f"API: workers use the node-local proxy on {endpoint['address']}")
     for name, note in sorted(report["artifacts"].items()):
         extra.append(f"artifact {name}: this machine's {note}")
     if extra:

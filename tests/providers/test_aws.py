@@ -205,3 +205,111 @@ def test_indices_round_trip():
     for indices in ([0, 1, 2, 5, 7, 8], [3], list(range(1000)), [9, 4, 5, 6]):
         assert expand_indices(compress_indices(indices)) == indices
     assert len(compress_indices(list(range(1000)))) < 256
+
+
+def test_api_load_balancer_holds_every_master_is_made_once_and_removed(ec2_proxy):
+    """A Network Load Balancer on moto's elbv2: TCP 6443 listener, a target group with a TCP
+    health check on 6443 holding every master; a second run creates nothing; down removes it."""
+    spec = aws_spec(masters=3, workers=2)
+    provider = fast_backoff(AWSProvider(spec))
+    endpoint = provider.ensure_api_endpoint()
+    assert endpoint["kind"] == "aws-nlb" and endpoint["dns_name"]
+    hosts = plan(spec, {}).desired
+    records = provider.create_hosts(hosts, configs_for(hosts))
+    elb = boto3.client("elbv2", region_name="us-east-1")
+    [lb] = elb.describe_load_balancers(Names=[provider.api_lb_name])["LoadBalancers"]
+    assert lb["Type"] == "network" and lb["DNSName"] == endpoint["dns_name"]
+    tags = {t["Key"]: t["Value"] for t in
+            elb.describe_tags(ResourceArns=[lb["LoadBalancerArn"]])["TagDescriptions"][0]["Tags"]}
+    assert tags["provision:cluster"] == spec.name
+    [listener] = elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
+    assert listener["Port"] == 6443 and listener["Protocol"] == "TCP"
+    [tg] = elb.describe_target_groups(Names=[provider.api_lb_name])["TargetGroups"]
+    assert tg["Protocol"] == "TCP" and tg["Port"] == 6443
+    assert tg["HealthCheckProtocol"] == "TCP" and str(tg["HealthCheckPort"]) == "6443"
+    assert listener["DefaultActions"][0]["TargetGroupArn"] == tg["TargetGroupArn"]
+    targets = {t["Target"]["Id"] for t in elb.describe_target_health(TargetGroupArn=tg["TargetGroupArn"])
+               ["TargetHealthDescriptions"]}
+    masters = {r.provider_id for r in records if r.role == "master"}
+    assert len(masters) == 3 and targets == masters
+
+    assert fast_backoff(AWSProvider(spec)).find_api_endpoint()["dns_name"] == endpoint["dns_name"]
+    calls = collections.Counter(a for a, _ in ec2_proxy.log)
+    again = fast_backoff(AWSProvider(spec))
+    assert again.ensure_api_endpoint() == endpoint
+    again.create_hosts(hosts, configs_for(hosts))
+    after = collections.Counter(a for a, _ in ec2_proxy.log)
+    assert calls["CreateLoadBalancer"] == calls["CreateTargetGroup"] == calls["CreateListener"] == 1
+    for creating in ("CreateLoadBalancer", "CreateTargetGroup", "CreateListener", "RunInstances"):
+        assert after[creating] == calls[creating], creating
+    assert after["RegisterTargets"] == calls["RegisterTargets"]  # every master is already a target
+
+    again.destroy_hosts([h.name for h in hosts])
+    again.teardown()
+    assert elb.describe_load_balancers()["LoadBalancers"] == []
+    assert elb.describe_target_groups()["TargetGroups"] == []
+    assert again.find_api_endpoint() is None
+    again.teardown()  # a second down finds nothing and does not fail
+
+
+def test_up_puts_the_load_balancer_in_the_certificate_and_the_worker_configs(ec2_proxy, tmp_path, cli):
+    """`up` (phases endpoint, pki, render) against moto: the API certificate carries the load
+    balancer's DNS name, workers' kubeconfigs point at it (no node-local proxy), a second run
+    creates nothing, `down` removes it."""
+    import yaml
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from provision.state import open_store
+    from tests.helpers_render import ignition_file
+    name = f"nlb{os.getpid() % 10000}"
+    text = (f"name: {name}\nprovider:\n  name: aws\n  region: us-east-1\n  ami: {MOTO_AMI}\n"
+            "ssh:\n  authorized_keys: ['ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBtK8t8Ezh0Q3c1m1xX1T8kGfQ0c6Ew1w8xvVNNxQ3eA a@b']\n"
+            "etcd:\n  count: 3\npools:\n  - {name: masters, role: master, count: 3}\n"
+            "  - {name: workers, role: worker, count: 2}\n"
+            "artifacts:\n  hashes:\n    flanneld: sha512-" + "a" * 128 + "\n    fleetd: sha512-" + "b" * 128 + "\n")
+    spec_path = tmp_path / "c.yaml"
+    spec_path.write_text(text)
+    state_dir = tmp_path / "state"
+    first = cli("up", spec_path, "--yes", "--until", "render", "--state-dir", state_dir)
+    assert first.code == 0, first.err
+    from provision.spec import load_spec
+    store = open_store(load_spec(spec_path), state_dir)
+    endpoint = store.read()["api_endpoint"]
+    dns = endpoint["dns_name"]
+    [lb] = boto3.client("elbv2", region_name="us-east-1").describe_load_balancers(Names=[f"{name}-api"])["LoadBalancers"]
+    assert lb["DNSName"] == dns
+    cert = x509.load_pem_x509_certificate(store.read_blob("pki/apiserver.crt"))
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert dns in sans.get_values_for_type(x509.DNSName)
+    worker = json.loads(store.read_blob("rendered/pool-workers.ign"))
+    for path in ("/etc/kubernetes/bootstrap-kubeconfig", "/etc/kubernetes/kube-proxy.conf"):
+        conf = yaml.safe_load(ignition_file(worker, path))
+        assert conf["clusters"][0]["cluster"]["server"] == f"https://{dns}:6443"
+    assert not any(f["path"].startswith("/etc/provision/api-proxy") for f in worker["storage"]["files"])
+
+    before = collections.Counter(a for a, _ in ec2_proxy.log)
+    second = cli("up", spec_path, "--yes", "--until", "render", "--state-dir", state_dir)
+    assert second.code == 0, second.err
+    after = collections.Counter(a for a, _ in ec2_proxy.log)
+    assert before["CreateLoadBalancer"] == 1 and after["CreateLoadBalancer"] == 1
+    assert store.read_blob("pki/apiserver.crt") == cert.public_bytes(Encoding.PEM)  # reused, not remade
+
+    down = cli("down", spec_path, "--yes", "--state-dir", state_dir)
+    assert down.code == 0, down.err
+    assert boto3.client("elbv2", region_name="us-east-1").describe_load_balancers()["LoadBalancers"] == []
+
+
+def test_status_finds_the_load_balancer_again_from_the_cloud(ec2_proxy, tmp_path):
+    from provision.providers.local import LocalProvider
+    from provision.status import api_endpoint_status
+    spec = aws_spec()
+    provider = fast_backoff(AWSProvider(spec))
+    missing = api_endpoint_status(spec, {}, provider)
+    assert missing["kind"] == "load balancer" and missing["found"] is False
+    endpoint = provider.ensure_api_endpoint()
+    found = api_endpoint_status(spec, {"api_endpoint": endpoint}, fast_backoff(AWSProvider(spec)))
+    assert found["found"] and found["dns_name"] == found["recorded"] == endpoint["dns_name"]
+    local_spec = make_spec({"name": "local", "subnet": "10.83.0.0/24"})
+    local = api_endpoint_status(local_spec, {}, LocalProvider(local_spec, tmp_path))
+    assert local == {"kind": "node-local proxy", "address": "127.0.0.1:6444", "found": True}
+    provider.teardown()

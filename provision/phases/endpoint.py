@@ -1,0 +1,47 @@
+"""Phase `endpoint`: the cloud load balancer in front of every master's kube-apiserver (AWS: a
+Network Load Balancer), found or made before the PKI so that the API server certificate and the
+workers' configs carry its name; recorded in `state["api_endpoint"]` ({"kind", "dns_name", ...}).
+Providers without one record none: workers then reach the masters through the node-local proxy
+(OpenStack Octavia and libcloud load balancers are not used yet; the proxy covers them)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from . import RunContext
+
+PHASE = "endpoint"
+
+
+def endpoint_name(state: Mapping[str, Any]) -> str | None:
+    """The load balancer's DNS name recorded in state, if the cluster has one."""
+    return (state.get("api_endpoint") or {}).get("dns_name") or None
+
+
+def spec_with_endpoint(spec: Any, state: Mapping[str, Any]) -> Any:
+    """`spec` whose API server names also carry the load balancer's (for the certificate)."""
+    name = endpoint_name(state)
+    if not name or name in spec.kubernetes.api_server_names:
+        return spec
+    kubernetes = dataclasses.replace(spec.kubernetes, api_server_names=(*spec.kubernetes.api_server_names, name))
+    return dataclasses.replace(spec, kubernetes=kubernetes)
+
+
+def run(ctx: RunContext) -> dict[str, Any]:
+    from ..providers import get_provider
+    log = lambda message: ctx.log(PHASE, message)  # noqa: E731
+    provider = get_provider(ctx.spec, ctx.store.workdir, log=log)
+    if not provider.api_load_balancer:
+        log("no cloud load balancer: workers reach every master through the node-local proxy")
+        return {"endpoint": None}
+    if ctx.dry_run:
+        log(f"would find or create the API load balancer (recorded: {endpoint_name(ctx.state) or 'none'})")
+        return {"dry_run": True}
+    endpoint = provider.ensure_api_endpoint()
+    if endpoint is None:
+        ctx.state.pop("api_endpoint", None)
+    else:
+        ctx.state["api_endpoint"] = endpoint
+        log(f"API load balancer {endpoint['dns_name']}:6443")
+    ctx.save()
+    return {"endpoint": endpoint}
