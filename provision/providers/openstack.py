@@ -139,7 +139,7 @@ class OpenStackProvider(Provider):
     def resource_name(self) -> str:
         return f"provision-{self.spec.name}"
 
-    def preflight(self) -> list[tuple[str, str]]:
+    def _config_problems(self) -> list[tuple[str, str]]:
         """The cloud's configuration must resolve (clouds.yaml entry, OS_CLOUD or OS_* variables)
         before anything is written; no request reaches the cloud."""
         import openstack.config
@@ -232,10 +232,13 @@ class OpenStackProvider(Provider):
         return problems
 
     def preflight(self) -> list[tuple[str, str]]:
-        """What the cloud must have: the named networks (external, and the hosts' network with a
-        subnet holding provider.subnet_cidr) and the named availability zones."""
+        """The cloud's configuration first (clouds.yaml entry or OS_* variables, no request),
+        then what the cloud must have: the named networks (external, and the hosts' network
+        with a subnet holding provider.subnet_cidr) and the named availability zones."""
         from openstack import exceptions as os_exc
-        problems = []
+        problems = self._config_problems()
+        if problems:
+            return problems
         o = self.options
         try:
             net = self.conn.network
