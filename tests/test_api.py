@@ -79,14 +79,14 @@ def test_up_until_render_reports_each_phase_and_prints_nothing(cluster, tmp_path
     result = cluster.up(until="render", progress=events.append)
     assert capfd.readouterr() == ("", "")
     assert isinstance(result, api.UpResult)
-    assert result.phases == ("validate", "pki", "render") and result.applied and not result.dry_run
+    assert result.phases == ("validate", "endpoint", "pki", "render") and result.applied and not result.dry_run
     assert result.changed == ("pki", "render") and result.kubeconfig is None
     assert [h.name for h in result.plan.create][:1] == ["apitest-masters-0"]
     started = [(e.topic, e.index, e.total) for e in events if e.kind == "phase"]
-    assert started == [("validate", 1, 3), ("pki", 2, 3), ("render", 3, 3)]
+    assert started == [("validate", 1, 4), ("endpoint", 2, 4), ("pki", 3, 4), ("render", 4, 4)]
     done = [e for e in events if e.kind == "done"]
-    assert [e.topic for e in done] == ["validate", "pki", "render"] and all(e.seconds >= 0 for e in done)
-    assert result.seconds.keys() == {"validate", "pki", "render"}
+    assert [e.topic for e in done] == ["validate", "endpoint", "pki", "render"] and all(e.seconds >= 0 for e in done)
+    assert result.seconds.keys() == {"validate", "endpoint", "pki", "render"}
     # between a phase's start and its end come its own log lines
     pki_at = events.index(next(e for e in events if e.kind == "phase" and e.topic == "pki"))
     assert events[pki_at + 1].kind == "log" and events[pki_at + 1].topic == "pki"

@@ -252,6 +252,7 @@ def test_status_tables_keep_hosts_units_and_members_whole(monkeypatch, width, ca
         "headroom": {"pool": "workers-long-name", "hosts": 2, "reporting": 2, "possible": 16, "used": 3,
                      "available": 13, "reserve": 1},
         "orphans": ["production-eu-west-cluster-orphan-9"], "missing": [], "artifacts": {},
+        "api_endpoint": {"kind": "node-local proxy", "address": "127.0.0.1:6444", "found": True},
     }
     ui = UI()
     ui.result(report, status_tables(ui, spec, report))

@@ -11,13 +11,13 @@ from tests.conftest import REPO
 def test_each_phase_is_its_module_in_up_order():
     table = phases.all_phases()
     assert tuple(p.name for p in table) == phases.PHASE_NAMES == (
-        "validate", "pki", "render", "machines", "wait", "etcd", "flannel", "fleet", "masters", "workers",
+        "validate", "endpoint", "pki", "render", "machines", "wait", "etcd", "flannel", "fleet", "masters", "workers",
         "kubeconfig")
     for phase in table:
         assert phase.module is sys.modules[f"provision.phases.{phase.name}"]
         assert callable(phase.module.run)
     assert phases.PHASES is table
-    assert [p.name for p in phases.select(until="render")] == ["validate", "pki", "render"]
+    assert [p.name for p in phases.select(until="render")] == ["validate", "endpoint", "pki", "render"]
 
 
 def test_the_cli_loads_no_phase_until_a_verb_needs_one():
