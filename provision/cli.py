@@ -278,6 +278,20 @@ def status(ctx, spec, **common):
     dispatch("status", make_app(ctx, spec, **common))
 
 
+@cli.command(short_help="Find what is wrong, and say what to do.",
+             epilog=examples("provision doctor cluster.yaml", "provision doctor cluster.yaml -o json"))
+@spec_argument
+@common_options
+@click.pass_context
+def doctor(ctx, spec, **common):
+    """Check this machine (the tools SPEC's provider needs, state permissions: 0700 directories,
+    0600 secrets) and the cluster (certificates expiring within 30 days, etcd health and quorum,
+    hosts in the cloud but not in state and the reverse, hosts whose config differs from what
+    would render now, the API server's /healthz). Each finding says what to do. Exit 0 when
+    healthy, 1 with findings."""
+    dispatch("doctor", make_app(ctx, spec, **common))
+
+
 @cli.command(short_help="Write the admin kubeconfig.",
              epilog=examples("provision kubeconfig cluster.yaml", "provision kubeconfig cluster.yaml --out ~/.kube/demo",
                              "provision kubeconfig cluster.yaml --out - > kc"))

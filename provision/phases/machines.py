@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Mapping, Sequence
 
+from ..changes import BOOT, boot_record
 from ..errors import ActionError
 from ..plan import HostPlan, Plan, plan
 from ..render import INDEX, fit_user_data
@@ -54,6 +55,15 @@ def load_configs(ctx: RunContext, hosts: Sequence[HostPlan], provider: Any) -> d
             fitted[file_name] = fit_config(provider, data, file_name, lambda m: ctx.log(PHASE, m))
         out[host.name] = fitted[file_name]
     return out
+
+
+def rendered_config(ctx: RunContext, name: str) -> bytes | None:
+    """The config host `name` is created with, as rendered (before fitting), for its boot record."""
+    try:
+        entry = json.loads(ctx.store.read_blob(INDEX_BLOB) or b"{}").get("hosts", {}).get(name) or {}
+    except (ValueError, AttributeError):
+        return None
+    return ctx.store.read_blob(RENDERED + entry["config"]) if entry.get("config") else None
 
 
 def fit_config(provider: Any, data: bytes, name: str, log: Callable[[str], None]) -> bytes:
@@ -141,6 +151,7 @@ def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool =
         for host in pool_hosts:
             if host.name in records:
                 hosts[host.name] = host_entry(host, records[host.name], hosts.get(host.name))
+                hosts[host.name][BOOT] = boot_record(spec, host, target.desired, rendered_config(ctx, host.name))
         ctx.save()  # right after the cloud answered for this pool
         result["created"].extend(h.name for h in pool_hosts if h not in lost)
         result["recreated"].extend(h.name for h in pool_hosts if h in lost)

@@ -20,6 +20,8 @@ from ..errors import ActionError, UserError
 from ..phases import RunContext, select
 from ..plan import plan
 from ..state import command_line
+from ..version_skew import check_spec as check_version_skew
+from .changes_note import warn_unapplied_changes
 from .plan import PLAN_FORMAT, plan_table, spec_fingerprint, state_fingerprint
 from .preflight import check_provider
 
@@ -88,6 +90,9 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan
     saved = load_saved_plan(app, plan_file) if plan_file else None
     store = app.store  # said first; opening it creates nothing
     check_provider(spec)  # a spec the provider refuses fails here, before pki makes anything
+    skew = check_version_skew(spec, store.read())  # before anything changes
+    if not skew.allowed:
+        raise UserError(skew.reason)
     if saved is not None:
         check_saved_state(app, saved, store.read(), plan_file)
         yes = True  # the saved plan is what was approved
@@ -105,6 +110,7 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan
             check_saved_state(app, saved, state, plan_file)  # again, under the lock
         current = plan(spec, state)
         log_plan(app, current)
+        warn_unapplied_changes(app, spec, state, current)
         if not dry_run and not confirm(app, f"Apply to cluster {spec.name}?", yes):
             raise ActionError(f"nothing changed: to apply, run: {app.command('up', extra=('--yes',))} "
                               "(or --dry-run to see each phase)")
