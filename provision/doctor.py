@@ -140,7 +140,15 @@ def check_permissions(store: Any) -> Check:
 # ---- cluster ---------------------------------------------------------------------------------
 
 def certificate_findings(certs: Sequence[Mapping[str, Any]], within_days: int = EXPIRY_DAYS) -> list[Finding]:
-    """Certificates that expire within `within_days`, are expired, unreadable or do not verify."""
+    """Certificates that expire within `within_days`, are expired, unreadable or do not verify.
+    One leaf expiring: renew that one; several: renew every leaf in one go."""
+    def expiring(cert: Mapping[str, Any]) -> bool:
+        return cert.get("days_left") is not None and cert["days_left"] < within_days
+
+    leaves = [c for c in certs if not c.get("error") and not c.get("ca") and expiring(c)]
+    renew = (f"provision pki rotate SPEC --leaf {leaves[0]['name']}" if len(leaves) == 1
+             else "provision pki rotate SPEC (renews every leaf)")
+    renew += "; running hosts keep their old certificates (`up` cannot roll them onto hosts yet)"
     findings = []
     for cert in certs:
         name = cert["name"]
@@ -148,17 +156,12 @@ def certificate_findings(certs: Sequence[Mapping[str, Any]], within_days: int = 
             findings.append(Finding("certificates", f"certificate {name}: {cert['error']}",
                                     f"make it again: provision pki rotate SPEC --leaf {name}"))
             continue
-        days = cert.get("days_left")
-        if cert.get("ca"):
-            fix = ("CA rotation is not built yet: plan a new cluster (or a manual CA roll-over) before it "
-                   "expires")
-        else:
-            fix = (f"renew it: provision pki rotate SPEC --leaf {name}; hosts created afterwards get it, running "
-                   "hosts keep the old one (`up` does not roll certificates onto them yet)")
-        if days is not None and days < 0:
+        fix = ("CA rotation is not built yet: plan a new cluster (or a manual CA roll-over) before it expires"
+               if cert.get("ca") else renew)
+        if expiring(cert) and cert["days_left"] < 0:
             findings.append(Finding("certificates", f"certificate {name} expired on {cert['not_after']}", fix))
-        elif days is not None and days < within_days:
-            findings.append(Finding("certificates", f"certificate {name} expires in {days} day(s), on "
+        elif expiring(cert):
+            findings.append(Finding("certificates", f"certificate {name} expires in {cert['days_left']} day(s), on "
                                                      f"{cert['not_after']}", fix))
         if not cert.get("verified"):
             findings.append(Finding("certificates", f"certificate {name} does not verify against the cluster's CA",

@@ -44,7 +44,7 @@ def test_short_lived_leaves_are_reported_with_what_to_do(cli, tmp_path):
     assert "ca" not in names and "front-proxy-ca" not in names  # CAs live pki.ca_days
     first = next(f for f in expiring if f["problem"].startswith("certificate admin "))
     assert "expires in 19 day(s)" in first["problem"]
-    assert f"provision pki rotate {spec_path} --state-dir {state_dir} --leaf admin" in first["fix"]
+    assert first["fix"].startswith(f"provision pki rotate {spec_path} --state-dir {state_dir} (renews every leaf)")
     assert [f for f in doc["findings"] if f["check"] != "certificates"] == []
     text = cli("doctor", spec_path, "--state-dir", state_dir)
     assert text.code == 1 and "expires in 19 day(s)" in text.out.replace("\n", " ")
@@ -100,6 +100,9 @@ def test_certificate_rules():
                         "certificate alien does not verify against the cluster's CA",
                         "certificate broken: unreadable certificate"]
     assert "CA rotation is not built yet" in certificate_findings(certs)[2].fix
+    assert certificate_findings(certs)[0].fix.startswith("provision pki rotate SPEC (renews every leaf)")
+    one = certificate_findings([certs[0], certs[1]])
+    assert len(one) == 1 and one[0].fix.startswith("provision pki rotate SPEC --leaf admin;")
 
 
 @pytest.mark.parametrize("healthy,members,quorum_lost", [(3, 3, False), (2, 3, False), (1, 3, True), (0, 1, True),
@@ -151,3 +154,15 @@ def test_doctor_reports_spec_drift_and_missing_hosts(cli, tmp_path):
     missing = [f["problem"] for f in findings if f["check"] == "inventory"]
     assert missing == ["host doctor-workers-0 is in state but gone from the cloud",
                        "host doctor-workers-1 is in state but gone from the cloud"]
+
+
+def test_a_cluster_with_no_state_is_a_finding_and_creates_nothing(cli, tmp_path):
+    spec_path = write_spec(tmp_path, DOCTOR_BASE)
+    state_dir = tmp_path / "none"
+    result = cli("doctor", spec_path, "--state-dir", state_dir, "-o", "json")
+    assert result.code == 1
+    doc = json.loads(result.out)
+    assert doc["findings"][0] == {
+        "check": "state", "problem": f"cluster doctor has no state at {(state_dir / 'doctor').absolute()}",
+        "fix": f"create it with: provision up {spec_path} --state-dir {state_dir} --yes"}
+    assert not state_dir.exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Group
 
-from ..doctor import findings_of, run_checks
+from ..doctor import Check, Finding, findings_of, run_checks
 from .preflight import check_provider
 
 
@@ -13,6 +13,10 @@ def run(app) -> int:
     provider = check_provider(spec, store.workdir, preflight=False)
     state = store.read()
     checks = run_checks(spec, store, state, provider)
+    if not store.exists():  # machine checks still help; the cluster ones had nothing to read
+        checks.insert(0, Check("state", False, "no state", (Finding(
+            "state", f"cluster {spec.name} has no state at {store.location}",
+            f"create it with: {app.command('up', extra=('--yes',))}"),)))
     findings = findings_of(checks)
     data = {"healthy": not findings, "checks": [c.to_json() for c in checks],
             "findings": [{k: ui.rewrite(v) for k, v in f.to_json().items()} for f in findings]}
