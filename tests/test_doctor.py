@@ -151,6 +151,7 @@ def test_doctor_reports_spec_drift_and_missing_hosts(cli, tmp_path):
     findings = json.loads(result.out)["findings"]
     drift = [f["problem"] for f in findings if f["check"] == "drift"]
     assert "host doctor-workers-0 needs an in-place update: cluster.api_endpoint, kubernetes.api_server_names" in drift
+    assert not [p for p in drift if "cannot render" in p]  # the configs did render to compare
     missing = [f["problem"] for f in findings if f["check"] == "inventory"]
     assert missing == ["host doctor-workers-0 is in state but gone from the cloud",
                        "host doctor-workers-1 is in state but gone from the cloud"]
@@ -166,3 +167,30 @@ def test_a_cluster_with_no_state_is_a_finding_and_creates_nothing(cli, tmp_path)
         "check": "state", "problem": f"cluster doctor has no state at {(state_dir / 'doctor').absolute()}",
         "fix": f"create it with: provision up {spec_path} --state-dir {state_dir} --yes"}
     assert not state_dir.exists()
+
+
+def test_renewed_certificates_are_drift_from_what_hosts_booted_with(cli, tmp_path):
+    """Workers recorded with the config the render phase stored; `pki rotate` then makes what
+    would render differ from it, with no spec field changed."""
+    spec_path = write_spec(tmp_path, DOCTOR_BASE)
+    state_dir = tmp_path / "state"
+    made = cli("up", spec_path, "--yes", "--until", "render", "--state-dir", state_dir)
+    assert made.code == 0, made.err
+    spec = parse_spec(DOCTOR_BASE)
+    store = LocalStateStore(spec.name, state_dir)
+    state = store.read()
+    p = plan(spec, state)
+    config = store.read_blob("rendered/pool-workers.ign")
+    state["hosts"] = {h.name: {"pool": h.pool, "role": h.role, "index": h.index, "etcd": h.etcd,
+                               "address": h.address, BOOT: boot_record(spec, h, p.desired, config)}
+                      for h in p.desired if h.role == "worker"}
+    store.write(state)
+
+    def drift():
+        result = cli("doctor", spec_path, "--state-dir", state_dir, "-o", "json")
+        return [f["problem"] for f in json.loads(result.out)["findings"] if f["check"] == "drift"]
+
+    assert drift() == []
+    assert cli("pki", "rotate", spec_path, "--state-dir", state_dir).code == 0
+    assert drift() == [f"host doctor-workers-{i} booted with a config that differs from what renders now "
+                       "(certificates or templates changed, no spec field did)" for i in range(2)]
