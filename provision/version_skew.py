@@ -94,6 +94,25 @@ def recorded_versions(state: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     return apis, kubelets
 
 
-def check_spec(spec: Any, state: Mapping[str, Any]) -> SkewCheck:
+def check_new_kubelets(api_servers: list[str], wanted: str, new_workers: list[str]) -> SkewCheck:
+    """New non-master hosts start their kubelet at `wanted` while the running API servers stay
+    at what they run (`up` does not upgrade hosts in place yet): refused when that kubelet
+    would be a newer minor version than an API server."""
+    target = parse_version(wanted)
+    apis = [v for v in (parse_version(a) for a in api_servers) if v is not None]
+    if target is None or not apis or not new_workers or target[:2] <= min(apis)[:2]:
+        return SkewCheck(True)
+    oldest = ".".join(map(str, min(apis)))
+    return SkewCheck(False, f"{FIELD}: {wanted} would start kubelets on new hosts ({', '.join(new_workers)}) "
+                            f"newer than the running API server ({oldest}); `up` does not upgrade running "
+                            f"hosts yet, so keep kubernetes.version at {oldest} while adding hosts")
+
+
+def check_spec(spec: Any, state: Mapping[str, Any], creating: list[tuple[str, str]] = ()) -> SkewCheck:
+    """The version change the spec asks for, and the hosts about to be created as (name, role)."""
     apis, kubelets = recorded_versions(state)
-    return check_version_change(apis, kubelets, spec.kubernetes.version)
+    check = check_version_change(apis, kubelets, spec.kubernetes.version)
+    if not check.allowed:
+        return check
+    new = check_new_kubelets(apis, spec.kubernetes.version, [n for n, role in creating if role != "master"])
+    return check if new.allowed else new

@@ -127,3 +127,18 @@ def test_plan_cli_shows_update_and_replace_with_fields(cli, tmp_path):
     assert "(of those kept: 2 replace, 3 update)" in words
     assert "replace demo-workers-0 workers worker 10.250.0.13 pools[workers].size (forces replacement);" in words
     assert "update demo-masters-0 masters master 10.250.0.10 yes kubernetes.api_server_names" in words
+
+
+def test_up_without_yes_warns_that_running_hosts_keep_their_config(cli, tmp_path):
+    state_dir = tmp_path / "state"
+    spec = parse_spec(BASE)
+    LocalStateStore(spec.name, state_dir).write(recorded(spec))
+    path = write_spec(tmp_path, mutate({"os": {"channel": "beta"}}))
+    result = cli("up", path, "--state-dir", state_dir, "-o", "json")  # no terminal: prints the plan
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["applied"] is False
+    warnings = [line for line in result.err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 5
+    assert warnings[0] == ("warning: demo-masters-0: needs replacement (os.channel (forces replacement)); `up` does "
+                           "not apply changes to running hosts yet: it keeps the host as it is (see `provision "
+                           "plan`)")

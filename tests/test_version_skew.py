@@ -9,7 +9,7 @@ from provision.changes import BOOT, boot_record
 from provision.plan import plan
 from provision.spec import parse_spec
 from provision.state import LocalStateStore
-from provision.version_skew import check_version_change, recorded_versions
+from provision.version_skew import check_new_kubelets, check_version_change, recorded_versions
 
 from tests.spec.test_validation import BASE, mutate
 from tests.test_changes import write_spec
@@ -87,3 +87,29 @@ def test_refused_version_change_is_exit_2_and_changes_nothing(cli, tmp_path, ver
     doc = json.loads(allowed.out)
     assert doc["kubernetes_version_order"] == ["control plane", "kubelets"]
     assert doc["changes"]["demo-workers-0"]["action"] == "update"
+
+
+@pytest.mark.parametrize("apis,wanted,new,allowed", [
+    (["1.33.4"], "1.34.0", ["w-2"], False),   # a new kubelet a minor ahead of the API server
+    (["1.33.4"], "1.33.9", ["w-2"], True),    # a patch ahead: same minor
+    (["1.33.4"], "1.34.0", [], True),         # nothing new: running hosts stay as they are
+    (["1.33.4", "1.34.0"], "1.34.0", ["w-2"], False),  # still older than one API server
+    (["1.34.0"], "1.33.4", ["w-2"], True),    # older kubelets are fine
+    ([], "1.34.0", ["w-0"], True),            # a new cluster
+])
+def test_new_kubelets_never_newer_than_the_api_server(apis, wanted, new, allowed):
+    check = check_new_kubelets(apis, wanted, new)
+    assert check.allowed is allowed
+    if not allowed:
+        assert check.reason.startswith(f"kubernetes.version: {wanted} would start kubelets on new hosts (w-2)")
+
+
+def test_upgrade_that_adds_workers_is_refused_by_plan(cli, tmp_path):
+    state_dir = tmp_path / "state"
+    spec = parse_spec(BASE)
+    LocalStateStore(spec.name, state_dir).write(recorded_state(spec))
+    path = write_spec(tmp_path, mutate({"kubernetes": {"version": "1.34.2"}, "pools[1].count": 3}))
+    result = cli("plan", path, "--state-dir", state_dir)
+    assert result.code == 2
+    assert "kubernetes.version: 1.34.2 would start kubelets on new hosts (demo-workers-2)" in result.err
+    assert "Traceback" not in result.err

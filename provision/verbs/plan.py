@@ -80,10 +80,10 @@ def write_plan_file(out_file: str, doc: dict) -> None:
 def run(app, out_file: str | None = None) -> None:
     spec = app.spec
     state = app.store.read()
-    skew = check_spec(spec, state)
+    result = plan(spec, state)
+    skew = check_spec(spec, state, [(h.name, h.role) for h in result.create])
     if not skew.allowed:
         raise UserError(skew.reason)
-    result = plan(spec, state)
     changes = host_changes(spec, state, result)
     data = result.to_json()
     data["changes"] = {name: change.to_json() for name, change in changes.items()}
