@@ -215,7 +215,10 @@ def validate(ctx, spec, **common):
 @common_options
 @click.pass_context
 def plan(ctx, spec, out_file, **common):
-    """Show the hosts SPEC wants against the hosts state records: create, keep, destroy."""
+    """Show the hosts SPEC wants against the hosts state records: create, keep, destroy; and
+    for each running host whether the change keeps it, updates it in place or replaces it, with
+    the spec fields that cause it. A Kubernetes version change the version-skew policy refuses
+    is exit 2."""
     dispatch("plan", make_app(ctx, spec, **common), **({"out_file": out_file} if out_file else {}))
 
 
