@@ -41,6 +41,7 @@ PROVIDER_MODULES: dict[str, tuple[str, ...]] = {
     "libcloud": ("libcloud",),
 }
 PUBLIC_SUFFIXES = (".crt", ".pub")  # everything else in state is a secret
+STATE_AREAS = ("pki", "rendered", "cache")  # blob trees of the local state backend
 
 
 @dataclass(frozen=True)
@@ -101,13 +102,23 @@ def check_tools(provider: str, with_etcd: bool, which: Callable[[str], str | Non
                                       "module(s) present")
 
 
+def state_paths(root: Path) -> list[Path]:
+    """What provision keeps in a local cluster state directory: the directory, the files in it
+    (state.json and its backups, lock, kubeconfig) and the blob trees (PKI, rendered configs,
+    their cache). Provider scratch (the local provider's host roots) is not state."""
+    paths = [root] + sorted(p for p in root.iterdir() if p.is_file())
+    for area in STATE_AREAS:
+        if (root / area).is_dir():
+            paths += [root / area] + sorted((root / area).rglob("*"))
+    return paths
+
+
 def permission_findings(root: Path) -> list[Finding]:
-    """Directories under `root` (itself included) must be 0700, secret files 0600, and no file
-    may be writable by others."""
+    """State directories must be 0700, secret files 0600, and no file writable by others."""
     findings = []
     if not root.is_dir():
         return findings
-    paths = [root] + sorted(root.rglob("*"))
+    paths = state_paths(root)
     for path in paths:
         if path.is_symlink():
             continue

@@ -13,7 +13,7 @@ from provision.plan import plan
 from provision.spec import parse_spec
 from provision.state import LocalStateStore
 
-from tests.spec.test_validation import BASE, mutate
+from tests.spec.test_validation import mutate
 from tests.test_changes import write_spec
 
 # A subnet of its own: the local provider refuses one another interface on this machine uses.
@@ -79,7 +79,9 @@ def test_permission_rules(tmp_path):
     root = tmp_path / "c"
     (root / "pki").mkdir(parents=True, mode=0o700)
     os.chmod(root, 0o700)
-    for name, mode in (("pki/ca.crt", 0o644), ("pki/ca.key", 0o600), ("pki/sa.pub", 0o666), ("kubeconfig", 0o640)):
+    (root / "hosts" / "m-0" / "root").mkdir(parents=True)  # provider scratch: a host's own files
+    for name, mode in (("pki/ca.crt", 0o644), ("pki/ca.key", 0o600), ("pki/sa.pub", 0o666), ("kubeconfig", 0o640),
+                       ("hosts/m-0/root/motd", 0o644)):
         (root / name).write_text("x")
         os.chmod(root / name, mode)
     problems = [f.problem for f in permission_findings(root)]
