@@ -25,6 +25,7 @@ from .errors import ActionError
 
 EXPIRY_DAYS = 30
 API_TIMEOUT = 3.0
+API_UNITS = ("kubelet.service", "kube-apiserver.service")  # the API server is a static pod of kubelet
 
 # What each provider runs on this machine: executables (name or absolute path) and Python modules.
 IGNITION_ENGINE = "/usr/lib/dracut/modules.d/30ignition/ignition"
@@ -284,7 +285,7 @@ def check_api(spec: Any, store: Any, state: Mapping[str, Any], provider: Any) ->
     findings, reachable = [], 0
     for name, host in masters.items():
         units = unit_states(name) if unit_states else {}
-        if (units.get("kube-apiserver.service") or {}).get("state") == "skipped":
+        if any((units.get(unit) or {}).get("state") == "skipped" for unit in API_UNITS):
             continue  # the provider could not run it here (no binary): nothing to reach
         address = host.get("ssh_address") or host.get("address")
         try:
@@ -301,7 +302,7 @@ def check_api(spec: Any, store: Any, state: Mapping[str, Any], provider: Any) ->
             problem = f"the API server on {name} ({address}:6443) is not reachable: {getattr(err, 'reason', err)}"
         findings.append(Finding("api", problem, "look at kube-apiserver on that host (provision status SPEC)"))
     if not findings and not reachable:
-        return skipped("api", "no API server runs on this provider here")
+        return skipped("api", "no API server runs here: the provider skipped kubelet, which runs it as a static pod")
     return _result("api", findings, f"{reachable} API server(s) answer /healthz")
 
 
