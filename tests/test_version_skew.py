@@ -113,3 +113,16 @@ def test_upgrade_that_adds_workers_is_refused_by_plan(cli, tmp_path):
     assert result.code == 2
     assert "kubernetes.version: 1.34.2 would start kubelets on new hosts (demo-workers-2)" in result.err
     assert "Traceback" not in result.err
+
+
+def test_scale_refuses_new_workers_newer_than_the_api_server(cli, tmp_path):
+    state_dir = tmp_path / "state"
+    spec = parse_spec(BASE)
+    store = LocalStateStore(spec.name, state_dir)
+    store.write(recorded_state(spec))
+    before = store.state_file.read_bytes()
+    path = write_spec(tmp_path, mutate({"kubernetes": {"version": "1.34.2"}}))
+    result = cli("scale", path, "workers", "3", "--yes", "--state-dir", state_dir)
+    assert result.code == 2
+    assert "kubernetes.version: 1.34.2 would start kubelets on new hosts (demo-workers-2)" in result.err
+    assert store.state_file.read_bytes() == before
