@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import sys
 import typing
 from pathlib import Path
@@ -336,6 +337,8 @@ def check_rules(spec: Spec, problems: Problems) -> None:
         problems.add("artifacts.mirror", f"must be an http(s) URL (got {spec.artifacts.mirror!r})")
     if spec.pki.ca_days < 1 or spec.pki.leaf_days < 1 or spec.pki.leaf_days > spec.pki.ca_days:
         problems.add("pki.leaf_days", "must be >= 1 and <= pki.ca_days")
+    if not re.match(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$", spec.kubernetes.version):  # download URLs, skew checks
+        problems.add("kubernetes.version", f"must be a Kubernetes release like 1.33.4 (got {spec.kubernetes.version!r})")
 
 
 def load_spec(path: str | os.PathLike, label: str | None = None) -> Spec:
