@@ -57,13 +57,21 @@ def load_configs(ctx: RunContext, hosts: Sequence[HostPlan], provider: Any) -> d
     return out
 
 
-def rendered_config(ctx: RunContext, name: str) -> bytes | None:
-    """The config host `name` is created with, as rendered (before fitting), for its boot record."""
+def rendered_configs(ctx: RunContext, hosts: Sequence[HostPlan]) -> dict[str, bytes | None]:
+    """The configs `hosts` are created with, as rendered (before fitting), for their boot
+    records; each stored file read once (workers of a pool share one)."""
     try:
-        entry = json.loads(ctx.store.read_blob(INDEX_BLOB) or b"{}").get("hosts", {}).get(name) or {}
+        index = json.loads(ctx.store.read_blob(INDEX_BLOB) or b"{}").get("hosts", {})
     except (ValueError, AttributeError):
-        return None
-    return ctx.store.read_blob(RENDERED + entry["config"]) if entry.get("config") else None
+        return {}
+    files: dict[str, bytes | None] = {}
+    out: dict[str, bytes | None] = {}
+    for host in hosts:
+        name = (index.get(host.name) or {}).get("config")
+        if name and name not in files:
+            files[name] = ctx.store.read_blob(RENDERED + name)
+        out[host.name] = files.get(name) if name else None
+    return out
 
 
 def fit_config(provider: Any, data: bytes, name: str, log: Callable[[str], None]) -> bytes:
@@ -148,10 +156,11 @@ def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool =
         log(f"creating {len(pool_hosts) - len(adopted)} host(s) in pool {pool_name}"
             + (f" (found {len(adopted)} already in the cloud)" if adopted else ""))
         records = {r.name: r for r in provider.create_hosts(pool_hosts, configs)}
+        booted_with = rendered_configs(ctx, pool_hosts)
         for host in pool_hosts:
             if host.name in records:
                 hosts[host.name] = host_entry(host, records[host.name], hosts.get(host.name))
-                hosts[host.name][BOOT] = boot_record(spec, host, target.desired, rendered_config(ctx, host.name))
+                hosts[host.name][BOOT] = boot_record(spec, host, target.desired, booted_with.get(host.name))
         ctx.save()  # right after the cloud answered for this pool
         result["created"].extend(h.name for h in pool_hosts if h not in lost)
         result["recreated"].extend(h.name for h in pool_hosts if h in lost)
