@@ -210,7 +210,10 @@ def validate(ctx, spec, **common):
 @common_options
 @click.pass_context
 def plan(ctx, spec, out_file, **common):
-    """Show the hosts SPEC wants against the hosts state records: create, keep, destroy."""
+    """Show the hosts SPEC wants against the hosts state records: create, keep, destroy; and
+    for each running host whether the change keeps it, updates it in place or replaces it, with
+    the spec fields that cause it. A Kubernetes version change the version-skew policy refuses
+    is exit 2."""
     dispatch("plan", make_app(ctx, spec, **common), **({"out_file": out_file} if out_file else {}))
 
 
@@ -271,6 +274,20 @@ def status(ctx, spec, **common):
     """Hosts, addresses, etcd members and health, unit states, headroom figures. Exit 0 when
     healthy, 1 when not (or when the cluster has no state)."""
     dispatch("status", make_app(ctx, spec, **common))
+
+
+@cli.command(short_help="Find what is wrong, and say what to do.",
+             epilog=examples("provision doctor cluster.yaml", "provision doctor cluster.yaml -o json"))
+@spec_argument
+@common_options
+@click.pass_context
+def doctor(ctx, spec, **common):
+    """Check this machine (the tools SPEC's provider needs, state permissions: 0700 directories,
+    0600 secrets) and the cluster (certificates expiring within 30 days, etcd health and quorum,
+    hosts in the cloud but not in state and the reverse, hosts whose config differs from what
+    would render now, the API server's /healthz). Each finding says what to do. Exit 0 when
+    healthy, 1 with findings."""
+    dispatch("doctor", make_app(ctx, spec, **common))
 
 
 @cli.command(short_help="Write the admin kubeconfig.",

@@ -149,7 +149,7 @@ def _verbs(spec, state_dir, out):
         ["scale", spec, "workers", "3", *s], ["headroom", spec, *s, "--explain"],
         ["headroom", "install", spec, *s], ["down", spec, "--state-dir", out / "none"],
         ["completion", "bash"], ["up", spec, *s, "--until", "nosuch"], ["bogus"],
-        ["status", spec, *s], ["down", spec, *s],
+        ["status", spec, *s], ["doctor", spec, *s], ["down", spec, *s],
     ]
 
 
@@ -405,7 +405,7 @@ def test_help_lists_verbs_in_workflow_order_with_whole_summaries():
     result = run_cli("--help")
     commands = result.out.split("Commands:")[1].split("Examples:")[0]
     verbs = [line.split()[0] for line in commands.splitlines() if line.strip()]
-    assert verbs == ["init", "validate", "plan", "render", "up", "status", "kubeconfig", "pki", "scale",
+    assert verbs == ["init", "validate", "plan", "render", "up", "status", "doctor", "kubeconfig", "pki", "scale",
                      "headroom", "down", "completion"]
     assert "..." not in commands
 

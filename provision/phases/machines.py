@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Mapping, Sequence
 
+from ..changes import BOOT, boot_record
 from ..errors import ActionError
 from ..plan import HostPlan, Plan, plan
 from ..render import INDEX, fit_user_data
@@ -54,6 +55,23 @@ def load_configs(ctx: RunContext, hosts: Sequence[HostPlan], provider: Any) -> d
                 raise ActionError(f"state has no {RENDERED}{file_name} (config of {host.name}); run the render phase again")
             fitted[file_name] = fit_config(provider, data, file_name, lambda m: ctx.log(PHASE, m))
         out[host.name] = fitted[file_name]
+    return out
+
+
+def rendered_configs(ctx: RunContext, hosts: Sequence[HostPlan]) -> dict[str, bytes | None]:
+    """The configs `hosts` are created with, as rendered (before fitting), for their boot
+    records; each stored file read once (workers of a pool share one)."""
+    try:
+        index = json.loads(ctx.store.read_blob(INDEX_BLOB) or b"{}").get("hosts", {})
+    except (ValueError, AttributeError):
+        return {}
+    files: dict[str, bytes | None] = {}
+    out: dict[str, bytes | None] = {}
+    for host in hosts:
+        name = (index.get(host.name) or {}).get("config")
+        if name and name not in files:
+            files[name] = ctx.store.read_blob(RENDERED + name)
+        out[host.name] = files.get(name) if name else None
     return out
 
 
@@ -140,9 +158,11 @@ def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool =
         log(f"creating {len(pool_hosts) - len(adopted)} host(s) in pool {pool_name}"
             + (f" (found {len(adopted)} already in the cloud)" if adopted else ""))
         records = {r.name: r for r in provider.create_hosts(pool_hosts, configs)}
+        booted_with = rendered_configs(ctx, pool_hosts)
         for host in pool_hosts:
             if host.name in records:
                 hosts[host.name] = host_entry(host, records[host.name], hosts.get(host.name))
+                hosts[host.name][BOOT] = boot_record(spec, host, target.desired, booted_with.get(host.name))
         ctx.save()  # right after the cloud answered for this pool
         faults.point(faults.FIRST_WRITE)
         result["created"].extend(h.name for h in pool_hosts if h not in lost)

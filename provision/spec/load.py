@@ -339,6 +339,8 @@ def check_rules(spec: Spec, problems: Problems) -> None:
     if spec.pki.ca_days < 1 or spec.pki.leaf_days < 1 or spec.pki.leaf_days > spec.pki.ca_days:
         problems.add("pki.leaf_days", "must be >= 1 and <= pki.ca_days")
     _check_cluster_services(spec, problems)
+    if not re.match(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$", spec.kubernetes.version):  # download URLs, skew checks
+        problems.add("kubernetes.version", f"must be a Kubernetes release like 1.33.4 (got {spec.kubernetes.version!r})")
 
 
 VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")

@@ -1,4 +1,6 @@
-"""`provision plan SPEC [--out FILE]`: create / keep / destroy against what state records.
+"""`provision plan SPEC [--out FILE]`: create / keep / destroy against what state records, and
+for each kept host whether the spec change keeps it, updates it in place or replaces it (and
+which fields cause it). A Kubernetes version change the skew policy refuses is exit 2.
 
 `--out FILE` saves the plan with fingerprints of the spec and the state it was made from;
 `provision up SPEC --plan FILE` applies exactly that plan, or refuses (exit 2) when either
@@ -11,8 +13,10 @@ import json
 import os
 from pathlib import Path
 
+from ..changes import KEEP, host_changes
 from ..errors import UserError
 from ..plan import plan
+from ..version_skew import check_spec
 
 PLAN_FORMAT = "provision-plan/v1"
 
@@ -28,14 +32,30 @@ def state_fingerprint(state: dict, blobs: list[str]) -> str:
     return hashlib.sha256(json.dumps([state, names], sort_keys=True, default=str).encode()).hexdigest()
 
 
-def plan_table(app, result):
-    rows = [["create", h.name, h.pool, h.role, h.address or "", "yes" if h.etcd else ""] for h in result.create]
-    rows += [["keep", h.name, h.pool, h.role, h.address or "", "yes" if h.etcd else ""] for h in result.keep]
-    rows += [["destroy", n, "", "", "", ""] for n in result.destroy]
-    return app.ui.table(f"plan for {app.spec.name}: {len(result.create)} to create, {len(result.keep)} to keep, "
-                        f"{len(result.destroy)} to destroy",
-                        ["action", "host", "pool", "role", "address", "etcd"], rows,
+def plan_table(app, result, changes=None):
+    """The plan as a table; with `changes` (changes.host_changes), kept hosts show keep, update,
+    replace or unknown, and the fields that cause it."""
+    changes = changes or {}
+    rows = [["create", h.name, h.pool, h.role, h.address or "", "yes" if h.etcd else "", ""] for h in result.create]
+    rows += [[changes[h.name].action if h.name in changes else "keep", h.name, h.pool, h.role, h.address or "",
+              "yes" if h.etcd else "", changes[h.name].reason if h.name in changes else ""] for h in result.keep]
+    rows += [["destroy", n, "", "", "", "", ""] for n in result.destroy]
+    counts = change_counts(changes)
+    title = (f"plan for {app.spec.name}: {len(result.create)} to create, {len(result.keep)} to keep, "
+             f"{len(result.destroy)} to destroy")
+    if counts:
+        title += " (of those kept: " + ", ".join(f"{n} {action}" for action, n in counts.items()) + ")"
+    return app.ui.table(title, ["action", "host", "pool", "role", "address", "etcd", "because"], rows,
                         ids=("action", "host", "pool", "address"))
+
+
+def change_counts(changes) -> dict[str, int]:
+    """How many kept hosts each action other than keep applies to (update, replace, unknown)."""
+    counts: dict[str, int] = {}
+    for change in changes.values():
+        if change.action != KEEP:
+            counts[change.action] = counts.get(change.action, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def saved_plan(spec, state: dict, blobs: list[str], result) -> dict:
@@ -61,10 +81,17 @@ def run(app, out_file: str | None = None) -> None:
     spec = app.spec
     state = app.store.read()
     result = plan(spec, state)
+    skew = check_spec(spec, state, [(h.name, h.role) for h in result.create])
+    if not skew.allowed:
+        raise UserError(skew.reason)
+    changes = host_changes(spec, state, result)
     data = result.to_json()
+    data["changes"] = {name: change.to_json() for name, change in changes.items()}
+    if skew.order:
+        data["kubernetes_version_order"] = list(skew.order)
     if out_file:
         write_plan_file(out_file, saved_plan(spec, state, app.store.list_blobs(), result))
         data["saved"] = str(out_file)
         app.ui.log("plan", f"saved to {out_file}; apply exactly this plan with: "
                            f"{app.command('up', extra=('--plan', out_file))}")
-    app.ui.result(data, plan_table(app, result))
+    app.ui.result(data, plan_table(app, result, changes))

@@ -11,6 +11,7 @@ from ..errors import ActionError, UserError
 from ..phases import RunContext, converge
 from ..plan import plan
 from ..state import command_line
+from ..version_skew import check_spec as check_version_skew
 from .preflight import check_provider
 from .up import can_ask, confirm
 
@@ -57,6 +58,9 @@ def run(app, pool: str, count: int, yes: bool, dry_run: bool) -> int:
     with store.lock(command_line()):
         state = store.read()
         target = request(app, state, target_pool, count)
+        skew = check_version_skew(spec, state, [(h.name, h.role) for h in target.create])
+        if not skew.allowed:  # new kubelets newer than the running API server; nothing saved yet
+            raise UserError(skew.reason)
         if not dry_run and not confirm(app, f"Scale pool {pool} of {spec.name} to {count}?", yes):
             raise not_confirmed(app, pool, count)
         ctx = RunContext(spec=spec, store=store, state=state, ui=ui, dry_run=dry_run, options={"yes": yes})

@@ -20,6 +20,8 @@ from ..errors import ActionError, UserError
 from ..phases import RunContext, select
 from ..plan import plan
 from ..state import command_line
+from ..version_skew import check_spec as check_version_skew
+from .changes_note import warn_unapplied_changes
 from .plan import PLAN_FORMAT, plan_table, spec_fingerprint, state_fingerprint
 from .preflight import check_provider
 
@@ -82,18 +84,28 @@ def print_unconfirmed_plan(app, current) -> int:
     return 0
 
 
+def check_skew(spec, state) -> None:
+    """A Kubernetes version change the skew policy refuses: exit 2 naming kubernetes.version."""
+    creating = [(h.name, h.role) for h in plan(spec, state).create]
+    skew = check_version_skew(spec, state, creating)
+    if not skew.allowed:
+        raise UserError(skew.reason)
+
+
 def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan_file: str | None = None) -> int:
     spec = app.spec
     phases = select(until=until, only=only)
     saved = load_saved_plan(app, plan_file) if plan_file else None
     store = app.store  # said first; opening it creates nothing
     check_provider(spec)  # a spec the provider refuses fails here, before pki makes anything
+    check_skew(spec, store.read())  # before anything changes
     if saved is not None:
         check_saved_state(app, saved, store.read(), plan_file)
         yes = True  # the saved plan is what was approved
     if not dry_run and not yes and not can_ask(app):  # answer before the lock: nothing is created
         current = plan(spec, store.read())
         log_plan(app, current)
+        warn_unapplied_changes(app, spec, store.read(), current)
         return print_unconfirmed_plan(app, current)
     # A dry run of a cluster with nothing recorded yet takes no lock: the lock would create its
     # directory. Once anything is recorded, a dry run holds the lock like any run.
@@ -103,8 +115,10 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan
         state = store.read()
         if saved is not None:
             check_saved_state(app, saved, state, plan_file)  # again, under the lock
+        check_skew(spec, state)  # again, under the lock
         current = plan(spec, state)
         log_plan(app, current)
+        warn_unapplied_changes(app, spec, state, current)
         if not dry_run and not confirm(app, f"Apply to cluster {spec.name}?", yes):
             raise ActionError(f"nothing changed: to apply, run: {app.command('up', extra=('--yes',))} "
                               "(or --dry-run to see each phase)")

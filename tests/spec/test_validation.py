@@ -102,6 +102,7 @@ BAD = [
     ("bool is not an int", {"pools[0].count": True}, "pools[0].count", "must be an integer"),
     ("bad choice", {"os": {"family": "ubuntu"}}, "os.family", "flatcar | fedora-coreos | container-linux"),
     ("version as a number", {"kubernetes": {"version": 1.33}}, "kubernetes.version", "quote it"),
+    ("version not a release", {"kubernetes": {"version": "latest"}}, "kubernetes.version", "release like 1.33.4"),
     ("missing name", {"name": DELETE}, "name", "required"),
     ("missing pool count", {"pools[1].count": DELETE}, "pools[1].count", "required"),
     ("no ssh key for aws", {"provider": {"name": "aws"}}, "ssh.authorized_keys", "at least one public key"),
