@@ -64,6 +64,7 @@ PHASES: tuple[Phase, ...] = (
     Phase("render", "render each host's Ignition or cloud-config", "render"),
     Phase("machines", "create and destroy hosts with the provider", "machines"),
     Phase("wait", "wait until every host runs and answers SSH", "wait"),
+    Phase("hosts", "write cluster host names into /etc/hosts where the cloud assigns addresses", "hosts"),
     Phase("etcd", "check etcd membership and health over TLS", "etcd"),
     Phase("flannel", "write the flannel network config into etcd", "flannel"),
     Phase("fleet", "publish fleet metadata and check fleetd", "fleet"),
@@ -110,7 +111,7 @@ def run_phases(ctx: RunContext, phases: tuple[Phase, ...]) -> None:
 
 
 # Phases that bring hosts of a resized pool to the same state as the rest (scale, headroom).
-POOL_PHASES = ("pki", "render", "machines", "wait", "etcd", "flannel", "fleet", "masters", "workers")
+POOL_PHASES = ("pki", "render", "machines", "wait", "hosts", "etcd", "flannel", "fleet", "masters", "workers")
 
 
 def converge(ctx: RunContext, phases: tuple[str, ...] = POOL_PHASES) -> dict[str, Any]:
