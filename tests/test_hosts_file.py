@@ -109,3 +109,46 @@ def test_certificates_of_hosts_without_a_planned_address_carry_their_host_names(
             assert name in certs[f"etcd-{kind}-{name}"].dns_names
     masters = [h.name for h in hosts if h.role == "master"]
     assert set(masters) <= set(certs["apiserver"].dns_names)
+
+
+def _context(spec, tmp_path, state, dry_run=False):
+    from provision.phases import RunContext
+    from provision.state import LocalStateStore
+    from provision.ui import UI
+    return RunContext(spec=spec, store=LocalStateStore(spec.name, tmp_path / "state"), state=state,
+                      ui=UI(verbosity=-1), dry_run=dry_run)
+
+
+def test_the_phase_does_nothing_where_addresses_are_planned(tmp_path):
+    from provision.phases.hosts import run
+    from tests.providers.conftest import make_spec
+    spec = make_spec({"name": "local", "subnet": "10.251.0.0/24"})
+    # a host state says exists: the phase must not even try to reach it
+    ctx = _context(spec, tmp_path, {"hosts": {f"{spec.name}-masters-0": {"address": "10.251.0.10"}}})
+    assert run(ctx) == {"needed": False}
+
+
+def test_a_name_outside_the_grammar_stops_the_phase_before_any_host_is_reached(tmp_path):
+    from provision.errors import UserError
+    from provision.phases.hosts import run
+    from tests.providers.conftest import do_spec
+    spec = do_spec()
+    # state edited by hand: a name that would add a line to /etc/hosts
+    bad = f"{spec.name}-masters-0\n10.6.6.6 evil"
+    ctx = _context(spec, tmp_path, {"hosts": {bad: {"address": "203.0.113.2", "private_address": "10.110.0.2",
+                                                    "role": "master"}}})
+    with pytest.raises(UserError, match="is not a DNS label") as err:
+        run(ctx)
+    assert err.value.exit_code == 2
+
+
+def test_a_dry_run_before_hosts_exist_names_the_planned_hosts(tmp_path):
+    from provision.phases.hosts import run
+    from tests.providers.conftest import do_spec
+    spec = do_spec(workers=2)
+    logged = []
+    ctx = _context(spec, tmp_path, {"hosts": {}}, dry_run=True)
+    ctx.log = lambda phase, message: logged.append((phase, message))
+    assert run(ctx) == {"needed": True, "entries": {}, "hosts": {}, "changed": 0}
+    assert logged == [("hosts", f"would check 3 planned hosts once they exist: {spec.name}-masters-0, "
+                                f"{spec.name}-workers-0, {spec.name}-workers-1")]
