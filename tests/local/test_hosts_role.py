@@ -107,3 +107,28 @@ def test_block_written_resolved_kept_and_replaced(cluster):
         assert text[start + 1:] == [*(f"{a}\t{n}" for a, n in moved), end]
         assert f"10.99.0.7\t{spec.name}-workers-0" in text
     assert (Path("/etc/hosts").read_bytes() if Path("/etc/hosts").exists() else b"") == machine_hosts
+
+
+def test_the_phase_maps_state_hosts_when_the_provider_cannot_plan_addresses(cluster, monkeypatch):
+    """The `hosts` phase as `up` runs it (state, the store's SSH key, apply_roles), on local
+    hosts standing in for a provider without planned addresses."""
+    from provision import pki
+    from provision.phases import RunContext
+    from provision.phases.hosts import run as run_phase
+    from provision.providers.local import LocalProvider
+    from provision.state import LocalStateStore
+    from provision.ui import UI
+
+    spec, hosts = cluster["spec"], cluster["hosts"]
+    monkeypatch.setattr(LocalProvider, "plans_addresses", False)
+    store = LocalStateStore(spec.name, cluster["workdir"].parent)
+    store.write_blob(pki.SSH_KEY, cluster["key"].read_bytes())
+    state = {"hosts": {n: dict(h) for n, h in hosts.items()}}
+    ctx = RunContext(spec=spec, store=store, state=state, ui=UI(verbosity=-1))
+    result = run_phase(ctx)
+    assert result["entries"] == {n: h["private_address"] for n, h in hosts.items()}
+    block = [f"{h['private_address']}\t{n}" for n, h in sorted(hosts.items())] + [f"# END provision cluster {spec.name}"]
+    for name in hosts:
+        assert hosts_file(cluster, name)[-len(block):] == block
+    again = run_phase(ctx)
+    assert again["changed"] == 0 and all(h["changed"] == 0 for h in again["hosts"].values())
