@@ -84,8 +84,14 @@ def with_block(current: Sequence[str] | None, cluster: str, entries: Iterable[Se
 @deploy("hosts")
 def apply(report: dict) -> None:
     entry = report.setdefault(host.name, {"missing": [], "units": {}, "notes": []})
+    entries = host.data.get("etc_hosts")
+    if entries is None:
+        # Run without the phase's data (e.g. from the pyinfra CLI): an empty block would unmap
+        # every host, so the file is left alone.
+        entry["notes"].append(f"{PATH}: no etc_hosts data given, left alone")
+        return
     current = host.get_fact(FileContents, path=PATH)
-    wanted = with_block(current, host.data.get("cluster"), host.data.get("etc_hosts") or [])
+    wanted = with_block(current, host.data.get("cluster"), entries)
     if current is not None and list(current) == wanted:
         entry["notes"].append(f"{PATH}: cluster block already current")
         return

@@ -132,3 +132,11 @@ def test_the_phase_maps_state_hosts_when_the_provider_cannot_plan_addresses(clus
         assert hosts_file(cluster, name)[-len(block):] == block
     again = run_phase(ctx)
     assert again["changed"] == 0 and all(h["changed"] == 0 for h in again["hosts"].values())
+
+
+def test_without_the_phase_data_the_file_is_left_alone(cluster):
+    before = {n: hosts_file(cluster, n) for n in cluster["hosts"]}
+    outcomes = bootstrap.run_roles(cluster["spec"], cluster["workdir"], cluster["hosts"], ("hosts",), cluster["key"])
+    assert {n: (o.error, o.changed, o.notes) for n, o in outcomes.items()} == {
+        n: (None, 0, ["/etc/hosts: no etc_hosts data given, left alone"]) for n in cluster["hosts"]}
+    assert {n: hosts_file(cluster, n) for n in cluster["hosts"]} == before
