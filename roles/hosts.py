@@ -22,7 +22,7 @@ from pyinfra.operations import files
 
 PATH = "/etc/hosts"
 # One DNS label (RFC 1123): host names are `<cluster>-<pool>-<n>`, never dotted.
-LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # whole string: fullmatch
 # What a host without /etc/hosts gets besides the block (the usual loopback names).
 LOOPBACK_LINES = ("127.0.0.1\tlocalhost", "::1\tlocalhost")
 
@@ -39,11 +39,11 @@ def check_entries(cluster: str, entries: Iterable[Sequence[str]]) -> list[str]:
     """Problems with the cluster name and the (address, host name) entries, each naming the
     offending value; empty when every one may land in /etc/hosts."""
     problems = []
-    if not LABEL_RE.match(cluster or ""):
+    if not isinstance(cluster, str) or not LABEL_RE.fullmatch(cluster):
         problems.append(f"cluster name {cluster!r} is not a DNS label (a-z, 0-9 and '-', at most 63)")
     seen: set[str] = set()
     for address, name in entries:
-        if not isinstance(name, str) or not LABEL_RE.match(name):
+        if not isinstance(name, str) or not LABEL_RE.fullmatch(name):
             problems.append(f"host name {name!r} is not a DNS label (a-z, 0-9 and '-', at most 63)")
         elif name in seen:
             problems.append(f"host name {name!r} appears twice")

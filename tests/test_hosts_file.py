@@ -58,6 +58,7 @@ def test_a_missing_file_gets_the_loopback_names_and_the_block():
     (("10.0.0.1", "edge masters"), "'edge masters' is not a DNS label"),
     (("10.0.0.1", "edge.masters\n10.6.6.6 evil"), "is not a DNS label"),
     (("10.0.0.1", "-edge"), "'-edge' is not a DNS label"),
+    (("10.0.0.1", "edge-masters-1\n"), "'edge-masters-1\\n' is not a DNS label"),
     (("10.0.0.1", "a" * 64), "is not a DNS label"),
     (("10.0.0.1 evil", "edge-masters-1"), "address '10.0.0.1 evil' of host 'edge-masters-1'"),
     (("10.110.0.2", "edge-masters-0"), "'edge-masters-0' appears twice"),
@@ -70,6 +71,8 @@ def test_names_and_addresses_outside_the_grammar_are_refused(entry, word):
 
 
 def test_a_cluster_name_outside_the_grammar_is_refused():
+    assert hosts_role.check_entries("edge\n", ENTRIES) == [
+        "cluster name 'edge\\n' is not a DNS label (a-z, 0-9 and '-', at most 63)"]
     assert hosts_role.check_entries("edge\n# x", ENTRIES) == [
         "cluster name 'edge\\n# x' is not a DNS label (a-z, 0-9 and '-', at most 63)"]
 
