@@ -127,7 +127,8 @@ def test_the_phase_maps_state_hosts_when_the_provider_cannot_plan_addresses(clus
     ctx = RunContext(spec=spec, store=store, state=state, ui=UI(verbosity=-1))
     result = run_phase(ctx)
     assert result["entries"] == {n: h["private_address"] for n, h in hosts.items()}
-    block = [f"{h['private_address']}\t{n}" for n, h in sorted(hosts.items())] + [f"# END provision cluster {spec.name}"]
+    block = [*(f"{h['private_address']}\t{n}" for n, h in sorted(hosts.items())),
+             f"# END provision cluster {spec.name}"]
     for name in hosts:
         assert hosts_file(cluster, name)[-len(block):] == block
     again = run_phase(ctx)
