@@ -184,10 +184,12 @@ def forget_loaded_host_keys() -> None:
 
 def run_roles(spec, workdir: Path, hosts: Mapping[str, Mapping[str, Any]], roles: Iterable[str],
               key_path: Path, dry_run: bool = False, timeout: int = 10,
-              cluster: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, RoleOutcome]:
+              cluster: Mapping[str, Mapping[str, Any]] | None = None,
+              data: Mapping[str, Any] | None = None) -> dict[str, RoleOutcome]:
     """Apply `roles` (in order) to `hosts` ({name: state host}); one outcome per host.
 
     `cluster` is every host of the cluster (default: `hosts`), for the inventory files.
+    `data` is added to every host's pyinfra data for this run only (not to the inventory file).
     A dry run gathers facts and counts the operations that would change, running none,
     and writes nothing.
     """
@@ -196,16 +198,16 @@ def run_roles(spec, workdir: Path, hosts: Mapping[str, Mapping[str, Any]], roles
         return {}
     with known_hosts_for_run(spec, workdir, {**(cluster or {}), **hosts}, key_path, dry_run) as known_hosts:
         forget_loaded_host_keys()
-        return _run_roles(spec, hosts, tuple(roles), key_path, known_hosts, dry_run, timeout)
+        return _run_roles(spec, hosts, tuple(roles), key_path, known_hosts, dry_run, timeout, data or {})
 
 
-def _run_roles(spec, hosts, roles, key_path, known_hosts, dry_run, timeout) -> dict[str, RoleOutcome]:
+def _run_roles(spec, hosts, roles, key_path, known_hosts, dry_run, timeout, data) -> dict[str, RoleOutcome]:
     from pyinfra.api import Config, Inventory, State
     from pyinfra.api.connect import connect_all, disconnect_all
     from pyinfra.api.deploy import add_deploy
     from pyinfra.api.operations import run_ops
 
-    inventory = Inventory(([(name, host_data(spec, name, host, key_path, known_hosts))
+    inventory = Inventory(([(name, {**host_data(spec, name, host, key_path, known_hosts), **data})
                             for name, host in sorted(hosts.items())], {}))
     state = State(inventory, Config(CONNECT_TIMEOUT=timeout, FAIL_PERCENT=100))
     outcomes = {name: RoleOutcome(host=name) for name in hosts}
@@ -284,7 +286,8 @@ def planned_names(ctx, roles: Iterable[str] | None = None, etcd: bool | None = N
     return [h.name for h in plan(ctx.spec, ctx.state).desired if _selected(h.role, h.etcd, roles, etcd)]
 
 
-def apply_roles(ctx, phase: str, roles: Iterable[str], hosts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def apply_roles(ctx, phase: str, roles: Iterable[str], hosts: Mapping[str, Mapping[str, Any]],
+                data: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run `roles` on `hosts` for a phase: log per host, fail on missing pieces, say when
     nothing changed. Returns the phase result for --output json."""
     from . import pki
@@ -297,7 +300,7 @@ def apply_roles(ctx, phase: str, roles: Iterable[str], hosts: Mapping[str, Mappi
             ctx.log(phase, "no hosts for this phase")
         return {"hosts": {}, "changed": 0}
     outcomes = run_roles(ctx.spec, ctx.store.workdir, hosts, roles, pki.ssh_private_key_path(ctx.store),
-                         dry_run=ctx.dry_run, cluster=cluster_hosts(ctx.state))
+                         dry_run=ctx.dry_run, cluster=cluster_hosts(ctx.state), data=data)
     changed, problems = summarize(outcomes, ctx.dry_run)
     for name, outcome in sorted(outcomes.items()):
         units = ", ".join(f"{u} {d.get('state')}" for u, d in sorted(outcome.units.items()))

@@ -11,7 +11,8 @@ from tests.conftest import REPO
 def test_each_phase_is_its_module_in_up_order():
     table = phases.all_phases()
     assert tuple(p.name for p in table) == phases.PHASE_NAMES == (
-        "validate", "endpoint", "pki", "render", "machines", "wait", "etcd", "flannel", "fleet", "masters", "workers",
+        "validate", "endpoint", "pki", "render", "machines", "wait", "hosts", "etcd", "flannel", "fleet", "masters",
+        "workers",
         "kubeconfig")
     for phase in table:
         assert phase.module is sys.modules[f"provision.phases.{phase.name}"]

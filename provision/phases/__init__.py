@@ -69,6 +69,7 @@ PHASE_SUMMARIES: tuple[tuple[str, str], ...] = (
     ("render", "render each host's Ignition or cloud-config"),
     ("machines", "create and destroy hosts with the provider"),
     ("wait", "wait until every host runs and answers SSH"),
+    ("hosts", "write cluster host names into /etc/hosts where the cloud assigns addresses"),
     ("etcd", "check etcd membership and health over TLS"),
     ("flannel", "write the flannel network config into etcd"),
     ("fleet", "publish fleet metadata and check fleetd"),
@@ -83,9 +84,9 @@ PHASE_NAMES = tuple(name for name, _ in PHASE_SUMMARIES)
 def all_phases() -> tuple[Phase, ...]:
     """Every phase of `up` in order, each with its module (imported here, on first use; the
     modules import RunContext from this package)."""
-    from . import (endpoint, etcd, flannel, fleet, kubeconfig, machines, masters, pki, render, validate, wait,
-                   workers)
-    modules: tuple[PhaseModule, ...] = (validate, endpoint, pki, render, machines, wait, etcd, flannel, fleet, masters,
+    from . import (endpoint, etcd, flannel, fleet, hosts, kubeconfig, machines, masters, pki, render, validate,
+                   wait, workers)
+    modules: tuple[PhaseModule, ...] = (validate, endpoint, pki, render, machines, wait, hosts, etcd, flannel, fleet, masters,
                                         workers, kubeconfig)
     phases = tuple(Phase(name, summary, module) for (name, summary), module in zip(PHASE_SUMMARIES, modules,
                                                                                     strict=True))
@@ -138,7 +139,7 @@ def run_phases(ctx: RunContext, phases: tuple[Phase, ...]) -> None:
 
 
 # Phases that bring hosts of a resized pool to the same state as the rest (scale, headroom).
-POOL_PHASES = ("pki", "render", "machines", "wait", "etcd", "flannel", "fleet", "masters", "workers")
+POOL_PHASES = ("pki", "render", "machines", "wait", "hosts", "etcd", "flannel", "fleet", "masters", "workers")
 
 
 def converge(ctx: RunContext, phases: tuple[str, ...] = POOL_PHASES) -> dict[str, Any]:

@@ -76,6 +76,11 @@ class Provider(ABC):
     config_formats: tuple[str, ...] = ("ignition", "cloud-config")
     #: whether `ensure_api_endpoint` makes a cloud load balancer (else nodes use the node-local proxy)
     api_load_balancer: bool = False
+    #: whether every host gets the address the plan chose for it (`HostPlan.address`) where the
+    #: plan chooses one, so configs can name hosts by address. False when the cloud assigns every
+    #: address itself (DigitalOcean): configs then name hosts by host name, and the `hosts`
+    #: phase writes those names with the addresses the cloud gave into each host's /etc/hosts.
+    plans_addresses: bool = True
 
     def __init__(self, spec: Spec, workdir: Any = None, log: Callable[[str], None] | None = None):
         self.spec = spec

@@ -125,6 +125,8 @@ class LibcloudProvider(Provider):
     tags (by name only on drivers that cannot tag)."""
 
     name = "libcloud"
+    # No driver here is given a fixed private address (DigitalOcean cannot take one at all).
+    plans_addresses = False
 
     def __init__(self, spec, workdir=None, log=None):
         super().__init__(spec, workdir, log)

@@ -108,3 +108,23 @@ def test_orphans_and_missing_reported(contract_case):
     recorded[f"{contract_case.spec.name}-workers-99"] = {"pool": "workers"}
     report = compare(recorded, contract_case.make().list_hosts())
     assert report == {"orphans": [hosts[-1].name], "missing": [f"{contract_case.spec.name}-workers-99"]}
+
+
+def test_planned_addresses_are_kept_or_the_provider_says_it_cannot(contract_case):
+    """`plans_addresses`: when true, every host the plan gave an address runs on exactly that
+    private address (configs name it); when false, the plan gives no host an address (nothing
+    would honour it) and the `hosts` phase maps host names in /etc/hosts instead."""
+    hosts, configs = planned(contract_case)
+    provider = contract_case.make()
+    assert isinstance(provider.plans_addresses, bool)
+    if not provider.plans_addresses:
+        assert [h.name for h in hosts if h.address] == []
+        return
+    provider.prepare()
+    provider.create_hosts(hosts, configs)
+    running = {r.name: r for r in provider.wait_running([h.name for h in hosts], timeout=60)}
+    fixed = {h.name: h.address for h in hosts if h.address}
+    assert fixed, "a provider that plans addresses got none from the plan"
+    assert {name: running[name].private_address for name in fixed} == fixed
+    provider.destroy_hosts([h.name for h in hosts])
+    provider.teardown()

@@ -259,3 +259,20 @@ def test_credentials_are_checked_before_anything_is_created(do_api, tmp_path, cl
     result = cli("down", spec_path, "--yes", "--state-dir", tmp_path / "state")
     assert result.code == 2 and field in result.err and "Traceback" not in result.err
     assert sum(do_api.calls.values()) == 0
+
+
+def test_up_dry_run_includes_the_hosts_phase(do_api, tmp_path, cli, example, artifact_mirror):  # noqa: F811
+    """DigitalOcean cannot plan addresses: `up` maps host names in /etc/hosts (phase `hosts`,
+    right after `wait`); a dry run before any droplet exists names the hosts it will cover."""
+    data = yaml.safe_load(example("digitalocean.yaml").read_text())
+    data.setdefault("artifacts", {})["mirror"] = artifact_mirror
+    spec_path = tmp_path / "do.yaml"
+    spec_path.write_text(yaml.safe_dump(data))
+    dry = cli("up", spec_path, "--dry-run", "--state-dir", tmp_path / "state", "-o", "json")
+    assert dry.code == 0, dry.err
+    doc = json.loads(dry.out)
+    assert doc["results"]["hosts"] == {"needed": True, "entries": {}, "hosts": {}, "changed": 0}
+    names = [f"{data['name']}-{p['name']}-{i}" for p in data["pools"] for i in range(p["count"])]
+    line = next(line for line in dry.err.splitlines() if "would check" in line and line.startswith("[hosts]"))
+    assert all(name in line for name in names), line
+    assert do_api.droplets == {} and do_api.calls["create_droplet"] == 0
