@@ -25,6 +25,9 @@ from .resources import data_dir
 
 ROLES_PACKAGE = "provision_roles"
 # Which host roles each role-running phase covers (for messages about planned hosts).
+# How many hosts pyinfra works on at once (connections, facts, operations); a bound keeps a
+# large cluster from opening thousands of SSH sessions and file handles at the same time.
+SSH_PARALLEL = 20
 ROLE_HOSTS = {"masters": ("master",), "workers": ("worker",), "flannel": ("master", "worker")}
 
 
@@ -204,7 +207,8 @@ def _run_roles(spec, hosts, roles, key_path, known_hosts, dry_run, timeout) -> d
 
     inventory = Inventory(([(name, host_data(spec, name, host, key_path, known_hosts))
                             for name, host in sorted(hosts.items())], {}))
-    state = State(inventory, Config(CONNECT_TIMEOUT=timeout, FAIL_PERCENT=100))
+    state = State(inventory, Config(CONNECT_TIMEOUT=timeout, FAIL_PERCENT=100,
+                                    PARALLEL=max(1, min(SSH_PARALLEL, len(hosts)))))
     outcomes = {name: RoleOutcome(host=name) for name in hosts}
     connect_all(state)
     try:
@@ -291,9 +295,16 @@ def apply_roles(ctx, phase: str, roles: Iterable[str], hosts: Mapping[str, Mappi
         else:
             ctx.log(phase, "no hosts for this phase")
         return {"hosts": {}, "changed": 0}
+    every = hosts
+    wanted, hosts = convergence_targets(ctx, phase, hosts)
+    if not hosts:
+        ctx.log(phase, f"{len(every)} hosts already converged: no change (as recorded in state)")
+        return {"hosts": {}, "changed": 0, "converged": len(every), "verify": False}
     outcomes = run_roles(ctx.spec, ctx.store.workdir, hosts, roles, pki.ssh_private_key_path(ctx.store),
                          dry_run=ctx.dry_run, cluster=cluster_hosts(ctx.state))
     changed, problems = summarize(outcomes, ctx.dry_run)
+    if not ctx.dry_run:  # before failing: the hosts that did converge keep their record
+        record_converged(ctx, phase, wanted, outcomes)
     for name, outcome in sorted(outcomes.items()):
         units = ", ".join(f"{u} {d.get('state')}" for u, d in sorted(outcome.units.items()))
         verb = "would change" if ctx.dry_run else "changed"
@@ -308,4 +319,34 @@ def apply_roles(ctx, phase: str, roles: Iterable[str], hosts: Mapping[str, Mappi
         raise_problems(phase, problems)
     if changed == 0:
         ctx.log(phase, f"{len(hosts)} hosts already converged: no change")
-    return {"hosts": {n: o.to_json() for n, o in sorted(outcomes.items())}, "changed": changed}
+    return {"hosts": {n: o.to_json() for n, o in sorted(outcomes.items())}, "changed": changed,
+            "converged": len(every) - len(hosts), "verify": verifying(ctx)}
+
+
+def verifying(ctx) -> bool:
+    """`up --verify` and dry runs check every host, whatever its record says."""
+    return bool(ctx.dry_run or ctx.options.get("verify"))
+
+
+def convergence_targets(ctx, phase: str, hosts: Mapping[str, Mapping[str, Any]]):
+    """(the record each host gets, the hosts the phase runs its roles on): every host when
+    verifying, else those whose recorded convergence for `phase` is missing or differs."""
+    from . import convergence
+    wanted = convergence.wanted_records(ctx.spec, ctx.store, hosts)
+    if verifying(ctx):
+        return wanted, dict(hosts)
+    stale = convergence.stale_hosts(ctx.state, phase, wanted)
+    if stale:
+        ctx.log(phase, f"{len(stale)} of {len(hosts)} hosts new or changed since they last converged: "
+                       f"{', '.join(stale)}")
+    return wanted, {name: hosts[name] for name in stale}
+
+
+def record_converged(ctx, phase: str, wanted, outcomes: Mapping[str, RoleOutcome]) -> None:
+    """Record `phase` as converged on each host it ran on without a problem; save state."""
+    from . import convergence
+    good = {name: wanted[name] for name, outcome in outcomes.items()
+            if not summarize({name: outcome}, False)[1]}
+    if good:
+        convergence.record(ctx.state, phase, good)
+        ctx.save()
