@@ -333,12 +333,12 @@ def convergence_targets(ctx, phase: str, hosts: Mapping[str, Mapping[str, Any]])
     verifying, else those whose recorded convergence for `phase` is missing or differs."""
     from . import convergence
     wanted = convergence.wanted_records(ctx.spec, ctx.store, hosts)
-    if verifying(ctx):
-        return wanted, dict(hosts)
     stale = convergence.stale_hosts(ctx.state, phase, wanted)
     if stale:
         ctx.log(phase, f"{len(stale)} of {len(hosts)} hosts new or changed since they last converged: "
                        f"{', '.join(stale)}")
+    if verifying(ctx):
+        return wanted, dict(hosts)
     return wanted, {name: hosts[name] for name in stale}
 
 
