@@ -16,6 +16,7 @@ import socket
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -159,13 +160,15 @@ def wait_for_ssh(addresses: Mapping[str, str], timeout: float, log=lambda m: Non
     """Wait until every host answers SSH; returns the names that did not in time."""
     pending = dict(addresses)
     deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        for name, address in list(pending.items()):
-            if ssh_reachable(address):
-                log(f"{name} answers SSH on {address}")
-                del pending[name]
-        if pending:
-            time.sleep(0.2)
+    with ThreadPoolExecutor(max_workers=SSH_PARALLEL) as pool:  # hosts checked side by side
+        while pending and time.monotonic() < deadline:
+            names = list(pending)
+            for name, answered in zip(names, pool.map(ssh_reachable, [pending[n] for n in names])):
+                if answered:
+                    log(f"{name} answers SSH on {pending[name]}")
+                    del pending[name]
+            if pending:
+                time.sleep(0.2)
     return sorted(pending)
 
 
