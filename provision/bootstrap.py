@@ -25,10 +25,10 @@ from .errors import ActionError
 from .resources import data_dir
 
 ROLES_PACKAGE = "provision_roles"
-# Which host roles each role-running phase covers (for messages about planned hosts).
 # How many hosts pyinfra works on at once (connections, facts, operations); a bound keeps a
 # large cluster from opening thousands of SSH sessions and file handles at the same time.
 SSH_PARALLEL = 20
+# Which host roles each role-running phase covers (for messages about planned hosts).
 ROLE_HOSTS = {"masters": ("master",), "workers": ("worker",), "flannel": ("master", "worker")}
 
 
@@ -346,10 +346,10 @@ def convergence_targets(ctx, phase: str, hosts: Mapping[str, Mapping[str, Any]])
 
 
 def record_converged(ctx, phase: str, wanted, outcomes: Mapping[str, RoleOutcome]) -> None:
-    """Record `phase` as converged on each host it ran on without a problem; save state."""
+    """Record `phase` as converged on each host it ran on without a problem, and drop the
+    record of each host it found a problem on (the next run acts on it again); save state."""
     from . import convergence
-    good = {name: wanted[name] for name, outcome in outcomes.items()
-            if not summarize({name: outcome}, False)[1]}
-    if good:
-        convergence.record(ctx.state, phase, good)
-        ctx.save()
+    ok = {name: not summarize({name: outcome}, False)[1] for name, outcome in outcomes.items()}
+    convergence.record(ctx.state, phase, {name: wanted[name] for name, good in ok.items() if good})
+    convergence.forget_phase(ctx.state, phase, [name for name, good in ok.items() if not good])
+    ctx.save()

@@ -99,6 +99,13 @@ def forget(state: dict[str, Any], names: Iterable[str]) -> None:
         book.pop(name, None)
 
 
+def forget_phase(state: dict[str, Any], phase: str, names: Iterable[str]) -> None:
+    """Drop `phase`'s record of each of `names` (it found a problem there)."""
+    book = state.get(RECORDS) or {}
+    for name in names:
+        (book.get(name) or {}).pop(phase, None)
+
+
 def never_converged(state: Mapping[str, Any], hosts: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Hosts no phase recorded yet, or whose recorded SSH address or host key is not the
     host's now (the hosts whose SSH login is not proven by an earlier run)."""

@@ -80,3 +80,13 @@ def test_role_version_is_a_digest_of_the_role_files():
     version = convergence.role_version()
     assert len(version) == 64 and int(version, 16) >= 0
     assert convergence.role_version() == version
+
+
+def test_a_phase_that_found_a_problem_forgets_only_its_own_record(tmp_path):
+    ctx, hosts = rendered_context(tmp_path)
+    wanted = convergence.wanted_records(ctx.spec, ctx.store, hosts)
+    for phase in ("fleet", "workers"):
+        convergence.record(ctx.state, phase, wanted)
+    convergence.forget_phase(ctx.state, "workers", ["small-workers-0"])
+    assert convergence.stale_hosts(ctx.state, "workers", wanted) == ["small-workers-0"]
+    assert convergence.stale_hosts(ctx.state, "fleet", wanted) == []

@@ -5,6 +5,7 @@ cluster. Which hosts a phase touched is read from `--output json` (`results.PHAS
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -109,3 +110,18 @@ def test_a_host_whose_record_differs_or_is_missing_is_bootstrapped(cluster):
     assert touched(document)["masters"] == []
     again = run(cluster, "up", "--yes")
     assert touched(again) == {phase: [] for phase in ROLE_PHASES}
+
+
+def test_drift_on_a_converged_host_is_left_by_up_and_repaired_by_verify(cluster):
+    """A directory the workers role makes is removed by hand: the record still says converged,
+    so a plain `up` does not look; `up --verify` finds and repairs it on that host only."""
+    worker = names(cluster, "worker")[0]
+    kubelet_dir = cluster["workdir"] / "local" / "hosts" / worker / "root" / "var" / "lib" / "kubelet"
+    assert kubelet_dir.is_dir()
+    shutil.rmtree(kubelet_dir)
+    plain = run(cluster, "up", "--yes")
+    assert touched(plain)["workers"] == [] and not kubelet_dir.exists()
+    verified = run(cluster, "up", "--yes", "--verify")
+    changed = {n for n, r in verified["results"]["workers"]["hosts"].items() if r["changed"]}
+    assert changed == {worker}
+    assert kubelet_dir.is_dir()
