@@ -25,14 +25,23 @@ REPO = Path(__file__).resolve().parents[1]
 SIZES = [int(s) for s in os.environ.get("BENCH_LOCAL_SIZES", "3,21").split(",") if s.strip()]
 
 
-def provision(*args) -> float:
-    """Seconds `provision ARGS` took; raises on failure (with its last error lines)."""
+PHASES: dict[str, dict[str, float]] = {}  # "<hosts>_<step>" -> seconds per phase (from -o json)
+
+
+def provision(*args, step: str | None = None) -> float:
+    """Seconds `provision ARGS` took (its phases' own seconds kept under `step`); raises on
+    failure (with its last error lines)."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "provision", *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO, timeout=1800)
+    proc = subprocess.run([sys.executable, "-m", "provision", *map(str, args), "-o", "json"], capture_output=True,
+                          text=True, cwd=REPO, timeout=1800)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"provision {' '.join(map(str, args[:2]))} failed: {proc.stderr[-2000:]}")
+    if step:
+        try:
+            PHASES[step] = json.loads(proc.stdout).get("seconds") or {}
+        except ValueError:
+            pass
     return seconds
 
 
@@ -61,12 +70,12 @@ def measure(hosts: int) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix="provision-bench-"))
     spec, name = cluster_spec(folder, hosts)
     state_dir = folder / "state"
-    common = ("--state-dir", state_dir, "-q")
+    common = ("--state-dir", state_dir)
     out: dict[str, float] = {}
     try:
         print(f"  {hosts} hosts: up ...", file=sys.stderr)
         out["up"] = provision("up", spec, "--yes", *common)
-        out["noop_up"] = provision("up", spec, "--yes", *common)
+        out["noop_up"] = provision("up", spec, "--yes", *common, step=f"{hosts}_noop_up")
         out["noop_up_baseline"] = provision("up", spec, "--yes", "--verify", *common)
         workers = hosts - 1
         out["add_1"] = provision("scale", spec, "workers", workers + 1, "--yes", *common)
@@ -105,6 +114,9 @@ def run() -> dict:
     for n, r in results.items():
         ratios[f"add_1 baseline/targeted at {n} hosts"] = round(r["add_1_baseline"] / r["add_1"], 2)
         ratios[f"noop_up baseline/targeted at {n} hosts"] = round(r["noop_up_baseline"] / r["noop_up"], 2)
+    for step, seconds in sorted(PHASES.items()):  # where the time of a no-op goes, per phase
+        slow = sorted(seconds.items(), key=lambda kv: -kv[1])[:4]
+        figures[f"{step} slowest phases (s)"] = ", ".join(f"{k} {v:.1f}" for k, v in slow)
     return {"name": title, "figures": figures, "ratios": ratios}
 
 
