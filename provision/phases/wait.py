@@ -50,5 +50,5 @@ def run(ctx: RunContext) -> dict:
     if failed:
         raise ActionError(f"wait: cannot log in over SSH as {ctx.spec.ssh.user} on {', '.join(failed)}")
     ctx.log("wait", f"{len(hosts)} hosts answer SSH; {len(login)} logged into with provision's key"
-                    + (f" (the others did at their last convergence)" if len(login) < len(hosts) else ""))
+                    + (" (the others did at their last convergence)" if len(login) < len(hosts) else ""))
     return {"hosts": sorted(hosts), "logged_in": sorted(login)}
