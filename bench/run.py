@@ -1,9 +1,14 @@
 """Run every benchmark in bench/ (modules named bench_*.py with a `run()` returning a dict
-of figures and ratios) and print them side by side; `--json` prints one document."""
+of figures and ratios) and print them side by side in one table; the same figures are written
+as JSON to bench/results.json (or $BENCH_JSON) with the machine they ran on. `--json` prints
+the document instead. Name parts as arguments to run only those (`bench/run.py p3`)."""
 from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+import os
+import platform
 import sys
 from pathlib import Path
 
@@ -19,6 +24,8 @@ def load(path: Path):
 
 def main(argv: list[str]) -> int:
     sys.path.insert(0, str(HERE.parent))
+    for noisy in ("werkzeug", "moto", "botocore", "pyinfra"):  # server logs stay out of the table
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     only = [a for a in argv if not a.startswith("-")]
     results = []
     for path in sorted(HERE.glob("bench_*.py")):
@@ -29,14 +36,45 @@ def main(argv: list[str]) -> int:
     if "--json" in argv:
         print(json.dumps(results, indent=2))
         return 0
-    for r in results:
-        print(r.get("name", "?"))
-        if r.get("table"):  # a benchmark's own table (e.g. the headroom trace table)
-            print(r["table"])
-        for section in ("figures", "ratios"):
-            for key, value in r.get(section, {}).items():
-                print(f"  {key:<48} {value}")
+    out = Path(os.environ.get("BENCH_JSON", HERE / "results.json"))
+    out.write_text(json.dumps({"machine": machine(), "results": results}, indent=2) + "\n")
+    print(table(results))
+    print(f"machine: {machine()}; JSON written to {out}", file=sys.stderr)
     return 0
+
+
+def machine() -> str:
+    """What the figures were measured on (they mean little without it)."""
+    cpus = os.cpu_count()
+    model = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
+                  if line.startswith("model name")), platform.processor() or "?")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return f"{platform.system()} {platform.release()}, {cpus} CPUs ({model}), Python {platform.python_version()}, load {load}"
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def table(results: list[dict]) -> str:
+    """One section per benchmark: its figures, then its ratios, in aligned columns."""
+    width = max([len(k) for r in results for s in ("figures", "ratios") for k in r.get(s, {})] + [20])
+    lines = []
+    for r in results:
+        lines.append(r.get("name", "?"))
+        if r.get("table"):  # a benchmark's own table (e.g. the headroom trace table)
+            lines.append(r["table"])
+        for section in ("figures", "ratios"):
+            items = r.get(section, {})
+            if items:
+                lines.append(f"  {section}")
+            for key, value in items.items():
+                lines.append(f"    {key:<{width}}  {value}")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")
 
 
 if __name__ == "__main__":

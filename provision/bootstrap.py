@@ -16,6 +16,7 @@ import socket
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -25,6 +26,9 @@ from .errors import ActionError
 from .resources import data_dir
 
 ROLES_PACKAGE = "provision_roles"
+# How many hosts pyinfra works on at once (connections, facts, operations); a bound keeps a
+# large cluster from opening thousands of SSH sessions and file handles at the same time.
+SSH_PARALLEL = 20
 # Which host roles each role-running phase covers (for messages about planned hosts).
 ROLE_HOSTS = {"masters": ("master",), "workers": ("worker",), "flannel": ("master", "worker")}
 
@@ -159,13 +163,15 @@ def wait_for_ssh(addresses: Mapping[str, str], timeout: float, log=lambda m: Non
     """Wait until every host answers SSH; returns the names that did not in time."""
     pending = dict(addresses)
     deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        for name, address in list(pending.items()):
-            if ssh_reachable(address):
-                log(f"{name} answers SSH on {address}")
-                del pending[name]
-        if pending:
-            time.sleep(0.2)
+    with ThreadPoolExecutor(max_workers=SSH_PARALLEL) as pool:  # hosts checked side by side
+        while pending and time.monotonic() < deadline:
+            names = list(pending)
+            for name, answered in zip(names, pool.map(ssh_reachable, [pending[n] for n in names])):
+                if answered:
+                    log(f"{name} answers SSH on {pending[name]}")
+                    del pending[name]
+            if pending:
+                time.sleep(0.2)
     return sorted(pending)
 
 
@@ -209,7 +215,8 @@ def _run_roles(spec, hosts, roles, key_path, known_hosts, dry_run, timeout, data
 
     inventory = Inventory(([(name, {**host_data(spec, name, host, key_path, known_hosts), **data})
                             for name, host in sorted(hosts.items())], {}))
-    state = State(inventory, Config(CONNECT_TIMEOUT=timeout, FAIL_PERCENT=100))
+    state = State(inventory, Config(CONNECT_TIMEOUT=timeout, FAIL_PERCENT=100,
+                                    PARALLEL=max(1, min(SSH_PARALLEL, len(hosts)))))
     outcomes = {name: RoleOutcome(host=name) for name in hosts}
     connect_all(state)
     try:
@@ -299,9 +306,16 @@ def apply_roles(ctx, phase: str, roles: Iterable[str], hosts: Mapping[str, Mappi
         else:
             ctx.log(phase, "no hosts for this phase")
         return {"hosts": {}, "changed": 0}
+    every = hosts
+    wanted, hosts = convergence_targets(ctx, phase, hosts)
+    if not hosts:
+        ctx.log(phase, f"{len(every)} hosts already converged: no change (as recorded in state)")
+        return {"hosts": {}, "changed": 0, "converged": len(every), "verify": False}
     outcomes = run_roles(ctx.spec, ctx.store.workdir, hosts, roles, pki.ssh_private_key_path(ctx.store),
                          dry_run=ctx.dry_run, cluster=cluster_hosts(ctx.state), data=data)
     changed, problems = summarize(outcomes, ctx.dry_run)
+    if not ctx.dry_run:  # before failing: the hosts that did converge keep their record
+        record_converged(ctx, phase, wanted, outcomes)
     for name, outcome in sorted(outcomes.items()):
         units = ", ".join(f"{u} {d.get('state')}" for u, d in sorted(outcome.units.items()))
         verb = "would change" if ctx.dry_run else "changed"
@@ -316,4 +330,34 @@ def apply_roles(ctx, phase: str, roles: Iterable[str], hosts: Mapping[str, Mappi
         raise_problems(phase, problems)
     if changed == 0:
         ctx.log(phase, f"{len(hosts)} hosts already converged: no change")
-    return {"hosts": {n: o.to_json() for n, o in sorted(outcomes.items())}, "changed": changed}
+    return {"hosts": {n: o.to_json() for n, o in sorted(outcomes.items())}, "changed": changed,
+            "converged": len(every) - len(hosts), "verify": verifying(ctx)}
+
+
+def verifying(ctx) -> bool:
+    """`up --verify` and dry runs check every host, whatever its record says."""
+    return bool(ctx.dry_run or ctx.options.get("verify"))
+
+
+def convergence_targets(ctx, phase: str, hosts: Mapping[str, Mapping[str, Any]]):
+    """(the record each host gets, the hosts the phase runs its roles on): every host when
+    verifying, else those whose recorded convergence for `phase` is missing or differs."""
+    from . import convergence
+    wanted = convergence.wanted_records(ctx.spec, ctx.store, hosts)
+    stale = convergence.stale_hosts(ctx.state, phase, wanted)
+    if stale:
+        ctx.log(phase, f"{len(stale)} of {len(hosts)} hosts new or changed since they last converged: "
+                       f"{', '.join(stale)}")
+    if verifying(ctx):
+        return wanted, dict(hosts)
+    return wanted, {name: hosts[name] for name in stale}
+
+
+def record_converged(ctx, phase: str, wanted, outcomes: Mapping[str, RoleOutcome]) -> None:
+    """Record `phase` as converged on each host it ran on without a problem, and drop the
+    record of each host it found a problem on (the next run acts on it again); save state."""
+    from . import convergence
+    ok = {name: not summarize({name: outcome}, False)[1] for name, outcome in outcomes.items()}
+    convergence.record(ctx.state, phase, {name: wanted[name] for name, good in ok.items() if good})
+    convergence.forget_phase(ctx.state, phase, [name for name, good in ok.items() if not good])
+    ctx.save()

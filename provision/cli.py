@@ -242,7 +242,8 @@ def render(ctx, spec, out_dir, pin, **common):
                              "provision up cluster.yaml --plan cluster.plan",
                              "provision up cluster.yaml --until render --yes",
                              "provision up cluster.yaml --only kubeconfig --yes",
-                             "provision up cluster.yaml --dry-run"))
+                             "provision up cluster.yaml --dry-run",
+                             "provision up cluster.yaml --verify --yes"))
 @spec_argument
 @click.option("--yes", "-y", is_flag=True, help="Act without asking.")
 @click.option("--plan", "plan_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
@@ -253,16 +254,23 @@ def render(ctx, spec, out_dir, pin, **common):
 @click.option("--only", "only", default=None, metavar="PHASE", shell_complete=complete_phase,
               help="Run PHASE alone (one of the phases above).")
 @click.option("--dry-run", is_flag=True, help="Say what each phase would do; change nothing.")
+@click.option("--verify", is_flag=True,
+              help="Re-check every host over SSH (and repair what drifted), not only the hosts whose "
+                   "recorded convergence differs from what they should have.")
 @common_options
 @click.pass_context
-def up(ctx, spec, yes, plan_file, until, only, dry_run, **common):
+def up(ctx, spec, yes, plan_file, until, only, dry_run, verify, **common):
     """Bring the cluster to SPEC, phase by phase: validate, pki, render, machines, wait, etcd,
     flannel, fleet, masters, workers, kubeconfig.
 
     Without --yes: on a terminal, shows the plan and asks; without a terminal (a pipe, cron, CI),
-    prints the plan and exits 0 having changed nothing."""
+    prints the plan and exits 0 having changed nothing.
+
+    The bootstrap phases run their roles only on hosts whose convergence record in state is
+    missing or differs (new, replaced, changed config, addresses or roles); --verify runs them
+    on every host, a bounded number at a time."""
     dispatch("up", make_app(ctx, spec, **common), yes=yes, until=until, only=only, dry_run=dry_run,
-             plan_file=plan_file)
+             plan_file=plan_file, verify=verify)
 
 
 @cli.command(short_help="Hosts, etcd health, units, headroom.",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Mapping, Sequence
 
+from .. import convergence
 from ..changes import BOOT, boot_record
 from ..errors import ActionError
 from ..plan import HostPlan, Plan, plan
@@ -131,6 +132,7 @@ def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool =
         provider.destroy_hosts(list(target.destroy))
         for name in target.destroy:
             hosts.pop(name, None)
+        convergence.forget(state, target.destroy)
         result["destroyed"] = list(target.destroy)
         ctx.save()
 
@@ -148,6 +150,7 @@ def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool =
 
     to_create = list(target.create) + lost
     configs = load_configs(ctx, to_create, provider)
+    convergence.forget(state, [h.name for h in to_create])  # a new machine converges from nothing
     if to_create:
         provider.prepare()
     by_pool: dict[str, list[HostPlan]] = {}

@@ -1,7 +1,7 @@
 """Phase `wait`: every host runs and answers SSH, and provision can log in with its key."""
 from __future__ import annotations
 
-from .. import bootstrap, pki
+from .. import bootstrap, convergence, pki
 from ..errors import ActionError
 from ..providers import get_provider
 from .. import faults
@@ -43,9 +43,14 @@ def run(ctx: RunContext) -> dict:
                                   log=lambda m: ctx.ui.debug("wait", m))
     if late:
         raise ActionError(f"wait: no SSH answer after {SSH_TIMEOUT:.0f}s from {', '.join(late)}")
-    outcomes = bootstrap.run_roles(ctx.spec, ctx.store.workdir, hosts, (), pki.ssh_private_key_path(ctx.store))
+    # Logging in is proven already on hosts a phase converged at the same address and key.
+    login = hosts if bootstrap.verifying(ctx) else \
+        {n: hosts[n] for n in convergence.never_converged(ctx.state, hosts)}
+    bootstrap.write_inventory(ctx.spec, ctx.store.workdir, hosts, pki.ssh_private_key_path(ctx.store))
+    outcomes = bootstrap.run_roles(ctx.spec, ctx.store.workdir, login, (), pki.ssh_private_key_path(ctx.store))
     failed = sorted(n for n, o in outcomes.items() if o.error)
     if failed:
         raise ActionError(f"wait: cannot log in over SSH as {ctx.spec.ssh.user} on {', '.join(failed)}")
-    ctx.log("wait", f"{len(hosts)} hosts answer SSH and accept provision's key")
-    return {"hosts": sorted(hosts)}
+    ctx.log("wait", f"{len(hosts)} hosts answer SSH; {len(login)} logged into with provision's key"
+                    + (" (the others did at their last convergence)" if len(login) < len(hosts) else ""))
+    return {"hosts": sorted(hosts), "logged_in": sorted(login)}

@@ -92,7 +92,8 @@ def check_skew(spec, state) -> None:
         raise UserError(skew.reason)
 
 
-def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan_file: str | None = None) -> int:
+def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan_file: str | None = None,
+        verify: bool = False) -> int:
     spec = app.spec
     phases = select(until=until, only=only)
     saved = load_saved_plan(app, plan_file) if plan_file else None
@@ -123,7 +124,7 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan
             raise ActionError(f"nothing changed: to apply, run: {app.command('up', extra=('--yes',))} "
                               "(or --dry-run to see each phase)")
         ctx = RunContext(spec=spec, store=store, state=state, ui=app.ui, dry_run=dry_run,
-                         options={"yes": yes})
+                         options={"yes": yes, "verify": verify})
         timings = run_with_progress(app, ctx, phases)
     hosts = ctx.state.get("hosts", {})
     rows = [[name, h.get("pool"), h.get("role") + (" +etcd" if h.get("etcd") else ""), h.get("address"),

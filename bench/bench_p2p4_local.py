@@ -1,0 +1,124 @@
+"""P2 and P4 (issue 11) on the local provider: add 1 worker (`scale` +1) and a no-op `up`, on
+clusters of 3 and 21 hosts (1 master carrying etcd, the rest workers; sizes from
+$BENCH_LOCAL_SIZES, e.g. "3,21,101"), each timed as a user runs it (`python -m provision`, so
+start-up counts).
+
+Beside each, in the same run, its baseline: the same verb when every host is bootstrapped
+again, as before convergence records existed: a no-op `up --verify`, and `scale` +1 after the
+cluster's convergence records were dropped from state. Ratios: largest / smallest cluster
+(goal <= 1.2) and baseline / targeted per size. Needs root (network namespaces).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = [int(s) for s in os.environ.get("BENCH_LOCAL_SIZES", "3,21").split(",") if s.strip()]
+
+
+PHASES: dict[str, dict[str, float]] = {}  # "<hosts>_<step>" -> seconds per phase (from -o json)
+
+
+def provision(*args, step: str | None = None) -> float:
+    """Seconds `provision ARGS` took (its phases' own seconds kept under `step`); raises on
+    failure (with its last error lines)."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "provision", *map(str, args), "-o", "json"], capture_output=True,
+                          text=True, cwd=REPO, timeout=1800)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"provision {' '.join(map(str, args[:2]))} failed: {proc.stderr[-2000:]}")
+    if step:
+        try:
+            PHASES[step] = json.loads(proc.stdout).get("seconds") or {}
+        except ValueError:
+            pass
+    return seconds
+
+
+def cluster_spec(folder: Path, hosts: int) -> tuple[Path, str]:
+    from tests.local.conftest import free_subnet, unique_name
+    name = unique_name(f"bn{hosts}x")
+    doc = yaml.safe_load((REPO / "examples/local.yaml").read_text())
+    doc.update(name=name, etcd={"count": 1, "placement": "masters"},
+               pools=[{"name": "masters", "role": "master", "count": 1},
+                      {"name": "workers", "role": "worker", "count": hosts - 1, "min": 1, "max": hosts + 1}])
+    doc["provider"]["subnet"] = free_subnet()
+    doc.pop("headroom", None)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path, name
+
+
+def drop_records(state_dir: Path, name: str) -> None:
+    path = state_dir / name / "state.json"
+    doc = json.loads(path.read_text())
+    doc.pop("convergence", None)
+    path.write_text(json.dumps(doc))
+
+
+def measure(hosts: int) -> dict[str, float]:
+    folder = Path(tempfile.mkdtemp(prefix="provision-bench-"))
+    spec, name = cluster_spec(folder, hosts)
+    state_dir = folder / "state"
+    common = ("--state-dir", state_dir)
+    out: dict[str, float] = {}
+    try:
+        print(f"  {hosts} hosts: up ...", file=sys.stderr)
+        out["up"] = provision("up", spec, "--yes", *common)
+        out["noop_up"] = provision("up", spec, "--yes", *common, step=f"{hosts}_noop_up")
+        out["noop_up_baseline"] = provision("up", spec, "--yes", "--verify", *common)
+        workers = hosts - 1
+        out["add_1"] = provision("scale", spec, "workers", workers + 1, "--yes", *common)
+        provision("scale", spec, "workers", workers, "--yes", *common)
+        drop_records(state_dir, name)
+        out["add_1_baseline"] = provision("scale", spec, "workers", workers + 1, "--yes", *common)
+    finally:
+        try:
+            provision("down", spec, "--yes", *common)
+        except RuntimeError as err:
+            print(f"  {err}", file=sys.stderr)
+        shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
+def run() -> dict:
+    title = "P2/P4: add 1 worker and no-op up on local clusters (seconds, start-up included)"
+    if os.geteuid() != 0:
+        return {"name": title, "figures": {"skipped": "needs root (network namespaces)"}, "ratios": {}}
+    sys.path.insert(0, str(REPO))
+    results = {n: measure(n) for n in SIZES}
+    figures: dict[str, object] = {}
+    for n, r in results.items():
+        for key, value in r.items():
+            figures[f"{n}_hosts_{key}"] = round(value, 2)
+    small, large = min(results), max(results)
+    ratios: dict[str, object] = {}
+    if large != small:
+        ratios[f"add_1 {large}/{small} hosts (goal <= 1.2)"] = round(results[large]["add_1"] / results[small]["add_1"], 2)
+        ratios[f"add_1_baseline {large}/{small} hosts"] = round(
+            results[large]["add_1_baseline"] / results[small]["add_1_baseline"], 2)
+        ratios[f"noop_up {large}/{small} hosts (goal <= 1.2)"] = round(
+            results[large]["noop_up"] / results[small]["noop_up"], 2)
+        ratios[f"noop_up_baseline {large}/{small} hosts"] = round(
+            results[large]["noop_up_baseline"] / results[small]["noop_up_baseline"], 2)
+    for n, r in results.items():
+        ratios[f"add_1 baseline/targeted at {n} hosts"] = round(r["add_1_baseline"] / r["add_1"], 2)
+        ratios[f"noop_up baseline/targeted at {n} hosts"] = round(r["noop_up_baseline"] / r["noop_up"], 2)
+    for step, seconds in sorted(PHASES.items()):  # where the time of a no-op goes, per phase
+        slow = sorted(seconds.items(), key=lambda kv: -kv[1])[:4]
+        figures[f"{step} slowest phases (s)"] = ", ".join(f"{k} {v:.1f}" for k, v in slow)
+    return {"name": title, "figures": figures, "ratios": ratios}
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))

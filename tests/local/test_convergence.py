@@ -1,0 +1,127 @@
+"""Targeted bootstrap on the local provider (issue 11): the bootstrap phases run their roles
+only on hosts whose convergence record differs; `scale` +1 touches the new host only, a no-op
+`up` touches none, `up --verify` re-checks every host and changes nothing on a converged
+cluster. Which hosts a phase touched is read from `--output json` (`results.PHASE.hosts`)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from .conftest import example_spec, free_subnet, needs_root, provision, unique_name
+
+pytestmark = [pytest.mark.slow, pytest.mark.root, needs_root]
+ROLE_PHASES = ("etcd", "flannel", "fleet", "masters", "workers")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("conv")
+    name = unique_name("cv")
+    spec = example_spec(tmp, name, free_subnet(), etcd={"count": 1, "placement": "masters"},
+                        pools=[{"name": "masters", "role": "master", "count": 1},
+                               {"name": "workers", "role": "worker", "count": 1, "min": 1, "max": 4}])
+    state_dir = tmp / "state"
+    info = {"name": name, "spec": spec, "state_dir": state_dir, "workdir": state_dir / name}
+    try:
+        first = run(info, "up", "--yes")
+        info["first"] = first
+        yield info
+    finally:
+        if (state_dir / name).exists():
+            provision("down", spec, "--yes", "--state-dir", state_dir)
+        from provision.providers import get_provider
+        from provision.spec import load_spec
+        get_provider(load_spec(spec), state_dir / name).teardown()
+
+
+def run(info, verb, *args) -> dict:
+    proc = provision(verb, info["spec"], *args, "--state-dir", info["state_dir"], "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def state(info) -> dict:
+    return json.loads((info["workdir"] / "state.json").read_text())
+
+
+def touched(document: dict) -> dict[str, list[str]]:
+    """Per role phase, the hosts it ran its roles on."""
+    return {phase: sorted(document["results"][phase]["hosts"]) for phase in ROLE_PHASES}
+
+
+def names(info, role: str | None = None) -> list[str]:
+    return sorted(n for n, h in state(info)["hosts"].items() if role is None or h["role"] == role)
+
+
+def test_first_up_bootstraps_every_host_and_records_it(cluster):
+    everyone, masters, workers = names(cluster), names(cluster, "master"), names(cluster, "worker")
+    assert touched(cluster["first"]) == {"etcd": masters, "flannel": everyone, "fleet": everyone,
+                                         "masters": masters, "workers": workers}
+    records = state(cluster)["convergence"]
+    assert sorted(records) == everyone
+    assert sorted(records[workers[0]]) == ["flannel", "fleet", "workers"]
+
+
+def test_noop_up_runs_the_roles_on_no_host(cluster):
+    document = run(cluster, "up", "--yes")
+    assert touched(document) == {phase: [] for phase in ROLE_PHASES}
+    assert document["results"]["wait"]["logged_in"] == []
+    assert document["results"]["workers"]["converged"] == len(names(cluster, "worker"))
+    assert document["results"]["etcd"]["members"]  # the constant-cost cluster check still ran
+    assert document["changed"] == []
+
+
+def test_scale_plus_one_bootstraps_the_new_host_only(cluster):
+    before = names(cluster, "worker")
+    document = run(cluster, "scale", "workers", str(len(before) + 1), "--yes")
+    new = sorted(set(names(cluster, "worker")) - set(before))
+    assert len(new) == 1
+    assert touched(document) == {"etcd": [], "flannel": new, "fleet": new, "masters": [], "workers": new}
+    assert document["results"]["wait"]["logged_in"] == new
+    assert document["results"]["workers"]["hosts"][new[0]]["error"] is None
+
+
+def test_verify_rechecks_every_host_and_changes_nothing(cluster):
+    everyone, masters, workers = names(cluster), names(cluster, "master"), names(cluster, "worker")
+    before = state(cluster)["convergence"]
+    document = run(cluster, "up", "--yes", "--verify")
+    assert touched(document) == {"etcd": masters, "flannel": everyone, "fleet": everyone,
+                                 "masters": masters, "workers": workers}
+    assert document["results"]["wait"]["logged_in"] == everyone
+    for phase in ROLE_PHASES:
+        assert document["results"][phase]["changed"] == 0, (phase, document["results"][phase])
+        assert document["results"][phase]["verify"] is True
+    assert document["changed"] == []
+    assert state(cluster)["convergence"] == before
+
+
+def test_a_host_whose_record_differs_or_is_missing_is_bootstrapped(cluster):
+    workers = names(cluster, "worker")
+    path = cluster["workdir"] / "state.json"
+    doc = json.loads(path.read_text())
+    doc["convergence"][workers[0]]["workers"]["config"] = "0" * 64  # as if its config changed
+    del doc["convergence"][workers[-1]]  # as if never recorded
+    path.write_text(json.dumps(doc))
+    document = run(cluster, "up", "--yes")
+    assert touched(document)["workers"] == sorted({workers[0], workers[-1]})
+    assert touched(document)["fleet"] == [workers[-1]]
+    assert touched(document)["masters"] == []
+    again = run(cluster, "up", "--yes")
+    assert touched(again) == {phase: [] for phase in ROLE_PHASES}
+
+
+def test_drift_on_a_converged_host_is_left_by_up_and_repaired_by_verify(cluster):
+    """A directory the workers role makes is removed by hand: the record still says converged,
+    so a plain `up` does not look; `up --verify` finds and repairs it on that host only."""
+    worker = names(cluster, "worker")[0]
+    kubelet_dir = cluster["workdir"] / "local" / "hosts" / worker / "root" / "var" / "lib" / "kubelet"
+    assert kubelet_dir.is_dir()
+    shutil.rmtree(kubelet_dir)
+    plain = run(cluster, "up", "--yes")
+    assert touched(plain)["workers"] == [] and not kubelet_dir.exists()
+    verified = run(cluster, "up", "--yes", "--verify")
+    changed = {n for n, r in verified["results"]["workers"]["hosts"].items() if r["changed"]}
+    assert changed == {worker}
+    assert kubelet_dir.is_dir()
