@@ -178,3 +178,25 @@ def test_fleet_turned_off_drops_its_identity(authed):
     assert etcd_auth.apply(authed["root"], as_(authed, "provisioner"), spec) == []
     # back on: the user comes back (tests do not depend on order: restore the module's state)
     assert "user etcd-fleet" in etcd_auth.apply(authed["root"], as_(authed, "provisioner"), authed["spec"])
+
+
+def test_the_v3_json_gateway_does_not_take_a_certificate_as_a_user(authed, tmp_path):
+    """etcd ignores the client certificate's CN on its /v3 JSON gateway: with auth on, a gateway
+    request carries no user and is refused even for etcd-apiserver. Hence host scripts that
+    write etcd (bootstrap.sh) cannot rely on the gateway; provision's phases use gRPC (etcdctl)."""
+    import base64
+    import ssl
+    import urllib.error
+    import urllib.request
+    store = authed["store"]
+    ctx = ssl.create_default_context(cafile=authed["root"].ca)
+    ctx.load_cert_chain(str(store.blob_path("pki/etcd-client-apiserver.crt")),
+                        str(store.blob_path("pki/etcd-client-apiserver.key")))
+    body = json.dumps({"key": base64.b64encode(b"/registry/x").decode(),
+                       "value": base64.b64encode(b"y").decode()}).encode()
+    request = urllib.request.Request(f"{authed['endpoints'][0]}/v3/kv/put", data=body, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, context=ctx, timeout=5)
+    assert err.value.code == 400 and "CommonName" in err.value.read().decode()  # "... will be ignored"
+    # the same identity over gRPC is allowed
+    assert put(as_(authed, "apiserver"), "/registry/x", "y").returncode == 0

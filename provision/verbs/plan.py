@@ -13,4 +13,11 @@ def run(app) -> None:
     table = app.ui.table(f"plan for {spec.name}: {len(result.create)} to create, {len(result.keep)} to keep, "
                          f"{len(result.destroy)} to destroy",
                          ["action", "host", "pool", "role", "address", "etcd"], rows)
-    app.ui.result(result.to_json(), table)
+    doc = result.to_json()
+    options = spec.provider.options
+    if hasattr(options, "ssh_cidrs") and hasattr(options, "api_cidrs"):
+        # who may reach the hosts: the defaults are wide open, so plan says so before up
+        doc["access"] = {"ssh_cidrs": list(options.ssh_cidrs), "api_cidrs": list(options.api_cidrs)}
+        table.caption = (f"access: SSH from {', '.join(options.ssh_cidrs)} (provider.ssh_cidrs); API 6443 from "
+                  f"{', '.join(options.api_cidrs)} and the VPC (provider.api_cidrs)")
+    app.ui.result(doc, table)
