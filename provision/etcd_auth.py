@@ -159,3 +159,95 @@ def apply(root: EtcdAccess, probe: EtcdAccess, spec: Any) -> list[str]:
 def access_as(store: Any, endpoints: tuple[str, ...], client: str) -> EtcdAccess:
     tls = pki.client_tls(store, client)
     return EtcdAccess(endpoints, ca=str(tls.ca), cert=str(tls.cert), key=str(tls.key))
+
+
+# ---- the v2 keyspace (only when spec.needs_etcd_v2: fleet, v2 flannel, the v2 load keys) ----------
+# etcd's v2 API has its own users and roles, also matched by certificate CN; with v2 auth on,
+# the `guest` role (any request without a known user) starts with every key, so it is emptied.
+
+def wanted_v2_roles(spec: Any) -> dict[str, tuple[str, ...]]:
+    """{user (= role): v2 key patterns it may read and write} for clients that speak v2."""
+    own = f"/provision/{spec.name}"
+    roles = {pki.etcd_user("agent"): (f"{own}/hosts/*",),
+             pki.etcd_user("provisioner"): (f"{own}/*", FLANNEL_KEY)}
+    if spec.network.flannel.etcd_api == "v2":
+        roles[pki.etcd_user("flannel")] = ("/coreos.com/network/*",)
+    if spec.fleet.enabled:
+        roles[pki.etcd_user("fleet")] = ("/_coreos.com/fleet/*",)
+    return roles
+
+
+def _v2(root: EtcdAccess, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    import ssl
+    import urllib.error
+    import urllib.request
+    ctx = ssl.create_default_context(cafile=root.ca)
+    ctx.load_cert_chain(root.cert, root.key)
+    data = json.dumps(body).encode() if body is not None else None
+    last = "no endpoint"
+    for endpoint in root.endpoints:
+        request = urllib.request.Request(f"{endpoint}/v2/auth/{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, context=ctx, timeout=5) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"{}")
+        except OSError as err:
+            last = str(err)
+    raise ActionError(f"etcd v2 auth: {method} {path}: {last}")
+
+
+def _v2_ok(root: EtcdAccess, method: str, path: str, body: dict | None = None) -> dict:
+    code, doc = _v2(root, method, path, body)
+    if code >= 300:
+        raise ActionError(f"etcd v2 auth: {method} {path} failed ({code}): {doc.get('message', doc)}")
+    return doc
+
+
+def apply_v2(root: EtcdAccess, spec: Any) -> list[str]:
+    """Converge the v2 users and roles and enable v2 auth; returns what changed."""
+    import secrets
+    changed: list[str] = []
+    wanted = wanted_v2_roles(spec)
+    listed = _v2_ok(root, "GET", "users").get("users") or []
+    users = {u["user"] if isinstance(u, dict) else u for u in listed}
+    for name in ["root", *sorted(wanted)]:
+        if name not in users:
+            # a password nobody keeps: these users authenticate by certificate only
+            _v2_ok(root, "PUT", f"users/{name}", {"user": name, "password": secrets.token_urlsafe(24)})
+            changed.append(f"v2 user {name}")
+    roles = {r["role"]: r for r in (_v2_ok(root, "GET", "roles").get("roles") or [])}
+    for name, keys in sorted(wanted.items()):
+        want = sorted(keys)
+        if name not in roles:
+            _v2_ok(root, "PUT", f"roles/{name}", {"role": name, "permissions": {"kv": {"read": want, "write": want}}})
+            changed.append(f"v2 role {name}")
+        else:
+            kv = (roles[name].get("permissions") or {}).get("kv") or {}
+            have_read, have_write = set(kv.get("read") or []), set(kv.get("write") or [])
+            grant = {"read": sorted(set(want) - have_read), "write": sorted(set(want) - have_write)}
+            revoke = {"read": sorted(have_read - set(want)), "write": sorted(have_write - set(want))}
+            if any(grant.values()) or any(revoke.values()):
+                body: dict = {"role": name}
+                if any(grant.values()):
+                    body["grant"] = {"kv": grant}
+                if any(revoke.values()):
+                    body["revoke"] = {"kv": revoke}
+                _v2_ok(root, "PUT", f"roles/{name}", body)
+                changed.append(f"v2 role {name}: permissions")
+        user = _v2_ok(root, "GET", f"users/{name}")
+        has = {r["role"] if isinstance(r, dict) else r for r in user.get("roles") or []}
+        if name not in has:
+            _v2_ok(root, "PUT", f"users/{name}", {"user": name, "grant": [name]})
+            changed.append(f"v2 user {name}: role {name}")
+    if not _v2_ok(root, "GET", "enable").get("enabled"):
+        _v2_ok(root, "PUT", "enable")
+        changed.append("v2 auth enabled")
+    guest = _v2(root, "GET", "roles/guest")
+    kv = ((guest[1].get("permissions") or {}).get("kv") or {}) if guest[0] == 200 else {}
+    if kv.get("read") or kv.get("write"):
+        _v2_ok(root, "PUT", "roles/guest", {"role": "guest", "revoke": {"kv": {
+            "read": kv.get("read") or [], "write": kv.get("write") or []}}})
+        changed.append("v2 guest role emptied")
+    return changed

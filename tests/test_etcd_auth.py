@@ -200,3 +200,47 @@ def test_the_v3_json_gateway_does_not_take_a_certificate_as_a_user(authed, tmp_p
     assert err.value.code == 400 and "CommonName" in err.value.read().decode()  # "... will be ignored"
     # the same identity over gRPC is allowed
     assert put(as_(authed, "apiserver"), "/registry/x", "y").returncode == 0
+
+
+# ---- v2 keyspace: on for fleet (and, until the host agents speak v3, the load keys) -------------
+
+@pytest.fixture(scope="module")
+def authed_v2(authed):
+    first = etcd_auth.apply_v2(authed["root"], authed["spec"])
+    return {**authed, "first_v2": first}
+
+
+def v2_write(access: EtcdAccess, key: str, value: str = "x"):
+    """None when written, else the error python-etcd raised."""
+    import etcd
+    from provision.cluster_etcd import v2_client
+    try:
+        v2_client(access).write(key, value)
+        return None
+    except etcd.EtcdException as err:
+        return err
+
+
+def test_v2_auth_is_enabled_once_and_applying_again_changes_nothing(authed_v2):
+    assert "v2 auth enabled" in authed_v2["first_v2"] and "v2 guest role emptied" in authed_v2["first_v2"]
+    assert etcd_auth.apply_v2(authed_v2["root"], authed_v2["spec"]) == []
+
+
+def test_v2_identities_reach_only_their_prefixes(authed_v2, tmp_path):
+    cluster = authed_v2["spec"].name
+    load = f"/provision/{cluster}/hosts/{cluster}-workers-0/load"
+    agent, fleet, prov = (as_(authed_v2, c) for c in ("agent", "fleet", "provisioner"))
+    assert v2_write(agent, load, '{"containers": 1}') is None
+    assert v2_write(fleet, "/_coreos.com/fleet/machines/x", "m") is None
+    assert v2_write(prov, f"/provision/{cluster}/headroom", "{}") is None
+    assert v2_write(agent, "/_coreos.com/fleet/machines/x") is not None
+    assert v2_write(fleet, load) is not None
+    assert v2_write(agent, "/coreos.com/network/config") is not None
+    assert v2_write(fleet, f"/provision/{cluster}/headroom") is not None
+    # a certificate of the etcd CA whose CN is no user (a member's) falls to the emptied guest role
+    member = next(b[len("pki/etcd-server-"):-4] for b in authed_v2["store"].list_blobs("pki/")
+                  if b.startswith("pki/etcd-server-") and b.endswith(".crt"))
+    stranger = EtcdAccess(authed_v2["endpoints"], ca=authed_v2["root"].ca,
+                          cert=str(authed_v2["store"].blob_path(f"pki/etcd-server-{member}.crt")),
+                          key=str(authed_v2["store"].blob_path(f"pki/etcd-server-{member}.key")))
+    assert v2_write(stranger, "/anything") is not None

@@ -27,5 +27,7 @@ def run(ctx: RunContext) -> dict:
     ctx.log("etcd", f"{len(health['members'])} members healthy over TLS: {names}")
     root = etcd_auth.access_as(ctx.store, access.endpoints, "root")
     auth = etcd_auth.apply(root, access, ctx.spec)
+    if ctx.spec.needs_etcd_v2:  # v2 has its own users and roles
+        auth += etcd_auth.apply_v2(root, ctx.spec)
     ctx.log("etcd", f"auth: {'; '.join(auth)}" if auth else "auth: users, roles and auth already as wanted")
     return {**result, "members": health["members"], "health": health["health"], "auth_changes": auth}

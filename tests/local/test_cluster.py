@@ -160,7 +160,7 @@ def test_v2_create_only_if_absent_like_coreos_kubernetes(cluster):
     from provision.state import LocalStateStore
     store = LocalStateStore(cluster["name"], cluster["state_dir"])
     access = cluster_status.etcd_access(store, store.read())
-    key = f"/provision-test/{cluster['name']}/network"
+    key = f"/provision/{cluster['name']}/test/network"  # inside the provisioner's prefix (v2 auth is on)
     assert cluster_status.v2_create(access, key, '{"Network":"10.9.0.0/16"}') is True
     assert cluster_status.v2_create(access, key, '{"Network":"10.8.0.0/16"}') is False
     assert cluster_status.v2_get(access, key) == '{"Network":"10.9.0.0/16"}'
