@@ -410,6 +410,25 @@ class AWSProvider(Provider):
         self._retry(lambda: self.s3.put_object(Bucket=bucket, Key=self._config_key(name, config), Body=full_config,
                                                ServerSideEncryption="AES256"), f"upload config {name}")
 
+    def forget_served_configs(self) -> int:
+        """Delete the configs served to hosts that have booted (the `wait` phase calls this once
+        every host answers SSH, i.e. has run its first boot); returns how many were deleted."""
+        from botocore.exceptions import ClientError
+        bucket = self.config_bucket()
+
+        def forget() -> int:
+            try:
+                listing = self.s3.list_objects_v2(Bucket=bucket, Prefix=f"{self.spec.name}/configs/")
+            except ClientError as err:
+                if err.response.get("Error", {}).get("Code") in ("NoSuchBucket", "404"):
+                    return 0
+                raise
+            items = listing.get("Contents", [])
+            for item in items:
+                self.s3.delete_object(Bucket=bucket, Key=item["Key"])
+            return len(items)
+        return self._retry(forget, "delete served configs")
+
     def _remove_config_bucket(self) -> None:
         from botocore.exceptions import ClientError
         bucket = self.config_bucket()

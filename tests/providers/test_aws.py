@@ -7,6 +7,7 @@ import collections
 import hashlib
 import json
 import os
+import urllib.error
 import urllib.request
 
 import boto3
@@ -303,3 +304,21 @@ def test_config_url_is_regional_and_short_lived(moto_server, monkeypatch):
     query = urllib.parse.parse_qs(url.query)
     assert query["X-Amz-Expires"] == ["3600"]
     assert query["X-Amz-Credential"][0].split("/")[2] == "eu-west-1"
+
+
+def test_served_configs_are_deleted_once_hosts_have_booted(ec2_proxy):
+    from provision.phases.machines import fit_config
+    provider = AWSProvider(aws_spec())
+    assert provider.forget_served_configs() == 0  # no bucket yet: nothing to do, no error
+    noise = base64.b64encode(os.urandom(30000)).decode()
+    config = json.dumps({"ignition": {"version": "3.3.0"}, "storage": {"files": [
+        {"path": "/etc/big", "contents": {"source": "data:," + noise}}]}}, sort_keys=True).encode()
+    pointer = json.loads(fit_config(provider, config, "big.ign", lambda m: None))["ignition"]["config"]["replace"]
+    with urllib.request.urlopen(pointer["source"]) as response:
+        assert response.status == 200
+    assert provider.forget_served_configs() == 1
+    s3 = boto3.client("s3", region_name="us-east-1")
+    assert s3.list_objects_v2(Bucket=provider.config_bucket()).get("KeyCount", 0) == 0
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(pointer["source"])
+    assert provider.forget_served_configs() == 0
