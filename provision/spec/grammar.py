@@ -84,7 +84,8 @@ def label_value(value: str) -> str | None:
     return None
 
 
-version = _pattern(r"v?[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?", "a release version like 1.33.4", 64)
+# Templates add the "v" where a destination wants one (image tags, download URLs).
+version = _pattern(r"[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?", "a release version like 1.33.4 (no leading v)", 64)
 channel = _pattern(r"[a-z][a-z0-9-]*", "a release channel like stable (lowercase letters, digits, '-')", 32)
 posix_user = _pattern(r"[a-z_][a-z0-9_-]*", "a POSIX user name (lowercase letters, digits, '_', '-')", 32)
 interface_name = _pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]*", "a network interface name (letters, digits, '_', '.', '-')",

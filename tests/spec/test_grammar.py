@@ -189,7 +189,7 @@ GOOD_VALUES = [
 BAD_VALUES = [
     (grammar.dns_name, "K8S.example.com"), (grammar.dns_name, "-a.example.com"), (grammar.dns_name, "a" * 64),
     (grammar.dns_name_or_ip, "1.2.3.4 evil"), (grammar.label_key, "a/b/c"), (grammar.label_key, "x" * 64),
-    (grammar.label_key, "Bad_/x"), (grammar.label_value, "-x"), (grammar.version, "latest"),
+    (grammar.label_key, "Bad_/x"), (grammar.label_value, "-x"), (grammar.version, "latest"), (grammar.version, "v1.33.4"),
     (grammar.channel, "Stable"), (grammar.posix_user, "Root"), (grammar.posix_user, "a" * 33),
     (grammar.url, "https://user:pw@host/"), (grammar.url, "https://host/?a=b&c=d"), (grammar.url, "ftp://host/"),
     (grammar.url, "http://host:99999/"), (grammar.url, "http://bad_host/"),
