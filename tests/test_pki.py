@@ -249,3 +249,16 @@ def test_a_leaf_with_other_key_usages_is_made_again(tri):
     assert pki.ensure_pki(spec, store, hosts)["created"] == [want.name]
     usage = openssl("x509", "-noout", "-ext", "extendedKeyUsage", "-in", str(store.root / f"pki/{want.name}.crt"))
     assert "TLS Web Client Authentication" in usage.stdout  # etcd's grpc-gateway dials with it
+
+
+def test_replacing_the_etcd_ca_remakes_the_etcd_certificates_only(tri):
+    spec, store, state, hosts = tri
+    kube_ca = store.read_blob("pki/ca.crt")
+    store.delete_blob("pki/etcd-ca.key")
+    summary = pki.ensure_pki(spec, store, hosts)
+    etcd_leaves = {w.name for w in pki.wanted_certs(spec, hosts) if w.issuer == pki.ETCD_CA}
+    assert set(summary["created"]) == {"etcd-ca"} | etcd_leaves
+    assert {"etcd-client-root", "etcd-client-apiserver"} <= etcd_leaves
+    assert store.read_blob("pki/ca.crt") == kube_ca
+    shown = {c["name"]: c for c in pki.show(spec, store)}
+    assert shown["etcd-ca"]["ca"] and all(c["verified"] for c in shown.values())
