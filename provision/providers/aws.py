@@ -474,11 +474,27 @@ class AWSProvider(Provider):
         network = self.network()
         existing = {h.name: h for h in self.list_hosts()}
         records = [existing[h.name] for h in hosts if h.name in existing]
+        self._ensure_instance_groups([(h, existing[h.name]) for h in hosts if h.name in existing], network)
         todo = [h for h in hosts if h.name not in existing]
         for batch in self.batches(todo, configs):
             records.extend(self._run_batch(batch, configs[batch[0].name], network))
         order = {h.name: i for i, h in enumerate(hosts)}
         return sorted(records, key=lambda r: order.get(r.name, len(order)))
+
+    def _ensure_instance_groups(self, hosts: Sequence[tuple[HostPlan, HostRecord]], network: Mapping[str, str]) -> None:
+        """Hosts made before the groups were split per role (one group for all) get their role's
+        groups, so revoking the old shared rules does not cut masters and etcd members off."""
+        ids = {r.provider_id: h for h, r in hosts if r.provider_id}
+        if not ids:
+            return
+        for instance in self._describe_instances([{"Name": "instance-id", "Values": sorted(ids)}]):
+            host = ids[instance["InstanceId"]]
+            wanted = self.security_groups_for(host.role, network)
+            have = {g["GroupId"] for g in instance.get("SecurityGroups", [])} or {
+                g["GroupId"] for ni in instance.get("NetworkInterfaces", [])[:1] for g in ni.get("Groups", [])}
+            if have != set(wanted):
+                self.log(f"{host.name}: security groups of a {host.role}")
+                self._call("modify_instance_attribute", InstanceId=instance["InstanceId"], Groups=wanted)
 
     def _run_batch(self, batch: list[HostPlan], config: bytes, network: Mapping[str, str]) -> list[HostRecord]:
         pool = self.spec.pool(batch[0].pool)

@@ -242,6 +242,13 @@ def test_security_groups_open_each_port_only_to_who_needs_it(ec2_proxy):
             assert groups == {net["security_group"], net["security_group_masters"], net["security_group_etcd"]}
         else:
             assert groups == {net["security_group"]}, host.name
+    # a host made when one group served all (before the split) gets its role's groups back
+    master = next(h for h in hosts if h.role == "master")
+    ec2().modify_instance_attribute(InstanceId=records[master.name].provider_id, Groups=[net["security_group"]])
+    fast_backoff(AWSProvider(spec)).create_hosts(hosts, configs_for(hosts))
+    instance = ec2().describe_instances(InstanceIds=[records[master.name].provider_id])["Reservations"][0]["Instances"][0]
+    assert {g["GroupId"] for g in instance["SecurityGroups"]} == {
+        net["security_group"], net["security_group_masters"], net["security_group_etcd"]}
     # narrowing ssh_cidrs revokes the old rule; the defaults are anywhere
     narrowed = parse_spec({**spec_data(spec), "provider": {"name": "aws", "region": "us-east-1", "ami": MOTO_AMI,
                                                            "ssh_cidrs": ["192.0.2.0/24"]}})
