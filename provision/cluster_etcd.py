@@ -44,7 +44,7 @@ def etcd_access(store: Any, state: Mapping[str, Any], with_cert: bool = True) ->
         raise ActionError("etcd: state records no etcd member with an address yet; "
                           "run `provision up SPEC` (the machines phase creates them)")
     if not with_cert:
-        return EtcdAccess(endpoints, ca=str(store.blob_path("pki/ca.crt")))
+        return EtcdAccess(endpoints, ca=str(store.blob_path("pki/etcd-ca.crt")))
     tls = pki.client_tls(store)
     return EtcdAccess(endpoints, ca=str(tls.ca), cert=str(tls.cert), key=str(tls.key))
 

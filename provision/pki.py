@@ -31,6 +31,10 @@ from .errors import ActionError, UserError
 PREFIX = "pki/"
 CA = "ca"
 FRONT_PROXY_CA = "front-proxy-ca"
+# etcd trusts only its own CA: a certificate from the Kubernetes CA (which signs every
+# kubelet's CSR) never reaches etcd. Its client certificates' CNs are etcd user names.
+ETCD_CA = "etcd-ca"
+CAS = (CA, FRONT_PROXY_CA, ETCD_CA)
 SA_KEY = "pki/sa.key"
 SA_PUB = "pki/sa.pub"
 BOOTSTRAP_TOKEN = "pki/bootstrap-token"
@@ -103,6 +107,15 @@ def apiserver_names(spec: Any, hosts: Sequence[Any]) -> tuple[tuple[str, ...], t
         spec.network.api_service_ip, *(h.address for h in masters), "127.0.0.1"])
 
 
+# `root` manages etcd's users and roles; its certificate never leaves provision's state.
+ETCD_CLIENTS = ("apiserver", "flannel", "fleet", "agent", "provisioner", "root")
+
+
+def etcd_user(client: str) -> str:
+    """The etcd user name of a client certificate: etcd takes it from the CN."""
+    return "root" if client == "root" else f"etcd-{client}"
+
+
 def wanted_certs(spec: Any, hosts: Sequence[Any]) -> list[CertSpec]:
     """Every leaf certificate the cluster needs for `hosts` (the planned HostPlan list)."""
     certs: list[CertSpec] = []
@@ -110,10 +123,10 @@ def wanted_certs(spec: Any, hosts: Sequence[Any]) -> list[CertSpec]:
         if host.etcd:
             dns, ips = etcd_names(host)
             # client auth too: etcd's grpc-gateway (/v3 JSON) dials the member with this certificate
-            certs.append(CertSpec(f"etcd-server-{host.name}", host.name, PEER, (), dns, ips))
-            certs.append(CertSpec(f"etcd-peer-{host.name}", host.name, PEER, (), dns, ips))
-    for client in ("apiserver", "flannel", "fleet", "agent", "provisioner"):
-        certs.append(CertSpec(f"etcd-client-{client}", f"etcd-{client}", CLIENT))
+            certs.append(CertSpec(f"etcd-server-{host.name}", host.name, PEER, (), dns, ips, issuer=ETCD_CA))
+            certs.append(CertSpec(f"etcd-peer-{host.name}", host.name, PEER, (), dns, ips, issuer=ETCD_CA))
+    for client in ETCD_CLIENTS:
+        certs.append(CertSpec(f"etcd-client-{client}", etcd_user(client), CLIENT, issuer=ETCD_CA))
     dns, ips = apiserver_names(spec, hosts)
     certs.append(CertSpec("apiserver", "kube-apiserver", SERVER, (), dns, ips))
     certs.append(CertSpec("apiserver-kubelet-client", "kube-apiserver-kubelet-client", CLIENT,
@@ -377,7 +390,8 @@ def parse_token(data: bytes | None) -> tuple[str, str] | None:
 
 def _cas(pki: _PKI) -> dict[str, tuple[Any, x509.Certificate]]:
     return {CA: pki.ca(CA, f"{pki.spec.name}-ca"),
-            FRONT_PROXY_CA: pki.ca(FRONT_PROXY_CA, f"{pki.spec.name}-front-proxy-ca")}
+            FRONT_PROXY_CA: pki.ca(FRONT_PROXY_CA, f"{pki.spec.name}-front-proxy-ca"),
+            ETCD_CA: pki.ca(ETCD_CA, f"{pki.spec.name}-etcd-ca")}
 
 
 def ensure_pki(spec: Any, store: Any, hosts: Sequence[Any], log: Callable[[str], None] | None = None) -> dict:
@@ -410,7 +424,7 @@ def rotate(spec: Any, store: Any, hosts: Sequence[Any], leaf: str | None = None,
     wanted = wanted_certs(spec, hosts)
     names = [w.name for w in wanted]
     if leaf is not None and leaf not in names:
-        hint = " (CAs are not rotated by `pki rotate`)" if leaf in (CA, FRONT_PROXY_CA) else ""
+        hint = " (CAs are not rotated by `pki rotate`)" if leaf in CAS else ""
         raise UserError(f"--leaf: no leaf certificate named {leaf!r}{hint}; known: {', '.join(names)}")
     if store.read_blob(_crt(CA)) is None:
         raise ActionError("no PKI yet: run `provision up SPEC --until pki` first")
@@ -427,7 +441,7 @@ def rotate(spec: Any, store: Any, hosts: Sequence[Any], leaf: str | None = None,
 
 def show(spec: Any, store: Any) -> list[dict]:
     """Every stored certificate: name, subject, issuer, SANs, validity and whether it verifies."""
-    cas = {name: _load_cert(store.read_blob(_crt(name))) for name in (CA, FRONT_PROXY_CA)}
+    cas = {name: _load_cert(store.read_blob(_crt(name))) for name in CAS}
     out = []
     now = _now()
     for blob in store.list_blobs(PREFIX):
@@ -454,7 +468,7 @@ def show(spec: Any, store: Any) -> list[dict]:
             "not_before": cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "not_after": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "days_left": (cert.not_valid_after_utc - now).days,
-            "ca": name in (CA, FRONT_PROXY_CA),
+            "ca": name in CAS,
             "verified": verified,
         })
     return out
@@ -463,8 +477,8 @@ def show(spec: Any, store: Any) -> list[dict]:
 # ---- what other parts use ------------------------------------------------------------------
 
 def client_tls(store: Any, name: str = "provisioner") -> TLSFiles:
-    """Local files of the etcd client certificate `etcd-client-<name>` and the CA."""
-    return TLSFiles(ca=store.blob_path(_crt(CA)), cert=store.blob_path(_crt(f"etcd-client-{name}")),
+    """Local files of the etcd client certificate `etcd-client-<name>` and the etcd CA."""
+    return TLSFiles(ca=store.blob_path(_crt(ETCD_CA)), cert=store.blob_path(_crt(f"etcd-client-{name}")),
                     key=store.blob_path(_key(f"etcd-client-{name}")))
 
 

@@ -109,3 +109,21 @@ def test_up_without_yes_does_nothing(cli, tmp_path):
     result = cli("up", EXAMPLES / "local.yaml", "--until", "validate", "--state-dir", tmp_path)
     assert result.code == 0 and "--yes" in result.err
     assert not (tmp_path / "demo" / "state.json").exists()
+
+
+def test_plan_says_who_may_reach_ssh_and_the_api(cli, tmp_path, monkeypatch):
+    from tests.conftest import set_aws_credentials
+    set_aws_credentials(monkeypatch, present=True)
+    result = cli("plan", EXAMPLES / "aws.yaml", "--state-dir", tmp_path / "s", "--output", "json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["access"] == {"ssh_cidrs": ["0.0.0.0/0"], "api_cidrs": ["0.0.0.0/0"]}
+    spec = tmp_path / "narrow.yaml"
+    spec.write_text((EXAMPLES / "aws.yaml").read_text().replace(
+        "  region: eu-west-1\n", "  region: eu-west-1\n  ssh_cidrs: [198.51.100.0/24]\n  api_cidrs: [203.0.113.0/24]\n"))
+    text = cli("plan", spec, "--state-dir", tmp_path / "s")
+    assert text.code == 0, text.err
+    assert "SSH from 198.51.100.0/24" in text.out and "API 6443 from 203.0.113.0/24 and the VPC" in text.out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(spec.read_text().replace("198.51.100.0/24", "198.51.100.1/24"))
+    refused = cli("validate", bad)
+    assert refused.code == 2 and "provider.ssh_cidrs: [0] must be a CIDR" in refused.err

@@ -52,15 +52,20 @@ def tri(tmp_path):
 def test_every_certificate_verifies_against_its_ca_with_openssl(tri, tmp_path):
     spec, store, state, hosts = tri
     root = store.root / "pki"
-    ca, front = root / "ca.crt", root / "front-proxy-ca.crt"
+    cas = {pki.CA: root / "ca.crt", pki.FRONT_PROXY_CA: root / "front-proxy-ca.crt",
+           pki.ETCD_CA: root / "etcd-ca.crt"}
     wanted = pki.wanted_certs(spec, hosts)
-    assert len(wanted) == 3 * 2 + 5 + 2 + 3 + 5  # etcd server+peer, etcd clients, apiserver pair, kubelets, rest
+    assert len(wanted) == 3 * 2 + 6 + 2 + 3 + 5  # etcd server+peer, etcd clients, apiserver pair, kubelets, rest
     for want in wanted:
         crt = root / f"{want.name}.crt"
-        proc = openssl("verify", "-CAfile", str(front if want.issuer == pki.FRONT_PROXY_CA else ca), str(crt))
+        proc = openssl("verify", "-CAfile", str(cas[want.issuer]), str(crt))
         assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), (want.name, proc.stdout, proc.stderr)
-    # a certificate does not verify against the other CA
-    assert openssl("verify", "-CAfile", str(front), str(root / "apiserver.crt")).returncode != 0
+        # and against no other CA: etcd trusts only its own, the API server not etcd's
+        for other, path in cas.items():
+            if other != want.issuer:
+                assert openssl("verify", "-CAfile", str(path), str(crt)).returncode != 0, (want.name, other)
+    assert {w.name for w in wanted if w.issuer == pki.ETCD_CA} == {
+        w.name for w in wanted if w.name.startswith("etcd-")}
 
 
 def test_apiserver_and_etcd_certificates_carry_the_required_sans(tri):
@@ -244,3 +249,16 @@ def test_a_leaf_with_other_key_usages_is_made_again(tri):
     assert pki.ensure_pki(spec, store, hosts)["created"] == [want.name]
     usage = openssl("x509", "-noout", "-ext", "extendedKeyUsage", "-in", str(store.root / f"pki/{want.name}.crt"))
     assert "TLS Web Client Authentication" in usage.stdout  # etcd's grpc-gateway dials with it
+
+
+def test_replacing_the_etcd_ca_remakes_the_etcd_certificates_only(tri):
+    spec, store, state, hosts = tri
+    kube_ca = store.read_blob("pki/ca.crt")
+    store.delete_blob("pki/etcd-ca.key")
+    summary = pki.ensure_pki(spec, store, hosts)
+    etcd_leaves = {w.name for w in pki.wanted_certs(spec, hosts) if w.issuer == pki.ETCD_CA}
+    assert set(summary["created"]) == {"etcd-ca"} | etcd_leaves
+    assert {"etcd-client-root", "etcd-client-apiserver"} <= etcd_leaves
+    assert store.read_blob("pki/ca.crt") == kube_ca
+    shown = {c["name"]: c for c in pki.show(spec, store)}
+    assert shown["etcd-ca"]["ca"] and all(c["verified"] for c in shown.values())

@@ -31,6 +31,8 @@ TAG_INDICES = "provision:indices"  # host indices of that batch, in launch order
 FLATCAR_OWNER = "075585003325"
 # EC2 caps one RunInstances at the RunInstances token bucket's burst.
 MAX_BATCH = 1000
+# A pre-signed config URL serves one first boot, minutes after RunInstances: an hour, not SigV4's 7 days.
+CONFIG_URL_SECONDS = 3600
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 STATE_MAP = {"pending": "pending", "running": "running", "stopping": "stopped", "stopped": "stopped",
              "shutting-down": "terminated", "terminated": "terminated"}
@@ -304,9 +306,11 @@ class AWSProvider(Provider):
         if self._network is None:
             vpc = self._ensure_vpc()
             subnet = self._ensure_subnet(vpc)
-            group = self._ensure_security_group(vpc)
+            groups = self._ensure_security_groups(vpc)
             key = self._ensure_key_pair()
-            self._network = {"vpc": vpc, "subnet": subnet, "security_group": group, "key_name": key}
+            self._network = {"vpc": vpc, "subnet": subnet, "security_group": groups["nodes"],
+                             "security_group_masters": groups["masters"], "security_group_etcd": groups["etcd"],
+                             "key_name": key}
         return self._network
 
     def _find_or_create(self, what: str, find: Callable[[], str | None], create: Callable[[], str]) -> str:
@@ -372,8 +376,37 @@ class AWSProvider(Provider):
         self._call("modify_subnet_attribute", SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
         return subnet
 
-    def _ensure_security_group(self, vpc: str) -> str:
-        group_name = f"provision-{self.spec.name}"
+    def _ensure_security_groups(self, vpc: str) -> dict[str, str]:
+        """One group per kind of host (every node, masters, etcd members), each with exactly the
+        rules of `wanted_permissions`: missing ones are opened, others (a narrowed ssh_cidrs) revoked."""
+        groups = {kind: self._ensure_security_group(vpc, kind) for kind in GROUP_KINDS}
+        for kind, group in groups.items():
+            current = self._call("describe_security_groups", GroupIds=[group])["SecurityGroups"][0]
+            have = split_permissions(current.get("IpPermissions", []))
+            wanted = wanted_permissions(kind, groups, self.options)
+            wanted_keys = {rule_key(p) for p in wanted}
+            have_keys = {rule_key(p) for p in have}
+            missing = [p for p in wanted if rule_key(p) not in have_keys]
+            extra = [p for p in have if rule_key(p) not in wanted_keys]
+            if missing:
+                self.log(f"opening {len(missing)} security group rule(s) of {kind}")
+                self._call("authorize_security_group_ingress", GroupId=group, IpPermissions=missing)
+            if extra:
+                self.log(f"revoking {len(extra)} security group rule(s) of {kind} the spec no longer asks")
+                self._call("revoke_security_group_ingress", GroupId=group, IpPermissions=extra)
+        return groups
+
+    def security_groups_for(self, role: str, network: Mapping[str, str]) -> list[str]:
+        """Groups of a host of `role`: every node's, plus masters' and etcd members' own."""
+        groups = [network["security_group"]]
+        if role == "master":
+            groups.append(network["security_group_masters"])
+        if role == "etcd" or (role == "master" and self.spec.etcd.placement == "masters"):
+            groups.append(network["security_group_etcd"])
+        return groups
+
+    def _ensure_security_group(self, vpc: str, kind: str) -> str:
+        group_name = f"provision-{self.spec.name}" + ("" if kind == "nodes" else f"-{kind}")
 
         def find():
             groups = self.ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc]},
@@ -382,16 +415,9 @@ class AWSProvider(Provider):
 
         def create():
             return self.ec2.create_security_group(
-                GroupName=group_name, VpcId=vpc, Description=f"provision cluster {self.spec.name}",
+                GroupName=group_name, VpcId=vpc, Description=f"provision cluster {self.spec.name} ({kind})",
                 TagSpecifications=self._tag_spec("security-group"))["GroupId"]
-        group = self._find_or_create("security group", find, create)
-        current = self._call("describe_security_groups", GroupIds=[group])["SecurityGroups"][0]
-        have = {rule_key(p) for p in split_permissions(current.get("IpPermissions", []))}
-        missing = [p for p in wanted_permissions(group) if rule_key(p) not in have]
-        if missing:
-            self.log(f"opening {len(missing)} security group rule(s)")
-            self._call("authorize_security_group_ingress", GroupId=group, IpPermissions=missing)
-        return group
+        return self._find_or_create(f"security group {group_name}", find, create)
 
     def _ensure_key_pair(self) -> str:
         key_name = f"provision-{self.spec.name}"
@@ -438,8 +464,12 @@ class AWSProvider(Provider):
             from botocore.config import Config
             custom = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
             config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, signature_version="s3v4",
-                            s3={"addressing_style": "path" if custom else "auto"})
-            self._s3 = boto3.session.Session().client("s3", region_name=self.options.region, config=config)
+                            s3={"addressing_style": "path" if custom else "virtual"})
+            # The bucket's regional endpoint: the global one answers new buckets outside us-east-1
+            # with a redirect, after which a pre-signed URL's signature no longer matches.
+            regional = None if custom else f"https://s3.{self.options.region}.amazonaws.com"
+            self._s3 = boto3.session.Session().client("s3", region_name=self.options.region, config=config,
+                                                      endpoint_url=regional)
         return self._s3
 
     def config_bucket(self) -> str:
@@ -455,11 +485,12 @@ class AWSProvider(Provider):
         return f"{self.spec.name}/configs/{hashlib.sha256(config).hexdigest()[:16]}-{name}"
 
     def config_url(self, name: str, config: bytes) -> str | None:
-        """A pre-signed https URL of a private S3 object (valid 7 days, SigV4's maximum): Ignition
-        fetches it at first boot without credentials, and the pointer's sha512 pins the content."""
+        """A pre-signed https URL of a private S3 object on the bucket's regional endpoint, valid
+        CONFIG_URL_SECONDS: Ignition fetches it at first boot without credentials (hosts made later
+        get a new URL), and the pointer's sha512 pins the content."""
         bucket = self.config_bucket()
         return self.s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": self._config_key(name, config)},
-                                              ExpiresIn=7 * 24 * 3600)
+                                              ExpiresIn=CONFIG_URL_SECONDS)
 
     def serve_config(self, name: str, config: bytes, full_config: bytes) -> None:
         bucket = self.config_bucket()
@@ -484,6 +515,25 @@ class AWSProvider(Provider):
         self._retry(ensure_bucket, "create config bucket")
         self._retry(lambda: self.s3.put_object(Bucket=bucket, Key=self._config_key(name, config), Body=full_config,
                                                ServerSideEncryption="AES256"), f"upload config {name}")
+
+    def forget_served_configs(self) -> int:
+        """Delete the configs served to hosts that have booted (the `wait` phase calls this once
+        every host answers SSH, i.e. has run its first boot); returns how many were deleted."""
+        from botocore.exceptions import ClientError
+        bucket = self.config_bucket()
+
+        def forget() -> int:
+            try:
+                listing = self.s3.list_objects_v2(Bucket=bucket, Prefix=f"{self.spec.name}/configs/")
+            except ClientError as err:
+                if err.response.get("Error", {}).get("Code") in ("NoSuchBucket", "404"):
+                    return 0
+                raise
+            items = listing.get("Contents", [])
+            for item in items:
+                self.s3.delete_object(Bucket=bucket, Key=item["Key"])
+            return len(items)
+        return self._retry(forget, "delete served configs")
 
     def _remove_config_bucket(self) -> None:
         from botocore.exceptions import ClientError
@@ -530,12 +580,28 @@ class AWSProvider(Provider):
         network = self.network()
         existing = {h.name: h for h in self.list_hosts()}
         records = [existing[h.name] for h in hosts if h.name in existing]
+        self._ensure_instance_groups([(h, existing[h.name]) for h in hosts if h.name in existing], network)
         todo = [h for h in hosts if h.name not in existing]
         for batch in self.batches(todo, configs):
             records.extend(self._run_batch(batch, configs[batch[0].name], network))
         self.register_api_targets([r for r in records if r.role == "master"])
         order = {h.name: i for i, h in enumerate(hosts)}
         return sorted(records, key=lambda r: order.get(r.name, len(order)))
+
+    def _ensure_instance_groups(self, hosts: Sequence[tuple[HostPlan, HostRecord]], network: Mapping[str, str]) -> None:
+        """Hosts made before the groups were split per role (one group for all) get their role's
+        groups, so revoking the old shared rules does not cut masters and etcd members off."""
+        ids = {r.provider_id: h for h, r in hosts if r.provider_id}
+        if not ids:
+            return
+        for instance in self._describe_instances([{"Name": "instance-id", "Values": sorted(ids)}]):
+            host = ids[instance["InstanceId"]]
+            wanted = self.security_groups_for(host.role, network)
+            have = {g["GroupId"] for g in instance.get("SecurityGroups", [])} or {
+                g["GroupId"] for ni in instance.get("NetworkInterfaces", [])[:1] for g in ni.get("Groups", [])}
+            if have != set(wanted):
+                self.log(f"{host.name}: security groups of a {host.role}")
+                self._call("modify_instance_attribute", InstanceId=instance["InstanceId"], Groups=wanted)
 
     def _run_batch(self, batch: list[HostPlan], config: bytes, network: Mapping[str, str]) -> list[HostRecord]:
         pool = self.spec.pool(batch[0].pool)
@@ -552,7 +618,10 @@ class AWSProvider(Provider):
             "TagSpecifications": [{"ResourceType": "instance", "Tags": tag_list(common)},
                                   {"ResourceType": "volume", "Tags": tag_list(common)},
                                   {"ResourceType": "network-interface", "Tags": tag_list(common)}]}
-        interface = {"DeviceIndex": 0, "SubnetId": network["subnet"], "Groups": [network["security_group"]],
+        # IMDSv2 only, one hop: a pod (one hop further) cannot read the instance's metadata or user data
+        params["MetadataOptions"] = {"HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled"}
+        interface = {"DeviceIndex": 0, "SubnetId": network["subnet"],
+                     "Groups": self.security_groups_for(pool.role, network),
                      "AssociatePublicIpAddress": True}
         if batch[0].address:
             interface["PrivateIpAddress"] = batch[0].address
@@ -644,10 +713,15 @@ class AWSProvider(Provider):
         self._remove_api_endpoint()  # its network interfaces would hold the subnet
         vpcs = [v["VpcId"] for v in self._call("describe_vpcs", Filters=self._cluster_filter())["Vpcs"]]
         for vpc in vpcs:
-            for group in self._call("describe_security_groups",
-                                    Filters=[{"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"]:
-                if group.get("GroupName") != "default":
-                    delete("delete_security_group", GroupId=group["GroupId"])
+            groups = [g for g in self._call("describe_security_groups",
+                                            Filters=[{"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"]
+                      if g.get("GroupName") != "default"]
+            for group in groups:  # the groups name each other in rules: a group in use cannot go
+                if group.get("IpPermissions"):
+                    delete("revoke_security_group_ingress", GroupId=group["GroupId"],
+                           IpPermissions=split_permissions(group["IpPermissions"]))
+            for group in groups:
+                delete("delete_security_group", GroupId=group["GroupId"])
             for subnet in self._call("describe_subnets", Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]:
                 delete("delete_subnet", SubnetId=subnet["SubnetId"])
         for gateway in self._call("describe_internet_gateways", Filters=self._cluster_filter())["InternetGateways"]:
@@ -664,17 +738,31 @@ class AWSProvider(Provider):
         self.log(f"removed {len(vpcs)} VPC(s) with their subnet, security group and gateway")
 
 
-def wanted_permissions(group: str) -> list[dict[str, Any]]:
-    """SSH and the Kubernetes API from anywhere; etcd, kubelet and flannel vxlan between members."""
-    anywhere = [{"CidrIp": "0.0.0.0/0"}]
-    members = [{"GroupId": group}]
-    return [
-        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": anywhere},
-        {"IpProtocol": "tcp", "FromPort": 6443, "ToPort": 6443, "IpRanges": anywhere},
-        {"IpProtocol": "tcp", "FromPort": 2379, "ToPort": 2380, "UserIdGroupPairs": members},
-        {"IpProtocol": "tcp", "FromPort": 10250, "ToPort": 10250, "UserIdGroupPairs": members},
-        {"IpProtocol": "udp", "FromPort": 8472, "ToPort": 8472, "UserIdGroupPairs": members},
-    ]
+GROUP_KINDS = ("nodes", "masters", "etcd")
+
+
+def wanted_permissions(kind: str, groups: Mapping[str, str], options: Any) -> list[dict[str, Any]]:
+    """Ingress of each group, one source per rule.
+
+    nodes (every host): SSH from provider.ssh_cidrs, kubelet's 10250 from masters only, flannel
+    vxlan between nodes; masters: the API's 6443 from provider.api_cidrs and from the VPC (the
+    load balancer and the nodes); etcd: client and peer ports from etcd members, the client port
+    from masters (the API server).
+    """
+    def tcp(port: int, to: int | None = None, *, cidrs=(), group: str | None = None, proto: str = "tcp"):
+        base = {"IpProtocol": proto, "FromPort": port, "ToPort": to or port}
+        rules = [{**base, "IpRanges": [{"CidrIp": c}]} for c in cidrs]
+        if group:
+            rules.append({**base, "UserIdGroupPairs": [{"GroupId": groups[group]}]})
+        return rules
+    if kind == "nodes":
+        return (tcp(22, cidrs=options.ssh_cidrs) + tcp(10250, group="masters")
+                + tcp(8472, group="nodes", proto="udp"))
+    if kind == "masters":
+        return tcp(6443, cidrs=tuple(dict.fromkeys((*options.api_cidrs, options.vpc_cidr))))
+    if kind == "etcd":
+        return tcp(2379, 2380, group="etcd") + tcp(2379, group="masters")
+    raise ValueError(kind)
 
 
 def split_permissions(permissions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

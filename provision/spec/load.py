@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
-from . import schema
+from . import grammar, schema
 from .model import (NAME_RE, POOL_NAME_RE, PROVIDER_OPTIONS, ProviderSpec, Spec)
 from .schema import Problems, did_you_mean, name_problem
 
@@ -142,6 +142,7 @@ def parse_spec(data: Any, label: str = "SPEC") -> Spec:
                     problems.add(_file_index(path, index_map), message)
         else:
             check_rules(spec, problems)
+        grammar.check(spec, problems)  # every string against the grammar of where it lands
     if problems:
         raise SpecError([f"{label}: {line}" for line in problems.lines()])
     return spec

@@ -44,6 +44,19 @@ def cidr(value: object) -> str:
         raise ValueError(f"must be a CIDR like 10.2.0.0/16 ({err})") from None
 
 
+def cidr_list(value: object) -> tuple[str, ...]:
+    """A non-empty list of CIDR networks, each in canonical form."""
+    if not isinstance(value, list) or not value:
+        raise ValueError("must be a non-empty list of CIDRs like [203.0.113.0/24]")
+    out = []
+    for i, item in enumerate(value):
+        try:
+            out.append(cidr(item))
+        except ValueError as err:
+            raise ValueError(f"[{i}] {err}") from None
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Reserve:
     """Free container slots to keep: a count, or a percentage of capacity."""
@@ -128,6 +141,12 @@ class AWSOptions:
     subnet_cidr: str = field("CIDR of the cluster's subnet inside the VPC", "10.240.0.0/20",
                              convert=cidr)
     availability_zone: str | None = field("zone of the subnet; the region's first when null", None)
+    api_cidrs: tuple[str, ...] = field(
+        "networks allowed to reach the API server's 6443 (the VPC always is); default: anywhere, "
+        "as kubectl users expect", ("0.0.0.0/0",), convert=cidr_list)
+    ssh_cidrs: tuple[str, ...] = field(
+        "networks allowed to reach SSH (provision bootstraps hosts over it); default: anywhere",
+        ("0.0.0.0/0",), convert=cidr_list)
 
 
 @dataclass(frozen=True)

@@ -94,4 +94,11 @@ def run(app, out_file: str | None = None) -> None:
         data["saved"] = str(out_file)
         app.ui.log("plan", f"saved to {out_file}; apply exactly this plan with: "
                            f"{app.command('up', extra=('--plan', out_file))}")
-    app.ui.result(data, plan_table(app, result, changes))
+    table = plan_table(app, result, changes)
+    options = spec.provider.options
+    if hasattr(options, "ssh_cidrs") and hasattr(options, "api_cidrs"):
+        # who may reach the hosts: the defaults are wide open, so plan says so before up
+        data["access"] = {"ssh_cidrs": list(options.ssh_cidrs), "api_cidrs": list(options.api_cidrs)}
+        table.caption = (f"access: SSH from {', '.join(options.ssh_cidrs)} (provider.ssh_cidrs); API 6443 from "
+                         f"{', '.join(options.api_cidrs)} and the VPC (provider.api_cidrs)")
+    app.ui.result(data, table)

@@ -64,7 +64,7 @@ def cluster(tmp_path_factory):
         get_provider(load_spec(spec), state_dir / name).teardown()  # whatever a failed test left
 
 
-def etcdctl(info, *args, cert: bool = True, host: str | None = None) -> subprocess.CompletedProcess:
+def etcdctl(info, *args, cert: bool | str = True, host: str | None = None) -> subprocess.CompletedProcess:
     """etcdctl from outside with the client certificate rendered into a host's root."""
     state = json.loads((info["workdir"] / "state.json").read_text())
     members = sorted(n for n, h in state["hosts"].items() if h.get("etcd"))
@@ -73,7 +73,8 @@ def etcdctl(info, *args, cert: bool = True, host: str | None = None) -> subproce
     cmd = [require("etcdctl"), f"--endpoints={endpoints}", f"--cacert={ssl / 'ca.crt'}", "--dial-timeout=3s",
            "--command-timeout=5s"]
     if cert:
-        cmd += [f"--cert={ssl / 'agent.crt'}", f"--key={ssl / 'agent.key'}"]
+        identity = cert if isinstance(cert, str) else "agent"
+        cmd += [f"--cert={ssl / f'{identity}.crt'}", f"--key={ssl / f'{identity}.key'}"]
     return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=60,
                           env={"ETCDCTL_API": "3", "PATH": os.environ["PATH"]})
 
@@ -100,11 +101,24 @@ def test_etcd_refuses_a_client_without_certificate(cluster):
 
 
 def test_flannel_config_holds_the_spec_network(cluster):
-    proc = etcdctl(cluster, "get", "/coreos.com/network/config", "--print-value-only")
+    proc = etcdctl(cluster, "get", "/coreos.com/network/config", "--print-value-only", cert="flannel")
     assert proc.returncode == 0, proc.stderr
     config = json.loads(proc.stdout)
     assert config["Network"] == cluster["doc"]["network"]["pod_cidr"]
     assert config["Backend"]["Type"] == "vxlan"
+
+
+def test_a_workers_etcd_identities_are_refused_outside_their_prefixes(cluster):
+    """Auth is on after up: the keys a worker holds reach only their own prefixes."""
+    worker = f"{cluster['name']}-workers-0"
+    for identity, own in (("agent", f"/provision/{cluster['name']}/hosts/"), ("flannel", "/coreos.com/network/")):
+        assert etcdctl(cluster, "get", own, "--prefix", "--keys-only", cert=identity, host=worker).returncode == 0
+        for key in ("/registry/secrets/kube-system/x", "/coreos.com/network/config", f"/provision/{cluster['name']}/x"):
+            if key.startswith(own):
+                continue
+            for args in (("put", key, "x"), ("get", key)):
+                proc = etcdctl(cluster, *args, cert=identity, host=worker)
+                assert proc.returncode != 0 and "permission denied" in proc.stderr, (identity, args, proc.stderr)
 
 
 def test_v2_create_only_if_absent_like_coreos_kubernetes(cluster):
@@ -113,7 +127,7 @@ def test_v2_create_only_if_absent_like_coreos_kubernetes(cluster):
     from provision.state import LocalStateStore
     store = LocalStateStore(cluster["name"], cluster["state_dir"])
     access = cluster_status.etcd_access(store, store.read())
-    key = f"/provision-test/{cluster['name']}/network"
+    key = f"/provision/{cluster['name']}/test/network"  # inside the provisioner's prefix (v2 auth is on)
     assert cluster_status.v2_create(access, key, '{"Network":"10.9.0.0/16"}') is True
     assert cluster_status.v2_create(access, key, '{"Network":"10.8.0.0/16"}') is False
     assert cluster_status.v2_get(access, key) == '{"Network":"10.9.0.0/16"}'

@@ -7,6 +7,7 @@ import collections
 import hashlib
 import json
 import os
+import urllib.error
 import urllib.request
 
 import boto3
@@ -15,6 +16,7 @@ import pytest
 from provision.errors import ActionError, UserError
 from provision.plan import plan
 from provision.providers import get_provider
+from provision.spec import parse_spec
 from provision.providers.aws import FLATCAR_OWNER, AWSProvider, compress_indices, expand_indices
 
 from .conftest import MOTO_AMI, configs_for, fast_backoff, make_spec
@@ -137,15 +139,7 @@ def test_shared_resources_are_tagged_and_reused(ec2_proxy):
     assert len(client.describe_internet_gateways(Filters=cluster)["InternetGateways"]) == 1
     group = client.describe_security_groups(GroupIds=[first.network()["security_group"]])["SecurityGroups"][0]
     assert {t["Key"]: t["Value"] for t in group["Tags"]}["provision:cluster"] == spec.name
-    rules = set()
-    for p in group["IpPermissions"]:
-        for r in p.get("IpRanges", []):
-            rules.add((p["IpProtocol"], p["FromPort"], p["ToPort"], r["CidrIp"]))
-        for g in p.get("UserIdGroupPairs", []):
-            rules.add((p["IpProtocol"], p["FromPort"], p["ToPort"], "members" if g["GroupId"] == group["GroupId"] else g["GroupId"]))
-    assert {("tcp", 22, 22, "0.0.0.0/0"), ("tcp", 6443, 6443, "0.0.0.0/0"), ("tcp", 2379, 2380, "members"),
-            ("udp", 8472, 8472, "members")} <= rules
-    assert ("tcp", 2379, 2380, "0.0.0.0/0") not in rules, "etcd must not be open to the world"
+    assert len(client.describe_security_groups(Filters=cluster)["SecurityGroups"]) == 3
 
     first.teardown()
     assert client.describe_vpcs(Filters=cluster)["Vpcs"] == []
@@ -313,3 +307,133 @@ def test_status_finds_the_load_balancer_again_from_the_cloud(ec2_proxy, tmp_path
     local = api_endpoint_status(local_spec, {}, LocalProvider(local_spec, tmp_path))
     assert local == {"kind": "node-local proxy", "address": "127.0.0.1:6444", "found": True}
     provider.teardown()
+
+
+# ---- trust boundaries (issue 10) ------------------------------------------------------------
+
+def group_rules(network) -> dict[str, set[tuple]]:
+    """{kind: {(proto, from, to, source)}} with group sources named by kind."""
+    names = {network["security_group"]: "nodes", network["security_group_masters"]: "masters",
+             network["security_group_etcd"]: "etcd"}
+    out = {}
+    for group_id, kind in names.items():
+        group = ec2().describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
+        rules = set()
+        for p in group["IpPermissions"]:
+            for r in p.get("IpRanges", []):
+                rules.add((p["IpProtocol"], p["FromPort"], p["ToPort"], r["CidrIp"]))
+            for g in p.get("UserIdGroupPairs", []):
+                rules.add((p["IpProtocol"], p["FromPort"], p["ToPort"], names[g["GroupId"]]))
+        out[kind] = rules
+    return out
+
+
+def test_security_groups_open_each_port_only_to_who_needs_it(ec2_proxy):
+    spec = aws_spec(options={"api_cidrs": ["203.0.113.0/24"], "ssh_cidrs": ["198.51.100.7/32"]})
+    provider = AWSProvider(spec)
+    provider.prepare()
+    rules = group_rules(provider.network())
+    assert rules == {
+        "nodes": {("tcp", 22, 22, "198.51.100.7/32"), ("tcp", 10250, 10250, "masters"), ("udp", 8472, 8472, "nodes")},
+        "masters": {("tcp", 6443, 6443, "203.0.113.0/24"), ("tcp", 6443, 6443, spec.provider.options.vpc_cidr)},
+        "etcd": {("tcp", 2379, 2380, "etcd"), ("tcp", 2379, 2379, "masters")},
+    }
+    # hosts get the groups of their role: a worker is in none that reaches etcd or the API
+    hosts = plan(spec, {}).create
+    records = {r.name: r for r in fast_backoff(provider).create_hosts(hosts, configs_for(hosts))}
+    net = provider.network()
+    for host in hosts:
+        instance = ec2().describe_instances(InstanceIds=[records[host.name].provider_id])["Reservations"][0]["Instances"][0]
+        groups = {g["GroupId"] for g in instance["SecurityGroups"]} | {
+            g["GroupId"] for ni in instance.get("NetworkInterfaces", []) for g in ni.get("Groups", [])}
+        if host.role == "master":
+            assert groups == {net["security_group"], net["security_group_masters"], net["security_group_etcd"]}
+        else:
+            assert groups == {net["security_group"]}, host.name
+    # a host made when one group served all (before the split) gets its role's groups back
+    master = next(h for h in hosts if h.role == "master")
+    ec2().modify_instance_attribute(InstanceId=records[master.name].provider_id, Groups=[net["security_group"]])
+    fast_backoff(AWSProvider(spec)).create_hosts(hosts, configs_for(hosts))
+    instance = ec2().describe_instances(InstanceIds=[records[master.name].provider_id])["Reservations"][0]["Instances"][0]
+    assert {g["GroupId"] for g in instance["SecurityGroups"]} == {
+        net["security_group"], net["security_group_masters"], net["security_group_etcd"]}
+    # narrowing ssh_cidrs revokes the old rule; the defaults are anywhere
+    narrowed = parse_spec({**spec_data(spec), "provider": {"name": "aws", "region": "us-east-1", "ami": MOTO_AMI,
+                                                           "ssh_cidrs": ["192.0.2.0/24"]}})
+    again = AWSProvider(narrowed)
+    again.prepare()
+    rules = group_rules(again.network())
+    assert {r for r in rules["nodes"] if r[1] == 22} == {("tcp", 22, 22, "192.0.2.0/24")}
+    assert ("tcp", 6443, 6443, "0.0.0.0/0") in rules["masters"]
+    provider.destroy_hosts(list(records))
+    provider.teardown()
+    assert ec2().describe_vpcs(Filters=[{"Name": "tag:provision:cluster", "Values": [spec.name]}])["Vpcs"] == []
+
+
+def spec_data(spec) -> dict:
+    return {"name": spec.name, "ssh": {"authorized_keys": list(spec.ssh.authorized_keys)}, "etcd": {"count": 1},
+            "pools": [{"name": p.name, "role": p.role, "count": p.count} for p in spec.pools]}
+
+
+def test_dedicated_etcd_hosts_get_the_etcd_group_and_masters_do_not(ec2_proxy):
+    spec = parse_spec({**spec_data(aws_spec()), "etcd": {"count": 1, "placement": "dedicated"},
+                       "provider": {"name": "aws", "region": "us-east-1", "ami": MOTO_AMI},
+                       "pools": [{"name": "masters", "role": "master", "count": 1},
+                                 {"name": "etcd", "role": "etcd", "count": 1}]})
+    provider = AWSProvider(spec)
+    net = provider.network()
+    assert provider.security_groups_for("etcd", net) == [net["security_group"], net["security_group_etcd"]]
+    assert provider.security_groups_for("master", net) == [net["security_group"], net["security_group_masters"]]
+    assert provider.security_groups_for("worker", net) == [net["security_group"]]
+
+
+def test_every_instance_requires_imdsv2_with_hop_limit_one(ec2_proxy):
+    spec = aws_spec(workers=3)
+    provider = fast_backoff(AWSProvider(spec))
+    hosts = plan(spec, {}).create
+    records = provider.create_hosts(hosts, configs_for(hosts))
+    ids = [r.provider_id for r in records]
+    instances = [i for r in ec2().describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]]
+    assert len(instances) == len(hosts) == 4
+    for instance in instances:
+        options = instance["MetadataOptions"]
+        assert options["HttpTokens"] == "required" and options["HttpPutResponseHopLimit"] == 1, options
+
+
+def test_config_url_is_regional_and_short_lived(moto_server, monkeypatch):
+    """No custom S3 endpoint: the URL names the bucket's regional endpoint (the global one
+    redirects new buckets outside us-east-1 and the signature then fails) and expires in an hour.
+    Pre-signing is local; only the account id is asked (of moto's STS)."""
+    import urllib.parse
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", moto_server[0])
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    provider = AWSProvider(aws_spec(options={"region": "eu-west-1"}))
+    url = urllib.parse.urlsplit(provider.config_url("m.ign", b"{}"))
+    assert url.scheme == "https"
+    assert url.hostname == f"{provider.config_bucket()}.s3.eu-west-1.amazonaws.com", url.hostname
+    query = urllib.parse.parse_qs(url.query)
+    assert query["X-Amz-Expires"] == ["3600"]
+    assert query["X-Amz-Credential"][0].split("/")[2] == "eu-west-1"
+
+
+def test_served_configs_are_deleted_once_hosts_have_booted(ec2_proxy):
+    from provision.phases.machines import fit_config
+    provider = AWSProvider(aws_spec())
+    assert provider.forget_served_configs() == 0  # no bucket yet: nothing to do, no error
+    noise = base64.b64encode(os.urandom(30000)).decode()
+    config = json.dumps({"ignition": {"version": "3.3.0"}, "storage": {"files": [
+        {"path": "/etc/big", "contents": {"source": "data:," + noise}}]}}, sort_keys=True).encode()
+    pointer = json.loads(fit_config(provider, config, "big.ign", lambda m: None))["ignition"]["config"]["replace"]
+    with urllib.request.urlopen(pointer["source"]) as response:
+        assert response.status == 200
+    assert provider.forget_served_configs() == 1
+    s3 = boto3.client("s3", region_name="us-east-1")
+    assert s3.list_objects_v2(Bucket=provider.config_bucket()).get("KeyCount", 0) == 0
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(pointer["source"])
+    assert provider.forget_served_configs() == 0
