@@ -127,6 +127,11 @@ def test_plan_cli_shows_update_and_replace_with_fields(cli, tmp_path):
     assert "(of those kept: 2 replace, 3 update)" in words
     assert "replace demo-workers-0 workers worker 10.250.0.13 pools[workers].size (forces replacement);" in words
     assert "update demo-masters-0 masters master 10.250.0.10 yes kubernetes.api_server_names" in words
+    # a saved plan carries the same per-host changes, for review before `up --plan`
+    saved = tmp_path / "cluster.plan"
+    assert cli("plan", path, "--state-dir", state_dir, "--out", saved).code == 0
+    kept = json.loads(saved.read_text())["changes"]
+    assert kept["demo-workers-1"]["action"] == "replace" and kept["demo-masters-1"]["action"] == "update"
 
 
 def test_up_without_yes_warns_that_running_hosts_keep_their_config(cli, tmp_path):

@@ -270,6 +270,7 @@ def test_a_saved_plan_is_applied(cli, tmp_path):
     assert f"provision up {LOCAL} --state-dir {state_dir} --plan {saved}" in result.err
     doc = json.loads(saved.read_text())
     assert doc["plan"]["create"][0] == "demo-masters-0" and doc["state_serial"] == 0
+    assert doc["changes"] == {}  # per kept host (day 2); a new cluster keeps none
     applied = cli("up", LOCAL, "--state-dir", state_dir, "--plan", saved, "--only", "pki", "-o", "json")
     assert applied.code == 0, applied.err
     assert json.loads(applied.out)["applied"] is True

@@ -58,10 +58,14 @@ def change_counts(changes) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def saved_plan(spec, state: dict, blobs: list[str], result) -> dict:
+def saved_plan(spec, state: dict, blobs: list[str], result, changes=None) -> dict:
+    """What `plan --out` saves: the hosts to create, keep and destroy, what the spec does to
+    each kept host (keep, update, replace; `changes.host_changes`), and fingerprints of the
+    spec and state it was made from (so `up --plan` refuses a stale plan)."""
     return {"format": PLAN_FORMAT, "cluster": spec.name, "spec_sha256": spec_fingerprint(spec),
             "state_serial": int(state.get("serial", 0)), "state_sha256": state_fingerprint(state, blobs),
-            "plan": result.to_json()}
+            "plan": result.to_json(),
+            "changes": {name: change.to_json() for name, change in (changes or {}).items()}}
 
 
 def write_plan_file(out_file: str, doc: dict) -> None:
@@ -90,7 +94,7 @@ def run(app, out_file: str | None = None) -> None:
     if skew.order:
         data["kubernetes_version_order"] = list(skew.order)
     if out_file:
-        write_plan_file(out_file, saved_plan(spec, state, app.store.list_blobs(), result))
+        write_plan_file(out_file, saved_plan(spec, state, app.store.list_blobs(), result, changes))
         data["saved"] = str(out_file)
         app.ui.log("plan", f"saved to {out_file}; apply exactly this plan with: "
                            f"{app.command('up', extra=('--plan', out_file))}")
