@@ -20,7 +20,8 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import time
-import urllib.request
+
+from bench.moto_endpoint import moto_endpoint
 
 WORKERS = int(os.environ.get("BENCH_P3_WORKERS", "500"))
 AMI = "ami-12c6146b"
@@ -66,20 +67,12 @@ def model_seconds(calls: list[tuple[str, int]], lanes: int, latency: float = LAT
 
 def run() -> dict:
     import boto3
-    from moto.server import ThreadedMotoServer
 
     from provision.plan import plan
     from provision.providers.aws import AWSProvider
     from provision.spec import parse_spec
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    os.environ.update(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
-    try:
-        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST", data=b"")).read()
+    with moto_endpoint():
         spec = parse_spec({"name": "p3", "provider": {"name": "aws", "region": "us-east-1", "ami": AMI},
                            "ssh": {"authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBtK8t8Ezh0Q3c1m1xX1T8kGfQ0c6Ew1w8xvVNNxQ3eA b@x"]},
                            "etcd": {"count": 1},
@@ -103,13 +96,6 @@ def run() -> dict:
                 list(pool.map(lambda pair: client.create_tags(Resources=[pair[1]["InstanceId"]], Tags=[
                     {"Key": "Name", "Value": pair[0].name}]), zip(workers, made)))
         baseline_calls = record_calls(client, baseline)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        server.stop()
 
     provider_mutating = [c for c in provider_calls if mutating(c[0])]
     baseline_mutating = [c for c in baseline_calls if mutating(c[0])]

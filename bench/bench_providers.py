@@ -1,6 +1,7 @@
 """Creating a worker pool on EC2 (moto's server over HTTP, real boto3): the aws provider's
 batched RunInstances (one call per pool and subnet, MinCount = MaxCount = N, tags in the call;
-host names come from the batch's indices tag and each launch index, no call per host) against a baseline of one tagged RunInstances per host, run side by side.
+host names come from the batch's indices tag and each launch index, no call per host) against a
+baseline of one tagged RunInstances per host, run side by side.
 
 Figures are wall-clock seconds and API calls for N workers; ratios are baseline / provider.
 moto does not throttle, so real EC2 widens the gap: its RunInstances bucket refills at 2/s
@@ -11,7 +12,8 @@ from __future__ import annotations
 import collections
 import os
 import time
-import urllib.request
+
+from bench.moto_endpoint import moto_endpoint
 
 WORKERS = int(os.environ.get("BENCH_PROVIDER_WORKERS", "300"))
 AMI = "ami-12c6146b"
@@ -28,23 +30,15 @@ def _spec(name: str, workers: int):
 
 def run() -> dict:
     import boto3
-    from moto.server import ThreadedMotoServer
 
     from provision.plan import plan
     from provision.providers.aws import AWSProvider
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    os.environ.update(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
     calls: collections.Counter[str] = collections.Counter()
 
     def count(event_name, **_):
         calls[event_name.split(".")[-1]] += 1
-    try:
-        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST", data=b"")).read()
+    with moto_endpoint():
         spec = _spec("bench", WORKERS)
         provider = AWSProvider(spec)
         provider.ec2.meta.events.register("before-call.ec2.*", count)
@@ -70,13 +64,6 @@ def run() -> dict:
                                      {"Key": "provision:host", "Value": h.name}]}])
         baseline_seconds = time.perf_counter() - start
         baseline_calls = dict(calls)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        server.stop()
     return {
         "name": f"providers: create {WORKERS} EC2 workers (moto over HTTP)",
         "figures": {
