@@ -24,10 +24,12 @@ MARKER_ENV = "PROVISION_FAULT_MARKER"
 FIRST_WRITE, MID_HOSTS = "first-write", "mid-hosts"
 # Per phase, in the order a fresh `up` reaches them.
 POINTS: dict[str, tuple[str, ...]] = {
+    "endpoint": (FIRST_WRITE,),
     "pki": (FIRST_WRITE, MID_HOSTS),
     "render": (FIRST_WRITE, MID_HOSTS),
     "machines": (MID_HOSTS, FIRST_WRITE),
     "wait": (MID_HOSTS, FIRST_WRITE),
+    "hosts": (FIRST_WRITE, MID_HOSTS),
     "etcd": (FIRST_WRITE, MID_HOSTS),
     "flannel": (FIRST_WRITE, MID_HOSTS),
     "fleet": (FIRST_WRITE, MID_HOSTS),

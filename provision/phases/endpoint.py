@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from .. import faults
 from . import RunContext
 
 PHASE = "endpoint"
@@ -44,4 +45,5 @@ def run(ctx: RunContext) -> dict[str, Any]:
         ctx.state["api_endpoint"] = endpoint
         log(f"API load balancer {endpoint['dns_name']}:6443")
     ctx.save()
+    faults.point(faults.FIRST_WRITE)
     return {"endpoint": endpoint}

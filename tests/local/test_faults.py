@@ -26,7 +26,11 @@ from .conftest import (REPO, cluster_namespaces, example_spec, free_subnet, need
                        provision, unique_name)
 from .test_cluster import no_duplicates
 
-KILL_POINTS = [(phase, point) for phase in PHASE_NAMES if phase in faults.POINTS for point in faults.POINTS[phase]]
+# Phases that do nothing on the local provider (no cloud load balancer; addresses are planned):
+# their points are reached only on other providers, so a local run cannot fire them.
+IDLE_ON_LOCAL = {"endpoint", "hosts"}
+KILL_POINTS = [(phase, point) for phase in PHASE_NAMES if phase in faults.POINTS and phase not in IDLE_ON_LOCAL
+               for point in faults.POINTS[phase]]
 
 
 def up_with_fault(spec: Path, state_dir: Path, fault: str, marker: Path) -> subprocess.CompletedProcess:
