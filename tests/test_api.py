@@ -62,7 +62,8 @@ def test_a_provider_option_problem_names_the_file_and_field(tmp_path):
     path = local_spec(tmp_path, provider={"name": "local", "subnet": "10.250.0.0/24", "bridge": "x" * 16})
     with pytest.raises(SpecError) as raised:
         api.validate(path)
-    assert raised.value.lines == [f"{path}: provider.bridge: at most 15 characters (got 16)"]
+    assert raised.value.lines == [f"{path}: provider.bridge: must be a network interface name (letters, digits, "
+                                  "'_', '.', '-') of at most 15 characters (got 16)"]
 
 
 def test_plan_creates_nothing(cluster, tmp_path):

@@ -240,6 +240,9 @@ class OpenStackProvider(Provider):
         if problems:
             return problems
         o = self.options
+        if not (o.external_network or o.network or o.availability_zones):
+            return problems  # nothing named that the cloud must have: no request before acting
+        from keystoneauth1 import exceptions as ks_exc
         try:
             net = self.conn.network
             if o.external_network:
@@ -266,7 +269,7 @@ class OpenStackProvider(Provider):
                     if zone not in zones:
                         problems.append(("provider.availability_zones", f"no available zone {zone!r} in this cloud "
                                          f"(zones: {', '.join(sorted(zones))})"))
-        except (os_exc.SDKException, ActionError) as err:  # credentials or endpoints that do not work
+        except (os_exc.SDKException, ks_exc.ClientException, ActionError) as err:  # credentials or endpoints that do not work
             problems.append(("provider.cloud", f"cannot use the cloud: {err}"))
         return problems
 
