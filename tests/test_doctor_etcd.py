@@ -15,15 +15,16 @@ from cryptography.hazmat.primitives import serialization
 from provision.pki import PEER, CertSpec, cert_pem, key_pem, make_leaf
 from provision.state import LocalStateStore
 
+from tests.real import require
 from tests.test_changes import write_spec
 from tests.test_doctor import DOCTOR_BASE
 
 
 def start_member(store: LocalStateStore, address: str, workdir) -> subprocess.Popen:
-    """etcd serving https://ADDRESS:2379 with a certificate of the cluster's own CA, requiring
+    """etcd serving https://ADDRESS:2379 with a certificate of the cluster's etcd CA, requiring
     client certificates of that CA (as the cluster's members do)."""
-    ca_key = serialization.load_pem_private_key(store.read_blob("pki/ca.key"), password=None)
-    ca_cert_pem = store.read_blob("pki/ca.crt")
+    ca_key = serialization.load_pem_private_key(store.read_blob("pki/etcd-ca.key"), password=None)
+    ca_cert_pem = store.read_blob("pki/etcd-ca.crt")
     from cryptography import x509
     ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
     key, cert = make_leaf(CertSpec("member", "member", PEER, (), (), (address,)), ca_key, ca_cert, 1, "ecdsa-p256")
@@ -35,7 +36,7 @@ def start_member(store: LocalStateStore, address: str, workdir) -> subprocess.Po
     url = f"https://{address}:2379"
     log = open(workdir / "etcd.log", "wb")
     return subprocess.Popen(
-        ["etcd", "--name", "m0", "--data-dir", str(workdir / "data"), "--listen-client-urls", url,
+        [require("etcd"), "--name", "m0", "--data-dir", str(workdir / "data"), "--listen-client-urls", url,
          "--advertise-client-urls", url, "--listen-peer-urls", f"http://{address}:2380",
          "--initial-advertise-peer-urls", f"http://{address}:2380", "--initial-cluster", f"m0=http://{address}:2380",
          "--cert-file", str(workdir / "m.crt"), "--key-file", str(workdir / "m.key"),
