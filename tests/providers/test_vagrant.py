@@ -247,6 +247,8 @@ def test_the_real_ignition_engine_follows_the_pointer_to_the_served_config(tmp_p
     etcd_sha = make_tarball(www / "etcd-v3.5.17-linux-amd64.tar.gz",
                             {"etcd-v3.5.17-linux-amd64/etcd": stub_binary("etcd"),
                              "etcd-v3.5.17-linux-amd64/etcdctl": stub_binary("etcdctl")})
+    cni_sha = make_tarball(www / "cni-plugins-linux-amd64-v1.6.2.tgz",
+                           {f"./{p}": stub_binary(p) for p in ("bridge", "host-local", "loopback", "portmap")})
     (www / "kubelet").write_bytes(stub_binary("kubelet"))
     kubelet_sha = hashlib.sha512(stub_binary("kubelet")).hexdigest()
     roots = Path(tempfile.mkdtemp(prefix="pv-vagrant-vms-"))  # world-traversable: ssh keys are written as core
@@ -265,7 +267,7 @@ def test_the_real_ignition_engine_follows_the_pointer_to_the_served_config(tmp_p
                 artifacts:
                   mirror: {url}
                   hashes: {{etcd: sha512-{etcd_sha}, flanneld: sha512-{flannel_sha}, fleetd: sha512-{fleet_sha},
-                            kubelet: sha512-{kubelet_sha}}}
+                            kubelet: sha512-{kubelet_sha}, cni-plugins: sha512-{cni_sha}}}
                 """)
             spec, store, hosts, rendered = render(write_spec(tmp_path, text), tmp_path / "state")
             assert sorted(rendered.files) == ["vm-masters-0.ign", "vm-workers-0.ign", "vm-workers-1.ign"]
