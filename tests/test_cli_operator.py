@@ -147,7 +147,8 @@ def _verbs(spec, state_dir, out):
         ["up", spec, *s, "--only", "pki", "--yes"], ["status", spec, "--state-dir", out / "none"],
         ["kubeconfig", spec, *s], ["pki", "show", spec, *s], ["pki", "rotate", spec, *s, "--leaf", "admin"],
         ["scale", spec, "workers", "3", *s], ["headroom", spec, *s, "--explain"],
-        ["headroom", "install", spec, *s], ["down", spec, "--state-dir", out / "none"],
+        ["headroom", "install", spec, *s], ["headroom", "history", spec, *s],
+        ["down", spec, "--state-dir", out / "none"],
         ["completion", "bash"], ["up", spec, *s, "--until", "nosuch"], ["bogus"],
         ["status", spec, *s], ["doctor", spec, *s], ["down", spec, *s],
     ]
