@@ -67,6 +67,20 @@ class Outcome:
                 "decision": self.decision.record() if self.decision else None}
 
 
+def skew_refusal(spec: Any, state: dict[str, Any], pool: str, size: int) -> str | None:
+    """Why growing `pool` to `size` would break the Kubernetes version-skew policy (new
+    kubelets newer than the running API servers, after a spec upgrade `up` has not rolled out),
+    or None: the same rule `plan`, `up` and `scale` apply."""
+    import copy
+
+    from ..plan import plan
+    from ..version_skew import check_spec
+    trial = copy.deepcopy(state)
+    record_size(trial, spec, pool, size)
+    check = check_spec(spec, state, [(h.name, h.role) for h in plan(spec, trial).create])
+    return None if check.allowed else check.reason
+
+
 def record_size(state: dict[str, Any], spec: Any, pool: str, size: int) -> None:
     """The size headroom chose; `plan.pool_sizes` honours it while the spec's count is unchanged."""
     state.setdefault("pools", {})[pool] = {"size": size, "spec_count": spec.pool(pool).count}
@@ -145,6 +159,9 @@ def _reconcile_locked(spec, store, observe, actuator, dry_run, log, clock, sleep
     pool = settings.pool
     if decision.action == "add":
         size = decision.current + decision.add
+        refused = skew_refusal(spec, state, pool, size)
+        if refused:  # nothing recorded or made: `up` must roll the control plane forward first
+            raise UserError(f"headroom: cannot add to {pool}: {refused}")
         record_size(state, spec, pool, size)
         store.write(state)  # the intent first: a crash here is repaired by the next run or `up`
         outcome.added = actuator.add(state, pool, size)

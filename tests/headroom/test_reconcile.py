@@ -13,6 +13,8 @@ import uuid
 
 import pytest
 
+from provision.errors import UserError
+
 from provision.headroom.observe import drained_by_report, inventory, load_key, observe_etcd, read_etcd_loads
 from provision.headroom.reconcile import BUSY, EtcdReconcileLock, reconcile
 from provision.plan import plan
@@ -137,6 +139,22 @@ def test_load_adds_workers_up_to_max_in_one_batch_then_removes_down_to_min(clust
     records = store.read()["headroom"]["decisions"]
     assert [r["action"] for r in records][:2] == ["add", "remove"]
     assert records[0]["inputs"]["containers"] == 30 and records[0]["policies"][0]["policy"] == "containers"
+
+
+def test_no_add_starts_kubelets_newer_than_the_running_api_server(cluster):
+    """The spec asks for a newer Kubernetes than the masters booted with: headroom refuses to
+    add workers (version skew), records nothing and creates nothing."""
+    spec, store, double, client = cluster
+    state = store.read()
+    state["hosts"][f"{spec.name}-masters-0"]["boot"] = {"fields": {"kubernetes.version": "1.32.0"}}
+    store.write(state)
+    before = store.read()
+    publish_all(double, client, spec, 30)
+    with pytest.raises(UserError, match=r"kubernetes.version: .* would start kubelets on new hosts"):
+        run_once(spec, store, double, client)
+    assert double.add_calls == []
+    after = store.read()
+    assert after.get("pools") == before.get("pools") and sorted(after["hosts"]) == sorted(before["hosts"])
 
 
 def test_unknown_hosts_halt_and_are_never_removed(cluster):
