@@ -83,7 +83,7 @@ def headroom_figures(spec: Any, hosts: Mapping[str, Mapping[str, Any]], loads: M
 def api_endpoint_status(spec: Any, state: Mapping[str, Any], provider: Any) -> dict[str, Any]:
     """Where nodes reach the API: the cloud load balancer (found again from the cloud) or the
     node-local proxy every worker runs."""
-    if getattr(provider, "api_load_balancer", False):
+    if provider.api_load_balancer:
         found = provider.find_api_endpoint()
         return {"kind": "load balancer", "dns_name": found["dns_name"] if found else None, "found": found is not None,
                 "recorded": (state.get("api_endpoint") or {}).get("dns_name")}

@@ -54,7 +54,6 @@ def run(ctx: RunContext) -> dict:
     ctx.log("wait", f"{len(hosts)} hosts answer SSH; {len(login)} logged into with provision's key"
                     + (" (the others did at their last convergence)" if len(login) < len(hosts) else ""))
     # Every host has run its first boot: configs a provider served for it are no longer needed.
-    forget = getattr(provider, "forget_served_configs", None)
-    if forget is not None and forget():
+    if provider.forget_served_configs():
         ctx.log("wait", "deleted the configs served to booted hosts")
     return {"hosts": sorted(hosts), "logged_in": sorted(login)}

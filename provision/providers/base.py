@@ -163,6 +163,11 @@ class Provider(ABC):
         this provider has nowhere to serve it. `serve_config` must be called before hosts boot."""
         return None
 
+    def forget_served_configs(self) -> int:
+        """Delete the configs `serve_config` stored once every host has booted (the `wait`
+        phase calls it when all hosts answer SSH); returns how many went. Default: none served."""
+        return 0
+
     def serve_config(self, name: str, config: bytes, full_config: bytes) -> None:
         """Store `full_config` (the fitted form of `config`) at `config_url(name, config)`."""
         raise NotImplementedError(f"{self.name} cannot serve configs")
