@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from .plan import HostPlan, Plan
+from .spec.schema import field_names, is_section
 
 BOOT = "boot"  # key of the boot record in a host's state entry
 
@@ -49,8 +50,8 @@ POOL_FIELDS_IGNORED = ("name", "role", "count", "min", "max")
 
 def _plain(value: Any) -> Any:
     """A spec value as JSON (tuples to lists, mappings to sorted dicts)."""
-    if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if is_section(value):
+        return {name: _plain(getattr(value, name)) for name in field_names(value)}
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in sorted(value.items())}
     if isinstance(value, (list, tuple)):
@@ -61,9 +62,9 @@ def _plain(value: Any) -> Any:
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
     """Dataclasses become dotted paths; mappings and lists stay whole values (a new key in
     `labels` is a change of `labels`, not a new field that older records lack)."""
-    if dataclasses.is_dataclass(value):
-        for f in dataclasses.fields(value):
-            _flatten(f"{prefix}.{f.name}", getattr(value, f.name), out)
+    if is_section(value):
+        for name in field_names(value):
+            _flatten(f"{prefix}.{name}", getattr(value, name), out)
     else:
         out[prefix] = _plain(value)
 
@@ -79,9 +80,9 @@ def boot_fields(spec: Any, host: HostPlan, desired: Iterable[HostPlan]) -> dict[
     if spec.headroom is not None:  # the host agent's key TTL is in every config
         out["headroom.load_ttl"] = spec.headroom.load_ttl
     pool = spec.pool(host.pool)
-    for f in dataclasses.fields(pool):
-        if f.name not in POOL_FIELDS_IGNORED:
-            out[f"pools[{pool.name}].{f.name}"] = _plain(getattr(pool, f.name))
+    for name in field_names(pool):
+        if name not in POOL_FIELDS_IGNORED:
+            out[f"pools[{pool.name}].{name}"] = _plain(getattr(pool, name))
     desired = list(desired)
     out["host.etcd"] = bool(host.etcd)
     out["cluster.etcd_members"] = sorted(h.name for h in desired if h.etcd)  # every host's etcd endpoints

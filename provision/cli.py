@@ -189,6 +189,21 @@ def init(ctx, provider, name, **common):
     dispatch("init", make_app(ctx, None, **common), provider=provider, name=name)
 
 
+@cli.command(short_help="Print the spec's JSON Schema (editors check specs with it).",
+             epilog=examples("provision schema > provision-spec-v1.schema.json",
+                             "provision schema -o json"))
+@common_options
+@click.pass_context
+def schema(ctx, **common):
+    """Print the JSON Schema of a spec file, generated from the models `validate` uses.
+
+    Saved as provision-spec-v1.schema.json beside a spec made by `provision init` (whose first
+    line points a YAML language server at that file), an editor checks the spec as it is typed:
+    field names, types, allowed values and every field's description.
+    """
+    dispatch("schema", make_app(ctx, None, **common))
+
+
 @cli.command(short_help="Check a spec; one line per problem.",
              epilog=examples("provision validate cluster.yaml", "provision init | provision validate -",
                              "provision validate cluster.yaml -o json"))

@@ -5,7 +5,6 @@ Providers without one record none: workers then reach the masters through the no
 (OpenStack Octavia and libcloud load balancers are not used yet; the proxy covers them)."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Mapping
 
 from .. import faults
@@ -24,8 +23,8 @@ def spec_with_endpoint(spec: Any, state: Mapping[str, Any]) -> Any:
     name = endpoint_name(state)
     if not name or name in spec.kubernetes.api_server_names:
         return spec
-    kubernetes = dataclasses.replace(spec.kubernetes, api_server_names=(*spec.kubernetes.api_server_names, name))
-    return dataclasses.replace(spec, kubernetes=kubernetes)
+    kubernetes = spec.kubernetes.model_copy(update={"api_server_names": (*spec.kubernetes.api_server_names, name)})
+    return spec.model_copy(update={"kubernetes": kubernetes})
 
 
 def run(ctx: RunContext) -> dict[str, Any]:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import ipaddress
 import re
 import struct
 from typing import Any, Callable, Mapping
 
-from .schema import Problems, path_join
+from .schema import Problems, field_names, is_section, path_join
 
 Validator = Callable[[str], "str | None"]  # returns why the value is refused, or None
 
@@ -232,9 +231,9 @@ def strings(value: Any, path: str, pattern: str):
     """Yield (path, pattern, string) for every string inside a built spec value."""
     if isinstance(value, str):
         yield path, pattern, value
-    elif dataclasses.is_dataclass(value):
-        for f in dataclasses.fields(value):
-            yield from strings(getattr(value, f.name), path_join(path, f.name), path_join(pattern, f.name))
+    elif is_section(value):
+        for name in field_names(value):
+            yield from strings(getattr(value, name), path_join(path, name), path_join(pattern, name))
     elif isinstance(value, tuple):
         for i, item in enumerate(value):
             yield from strings(item, path_join(path, i), pattern + "[]")
@@ -259,13 +258,13 @@ def check(spec: Any, problems: Problems) -> None:
 
 
 def _spec_strings(spec: Any):
-    for f in dataclasses.fields(spec):
-        value = getattr(spec, f.name)
-        if f.name == "provider":
+    for name in field_names(spec):
+        value = getattr(spec, name)
+        if name == "provider":
             if value is None:
                 continue
-            for of in dataclasses.fields(value.options):
-                yield from strings(getattr(value.options, of.name), f"provider.{of.name}",
-                                   f"provider.{value.name}.{of.name}")
+            for option in field_names(value.options):
+                yield from strings(getattr(value.options, option), f"provider.{option}",
+                                   f"provider.{value.name}.{option}")
         else:
-            yield from strings(value, f.name, f.name)
+            yield from strings(value, name, name)

@@ -5,7 +5,6 @@ a `SpecError` with readable lines, never a traceback.
 """
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
 import re
@@ -189,31 +188,30 @@ def _build_spec(rest: dict, provider: ProviderSpec | None, problems: Problems,
     so the rules still check everything else; None when nothing sensible can stand in."""
     failed = set() if failed is None else failed
     index_map = [] if index_map is None else index_map
-    fields = {f.name for f in dataclasses.fields(Spec)}
+    fields = Spec.model_fields
     for key in rest:
         if key not in fields:
             problems.add(str(key), did_you_mean(str(key), sorted(fields)))
     values: dict[str, Any] = {}
-    hints = typing.get_type_hints(Spec)
-    for f in dataclasses.fields(Spec):
-        if f.name == "provider":
+    for name, info in fields.items():
+        if name == "provider":
             continue
-        if f.name not in rest:
-            if f.default is schema.MISSING and f.default_factory is schema.MISSING:
-                problems.add(f.name, "required")
-                failed.add(f.name)
-                values[f.name] = _STAND_INS[f.name]
+        if name not in rest:
+            if info.is_required():
+                problems.add(name, "required")
+                failed.add(name)
+                values[name] = _STAND_INS[name]
             continue
-        if f.name == "pools" and isinstance(rest[f.name], list):
-            value, index_map[:] = _build_pools(rest[f.name], hints[f.name], problems, failed)
+        if name == "pools" and isinstance(rest[name], list):
+            value, index_map[:] = _build_pools(rest[name], info.annotation, problems, failed)
         else:
-            value = schema._convert(hints[f.name], rest[f.name], f.name, problems)
+            value = schema.convert(info.annotation, rest[name], name, problems)
         if value is schema.MISSING:
-            failed.add(f.name)
-            if f.name in _STAND_INS:
-                values[f.name] = _STAND_INS[f.name]
+            failed.add(name)
+            if name in _STAND_INS:
+                values[name] = _STAND_INS[name]
         else:
-            values[f.name] = value
+            values[name] = value
     stand_in = provider or ProviderSpec(name="local", options=PROVIDER_OPTIONS["local"]())
     try:
         return Spec(provider=stand_in, **values)
@@ -227,7 +225,7 @@ def _build_pools(items: list, hint: Any, problems: Problems, failed: set[str]) -
     item_type = typing.get_args(hint)[0]
     built, indices = [], []
     for i, item in enumerate(items):
-        value = schema._convert(item_type, item, f"pools[{i}]", problems)
+        value = schema.convert(item_type, item, f"pools[{i}]", problems)
         if value is schema.MISSING:
             failed.add("pools")
         else:

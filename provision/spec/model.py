@@ -9,9 +9,9 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal, Mapping
+from typing import Any, Literal
 
-from .schema import field
+from .schema import FrozenMap, SpecModel, describe, field
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 POOL_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
@@ -115,6 +115,20 @@ def ip_list(value: object) -> tuple[str, ...]:
         raise ValueError(f"must be a list of IP addresses ({err})") from None
 
 
+def scalar_map(value: object) -> dict[str, str]:
+    """A mapping of strings to scalars (YAML `true` becomes "true"), as Kubernetes labels are."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a mapping (got {describe(value)})")
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, (str, int, float, bool)):
+            raise ValueError(f"{k}: must map a string to a scalar")
+        out[k] = str(v).lower() if isinstance(v, bool) else str(v)
+    return out
+
+
 def fraction(value: object) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1:
         return float(value)
@@ -125,15 +139,13 @@ def fraction(value: object) -> float:
 # They live in `provider:` next to `name`; each provider has one options class here so that
 # `validate` needs no cloud library. Providers may check more when they act.
 
-@dataclass(frozen=True)
-class LocalOptions:
+class LocalOptions(SpecModel):
     subnet: str = field("bridge network the namespace hosts live on", "10.250.0.0/24",
                         convert=cidr)
     bridge: str | None = field("bridge interface name (default: pv-<cluster>, cut to 15 chars)", None)
 
 
-@dataclass(frozen=True)
-class AWSOptions:
+class AWSOptions(SpecModel):
     region: str = field("AWS region", "us-east-1")
     ami: str | None = field("AMI id; default: the latest Flatcar AMI of os.channel", None)
     instance_type: str = field("instance type used when a pool's size is null", "t3.medium")
@@ -149,8 +161,7 @@ class AWSOptions:
         ("0.0.0.0/0",), convert=cidr_list)
 
 
-@dataclass(frozen=True)
-class OpenStackOptions:
+class OpenStackOptions(SpecModel):
     cloud: str | None = field("clouds.yaml entry; OS_CLOUD or OS_* variables when null", None)
     image: str = field("Glance image name or id", "flatcar-stable")
     flavor: str = field("Nova flavor used when a pool's size is null", "m1.medium")
@@ -171,8 +182,7 @@ class OpenStackOptions:
     config_drive: bool = field("attach a config drive (Ignition reads it without the metadata service)", True)
 
 
-@dataclass(frozen=True)
-class LibcloudOptions:
+class LibcloudOptions(SpecModel):
     driver: str = field("libcloud compute driver name, e.g. digitalocean, linode, gce, ec2", "dummy",
                         example="digitalocean")
     location: str | None = field("driver location/region id; when null and the driver needs one, the first "
@@ -183,8 +193,7 @@ class LibcloudOptions:
                               "(none taken) the location when location is null", None)
 
 
-@dataclass(frozen=True)
-class VagrantOptions:
+class VagrantOptions(SpecModel):
     box: str | None = field("Vagrant box; null: Flatcar's published VirtualBox box of os.channel "
                             "(virtualbox only: Flatcar publishes none for libvirt, name your own)", None)
     box_url: str | None = field("where the box comes from when it is not installed (null with box null: "
@@ -196,7 +205,7 @@ class VagrantOptions:
     vm_provider: Literal["libvirt", "virtualbox"] = field("hypervisor plugin: virtualbox | libvirt", "virtualbox")
 
 
-PROVIDER_OPTIONS: Mapping[str, type] = MappingProxyType({
+PROVIDER_OPTIONS: "MappingProxyType[str, type[SpecModel]]" = MappingProxyType({
     "local": LocalOptions,
     "aws": AWSOptions,
     "openstack": OpenStackOptions,
@@ -205,10 +214,9 @@ PROVIDER_OPTIONS: Mapping[str, type] = MappingProxyType({
 })
 
 
-@dataclass(frozen=True)
-class ProviderSpec:
+class ProviderSpec(SpecModel):
     name: str
-    options: object  # one of PROVIDER_OPTIONS' classes
+    options: Any  # an instance of one of PROVIDER_OPTIONS' classes, chosen by `name`
 
     @property
     def subnet(self) -> str | None:
@@ -218,8 +226,7 @@ class ProviderSpec:
 
 # ---- the rest of the spec ---------------------------------------------------------------
 
-@dataclass(frozen=True)
-class OSSpec:
+class OSSpec(SpecModel):
     family: Literal["flatcar", "fedora-coreos", "container-linux"] = field(
         "host OS: flatcar | fedora-coreos | container-linux", "flatcar")
     channel: str = field("release channel (stable, beta, alpha; fedora-coreos: stable, testing, next)",
@@ -228,16 +235,14 @@ class OSSpec:
         "first-boot config: ignition | cloud-config (flatcar and container-linux only)", "ignition")
 
 
-@dataclass(frozen=True)
-class SSHSpec:
+class SSHSpec(SpecModel):
     user: str = field("login user on every host", "core")
     authorized_keys: tuple[str, ...] = field(
         "public keys allowed to log in; at least one for every provider but local", (),
         convert=string_list)
 
 
-@dataclass(frozen=True)
-class EtcdSpec:
+class EtcdSpec(SpecModel):
     count: int = field("members; odd, 1..7", 3)
     placement: Literal["masters", "dedicated"] = field(
         "masters (on the first `count` masters) | dedicated (hosts of etcd pools)", "masters")
@@ -248,15 +253,13 @@ class EtcdSpec:
         "with discovery: token, the discovery service that hands out tokens", None)
 
 
-@dataclass(frozen=True)
-class FlannelSpec:
+class FlannelSpec(SpecModel):
     backend: Literal["vxlan", "host-gw", "udp"] = field("flannel backend: vxlan | host-gw | udp", "vxlan")
     etcd_api: Literal["v3", "v2"] = field("etcd API flannel uses: v3 | v2 (CoreOS-era flannel)", "v3")
     version: str = field("flannel release", "0.26.7")
 
 
-@dataclass(frozen=True)
-class NetworkSpec:
+class NetworkSpec(SpecModel):
     pod_cidr: str = field("pod network", "10.2.0.0/16", convert=cidr)
     service_cidr: str = field("service network; its first address is the API service IP", "10.3.0.0/24",
                               convert=cidr)
@@ -274,14 +277,12 @@ class NetworkSpec:
         return str(ipaddress.ip_network(self.service_cidr).network_address + 10)
 
 
-@dataclass(frozen=True)
-class FleetSpec:
+class FleetSpec(SpecModel):
     enabled: bool = field("run fleetd on every host with metadata role=<role>,pool=<pool>", True)
     version: str = field("fleet release", "1.0.0")
 
 
-@dataclass(frozen=True)
-class KubernetesSpec:
+class KubernetesSpec(SpecModel):
     version: str = field("Kubernetes release", "1.33.4")
     cluster_domain: str = field("cluster DNS domain", "cluster.local")
     api_server_names: tuple[str, ...] = field("extra SANs for the API server certificate", (),
@@ -294,8 +295,7 @@ class KubernetesSpec:
         "a host already uses (2379, 2380, 6443, 10250, 10256-10259)", 6444)
 
 
-@dataclass(frozen=True)
-class PoolSpec:
+class PoolSpec(SpecModel):
     name: str = field("pool name; host names are <cluster>-<pool>-<n>")
     role: Literal["master", "worker", "etcd"] = field(
         "master | worker | etcd (etcd only with etcd.placement: dedicated)")
@@ -303,8 +303,8 @@ class PoolSpec:
     size: str | None = field("provider machine size / flavor; provider default when null", None)
     min: int | None = field("workers: headroom never goes below min (default: count)", None)
     max: int | None = field("workers: headroom never goes above max (default: count)", None)
-    labels: Mapping[str, str] = field("Kubernetes node labels for the pool's hosts",
-                                      factory=lambda: MappingProxyType({}))
+    labels: FrozenMap = field("Kubernetes node labels for the pool's hosts",
+                              factory=lambda: MappingProxyType({}), convert=scalar_map)
 
     @property
     def min_count(self) -> int:
@@ -315,8 +315,7 @@ class PoolSpec:
         return self.count if self.max is None else self.max
 
 
-@dataclass(frozen=True)
-class HeadroomSpec:
+class HeadroomSpec(SpecModel):
     pool: str = field("worker pool whose size headroom manages", "workers")
     source: Literal["etcd", "kubernetes"] = field(
         "etcd (host agents publish load) | kubernetes (API allocatable/requests)", "etcd")
@@ -345,8 +344,7 @@ class HeadroomSpec:
                                    None)
 
 
-@dataclass(frozen=True)
-class StateSpec:
+class StateSpec(SpecModel):
     backend: Literal["local", "etcd", "s3"] = field("local (a directory) | etcd | s3", "local")
     path: str = field("local: directory holding every cluster's state, relative to the working "
                       "directory; --state-dir overrides it", ".provision")
@@ -360,7 +358,7 @@ class StateSpec:
 HASH_RE = re.compile(r"^(sha512-[0-9a-f]{128}|sha256-[0-9a-f]{64})$")
 
 
-def artifact_hashes(value: object) -> Mapping[str, str]:
+def artifact_hashes(value: object) -> MappingProxyType[str, str]:
     """`{artifact: "sha512-<hex>" | "sha256-<hex>"}` for binaries without a known published hash."""
     if value is None:
         return MappingProxyType({})
@@ -376,24 +374,21 @@ def artifact_hashes(value: object) -> Mapping[str, str]:
     return MappingProxyType({k: v.lower() for k, v in sorted(value.items())})
 
 
-@dataclass(frozen=True)
-class ArtifactsSpec:
+class ArtifactsSpec(SpecModel):
     mirror: str | None = field("base URL serving the binaries hosts download (air-gapped sites, local "
                                "provider)", None)
-    hashes: Mapping[str, str] = field(
+    hashes: FrozenMap = field(
         "published hashes of binaries (etcd, kubelet, flanneld, fleetd, cni-plugins) that provision does not know, "
         "as sha512-<hex> or sha256-<hex>", factory=lambda: MappingProxyType({}), convert=artifact_hashes)
 
 
-@dataclass(frozen=True)
-class PKISpec:
+class PKISpec(SpecModel):
     algorithm: Literal["ecdsa-p256", "rsa-2048"] = field("key type: ecdsa-p256 | rsa-2048", "ecdsa-p256")
     ca_days: int = field("validity of the CAs in days", 3650)
     leaf_days: int = field("validity of every other certificate in days", 365)
 
 
-@dataclass(frozen=True)
-class Spec:
+class Spec(SpecModel):
     name: str = field("cluster name; ^[a-z][a-z0-9-]{0,30}$; prefixes host names and tags")
     provider: ProviderSpec = field("where hosts are created, with the provider's own keys")
     pools: tuple[PoolSpec, ...] = field("host pools; at least one master pool")

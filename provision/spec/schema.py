@@ -1,19 +1,41 @@
-"""A small typed-schema engine: build frozen dataclasses from plain YAML data.
+"""The spec's typed models: pydantic v2, frozen, strict, every field documented.
 
-Every field declares its documentation and, where needed, a converter, with `field()`.
-`build()` walks a dataclass type, converts values, and collects one problem per bad field
-(with its dotted path) instead of stopping at the first, so `validate` can report them all.
+`field()` declares a spec field with its one-line description and, where the YAML form differs
+from the stored one (durations, CIDRs, reserves), a converter. `build()` validates a mapping
+against a model and records one problem per bad field, under its dotted path and in the
+project's own wording (never pydantic's), so `validate` reports every problem in one pass.
 """
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
 import difflib
+import functools
 import types
 import typing
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal, Mapping
 
-MISSING = dataclasses.MISSING
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
+                      model_validator)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+MISSING: Any = dataclasses.MISSING  # "no value": a field that failed, or one without default
+
+# A mapping that stays read-only once built (labels, hashes), sorted so rendering is stable.
+FrozenMap = Annotated[Mapping[str, str],
+                      AfterValidator(lambda m: types.MappingProxyType(dict(sorted(m.items()))))]
+
+
+class SpecModel(BaseModel):
+    """Base of every spec section: immutable, no unknown keys, no silent coercion
+    (`count: "3"` is refused, as YAML users expect from a typed file)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_section(cls, data: Any) -> Any:
+        return {} if data is None else data  # `os:` with nothing under it: every default
 
 
 class Problems:
@@ -33,17 +55,59 @@ class Problems:
 
 
 def field(doc: str, default: Any = MISSING, *, convert: Callable[[Any], Any] | None = None,
-          example: Any = MISSING, factory: Callable[[], Any] | None = None) -> Any:
+          example: Any = MISSING, factory: Callable[[], Any] | None = None,
+          accepts: Any = None) -> Any:
     """Declare a spec field with its one-line documentation.
 
     `convert` turns the raw YAML value into the stored value, raising ValueError with a
-    message on bad input. `example` is what `provision init` shows when it differs from the
-    default.
+    message on bad input; `accepts` is the YAML form it takes, for the JSON Schema (default:
+    what the converter is known to take, see `_ACCEPTS`). `example` is what `provision init`
+    shows when it differs from the default.
     """
-    metadata = {"doc": doc, "convert": convert, "example": example}
+    extra: dict[str, Any] = {} if example is MISSING else {"examples": [example]}
+    if convert is not None and default is not MISSING and not isinstance(default, (str, int, float, bool, tuple)):
+        extra["default"] = yaml_form(default)  # the stored form (a Reserve) is not what a file holds
     if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+        info: FieldInfo = Field(default_factory=factory, description=doc, json_schema_extra=extra or None)
+    elif default is MISSING:
+        info = Field(description=doc, json_schema_extra=extra or None)
+    else:
+        info = Field(default=default, description=doc, json_schema_extra=extra or None)
+    if convert is not None:
+        wanted = accepts if accepts is not None else _ACCEPTS.get(convert.__name__, PydanticUndefined)
+        info.metadata.append(BeforeValidator(convert, json_schema_input_type=wanted))
+    return info
+
+
+# The YAML form each shared converter takes (for the JSON Schema editors check against).
+_ACCEPTS: dict[str, Any] = {
+    "parse_duration": float | str,
+    "cidr": str,
+    "cidr_list": list[str],
+    "string_list": list[str] | None,
+    "ip_list": list[str] | None,
+    "policies": list[Literal["containers", "utilization", "predictive"]],
+    "fraction": float,
+    "parse_reserve": int | str,
+    "artifact_hashes": dict[str, str] | None,
+    "scalar_map": dict[str, str | int | float | bool] | None,
+}
+
+
+def yaml_form(value: Any) -> Any:
+    """How a stored default is written in a spec file (`str()` of a converted value)."""
+    if value is None:
+        return None
+    text = str(value)
+    return int(text) if text.isdigit() else text
+
+
+def converter_of(info: FieldInfo) -> Callable[[Any], Any] | None:
+    """The converter `field()` attached, if any."""
+    for item in info.metadata:
+        if isinstance(item, BeforeValidator):
+            return item.func  # type: ignore[return-value]
+    return None
 
 
 def path_join(base: str, key: str | int) -> str:
@@ -88,122 +152,113 @@ def did_you_mean(key: str, known: list[str]) -> str:
     return f"unknown key (known keys: {', '.join(sorted(known))})"
 
 
-def _convert(tp: Any, value: Any, path: str, problems: Problems) -> Any:
-    """Convert `value` to annotation `tp`; on a problem, record it and return MISSING."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
+def is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
 
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
+
+def is_section(value: Any) -> bool:
+    """A built spec section (a model or the dataclass values some fields hold), not a scalar."""
+    return isinstance(value, BaseModel) or (dataclasses.is_dataclass(value) and not isinstance(value, type))
+
+
+def field_names(obj: Any) -> list[str]:
+    """The field names of a spec model (class or instance) or of a dataclass, in order."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    if is_model(cls):
+        return list(cls.model_fields)
+    if dataclasses.is_dataclass(cls):
+        return [f.name for f in dataclasses.fields(cls)]
+    return []
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(tp: Any) -> TypeAdapter:
+    return TypeAdapter(tp)
+
+
+def _strip_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        rest = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(rest) == 1:
+            return _strip_optional(rest[0])
+    return tp
+
+
+def _type_at(tp: Any, loc: tuple) -> Any:
+    """The annotation found by following a pydantic error location from type `tp`."""
+    for key in loc:
+        tp = _strip_optional(tp)
+        if is_model(tp) and isinstance(key, str) and key in tp.model_fields:
+            tp = tp.model_fields[key].annotation
+        elif typing.get_origin(tp) is tuple and isinstance(key, int):
+            tp = typing.get_args(tp)[0]
+        else:
             return None
-        non_none = [a for a in args if a is not type(None)]
-        if len(non_none) == 1:
-            return _convert(non_none[0], value, path, problems)
-        raise TypeError(f"unsupported union {tp}")
-    if origin is Literal:
-        if value in args and type(value) is type(args[0]):
-            return value
-        choices = " | ".join(str(a) for a in args)
-        problems.add(path, f"must be one of {choices} (got {value!r})")
-        return MISSING
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, path, problems)
-    if origin is tuple:
-        if not isinstance(value, list):
-            problems.add(path, f"must be a list (got {describe(value)})")
-            return MISSING
-        items = [_convert(args[0], item, path_join(path, i), problems) for i, item in enumerate(value)]
-        return MISSING if any(i is MISSING for i in items) else tuple(items)
-    if origin in (dict, collections.abc.Mapping) or tp is dict:
-        if not isinstance(value, dict):
-            problems.add(path, f"must be a mapping (got {describe(value)})")
-            return MISSING
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str) or not isinstance(v, (str, int, float, bool)):
-                problems.add(path_join(path, str(k)), "must map a string to a scalar")
-                return MISSING
-            out[k] = str(v).lower() if isinstance(v, bool) else str(v)
-        return types.MappingProxyType(dict(sorted(out.items())))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        problems.add(path, f"must be true or false (got {describe(value)})")
-        return MISSING
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        problems.add(path, f"must be an integer (got {describe(value)})")
-        return MISSING
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        problems.add(path, f"must be a number (got {describe(value)})")
-        return MISSING
-    if tp is str:
-        if isinstance(value, str):
-            return value
+    return _strip_optional(tp)
+
+
+def _message(error: Any, root: Any) -> tuple[tuple, str]:
+    """A pydantic error as (location, message in the project's words)."""
+    kind, loc, value = error["type"], tuple(error["loc"]), error.get("input")
+    if kind == "missing":
+        return loc, "required"
+    if kind == "extra_forbidden":
+        return loc, did_you_mean(str(loc[-1]), field_names(_type_at(root, loc[:-1])))
+    if kind == "value_error":
+        return loc, str(error["ctx"]["error"])
+    if kind == "literal_error":
+        choices = " | ".join(str(a) for a in typing.get_args(_type_at(root, loc)) or ())
+        return loc, f"must be one of {choices or error['ctx'].get('expected')} (got {value!r})"
+    if kind.startswith("string"):
         hint = "; quote it, as in \"1.33\"" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
-        problems.add(path, f"must be a string (got {describe(value)}{hint})")
+        return loc, f"must be a string (got {describe(value)}{hint})"
+    if kind.startswith("int"):
+        return loc, f"must be an integer (got {describe(value)})"
+    if kind.startswith("float"):
+        return loc, f"must be a number (got {describe(value)})"
+    if kind.startswith("bool"):
+        return loc, f"must be true or false (got {describe(value)})"
+    if kind in ("model_type", "model_attributes_type", "dict_type", "dataclass_type", "mapping_type"):
+        return loc, f"must be a mapping (got {describe(value)})"
+    if kind in ("tuple_type", "list_type", "iterable_type"):
+        return loc, f"must be a list (got {describe(value)})"
+    return loc, error["msg"]
+
+
+def convert(tp: Any, value: Any, path: str, problems: Problems) -> Any:
+    """Validate `value` against annotation `tp`; on problems, record each under its path (in
+    the order of the fields) and return MISSING."""
+    try:
+        return _adapter(tp).validate_python(value)
+    except ValidationError as err:
+        for error in err.errors(include_url=False):
+            loc, message = _message(error, tp)
+            where = path
+            for key in loc:
+                where = path_join(where, key)
+            problems.add(where, message)
         return MISSING
-    if tp is Any:
-        return value
-    raise TypeError(f"unsupported annotation {tp!r} at {path}")
+
+
+_convert = convert  # the name load.py has always used
 
 
 def build(cls: type, data: Any, path: str, problems: Problems) -> Any:
-    """Build dataclass `cls` from `data`; returns MISSING when any field had a problem."""
+    """Build model `cls` from `data`; returns MISSING when any field had a problem."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         problems.add(path, f"must be a mapping (got {describe(data)})")
         return MISSING
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    for key in data:
-        if not isinstance(key, str) or key not in fields:
-            problems.add(path_join(path, str(key)), did_you_mean(str(key), list(fields)))
-    kwargs: dict[str, Any] = {}
-    ok = True
-    for name, f in fields.items():
-        fpath = path_join(path, name)
-        if name not in data:
-            if f.default is MISSING and f.default_factory is MISSING:
-                problems.add(fpath, "required")
-                ok = False
-            continue
-        converter = f.metadata.get("convert")
-        if converter is not None:
-            try:
-                value = converter(data[name])
-            except ValueError as err:
-                problems.add(fpath, str(err))
-                ok = False
-                continue
-        else:
-            value = _convert(hints[name], data[name], fpath, problems)
-        if value is MISSING:
-            ok = False
-        else:
-            kwargs[name] = value
-    if not ok:
-        return MISSING
-    try:
-        return cls(**kwargs)
-    except ValueError as err:
-        problems.add(path, str(err))
-        return MISSING
+    return convert(cls, data, path, problems)
 
 
 def docs(cls: type) -> list[tuple[str, Any, str]]:
-    """(name, default, doc) for each field of a spec dataclass, in declaration order."""
+    """(name, default, doc) for each field of a spec model, in declaration order."""
     out = []
-    for f in dataclasses.fields(cls):
-        if f.default is not MISSING:
-            default = f.default
-        elif f.default_factory is not MISSING:
-            default = f.default_factory()
-        else:
-            default = MISSING
-        out.append((f.name, default, f.metadata.get("doc", "")))
+    for name, info in cls.model_fields.items():
+        default = MISSING if info.is_required() else info.get_default(call_default_factory=True)
+        out.append((name, default, info.description or ""))
     return out

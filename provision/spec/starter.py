@@ -1,12 +1,11 @@
 """`provision init`: a commented spec to start from, generated from the field docs."""
 from __future__ import annotations
 
-import dataclasses
 import json
-import typing
 from types import MappingProxyType
 
 from . import schema
+from .json_schema import MODELINE, SCHEMA_FILE
 from .load import API_VERSION
 from .model import PROVIDER_OPTIONS, HeadroomSpec, PoolSpec, Reserve, Spec
 
@@ -43,10 +42,11 @@ def _block(cls: type, indent: int) -> list[str]:
     for name, default, doc in schema.docs(cls):
         if cls is Spec and name in SKIP:
             continue
-        f = next(f for f in dataclasses.fields(cls) if f.name == name)
-        example = f.metadata.get("example", schema.MISSING)
-        hint = typing.get_type_hints(cls)[name]
-        if dataclasses.is_dataclass(hint) and f.metadata.get("convert") is None:
+        info = cls.model_fields[name]
+        examples = (info.json_schema_extra or {}).get("examples") if isinstance(info.json_schema_extra, dict) else None
+        example = examples[0] if examples else schema.MISSING
+        hint = info.annotation
+        if schema.is_model(hint) and schema.converter_of(info) is None:
             lines.append(f"{pad}{name}:{' ' * max(1, 30 - len(pad) - len(name))}# {doc}")
             lines.extend(_block(hint, indent + 1))
             continue
@@ -78,8 +78,10 @@ def _pool_lines(pool: dict) -> list[str]:
 
 def starter_spec(provider: str = "local", name: str = "demo") -> str:
     """YAML text of a commented spec for `provider` that shows every field and default."""
-    out = [f"# provision cluster spec (version 1) for provider {provider}.",
+    out = [MODELINE,
+           f"# provision cluster spec (version 1) for provider {provider}.",
            "# Every key below is shown with its default; delete what you do not change.",
+           f"# Editors check it as it is typed after: provision schema > {SCHEMA_FILE}",
            f"apiVersion: {API_VERSION}        # the spec contract this file follows",
            f"{f'name: {name}':<32}# cluster name: 1 to 31 lowercase letters, digits and hyphens, "
            "starting with a letter; prefixes host names and tags",

@@ -7,7 +7,6 @@ must refuse them with exit 2, name the field, and create nothing.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import types
 import typing
 
@@ -16,6 +15,7 @@ import pytest
 from provision.spec import SpecError, parse_spec
 from provision.spec import grammar
 from provision.spec.model import PROVIDER_OPTIONS, Spec
+from provision.spec.schema import field_names, is_model
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBtK8t8Ezh0Q3c1m1xX1T8kGfQ0c6Ew1w8xvVNNxQ3eA ops@example.com"
 
@@ -52,15 +52,15 @@ def string_fields():
 
     def walk(cls, prefix, provider):
         hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            tp = hints[f.name]
-            path = f"{prefix}.{f.name}" if prefix else f.name
-            if f.name == "provider" and cls is Spec:
+        for name in field_names(cls):
+            tp = hints[name]
+            path = f"{prefix}.{name}" if prefix else name
+            if name == "provider" and cls is Spec:
                 continue
             inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
-            if dataclasses.is_dataclass(inner[0]) and len(inner) == 1:
+            if is_model(inner[0]) and len(inner) == 1:
                 walk(inner[0], path, provider)
-            elif typing.get_origin(tp) is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            elif typing.get_origin(tp) is tuple and is_model(typing.get_args(tp)[0]):
                 walk(typing.get_args(tp)[0], f"{path}[1]", provider)  # pools[1]: the worker pool
             else:
                 kind = _is_string(tp)
@@ -69,7 +69,8 @@ def string_fields():
 
     walk(Spec, "", "local")
     for name, cls in PROVIDER_OPTIONS.items():
-        for f, tp in typing.get_type_hints(cls).items():
+        for f in field_names(cls):
+            tp = typing.get_type_hints(cls)[f]
             kind = _is_string(tp)
             if kind:
                 out.append((name, f"provider.{f}", kind))
