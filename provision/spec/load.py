@@ -132,16 +132,17 @@ def parse_spec(data: Any, label: str = "SPEC") -> Spec:
     failed: set[str] = set() if provider is not None else {"provider"}
     index_map: list[int] = []
     spec = _build_spec(data, provider, problems, failed, index_map)
-    if spec is not None:
-        if failed:  # check the rest too (one pass), but not rules that read what failed
-            rules = Problems()
-            check_rules(spec, rules)
-            for path, message in rules.items:
-                if not _depends_on(path, message, failed):
-                    problems.add(_file_index(path, index_map), message)
-        else:
-            check_rules(spec, problems)
-        grammar.check(spec, problems)  # every string against the grammar of where it lands
+    if spec is None:  # nothing could stand in: the problems say why
+        raise SpecError([f"{label}: {line}" for line in problems.lines()] or [f"{label}: invalid"])
+    if failed:  # check the rest too (one pass), but not rules that read what failed
+        rules = Problems()
+        check_rules(spec, rules)
+        for path, message in rules.items:
+            if not _depends_on(path, message, failed):
+                problems.add(_file_index(path, index_map), message)
+    else:
+        check_rules(spec, problems)
+    grammar.check(spec, problems)  # every string against the grammar of where it lands
     if problems:
         raise SpecError([f"{label}: {line}" for line in problems.lines()])
     return spec
@@ -155,7 +156,7 @@ def _parse_provider(raw: Any, problems: Problems) -> ProviderSpec | None:
         problems.add("provider", f"must be a mapping (got {schema.describe(raw)})")
         return None
     name = raw.get("name")
-    if name not in PROVIDER_OPTIONS:
+    if not isinstance(name, str) or name not in PROVIDER_OPTIONS:
         problems.add("provider.name", f"must be one of {' | '.join(PROVIDER_OPTIONS)} (got {name!r})")
         return None
     options_raw = {k: v for k, v in raw.items() if k != "name"}
@@ -303,7 +304,7 @@ def check_rules(spec: Spec, problems: Problems) -> None:
         problems.add("network.service_cidr", "is too small (needs at least 16 addresses)")
     if spec.provider.name in ("local", "vagrant"):
         hosts = sum(p.max_count for p in spec.pools)
-        room = ipaddress.ip_network(spec.provider.subnet).num_addresses - 3
+        room = ipaddress.ip_network(str(spec.provider.subnet)).num_addresses - 3
         if hosts > room:
             problems.add(f"provider.{subnet_key}", f"has room for {room} hosts, the pools need up to {hosts}")
 

@@ -215,8 +215,11 @@ PROVIDER_OPTIONS: "MappingProxyType[str, type[SpecModel]]" = MappingProxyType({
 
 
 class ProviderSpec(SpecModel):
-    name: str
-    options: Any  # an instance of one of PROVIDER_OPTIONS' classes, chosen by `name`
+    """`provider:` of a spec: its `name` and that provider's own keys (parsed apart, since
+    which keys exist depends on the name)."""
+
+    name: str = field("the provider: " + " | ".join(PROVIDER_OPTIONS))
+    options: Any = field("the provider's own keys: an instance of PROVIDER_OPTIONS[name]")
 
     @property
     def subnet(self) -> str | None:

@@ -102,6 +102,13 @@ def yaml_form(value: Any) -> Any:
     return int(text) if text.isdigit() else text
 
 
+def example_of(info: FieldInfo) -> Any:
+    """The example `field()` recorded (what `init` shows instead of the default), or MISSING."""
+    extra = info.json_schema_extra
+    examples = extra.get("examples") if isinstance(extra, dict) else None
+    return examples[0] if isinstance(examples, list) and examples else MISSING
+
+
 def converter_of(info: FieldInfo) -> Callable[[Any], Any] | None:
     """The converter `field()` attached, if any."""
     for item in info.metadata:
@@ -164,7 +171,7 @@ def is_section(value: Any) -> bool:
 def field_names(obj: Any) -> list[str]:
     """The field names of a spec model (class or instance) or of a dataclass, in order."""
     cls = obj if isinstance(obj, type) else type(obj)
-    if is_model(cls):
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
         return list(cls.model_fields)
     if dataclasses.is_dataclass(cls):
         return [f.name for f in dataclasses.fields(cls)]
@@ -255,7 +262,7 @@ def build(cls: type, data: Any, path: str, problems: Problems) -> Any:
     return convert(cls, data, path, problems)
 
 
-def docs(cls: type) -> list[tuple[str, Any, str]]:
+def docs(cls: type[BaseModel]) -> list[tuple[str, Any, str]]:
     """(name, default, doc) for each field of a spec model, in declaration order."""
     out = []
     for name, info in cls.model_fields.items():

@@ -5,6 +5,7 @@ import json
 from types import MappingProxyType
 
 from . import schema
+from .schema import SpecModel
 from .json_schema import MODELINE, SCHEMA_FILE
 from .load import API_VERSION
 from .model import PROVIDER_OPTIONS, HeadroomSpec, PoolSpec, Reserve, Spec
@@ -36,17 +37,16 @@ def _scalar(value: object) -> str:
     return json.dumps(value) if needs_quotes else text
 
 
-def _block(cls: type, indent: int) -> list[str]:
+def _block(cls: type[SpecModel], indent: int) -> list[str]:
     lines = []
     pad = "  " * indent
     for name, default, doc in schema.docs(cls):
         if cls is Spec and name in SKIP:
             continue
         info = cls.model_fields[name]
-        examples = (info.json_schema_extra or {}).get("examples") if isinstance(info.json_schema_extra, dict) else None
-        example = examples[0] if examples else schema.MISSING
+        example = schema.example_of(info)
         hint = info.annotation
-        if schema.is_model(hint) and schema.converter_of(info) is None:
+        if isinstance(hint, type) and issubclass(hint, SpecModel) and schema.converter_of(info) is None:
             lines.append(f"{pad}{name}:{' ' * max(1, 30 - len(pad) - len(name))}# {doc}")
             lines.extend(_block(hint, indent + 1))
             continue
@@ -64,7 +64,7 @@ POOL_DOCS["name"] = ("pool name: 1 to 20 lowercase letters, digits and hyphens, 
 
 def _pool_lines(pool: dict) -> list[str]:
     """One example pool with every field of a pool, each with its description."""
-    lines = []
+    lines: list[str] = []
     for key, default, _ in schema.docs(PoolSpec):
         if key in ("min", "max") and pool.get("role") != "worker":
             continue  # only worker pools are resized
