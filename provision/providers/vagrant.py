@@ -99,7 +99,7 @@ class VagrantProvider(Provider):
         subnet's first address, made by an earlier `up` or shared with another project) is fine."""
         if self.check() or shutil.which("ip") is None:
             return []
-        from .local_net import ip_json
+        from .local.net import ip_json
         subnet = ipaddress.ip_network(self.options.subnet)
         ours = ipaddress.ip_interface(f"{next(subnet.hosts())}/{subnet.prefixlen}")
         clash = []

@@ -15,7 +15,7 @@ import pytest
 from provision.errors import ActionError, UserError
 from provision.plan import plan
 from provision.providers import get_provider, provider_class
-from provision.providers import local_net
+from provision.providers.local import net as local_net
 from provision.spec import load_spec
 
 from tests.real import require, require_local_host

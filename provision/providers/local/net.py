@@ -10,7 +10,7 @@ import ipaddress
 import json
 import subprocess
 
-from ..errors import ActionError
+from ...errors import ActionError
 
 NETNS_PREFIX = "provision."
 ALIAS_PREFIX = "provision:"

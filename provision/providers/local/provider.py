@@ -7,7 +7,7 @@ minimal image (base users, Flatcar's `core` in sudo/docker, the image's sshd uni
 host starts its init (holding its namespaces), then every enabled unit of its root whose
 binaries exist here, sshd included (its own host key, the authorized keys Ignition wrote), each
 inside the host's namespaces with the root visible at the paths the unit names (see
-local_launch and local_units). Units whose binaries are absent are recorded as skipped, never
+launch and units). Units whose binaries are absent are recorded as skipped, never
 faked.
 
 Binaries the configs fetch come from a mirror the provider serves on the bridge address.
@@ -33,13 +33,13 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .. import etcd_binaries, faults
-from ..errors import ActionError
-from ..plan import HostPlan
-from ..state import write_file_atomic
-from . import local_net as net
-from .base import HostRecord, Provider, host_tags
-from .local_units import UnitLaunch, boot_order
+from ... import etcd_binaries, faults
+from ...errors import ActionError
+from ...plan import HostPlan
+from ...state import write_file_atomic
+from . import net
+from ..base import HostRecord, Provider, host_tags
+from .units import UnitLaunch, boot_order
 
 IGNITION = "/usr/lib/dracut/modules.d/30ignition/ignition"
 IGNITION_TIMEOUT = 300  # seconds per Ignition stage
@@ -274,7 +274,7 @@ class LocalProvider(Provider):
 
     def _mirror_pids(self) -> list[int]:
         """The mirror serving on this cluster's bridge address (found even if workdir is gone)."""
-        return [p for p in _pids_with_arg("provision.providers.local_mirror")
+        return [p for p in _pids_with_arg("provision.providers.local.mirror_server")
                 if _cmdline(p)[-3:-1] == [self.gateway, str(MIRROR_PORT)]]
 
     def _ensure_mirror(self) -> None:
@@ -291,7 +291,7 @@ class LocalProvider(Provider):
         for name, note in sorted(self.artifact_notes().items()):
             self.log(f"mirror: {note}")
         log = open(self.base / "mirror.log", "ab")
-        subprocess.Popen([sys.executable, "-m", "provision.providers.local_mirror", self.gateway,
+        subprocess.Popen([sys.executable, "-m", "provision.providers.local.mirror_server", self.gateway,
                           str(MIRROR_PORT), str(mirror_dir)], stdin=subprocess.DEVNULL, stdout=log,
                          stderr=log, start_new_session=True, cwd="/", env=self._child_env())
         log.close()
@@ -307,7 +307,7 @@ class LocalProvider(Provider):
     @staticmethod
     def _child_env() -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL")}
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[3])
         return env
 
     # -- hosts --------------------------------------------------------------------------------
@@ -502,7 +502,7 @@ class LocalProvider(Provider):
                                    "overlay_work": str(self.host_dir(name) / "etc-work")}, sort_keys=True))
         log = open(self.host_dir(name) / "launch.log", "ab")
         subprocess.Popen(["ip", "netns", "exec", self.netns(name), "unshare", "--mount", "--uts",
-                          "--propagation", "private", sys.executable, "-m", "provision.providers.local_launch",
+                          "--propagation", "private", sys.executable, "-m", "provision.providers.local.launch",
                           "init", str(job)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                          start_new_session=True, cwd="/", env=self._child_env())
         log.close()
@@ -539,7 +539,7 @@ class LocalProvider(Provider):
                           0o600)
         self._write_unit_state(self.host_root(name) / UNIT_STATE_DIR, launch.name, {"state": "activating"})
         log = open(self.host_dir(name) / "launch.log", "ab")
-        child = subprocess.Popen([sys.executable, "-m", "provision.providers.local_launch", "unit", str(job)],
+        child = subprocess.Popen([sys.executable, "-m", "provision.providers.local.launch", "unit", str(job)],
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, cwd="/",
                                  env=self._child_env())
         log.close()

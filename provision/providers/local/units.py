@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Directories a local host sees from its own root (the rest of the file system is the machine's).
-# Keep in sync with local_launch.BIND_DIRS / OVERLAY_DIRS.
+# Keep in sync with launch.BIND_DIRS / OVERLAY_DIRS.
 ROOT_DIRS = ("opt", "home", "var", "run", "tmp", "root", "srv")
 OVERLAY_DIRS = ("etc",)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/bin"
