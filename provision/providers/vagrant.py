@@ -28,7 +28,7 @@ from ..errors import ActionError, UserError
 from ..plan import HostPlan
 from ..render import pointer_config
 from ..resources import data_dir
-from ..state import secure_makedirs, write_file_atomic
+from ..files import secure_makedirs, write_file_atomic
 from .base import HostRecord, Provider
 from .vagrant_serve import ConfigServer
 
