@@ -29,7 +29,7 @@ from ..plan import HostPlan
 from ..render import pointer_config
 from ..resources import data_dir
 from ..files import secure_makedirs, write_file_atomic
-from .base import HostRecord, Provider
+from .base import START_HOSTS, HostRecord, Provider
 from .vagrant_serve import ConfigServer
 
 STATE_MAP = {"running": "running", "poweroff": "stopped", "shutoff": "stopped", "saved": "stopped",
@@ -56,6 +56,7 @@ class VagrantProvider(Provider):
     served to each VM at first boot, the hypervisor only holds a pointer to it)."""
 
     name = "vagrant"
+    optional_capabilities = frozenset({START_HOSTS})
     user_data_limit = None
     #: address the config server binds and the pointer configs name; None: the host's address
     #: on the private network (the first address of provider.subnet)
