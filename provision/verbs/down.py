@@ -13,7 +13,6 @@ import click
 from ..errors import ActionError
 from .preflight import check_provider
 from ..state import command_line
-from .up import can_ask
 
 
 def confirm_by_name(app, count: int) -> bool:
@@ -37,7 +36,7 @@ def run(app, yes: bool) -> int:
         names = sorted(h.name for h in live)
         for host in live:
             log(f"would destroy {host.name} ({host.pool or '?'}, {host.provider_id})")
-        if not can_ask(app):
+        if not app.ui.can_ask():
             apply = app.command("down", extra=("--yes",))
             log(f"nothing destroyed (no --yes, no terminal to ask); to destroy: {apply}")
             ui.result({"destroyed": [], "would_destroy": names, "confirmed": False, "apply": apply},

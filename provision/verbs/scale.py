@@ -13,7 +13,6 @@ from ..plan import plan
 from ..state import command_line
 from ..version_skew import check_spec as check_version_skew
 from .preflight import check_provider
-from .up import can_ask, confirm
 
 def not_confirmed(app, pool: str, count: int) -> ActionError:
     """Nothing changed; the hint is the complete command that applies it."""
@@ -52,7 +51,7 @@ def run(app, pool: str, count: int, yes: bool, dry_run: bool) -> int:
     spec, store, ui = app.spec, app.store, app.ui
     target_pool = check_request(spec, pool, count)
     check_provider(spec)
-    if not dry_run and not yes and not can_ask(app):  # refuse before the lock: nothing is created
+    if not dry_run and not yes and not app.ui.can_ask():  # refuse before the lock: nothing is created
         request(app, store.read(), target_pool, count)
         raise not_confirmed(app, pool, count)
     with store.lock(command_line()):
@@ -61,7 +60,7 @@ def run(app, pool: str, count: int, yes: bool, dry_run: bool) -> int:
         skew = check_version_skew(spec, state, [(h.name, h.role) for h in target.create])
         if not skew.allowed:  # new kubelets newer than the running API server; nothing saved yet
             raise UserError(skew.reason)
-        if not dry_run and not confirm(app, f"Scale pool {pool} of {spec.name} to {count}?", yes):
+        if not dry_run and not app.ui.confirm(f"Scale pool {pool} of {spec.name} to {count}?", yes):
             raise not_confirmed(app, pool, count)
         ctx = RunContext(spec=spec, store=store, state=state, ui=ui, dry_run=dry_run, options={"yes": yes})
         ctx.save()  # the requested size first: a crash after it leaves state a re-run completes

@@ -10,34 +10,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-import click
-
 from ..errors import ActionError, UserError
-from ..phases import RunContext, select
+from ..phases import RunContext, phase_changed, select
 from ..plan import plan
+from ..saved_plan import PLAN_FORMAT, spec_fingerprint, state_fingerprint
 from ..state import command_line
 from ..version_skew import check_spec as check_version_skew
 from .changes_note import warn_unapplied_changes
-from .plan import PLAN_FORMAT, plan_table, spec_fingerprint, state_fingerprint
+from .plan_table import plan_table
 from .preflight import check_provider
 
-
-
-def can_ask(app) -> bool:
-    """Whether a question can be put to a person (a terminal, and not a script reading JSON)."""
-    return sys.stdin.isatty() and not app.ui.json
-
-
-def confirm(app, question: str, yes: bool) -> bool:
-    if yes:
-        return True
-    if can_ask(app):
-        return click.confirm(question, default=False, err=True)
-    return False
 
 
 def log_plan(app, current) -> None:
@@ -103,7 +88,7 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan
     if saved is not None:
         check_saved_state(app, saved, store.read(), plan_file)
         yes = True  # the saved plan is what was approved
-    if not dry_run and not yes and not can_ask(app):  # answer before the lock: nothing is created
+    if not dry_run and not yes and not app.ui.can_ask():  # answer before the lock: nothing is created
         current = plan(spec, store.read())
         log_plan(app, current)
         warn_unapplied_changes(app, spec, store.read(), current)
@@ -120,7 +105,7 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan
         current = plan(spec, state)
         log_plan(app, current)
         warn_unapplied_changes(app, spec, state, current)
-        if not dry_run and not confirm(app, f"Apply to cluster {spec.name}?", yes):
+        if not dry_run and not app.ui.confirm(f"Apply to cluster {spec.name}?", yes):
             raise ActionError(f"nothing changed: to apply, run: {app.command('up', extra=('--yes',))} "
                               "(or --dry-run to see each phase)")
         ctx = RunContext(spec=spec, store=store, state=state, ui=app.ui, dry_run=dry_run,
@@ -146,13 +131,6 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan
                    "plan": current.to_json(), "results": ctx.results, "changed": changed,
                    "seconds": {k: round(v, 2) for k, v in timings.items()}}, summary)
     return 0
-
-
-def phase_changed(result) -> bool:
-    """Whether a phase's result says it changed something (created, changed, destroyed...)."""
-    if not isinstance(result, dict) or result.get("dry_run"):
-        return False
-    return any(bool(result.get(key)) for key in ("created", "changed", "destroyed", "recreated"))
 
 
 def run_with_progress(app, ctx: RunContext, phases) -> dict[str, float]:
