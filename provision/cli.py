@@ -23,10 +23,11 @@ import click
 from . import __version__
 from .errors import ActionError, ProvisionError, UserError
 from .phases import PHASE_NAMES
+from .providers import PROVIDERS
 from .state import STATE_DIR_ENV
 from .ui import UI
 
-PROVIDER_NAMES = ("local", "aws", "openstack", "libcloud", "vagrant")
+PROVIDER_NAMES = tuple(PROVIDERS)  # the registry is the one list of providers
 
 
 @dataclass
