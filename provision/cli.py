@@ -1,13 +1,13 @@
 """The `provision` command line.
 
 Every verb of the spec contract is here; each is thin and hands over to
-`provision.verbs.<verb>.run(app, ...)`. Exit codes: 0 success, 2 invalid input (spec,
+`provision.verbs.<verb>.run(app, ...)` (imported when the verb runs, so `--help` and completion
+load no verb). Exit codes: 0 success, 2 invalid input (spec,
 arguments), 1 failure while acting. No traceback for a user's mistake; `-v` shows one for an
 internal error.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import shlex
@@ -15,7 +15,6 @@ import sys
 import traceback
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -119,10 +118,8 @@ def make_app(ctx: click.Context, spec: str | None, state_dir: str | None, output
     return app
 
 
-def dispatch(verb: str, app: App, **options: Any) -> None:
-    """Hand over to provision.verbs.<verb>.run."""
-    module = importlib.import_module(f"provision.verbs.{verb}")
-    code = module.run(app, **options)
+def finish(code: int | None) -> None:
+    """A verb's `run` returned: exit with its code when it gave one other than 0."""
     if code:
         sys.exit(code)
 
@@ -187,7 +184,8 @@ def cli(state_dir, output, verbose, quiet):
 @click.pass_context
 def init(ctx, provider, name, **common):
     """Print a commented spec to start from: every field with its default and what it means."""
-    dispatch("init", make_app(ctx, None, **common), provider=provider, name=name)
+    from .verbs import init as verb
+    finish(verb.run(make_app(ctx, None, **common), provider=provider, name=name))
 
 
 @cli.command(short_help="Check a spec; one line per problem.",
@@ -199,7 +197,8 @@ def init(ctx, provider, name, **common):
 def validate(ctx, spec, **common):
     """Check SPEC against the spec contract and the provider's own rules; print one line per
     problem (exit 2), all of them in one pass, or OK."""
-    dispatch("validate", make_app(ctx, spec, **common))
+    from .verbs import validate as verb
+    finish(verb.run(make_app(ctx, spec, **common)))
 
 
 @cli.command(short_help="Hosts to create, keep and destroy.",
@@ -215,7 +214,8 @@ def plan(ctx, spec, out_file, **common):
     for each running host whether the change keeps it, updates it in place or replaces it, with
     the spec fields that cause it. A Kubernetes version change the version-skew policy refuses
     is exit 2."""
-    dispatch("plan", make_app(ctx, spec, **common), **({"out_file": out_file} if out_file else {}))
+    from .verbs import plan as verb
+    finish(verb.run(make_app(ctx, spec, **common), **({"out_file": out_file} if out_file else {})))
 
 
 @cli.command(short_help="Write each machine's config (creates the PKI).",
@@ -234,7 +234,8 @@ def render(ctx, spec, out_dir, pin, **common):
     workers) and index.json into --out. The configs carry certificates: when the state has no
     CA yet, render creates the cluster's CA and certificates in the state first (as `up`'s pki
     phase does)."""
-    dispatch("render", make_app(ctx, spec, **common), out_dir=out_dir, pin=pin)
+    from .verbs import render as verb
+    finish(verb.run(make_app(ctx, spec, **common), out_dir=out_dir, pin=pin))
 
 
 @cli.command(short_help="Bring the cluster to the spec, phase by phase.",
@@ -270,8 +271,9 @@ def up(ctx, spec, yes, plan_file, until, only, dry_run, verify, **common):
     The bootstrap phases run their roles only on hosts whose convergence record in state is
     missing or differs (new, replaced, changed config, addresses or roles); --verify runs them
     on every host, a bounded number at a time."""
-    dispatch("up", make_app(ctx, spec, **common), yes=yes, until=until, only=only, dry_run=dry_run,
-             plan_file=plan_file, verify=verify)
+    from .verbs import up as verb
+    finish(verb.run(make_app(ctx, spec, **common), yes=yes, until=until, only=only, dry_run=dry_run,
+             plan_file=plan_file, verify=verify))
 
 
 @cli.command(short_help="Hosts, etcd health, units, headroom.",
@@ -282,7 +284,8 @@ def up(ctx, spec, yes, plan_file, until, only, dry_run, verify, **common):
 def status(ctx, spec, **common):
     """Hosts, addresses, etcd members and health, unit states, headroom figures. Exit 0 when
     healthy, 1 when not (or when the cluster has no state)."""
-    dispatch("status", make_app(ctx, spec, **common))
+    from .verbs import status as verb
+    finish(verb.run(make_app(ctx, spec, **common)))
 
 
 @cli.command(short_help="Find what is wrong, and say what to do.",
@@ -296,7 +299,8 @@ def doctor(ctx, spec, **common):
     hosts in the cloud but not in state and the reverse, hosts whose config differs from what
     would render now, the API server's /healthz). Each finding says what to do. Exit 0 when
     healthy, 1 with findings."""
-    dispatch("doctor", make_app(ctx, spec, **common))
+    from .verbs import doctor as verb
+    finish(verb.run(make_app(ctx, spec, **common)))
 
 
 @cli.command(short_help="Write the admin kubeconfig.",
@@ -309,7 +313,8 @@ def doctor(ctx, spec, **common):
 @click.pass_context
 def kubeconfig(ctx, spec, out_file, **common):
     """Write the admin kubeconfig (0600) and print its path."""
-    dispatch("kubeconfig", make_app(ctx, spec, **common), out_file=out_file)
+    from .verbs import kubeconfig as verb
+    finish(verb.run(make_app(ctx, spec, **common), out_file=out_file))
 
 
 @cli.group(cls=WorkflowGroup, short_help="Certificates and keys of a cluster.",
@@ -325,7 +330,8 @@ def pki():
 @click.pass_context
 def pki_show(ctx, spec, **common):
     """List every certificate with subject, SANs and expiry (no secrets)."""
-    dispatch("pki_show", make_app(ctx, spec, **common))
+    from .verbs import pki_show as verb
+    finish(verb.run(make_app(ctx, spec, **common)))
 
 
 @pki.command("rotate", short_help="Renew leaf certificates with the same CA.",
@@ -337,7 +343,8 @@ def pki_show(ctx, spec, **common):
 @click.pass_context
 def pki_rotate(ctx, spec, leaf, **common):
     """Renew the leaf certificates (or one of them) with the same CA."""
-    dispatch("pki_rotate", make_app(ctx, spec, **common), leaf=leaf)
+    from .verbs import pki_rotate as verb
+    finish(verb.run(make_app(ctx, spec, **common), leaf=leaf))
 
 
 @cli.command(short_help="Resize a worker pool within min..max.",
@@ -352,7 +359,8 @@ def pki_rotate(ctx, spec, leaf, **common):
 @click.pass_context
 def scale(ctx, spec, pool, count, yes, dry_run, **common):
     """Set worker POOL to COUNT hosts (within its min..max) and converge."""
-    dispatch("scale", make_app(ctx, spec, **common), pool=pool, count=count, yes=yes, dry_run=dry_run)
+    from .verbs import scale as verb
+    finish(verb.run(make_app(ctx, spec, **common), pool=pool, count=count, yes=yes, dry_run=dry_run))
 
 
 @cli.command(context_settings={"ignore_unknown_options": False}, short_help="Keep spare capacity in a worker pool.",
@@ -382,11 +390,14 @@ def headroom(ctx, args, once, dry_run, explain, timer, write, plot_file, **commo
     if plot_file and not (len(args) == 2 and args[0] == "history"):
         raise click.UsageError("--plot goes with history SPEC")
     if len(args) == 2 and args[0] == "install":
-        dispatch("headroom_install", make_app(ctx, args[1], **common), timer=timer, write=write)
+        from .verbs import headroom_install
+        finish(headroom_install.run(make_app(ctx, args[1], **common), timer=timer, write=write))
     elif len(args) == 2 and args[0] == "history":
-        dispatch("headroom_history", make_app(ctx, args[1], **common), plot=plot_file)
+        from .verbs import headroom_history
+        finish(headroom_history.run(make_app(ctx, args[1], **common), plot=plot_file))
     elif len(args) == 1:
-        dispatch("headroom", make_app(ctx, args[0], **common), once=once, dry_run=dry_run, explain=explain)
+        from .verbs import headroom as headroom_verb
+        finish(headroom_verb.run(make_app(ctx, args[0], **common), once=once, dry_run=dry_run, explain=explain))
     else:
         raise click.UsageError("expected SPEC, install SPEC or history SPEC")
 
@@ -404,7 +415,8 @@ def down(ctx, spec, yes, **common):
     Without --yes: on a terminal, asks you to type the cluster's name; without a terminal,
     lists what would be destroyed and exits 0 having changed nothing. A cluster with nothing
     to destroy exits 0 and writes nothing."""
-    dispatch("down", make_app(ctx, spec, **common), yes=yes)
+    from .verbs import down as verb
+    finish(verb.run(make_app(ctx, spec, **common), yes=yes))
 
 
 @cli.command(short_help="Print a shell completion script.",
@@ -504,11 +516,12 @@ def _wants_traceback(args: list[str]) -> bool:
 
 
 def _find_ui(ctx: click.Context) -> UI | None:
-    while ctx is not None:
-        ui = ctx.meta.get("ui")
+    current: click.Context | None = ctx
+    while current is not None:
+        ui = current.meta.get("ui")
         if ui:
-            return ui
-        ctx = ctx.parent
+            return ui  # type: ignore[no-any-return]
+        current = current.parent
     return None
 
 
