@@ -117,7 +117,7 @@ def state_paths(root: Path) -> list[Path]:
 
 def permission_findings(root: Path) -> list[Finding]:
     """State directories must be 0700, secret files 0600, and no file writable by others."""
-    findings = []
+    findings: list[Finding] = []
     if not root.is_dir():
         return findings
     paths = state_paths(root)

@@ -19,8 +19,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ActionError
 from ..plan import HostPlan, host_name
+from ..spec.model import AWSOptions
 from .base import (TAG_CLUSTER, TAG_HOST, TAG_POOL, TAG_ROLE, HostRecord, Provider, UserDataLimit,
-                   host_tags)
+                   host_tags, network_inside)
 from .aws_configs import S3ConfigServer
 from .aws_endpoint import APILoadBalancer
 from .retry import Backoff, call_with_retry
@@ -45,7 +46,7 @@ def compress_indices(indices: Sequence[int]) -> str:
     parts: list[str] = []
     start = prev = None
     for i in indices:
-        if start is not None and i == prev + 1:
+        if start is not None and prev is not None and i == prev + 1:
             prev = i
             continue
         if start is not None:
@@ -110,6 +111,7 @@ class AWSProvider(Provider):
     """EC2 hosts in a VPC the provider creates and tags (or reuses by tag)."""
 
     name = "aws"
+    options: AWSOptions  # the spec's provider options, typed
     user_data_limit = UserDataLimit(16 * 1024, "raw")  # EC2: 16 KB before base64
     api_load_balancer = True  # a Network Load Balancer (elbv2)
 
@@ -181,8 +183,7 @@ class AWSProvider(Provider):
         if o.ami is None and self.spec.os.family != "flatcar":
             problems.append(("provider.ami", f"required with os.family {self.spec.os.family} "
                                              "(the automatic AMI lookup knows Flatcar only)"))
-        import ipaddress
-        if not ipaddress.ip_network(o.subnet_cidr).subnet_of(ipaddress.ip_network(o.vpc_cidr)):
+        if not network_inside(o.subnet_cidr, o.vpc_cidr):
             problems.append(("provider.subnet_cidr", f"{o.subnet_cidr} is not inside provider.vpc_cidr {o.vpc_cidr}"))
         return problems
 

@@ -94,12 +94,12 @@ class APILoadBalancer:
                                               )["Listeners"][0]["ListenerArn"]
         self.find_or_create("API listener", find_listener, create_listener)
         lb = self.retry(lambda: self.elbv2.describe_load_balancers(LoadBalancerArns=[lb_arn]),
-                         "describe load balancer")["LoadBalancers"][0]
+                        "describe load balancer")["LoadBalancers"][0]
         return {"kind": "aws-nlb", "dns_name": lb["DNSName"], "load_balancer": lb_arn, "target_group": tg_arn}
 
     def find(self) -> dict[str, str] | None:
         lb = self.retry(lambda: self._find("describe_load_balancers", "LoadBalancers", Names=[self.name]),
-                         "describe API load balancer")
+                        "describe API load balancer")
         return {"kind": "aws-nlb", "dns_name": lb["DNSName"], "load_balancer": lb["LoadBalancerArn"]} if lb else None
 
     def register(self, masters: Sequence[HostRecord]) -> None:
@@ -107,27 +107,29 @@ class APILoadBalancer:
         if tg is None or not masters:
             return
         health = self.retry(lambda: self.elbv2.describe_target_health(TargetGroupArn=tg["TargetGroupArn"]),
-                             "describe targets")["TargetHealthDescriptions"]
+                            "describe targets")["TargetHealthDescriptions"]
         registered = {t["Target"]["Id"] for t in health}
         missing = sorted(m.provider_id for m in masters if m.provider_id not in registered)
         if missing:
             self.log(f"registering {len(missing)} master(s) with the API load balancer")
             self.retry(lambda: self.elbv2.register_targets(TargetGroupArn=tg["TargetGroupArn"],
-                                                           Targets=[{"Id": i, "Port": 6443} for i in missing]),
-                        "register API targets")
+                                                          Targets=[{"Id": i, "Port": 6443} for i in missing]),
+                       "register API targets")
 
     def remove(self) -> None:
         name = self.name
         lb = self._find("describe_load_balancers", "LoadBalancers", Names=[name])
         if lb is not None:
             for listener in self.elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]:
-                self.retry(lambda arn=listener["ListenerArn"]: self.elbv2.delete_listener(ListenerArn=arn),
-                            "delete API listener")
+                self._delete_listener(listener["ListenerArn"])
             self.retry(lambda: self.elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"]),
-                        "delete API load balancer")
+                       "delete API load balancer")
         tg = self._find("describe_target_groups", "TargetGroups", Names=[name])
         if tg is not None:
             self.retry(lambda: self.elbv2.delete_target_group(TargetGroupArn=tg["TargetGroupArn"]),
-                        "delete API target group")
+                       "delete API target group")
         if lb is not None or tg is not None:
             self.log("removed the API load balancer")
+
+    def _delete_listener(self, arn: str) -> None:
+        self.retry(lambda: self.elbv2.delete_listener(ListenerArn=arn), "delete API listener")

@@ -9,6 +9,7 @@ contract test (`tests/providers/test_contract.py`).
 """
 from __future__ import annotations
 
+import ipaddress
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -67,6 +68,17 @@ START_HOSTS = "start_hosts"  # start hosts that exist but stopped, and units tha
 HOST_KEYS = "host_keys"  # knows a host's SSH host key before anyone connects
 UNIT_STATES = "unit_states"  # reports the state of each unit on a host
 CAPABILITIES = frozenset({START_HOSTS, HOST_KEYS, UNIT_STATES})
+
+
+def network_inside(inner: str, outer: str) -> bool:
+    """Whether CIDR `inner` lies inside CIDR `outer`; False across IPv4 and IPv6 (where
+    `subnet_of` would raise TypeError)."""
+    a, b = ipaddress.ip_network(inner), ipaddress.ip_network(outer)
+    if isinstance(a, ipaddress.IPv4Network) and isinstance(b, ipaddress.IPv4Network):
+        return a.subnet_of(b)
+    if isinstance(a, ipaddress.IPv6Network) and isinstance(b, ipaddress.IPv6Network):
+        return a.subnet_of(b)
+    return False
 
 
 def host_tags(cluster: str, host: HostPlan) -> dict[str, str]:

@@ -54,7 +54,7 @@ def load_saved_plan(app, plan_file: str) -> dict:
     return doc
 
 
-def check_saved_state(app, doc: dict, state: dict, plan_file: str) -> None:
+def check_saved_state(app, doc: dict, state: dict, plan_file: str | None) -> None:
     if doc.get("state_sha256") != state_fingerprint(state, app.store.list_blobs()):
         raise UserError(f"--plan: the state changed since {plan_file} was saved (serial "
                         f"{doc.get('state_serial')} then, {state.get('serial', 0)} now); review a new plan: "

@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 from ... import etcd_binaries, faults
 from ...errors import ActionError
 from ...plan import HostPlan
+from ...spec.model import LocalOptions
 from ..base import HOST_KEYS, START_HOSTS, UNIT_STATES, HostRecord, Provider, host_tags
 from . import ignition, net
 from .image import SSHD_UNIT
@@ -51,6 +52,7 @@ class LocalProvider(Provider):
     # The real Ignition engine applies each config; nothing here runs coreos-cloudinit.
     config_formats = ("ignition",)
     optional_capabilities = frozenset({START_HOSTS, HOST_KEYS, UNIT_STATES})
+    options: LocalOptions  # the spec's provider options, typed
 
     # -- names and places ---------------------------------------------------------------------
     @property

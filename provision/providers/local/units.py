@@ -242,8 +242,7 @@ def resolve_unit(root: Path, name: str, hostname: str, machine_id: str = "") -> 
             ignore_pre.append(ignore)
     starts = [expand_command(v, env, specifiers)[0] for v in service.get("ExecStart", [])]
     starts = [a for a in starts if a]
-    posts = [expand_command(v, env, specifiers)[0] for v in service.get("ExecStartPost", [])]
-    posts = tuple(a for a in posts if a)
+    posts = tuple(a for a in (expand_command(v, env, specifiers)[0] for v in service.get("ExecStartPost", [])) if a)
     kind = service.get("Type", ["simple"])[-1]
     after = tuple(w for v in unit.get("Unit", {}).get("After", []) for w in v.split())
     restart_sec = service.get("RestartSec", ["0.1"])[-1].rstrip("s") or "0.1"
