@@ -8,87 +8,20 @@ internal error.
 """
 from __future__ import annotations
 
-import os
-import re
-import shlex
 import sys
-import traceback
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import click
 
 from . import __version__
-from .errors import ActionError, ProvisionError, UserError
+from .app import App
 from .phases import PHASE_NAMES
 from .providers import PROVIDERS
 from .state import STATE_DIR_ENV
 from .ui import UI
 
 PROVIDER_NAMES = tuple(PROVIDERS)  # the registry is the one list of providers
-
-
-@dataclass
-class App:
-    """What a verb needs: the UI, the options every command takes, and the spec on demand.
-
-    `state_dir` is the --state-dir option as given. The store is opened on first use; opening it
-    says which state the verb reads or writes (a first line on stderr, `state` in JSON)."""
-
-    ui: UI
-    state_dir: str | None = None
-    spec_path: str | None = None
-    _spec: Any = field(default=None, repr=False)
-    _store: Any = field(default=None, repr=False)
-
-    @property
-    def spec(self):
-        if self._spec is None:
-            from .spec import load_spec
-            if self.spec_path is None:
-                raise UserError("SPEC: a spec file is required")
-            self._spec = load_spec(self.spec_path)
-            self.ui.cluster = self._spec.name
-        return self._spec
-
-    @property
-    def store(self):
-        if self._store is None:
-            from .state import open_store, state_directory
-            spec = self.spec
-            self._store = open_store(spec, state_directory(spec, self.state_dir))
-            self.ui.state = self._store.location
-            self.ui.log("state", f"{self._store.location} ({self._store.backend} backend)")
-        return self._store
-
-    def command(self, *words: str, extra: tuple[str, ...] = ()) -> str:
-        """A complete command to paste: `provision WORDS SPEC [--state-dir DIR] EXTRA...`, with
-        the spec path and --state-dir as the user gave them."""
-        parts = ["provision", *words]
-        if self.spec_path is not None:
-            parts.append(self.spec_path)
-        if self.state_dir is not None:
-            parts += ["--state-dir", self.state_dir]
-        return shlex.join(parts + list(extra))
-
-    def require_state(self) -> None:
-        """Exit 1 with one answer for a cluster that has no state (read verbs)."""
-        if not self.store.exists():
-            raise ActionError(f"cluster {self.spec.name} has no state at {self.store.location}; "
-                              f"create it with: {self.command('up', extra=('--yes',))}")
-
-    def rewrite_hint(self, text: str) -> str:
-        """`provision VERB SPEC...` in a message from below the CLI, made the user's command."""
-        if self.spec_path is None or "SPEC" not in text:
-            return text
-        given = shlex.quote(self.spec_path)
-        if self.state_dir is not None:
-            given += " --state-dir " + shlex.quote(self.state_dir)
-        return HINT_RE.sub(lambda m: f"provision {m.group(1)} {given}", text)
-
-
-HINT_RE = re.compile(r"provision ((?:pki |headroom )?[a-z]+) SPEC\b")
 
 
 def common_options(fn: Callable) -> Callable:
@@ -440,100 +373,10 @@ def completion(ctx, shell, **common):
 COMPLETE_VAR = "_PROVISION_COMPLETE"
 
 
-def _emit_error(ui: UI, err: ProvisionError) -> None:
-    for line in err.lines:
-        ui.error(line if err.exit_code == 2 or line.startswith(("error", "SPEC")) else f"error: {line}")
-    if ui.json:
-        ui.result({"exit_code": err.exit_code, "errors": [ui.rewrite(line) for line in err.lines]}, ok=False)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if os.environ.get(COMPLETE_VAR):  # the shell asks for completions (click's protocol)
-        try:
-            cli.main(list(args), prog_name="provision", complete_var=COMPLETE_VAR, standalone_mode=True)
-        except SystemExit as exc:
-            return exc.code if isinstance(exc.code, int) else 0
-        return 0
-    ctx_ui: list[UI] = []
-    try:
-        with cli.make_context("provision", list(args)) as ctx:
-            try:
-                cli.invoke(ctx)
-            finally:
-                ui = _find_ui(ctx)
-                if ui:
-                    ctx_ui.append(ui)
-        return 0
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        _json_error(args, 2, [exc.format_message()])
-        return 2
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        _json_error(args, 1, ["aborted"])
-        return 1
-    except ProvisionError as err:
-        ui = ctx_ui[0] if ctx_ui else UI(output=_guess_output(args))
-        _emit_error(ui, err)
-        return err.exit_code
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
-    except OSError as exc:  # the file system said no (a state dir that cannot be made...): say where
-        line = f"error: {exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else f"error: {exc}"
-        click.echo(line, err=True)
-        if _wants_traceback(args):
-            traceback.print_exc()
-        _json_error(args, 1, [line])
-        return 1
-    except Exception as exc:  # an internal error: say so, traceback only when asked
-        click.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
-        if _wants_traceback(args):
-            traceback.print_exc()
-        else:
-            click.echo("(run with -v for the traceback)", err=True)
-        _json_error(args, 1, [f"internal error: {type(exc).__name__}: {exc}"])
-        return 1
-
-
-def _json_error(args: list[str], exit_code: int, lines: list[str]) -> None:
-    """With --output json, an error found before or outside a verb still gives one JSON document."""
-    if _guess_output(args) == "json":
-        import json
-        sys.stdout.write(json.dumps({"cluster": None, "state": None, "ok": False, "exit_code": exit_code,
-                                     "errors": lines}, indent=2) + "\n")
-
-
-def _wants_traceback(args: list[str]) -> bool:
-    """-v, -vv..., --verbose or PROVISION_DEBUG ask for the traceback of an internal error."""
-    return bool(os.environ.get("PROVISION_DEBUG")) or any(
-        a == "--verbose" or (len(a) > 1 and a[0] == "-" and set(a[1:]) == {"v"}) for a in args)
-
-
-def _find_ui(ctx: click.Context) -> UI | None:
-    current: click.Context | None = ctx
-    while current is not None:
-        ui = current.meta.get("ui")
-        if ui:
-            return ui  # type: ignore[no-any-return]
-        current = current.parent
-    return None
-
-
-def _guess_output(args: list[str]) -> str:
-    for i, a in enumerate(args):
-        if a in ("--output", "-o") and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith("--output="):
-            return a.split("=", 1)[1]
-        if a.startswith("-o") and len(a) > 2 and not a.startswith("--"):
-            return a[2:]
-    return "text"
+    """`provision ARGS...`: the exit code (0, 1 acting failed, 2 bad input; see cli_run)."""
+    from .cli_run import run
+    return run(cli, sys.argv[1:] if argv is None else argv, COMPLETE_VAR)
 
 
 if __name__ == "__main__":

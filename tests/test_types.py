@@ -8,7 +8,9 @@ import sys
 from tests.conftest import REPO
 
 TYPED = (
+    "provision/app.py",
     "provision/cli.py",
+    "provision/cli_run.py",
     "provision/doctor.py",
     "provision/files.py",
     "provision/resources.py",
