@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import click
 
+from ..app import App
 from ..errors import ActionError
 from .preflight import check_provider
 from ..state import command_line
 
 
-def confirm_by_name(app, count: int) -> bool:
+def confirm_by_name(app: App, count: int) -> bool:
     """A destroy is confirmed by typing the cluster's name, not by a single `y`."""
     name = app.spec.name
     answer = click.prompt(f"Destroy {count} host(s) of cluster {name}? Type the cluster's name to confirm",
@@ -23,7 +24,7 @@ def confirm_by_name(app, count: int) -> bool:
     return answer.strip() == name
 
 
-def run(app, yes: bool) -> int:
+def run(app: App, yes: bool) -> int:
     spec, store, ui = app.spec, app.store, app.ui
     log = lambda message: ui.log("down", message)  # noqa: E731
     provider = check_provider(spec, store.workdir, log=log)  # a refused spec creates nothing

@@ -8,6 +8,7 @@ changed since (terraform's saved plans, kops' review-then-apply).
 """
 from __future__ import annotations
 
+from ..app import App
 from ..changes import host_changes
 from ..errors import UserError
 from ..plan import plan
@@ -15,7 +16,7 @@ from ..saved_plan import saved_plan, write_plan_file
 from ..version_skew import check_spec
 from .plan_table import plan_table
 
-def run(app, out_file: str | None = None) -> None:
+def run(app: App, out_file: str | None = None) -> None:
     spec = app.spec
     state = app.store.read()
     result = plan(spec, state)

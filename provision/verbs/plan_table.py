@@ -1,10 +1,11 @@
 """The plan as a table, shown by `plan` and by `up` before it acts."""
 from __future__ import annotations
 
+from ..app import App
 from ..changes import KEEP
 
 
-def plan_table(app, result, changes=None):
+def plan_table(app: App, result, changes=None):
     """The plan as a table; with `changes` (changes.host_changes), kept hosts show keep, update,
     replace or unknown, and the fields that cause it."""
     changes = changes or {}

@@ -7,6 +7,7 @@ and bootstrap the new hosts (or destroy the surplus ones).
 """
 from __future__ import annotations
 
+from ..app import App
 from ..errors import ActionError, UserError
 from ..phases import RunContext, converge
 from ..plan import plan
@@ -14,7 +15,7 @@ from ..state import command_line
 from ..version_skew import check_spec as check_version_skew
 from .preflight import check_provider
 
-def not_confirmed(app, pool: str, count: int) -> ActionError:
+def not_confirmed(app: App, pool: str, count: int) -> ActionError:
     """Nothing changed; the hint is the complete command that applies it."""
     return ActionError(f"nothing changed: to apply, run: {app.command('scale', extra=(pool, str(count), '--yes'))} "
                        "(or --dry-run)")
@@ -35,7 +36,7 @@ def check_request(spec, pool_name: str, count: int):
     return pool
 
 
-def request(app, state: dict, target_pool, count: int):
+def request(app: App, state: dict, target_pool, count: int):
     """Record the requested size in `state` (in memory), log what it means, return the plan."""
     pool = target_pool.name
     before = len([h for h in state.get("hosts", {}).values() if h.get("pool") == pool])
@@ -47,7 +48,7 @@ def request(app, state: dict, target_pool, count: int):
     return target
 
 
-def run(app, pool: str, count: int, yes: bool, dry_run: bool) -> int:
+def run(app: App, pool: str, count: int, yes: bool, dry_run: bool) -> int:
     spec, store, ui = app.spec, app.store, app.ui
     target_pool = check_request(spec, pool, count)
     check_provider(spec)

@@ -13,6 +13,7 @@ import os
 import time
 from pathlib import Path
 
+from ..app import App
 from ..errors import ActionError, UserError
 from ..phases import RunContext, phase_changed, select
 from ..plan import plan
@@ -25,7 +26,7 @@ from .preflight import check_provider
 
 
 
-def log_plan(app, current) -> None:
+def log_plan(app: App, current) -> None:
     app.ui.log("plan", f"{len(current.create)} to create, {len(current.keep)} to keep, "
                        f"{len(current.destroy)} to destroy")
     for host in current.create:
@@ -34,7 +35,7 @@ def log_plan(app, current) -> None:
         app.ui.log("plan", f"destroy {name}")
 
 
-def load_saved_plan(app, plan_file: str) -> dict:
+def load_saved_plan(app: App, plan_file: str) -> dict:
     """The plan `provision plan SPEC --out FILE` saved; UserError (exit 2) if it is not one for
     this cluster or the spec changed since."""
     try:
@@ -54,14 +55,14 @@ def load_saved_plan(app, plan_file: str) -> dict:
     return doc
 
 
-def check_saved_state(app, doc: dict, state: dict, plan_file: str | None) -> None:
+def check_saved_state(app: App, doc: dict, state: dict, plan_file: str) -> None:
     if doc.get("state_sha256") != state_fingerprint(state, app.store.list_blobs()):
         raise UserError(f"--plan: the state changed since {plan_file} was saved (serial "
                         f"{doc.get('state_serial')} then, {state.get('serial', 0)} now); review a new plan: "
                         f"{app.command('plan', extra=('--out', plan_file))}")
 
 
-def print_unconfirmed_plan(app, current) -> int:
+def print_unconfirmed_plan(app: App, current) -> int:
     """No --yes and nobody to ask: the plan is the answer (kops); exit 0, nothing changed."""
     apply = app.command("up", extra=("--yes",))
     app.ui.log("up", f"nothing changed (no --yes, no terminal to ask); to apply: {apply}")
@@ -77,7 +78,7 @@ def check_skew(spec, state) -> None:
         raise UserError(skew.reason)
 
 
-def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan_file: str | None = None,
+def run(app: App, yes: bool, until: str | None, only: str | None, dry_run: bool, plan_file: str | None = None,
         verify: bool = False) -> int:
     spec = app.spec
     phases = select(until=until, only=only)
@@ -86,7 +87,7 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan
     check_provider(spec)  # a spec the provider refuses fails here, before pki makes anything
     check_skew(spec, store.read())  # before anything changes
     if saved is not None:
-        check_saved_state(app, saved, store.read(), plan_file)
+        check_saved_state(app, saved, store.read(), plan_file or "")  # saved only with a plan file
         yes = True  # the saved plan is what was approved
     if not dry_run and not yes and not app.ui.can_ask():  # answer before the lock: nothing is created
         current = plan(spec, store.read())
@@ -100,7 +101,7 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan
     with lock:
         state = store.read()
         if saved is not None:
-            check_saved_state(app, saved, state, plan_file)  # again, under the lock
+            check_saved_state(app, saved, state, plan_file or "")  # again, under the lock
         check_skew(spec, state)  # again, under the lock
         current = plan(spec, state)
         log_plan(app, current)
@@ -133,7 +134,7 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan
     return 0
 
 
-def run_with_progress(app, ctx: RunContext, phases) -> dict[str, float]:
+def run_with_progress(app: App, ctx: RunContext, phases) -> dict[str, float]:
     """Run the phases in order, each announced as `[name] (i/n)` and timed."""
     timings: dict[str, float] = {}
     for i, phase in enumerate(phases, 1):
