@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import ActionError, LockHeld, ProvisionError, UserError
-from .phases import PHASE_NAMES, RunContext, select
+from .phases import PHASE_NAMES, RunContext, phase_changed, select
 from .plan import Plan, plan
 from .spec import Spec, SpecError, load_spec
 from .state import StateStore, open_store, state_directory
@@ -231,7 +231,6 @@ class Cluster:
                     ctx.results[phase.name] = result
                 emit(Event("done", phase.name, f"done in {timings[phase.name]:.1f}s", index, len(phases),
                            timings[phase.name]))
-        from .verbs.up import phase_changed
         kubeconfig = None if dry_run else (ctx.results.get("kubeconfig") or {}).get("path")
         return UpResult(applied=not dry_run, dry_run=dry_run, phases=tuple(p.name for p in phases), plan=current,
                         results=ctx.results,

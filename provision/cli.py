@@ -1,94 +1,27 @@
 """The `provision` command line.
 
 Every verb of the spec contract is here; each is thin and hands over to
-`provision.verbs.<verb>.run(app, ...)`. Exit codes: 0 success, 2 invalid input (spec,
+`provision.verbs.<verb>.run(app, ...)` (imported when the verb runs, so `--help` and completion
+load no verb). Exit codes: 0 success, 2 invalid input (spec,
 arguments), 1 failure while acting. No traceback for a user's mistake; `-v` shows one for an
 internal error.
 """
 from __future__ import annotations
 
-import importlib
-import os
-import re
-import shlex
 import sys
-import traceback
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import click
 
 from . import __version__
-from .errors import ActionError, ProvisionError, UserError
+from .app import App
 from .phases import PHASE_NAMES
+from .providers import PROVIDERS
 from .state import STATE_DIR_ENV
 from .ui import UI
 
-PROVIDER_NAMES = ("local", "aws", "openstack", "libcloud", "vagrant")
-
-
-@dataclass
-class App:
-    """What a verb needs: the UI, the options every command takes, and the spec on demand.
-
-    `state_dir` is the --state-dir option as given. The store is opened on first use; opening it
-    says which state the verb reads or writes (a first line on stderr, `state` in JSON)."""
-
-    ui: UI
-    state_dir: str | None = None
-    spec_path: str | None = None
-    _spec: Any = field(default=None, repr=False)
-    _store: Any = field(default=None, repr=False)
-
-    @property
-    def spec(self):
-        if self._spec is None:
-            from .spec import load_spec
-            if self.spec_path is None:
-                raise UserError("SPEC: a spec file is required")
-            self._spec = load_spec(self.spec_path)
-            self.ui.cluster = self._spec.name
-        return self._spec
-
-    @property
-    def store(self):
-        if self._store is None:
-            from .state import open_store, state_directory
-            spec = self.spec
-            self._store = open_store(spec, state_directory(spec, self.state_dir))
-            self.ui.state = self._store.location
-            self.ui.log("state", f"{self._store.location} ({self._store.backend} backend)")
-        return self._store
-
-    def command(self, *words: str, extra: tuple[str, ...] = ()) -> str:
-        """A complete command to paste: `provision WORDS SPEC [--state-dir DIR] EXTRA...`, with
-        the spec path and --state-dir as the user gave them."""
-        parts = ["provision", *words]
-        if self.spec_path is not None:
-            parts.append(self.spec_path)
-        if self.state_dir is not None:
-            parts += ["--state-dir", self.state_dir]
-        return shlex.join(parts + list(extra))
-
-    def require_state(self) -> None:
-        """Exit 1 with one answer for a cluster that has no state (read verbs)."""
-        if not self.store.exists():
-            raise ActionError(f"cluster {self.spec.name} has no state at {self.store.location}; "
-                              f"create it with: {self.command('up', extra=('--yes',))}")
-
-    def rewrite_hint(self, text: str) -> str:
-        """`provision VERB SPEC...` in a message from below the CLI, made the user's command."""
-        if self.spec_path is None or "SPEC" not in text:
-            return text
-        given = shlex.quote(self.spec_path)
-        if self.state_dir is not None:
-            given += " --state-dir " + shlex.quote(self.state_dir)
-        return HINT_RE.sub(lambda m: f"provision {m.group(1)} {given}", text)
-
-
-HINT_RE = re.compile(r"provision ((?:pki |headroom )?[a-z]+) SPEC\b")
+PROVIDER_NAMES = tuple(PROVIDERS)  # the registry is the one list of providers
 
 
 def common_options(fn: Callable) -> Callable:
@@ -118,10 +51,8 @@ def make_app(ctx: click.Context, spec: str | None, state_dir: str | None, output
     return app
 
 
-def dispatch(verb: str, app: App, **options: Any) -> None:
-    """Hand over to provision.verbs.<verb>.run."""
-    module = importlib.import_module(f"provision.verbs.{verb}")
-    code = module.run(app, **options)
+def finish(code: int | None) -> None:
+    """A verb's `run` returned: exit with its code when it gave one other than 0."""
     if code:
         sys.exit(code)
 
@@ -186,7 +117,8 @@ def cli(state_dir, output, verbose, quiet):
 @click.pass_context
 def init(ctx, provider, name, **common):
     """Print a commented spec to start from: every field with its default and what it means."""
-    dispatch("init", make_app(ctx, None, **common), provider=provider, name=name)
+    from .verbs import init as verb
+    finish(verb.run(make_app(ctx, None, **common), provider=provider, name=name))
 
 
 @cli.command(short_help="Print the spec's JSON Schema (editors check specs with it).",
@@ -213,7 +145,8 @@ def schema(ctx, **common):
 def validate(ctx, spec, **common):
     """Check SPEC against the spec contract and the provider's own rules; print one line per
     problem (exit 2), all of them in one pass, or OK."""
-    dispatch("validate", make_app(ctx, spec, **common))
+    from .verbs import validate as verb
+    finish(verb.run(make_app(ctx, spec, **common)))
 
 
 @cli.command(short_help="Hosts to create, keep and destroy.",
@@ -229,7 +162,8 @@ def plan(ctx, spec, out_file, **common):
     for each running host whether the change keeps it, updates it in place or replaces it, with
     the spec fields that cause it. A Kubernetes version change the version-skew policy refuses
     is exit 2."""
-    dispatch("plan", make_app(ctx, spec, **common), **({"out_file": out_file} if out_file else {}))
+    from .verbs import plan as verb
+    finish(verb.run(make_app(ctx, spec, **common), **({"out_file": out_file} if out_file else {})))
 
 
 @cli.command(short_help="Write each machine's config (creates the PKI).",
@@ -248,7 +182,8 @@ def render(ctx, spec, out_dir, pin, **common):
     workers) and index.json into --out. The configs carry certificates: when the state has no
     CA yet, render creates the cluster's CA and certificates in the state first (as `up`'s pki
     phase does)."""
-    dispatch("render", make_app(ctx, spec, **common), out_dir=out_dir, pin=pin)
+    from .verbs import render as verb
+    finish(verb.run(make_app(ctx, spec, **common), out_dir=out_dir, pin=pin))
 
 
 @cli.command(short_help="Bring the cluster to the spec, phase by phase.",
@@ -284,8 +219,9 @@ def up(ctx, spec, yes, plan_file, until, only, dry_run, verify, **common):
     The bootstrap phases run their roles only on hosts whose convergence record in state is
     missing or differs (new, replaced, changed config, addresses or roles); --verify runs them
     on every host, a bounded number at a time."""
-    dispatch("up", make_app(ctx, spec, **common), yes=yes, until=until, only=only, dry_run=dry_run,
-             plan_file=plan_file, verify=verify)
+    from .verbs import up as verb
+    finish(verb.run(make_app(ctx, spec, **common), yes=yes, until=until, only=only, dry_run=dry_run,
+             plan_file=plan_file, verify=verify))
 
 
 @cli.command(short_help="Hosts, etcd health, units, headroom.",
@@ -296,7 +232,8 @@ def up(ctx, spec, yes, plan_file, until, only, dry_run, verify, **common):
 def status(ctx, spec, **common):
     """Hosts, addresses, etcd members and health, unit states, headroom figures. Exit 0 when
     healthy, 1 when not (or when the cluster has no state)."""
-    dispatch("status", make_app(ctx, spec, **common))
+    from .verbs import status as verb
+    finish(verb.run(make_app(ctx, spec, **common)))
 
 
 @cli.command(short_help="Find what is wrong, and say what to do.",
@@ -310,7 +247,8 @@ def doctor(ctx, spec, **common):
     hosts in the cloud but not in state and the reverse, hosts whose config differs from what
     would render now, the API server's /healthz). Each finding says what to do. Exit 0 when
     healthy, 1 with findings."""
-    dispatch("doctor", make_app(ctx, spec, **common))
+    from .verbs import doctor as verb
+    finish(verb.run(make_app(ctx, spec, **common)))
 
 
 @cli.command(short_help="Write the admin kubeconfig.",
@@ -323,7 +261,8 @@ def doctor(ctx, spec, **common):
 @click.pass_context
 def kubeconfig(ctx, spec, out_file, **common):
     """Write the admin kubeconfig (0600) and print its path."""
-    dispatch("kubeconfig", make_app(ctx, spec, **common), out_file=out_file)
+    from .verbs import kubeconfig as verb
+    finish(verb.run(make_app(ctx, spec, **common), out_file=out_file))
 
 
 @cli.group(cls=WorkflowGroup, short_help="Certificates and keys of a cluster.",
@@ -339,7 +278,8 @@ def pki():
 @click.pass_context
 def pki_show(ctx, spec, **common):
     """List every certificate with subject, SANs and expiry (no secrets)."""
-    dispatch("pki_show", make_app(ctx, spec, **common))
+    from .verbs import pki_show as verb
+    finish(verb.run(make_app(ctx, spec, **common)))
 
 
 @pki.command("rotate", short_help="Renew leaf certificates with the same CA.",
@@ -351,7 +291,8 @@ def pki_show(ctx, spec, **common):
 @click.pass_context
 def pki_rotate(ctx, spec, leaf, **common):
     """Renew the leaf certificates (or one of them) with the same CA."""
-    dispatch("pki_rotate", make_app(ctx, spec, **common), leaf=leaf)
+    from .verbs import pki_rotate as verb
+    finish(verb.run(make_app(ctx, spec, **common), leaf=leaf))
 
 
 @cli.command(short_help="Resize a worker pool within min..max.",
@@ -366,7 +307,8 @@ def pki_rotate(ctx, spec, leaf, **common):
 @click.pass_context
 def scale(ctx, spec, pool, count, yes, dry_run, **common):
     """Set worker POOL to COUNT hosts (within its min..max) and converge."""
-    dispatch("scale", make_app(ctx, spec, **common), pool=pool, count=count, yes=yes, dry_run=dry_run)
+    from .verbs import scale as verb
+    finish(verb.run(make_app(ctx, spec, **common), pool=pool, count=count, yes=yes, dry_run=dry_run))
 
 
 @cli.command(context_settings={"ignore_unknown_options": False}, short_help="Keep spare capacity in a worker pool.",
@@ -396,11 +338,14 @@ def headroom(ctx, args, once, dry_run, explain, timer, write, plot_file, **commo
     if plot_file and not (len(args) == 2 and args[0] == "history"):
         raise click.UsageError("--plot goes with history SPEC")
     if len(args) == 2 and args[0] == "install":
-        dispatch("headroom_install", make_app(ctx, args[1], **common), timer=timer, write=write)
+        from .verbs import headroom_install
+        finish(headroom_install.run(make_app(ctx, args[1], **common), timer=timer, write=write))
     elif len(args) == 2 and args[0] == "history":
-        dispatch("headroom_history", make_app(ctx, args[1], **common), plot=plot_file)
+        from .verbs import headroom_history
+        finish(headroom_history.run(make_app(ctx, args[1], **common), plot=plot_file))
     elif len(args) == 1:
-        dispatch("headroom", make_app(ctx, args[0], **common), once=once, dry_run=dry_run, explain=explain)
+        from .verbs import headroom as headroom_verb
+        finish(headroom_verb.run(make_app(ctx, args[0], **common), once=once, dry_run=dry_run, explain=explain))
     else:
         raise click.UsageError("expected SPEC, install SPEC or history SPEC")
 
@@ -418,7 +363,8 @@ def down(ctx, spec, yes, **common):
     Without --yes: on a terminal, asks you to type the cluster's name; without a terminal,
     lists what would be destroyed and exits 0 having changed nothing. A cluster with nothing
     to destroy exits 0 and writes nothing."""
-    dispatch("down", make_app(ctx, spec, **common), yes=yes)
+    from .verbs import down as verb
+    finish(verb.run(make_app(ctx, spec, **common), yes=yes))
 
 
 @cli.command(short_help="Print a shell completion script.",
@@ -442,99 +388,10 @@ def completion(ctx, shell, **common):
 COMPLETE_VAR = "_PROVISION_COMPLETE"
 
 
-def _emit_error(ui: UI, err: ProvisionError) -> None:
-    for line in err.lines:
-        ui.error(line if err.exit_code == 2 or line.startswith(("error", "SPEC")) else f"error: {line}")
-    if ui.json:
-        ui.result({"exit_code": err.exit_code, "errors": [ui.rewrite(line) for line in err.lines]}, ok=False)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if os.environ.get(COMPLETE_VAR):  # the shell asks for completions (click's protocol)
-        try:
-            cli.main(list(args), prog_name="provision", complete_var=COMPLETE_VAR, standalone_mode=True)
-        except SystemExit as exc:
-            return exc.code if isinstance(exc.code, int) else 0
-        return 0
-    ctx_ui: list[UI] = []
-    try:
-        with cli.make_context("provision", list(args)) as ctx:
-            try:
-                cli.invoke(ctx)
-            finally:
-                ui = _find_ui(ctx)
-                if ui:
-                    ctx_ui.append(ui)
-        return 0
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        _json_error(args, 2, [exc.format_message()])
-        return 2
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        _json_error(args, 1, ["aborted"])
-        return 1
-    except ProvisionError as err:
-        ui = ctx_ui[0] if ctx_ui else UI(output=_guess_output(args))
-        _emit_error(ui, err)
-        return err.exit_code
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
-    except OSError as exc:  # the file system said no (a state dir that cannot be made...): say where
-        line = f"error: {exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else f"error: {exc}"
-        click.echo(line, err=True)
-        if _wants_traceback(args):
-            traceback.print_exc()
-        _json_error(args, 1, [line])
-        return 1
-    except Exception as exc:  # an internal error: say so, traceback only when asked
-        click.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
-        if _wants_traceback(args):
-            traceback.print_exc()
-        else:
-            click.echo("(run with -v for the traceback)", err=True)
-        _json_error(args, 1, [f"internal error: {type(exc).__name__}: {exc}"])
-        return 1
-
-
-def _json_error(args: list[str], exit_code: int, lines: list[str]) -> None:
-    """With --output json, an error found before or outside a verb still gives one JSON document."""
-    if _guess_output(args) == "json":
-        import json
-        sys.stdout.write(json.dumps({"cluster": None, "state": None, "ok": False, "exit_code": exit_code,
-                                     "errors": lines}, indent=2) + "\n")
-
-
-def _wants_traceback(args: list[str]) -> bool:
-    """-v, -vv..., --verbose or PROVISION_DEBUG ask for the traceback of an internal error."""
-    return bool(os.environ.get("PROVISION_DEBUG")) or any(
-        a == "--verbose" or (len(a) > 1 and a[0] == "-" and set(a[1:]) == {"v"}) for a in args)
-
-
-def _find_ui(ctx: click.Context) -> UI | None:
-    while ctx is not None:
-        ui = ctx.meta.get("ui")
-        if ui:
-            return ui
-        ctx = ctx.parent
-    return None
-
-
-def _guess_output(args: list[str]) -> str:
-    for i, a in enumerate(args):
-        if a in ("--output", "-o") and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith("--output="):
-            return a.split("=", 1)[1]
-        if a.startswith("-o") and len(a) > 2 and not a.startswith("--"):
-            return a[2:]
-    return "text"
+    """`provision ARGS...`: the exit code (0, 1 acting failed, 2 bad input; see cli_run)."""
+    from .cli_run import run
+    return run(cli, sys.argv[1:] if argv is None else argv, COMPLETE_VAR)
 
 
 if __name__ == "__main__":

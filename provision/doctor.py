@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .errors import ActionError
+from .providers.base import UNIT_STATES
 
 EXPIRY_DAYS = 30
 API_TIMEOUT = 3.0
@@ -116,7 +117,7 @@ def state_paths(root: Path) -> list[Path]:
 
 def permission_findings(root: Path) -> list[Finding]:
     """State directories must be 0700, secret files 0600, and no file writable by others."""
-    findings = []
+    findings: list[Finding] = []
     if not root.is_dir():
         return findings
     paths = state_paths(root)
@@ -281,10 +282,9 @@ def check_api(spec: Any, store: Any, state: Mapping[str, Any], provider: Any) ->
                if h.get("role") == "master" and (h.get("ssh_address") or h.get("address"))}
     if not masters:
         return skipped("api", "no master recorded in state")
-    unit_states = getattr(provider, "unit_states", None)
     findings, reachable = [], 0
     for name, host in masters.items():
-        units = unit_states(name) if unit_states else {}
+        units = provider.unit_states(name) if UNIT_STATES in provider.optional_capabilities else {}
         if any((units.get(unit) or {}).get("state") == "skipped" for unit in API_UNITS):
             continue  # the provider could not run it here (no binary): nothing to reach
         address = host.get("ssh_address") or host.get("address")

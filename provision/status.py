@@ -92,15 +92,15 @@ def api_endpoint_status(spec: Any, state: Mapping[str, Any], provider: Any) -> d
 
 def cluster_status(spec: Any, store: Any, state: Mapping[str, Any], provider: Any) -> dict[str, Any]:
     """Hosts with address, provider state and unit states; orphans and missing; etcd; headroom."""
-    from .providers.base import compare
+    from .providers.base import UNIT_STATES, compare
     recorded = state.get("hosts") or {}
     listed = provider.list_hosts()
     live = {h.name: h for h in listed}
-    unit_states = getattr(provider, "unit_states", None)
+    knows_units = UNIT_STATES in provider.optional_capabilities
     hosts = {}
     for name, host in sorted(recorded.items()):
         record = live.get(name)
-        units = unit_states(name) if unit_states and record else None
+        units = provider.unit_states(name) if knows_units and record else None
         hosts[name] = {"pool": host.get("pool"), "role": host.get("role"), "etcd": bool(host.get("etcd")),
                        "address": host.get("address"), "state": record.state if record else "missing",
                        "units": {u: {"state": d.get("state"), "reason": unit_reason(d)}
@@ -108,7 +108,7 @@ def cluster_status(spec: Any, store: Any, state: Mapping[str, Any], provider: An
     etcd = etcd_picture(store, state) if recorded else {"endpoints": [], "members": [], "health": {},
                                                          "healthy": False, "error": "no hosts"}
     loads = host_loads(spec, store, state) if etcd.get("members") else None
-    notes = getattr(provider, "artifact_notes", lambda: {})()
+    notes = provider.artifact_notes()
     endpoint = api_endpoint_status(spec, state, provider)
     failed_units = sorted(f"{n}: {u}" for n, h in hosts.items() for u, d in (h["units"] or {}).items()
                           if d["state"] not in UNIT_OK + ("skipped",))

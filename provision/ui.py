@@ -42,6 +42,19 @@ class UI:
     def json(self) -> bool:
         return self.output == "json"
 
+    def can_ask(self) -> bool:
+        """Whether a question can be put to a person (a terminal, and not a script reading JSON)."""
+        return sys.stdin.isatty() and not self.json
+
+    def confirm(self, question: str, yes: bool) -> bool:
+        """True with `yes`; else a y/N question on a terminal (no: False); else False."""
+        if yes:
+            return True
+        if self.can_ask():
+            import click  # only when a person is asked
+            return bool(click.confirm(question, default=False, err=True))
+        return False
+
     def log(self, prefix: str, message: str) -> None:
         """A progress line: `[prefix] message` on stderr."""
         if self.verbosity >= 0:

@@ -332,7 +332,7 @@ def test_down_without_yes_lists_what_would_go_and_exits_0(cli, tmp_path):
 
 def test_a_destroy_on_a_terminal_asks_for_the_cluster_name(cli, tmp_path, monkeypatch):
     from tests.local.conftest import free_subnet, unique_name
-    import provision.verbs.down as down_verb
+    from provision.ui import UI
     name = unique_name("opd")
     doc = yaml.safe_load(LOCAL.read_text())
     doc["name"], doc["provider"]["subnet"] = name, free_subnet()
@@ -340,7 +340,7 @@ def test_a_destroy_on_a_terminal_asks_for_the_cluster_name(cli, tmp_path, monkey
     spec.write_text(yaml.safe_dump(doc))
     state_dir = tmp_path / "st"
     make_pki(cli, state_dir, spec)
-    monkeypatch.setattr(down_verb, "can_ask", lambda app: True)  # as on a terminal
+    monkeypatch.setattr(UI, "can_ask", lambda self: True)  # as on a terminal
     monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))
     refused = cli("down", spec, "--state-dir", state_dir)
     assert refused.code == 1 and f"Type the cluster's name to confirm" in refused.err

@@ -150,3 +150,10 @@ def converge(ctx: RunContext, phases: tuple[str, ...] = POOL_PHASES) -> dict[str
             raise UserError(f"unknown phase {name!r} (phases: {', '.join(PHASE_NAMES)})")
     run_phases(ctx, tuple(p for p in all_phases() if p.name in phases))
     return ctx.results
+
+
+def phase_changed(result) -> bool:
+    """Whether a phase's result says it changed something (created, changed, destroyed...)."""
+    if not isinstance(result, dict) or result.get("dry_run"):
+        return False
+    return any(bool(result.get(key)) for key in ("created", "changed", "destroyed", "recreated"))

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import yaml
 
 from ..errors import ActionError
-from ..state import secure_makedirs, write_file_atomic
+from ..files import secure_makedirs, write_file_atomic
 from .. import faults
 from . import RunContext
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from .. import bootstrap, convergence, pki
 from ..errors import ActionError
 from ..providers import get_provider
+from ..providers.base import HOST_KEYS, START_HOSTS
 from .. import faults
 from . import RunContext
 
@@ -19,19 +20,17 @@ def run(ctx: RunContext) -> dict:
     # Hosts that exist but stopped (killed, machine rebooted) are started, as a console would;
     # on running hosts, enabled units that stopped or died are started again (running ones are
     # left alone), so a re-run repairs them.
-    start = getattr(provider, "start_hosts", None)
-    if start is not None:
+    if START_HOSTS in provider.optional_capabilities:
         existing = {r.name: r.state for r in provider.list_hosts() if r.name in hosts and r.state != "unknown"}
         stopped = sorted(n for n, s in existing.items() if s == "stopped")
         if stopped:
             ctx.log("wait", f"starting {len(stopped)} stopped host(s): {', '.join(stopped)}")
         if existing:
-            start(sorted(existing))
+            provider.start_hosts(sorted(existing))
     # Pin host keys the provider knows (local hosts); others are remembered on first contact.
-    known = getattr(provider, "host_public_key", None)
     changed = False
     for name in hosts:
-        key = known(name) if known else None
+        key = provider.host_public_key(name) if HOST_KEYS in provider.optional_capabilities else None
         if key and ctx.state["hosts"][name].get("host_key") != key:
             ctx.state["hosts"][name]["host_key"] = key
             hosts[name]["host_key"] = key

@@ -15,13 +15,15 @@ creating call first checks what exists.
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ActionError
 from ..plan import HostPlan, host_name
+from ..spec.model import AWSOptions
 from .base import (TAG_CLUSTER, TAG_HOST, TAG_POOL, TAG_ROLE, HostRecord, Provider, UserDataLimit,
-                   host_tags)
+                   host_tags, network_inside)
+from .aws_configs import S3ConfigServer
+from .aws_endpoint import APILoadBalancer
 from .retry import Backoff, call_with_retry
 
 TAG_BATCH = "provision:batch"      # ClientToken of the RunInstances that made the host
@@ -31,8 +33,6 @@ TAG_INDICES = "provision:indices"  # host indices of that batch, in launch order
 FLATCAR_OWNER = "075585003325"
 # EC2 caps one RunInstances at the RunInstances token bucket's burst.
 MAX_BATCH = 1000
-# A pre-signed config URL serves one first boot, minutes after RunInstances: an hour, not SigV4's 7 days.
-CONFIG_URL_SECONDS = 3600
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 STATE_MAP = {"pending": "pending", "running": "running", "stopping": "stopped", "stopped": "stopped",
              "shutting-down": "terminated", "terminated": "terminated"}
@@ -46,7 +46,7 @@ def compress_indices(indices: Sequence[int]) -> str:
     parts: list[str] = []
     start = prev = None
     for i in indices:
-        if start is not None and i == prev + 1:
+        if start is not None and prev is not None and i == prev + 1:
             prev = i
             continue
         if start is not None:
@@ -111,6 +111,7 @@ class AWSProvider(Provider):
     """EC2 hosts in a VPC the provider creates and tags (or reuses by tag)."""
 
     name = "aws"
+    options: AWSOptions  # the spec's provider options, typed
     user_data_limit = UserDataLimit(16 * 1024, "raw")  # EC2: 16 KB before base64
     api_load_balancer = True  # a Network Load Balancer (elbv2)
 
@@ -120,7 +121,10 @@ class AWSProvider(Provider):
         self._client = None
         self._network: dict[str, str] | None = None
         self._image: str | None = None
-        self._elbv2 = None
+        self.endpoint = APILoadBalancer(spec.name, self.options.region, self._retry, self._find_or_create, self.log,
+                                        tag_list({TAG_CLUSTER: spec.name, TAG_ROLE: "api"}))
+        self.configs = S3ConfigServer(spec.name, self.options.region, self._retry, self.log,
+                                      tag_list({TAG_CLUSTER: spec.name}))
 
     # -- plumbing ----------------------------------------------------------------------------
     @property
@@ -179,8 +183,7 @@ class AWSProvider(Provider):
         if o.ami is None and self.spec.os.family != "flatcar":
             problems.append(("provider.ami", f"required with os.family {self.spec.os.family} "
                                              "(the automatic AMI lookup knows Flatcar only)"))
-        import ipaddress
-        if not ipaddress.ip_network(o.subnet_cidr).subnet_of(ipaddress.ip_network(o.vpc_cidr)):
+        if not network_inside(o.subnet_cidr, o.vpc_cidr):
             problems.append(("provider.subnet_cidr", f"{o.subnet_cidr} is not inside provider.vpc_cidr {o.vpc_cidr}"))
         return problems
 
@@ -188,112 +191,23 @@ class AWSProvider(Provider):
         problem = credentials_problem()
         return [("provider", problem)] if problem else []
 
-    # -- the API load balancer -------------------------------------------------------------
-    @property
-    def elbv2(self):
-        if self._elbv2 is None:
-            import boto3
-            from botocore.config import Config
-            config = Config(retries={"total_max_attempts": 1, "mode": "standard"},
-                            user_agent_extra="provision", connect_timeout=10, read_timeout=60)
-            self._elbv2 = boto3.session.Session().client("elbv2", region_name=self.options.region, config=config)
-        return self._elbv2
-
+    # -- the API load balancer (aws_endpoint) -----------------------------------------------
     @property
     def api_lb_name(self) -> str:
         """Load balancer and target group name: at most 32 characters, unique per cluster."""
-        name = f"{self.spec.name}-api"
-        if len(name) > 32:
-            digest = hashlib.sha256(self.spec.name.encode()).hexdigest()[:6]
-            name = f"{self.spec.name[:21]}-{digest}-api"
-        return name
-
-    def _elb_find(self, operation: str, key: str, **params: Any) -> dict[str, Any] | None:
-        from botocore.exceptions import ClientError
-        try:
-            found = getattr(self.elbv2, operation)(**params)[key]
-        except ClientError as err:
-            if "NotFound" in err.response.get("Error", {}).get("Code", ""):
-                return None
-            raise
-        return found[0] if found else None
+        return self.endpoint.name
 
     def ensure_api_endpoint(self) -> dict[str, str]:
-        """A Network Load Balancer on the cluster's subnet, TCP 6443 to a target group holding
-        every master (TCP health check on 6443); found by name before anything is created.
-        Like `prepare`, the AMI is resolved first, so a spec naming no usable image makes nothing."""
+        """A Network Load Balancer in front of every master (see aws_endpoint). Like `prepare`,
+        the AMI is resolved first, so a spec naming no usable image makes nothing."""
         self.prepare()
-        network = self.network()
-        name = self.api_lb_name
-        tags = tag_list({TAG_CLUSTER: self.spec.name, TAG_ROLE: "api"})
-
-        def find_lb():
-            lb = self._elb_find("describe_load_balancers", "LoadBalancers", Names=[name])
-            return lb["LoadBalancerArn"] if lb else None
-
-        def create_lb():
-            return self.elbv2.create_load_balancer(Name=name, Subnets=[network["subnet"]], Scheme="internet-facing",
-                                                   Type="network", Tags=tags)["LoadBalancers"][0]["LoadBalancerArn"]
-        lb_arn = self._find_or_create("API load balancer", find_lb, create_lb)
-
-        def find_tg():
-            tg = self._elb_find("describe_target_groups", "TargetGroups", Names=[name])
-            return tg["TargetGroupArn"] if tg else None
-
-        def create_tg():
-            return self.elbv2.create_target_group(
-                Name=name, Protocol="TCP", Port=6443, VpcId=network["vpc"], TargetType="instance",
-                HealthCheckProtocol="TCP", HealthCheckPort="6443", HealthCheckIntervalSeconds=10,
-                HealthyThresholdCount=3, UnhealthyThresholdCount=3, Tags=tags)["TargetGroups"][0]["TargetGroupArn"]
-        tg_arn = self._find_or_create("API target group", find_tg, create_tg)
-
-        def find_listener():
-            listeners = self.elbv2.describe_listeners(LoadBalancerArn=lb_arn)["Listeners"]
-            return next((x["ListenerArn"] for x in listeners if x["Port"] == 6443), None)
-
-        def create_listener():
-            return self.elbv2.create_listener(LoadBalancerArn=lb_arn, Protocol="TCP", Port=6443,
-                                              DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}],
-                                              )["Listeners"][0]["ListenerArn"]
-        self._find_or_create("API listener", find_listener, create_listener)
-        lb = self._retry(lambda: self.elbv2.describe_load_balancers(LoadBalancerArns=[lb_arn]),
-                         "describe load balancer")["LoadBalancers"][0]
-        return {"kind": "aws-nlb", "dns_name": lb["DNSName"], "load_balancer": lb_arn, "target_group": tg_arn}
+        return self.endpoint.ensure(self.network())
 
     def find_api_endpoint(self) -> dict[str, str] | None:
-        lb = self._retry(lambda: self._elb_find("describe_load_balancers", "LoadBalancers", Names=[self.api_lb_name]),
-                         "describe API load balancer")
-        return {"kind": "aws-nlb", "dns_name": lb["DNSName"], "load_balancer": lb["LoadBalancerArn"]} if lb else None
+        return self.endpoint.find()
 
     def register_api_targets(self, masters: Sequence[HostRecord]) -> None:
-        tg = self._elb_find("describe_target_groups", "TargetGroups", Names=[self.api_lb_name])
-        if tg is None or not masters:
-            return
-        health = self._retry(lambda: self.elbv2.describe_target_health(TargetGroupArn=tg["TargetGroupArn"]),
-                             "describe targets")["TargetHealthDescriptions"]
-        registered = {t["Target"]["Id"] for t in health}
-        missing = sorted(m.provider_id for m in masters if m.provider_id not in registered)
-        if missing:
-            self.log(f"registering {len(missing)} master(s) with the API load balancer")
-            self._retry(lambda: self.elbv2.register_targets(TargetGroupArn=tg["TargetGroupArn"],
-                                                           Targets=[{"Id": i, "Port": 6443} for i in missing]),
-                        "register API targets")
-
-    def _remove_api_endpoint(self) -> None:
-        name = self.api_lb_name
-        lb = self._elb_find("describe_load_balancers", "LoadBalancers", Names=[name])
-        if lb is not None:
-            for listener in self.elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]:
-                self._retry(lambda arn=listener["ListenerArn"]: self.elbv2.delete_listener(ListenerArn=arn),
-                            "delete API listener")
-            self._retry(lambda: self.elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"]),
-                        "delete API load balancer")
-        tg = self._elb_find("describe_target_groups", "TargetGroups", Names=[name])
-        if tg is not None:
-            self._retry(lambda: self.elbv2.delete_target_group(TargetGroupArn=tg["TargetGroupArn"]),
-                        "delete API target group")
-        if lb is not None or tg is not None:
-            self.log("removed the API load balancer")
+        self.endpoint.register(masters)
 
     # -- shared resources --------------------------------------------------------------------
     def prepare(self) -> None:
@@ -456,100 +370,20 @@ class AWSProvider(Provider):
             self._image = newest["ImageId"]
         return self._image
 
-    # -- configs too large for user data -----------------------------------------------------
-    @property
-    def s3(self):
-        if getattr(self, "_s3", None) is None:
-            import boto3
-            from botocore.config import Config
-            custom = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-            config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, signature_version="s3v4",
-                            s3={"addressing_style": "path" if custom else "virtual"})
-            # The bucket's regional endpoint: the global one answers new buckets outside us-east-1
-            # with a redirect, after which a pre-signed URL's signature no longer matches.
-            regional = None if custom else f"https://s3.{self.options.region}.amazonaws.com"
-            self._s3 = boto3.session.Session().client("s3", region_name=self.options.region, config=config,
-                                                      endpoint_url=regional)
-        return self._s3
-
+    # -- configs too large for user data (served from S3: aws_configs) -----------------------
     def config_bucket(self) -> str:
-        """provision-<cluster>-<account id>: unique per account, found again on every run."""
-        if getattr(self, "_bucket", None) is None:
-            import boto3
-            account = self._retry(lambda: boto3.session.Session().client(
-                "sts", region_name=self.options.region).get_caller_identity()["Account"], "GetCallerIdentity")
-            self._bucket = f"provision-{self.spec.name}-{account}"[:63]
-        return self._bucket
-
-    def _config_key(self, name: str, config: bytes) -> str:
-        return f"{self.spec.name}/configs/{hashlib.sha256(config).hexdigest()[:16]}-{name}"
+        return self.configs.bucket()
 
     def config_url(self, name: str, config: bytes) -> str | None:
-        """A pre-signed https URL of a private S3 object on the bucket's regional endpoint, valid
-        CONFIG_URL_SECONDS: Ignition fetches it at first boot without credentials (hosts made later
-        get a new URL), and the pointer's sha512 pins the content."""
-        bucket = self.config_bucket()
-        return self.s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": self._config_key(name, config)},
-                                              ExpiresIn=CONFIG_URL_SECONDS)
+        return self.configs.url(name, config)
 
     def serve_config(self, name: str, config: bytes, full_config: bytes) -> None:
-        bucket = self.config_bucket()
-        from botocore.exceptions import ClientError
-
-        def ensure_bucket():
-            try:
-                self.s3.head_bucket(Bucket=bucket)
-                return
-            except ClientError as err:
-                if err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 404:
-                    raise
-            params: dict[str, Any] = {"Bucket": bucket}
-            if self.options.region != "us-east-1":
-                params["CreateBucketConfiguration"] = {"LocationConstraint": self.options.region}
-            self.log(f"creating S3 bucket {bucket} for configs too large for user data")
-            self.s3.create_bucket(**params)
-            self.s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
-                "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
-                "RestrictPublicBuckets": True})
-            self.s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tag_list({TAG_CLUSTER: self.spec.name})})
-        self._retry(ensure_bucket, "create config bucket")
-        self._retry(lambda: self.s3.put_object(Bucket=bucket, Key=self._config_key(name, config), Body=full_config,
-                                               ServerSideEncryption="AES256"), f"upload config {name}")
+        self.configs.serve(name, config, full_config)
 
     def forget_served_configs(self) -> int:
         """Delete the configs served to hosts that have booted (the `wait` phase calls this once
         every host answers SSH, i.e. has run its first boot); returns how many were deleted."""
-        from botocore.exceptions import ClientError
-        bucket = self.config_bucket()
-
-        def forget() -> int:
-            try:
-                listing = self.s3.list_objects_v2(Bucket=bucket, Prefix=f"{self.spec.name}/configs/")
-            except ClientError as err:
-                if err.response.get("Error", {}).get("Code") in ("NoSuchBucket", "404"):
-                    return 0
-                raise
-            items = listing.get("Contents", [])
-            for item in items:
-                self.s3.delete_object(Bucket=bucket, Key=item["Key"])
-            return len(items)
-        return self._retry(forget, "delete served configs")
-
-    def _remove_config_bucket(self) -> None:
-        from botocore.exceptions import ClientError
-        bucket = self.config_bucket()
-
-        def remove():
-            try:
-                listing = self.s3.list_objects_v2(Bucket=bucket)
-            except ClientError as err:
-                if err.response.get("Error", {}).get("Code") in ("NoSuchBucket", "404"):
-                    return
-                raise
-            for item in listing.get("Contents", []):
-                self.s3.delete_object(Bucket=bucket, Key=item["Key"])
-            self.s3.delete_bucket(Bucket=bucket)
-        self._retry(remove, "delete config bucket")
+        return self.configs.forget()
 
     # -- hosts -------------------------------------------------------------------------------
     def batch_token(self, pool: str, indices: Sequence[int], config: bytes, generation: int = 0) -> str:
@@ -710,7 +544,7 @@ class AWSProvider(Provider):
             self._retry(lambda: call_with_retry(
                 call, retryable=lambda e: "still in use" if "DependencyViolation" in str(e) else None,
                 what=f"ec2 {operation}", log=self.log, backoff=dependency), operation)
-        self._remove_api_endpoint()  # its network interfaces would hold the subnet
+        self.endpoint.remove()  # its network interfaces would hold the subnet
         vpcs = [v["VpcId"] for v in self._call("describe_vpcs", Filters=self._cluster_filter())["Vpcs"]]
         for vpc in vpcs:
             groups = [g for g in self._call("describe_security_groups",
@@ -733,7 +567,7 @@ class AWSProvider(Provider):
             delete("delete_vpc", VpcId=vpc)
         for pair in self._call("describe_key_pairs", Filters=self._cluster_filter())["KeyPairs"]:
             delete("delete_key_pair", KeyName=pair["KeyName"])
-        self._remove_config_bucket()
+        self.configs.remove()
         self._network = None
         self.log(f"removed {len(vpcs)} VPC(s) with their subnet, security group and gateway")
 

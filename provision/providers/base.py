@@ -9,6 +9,7 @@ contract test (`tests/providers/test_contract.py`).
 """
 from __future__ import annotations
 
+import ipaddress
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -61,6 +62,25 @@ class UserDataLimit:
         return self.size_of(data) <= self.max_bytes
 
 
+# Optional abilities a provider declares in `Provider.optional_capabilities`; each is a method of
+# `Provider` with a no-op default, overridden by the providers that declare it.
+START_HOSTS = "start_hosts"  # start hosts that exist but stopped, and units that died
+HOST_KEYS = "host_keys"  # knows a host's SSH host key before anyone connects
+UNIT_STATES = "unit_states"  # reports the state of each unit on a host
+CAPABILITIES = frozenset({START_HOSTS, HOST_KEYS, UNIT_STATES})
+
+
+def network_inside(inner: str, outer: str) -> bool:
+    """Whether CIDR `inner` lies inside CIDR `outer`; False across IPv4 and IPv6 (where
+    `subnet_of` would raise TypeError)."""
+    a, b = ipaddress.ip_network(inner), ipaddress.ip_network(outer)
+    if isinstance(a, ipaddress.IPv4Network) and isinstance(b, ipaddress.IPv4Network):
+        return a.subnet_of(b)
+    if isinstance(a, ipaddress.IPv6Network) and isinstance(b, ipaddress.IPv6Network):
+        return a.subnet_of(b)
+    return False
+
+
 def host_tags(cluster: str, host: HostPlan) -> dict[str, str]:
     return {TAG_CLUSTER: cluster, TAG_POOL: host.pool, TAG_ROLE: host.role, TAG_HOST: host.name}
 
@@ -81,6 +101,8 @@ class Provider(ABC):
     #: address itself (DigitalOcean): configs then name hosts by host name, and the `hosts`
     #: phase writes those names with the addresses the cloud gave into each host's /etc/hosts.
     plans_addresses: bool = True
+    #: optional abilities (a subset of `CAPABILITIES`); callers ask this set, never the methods
+    optional_capabilities: frozenset[str] = frozenset()
 
     def __init__(self, spec: Spec, workdir: Any = None, log: Callable[[str], None] | None = None):
         self.spec = spec
@@ -171,6 +193,28 @@ class Provider(ABC):
     def serve_config(self, name: str, config: bytes, full_config: bytes) -> None:
         """Store `full_config` (the fitted form of `config`) at `config_url(name, config)`."""
         raise NotImplementedError(f"{self.name} cannot serve configs")
+
+    def artifact_notes(self) -> dict[str, str]:
+        """{artifact name: what is really served under it}, for providers that serve binaries
+        of this machine (`artifacts`); empty otherwise."""
+        return {}
+
+    # -- optional, declared in `optional_capabilities` ----------------------------------------
+    def start_hosts(self, names: Sequence[str]) -> dict[str, list[str]]:
+        """START_HOSTS: start the named hosts that exist but do not run (as a console would), and
+        on running ones the units that stopped or died; returns {host: what was started}.
+        Default: starts nothing."""
+        return {}
+
+    def host_public_key(self, name: str) -> str | None:
+        """HOST_KEYS: the host's SSH host key (`ssh-ed25519 AAAA...`) for known_hosts, known
+        without connecting; None when unknown (default: host keys are learnt on first contact)."""
+        return None
+
+    def unit_states(self, name: str) -> dict[str, dict[str, Any]]:
+        """UNIT_STATES: {unit: {"state": running|exited|skipped|failed|activating|dead,
+        "reason"...}} of a host. Default: nothing known."""
+        return {}
 
 
 def compare(recorded: Mapping[str, Mapping[str, Any]], listed: Sequence[HostRecord]) -> dict[str, list[str]]:

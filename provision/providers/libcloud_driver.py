@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ActionError, UserError
 from ..plan import HostPlan
+from ..spec.model import LibcloudOptions
 from . import libcloud_digitalocean as do
 from .base import TAG_CLUSTER, TAG_POOL, TAG_ROLE, HostRecord, Provider, UserDataLimit, host_tags
 from .retry import Backoff, call_with_retry
@@ -125,6 +126,7 @@ class LibcloudProvider(Provider):
     tags (by name only on drivers that cannot tag)."""
 
     name = "libcloud"
+    options: LibcloudOptions  # the spec's provider options, typed
     # No driver here is given a fixed private address (DigitalOcean cannot take one at all).
     plans_addresses = False
 

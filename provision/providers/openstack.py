@@ -24,7 +24,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ActionError, UserError
 from ..plan import HostPlan
-from .base import TAG_CLUSTER, TAG_HOST, TAG_POOL, TAG_ROLE, HostRecord, Provider, UserDataLimit, host_tags
+from ..spec.model import OpenStackOptions
+from .base import TAG_CLUSTER, TAG_HOST, TAG_POOL, TAG_ROLE, HostRecord, Provider, UserDataLimit, host_tags, network_inside
 from .retry import Backoff, call_with_retry
 
 STATE_MAP = {"ACTIVE": "running", "BUILD": "pending", "REBUILD": "pending", "REBOOT": "running",
@@ -124,6 +125,7 @@ class OpenStackProvider(Provider):
     """Nova servers on a Neutron network the provider creates (or the one `provider.network` names)."""
 
     name = "openstack"
+    options: OpenStackOptions  # the spec's provider options, typed
     user_data_limit = UserDataLimit(65535, "base64")  # Nova: 65,535 characters of base64
 
     def __init__(self, spec, workdir=None, log=None):
@@ -293,9 +295,8 @@ class OpenStackProvider(Provider):
 
     def _named_subnet(self, network_id: str) -> Subnet | None:
         """The named network's subnet that holds provider.subnet_cidr (fixed addresses come from it)."""
-        want = ipaddress.ip_network(self.options.subnet_cidr)
         for s in self._retry(lambda: list(self.conn.network.subnets(network_id=network_id)), "list subnets"):
-            if s.ip_version == 4 and want.subnet_of(ipaddress.ip_network(s.cidr)):
+            if s.ip_version == 4 and network_inside(self.options.subnet_cidr, s.cidr):
                 return Subnet(network_id, s.id, s.cidr)
         return None
 

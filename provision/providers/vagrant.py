@@ -26,10 +26,11 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import ActionError, UserError
 from ..plan import HostPlan
+from ..spec.model import VagrantOptions
 from ..render import pointer_config
 from ..resources import data_dir
-from ..state import secure_makedirs, write_file_atomic
-from .base import HostRecord, Provider
+from ..files import secure_makedirs, write_file_atomic
+from .base import START_HOSTS, HostRecord, Provider, network_inside
 from .vagrant_serve import ConfigServer
 
 STATE_MAP = {"running": "running", "poweroff": "stopped", "shutoff": "stopped", "saved": "stopped",
@@ -56,6 +57,8 @@ class VagrantProvider(Provider):
     served to each VM at first boot, the hypervisor only holds a pointer to it)."""
 
     name = "vagrant"
+    options: VagrantOptions  # the spec's provider options, typed
+    optional_capabilities = frozenset({START_HOSTS})
     user_data_limit = None
     #: address the config server binds and the pointer configs name; None: the host's address
     #: on the private network (the first address of provider.subnet)
@@ -70,8 +73,7 @@ class VagrantProvider(Provider):
             problems.append(("provider.memory", f"at least 512 MiB (got {o.memory})"))
         if o.cpus < 1:
             problems.append(("provider.cpus", f"at least 1 (got {o.cpus})"))
-        subnet = ipaddress.ip_network(o.subnet)
-        if o.vm_provider == "virtualbox" and (subnet.version != 4 or not subnet.subnet_of(VIRTUALBOX_HOST_ONLY)):
+        if o.vm_provider == "virtualbox" and not network_inside(o.subnet, str(VIRTUALBOX_HOST_ONLY)):
             problems.append(("provider.subnet", f"VirtualBox (6.1.28 and later) allows host-only networks only "
                                                 f"inside {VIRTUALBOX_HOST_ONLY} (192.168.56.0 to 192.168.63.255); "
                                                 f"got {o.subnet}, pick e.g. 192.168.60.0/24"))
@@ -99,7 +101,7 @@ class VagrantProvider(Provider):
         subnet's first address, made by an earlier `up` or shared with another project) is fine."""
         if self.check() or shutil.which("ip") is None:
             return []
-        from .local_net import ip_json
+        from .local.net import ip_json
         subnet = ipaddress.ip_network(self.options.subnet)
         ours = ipaddress.ip_interface(f"{next(subnet.hosts())}/{subnet.prefixlen}")
         clash = []

@@ -2,10 +2,11 @@
 them yet (plan shows them), so it says so instead of reporting a silent success."""
 from __future__ import annotations
 
+from ..app import App
 from ..changes import KEEP, UNKNOWN, host_changes
 
 
-def warn_unapplied_changes(app, spec, state, current) -> list[str]:
+def warn_unapplied_changes(app: App, spec, state, current) -> list[str]:
     """Warn, once per affected host, that `up` leaves it as it is; returns those host names."""
     affected = [c for c in host_changes(spec, state, current).values() if c.action not in (KEEP, UNKNOWN)]
     for change in affected:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from rich.console import Group
 
+from ..app import App
 from ..doctor import Check, Finding, findings_of, run_checks
 from .preflight import check_provider
 
 
-def run(app) -> int:
+def run(app: App) -> int:
     spec, store, ui = app.spec, app.store, app.ui
     provider = check_provider(spec, store.workdir, preflight=False)
     state = store.read()

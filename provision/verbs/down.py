@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import click
 
+from ..app import App
 from ..errors import ActionError
 from .preflight import check_provider
 from ..state import command_line
-from .up import can_ask
 
 
-def confirm_by_name(app, count: int) -> bool:
+def confirm_by_name(app: App, count: int) -> bool:
     """A destroy is confirmed by typing the cluster's name, not by a single `y`."""
     name = app.spec.name
     answer = click.prompt(f"Destroy {count} host(s) of cluster {name}? Type the cluster's name to confirm",
@@ -24,7 +24,7 @@ def confirm_by_name(app, count: int) -> bool:
     return answer.strip() == name
 
 
-def run(app, yes: bool) -> int:
+def run(app: App, yes: bool) -> int:
     spec, store, ui = app.spec, app.store, app.ui
     log = lambda message: ui.log("down", message)  # noqa: E731
     provider = check_provider(spec, store.workdir, log=log)  # a refused spec creates nothing
@@ -37,7 +37,7 @@ def run(app, yes: bool) -> int:
         names = sorted(h.name for h in live)
         for host in live:
             log(f"would destroy {host.name} ({host.pool or '?'}, {host.provider_id})")
-        if not can_ask(app):
+        if not app.ui.can_ask():
             apply = app.command("down", extra=("--yes",))
             log(f"nothing destroyed (no --yes, no terminal to ask); to destroy: {apply}")
             ui.result({"destroyed": [], "would_destroy": names, "confirmed": False, "apply": apply},

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 
+from ..app import App
 from ..errors import UserError
 from ..headroom.policy import summarize
 from ..headroom.reconcile import ClusterEdges, EtcdReconcileLock, reconcile
 from ..state import command_line
 
 
-def run(app, once: bool, dry_run: bool, explain: bool) -> int:
+def run(app: App, once: bool, dry_run: bool, explain: bool) -> int:
     spec = app.spec
     if spec.headroom is None:
         raise UserError("headroom: the spec has no headroom section; add one to scale a pool automatically")
@@ -26,7 +27,7 @@ def run(app, once: bool, dry_run: bool, explain: bool) -> int:
         etcd_lock = None
         if spec.headroom.source == "etcd":
             etcd_lock = EtcdReconcileLock(edges.etcd(app.store.read()), spec.name, command_line(),
-                                          ttl=max(60, 3 * spec.headroom.interval + spec.headroom.drain_timeout))
+                                          ttl=int(max(60, 3 * spec.headroom.interval + spec.headroom.drain_timeout)))
         outcome = reconcile(spec, app.store, edges.observe, edges, dry_run=dry_run, etcd_lock=etcd_lock,
                             log=log, command=command_line())
         if once or dry_run:

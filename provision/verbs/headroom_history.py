@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping
 
+from ..app import App
 from ..errors import UserError
 from ..headroom.policy import replay
 
@@ -32,7 +33,7 @@ def row(record: Mapping[str, Any], per_host: int) -> dict[str, Any]:
             "replays": replays(record), "reason": record.get("reason", "")}
 
 
-def run(app, plot: str | None = None) -> int:
+def run(app: App, plot: str | None = None) -> int:
     spec = app.spec
     if spec.headroom is None:
         raise UserError("headroom: the spec has no headroom section; nothing is recorded without one")

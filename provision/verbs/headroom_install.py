@@ -12,16 +12,17 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..app import App
 from ..errors import ActionError, UserError
 
 CRON_DIR = "/etc/cron.d"
 SYSTEMD_DIR = "/etc/systemd/system"
 
 
-def provision_command(app) -> list[str]:
+def provision_command(app: App) -> list[str]:
     exe = shutil.which("provision") or f"{sys.executable} -m provision"
     cmd = shlex.split(exe) if " " in exe else [exe]
-    cmd += ["headroom", str(Path(app.spec_path).resolve()), "--once", "--quiet"]
+    cmd += ["headroom", str(Path(app.spec_path or "-").resolve()), "--once", "--quiet"]  # the CLI always gives SPEC
     store = app.store  # the job uses the state this command names, wherever it was chosen
     if store.backend == "local":  # (--state-dir, $PROVISION_STATE_DIR or state.path)
         cmd += ["--state-dir", str(Path(store.location).parent)]
@@ -46,7 +47,7 @@ def systemd_units(name: str, command: list[str], workdir: str, interval: float) 
     return {f"provision-headroom-{name}.service": service, f"provision-headroom-{name}.timer": timer}
 
 
-def run(app, timer: str, write: bool) -> int:
+def run(app: App, timer: str, write: bool) -> int:
     spec = app.spec
     if app.spec_path == "-":
         raise UserError("SPEC: the job needs a spec file it can read again, not - (standard input)")

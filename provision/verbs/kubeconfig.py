@@ -7,11 +7,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..app import App
 from ..errors import ActionError, UserError
 from ..phases.kubeconfig import admin_kubeconfig, api_server_url, write_admin_kubeconfig
 
 
-def run(app, out_file: str | None) -> int:
+def run(app: App, out_file: str | None) -> int:
     if out_file and out_file != "-" and not Path(out_file).parent.absolute().is_dir():
         raise UserError(f"--out: cannot write {out_file}: directory {Path(out_file).parent} does not exist")
     app.require_state()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import pki
+from ..app import App
 from ..errors import ActionError, UserError
 from ..plan import plan
 from ..state import command_line
@@ -17,7 +18,7 @@ def check_request(spec, store, leaf: str | None, hint: str = "provision up SPEC 
         raise ActionError(f"no PKI yet: run `{hint}` first")
 
 
-def run(app, leaf: str | None) -> int:
+def run(app: App, leaf: str | None) -> int:
     spec = app.spec
     store = app.store
     check_request(spec, store, leaf, app.command("up", extra=("--until", "pki", "--yes")))

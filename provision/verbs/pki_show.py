@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from .. import pki
+from ..app import App
 
 
-def run(app) -> int:
+def run(app: App) -> int:
     app.require_state()
     certs = pki.show(app.spec, app.store)
     if not certs:

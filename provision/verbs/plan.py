@@ -8,80 +8,15 @@ changed since (terraform's saved plans, kops' review-then-apply).
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from pathlib import Path
-
-from ..changes import KEEP, host_changes
+from ..app import App
+from ..changes import host_changes
 from ..errors import UserError
 from ..plan import plan
+from ..saved_plan import saved_plan, write_plan_file
 from ..version_skew import check_spec
+from .plan_table import plan_table
 
-PLAN_FORMAT = "provision-plan/v1"
-
-
-def spec_fingerprint(spec) -> str:
-    """sha256 of the parsed spec (comments and key order do not count, values do)."""
-    return hashlib.sha256(repr(spec).encode()).hexdigest()
-
-
-def state_fingerprint(state: dict, blobs: list[str]) -> str:
-    """sha256 of the state document and the names of the stored files (PKI, rendered configs)."""
-    names = [name for name in blobs if name not in ("lock", "state.json")]
-    return hashlib.sha256(json.dumps([state, names], sort_keys=True, default=str).encode()).hexdigest()
-
-
-def plan_table(app, result, changes=None):
-    """The plan as a table; with `changes` (changes.host_changes), kept hosts show keep, update,
-    replace or unknown, and the fields that cause it."""
-    changes = changes or {}
-    rows = [["create", h.name, h.pool, h.role, h.address or "", "yes" if h.etcd else "", ""] for h in result.create]
-    rows += [[changes[h.name].action if h.name in changes else "keep", h.name, h.pool, h.role, h.address or "",
-              "yes" if h.etcd else "", changes[h.name].reason if h.name in changes else ""] for h in result.keep]
-    rows += [["destroy", n, "", "", "", "", ""] for n in result.destroy]
-    counts = change_counts(changes)
-    title = (f"plan for {app.spec.name}: {len(result.create)} to create, {len(result.keep)} to keep, "
-             f"{len(result.destroy)} to destroy")
-    if counts:
-        title += " (of those kept: " + ", ".join(f"{n} {action}" for action, n in counts.items()) + ")"
-    return app.ui.table(title, ["action", "host", "pool", "role", "address", "etcd", "because"], rows,
-                        ids=("action", "host", "pool", "address"))
-
-
-def change_counts(changes) -> dict[str, int]:
-    """How many kept hosts each action other than keep applies to (update, replace, unknown)."""
-    counts: dict[str, int] = {}
-    for change in changes.values():
-        if change.action != KEEP:
-            counts[change.action] = counts.get(change.action, 0) + 1
-    return dict(sorted(counts.items()))
-
-
-def saved_plan(spec, state: dict, blobs: list[str], result, changes=None) -> dict:
-    """What `plan --out` saves: the hosts to create, keep and destroy, what the spec does to
-    each kept host (keep, update, replace; `changes.host_changes`), and fingerprints of the
-    spec and state it was made from (so `up --plan` refuses a stale plan)."""
-    return {"format": PLAN_FORMAT, "cluster": spec.name, "spec_sha256": spec_fingerprint(spec),
-            "state_serial": int(state.get("serial", 0)), "state_sha256": state_fingerprint(state, blobs),
-            "plan": result.to_json(),
-            "changes": {name: change.to_json() for name, change in (changes or {}).items()}}
-
-
-def write_plan_file(out_file: str, doc: dict) -> None:
-    """Write the saved plan; its directory must exist (nothing else is created)."""
-    path = Path(out_file)
-    if not path.parent.absolute().is_dir():
-        raise UserError(f"--out: directory {path.parent} does not exist")
-    try:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    except OSError as err:
-        raise UserError(f"--out: cannot write {out_file}: {err.strerror}") from None
-
-
-def run(app, out_file: str | None = None) -> None:
+def run(app: App, out_file: str | None = None) -> None:
     spec = app.spec
     state = app.store.read()
     result = plan(spec, state)

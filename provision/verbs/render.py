@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from .. import artifacts
+from ..app import App
 from ..errors import ActionError, UserError
 from ..phases import RunContext
 from ..phases import pki as pki_phase
@@ -32,7 +33,7 @@ def check_writable(out: Path, out_dir: str) -> None:
         raise UserError(f"--out: cannot write into {out_dir} ({existing} is not writable)")
 
 
-def run(app, out_dir: str, pin: bool = False) -> int:
+def run(app: App, out_dir: str, pin: bool = False) -> int:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out_dir} exists and is not a directory")
@@ -60,7 +61,7 @@ def run(app, out_dir: str, pin: bool = False) -> int:
                        + f"{len(made)} certificates and keys in state (the configs carry them)")
         if spec.etcd.discovery == "token" and not (state.get("etcd") or {}).get("discovery_token_url"):
             state.setdefault("etcd", {})["discovery_token_url"] = render_phase.discovery_token(
-                spec.etcd.discovery_url, spec.etcd.count)
+                spec.etcd.discovery_url or "", spec.etcd.count)  # validation requires it with token
             store.write(state)
         hosts = plan(spec, state).desired
         rendered = render_cluster(spec, render_phase.artifact_view(state, served), store, hosts)

@@ -7,15 +7,15 @@ and bootstrap the new hosts (or destroy the surplus ones).
 """
 from __future__ import annotations
 
+from ..app import App
 from ..errors import ActionError, UserError
 from ..phases import RunContext, converge
 from ..plan import plan
 from ..state import command_line
 from ..version_skew import check_spec as check_version_skew
 from .preflight import check_provider
-from .up import can_ask, confirm
 
-def not_confirmed(app, pool: str, count: int) -> ActionError:
+def not_confirmed(app: App, pool: str, count: int) -> ActionError:
     """Nothing changed; the hint is the complete command that applies it."""
     return ActionError(f"nothing changed: to apply, run: {app.command('scale', extra=(pool, str(count), '--yes'))} "
                        "(or --dry-run)")
@@ -36,7 +36,7 @@ def check_request(spec, pool_name: str, count: int):
     return pool
 
 
-def request(app, state: dict, target_pool, count: int):
+def request(app: App, state: dict, target_pool, count: int):
     """Record the requested size in `state` (in memory), log what it means, return the plan."""
     pool = target_pool.name
     before = len([h for h in state.get("hosts", {}).values() if h.get("pool") == pool])
@@ -48,11 +48,11 @@ def request(app, state: dict, target_pool, count: int):
     return target
 
 
-def run(app, pool: str, count: int, yes: bool, dry_run: bool) -> int:
+def run(app: App, pool: str, count: int, yes: bool, dry_run: bool) -> int:
     spec, store, ui = app.spec, app.store, app.ui
     target_pool = check_request(spec, pool, count)
     check_provider(spec)
-    if not dry_run and not yes and not can_ask(app):  # refuse before the lock: nothing is created
+    if not dry_run and not yes and not app.ui.can_ask():  # refuse before the lock: nothing is created
         request(app, store.read(), target_pool, count)
         raise not_confirmed(app, pool, count)
     with store.lock(command_line()):
@@ -61,7 +61,7 @@ def run(app, pool: str, count: int, yes: bool, dry_run: bool) -> int:
         skew = check_version_skew(spec, state, [(h.name, h.role) for h in target.create])
         if not skew.allowed:  # new kubelets newer than the running API server; nothing saved yet
             raise UserError(skew.reason)
-        if not dry_run and not confirm(app, f"Scale pool {pool} of {spec.name} to {count}?", yes):
+        if not dry_run and not app.ui.confirm(f"Scale pool {pool} of {spec.name} to {count}?", yes):
             raise not_confirmed(app, pool, count)
         ctx = RunContext(spec=spec, store=store, state=state, ui=ui, dry_run=dry_run, options={"yes": yes})
         ctx.save()  # the requested size first: a crash after it leaves state a re-run completes

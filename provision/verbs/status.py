@@ -9,6 +9,7 @@ from __future__ import annotations
 from rich.console import Group
 
 from .preflight import check_provider
+from ..app import App
 from ..status import cluster_status
 
 
@@ -21,7 +22,7 @@ def unit_summary(units: dict | None) -> str:
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
 
 
-def run(app) -> int:
+def run(app: App) -> int:
     spec, store, ui = app.spec, app.store, app.ui
     provider = check_provider(spec, store.workdir)
     app.require_state()

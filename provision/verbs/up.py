@@ -10,37 +10,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-import click
-
+from ..app import App
 from ..errors import ActionError, UserError
-from ..phases import RunContext, select
+from ..phases import RunContext, phase_changed, select
 from ..plan import plan
+from ..saved_plan import PLAN_FORMAT, spec_fingerprint, state_fingerprint
 from ..state import command_line
 from ..version_skew import check_spec as check_version_skew
 from .changes_note import warn_unapplied_changes
-from .plan import PLAN_FORMAT, plan_table, spec_fingerprint, state_fingerprint
+from .plan_table import plan_table
 from .preflight import check_provider
 
 
 
-def can_ask(app) -> bool:
-    """Whether a question can be put to a person (a terminal, and not a script reading JSON)."""
-    return sys.stdin.isatty() and not app.ui.json
-
-
-def confirm(app, question: str, yes: bool) -> bool:
-    if yes:
-        return True
-    if can_ask(app):
-        return click.confirm(question, default=False, err=True)
-    return False
-
-
-def log_plan(app, current) -> None:
+def log_plan(app: App, current) -> None:
     app.ui.log("plan", f"{len(current.create)} to create, {len(current.keep)} to keep, "
                        f"{len(current.destroy)} to destroy")
     for host in current.create:
@@ -49,7 +35,7 @@ def log_plan(app, current) -> None:
         app.ui.log("plan", f"destroy {name}")
 
 
-def load_saved_plan(app, plan_file: str) -> dict:
+def load_saved_plan(app: App, plan_file: str) -> dict:
     """The plan `provision plan SPEC --out FILE` saved; UserError (exit 2) if it is not one for
     this cluster or the spec changed since."""
     try:
@@ -69,14 +55,14 @@ def load_saved_plan(app, plan_file: str) -> dict:
     return doc
 
 
-def check_saved_state(app, doc: dict, state: dict, plan_file: str) -> None:
+def check_saved_state(app: App, doc: dict, state: dict, plan_file: str) -> None:
     if doc.get("state_sha256") != state_fingerprint(state, app.store.list_blobs()):
         raise UserError(f"--plan: the state changed since {plan_file} was saved (serial "
                         f"{doc.get('state_serial')} then, {state.get('serial', 0)} now); review a new plan: "
                         f"{app.command('plan', extra=('--out', plan_file))}")
 
 
-def print_unconfirmed_plan(app, current) -> int:
+def print_unconfirmed_plan(app: App, current) -> int:
     """No --yes and nobody to ask: the plan is the answer (kops); exit 0, nothing changed."""
     apply = app.command("up", extra=("--yes",))
     app.ui.log("up", f"nothing changed (no --yes, no terminal to ask); to apply: {apply}")
@@ -92,7 +78,7 @@ def check_skew(spec, state) -> None:
         raise UserError(skew.reason)
 
 
-def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan_file: str | None = None,
+def run(app: App, yes: bool, until: str | None, only: str | None, dry_run: bool, plan_file: str | None = None,
         verify: bool = False) -> int:
     spec = app.spec
     phases = select(until=until, only=only)
@@ -101,9 +87,9 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan
     check_provider(spec)  # a spec the provider refuses fails here, before pki makes anything
     check_skew(spec, store.read())  # before anything changes
     if saved is not None:
-        check_saved_state(app, saved, store.read(), plan_file)
+        check_saved_state(app, saved, store.read(), plan_file or "")  # saved only with a plan file
         yes = True  # the saved plan is what was approved
-    if not dry_run and not yes and not can_ask(app):  # answer before the lock: nothing is created
+    if not dry_run and not yes and not app.ui.can_ask():  # answer before the lock: nothing is created
         current = plan(spec, store.read())
         log_plan(app, current)
         warn_unapplied_changes(app, spec, store.read(), current)
@@ -115,12 +101,12 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan
     with lock:
         state = store.read()
         if saved is not None:
-            check_saved_state(app, saved, state, plan_file)  # again, under the lock
+            check_saved_state(app, saved, state, plan_file or "")  # again, under the lock
         check_skew(spec, state)  # again, under the lock
         current = plan(spec, state)
         log_plan(app, current)
         warn_unapplied_changes(app, spec, state, current)
-        if not dry_run and not confirm(app, f"Apply to cluster {spec.name}?", yes):
+        if not dry_run and not app.ui.confirm(f"Apply to cluster {spec.name}?", yes):
             raise ActionError(f"nothing changed: to apply, run: {app.command('up', extra=('--yes',))} "
                               "(or --dry-run to see each phase)")
         ctx = RunContext(spec=spec, store=store, state=state, ui=app.ui, dry_run=dry_run,
@@ -148,14 +134,7 @@ def run(app, yes: bool, until: str | None, only: str | None, dry_run: bool, plan
     return 0
 
 
-def phase_changed(result) -> bool:
-    """Whether a phase's result says it changed something (created, changed, destroyed...)."""
-    if not isinstance(result, dict) or result.get("dry_run"):
-        return False
-    return any(bool(result.get(key)) for key in ("created", "changed", "destroyed", "recreated"))
-
-
-def run_with_progress(app, ctx: RunContext, phases) -> dict[str, float]:
+def run_with_progress(app: App, ctx: RunContext, phases) -> dict[str, float]:
     """Run the phases in order, each announced as `[name] (i/n)` and timed."""
     timings: dict[str, float] = {}
     for i, phase in enumerate(phases, 1):

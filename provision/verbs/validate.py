@@ -1,12 +1,13 @@
 """`provision validate SPEC`: the spec contract, then the provider's own checks of its options."""
 from __future__ import annotations
 
+from ..app import App
 from ..errors import UserError
 from ..spec import SpecError
 from .preflight import check_provider
 
 
-def run(app) -> int:
+def run(app: App) -> int:
     try:
         spec = app.spec
         try:

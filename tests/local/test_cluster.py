@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from provision import etcd_binaries
-from provision.providers import local_net
+from provision.providers.local import net as local_net
 
 from tests.real import require, require_local_host
 
@@ -39,7 +39,7 @@ def no_duplicates(cluster: str, workdir: Path) -> None:
         pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
         etcds = [p for p in pids if Path(f"/proc/{p}/comm").read_text().strip() == "etcd"]
         assert len(etcds) <= 1, (ns, etcds)
-    assert len(processes_mentioning("provision.providers.local_mirror")) >= 1
+    assert len(processes_mentioning("provision.providers.local.mirror_server")) >= 1
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 
 from provision import faults
 from provision.phases import PHASE_NAMES
-from provision.providers import local_net
+from provision.providers.local import net as local_net
 
 from .conftest import (REPO, cluster_namespaces, example_spec, free_subnet, needs_root, processes_mentioning,
                        provision, unique_name)

@@ -15,7 +15,7 @@ import pytest
 from provision.errors import ActionError, UserError
 from provision.plan import plan
 from provision.providers import get_provider, provider_class
-from provision.providers import local_net
+from provision.providers.local import net as local_net
 from provision.spec import load_spec
 
 from tests.real import require, require_local_host
@@ -207,7 +207,7 @@ def test_teardown_after_lost_workdir_leaves_nothing(own_host, tmp_path):
     # every process of the host is gone, and so is the mirror
     leftover = processes_mentioning(str(setup["workdir"]))
     assert leftover == [], [open(f"/proc/{p}/cmdline", "rb").read() for p in leftover]
-    assert lost._mirror_pids() == []
+    assert lost.mirror.pids() == []
     setup["provider"].teardown()
     assert not (setup["workdir"] / "local").exists()
 

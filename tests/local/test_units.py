@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from provision.providers.local_units import (boot_order, enabled_units, expand_command, host_view,
+from provision.providers.local.units import (boot_order, enabled_units, expand_command, host_view,
                                              parse_env_file, parse_unit_text, resolve_unit)
 
 

@@ -169,6 +169,9 @@ def test_spec_problems_are_user_errors_naming_the_field():
         get_provider(make_spec({"name": "aws"}, os={"family": "fedora-coreos"}))
     with pytest.raises(UserError, match=r"provider.subnet_cidr: .* is not inside provider.vpc_cidr"):
         get_provider(aws_spec(options={"subnet_cidr": "10.9.0.0/24"}))
+    # an IPv6 subnet in an IPv4 VPC is the same problem, not an internal error
+    with pytest.raises(UserError, match=r"provider.subnet_cidr: fd00::/64 is not inside provider.vpc_cidr"):
+        get_provider(aws_spec(options={"subnet_cidr": "fd00::/64"}))
 
 
 def test_config_over_the_limit_is_served_from_s3_and_pinned(ec2_proxy, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from provision.errors import ActionError
 from provision.plan import plan
-from provision.providers.base import compare
+from provision.providers.base import CAPABILITIES, HOST_KEYS, START_HOSTS, UNIT_STATES, Provider, compare
 
 from .conftest import configs_for
 
@@ -127,4 +127,44 @@ def test_planned_addresses_are_kept_or_the_provider_says_it_cannot(contract_case
     assert fixed, "a provider that plans addresses got none from the plan"
     assert {name: running[name].private_address for name in fixed} == fixed
     provider.destroy_hosts([h.name for h in hosts])
+    provider.teardown()
+
+
+CAPABILITY_METHODS = {START_HOSTS: "start_hosts", HOST_KEYS: "host_public_key", UNIT_STATES: "unit_states"}
+
+
+def test_optional_capabilities_are_declared_and_kept(contract_case):
+    """A provider implements an optional method exactly when it declares the capability (callers
+    ask `optional_capabilities`, never probe), and what it declares works on its hosts; the others keep
+    the base class's no-op answers."""
+    assert set(CAPABILITY_METHODS) == CAPABILITIES
+    provider = contract_case.make()
+    assert provider.optional_capabilities <= CAPABILITIES, provider.optional_capabilities
+    for capability, method in CAPABILITY_METHODS.items():
+        overridden = getattr(type(provider), method) is not getattr(Provider, method)
+        assert overridden == (capability in provider.optional_capabilities), (capability, method)
+    hosts, configs = planned(contract_case)
+    provider.prepare()
+    provider.create_hosts(hosts, configs)
+    names = [h.name for h in hosts]
+    provider.wait_running(names, timeout=60)
+    started = provider.start_hosts(names)
+    keys = {name: provider.host_public_key(name) for name in names}
+    units = {name: provider.unit_states(name) for name in names}
+    if START_HOSTS in provider.optional_capabilities:
+        assert sorted(started) == sorted(names)
+        assert all(isinstance(what, list) for what in started.values())
+    else:
+        assert started == {}
+    if HOST_KEYS in provider.optional_capabilities:
+        assert all(key and key.split()[0].startswith("ssh-") and len(key.split()) == 2 for key in keys.values()), keys
+    else:
+        assert set(keys.values()) == {None}
+    if UNIT_STATES in provider.optional_capabilities:
+        assert all(units[name] for name in names), units
+        assert all(isinstance(doc.get("state"), str) for per_host in units.values() for doc in per_host.values())
+    else:
+        assert all(per_host == {} for per_host in units.values())
+    assert provider.artifact_notes() is not None
+    provider.destroy_hosts(names)
     provider.teardown()

@@ -10,7 +10,7 @@ import ipaddress
 import json
 import subprocess
 
-from ..errors import ActionError
+from ...errors import ActionError
 
 NETNS_PREFIX = "provision."
 ALIAS_PREFIX = "provision:"
@@ -73,7 +73,7 @@ def link_exists(name: str, netns: str | None = None) -> bool:
     return ip("link", "show", name, check=False, netns=netns).returncode == 0
 
 
-def gateway(subnet: str) -> ipaddress.IPv4Interface:
+def gateway(subnet: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
     net = ipaddress.ip_network(subnet)
     return ipaddress.ip_interface(f"{next(net.hosts())}/{net.prefixlen}")
 

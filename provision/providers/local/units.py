@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Directories a local host sees from its own root (the rest of the file system is the machine's).
-# Keep in sync with local_launch.BIND_DIRS / OVERLAY_DIRS.
+# Keep in sync with launch.BIND_DIRS / OVERLAY_DIRS.
 ROOT_DIRS = ("opt", "home", "var", "run", "tmp", "root", "srv")
 OVERLAY_DIRS = ("etc",)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/bin"
@@ -242,8 +242,7 @@ def resolve_unit(root: Path, name: str, hostname: str, machine_id: str = "") -> 
             ignore_pre.append(ignore)
     starts = [expand_command(v, env, specifiers)[0] for v in service.get("ExecStart", [])]
     starts = [a for a in starts if a]
-    posts = [expand_command(v, env, specifiers)[0] for v in service.get("ExecStartPost", [])]
-    posts = tuple(a for a in posts if a)
+    posts = tuple(a for a in (expand_command(v, env, specifiers)[0] for v in service.get("ExecStartPost", [])) if a)
     kind = service.get("Type", ["simple"])[-1]
     after = tuple(w for v in unit.get("Unit", {}).get("After", []) for w in v.split())
     restart_sec = service.get("RestartSec", ["0.1"])[-1].rstrip("s") or "0.1"
