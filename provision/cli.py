@@ -133,7 +133,8 @@ def schema(ctx, **common):
     line points a YAML language server at that file), an editor checks the spec as it is typed:
     field names, types, allowed values and every field's description.
     """
-    dispatch("schema", make_app(ctx, None, **common))
+    from .verbs import schema as verb
+    finish(verb.run(make_app(ctx, None, **common)))
 
 
 @cli.command(short_help="Check a spec; one line per problem.",

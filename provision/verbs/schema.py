@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 
+from ..app import App
 from ..spec.json_schema import spec_json_schema
 
 
-def run(app) -> None:
+def run(app: App) -> None:
     schema = spec_json_schema()
     if app.ui.json:
         app.ui.result({"schema": schema})
