@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import ActionError, UserError
-from ..state_etcd import etcd_client  # noqa: F401  (v2 client, re-exported for the tests' probes)
-from .etcd_v3 import EtcdV3  # noqa: F401  (the load source's client)
+from ..etcd.client import Etcd
+from ..etcd.keys import drain_key, hosts_key, load_key  # noqa: F401  (the layout the agents publish)
 from .policy import BOOTING, CLAMPED, PROVISIONING_BOUND, READY, UNKNOWN, UNREADY, HostLoad, Observation
 
 
@@ -55,22 +55,8 @@ def inventory(records: Iterable[Any], state: Mapping[str, Any]) -> list[Inventor
 
 # ---- source etcd -------------------------------------------------------------------------
 
-def hosts_key(cluster: str) -> str:
-    return f"/provision/{cluster}/hosts"
-
-
-def load_key(cluster: str, host: str) -> str:
-    """The key a host agent publishes its load under (spec-v1)."""
-    return f"{hosts_key(cluster)}/{host}/load"
-
-
-def drain_key(cluster: str, host: str) -> str:
-    """The key that tells a host's agent and fleet units to stop taking work."""
-    return f"{hosts_key(cluster)}/{host}/drain"
-
-
-def read_etcd_loads(client: Any, cluster: str) -> dict[str, str]:
-    """Raw load documents by host name from etcd's v3 keyspace (`client`: an `EtcdV3`); a key
+def read_etcd_loads(client: Etcd, cluster: str) -> dict[str, str]:
+    """Raw load documents by host name from etcd's v3 keyspace; a key
     lives as long as its lease, so a host whose agent stopped is simply absent."""
     prefix = hosts_key(cluster) + "/"
     try:
