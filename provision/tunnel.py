@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import select
 import socket
 import threading
 from pathlib import Path
@@ -29,7 +28,7 @@ class Tunnel:
     """One SSH connection to `address` as `user` and the ports forwarded through it."""
 
     def __init__(self, address: str, user: str, key_path: Path, host_key: str | None = None,
-                 known_hosts: Path | None = None, timeout: float = 10.0, port: int = 22):
+                 known_hosts: Path | None = None, timeout: float = 5.0, port: int = 22):
         self.address, self.user, self.key_path, self.port = address, user, Path(key_path), port
         self.host_key, self.known_hosts, self.timeout = host_key, known_hosts, timeout
         self._client: Any = None
@@ -129,26 +128,31 @@ class Tunnel:
         except Exception:  # noqa: BLE001 - the host refused or the connection is gone: close the client's socket
             conn.close()
             return
-        try:
-            while True:
-                readable, _, _ = select.select([conn, channel], [], [], 1.0)
-                if self._closed.is_set():
-                    return
-                if conn in readable:
-                    data = conn.recv(CHUNK)
-                    if not data:
-                        return
-                    channel.sendall(data)
-                if channel in readable:
-                    data = channel.recv(CHUNK)
-                    if not data:
-                        return
-                    conn.sendall(data)
-        except OSError:
-            return
-        finally:
-            channel.close()
-            conn.close()
+        # one blocking copier per direction: no select() on the channel (paramiko would make a
+        # pipe per channel for it)
+        back = threading.Thread(target=_copy, args=(channel.recv, conn.sendall, conn), daemon=True)
+        back.start()
+        _copy(conn.recv, channel.sendall, None)
+        with contextlib.suppress(Exception):
+            channel.shutdown_write()  # EOF towards the host; its answer still flows back
+        back.join(self.timeout * 6)
+        channel.close()
+        conn.close()
+
+
+def _copy(read: Callable[[int], bytes], write: Callable[[bytes], Any], done: socket.socket | None) -> None:
+    """Copy until end of file or an error; then tell the local end (if given) no more comes."""
+    try:
+        while True:
+            data = read(CHUNK)
+            if not data:
+                break
+            write(data)
+    except (OSError, EOFError):
+        pass
+    if done is not None:
+        with contextlib.suppress(OSError):
+            done.shutdown(socket.SHUT_WR)
 
 
 def _b64decode(text: str) -> bytes:
