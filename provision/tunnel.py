@@ -92,6 +92,8 @@ class Tunnel:
         self._closed.set()
         for listener in self._listeners:
             with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            with contextlib.suppress(OSError):
                 listener.close()
         if self._client is not None:
             self._client.close()
@@ -100,6 +102,8 @@ class Tunnel:
     def forward(self, host: str, port: int) -> int:
         """A port of 127.0.0.1 here that reaches `host`:`port` from the SSH host (made once)."""
         with self._lock:
+            if not self.active:
+                raise ActionError(f"ssh {self.user}@{self.address}: the connection is closed")
             if (host, port) in self._forwards:
                 return self._forwards[(host, port)]
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

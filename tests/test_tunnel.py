@@ -160,3 +160,28 @@ def test_reach_goes_direct_only_when_no_host_takes_ssh(tmp_path):
     finally:
         close_all()
     assert len(said) == 1 and "c-masters-0" in said[0] and "connecting directly" in said[0]
+
+
+def test_the_kubernetes_client_reaches_the_api_through_the_tunnel(sshd, tmp_path):
+    """headroom's API client with a route: the real `kubernetes` client talks to the stand-in
+    API server (kube-apiserver cannot run here) through a port forwarded over SSH."""
+    from tests.fakes.kubernetes_api import FakeKubernetesAPI, node
+    from provision.headroom.observe import kubernetes_api, read_kubernetes
+    with FakeKubernetesAPI(tmp_path) as fake:
+        fake.nodes = [node("n0"), node("n1")]
+        t = tunnel(sshd, host_key=" ".join(sshd.host_key)).open()
+        routed: list[tuple[str, int]] = []
+
+        def route(host: str, port: int) -> tuple[str, int]:
+            routed.append((host, port))
+            return "127.0.0.1", t.forward(host, port)
+
+        api = kubernetes_api(str(fake.kubeconfig), route=route)
+        assert routed == [("127.0.0.1", fake.server.server_address[1])]
+        assert api.api_client.configuration.host != fake.url
+        nodes, _pods = read_kubernetes(api)
+        assert sorted(n.metadata.name for n in nodes) == ["n0", "n1"]
+        api.api_client.close()  # its kept-alive connection ends, so the stand-in stops at once
+        t.close()
+        with pytest.raises(ActionError):
+            read_kubernetes(kubernetes_api(str(fake.kubeconfig), route=route))

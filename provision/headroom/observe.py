@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..errors import ActionError, UserError
 from ..etcd.client import Etcd
@@ -116,14 +116,24 @@ def drained_by_report(raw: str | None) -> bool:
 
 # ---- source kubernetes -------------------------------------------------------------------
 
-def kubernetes_api(kubeconfig: str):
-    """CoreV1Api for a kubeconfig file."""
+def kubernetes_api(kubeconfig: str, route: Callable[[str, int], tuple[str, int]] | None = None):
+    """CoreV1Api for a kubeconfig file. `route(host, port)` says where this machine connects to
+    reach the kubeconfig's server (a port forwarded over SSH); TLS still checks the server's
+    own name."""
+    from urllib.parse import urlsplit
+
     from kubernetes import client, config
+    configuration = client.Configuration()
     try:
-        api_client = config.new_client_from_config(config_file=str(kubeconfig))
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
     except (config.ConfigException, OSError) as err:
         raise UserError(f"headroom.kubeconfig: cannot use {kubeconfig}: {err}") from None
-    return client.CoreV1Api(api_client)
+    if route is not None:
+        server = urlsplit(configuration.host)
+        host, port = route(server.hostname or "", server.port or (443 if server.scheme == "https" else 80))
+        configuration.tls_server_name = server.hostname
+        configuration.host = f"{server.scheme}://{host}:{port}{server.path}"
+    return client.CoreV1Api(client.ApiClient(configuration))
 
 
 def read_kubernetes(api: Any) -> tuple[list[Any], list[Any]]:

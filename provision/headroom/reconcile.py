@@ -226,8 +226,13 @@ class ClusterEdges:
     def kube(self):
         if self._kube is None:
             from .observe import kubernetes_api
-            path = self.spec.headroom.kubeconfig or str(self.store.blob_path("kubeconfig"))
-            self._kube = kubernetes_api(path)
+            if self.spec.headroom.kubeconfig:  # the user's own kubeconfig: the user's own route
+                self._kube = kubernetes_api(self.spec.headroom.kubeconfig)
+            else:  # the admin kubeconfig: to the API servers over SSH, like all operator traffic
+                from .. import tunnel
+                state = self.store.read()
+                self._kube = kubernetes_api(str(self.store.blob_path("kubeconfig")), route=lambda host, port: tunnel.reach(
+                    self.spec, self.store, state, [(host, port)], log=self.log)[0])
         return self._kube
 
     # -- observer --------------------------------------------------------------------------
