@@ -18,12 +18,12 @@ Acting goes through an `Actuator`, so the order of effects is the same for every
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from ..errors import ActionError, LockHeld, UserError
+from ..etcd.client import Etcd
 from ..etcd.keys import drain_key, headroom_lock_key, hosts_key, load_key
 from ..etcd.lock import EtcdLock
 from .policy import Decision, Observation, Settings, decide, memory_of, remember
@@ -212,11 +212,13 @@ class ClusterEdges:
         self.spec, self.store, self.log, self.ui = spec, store, log, ui
         self.clock, self.sleep = clock, sleep
         self.provider = provider or get_provider(spec, workdir=store.workdir, log=log)
-        self._etcd = None
+        self._etcd: Etcd | None = None
         self._kube = None
 
-    def etcd(self, state: dict[str, Any]):
+    def etcd(self, state: dict[str, Any] | None = None) -> Etcd:
+        """The cluster's etcd as provision reaches it (over SSH), connected once."""
         if self._etcd is None:
+            state = self.store.read() if state is None else state
             from ..etcd import cluster
             if not cluster.member_addresses(state):
                 raise ActionError("headroom: state records no etcd member address yet: run `provision up` first")
@@ -288,7 +290,7 @@ class ClusterEdges:
             cordon(self.kube(), host)
             self._evict_all(host)
         else:
-            self._etcd.put(drain_key(self.spec.name, host), "1")
+            self.etcd().put(drain_key(self.spec.name, host), "1")
 
     def _evict_all(self, host: str) -> int:
         """Evict the workload pods left on `host`; returns how many remain."""
@@ -304,7 +306,7 @@ class ClusterEdges:
             from .observe import uncordon
             uncordon(self.kube(), host)
         else:
-            self._etcd.delete(drain_key(self.spec.name, host))
+            self.etcd().delete(drain_key(self.spec.name, host))
 
     def drained(self, host: str) -> bool:
         if self.spec.headroom.source == "kubernetes":
@@ -313,7 +315,7 @@ class ClusterEdges:
             return not node_pods(self.kube(), host)
         from .observe import drained_by_report
         # A missing key (silent agent) proves nothing: its containers may still run.
-        return drained_by_report(self._etcd.get(load_key(self.spec.name, host)))
+        return drained_by_report(self.etcd().get(load_key(self.spec.name, host)))
 
     def destroy(self, state: dict[str, Any], hosts: Sequence[str]) -> None:
         self.provider.destroy_hosts(list(hosts))

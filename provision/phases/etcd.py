@@ -22,8 +22,8 @@ def run(ctx: RunContext) -> dict:
     result = bootstrap.apply_roles(ctx, "etcd", ("etcd",), members)
     etcd = cluster.connect(ctx.spec, ctx.store, ctx.state, log=lambda m: ctx.ui.debug("etcd", m))
     health = etcd.wait_healthy(len(members), HEALTH_TIMEOUT, log=lambda m: ctx.ui.debug("etcd", m))
-    names = ", ".join(m["name"] for m in health["members"])
-    ctx.log("etcd", f"{len(health['members'])} members healthy over TLS: {names}")
+    healthy = ", ".join(m["name"] for m in health["members"])
+    ctx.log("etcd", f"{len(health['members'])} members healthy over TLS: {healthy}")
     root = etcd.as_identity(pki.client_tls(ctx.store, "root"))
     changes = auth.apply(root, etcd, ctx.spec)
     if ctx.spec.needs_etcd_v2:  # v2 has its own users and roles
