@@ -16,6 +16,7 @@ import atexit
 import contextlib
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -167,7 +168,8 @@ def _b64decode(text: str) -> bytes:
 # ---- a cluster's services as this machine reaches them ---------------------------------------
 
 _OPEN: dict[tuple[str, str, str], Tunnel] = {}  # (address, user, key path): one connection per process
-_FAILED: dict[tuple[str, ...], str] = {}  # gateways that all refused SSH in this process, and why
+_FAILED: dict[tuple[str, ...], tuple[float, str]] = {}  # gateways that all refused SSH: when, and why
+RETRY_AFTER = 60.0  # seconds before a long-running process (headroom's loop) tries them again
 
 
 def gateways(state: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
@@ -188,8 +190,8 @@ def cluster_tunnel(spec: Any, store: Any, state: Mapping[str, Any]) -> Tunnel:
     if not candidates:
         raise ActionError("ssh: state records no master or etcd host to reach the cluster through")
     tried = tuple(h.get("ssh_address") or h["address"] for _, h in candidates)
-    if tried in _FAILED:
-        raise ActionError(_FAILED[tried])
+    if tried in _FAILED and time.monotonic() - _FAILED[tried][0] < RETRY_AFTER:
+        raise ActionError(_FAILED[tried][1])
     key_path = pki.ssh_private_key_path(store)
     problems = []
     for name, host in candidates:
@@ -205,8 +207,9 @@ def cluster_tunnel(spec: Any, store: Any, state: Mapping[str, Any]) -> Tunnel:
             return tunnel
         except ActionError as err:
             problems.append(f"{name}: {err}")
-    _FAILED[tried] = f"ssh: no host of the cluster takes an SSH connection ({'; '.join(problems)})"
-    raise ActionError(_FAILED[tried])
+    why = f"ssh: no host of the cluster takes an SSH connection ({'; '.join(problems)})"
+    _FAILED[tried] = (time.monotonic(), why)
+    raise ActionError(why)
 
 
 def reach(spec: Any, store: Any, state: Mapping[str, Any], targets: Sequence[tuple[str, int]],
