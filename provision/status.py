@@ -34,8 +34,9 @@ def etcd_picture(spec: Any, store: Any, state: Mapping[str, Any]) -> dict[str, A
     if not out["endpoints"]:
         out["error"] = "no etcd member recorded in state"
         return out
+    ssh_trouble: list[str] = []  # why provision connects directly (no host took SSH), if it does
     try:
-        etcd = cluster.connect(spec, store, state)
+        etcd = cluster.connect(spec, store, state, log=ssh_trouble.append)
     except ActionError as err:
         out["error"] = str(err)
         return out
@@ -47,6 +48,8 @@ def etcd_picture(spec: Any, store: Any, state: Mapping[str, Any]) -> dict[str, A
         out["error"] = str(err)
     out["healthy"] = bool(out["health"]) and all(h["healthy"] for h in out["health"].values()) \
         and len(out["members"]) == len(out["endpoints"])
+    if ssh_trouble and not out["healthy"]:
+        out["error"] = "; ".join(filter(None, [out["error"], *ssh_trouble]))
     return out
 
 
