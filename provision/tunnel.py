@@ -18,9 +18,13 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .errors import ActionError
+
+if TYPE_CHECKING:
+    from .spec import Spec
+    from .state import StateStore
 
 CHUNK = 65536
 
@@ -181,7 +185,7 @@ def gateways(state: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     return [(n, h) for n, h in masters + members if h.get("ssh_address") or h.get("address")]
 
 
-def cluster_tunnel(spec: Any, store: Any, state: Mapping[str, Any]) -> Tunnel:
+def cluster_tunnel(spec: "Spec", store: "StateStore", state: Mapping[str, Any]) -> Tunnel:
     """An open SSH connection to the first gateway host that takes one (reused in this process);
     ActionError naming each host tried and why it failed."""
     from . import pki
@@ -212,7 +216,7 @@ def cluster_tunnel(spec: Any, store: Any, state: Mapping[str, Any]) -> Tunnel:
     raise ActionError(why)
 
 
-def reach(spec: Any, store: Any, state: Mapping[str, Any], targets: Sequence[tuple[str, int]],
+def reach(spec: "Spec", store: "StateStore", state: Mapping[str, Any], targets: Sequence[tuple[str, int]],
           log: Callable[[str], None] = lambda m: None) -> list[tuple[str, int]]:
     """Where this machine connects to reach each (address, port) of the cluster: a local port
     forwarded over SSH through a master. When no host of the cluster takes an SSH connection

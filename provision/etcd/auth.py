@@ -19,13 +19,17 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .. import pki
 from ..errors import ActionError
 from ..pki import TLSFiles
 from .client import Etcd, last_line
 from .keys import FLANNEL_KEY, FLANNEL_PREFIX, FLEET_PREFIX, hosts_key, provision_prefix
+
+if TYPE_CHECKING:
+    from ..spec import Spec
+    from ..state import StateStore
 
 ALL_KEYS = ""  # with --prefix: the whole keyspace
 
@@ -51,7 +55,7 @@ class Permission:
         return raw.decode()
 
 
-def wanted_roles(spec: Any) -> dict[str, tuple[Permission, ...]]:
+def wanted_roles(spec: "Spec") -> dict[str, tuple[Permission, ...]]:
     """{user (= role) name: permissions} for every etcd client identity of the cluster."""
     own = provision_prefix(spec.name)
     roles = {
@@ -109,7 +113,7 @@ def auth_enabled(access: Etcd) -> bool:
     return False
 
 
-def apply(root: Etcd, probe: Etcd, spec: Any) -> list[str]:
+def apply(root: Etcd, probe: Etcd, spec: "Spec") -> list[str]:
     """Make etcd's users, roles and auth match `wanted_roles(spec)`; returns what changed.
 
     `root` holds the `root` client certificate; `probe` is any other client identity
@@ -158,7 +162,7 @@ def apply(root: Etcd, probe: Etcd, spec: Any) -> list[str]:
     return changed
 
 
-def identity(store: Any, client: str) -> TLSFiles:
+def identity(store: "StateStore", client: str) -> TLSFiles:
     """The etcd CA and the client certificate of etcd user `client` (root, provisioner, ...)."""
     return pki.client_tls(store, client)
 
@@ -167,7 +171,7 @@ def identity(store: Any, client: str) -> TLSFiles:
 # etcd's v2 API has its own users and roles, also matched by certificate CN; with v2 auth on,
 # the `guest` role (any request without a known user) starts with every key, so it is emptied.
 
-def wanted_v2_roles(spec: Any) -> dict[str, tuple[str, ...]]:
+def wanted_v2_roles(spec: "Spec") -> dict[str, tuple[str, ...]]:
     """{user (= role): v2 key patterns it may read and write} for clients that speak v2."""
     roles = {pki.etcd_user("agent"): (f"{hosts_key(spec.name)}/*",),
              pki.etcd_user("provisioner"): (f"{provision_prefix(spec.name)}*", FLANNEL_KEY)}
@@ -208,7 +212,7 @@ def _v2_ok(root: Etcd, method: str, path: str, body: dict | None = None) -> dict
     return doc
 
 
-def apply_v2(root: Etcd, spec: Any) -> list[str]:
+def apply_v2(root: Etcd, spec: "Spec") -> list[str]:
     """Converge the v2 users and roles and enable v2 auth; returns what changed."""
     import secrets
     changed: list[str] = []

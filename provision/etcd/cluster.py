@@ -3,11 +3,15 @@ identity's TLS material from state's PKI, and the route (a local port forwarded 
 through a master, see `provision.tunnel`)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .. import pki, tunnel
 from ..errors import ActionError
 from .client import Etcd
+
+if TYPE_CHECKING:
+    from ..spec import Spec
+    from ..state import StateStore
 
 CLIENT_PORT = 2379
 
@@ -23,7 +27,7 @@ def member_urls(state: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(f"https://{address}:{CLIENT_PORT}" for _, address in member_addresses(state))
 
 
-def connect(spec: Any, store: Any, state: Mapping[str, Any], client: str = "provisioner",
+def connect(spec: "Spec", store: "StateStore", state: Mapping[str, Any], client: str = "provisioner",
             log: Callable[[str], None] = lambda m: None) -> Etcd:
     """The cluster's etcd as etcd user `client` (provisioner, root) reaches it from here."""
     members = member_addresses(state)

@@ -11,7 +11,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..spec import Spec
 
 FLANNEL_PREFIX = "/coreos.com/network/"
 FLANNEL_KEY = f"{FLANNEL_PREFIX}config"
@@ -42,7 +45,7 @@ def headroom_lock_key(cluster: str) -> str:
     return f"{provision_prefix(cluster)}headroom/lock"
 
 
-def flannel_config(spec: Any) -> str:
+def flannel_config(spec: "Spec") -> str:
     """The network config flanneld reads: the spec's pod network and backend."""
     return json.dumps({"Backend": {"Type": spec.network.flannel.backend}, "Network": spec.network.pod_cidr},
                       sort_keys=True, separators=(",", ":"))
