@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -45,6 +46,9 @@ class Tunnel:
     # -- the connection ------------------------------------------------------------------------
     def open(self) -> "Tunnel":
         import paramiko
+        # a dropped connection surfaces as the error of the etcd or API call that needed it,
+        # not as paramiko's own log lines on stderr
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
         client = paramiko.SSHClient()
         remembered = self._load_host_keys(client)
         client.set_missing_host_key_policy(paramiko.RejectPolicy() if self.host_key else paramiko.AutoAddPolicy())
