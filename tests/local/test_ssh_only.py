@@ -1,6 +1,6 @@
 """Operator traffic over SSH only (issue 10): with this machine's direct route to the hosts'
 etcd (2379) and API server (6443) ports refused by a firewall rule, the whole lifecycle
-(`up`, `status`, `scale`, `headroom --once`, `down`) succeeds, and the rule counts no
+(`up`, `status`, `doctor`, `scale`, `headroom --once`, `down`) succeeds, and the rule counts no
 connection attempt from provision: every etcd and API connection went through SSH to a master.
 
 The rule is one iptables rule in this machine's OUTPUT chain, matching only new TCP connections
@@ -92,6 +92,10 @@ def test_the_whole_lifecycle_runs_with_only_ssh_reachable(walled_off):
     member_urls = [url for url in etcd["health"]]  # reported by the members' own addresses
     assert len(member_urls) == 1 and member_urls[0].startswith("https://") and member_urls[0].endswith(":2379")
     assert member_urls[0].split("//")[1].split(":")[0] != "127.0.0.1"
+
+    doctor = provision("doctor", c["spec"], *args)
+    checks = {check["name"]: check for check in json.loads(doctor.stdout)["checks"]}
+    assert checks["etcd"]["ok"] and checks["etcd"]["detail"] == "1 member(s) healthy, quorum held", checks["etcd"]
 
     scaled = provision("scale", c["spec"], "workers", "2", "--yes", *args)
     assert scaled.returncode == 0, scaled.stderr[-3000:]
