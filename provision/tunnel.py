@@ -13,6 +13,7 @@ bootstrap roles' pyinfra does).
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import logging
 import socket
@@ -73,7 +74,7 @@ class Tunnel:
         keys = client.get_host_keys()
         if self.host_key:
             kind, blob = self.host_key.split()[:2]
-            keys.add(self._key_name(), kind, paramiko.PKey.from_type_string(kind, _b64decode(blob)))
+            keys.add(self._key_name(), kind, paramiko.PKey.from_type_string(kind, base64.b64decode(blob)))
             return True
         if self.known_hosts is not None and self.known_hosts.is_file():
             with contextlib.suppress(OSError, paramiko.SSHException):
@@ -166,11 +167,6 @@ def _copy(read: Callable[[int], bytes], write: Callable[[bytes], Any], done: soc
     if done is not None:
         with contextlib.suppress(OSError):
             done.shutdown(socket.SHUT_WR)
-
-
-def _b64decode(text: str) -> bytes:
-    import base64
-    return base64.b64decode(text)
 
 
 # ---- a cluster's services as this machine reaches them ---------------------------------------
