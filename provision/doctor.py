@@ -21,11 +21,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from . import tunnel
 from .errors import ActionError
 from .providers.base import UNIT_STATES
 
 EXPIRY_DAYS = 30
 API_TIMEOUT = 3.0
+API_PORT = 6443
 API_UNITS = ("kubelet.service", "kube-apiserver.service")  # the API server is a static pod of kubelet
 
 # What each provider runs on this machine: executables (name or absolute path) and Python modules.
@@ -207,9 +209,9 @@ def quorum_findings(health: Mapping[str, Mapping[str, Any]], members: int) -> li
     return findings
 
 
-def check_etcd(store: Any, state: Mapping[str, Any]) -> Check:
+def check_etcd(spec: Any, store: Any, state: Mapping[str, Any]) -> Check:
     from .status import etcd_picture
-    picture = etcd_picture(store, state)
+    picture = etcd_picture(spec, store, state)
     if not picture["endpoints"]:
         return skipped("etcd", "no etcd member recorded in state")
     findings = quorum_findings(picture["health"], len(picture["endpoints"]))
@@ -287,11 +289,13 @@ def check_api(spec: Any, store: Any, state: Mapping[str, Any], provider: Any) ->
         units = provider.unit_states(name) if UNIT_STATES in provider.optional_capabilities else {}
         if any((units.get(unit) or {}).get("state") == "skipped" for unit in API_UNITS):
             continue  # the provider could not run it here (no binary): nothing to reach
-        address = host.get("ssh_address") or host.get("address")
+        address = host.get("address") or host.get("ssh_address")
         try:
             context = ssl.create_default_context(cafile=str(store.blob_path("pki/ca.crt")))
             context.load_cert_chain(str(store.blob_path("pki/admin.crt")), str(store.blob_path("pki/admin.key")))
-            with urllib.request.urlopen(f"https://{address}:6443/healthz", timeout=API_TIMEOUT,
+            # over SSH through a master, like every other operator connection (see tunnel)
+            [(via, port)] = tunnel.reach(spec, store, state, [(address, API_PORT)])
+            with urllib.request.urlopen(f"https://{via}:{port}/healthz", timeout=API_TIMEOUT,
                                         context=context) as response:
                 body = response.read(100).decode(errors="replace").strip()
             if body == "ok":
@@ -299,7 +303,7 @@ def check_api(spec: Any, store: Any, state: Mapping[str, Any], provider: Any) ->
                 continue
             problem = f"the API server on {name} answers /healthz with {body!r}"
         except (OSError, urllib.error.URLError, ssl.SSLError, ActionError) as err:
-            problem = f"the API server on {name} ({address}:6443) is not reachable: {getattr(err, 'reason', err)}"
+            problem = f"the API server on {name} ({address}:{API_PORT}) is not reachable: {getattr(err, 'reason', err)}"
         findings.append(Finding("api", problem, "look at kube-apiserver on that host (provision status SPEC)"))
     if not findings and not reachable:
         return skipped("api", "no API server runs here: the provider skipped kubelet, which runs it as a static pod")
@@ -308,9 +312,9 @@ def check_api(spec: Any, store: Any, state: Mapping[str, Any], provider: Any) ->
 
 def run_checks(spec: Any, store: Any, state: Mapping[str, Any], provider: Any) -> list[Check]:
     """Every check, machine first, then cluster."""
-    from .cluster_etcd import etcd_endpoints
-    checks = [check_tools(spec.provider.name, bool(etcd_endpoints(state))), check_permissions(store),
-              check_certificates(spec, store), check_etcd(store, state), check_inventory(state, provider),
+    from .etcd.cluster import member_urls
+    checks = [check_tools(spec.provider.name, bool(member_urls(state))), check_permissions(store),
+              check_certificates(spec, store), check_etcd(spec, store, state), check_inventory(state, provider),
               check_drift(spec, store, state, provider), check_api(spec, store, state, provider)]
     return checks
 

@@ -1,6 +1,6 @@
 """The state store: one versioned JSON document per cluster, blobs (PKI), and a lock.
 
-Backends share one interface (`StateStore`) and are registered in `BACKENDS`. The `local`
+Backends share one interface (`StateStore`) and are listed in `BACKENDS`. The `local`
 backend keeps `<state dir>/<cluster>/` (mode 0700): `state.json` written atomically (temp file,
 fsync, rename, fsync of the directory), secrets as 0600 files, and `lock`, held with flock so
 that a crashed holder never leaves a stale lock behind.
@@ -315,18 +315,26 @@ class LocalStateStore(StateStore):
         return path
 
 
-# Backends by the spec's `state.backend`; etcd and s3 register themselves when imported.
-BACKENDS: dict[str, Callable[..., StateStore]] = {}
+def _open_local(spec: Any, state_dir: Path) -> StateStore:
+    return LocalStateStore(spec.name, state_dir)
 
 
-def register_backend(name: str) -> Callable[[type], type]:
-    def decorate(cls: type) -> type:
-        BACKENDS[name] = cls
-        return cls
-    return decorate
+def _open_etcd(spec: Any, state_dir: Path) -> StateStore:
+    from .state_etcd import EtcdStateStore  # python-etcd is loaded only for this backend
+    return EtcdStateStore(spec, state_dir)
 
 
-BACKENDS["local"] = lambda spec, state_dir: LocalStateStore(spec.name, state_dir)
+def _open_s3(spec: Any, state_dir: Path) -> StateStore:
+    from .state_s3 import S3StateStore  # boto3 is loaded only for this backend
+    return S3StateStore(spec, state_dir)
+
+
+# Backends by the spec's `state.backend` (the one table: a backend module registers nothing).
+BACKENDS: dict[str, Callable[[Any, Path], StateStore]] = {
+    "local": _open_local,
+    "etcd": _open_etcd,
+    "s3": _open_s3,
+}
 
 
 def state_directory(spec: Any, state_dir: str | os.PathLike | None = None,
@@ -356,9 +364,6 @@ def open_store(spec: Any, state_dir: str | os.PathLike | None = None) -> StateSt
     their local scratch there."""
     directory = Path(state_dir) if state_dir is not None else state_directory(spec)
     backend = spec.state.backend
-    if backend not in BACKENDS:
-        with contextlib.suppress(ImportError):
-            __import__(f"provision.state_{backend}")
     if backend not in BACKENDS:
         raise StateError(f"state.backend {backend!r} is not available in this installation")
     return BACKENDS[backend](spec, directory)

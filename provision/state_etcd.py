@@ -15,40 +15,16 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
-from urllib.parse import urlsplit
 
-from .errors import ActionError, LockHeld, UserError
+from .errors import LockHeld
+from .etcd import v2
+from .pki import TLSFiles
 from .state import (StateError, StateStore, check_blob_name, describe_holder, empty_state, kept_alive,
-                    lock_holder, next_document, parse_document, register_backend)
+                    lock_holder, next_document, parse_document)
 
 LOCK_TTL = 60  # seconds; refreshed every LOCK_TTL/3 while held, so a crashed holder frees it soon
 
 
-def etcd_client(endpoints: Sequence[str], tls: Any = None, timeout: float = 5.0):
-    """A python-etcd (v2 API) client for `endpoints` (https://host:port ...), using the
-    provisioner's client certificate `tls` (ca, cert, key paths) for https."""
-    import etcd
-    if not endpoints:
-        raise UserError("etcd: no endpoints to reach the cluster's etcd")
-    parts = [urlsplit(e if "://" in e else f"https://{e}") for e in endpoints]
-    schemes = {p.scheme for p in parts}
-    if len(schemes) != 1 or not schemes <= {"http", "https"}:
-        raise UserError(f"etcd endpoints: use one scheme, http or https (got {', '.join(endpoints)})")
-    hosts = tuple((p.hostname, p.port or 2379) for p in parts)
-    kwargs: dict[str, Any] = {"protocol": schemes.pop(), "read_timeout": timeout, "allow_reconnect": len(hosts) > 1}
-    if kwargs["protocol"] == "https":
-        if tls is None:
-            raise UserError("etcd: https endpoints need the provisioner's client certificate")
-        kwargs.update(cert=(str(tls.cert), str(tls.key)), ca_cert=str(tls.ca))
-    try:
-        return etcd.Client(host=hosts if len(hosts) > 1 else hosts[0][0],
-                           **({} if len(hosts) > 1 else {"port": hosts[0][1]}), **kwargs)
-    except etcd.EtcdException as err:
-        raise ActionError(f"etcd: cannot connect to {', '.join(endpoints)}: {err}") from None
-
-
-
-@register_backend("etcd")
 class EtcdStateStore(StateStore):
     """StateStore in etcd (v2 API) with compare-and-swap writes and a TTL lock."""
 
@@ -70,10 +46,9 @@ class EtcdStateStore(StateStore):
         if self._client is None:
             tls = None
             if os.environ.get("ETCDCTL_CERT"):
-                tls = type("TLS", (), {"ca": os.environ.get("ETCDCTL_CACERT", ""),
-                                       "cert": os.environ["ETCDCTL_CERT"],
-                                       "key": os.environ.get("ETCDCTL_KEY", "")})()
-            self._client = etcd_client(self._endpoints, tls)
+                tls = TLSFiles(ca=Path(os.environ.get("ETCDCTL_CACERT", "")), cert=Path(os.environ["ETCDCTL_CERT"]),
+                               key=Path(os.environ.get("ETCDCTL_KEY", "")))
+            self._client = v2.client(self._endpoints, tls)
         return self._client
 
     def _call(self, what: str, fn, *args, **kwargs):

@@ -20,13 +20,12 @@ from typing import Any, Iterator
 
 from .errors import LockHeld
 from .state import (StateError, StateStore, check_blob_name, describe_holder, empty_state, kept_alive,
-                    lock_holder, next_document, parse_document, register_backend)
+                    lock_holder, next_document, parse_document)
 
 LOCK_TTL = 300  # seconds without a refresh after which a lock is stale
 REFRESH = LOCK_TTL / 5
 
 
-@register_backend("s3")
 class S3StateStore(StateStore):
     """StateStore in S3 with conditional writes for the state and its lock."""
 

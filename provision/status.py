@@ -8,7 +8,7 @@ import time
 from typing import Any, Mapping
 
 from .errors import ActionError
-from .cluster_etcd import etcd_endpoints, etcd_access, etcd_health, etcd_members, etcd_versions, v2_client
+from .etcd import cluster
 
 # ---- the whole picture (provision status) -------------------------------------------------------
 
@@ -27,26 +27,29 @@ def unit_reason(doc: Mapping[str, Any]) -> str | None:
     return ", ".join(parts)
 
 
-def etcd_picture(store: Any, state: Mapping[str, Any]) -> dict[str, Any]:
+def etcd_picture(spec: Any, store: Any, state: Mapping[str, Any]) -> dict[str, Any]:
     """Members, per-endpoint health and overall health; errors are reported, not raised."""
-    out: dict[str, Any] = {"endpoints": list(etcd_endpoints(state)), "members": [], "health": {},
+    out: dict[str, Any] = {"endpoints": list(cluster.member_urls(state)), "members": [], "health": {},
                            "versions": {}, "healthy": False, "error": None}
     if not out["endpoints"]:
         out["error"] = "no etcd member recorded in state"
         return out
+    ssh_trouble: list[str] = []  # why provision connects directly (no host took SSH), if it does
     try:
-        access = etcd_access(store, state)
+        etcd = cluster.connect(spec, store, state, log=ssh_trouble.append)
     except ActionError as err:
         out["error"] = str(err)
         return out
-    out["health"] = etcd_health(access)
-    out["versions"] = etcd_versions(access)  # what each member says it serves
+    out["health"] = etcd.health()
+    out["versions"] = etcd.versions()  # what each member says it serves
     try:
-        out["members"] = etcd_members(access)
+        out["members"] = etcd.members()
     except (ActionError, ValueError) as err:
         out["error"] = str(err)
     out["healthy"] = bool(out["health"]) and all(h["healthy"] for h in out["health"].values()) \
         and len(out["members"]) == len(out["endpoints"])
+    if ssh_trouble and not out["healthy"]:
+        out["error"] = "; ".join(filter(None, [out["error"], *ssh_trouble]))
     return out
 
 
@@ -57,9 +60,7 @@ def host_loads(spec: Any, store: Any, state: Mapping[str, Any], now: float | Non
         return None
     from .headroom.observe import parse_load, read_etcd_loads
     try:
-        from .headroom.etcd_v3 import EtcdV3
-        access = etcd_access(store, state)
-        raw = read_etcd_loads(EtcdV3(access.endpoints, access), spec.name)
+        raw = read_etcd_loads(cluster.connect(spec, store, state), spec.name)
     except Exception:  # noqa: BLE001 - status reports what it can; etcd trouble shows under etcd
         return None
     now = time.time() if now is None else now
@@ -105,7 +106,7 @@ def cluster_status(spec: Any, store: Any, state: Mapping[str, Any], provider: An
                        "address": host.get("address"), "state": record.state if record else "missing",
                        "units": {u: {"state": d.get("state"), "reason": unit_reason(d)}
                                  for u, d in sorted((units or {}).items())} if units is not None else None}
-    etcd = etcd_picture(store, state) if recorded else {"endpoints": [], "members": [], "health": {},
+    etcd = etcd_picture(spec, store, state) if recorded else {"endpoints": [], "members": [], "health": {},
                                                          "healthy": False, "error": "no hosts"}
     loads = host_loads(spec, store, state) if etcd.get("members") else None
     notes = provider.artifact_notes()

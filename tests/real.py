@@ -85,6 +85,7 @@ COMPONENTS: dict[str, Callable[[], tuple[str | None, str]]] = {
     "runc": _program("runc", "Debian package runc"),
     "cni": _cni,
     "vagrant": _program("vagrant", "Debian package vagrant"),
+    "iptables": _program("iptables", "Debian package iptables"),
 }
 
 # What the local provider needs to make and boot a host.

@@ -96,3 +96,27 @@ def test_members_that_do_not_answer_and_lost_quorum(cli, member_cluster):
         f"etcd member https://{subnet}.2:2379", f"etcd member https://{subnet}.3:2379"]
     assert problems[2] == ("etcd has no quorum: 1 of 3 members healthy, 2 needed; the cluster cannot change "
                            "anything")
+
+
+def test_status_says_why_it_connected_directly(member_cluster):
+    """Members here run without sshd: `status` reaches the one that answers directly, and when
+    etcd is unhealthy its error says that no host took SSH (the operator route it wanted)."""
+    from provision.spec import load_spec
+    from provision.status import etcd_picture
+    from provision.tunnel import close_all
+    spec_path, _state_dir, store, subnet, _ = member_cluster
+    record_members(store, subnet, 1)
+    try:
+        deadline = time.monotonic() + 20
+        while not (one := etcd_picture(load_spec(spec_path), store, store.read()))["healthy"]:
+            assert time.monotonic() < deadline, one
+            time.sleep(0.5)
+        assert one["error"] is None  # healthy: nothing to explain
+        record_members(store, subnet, 3)
+        close_all()
+        three = etcd_picture(load_spec(spec_path), store, store.read())
+    finally:
+        close_all()
+    assert not three["healthy"]
+    assert "no host of the cluster takes an SSH connection" in three["error"]
+    assert "doctor-etcd-0" in three["error"] and "connecting directly" in three["error"]

@@ -14,8 +14,11 @@ import time
 import pytest
 from cryptography import x509
 
-from provision import etcd_auth, pki
-from provision.cluster_etcd import EtcdAccess, etcdctl
+from provision import pki
+from provision.etcd import auth as etcd_auth
+from provision.etcd.client import Etcd
+from provision.etcd.v2 import client_of as v2_client
+from provision.pki import TLSFiles
 from provision.plan import plan
 from provision.spec import parse_spec
 from provision.state import open_store
@@ -56,7 +59,7 @@ def cluster(tmp_path_factory):
          "--peer-key-file", key(f"etcd-peer-{member.name}"), "--peer-client-cert-auth", "--enable-v2"],
         stdout=open(base / "etcd.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     endpoints = (endpoint,)
-    root = etcd_auth.access_as(store, endpoints, "root")
+    root = access_as(store, endpoints, "root")
     deadline = time.monotonic() + 20
     while etcdctl(root, "endpoint", "health").returncode != 0:
         assert proc.poll() is None and time.monotonic() < deadline, (base / "etcd.log").read_text()[-2000:]
@@ -68,15 +71,23 @@ def cluster(tmp_path_factory):
         proc.wait()
 
 
-def as_(cluster, client: str) -> EtcdAccess:
-    return etcd_auth.access_as(cluster["store"], cluster["endpoints"], client)
+def access_as(store, endpoints, client: str) -> Etcd:
+    return Etcd(endpoints, etcd_auth.identity(store, client))
 
 
-def put(access: EtcdAccess, key: str, value: str = "x"):
+def etcdctl(access: Etcd, *args: str, timeout: float | None = None):
+    return access.etcdctl(*args, timeout=timeout)
+
+
+def as_(cluster, client: str) -> Etcd:
+    return access_as(cluster["store"], cluster["endpoints"], client)
+
+
+def put(access: Etcd, key: str, value: str = "x"):
     return etcdctl(access, "put", key, value)
 
 
-def get(access: EtcdAccess, key: str):
+def get(access: Etcd, key: str):
     return etcdctl(access, "get", key, "--prefix")
 
 
@@ -159,14 +170,13 @@ def test_a_client_certificate_from_the_kubernetes_ca_is_refused(authed, tmp_path
     key, cert = pki.make_leaf(pki.CertSpec("x", "etcd-apiserver", pki.CLIENT), kube_key, kube_ca, 1, "ecdsa-p256")
     (tmp_path / "c.crt").write_bytes(pki.cert_pem(cert))
     (tmp_path / "c.key").write_bytes(pki.key_pem(key))
-    access = EtcdAccess(authed["endpoints"], ca=authed["root"].ca, cert=str(tmp_path / "c.crt"),
-                        key=str(tmp_path / "c.key"))
+    access = Etcd(authed["endpoints"], TLSFiles(authed["root"].tls.ca, tmp_path / "c.crt", tmp_path / "c.key"))
     proc = etcdctl(access, "get", "/registry/", "--prefix", timeout=2)
     assert proc.returncode != 0
     assert "bad certificate" in proc.stderr or "deadline exceeded" in proc.stderr or "tls" in proc.stderr.lower()
     # the kube-proxy certificate a worker holds is refused the same way
-    kp = EtcdAccess(authed["endpoints"], ca=authed["root"].ca, cert=str(store.blob_path("pki/kube-proxy.crt")),
-                    key=str(store.blob_path("pki/kube-proxy.key")))
+    kp = Etcd(authed["endpoints"], TLSFiles(authed["root"].tls.ca, store.blob_path("pki/kube-proxy.crt"),
+                                            store.blob_path("pki/kube-proxy.key")))
     assert etcdctl(kp, "put", "/registry/x", "y", timeout=2).returncode != 0
 
 
@@ -189,7 +199,7 @@ def test_the_v3_json_gateway_does_not_take_a_certificate_as_a_user(authed, tmp_p
     import urllib.error
     import urllib.request
     store = authed["store"]
-    ctx = ssl.create_default_context(cafile=authed["root"].ca)
+    ctx = ssl.create_default_context(cafile=str(authed["root"].tls.ca))
     ctx.load_cert_chain(str(store.blob_path("pki/etcd-client-apiserver.crt")),
                         str(store.blob_path("pki/etcd-client-apiserver.key")))
     body = json.dumps({"key": base64.b64encode(b"/registry/x").decode(),
@@ -210,10 +220,9 @@ def authed_v2(authed):
     return {**authed, "first_v2": first}
 
 
-def v2_write(access: EtcdAccess, key: str, value: str = "x"):
+def v2_write(access: Etcd, key: str, value: str = "x"):
     """None when written, else the error python-etcd raised."""
     import etcd
-    from provision.cluster_etcd import v2_client
     try:
         v2_client(access).write(key, value)
         return None
@@ -240,7 +249,7 @@ def test_v2_identities_reach_only_their_prefixes(authed_v2, tmp_path):
     # a certificate of the etcd CA whose CN is no user (a member's) falls to the emptied guest role
     member = next(b[len("pki/etcd-server-"):-4] for b in authed_v2["store"].list_blobs("pki/")
                   if b.startswith("pki/etcd-server-") and b.endswith(".crt"))
-    stranger = EtcdAccess(authed_v2["endpoints"], ca=authed_v2["root"].ca,
-                          cert=str(authed_v2["store"].blob_path(f"pki/etcd-server-{member}.crt")),
-                          key=str(authed_v2["store"].blob_path(f"pki/etcd-server-{member}.key")))
+    stranger = Etcd(authed_v2["endpoints"], TLSFiles(authed_v2["root"].tls.ca,
+                                                     authed_v2["store"].blob_path(f"pki/etcd-server-{member}.crt"),
+                                                     authed_v2["store"].blob_path(f"pki/etcd-server-{member}.key")))
     assert v2_write(stranger, "/anything") is not None

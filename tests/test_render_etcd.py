@@ -212,8 +212,8 @@ headroom:
         assert os.access(script, os.X_OK)
         run = subprocess.run([str(script)], env=agent_env, capture_output=True, text=True, timeout=30)
         assert run.returncode == 0, run.stderr
-        from provision.headroom.etcd_v3 import EtcdV3
-        v3client = EtcdV3([f"https://{members[2].address}:2379"], tls)
+        from provision.etcd.client import Etcd
+        v3client = Etcd([f"https://{members[2].address}:2379"], tls)
         value, lease = v3client.get_prefix(f"/provision/{spec.name}/hosts/tls-worker-x/load")[
             f"/provision/{spec.name}/hosts/tls-worker-x/load"]
         load = json.loads(value)

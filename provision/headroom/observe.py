@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..errors import ActionError, UserError
-from ..state_etcd import etcd_client  # noqa: F401  (v2 client, re-exported for the tests' probes)
-from .etcd_v3 import EtcdV3  # noqa: F401  (the load source's client)
+from ..etcd.client import Etcd
+from ..etcd.keys import drain_key, hosts_key, load_key  # noqa: F401  (the layout the agents publish)
 from .policy import BOOTING, CLAMPED, PROVISIONING_BOUND, READY, UNKNOWN, UNREADY, HostLoad, Observation
 
 
@@ -55,22 +55,8 @@ def inventory(records: Iterable[Any], state: Mapping[str, Any]) -> list[Inventor
 
 # ---- source etcd -------------------------------------------------------------------------
 
-def hosts_key(cluster: str) -> str:
-    return f"/provision/{cluster}/hosts"
-
-
-def load_key(cluster: str, host: str) -> str:
-    """The key a host agent publishes its load under (spec-v1)."""
-    return f"{hosts_key(cluster)}/{host}/load"
-
-
-def drain_key(cluster: str, host: str) -> str:
-    """The key that tells a host's agent and fleet units to stop taking work."""
-    return f"{hosts_key(cluster)}/{host}/drain"
-
-
-def read_etcd_loads(client: Any, cluster: str) -> dict[str, str]:
-    """Raw load documents by host name from etcd's v3 keyspace (`client`: an `EtcdV3`); a key
+def read_etcd_loads(client: Etcd, cluster: str) -> dict[str, str]:
+    """Raw load documents by host name from etcd's v3 keyspace; a key
     lives as long as its lease, so a host whose agent stopped is simply absent."""
     prefix = hosts_key(cluster) + "/"
     try:
@@ -130,14 +116,24 @@ def drained_by_report(raw: str | None) -> bool:
 
 # ---- source kubernetes -------------------------------------------------------------------
 
-def kubernetes_api(kubeconfig: str):
-    """CoreV1Api for a kubeconfig file."""
+def kubernetes_api(kubeconfig: str, route: Callable[[str, int], tuple[str, int]] | None = None):
+    """CoreV1Api for a kubeconfig file. `route(host, port)` says where this machine connects to
+    reach the kubeconfig's server (a port forwarded over SSH); TLS still checks the server's
+    own name."""
+    from urllib.parse import urlsplit
+
     from kubernetes import client, config
+    configuration = client.Configuration()
     try:
-        api_client = config.new_client_from_config(config_file=str(kubeconfig))
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
     except (config.ConfigException, OSError) as err:
         raise UserError(f"headroom.kubeconfig: cannot use {kubeconfig}: {err}") from None
-    return client.CoreV1Api(api_client)
+    if route is not None:
+        server = urlsplit(configuration.host)
+        host, port = route(server.hostname or "", server.port or (443 if server.scheme == "https" else 80))
+        configuration.tls_server_name = server.hostname
+        configuration.host = f"{server.scheme}://{host}:{port}{server.path}"
+    return client.CoreV1Api(client.ApiClient(configuration))
 
 
 def read_kubernetes(api: Any) -> tuple[list[Any], list[Any]]:

@@ -18,14 +18,14 @@ Acting goes through an `Actuator`, so the order of effects is the same for every
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from ..errors import ActionError, LockHeld, UserError
-from ..state import lock_holder
-from .observe import drain_key, hosts_key, load_key
+from ..etcd.client import Etcd
+from ..etcd.keys import drain_key, headroom_lock_key, hosts_key, load_key
+from ..etcd.lock import EtcdLock
 from .policy import Decision, Observation, Settings, decide, memory_of, remember
 
 BUSY = "another run holds the lock"
@@ -86,40 +86,11 @@ def record_size(state: dict[str, Any], spec: Any, pool: str, size: int) -> None:
     state.setdefault("pools", {})[pool] = {"size": size, "spec_count": spec.pool(pool).count}
 
 
-class EtcdReconcileLock:
-    """`/provision/<cluster>/headroom/lock` in etcd's v3 keyspace, created only if absent (one
-    transaction) on a lease of `ttl` seconds, so a crashed reconciler frees it; deleted only by
-    its owner (a transaction comparing the value)."""
+class EtcdReconcileLock(EtcdLock):
+    """`/provision/<cluster>/headroom/lock`: one reconciler at a time per cluster."""
 
-    def __init__(self, client: Any, cluster: str, command: str, ttl: int):
-        self.client, self.key, self.ttl = client, f"/provision/{cluster}/headroom/lock", max(1, int(ttl))
-        self.owner = json.dumps(lock_holder(command), sort_keys=True)
-        self.lease = 0
-
-    def acquire(self) -> bool:
-        try:
-            self.lease = self.client.grant(self.ttl)
-            if self.client.create(self.key, self.owner, self.lease):
-                return True
-            self.client.revoke(self.lease)
-            self.lease = 0
-            return False
-        except ActionError as err:
-            raise ActionError(f"etcd: cannot take the reconcile lock {self.key}: {err}") from None
-
-    def holder(self) -> str:
-        try:
-            return self.client.get(self.key) or ""
-        except Exception:
-            return ""
-
-    def release(self) -> None:
-        try:
-            self.client.delete_if(self.key, self.owner)
-            if self.lease:
-                self.client.revoke(self.lease)
-        except Exception:  # expired or taken over: the lease already freed it
-            pass
+    def __init__(self, client: Any, cluster: str, command: str, ttl: float):
+        super().__init__(client, headroom_lock_key(cluster), command, ttl)
 
 
 def reconcile(spec: Any, store: Any, observe: Callable[[dict[str, Any], float], Observation],
@@ -230,12 +201,6 @@ def drain(spec: Any, actuator: Actuator, host: str, log: Callable[[str], None], 
 
 # ---- the real edges ---------------------------------------------------------------------
 
-def cluster_etcd_endpoints(state: dict[str, Any]) -> list[str]:
-    """Client URLs of the cluster's etcd members, from the addresses state records."""
-    return sorted(f"https://{h['address']}:2379" for h in state.get("hosts", {}).values()
-                  if h.get("etcd") and h.get("address"))
-
-
 class ClusterEdges:
     """Observer and actuator for a real cluster: hosts from the provider's tagged list, load
     from etcd or Kubernetes, machines through the provider."""
@@ -247,24 +212,29 @@ class ClusterEdges:
         self.spec, self.store, self.log, self.ui = spec, store, log, ui
         self.clock, self.sleep = clock, sleep
         self.provider = provider or get_provider(spec, workdir=store.workdir, log=log)
-        self._etcd = None
+        self._etcd: Etcd | None = None
         self._kube = None
 
-    def etcd(self, state: dict[str, Any]):
+    def etcd(self, state: dict[str, Any] | None = None) -> Etcd:
+        """The cluster's etcd as provision reaches it (over SSH), connected once."""
         if self._etcd is None:
-            from ..pki import client_tls
-            from .etcd_v3 import EtcdV3
-            endpoints = cluster_etcd_endpoints(state)
-            if not endpoints:
+            state = self.store.read() if state is None else state
+            from ..etcd import cluster
+            if not cluster.member_addresses(state):
                 raise ActionError("headroom: state records no etcd member address yet: run `provision up` first")
-            self._etcd = EtcdV3(endpoints, client_tls(self.store))
+            self._etcd = cluster.connect(self.spec, self.store, state, log=self.log)
         return self._etcd
 
     def kube(self):
         if self._kube is None:
             from .observe import kubernetes_api
-            path = self.spec.headroom.kubeconfig or str(self.store.blob_path("kubeconfig"))
-            self._kube = kubernetes_api(path)
+            if self.spec.headroom.kubeconfig:  # the user's own kubeconfig: the user's own route
+                self._kube = kubernetes_api(self.spec.headroom.kubeconfig)
+            else:  # the admin kubeconfig: to the API servers over SSH, like all operator traffic
+                from .. import tunnel
+                state = self.store.read()
+                self._kube = kubernetes_api(str(self.store.blob_path("kubeconfig")), route=lambda host, port: tunnel.reach(
+                    self.spec, self.store, state, [(host, port)], log=self.log)[0])
         return self._kube
 
     # -- observer --------------------------------------------------------------------------
@@ -320,7 +290,7 @@ class ClusterEdges:
             cordon(self.kube(), host)
             self._evict_all(host)
         else:
-            self._etcd.put(drain_key(self.spec.name, host), "1")
+            self.etcd().put(drain_key(self.spec.name, host), "1")
 
     def _evict_all(self, host: str) -> int:
         """Evict the workload pods left on `host`; returns how many remain."""
@@ -336,7 +306,7 @@ class ClusterEdges:
             from .observe import uncordon
             uncordon(self.kube(), host)
         else:
-            self._etcd.delete(drain_key(self.spec.name, host))
+            self.etcd().delete(drain_key(self.spec.name, host))
 
     def drained(self, host: str) -> bool:
         if self.spec.headroom.source == "kubernetes":
@@ -345,7 +315,7 @@ class ClusterEdges:
             return not node_pods(self.kube(), host)
         from .observe import drained_by_report
         # A missing key (silent agent) proves nothing: its containers may still run.
-        return drained_by_report(self._etcd.get(load_key(self.spec.name, host)))
+        return drained_by_report(self.etcd().get(load_key(self.spec.name, host)))
 
     def destroy(self, state: dict[str, Any], hosts: Sequence[str]) -> None:
         self.provider.destroy_hosts(list(hosts))

@@ -1,12 +1,12 @@
 """Phase `etcd`: the members are configured (role `etcd` over SSH), then etcd lists every
-planned member and each answers healthy, asked through the cluster's own client certificate;
-then each client identity gets its user and role and auth is enabled (`etcd_auth`; a re-run
-changes nothing)."""
+planned member and each answers healthy, asked through the cluster's own client certificate
+over SSH through a master; then each client identity gets its user and role and auth is
+enabled (`etcd.auth`; a re-run changes nothing)."""
 from __future__ import annotations
 
 from .. import bootstrap
-from .. import cluster_etcd
-from .. import etcd_auth
+from .. import pki
+from ..etcd import auth, cluster
 from . import RunContext
 
 HEALTH_TIMEOUT = 120.0
@@ -17,17 +17,16 @@ def run(ctx: RunContext) -> dict:
     if ctx.dry_run:
         names = sorted(members) or bootstrap.planned_names(ctx, etcd=True)
         ctx.log("etcd", f"would check {len(names)} members: {', '.join(names)}, then converge users, "
-                        f"roles and auth ({', '.join(sorted(etcd_auth.wanted_roles(ctx.spec)))})")
+                        f"roles and auth ({', '.join(sorted(auth.wanted_roles(ctx.spec)))})")
         return {"dry_run": True, "members": names}
     result = bootstrap.apply_roles(ctx, "etcd", ("etcd",), members)
-    access = cluster_etcd.etcd_access(ctx.store, ctx.state)
-    health = cluster_etcd.wait_etcd_healthy(access, len(members), HEALTH_TIMEOUT,
-                                      log=lambda m: ctx.ui.debug("etcd", m))
-    names = ", ".join(m["name"] for m in health["members"])
-    ctx.log("etcd", f"{len(health['members'])} members healthy over TLS: {names}")
-    root = etcd_auth.access_as(ctx.store, access.endpoints, "root")
-    auth = etcd_auth.apply(root, access, ctx.spec)
+    etcd = cluster.connect(ctx.spec, ctx.store, ctx.state, log=lambda m: ctx.ui.debug("etcd", m))
+    health = etcd.wait_healthy(len(members), HEALTH_TIMEOUT, log=lambda m: ctx.ui.debug("etcd", m))
+    healthy = ", ".join(m["name"] for m in health["members"])
+    ctx.log("etcd", f"{len(health['members'])} members healthy over TLS: {healthy}")
+    root = etcd.as_identity(pki.client_tls(ctx.store, "root"))
+    changes = auth.apply(root, etcd, ctx.spec)
     if ctx.spec.needs_etcd_v2:  # v2 has its own users and roles
-        auth += etcd_auth.apply_v2(root, ctx.spec)
-    ctx.log("etcd", f"auth: {'; '.join(auth)}" if auth else "auth: users, roles and auth already as wanted")
-    return {**result, "members": health["members"], "health": health["health"], "auth_changes": auth}
+        changes += auth.apply_v2(root, ctx.spec)
+    ctx.log("etcd", f"auth: {'; '.join(changes)}" if changes else "auth: users, roles and auth already as wanted")
+    return {**result, "members": health["members"], "health": health["health"], "auth_changes": changes}

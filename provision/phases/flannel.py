@@ -4,31 +4,33 @@ spec's flannel speaks; then check each node's flannel pieces over SSH (role `fla
 from __future__ import annotations
 
 from .. import bootstrap
-from .. import cluster_etcd
 from .. import faults
+from ..etcd import cluster, v2
+from ..etcd.keys import FLANNEL_KEY, flannel_config
 from . import RunContext
 
 
 def run(ctx: RunContext) -> dict:
     spec = ctx.spec
     api = spec.network.flannel.etcd_api
-    want = cluster_etcd.flannel_config(spec)
+    want = flannel_config(spec)
     nodes = bootstrap.cluster_hosts(ctx.state, roles=("master", "worker"))
     if ctx.dry_run:
-        ctx.log("flannel", f"would create {cluster_etcd.FLANNEL_KEY} ({api}) = {want} if absent")
+        ctx.log("flannel", f"would create {FLANNEL_KEY} ({api}) = {want} if absent")
         return {"dry_run": True, "config": want}
-    access = cluster_etcd.etcd_access(ctx.store, ctx.state)
-    create = cluster_etcd.v3_create if api == "v3" else cluster_etcd.v2_create
-    get = cluster_etcd.v3_get if api == "v3" else cluster_etcd.v2_get
-    created = create(access, cluster_etcd.FLANNEL_KEY, want)
+    etcd = cluster.connect(spec, ctx.store, ctx.state, log=lambda m: ctx.ui.debug("flannel", m))
+    if api == "v3":
+        created = etcd.create(FLANNEL_KEY, want)
+    else:
+        created = v2.create(etcd, FLANNEL_KEY, want)
     faults.point(faults.FIRST_WRITE)
-    current = want if created else get(access, cluster_etcd.FLANNEL_KEY)
+    current = want if created else (etcd.get(FLANNEL_KEY) if api == "v3" else v2.get(etcd, FLANNEL_KEY))
     if created:
-        ctx.log("flannel", f"created {cluster_etcd.FLANNEL_KEY} ({api}): {want}")
+        ctx.log("flannel", f"created {FLANNEL_KEY} ({api}): {want}")
     elif current == want:
-        ctx.log("flannel", f"{cluster_etcd.FLANNEL_KEY} ({api}) already holds the spec's network: no change")
+        ctx.log("flannel", f"{FLANNEL_KEY} ({api}) already holds the spec's network: no change")
     else:
         # Changing the pod network under running flanneld breaks every lease: never overwrite.
-        ctx.ui.warn(f"{cluster_etcd.FLANNEL_KEY} holds {current}, the spec asks {want}; left unchanged")
+        ctx.ui.warn(f"{FLANNEL_KEY} holds {current}, the spec asks {want}; left unchanged")
     result = bootstrap.apply_roles(ctx, "flannel", ("flannel",), nodes)
     return {**result, "created": created, "config": current}

@@ -47,13 +47,13 @@ class Etcd:
 
     def client(self):
         """python-etcd (the v2 API)."""
-        from provision.headroom.observe import etcd_client
+        from provision.etcd.v2 import client as etcd_client
         return etcd_client([self.endpoint], self.client_tls)
 
     def v3(self):
         """provision's client of the v3 JSON gateway."""
-        from provision.headroom.etcd_v3 import EtcdV3
-        return EtcdV3([self.endpoint], self.client_tls)
+        from provision.etcd.client import Etcd
+        return Etcd([self.endpoint], self.client_tls)
 
 
 def write_tls(directory: Path, name: str, ca_key, ca_cert, usage: str, ips=(), dns=()) -> TLS:
@@ -85,13 +85,13 @@ def start_etcd(directory: Path, server: TLS, *, v2: bool = True) -> tuple[subpro
 
 
 def wait_healthy(endpoint: str, tls: TLS, proc: subprocess.Popen, timeout: float = 20) -> None:
-    from provision.headroom.etcd_v3 import EtcdV3
+    from provision.etcd.client import Etcd
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError("etcd exited early")
         try:
-            EtcdV3([endpoint], tls).put("/health-probe", "1")
+            Etcd([endpoint], tls).put("/health-probe", "1")
             return
         except Exception:  # noqa: BLE001 - not up yet
             time.sleep(0.2)

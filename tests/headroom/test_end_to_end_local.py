@@ -29,7 +29,7 @@ from tests.real import require_local_host
 from provision.headroom.observe import load_key
 from provision.pki import client_tls
 from provision.state import LocalStateStore
-from provision.headroom.etcd_v3 import EtcdV3
+from provision.etcd.client import Etcd
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -117,7 +117,7 @@ def test_headroom_adds_to_max_and_removes_to_min_on_the_local_provider(cluster):
     state = store.read()
     endpoints = [f"https://{h['address']}:2379" for h in state["hosts"].values() if h.get("etcd")]
     assert endpoints == [f"https://{state['hosts'][f'{name}-masters-0']['address']}:2379"]
-    etcd = EtcdV3(endpoints, client_tls(store))
+    etcd = Etcd(endpoints, client_tls(store))
     first = f"{name}-workers-0"
 
     def loads():

@@ -12,8 +12,8 @@ from tests.real import require
 
 from fakes.kubernetes_api import FakeKubernetesAPI, node, pdb, pod
 from provision.errors import ActionError, UserError
-from provision.headroom.etcd_v3 import EtcdV3
-from provision.headroom.observe import (InventoryHost, cordon, etcd_client, evict, inventory, kubernetes_api, load_key,
+from provision.etcd.client import Etcd
+from provision.headroom.observe import (InventoryHost, cordon, evict, inventory, kubernetes_api, load_key,
                                         node_pods, observe_etcd, observe_kubernetes, parse_load, read_etcd_loads,
                                         read_kubernetes)
 from provision.headroom.policy import READY, UNKNOWN, UNREADY
@@ -68,12 +68,17 @@ def test_etcd_load_key_expires_with_its_lease(etcd_v3_server):
 
 
 def test_etcd_refuses_a_client_certificate_from_another_ca(etcd_v3_server):
-    client = EtcdV3([etcd_v3_server.endpoint], etcd_v3_server.other_tls, timeout=3)
+    client = Etcd([etcd_v3_server.endpoint], etcd_v3_server.other_tls, timeout=3)
     with pytest.raises(ActionError, match="cannot"):
         read_etcd_loads(client, "anything")
 
 
 def test_etcd_client_argument_errors():
+    from provision.etcd.v2 import client as etcd_client
+    with pytest.raises(UserError, match="no endpoints"):
+        Etcd((), None)
+    with pytest.raises(UserError, match="client certificate"):
+        Etcd(("https://127.0.0.1:2379",), None)
     with pytest.raises(UserError, match="no endpoints"):
         etcd_client([], None)
     with pytest.raises(UserError, match="client certificate"):

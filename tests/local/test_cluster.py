@@ -123,14 +123,15 @@ def test_a_workers_etcd_identities_are_refused_outside_their_prefixes(cluster):
 
 def test_v2_create_only_if_absent_like_coreos_kubernetes(cluster):
     """The v2 path flannel.etcd_api: v2 uses (python-etcd, prevExist=false) on the same cluster."""
-    from provision import cluster_etcd as cluster_status
+    from provision.etcd import cluster as cluster_etcd, v2
+    from provision.spec import load_spec
     from provision.state import LocalStateStore
     store = LocalStateStore(cluster["name"], cluster["state_dir"])
-    access = cluster_status.etcd_access(store, store.read())
+    access = cluster_etcd.connect(load_spec(cluster["spec"]), store, store.read())
     key = f"/provision/{cluster['name']}/test/network"  # inside the provisioner's prefix (v2 auth is on)
-    assert cluster_status.v2_create(access, key, '{"Network":"10.9.0.0/16"}') is True
-    assert cluster_status.v2_create(access, key, '{"Network":"10.8.0.0/16"}') is False
-    assert cluster_status.v2_get(access, key) == '{"Network":"10.9.0.0/16"}'
+    assert v2.create(access, key, '{"Network":"10.9.0.0/16"}') is True
+    assert v2.create(access, key, '{"Network":"10.8.0.0/16"}') is False
+    assert v2.get(access, key) == '{"Network":"10.9.0.0/16"}'
 
 
 def test_kubeconfig_verb_writes_where_asked(cluster, tmp_path):
@@ -337,14 +338,14 @@ def test_scale_adds_hosts_that_publish_load_and_back(cluster):
     new = [f"{cluster['name']}-workers-{i}" for i in (2, 3)]
     assert all(n in state["hosts"] for n in new)
     # their host-load agents publish into etcd's v3 keyspace on leases (headroom's source)
-    from provision.headroom.etcd_v3 import EtcdV3
+    from provision.etcd.client import Etcd
     ssl = cluster["workdir"] / "local" / "hosts" / new[0] / "root" / "etc" / "ssl" / "etcd"
     address = state["hosts"][f"{cluster['name']}-masters-0"]["address"]
 
     class AgentTLS:
         ca, cert, key = ssl / "ca.crt", ssl / "agent.crt", ssl / "agent.key"
 
-    client = EtcdV3([f"https://{address}:2379"], AgentTLS)
+    client = Etcd([f"https://{address}:2379"], AgentTLS)
     prefix = f"/provision/{cluster['name']}/hosts/"
     deadline = time.monotonic() + 60
     while True:

@@ -12,7 +12,7 @@ from provision.errors import UserError
 from provision.phases.kubeconfig import admin_kubeconfig, api_server_url
 from provision.spec import parse_spec
 from provision.state import LocalStateStore
-from provision.cluster_etcd import flannel_config
+from provision.etcd.keys import flannel_config
 from provision.status import headroom_figures
 from provision.verbs.scale import check_request
 

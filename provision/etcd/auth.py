@@ -19,11 +19,17 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-from . import pki
-from .cluster_etcd import EtcdAccess, FLANNEL_KEY, etcdctl
-from .errors import ActionError
+from .. import pki
+from ..errors import ActionError
+from ..pki import TLSFiles
+from .client import Etcd, last_line
+from .keys import FLANNEL_KEY, FLANNEL_PREFIX, FLEET_PREFIX, hosts_key, provision_prefix
+
+if TYPE_CHECKING:
+    from ..spec import Spec
+    from ..state import StateStore
 
 ALL_KEYS = ""  # with --prefix: the whole keyspace
 
@@ -49,28 +55,28 @@ class Permission:
         return raw.decode()
 
 
-def wanted_roles(spec: Any) -> dict[str, tuple[Permission, ...]]:
+def wanted_roles(spec: "Spec") -> dict[str, tuple[Permission, ...]]:
     """{user (= role) name: permissions} for every etcd client identity of the cluster."""
-    own = f"/provision/{spec.name}/"
+    own = provision_prefix(spec.name)
     roles = {
         pki.etcd_user("apiserver"): (Permission(ALL_KEYS, True),),
-        pki.etcd_user("flannel"): (Permission("/coreos.com/network/", True),),
-        pki.etcd_user("agent"): (Permission(f"{own}hosts/", True),),
+        pki.etcd_user("flannel"): (Permission(FLANNEL_PREFIX, True),),
+        pki.etcd_user("agent"): (Permission(f"{hosts_key(spec.name)}/", True),),
         pki.etcd_user("provisioner"): (Permission(own, True), Permission(FLANNEL_KEY, False)),
     }
     if spec.fleet.enabled:
-        roles[pki.etcd_user("fleet")] = (Permission("/_coreos.com/fleet/", True),)
+        roles[pki.etcd_user("fleet")] = (Permission(FLEET_PREFIX, True),)
     return roles
 
 
 def _ok(proc, what: str) -> str:
     if proc.returncode != 0:
-        raise ActionError(f"etcd auth: {what} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1][:300]}")
+        raise ActionError(f"etcd auth: {what} failed: {last_line(proc.stderr, '?')}")
     return proc.stdout
 
 
-def _current_permissions(access: EtcdAccess, role: str) -> set[tuple[str, str, str]] | None:
-    proc = etcdctl(access, "role", "get", role, "-w", "json")
+def _current_permissions(access: Etcd, role: str) -> set[tuple[str, str, str]] | None:
+    proc = access.etcdctl("role", "get", role, "-w", "json")
     if proc.returncode != 0:
         if "role name not found" in proc.stderr:
             return None
@@ -96,9 +102,9 @@ def _range_args(key: str, end: str) -> list[str]:
     return [key, end]
 
 
-def auth_enabled(access: EtcdAccess) -> bool:
+def auth_enabled(access: Etcd) -> bool:
     """Whether auth is on, asked as a client that is not root: listing users is then refused."""
-    proc = etcdctl(access, "user", "list")
+    proc = access.etcdctl("user", "list")
     if proc.returncode == 0:
         return False
     if "permission denied" in proc.stderr or "user name is empty" in proc.stderr:
@@ -107,82 +113,83 @@ def auth_enabled(access: EtcdAccess) -> bool:
     return False
 
 
-def apply(root: EtcdAccess, probe: EtcdAccess, spec: Any) -> list[str]:
+def apply(root: Etcd, probe: Etcd, spec: "Spec") -> list[str]:
     """Make etcd's users, roles and auth match `wanted_roles(spec)`; returns what changed.
 
     `root` holds the `root` client certificate; `probe` is any other client identity
     (provisioner), used to see whether auth is already on.
     """
     changed: list[str] = []
-    users = set(_ok(etcdctl(root, "user", "list"), "listing users").split())
-    roles = set(_ok(etcdctl(root, "role", "list"), "listing roles").split())
+    users = set(_ok(root.etcdctl("user", "list"), "listing users").split())
+    roles = set(_ok(root.etcdctl("role", "list"), "listing roles").split())
     wanted = wanted_roles(spec)
     for name in ["root", *sorted(wanted)]:
         if name not in users:
-            _ok(etcdctl(root, "user", "add", name, "--no-password"), f"adding user {name}")
+            _ok(root.etcdctl("user", "add", name, "--no-password"), f"adding user {name}")
             changed.append(f"user {name}")
     if "root" not in roles:
-        _ok(etcdctl(root, "role", "add", "root"), "adding role root")
+        _ok(root.etcdctl("role", "add", "root"), "adding role root")
         changed.append("role root")
     for name, perms in sorted(wanted.items()):
         current = _current_permissions(root, name)
         if current is None:
-            _ok(etcdctl(root, "role", "add", name), f"adding role {name}")
+            _ok(root.etcdctl("role", "add", name), f"adding role {name}")
             changed.append(f"role {name}")
             current = set()
         want = {(p.stored_key(), p.range_end(), p.access): p for p in perms}
         for key, end, access in sorted(current - set(want)):
             args = ["role", "revoke-permission", name, *_range_args(key, end)]
-            _ok(etcdctl(root, *args), f"revoking {key!r} from role {name}")
+            _ok(root.etcdctl(*args), f"revoking {key!r} from role {name}")
             changed.append(f"role {name}: revoked {key!r}")
         for triple in sorted(set(want) - current):
             p = want[triple]
             args = ["role", "grant-permission", name, p.access, p.key] + (["--prefix"] if p.prefix else [])
-            _ok(etcdctl(root, *args), f"granting {p.key!r} to role {name}")
+            _ok(root.etcdctl(*args), f"granting {p.key!r} to role {name}")
             changed.append(f"role {name}: {p.access} {p.key or '(every key)'}{'*' if p.prefix else ''}")
     for name in ["root", *sorted(wanted)]:
-        doc = _ok(etcdctl(root, "user", "get", name, "-w", "json"), f"reading user {name}")
+        doc = _ok(root.etcdctl("user", "get", name, "-w", "json"), f"reading user {name}")
         has = set(json.loads(doc or "{}").get("roles") or [])
         if name not in has:
-            _ok(etcdctl(root, "user", "grant-role", name, name), f"granting role {name} to user {name}")
+            _ok(root.etcdctl("user", "grant-role", name, name), f"granting role {name} to user {name}")
             changed.append(f"user {name}: role {name}")
     for name in sorted(users - {"root"} - set(wanted)):
         if name.startswith("etcd-"):  # an identity of ours the spec no longer has (fleet turned off)
-            _ok(etcdctl(root, "user", "delete", name), f"deleting user {name}")
+            _ok(root.etcdctl("user", "delete", name), f"deleting user {name}")
             changed.append(f"user {name} deleted")
     if not auth_enabled(probe):
-        _ok(etcdctl(root, "auth", "enable"), "enabling auth")
+        _ok(root.etcdctl("auth", "enable"), "enabling auth")
         changed.append("auth enabled")
     return changed
 
 
-def access_as(store: Any, endpoints: tuple[str, ...], client: str) -> EtcdAccess:
-    tls = pki.client_tls(store, client)
-    return EtcdAccess(endpoints, ca=str(tls.ca), cert=str(tls.cert), key=str(tls.key))
+def identity(store: "StateStore", client: str) -> TLSFiles:
+    """The etcd CA and the client certificate of etcd user `client` (root, provisioner, ...)."""
+    return pki.client_tls(store, client)
 
 
 # ---- the v2 keyspace (only when spec.needs_etcd_v2: fleet, v2 flannel, the v2 load keys) ----------
 # etcd's v2 API has its own users and roles, also matched by certificate CN; with v2 auth on,
 # the `guest` role (any request without a known user) starts with every key, so it is emptied.
 
-def wanted_v2_roles(spec: Any) -> dict[str, tuple[str, ...]]:
+def wanted_v2_roles(spec: "Spec") -> dict[str, tuple[str, ...]]:
     """{user (= role): v2 key patterns it may read and write} for clients that speak v2."""
-    own = f"/provision/{spec.name}"
-    roles = {pki.etcd_user("agent"): (f"{own}/hosts/*",),
-             pki.etcd_user("provisioner"): (f"{own}/*", FLANNEL_KEY)}
+    roles = {pki.etcd_user("agent"): (f"{hosts_key(spec.name)}/*",),
+             pki.etcd_user("provisioner"): (f"{provision_prefix(spec.name)}*", FLANNEL_KEY)}
     if spec.network.flannel.etcd_api == "v2":
-        roles[pki.etcd_user("flannel")] = ("/coreos.com/network/*",)
+        roles[pki.etcd_user("flannel")] = (f"{FLANNEL_PREFIX}*",)
     if spec.fleet.enabled:
-        roles[pki.etcd_user("fleet")] = ("/_coreos.com/fleet/*",)
+        roles[pki.etcd_user("fleet")] = (f"{FLEET_PREFIX}*",)
     return roles
 
 
-def _v2(root: EtcdAccess, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+def _v2(root: Etcd, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
     import ssl
     import urllib.error
     import urllib.request
-    ctx = ssl.create_default_context(cafile=root.ca)
-    ctx.load_cert_chain(root.cert, root.key)
+    if root.tls is None:
+        raise ActionError("etcd v2 auth: needs the root client certificate")
+    ctx = ssl.create_default_context(cafile=str(root.tls.ca))
+    ctx.load_cert_chain(str(root.tls.cert), str(root.tls.key))
     data = json.dumps(body).encode() if body is not None else None
     last = "no endpoint"
     for endpoint in root.endpoints:
@@ -198,14 +205,14 @@ def _v2(root: EtcdAccess, method: str, path: str, body: dict | None = None) -> t
     raise ActionError(f"etcd v2 auth: {method} {path}: {last}")
 
 
-def _v2_ok(root: EtcdAccess, method: str, path: str, body: dict | None = None) -> dict:
+def _v2_ok(root: Etcd, method: str, path: str, body: dict | None = None) -> dict:
     code, doc = _v2(root, method, path, body)
     if code >= 300:
         raise ActionError(f"etcd v2 auth: {method} {path} failed ({code}): {doc.get('message', doc)}")
     return doc
 
 
-def apply_v2(root: EtcdAccess, spec: Any) -> list[str]:
+def apply_v2(root: Etcd, spec: "Spec") -> list[str]:
     """Converge the v2 users and roles and enable v2 auth; returns what changed."""
     import secrets
     changed: list[str] = []
