@@ -17,6 +17,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
+UPLOAD_DIR = "/run/provision-upload"
 # Which unit reads which key (for a restart once a key changed).
 CONSUMERS = {
     "/etc/ssl/etcd/server.key": "etcd-member.service",
@@ -45,15 +46,25 @@ def apply(report: dict) -> None:
     for path in host.data.get("secret_dirs") or ():
         files.directory(name=f"private directory {path}", path=path, user="root", group="root", mode="700",
                         _sudo=True)
+    # pyinfra uploads as the SSH user to a temporary file, then copies it into place as root:
+    # that temporary file lives in a directory only the SSH user (who may sudo anyway) can enter.
+    upload_dir = f"{UPLOAD_DIR}-{host.data.get('ssh_user') or 'root'}"
+    files.directory(name="private upload directory", path=upload_dir, user=host.data.get("ssh_user") or "root",
+                    mode="700", _sudo=True)
     changed_units: dict[str, list] = {}
     for path, mode, data in secret_files:
-        # The name pyinfra prints and keeps is the path only, never the contents.
+        octal = f"{int(mode):o}"
+        # An absent file is made empty with its mode first: the copy keeps it, so no moment
+        # exists where the key is readable by others. Names carry paths only, never contents.
+        files.file(name=f"secret {path} exists, {octal}", path=path, user="root", group="root", mode=octal,
+                   _sudo=True)
         op = files.put(name=f"secret {path}", src=io.BytesIO(bytes(data)), dest=path, user="root", group="root",
-                       mode=f"{int(mode):o}", _sudo=True)
+                       mode=octal, _sudo=True, _temp_dir=upload_dir)
         unit = CONSUMERS.get(path)
         if unit:
             changed_units.setdefault(unit, []).append(op)
     for unit, ops in sorted(changed_units.items()):
-        server.shell(name=f"restart {unit} if a key it reads changed", commands=[restart_command(unit)],
-                     _sudo=True, _if=lambda ops=ops: any(op.did_change() for op in ops))
+        if any(op.will_change for op in ops):  # only what differs yields an operation
+            server.shell(name=f"restart {unit}: a key it reads changed", commands=[restart_command(unit)],
+                         _sudo=True)
     entry["notes"].append(f"{len(secret_files)} secret files checked")
