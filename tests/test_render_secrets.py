@@ -80,11 +80,19 @@ def test_every_host_gets_its_keys_as_secret_files_0600(every_example):
     delivered = render_secrets(spec, {}, store, hosts, sorted(by_name))
     for name, files in delivered.items():
         assert files, name
-        assert all(f.mode == 0o600 for f in files.values()), name
-        assert all(f.data for f in files.values()), name
         assert files == rendered.secrets_for(name)  # the phase delivers what the render kept out
+        config = json.loads(rendered.config_for(name))
+        in_config = {f["path"] for f in config["storage"]["files"]}
+        # the certificates go along (in the config too), so a renewed key never meets an old certificate
+        certificates = {p for p, f in files.items()
+                        if f.data.startswith((b"-----BEGIN CERTIFICATE-----", b"-----BEGIN PUBLIC KEY-----"))}
+        assert certificates and certificates <= in_config, name
+        assert all(files[p].mode == 0o644 for p in certificates), name
+        secret = {p: f for p, f in files.items() if p not in certificates}
+        assert not set(secret) & in_config, name
+        assert all(f.mode == 0o600 and f.data for f in secret.values()), name
         role = by_name[name].role
-        paths = set(files)
+        paths = set(secret)
         assert "/etc/ssl/etcd/agent.key" in paths
         if role == "etcd":
             assert paths == {"/etc/ssl/etcd/agent.key", "/etc/ssl/etcd/server.key", "/etc/ssl/etcd/peer.key"} | fleet
@@ -116,6 +124,7 @@ def test_role_data_keeps_the_directories_private_and_the_digest_follows_every_by
     files = render_secrets(spec, {}, store, hosts, [master])[master]
     data = role_data(files)
     assert [p for p, _, _ in data["secret_files"]] == sorted(files)
+    assert "/etc/ssl/etcd/server.crt" in files and "/etc/kubernetes/pki/ca.crt" in files
     assert set(data["secret_dirs"]) == {"/etc/ssl/etcd", "/etc/kubernetes/pki", "/etc/kubernetes/addons"}
     assert set(data["secret_dirs"]) <= set(PRIVATE_DIRS)
     digest = bundle_digest(files)

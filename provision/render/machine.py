@@ -4,7 +4,9 @@ A role template in `ignition/` (jinja2) renders to a flat YAML list of items:
 `file` (with `template`, `blob` or `text`), `unit`, `directory` and `binary`. `build_machine`
 turns that list into a `Machine`: file contents read from templates and PKI blobs, units and
 directories. A file item with `secret: true` (private keys, tokens) goes to `Machine.secrets`,
-never into the boot config: the `secrets` phase delivers those over SSH. `binary` items name downloads; the renderer resolves them before building, since
+never into the boot config: the `secrets` phase delivers those over SSH. Certificates (PKI blobs
+not marked secret) are in the boot config and in `Machine.secrets` too, so a renewed key is
+never delivered without its certificate. `binary` items name downloads; the renderer resolves them before building, since
 templates name the install units those downloads get.
 """
 from __future__ import annotations
@@ -40,7 +42,7 @@ class Machine:
     files: dict[str, File] = field(default_factory=dict)
     directories: dict[str, int] = field(default_factory=dict)
     units: dict[str, Unit] = field(default_factory=dict)
-    secrets: dict[str, File] = field(default_factory=dict)  # delivered over SSH, not at boot
+    secrets: dict[str, File] = field(default_factory=dict)  # delivered over SSH (keys: only so)
 
     def add_file(self, f: File) -> None:
         if f.path in self.files and self.files[f.path] != f:
@@ -64,11 +66,13 @@ def parse_items(text: str, where: str) -> list[dict[str, Any]]:
 
 
 PRIVATE_KEY_MARK = b"PRIVATE KEY"
+PKI_PREFIX = "pki/"
 
 
 def secret_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The file items marked `secret: true` (what the `secrets` phase delivers)."""
-    return [i for i in items if "file" in i and i.get("secret")]
+    """The file items the `secrets` phase delivers: those marked `secret: true`, and the
+    certificates (PKI blobs) that go with them."""
+    return [i for i in items if "file" in i and (i.get("secret") or str(i.get("blob", "")).startswith(PKI_PREFIX))]
 
 
 def build_machine(items: list[dict[str, Any]], render_template: Callable[[str], str],
@@ -83,6 +87,8 @@ def build_machine(items: list[dict[str, Any]], render_template: Callable[[str], 
             if f.data is not None and PRIVATE_KEY_MARK in f.data:
                 raise ActionError(f"render: {item['file']} holds a private key but is not marked secret")
             machine.add_file(f)
+            if str(item.get("blob", "")).startswith(PKI_PREFIX):
+                machine.secrets[item["file"]] = f  # a certificate goes with its key
         elif "unit" in item:
             machine.add_unit(Unit(name=item["unit"], contents=render_template(item["template"]),
                                   enabled=bool(item.get("enabled", False))))
