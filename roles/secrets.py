@@ -27,6 +27,7 @@ from pyinfra.operations import files, server
 
 UPLOAD_DIR = "/run/provision-upload"
 ARCHIVE = "secrets.tar"
+TOKEN_SECRET = "/etc/kubernetes/addons/bootstrap-token.yaml"  # the first master's copy of the token Secret
 # Which unit reads which key (for a restart once a key changed).
 CONSUMERS = {
     "/etc/ssl/etcd/server.key": "etcd-member.service",
@@ -85,6 +86,13 @@ def archive(dirs: Iterable[str], stale: Iterable[tuple[str, int, bytes]]) -> byt
     return raw.getvalue()
 
 
+def token_command() -> str:
+    """Create the bootstrap token Secret through the first master's API (its run-once bootstrap
+    script, step `token`), on a systemd host whose bootstrap has run; elsewhere no API runs."""
+    return ("if [ -d /run/systemd/system ] && [ -e /opt/provision/bootstrap.done ]; then "
+            "set -a; . /etc/provision/bootstrap.env; set +a; timeout 300 /opt/provision/bootstrap.sh token; fi")
+
+
 def restart_command(unit: str) -> str:
     """Restart `unit` if it runs, on a systemd host only (elsewhere the unit's own retry loop
     picks the file up)."""
@@ -124,3 +132,6 @@ def apply(report: dict) -> None:
                  _sudo=True)
     for unit in sorted({CONSUMERS[p] for p, _, _ in stale if p in CONSUMERS and current.get(p) is not None}):
         server.shell(name=f"restart {unit}: a key it reads changed", commands=[restart_command(unit)], _sudo=True)
+    if any(p == TOKEN_SECRET and current.get(p) is not None for p, _, _ in stale):
+        # A renewed bootstrap token: its Secret goes to the API (the run-once bootstrap made the first).
+        server.shell(name="create the renewed bootstrap token's Secret", commands=[token_command()], _sudo=True)

@@ -173,3 +173,113 @@ def test_a_template_file_with_a_key_not_marked_secret_is_refused():
         build_machine(items, lambda name: "", lambda name: key)
     machine = build_machine([dict(items[0], secret=True)], lambda name: "", lambda name: key)
     assert machine.files == {} and machine.secrets["/etc/x.key"].data == key
+
+
+# ---- the bootstrap token: an expiry, renewed before it runs out ------------------------------
+
+def test_the_token_expires_in_a_day_and_the_pki_phase_renews_it_when_little_is_left(tmp_path):
+    import datetime as dt
+    spec, store, hosts, rendered = render(write_spec(tmp_path, SMALL_SPEC), tmp_path / "state",
+                                          served_artifacts("http://10.77.0.1:8080"))
+    first = pki.bootstrap_token(store)
+    expires = pki.bootstrap_token_expiry(store)
+    left = expires - dt.datetime.now(dt.timezone.utc)
+    assert dt.timedelta(hours=23) < left <= dt.timedelta(hours=24)
+    master = next(h.name for h in hosts if h.role == "master")
+    secret = yaml.safe_load(rendered.secrets_for(master)["/etc/kubernetes/addons/bootstrap-token.yaml"].data)
+    assert secret["stringData"]["expiration"] == pki.format_expiry(expires)
+    assert secret["stringData"]["token-id"] == first[0]
+    names = [h.name for h in hosts]
+    digests = {n: bundle_digest(f) for n, f in render_secrets(spec, {}, store, hosts, names).items()}
+
+    assert "bootstrap-token" in pki.ensure_pki(spec, store, hosts)["reused"]  # a day left: kept
+    assert pki.bootstrap_token(store) == first
+
+    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=90)
+    store.write_blob(pki.BOOTSTRAP_TOKEN_EXPIRES, pki.format_expiry(soon).encode())
+    assert "bootstrap-token" in pki.ensure_pki(spec, store, hosts)["created"]  # under 2 h left: a new one
+    second = pki.bootstrap_token(store)
+    assert second[0] != first[0] and second[1] != first[1]
+    assert pki.bootstrap_token_expiry(store) - dt.datetime.now(dt.timezone.utc) > dt.timedelta(hours=23)
+    # the first master (the Secret) and every worker (its bootstrap kubeconfig) get it again
+    after = {n: bundle_digest(f) for n, f in render_secrets(spec, {}, store, hosts, names).items()}
+    assert {n for n in names if after[n] != digests[n]} == {master} | {h.name for h in hosts if h.role == "worker"}
+
+    store.delete_blob(pki.BOOTSTRAP_TOKEN_EXPIRES)  # a token made before tokens expired
+    assert "bootstrap-token" in pki.ensure_pki(spec, store, hosts)["created"]
+    assert pki.bootstrap_token_expiry(store) is not None
+
+
+def test_the_bootstrap_scripts_token_step_creates_only_the_token_secret(tmp_path):
+    """`bootstrap.sh token` (what provision runs on the first master after renewing the token)
+    against a small HTTPS stand-in for the API server's two calls it makes (GET /readyz, POST a
+    Secret), with the cluster's own CA, API server certificate and admin client certificate."""
+    import http.server
+    import ssl
+    import subprocess
+    import threading
+    from tests.helpers_render import env_file, ignition_file, which_or_fail
+    which_or_fail("curl")
+    spec, store, hosts, rendered = render(write_spec(tmp_path, SMALL_SPEC), tmp_path / "state",
+                                          served_artifacts("http://10.77.0.1:8080"))
+    master = next(h.name for h in hosts if h.role == "master")
+    config = json.loads(rendered.config_for(master))
+    root = tmp_path / "root"
+    pem = {}
+    for blob in ("ca.crt", "apiserver.crt", "apiserver.key", "admin.crt", "admin.key"):
+        pem[blob] = tmp_path / blob
+        pem[blob].write_bytes(store.read_blob(f"pki/{blob}"))
+    addons = root / "addons"
+    addons.mkdir(parents=True)
+    (addons / "index").write_bytes(ignition_file(config, "/etc/kubernetes/addons/index"))
+    (addons / "bootstrap-token.yaml").write_bytes(
+        rendered.secrets_for(master)["/etc/kubernetes/addons/bootstrap-token.yaml"].data)
+    script = root / "bootstrap.sh"
+    script.write_bytes(ignition_file(config, "/opt/provision/bootstrap.sh"))
+    posted = []
+
+    class API(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200 if self.path == "/readyz" else 404)
+            self.end_headers()
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            posted.append((self.path, self.headers["Content-Type"], body,
+                           self.connection.getpeercert()["subject"]))
+            self.send_response(201 if len(posted) == 1 else 409)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), API)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pem["apiserver.crt"], pem["apiserver.key"])
+    context.load_verify_locations(pem["ca.crt"])
+    context.verify_mode = ssl.CERT_REQUIRED  # the API server asks for a client certificate
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = env_file(ignition_file(config, "/etc/provision/bootstrap.env").decode())
+        env.update({"BOOTSTRAP_API": f"https://127.0.0.1:{server.server_address[1]}",
+                    "BOOTSTRAP_KUBE_CA": str(pem["ca.crt"]), "BOOTSTRAP_KUBE_CERT": str(pem["admin.crt"]),
+                    "BOOTSTRAP_KUBE_KEY": str(pem["admin.key"]), "BOOTSTRAP_ADDONS": str(addons),
+                    "PATH": "/usr/bin:/bin"})
+        for _ in range(2):  # a second run finds it there (409): success too
+            run = subprocess.run(["sh", str(script), "token"], env=env, capture_output=True, text=True, timeout=60)
+            assert run.returncode == 0, run.stdout + run.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [p[0] for p in posted] == ["/api/v1/namespaces/kube-system/secrets"] * 2  # nothing but the token
+    path, content_type, body, subject = posted[0]
+    assert content_type == "application/yaml"
+    secret = yaml.safe_load(body)
+    assert secret["type"] == "bootstrap.kubernetes.io/token"
+    assert secret["stringData"]["token-id"] == pki.bootstrap_token(store)[0]
+    assert secret["stringData"]["expiration"] == pki.format_expiry(pki.bootstrap_token_expiry(store))
+    assert dict(x[0] for x in subject)["commonName"] == "kubernetes-admin"

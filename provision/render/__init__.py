@@ -105,6 +105,7 @@ def _cluster_context(spec: Any, state: Mapping[str, Any], store: Any, hosts: Seq
             raise ActionError("etcd.discovery: token, but state has no discovery token yet; the render phase "
                               "gets one from etcd.discovery_url (run `provision up SPEC --until render`)")
     token_id, token_secret = pki.bootstrap_token(store)
+    token_expires = pki.bootstrap_token_expiry(store)
     flannel = json.dumps({"Backend": {"Type": spec.network.flannel.backend}, "Network": spec.network.pod_cidr},
                          sort_keys=True, separators=(",", ":"))
     return {
@@ -116,6 +117,7 @@ def _cluster_context(spec: Any, state: Mapping[str, Any], store: Any, hosts: Seq
         "discovery_token_url": discovery,
         "local_api_url": "https://127.0.0.1:6443",
         "token_id": token_id, "token_secret": token_secret,
+        "token_expiration": pki.format_expiry(token_expires) if token_expires else None,
         "flannel_config": flannel,
         "agent_interval": AGENT_INTERVAL,
         "agent_ttl": int(spec.headroom.load_ttl) if spec.headroom is not None else 60,

@@ -112,3 +112,19 @@ def test_a_loosened_mode_is_put_back(host):
     # the temporary copies pyinfra uploads are gone, and their directory is the SSH user's alone
     upload = host["root"] / "run" / "provision-upload-core"
     assert upload.stat().st_mode & 0o7777 == 0o700 and list(upload.iterdir()) == []
+
+
+def test_a_renewed_token_secret_is_sent_to_the_api_by_the_first_master(host):
+    """The first master's copy of the token Secret changed (the pki phase renewed the token): the
+    role adds the step that creates the new Secret through the API (run on systemd hosts once the
+    run-once bootstrap is done; a local host has no API, and the step does nothing there)."""
+    path = "/etc/kubernetes/addons/bootstrap-token.yaml"
+    files = dict(bundle(), **{path: File(path, 0o600, b"token-id: aaaaaa\n")})
+    run(host, files)
+    assert (host["root"] / path.lstrip("/")).stat().st_mode & 0o7777 == 0o600
+    assert (host["root"] / "etc/kubernetes/addons").stat().st_mode & 0o7777 == 0o700
+    renewed = dict(files, **{path: File(path, 0o600, b"token-id: bbbbbb\n")})
+    outcome = run(host, renewed)
+    assert outcome.error is None and outcome.changed == 3  # upload, unpack, the token step
+    assert (host["root"] / path.lstrip("/")).read_bytes() == b"token-id: bbbbbb\n"
+    assert run(host, renewed).operations == 0
