@@ -366,7 +366,7 @@ class _PKI:
             "".join(secrets.choice(alphabet) for _ in range(16))
         until = (_now() + BOOTSTRAP_TOKEN_TTL).replace(microsecond=0)
         # the expiry first: a crash in between leaves an old token with a new date, renewed next run
-        self.store.write_blob(BOOTSTRAP_TOKEN_EXPIRES, (format_expiry(until) + "\n").encode(), secret=False)
+        self.store.write_blob(BOOTSTRAP_TOKEN_EXPIRES, (format_expiry(until) + "\n").encode(), secret=True)
         self.store.write_blob(BOOTSTRAP_TOKEN, token.encode() + b"\n", secret=True)
         self.created.append("bootstrap-token")
 
