@@ -191,11 +191,13 @@ def forget_loaded_host_keys() -> None:
 def run_roles(spec, workdir: Path, hosts: Mapping[str, Mapping[str, Any]], roles: Iterable[str],
               key_path: Path, dry_run: bool = False, timeout: int = 10,
               cluster: Mapping[str, Mapping[str, Any]] | None = None,
-              data: Mapping[str, Any] | None = None) -> dict[str, RoleOutcome]:
+              data: Mapping[str, Any] | None = None,
+              host_only: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, RoleOutcome]:
     """Apply `roles` (in order) to `hosts` ({name: state host}); one outcome per host.
 
     `cluster` is every host of the cluster (default: `hosts`), for the inventory files.
-    `data` is added to every host's pyinfra data for this run only (not to the inventory file).
+    `data` is added to every host's pyinfra data for this run only (not to the inventory file);
+    `host_only` ({name: data}) to that one host's only (e.g. its own keys).
     A dry run gathers facts and counts the operations that would change, running none,
     and writes nothing.
     """
@@ -204,16 +206,19 @@ def run_roles(spec, workdir: Path, hosts: Mapping[str, Mapping[str, Any]], roles
         return {}
     with known_hosts_for_run(spec, workdir, {**(cluster or {}), **hosts}, key_path, dry_run) as known_hosts:
         forget_loaded_host_keys()
-        return _run_roles(spec, hosts, tuple(roles), key_path, known_hosts, dry_run, timeout, data or {})
+        return _run_roles(spec, hosts, tuple(roles), key_path, known_hosts, dry_run, timeout, data or {},
+                          host_only or {})
 
 
-def _run_roles(spec, hosts, roles, key_path, known_hosts, dry_run, timeout, data) -> dict[str, RoleOutcome]:
+def _run_roles(spec, hosts, roles, key_path, known_hosts, dry_run, timeout, data,
+               host_only) -> dict[str, RoleOutcome]:
     from pyinfra.api import Config, Inventory, State
     from pyinfra.api.connect import connect_all, disconnect_all
     from pyinfra.api.deploy import add_deploy
     from pyinfra.api.operations import run_ops
 
-    inventory = Inventory(([(name, {**host_data(spec, name, host, key_path, known_hosts), **data})
+    inventory = Inventory(([(name, {**host_data(spec, name, host, key_path, known_hosts), **data,
+                                   **host_only.get(name, {})})
                             for name, host in sorted(hosts.items())], {}))
     state = State(inventory, Config(CONNECT_TIMEOUT=timeout, FAIL_PERCENT=100,
                                     PARALLEL=max(1, min(SSH_PARALLEL, len(hosts)))))
@@ -294,9 +299,13 @@ def planned_names(ctx, roles: Iterable[str] | None = None, etcd: bool | None = N
 
 
 def apply_roles(ctx, phase: str, roles: Iterable[str], hosts: Mapping[str, Mapping[str, Any]],
-                data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                data: Mapping[str, Any] | None = None,
+                host_only: Mapping[str, Mapping[str, Any]] | None = None,
+                record_extra: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Run `roles` on `hosts` for a phase: log per host, fail on missing pieces, say when
-    nothing changed. Returns the phase result for --output json."""
+    nothing changed. Returns the phase result for --output json. `host_only` is per-host role
+    data (see run_roles); `record_extra` ({name: fields}) is added to each host's convergence
+    record, so a change in it makes the host stale."""
     from . import pki
     roles = tuple(roles)
     if not hosts:
@@ -307,12 +316,13 @@ def apply_roles(ctx, phase: str, roles: Iterable[str], hosts: Mapping[str, Mappi
             ctx.log(phase, "no hosts for this phase")
         return {"hosts": {}, "changed": 0}
     every = hosts
-    wanted, hosts = convergence_targets(ctx, phase, hosts)
+    wanted, hosts = convergence_targets(ctx, phase, hosts, record_extra)
     if not hosts:
         ctx.log(phase, f"{len(every)} hosts already converged: no change (as recorded in state)")
         return {"hosts": {}, "changed": 0, "converged": len(every), "verify": False}
     outcomes = run_roles(ctx.spec, ctx.store.workdir, hosts, roles, pki.ssh_private_key_path(ctx.store),
-                         dry_run=ctx.dry_run, cluster=cluster_hosts(ctx.state), data=data)
+                         dry_run=ctx.dry_run, cluster=cluster_hosts(ctx.state), data=data,
+                         host_only={n: v for n, v in (host_only or {}).items() if n in hosts})
     changed, problems = summarize(outcomes, ctx.dry_run)
     if not ctx.dry_run:  # before failing: the hosts that did converge keep their record
         record_converged(ctx, phase, wanted, outcomes)
@@ -339,11 +349,16 @@ def verifying(ctx) -> bool:
     return bool(ctx.dry_run or ctx.options.get("verify"))
 
 
-def convergence_targets(ctx, phase: str, hosts: Mapping[str, Mapping[str, Any]]):
+def convergence_targets(ctx, phase: str, hosts: Mapping[str, Mapping[str, Any]],
+                        extra: Mapping[str, Mapping[str, Any]] | None = None):
     """(the record each host gets, the hosts the phase runs its roles on): every host when
-    verifying, else those whose recorded convergence for `phase` is missing or differs."""
+    verifying, else those whose recorded convergence for `phase` is missing or differs.
+    `extra` ({name: fields}) is added to each host's record."""
     from . import convergence
     wanted = convergence.wanted_records(ctx.spec, ctx.store, hosts)
+    for name, fields in (extra or {}).items():
+        if name in wanted:
+            wanted[name].update(fields)
     stale = convergence.stale_hosts(ctx.state, phase, wanted)
     if stale:
         ctx.log(phase, f"{len(stale)} of {len(hosts)} hosts new or changed since they last converged: "

@@ -30,6 +30,7 @@ POINTS: dict[str, tuple[str, ...]] = {
     "machines": (MID_HOSTS, FIRST_WRITE),
     "wait": (MID_HOSTS, FIRST_WRITE),
     "hosts": (FIRST_WRITE, MID_HOSTS),
+    "secrets": (FIRST_WRITE, MID_HOSTS),
     "etcd": (FIRST_WRITE, MID_HOSTS),
     "flannel": (FIRST_WRITE, MID_HOSTS),
     "fleet": (FIRST_WRITE, MID_HOSTS),

@@ -6,8 +6,8 @@ another CA, close to expiry, another key type) is made again. Private keys and t
 written as secrets (0600); nothing secret is returned, logged or printed.
 
 Blob layout: `pki/<name>.crt` and `pki/<name>.key` for each certificate of `wanted_certs`,
-`pki/sa.key`/`pki/sa.pub` (service-account signing), `pki/bootstrap-token`,
-`pki/ssh/id_ed25519` and `pki/ssh/id_ed25519.pub`.
+`pki/sa.key`/`pki/sa.pub` (service-account signing), `pki/bootstrap-token` with its expiry
+`pki/bootstrap-token.expires` (RFC 3339, UTC), `pki/ssh/id_ed25519` and `pki/ssh/id_ed25519.pub`.
 """
 from __future__ import annotations
 
@@ -38,6 +38,13 @@ CAS = (CA, FRONT_PROXY_CA, ETCD_CA)
 SA_KEY = "pki/sa.key"
 SA_PUB = "pki/sa.pub"
 BOOTSTRAP_TOKEN = "pki/bootstrap-token"
+BOOTSTRAP_TOKEN_EXPIRES = "pki/bootstrap-token.expires"
+# The worker bootstrap token lives a day (kubeadm's default TTL): kubelet needs it only to get
+# its first certificate. The pki phase (run by up, scale and headroom before they add hosts)
+# makes a new one when less than BOOTSTRAP_TOKEN_RENEW_BEFORE is left, so a host added now has
+# that long at least to join.
+BOOTSTRAP_TOKEN_TTL = dt.timedelta(hours=24)
+BOOTSTRAP_TOKEN_RENEW_BEFORE = dt.timedelta(hours=2)
 SSH_KEY = "pki/ssh/id_ed25519"
 SSH_PUB = "pki/ssh/id_ed25519.pub"
 # Reissue a leaf when less than this part of its validity is left (kubespray#5464: no silent expiry).
@@ -349,12 +356,17 @@ class _PKI:
         self.created.append("sa")
 
     def bootstrap_token(self) -> None:
-        if parse_token(self.store.read_blob(BOOTSTRAP_TOKEN)) is not None:
+        expires = bootstrap_token_expiry(self.store)
+        if parse_token(self.store.read_blob(BOOTSTRAP_TOKEN)) is not None and expires is not None \
+                and expires - _now() > BOOTSTRAP_TOKEN_RENEW_BEFORE:
             self.reused.append("bootstrap-token")
             return
         alphabet = string.ascii_lowercase + string.digits
         token = "".join(secrets.choice(alphabet) for _ in range(6)) + "." + \
             "".join(secrets.choice(alphabet) for _ in range(16))
+        until = (_now() + BOOTSTRAP_TOKEN_TTL).replace(microsecond=0)
+        # the expiry first: a crash in between leaves an old token with a new date, renewed next run
+        self.store.write_blob(BOOTSTRAP_TOKEN_EXPIRES, (format_expiry(until) + "\n").encode(), secret=True)
         self.store.write_blob(BOOTSTRAP_TOKEN, token.encode() + b"\n", secret=True)
         self.created.append("bootstrap-token")
 
@@ -493,6 +505,20 @@ def ssh_public_key(store: Any) -> str:
     if data is None:
         raise ActionError("no SSH key yet: run `provision up SPEC --until pki` first")
     return data.decode().strip()
+
+
+def format_expiry(when: dt.datetime) -> str:
+    """RFC 3339 in UTC, as a bootstrap token Secret's `expiration` takes it."""
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def bootstrap_token_expiry(store: Any) -> dt.datetime | None:
+    """When the stored bootstrap token expires (None: no date stored, or unreadable)."""
+    data = store.read_blob(BOOTSTRAP_TOKEN_EXPIRES)
+    try:
+        return dt.datetime.strptime(data.decode().strip(), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    except (AttributeError, ValueError):
+        return None
 
 
 def bootstrap_token(store: Any) -> tuple[str, str]:

@@ -257,8 +257,10 @@ def test_the_node_local_proxy_reaches_a_live_master_with_any_one_down(trio, tmp_
     spec, hosts, rendered = trio
     worker = rendered.files["pool-workers.ign"]
     port = spec.kubernetes.api_proxy_port
+    delivered = rendered.secrets["pool-workers.ign"]  # the bootstrap kubeconfig comes over SSH (secrets phase)
     for path in ("/etc/kubernetes/bootstrap-kubeconfig", "/etc/kubernetes/kube-proxy.conf"):
-        server = yaml.safe_load(data_file(worker, path))["clusters"][0]["cluster"]["server"]
+        data = delivered[path].data if path in delivered else data_file(worker, path)
+        server = yaml.safe_load(data)["clusters"][0]["cluster"]["server"]
         assert server == f"https://127.0.0.1:{port}"
     pod = yaml.safe_load(data_file(worker, "/etc/kubernetes/manifests/api-proxy.yaml"))
     assert pod["spec"]["volumes"][0]["hostPath"]["path"] == "/etc/provision/api-proxy/haproxy.cfg"

@@ -85,7 +85,8 @@ def test_entries_take_the_private_address():
 
 def test_the_phase_runs_after_wait_and_before_etcd_also_when_pools_resize():
     for names in (PHASE_NAMES, POOL_PHASES):
-        assert names.index("wait") + 1 == names.index("hosts") == names.index("etcd") - 1
+        # secrets (keys over SSH) come between: hosts resolve cluster names before etcd starts either way
+        assert names.index("wait") + 1 == names.index("hosts") == names.index("secrets") - 1 == names.index("etcd") - 2
 
 
 @pytest.mark.parametrize("provider", sorted(PROVIDERS))

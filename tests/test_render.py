@@ -90,7 +90,10 @@ def test_worker_configs_carry_no_per_host_data(rendered_examples):
             if data.startswith(b"{"):
                 paths = {f["path"] for f in json.loads(data)["storage"]["files"]}
                 assert "/etc/hostname" not in paths
-                assert "/etc/kubernetes/bootstrap-kubeconfig" in paths
+                # the bootstrap token comes over SSH (secrets phase), never in the boot config
+                assert "/etc/kubernetes/bootstrap-kubeconfig" not in paths
+                assert "/etc/kubernetes/bootstrap-kubeconfig" in rendered.secrets[
+                    next(f for f in rendered.files if f.startswith(f"pool-{pool.name}."))]
                 assert not any("kubelet-client" in p for p in paths)
 
 
@@ -284,6 +287,11 @@ def _files_matching(rendered_examples, pattern: str) -> dict[bytes, str]:
                 for f in yaml.safe_load(data)["write_files"]:
                     if re.search(pattern, f["path"]):
                         found.setdefault(f["content"].encode(), f"{key}-{f['path']}")
+        # what hosts get over SSH (the secrets phase): the bootstrap token's kubeconfig and Secret
+        for name, files in rendered.secrets.items():
+            for path, f in files.items():
+                if re.search(pattern, path):
+                    found.setdefault(f.data, f"{key}-{path} (secret)")
     return found
 
 
@@ -336,8 +344,9 @@ def test_every_kubeconfig_parses_with_kubectl(rendered_examples, tmp_path):
 def test_workers_reach_the_api_by_a_name_in_its_certificate(rendered_examples):
     spec, rendered = rendered_examples["aws"]
     worker = json.loads(rendered.files["pool-workers.ign"])
+    delivered = rendered.secrets["pool-workers.ign"]  # over SSH, not in the config
     for path in ("/etc/kubernetes/bootstrap-kubeconfig", "/etc/kubernetes/kube-proxy.conf"):
-        conf = yaml.safe_load(ignition_file(worker, path))
+        conf = yaml.safe_load(delivered[path].data if path in delivered else ignition_file(worker, path))
         assert conf["clusters"][0]["cluster"]["server"] == f"https://127.0.0.1:{spec.kubernetes.api_proxy_port}"
     # the node-local proxy forwards to every master; 127.0.0.1 is in the API server certificate
     proxy = ignition_file(worker, "/etc/provision/api-proxy/haproxy.cfg").decode()
@@ -448,7 +457,9 @@ pools:
         return (root / path.lstrip("/")).stat().st_mode & 0o7777
 
     master = results["eng-masters-0.ign"]
-    assert mode(master, "/etc/kubernetes/pki/ca.key") == 0o600
+    # keys come over SSH later (secrets phase); their directories are private from the start
+    assert not (master / "etc/kubernetes/pki/ca.key").exists()
+    assert mode(master, "/etc/kubernetes/pki") == mode(master, "/etc/ssl/etcd") == 0o700
     assert mode(master, "/etc/kubernetes/pki/apiserver.crt") == 0o644
     assert mode(master, "/opt/bin/kubelet") == 0o755
     assert (master / "opt/bin/kubelet").read_bytes() == stub_binary("kubelet")
@@ -465,7 +476,8 @@ pools:
     assert "core:" in (master / "etc/passwd").read_text()
 
     etcd = results["eng-etcd-0.ign"]
-    assert mode(etcd, "/etc/ssl/etcd/server.key") == 0o600 and mode(etcd, "/var/lib/etcd") == 0o700
+    assert not (etcd / "etc/ssl/etcd/server.key").exists() and mode(etcd, "/var/lib/etcd") == 0o700
+    assert mode(etcd, "/etc/ssl/etcd/server.crt") == 0o644
     env = env_file((etcd / "etc/etcd/etcd.env").read_text())
     assert env["ETCD_NAME"] == "eng-etcd-0" and env["ETCD_ADVERTISE_CLIENT_URLS"] == "https://10.79.0.10:2379"
     assert (etcd / "opt/downloads/etcd-v3.5.17-linux-amd64.tar.gz").exists()
@@ -473,7 +485,7 @@ pools:
 
     worker = results["pool-workers.ign"]
     assert not (worker / "etc/hostname").exists()
-    assert mode(worker, "/etc/kubernetes/bootstrap-kubeconfig") == 0o600
+    assert not (worker / "etc/kubernetes/bootstrap-kubeconfig").exists()  # delivered over SSH
     assert not (worker / "etc/kubernetes/pki/ca.key").exists()
     assert not (worker / "etc/systemd/system/etcd-member.service").exists()
     result = json.loads((worker / "etc/.ignition-result.json").read_text())

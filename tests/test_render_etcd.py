@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from provision import pki
+from provision.render import render_secrets
 from tests.real import require
 from tests.helpers_render import (env_file, ignition_file, ignition_units, render, served_artifacts,
                                   which_or_fail, write_spec)
@@ -75,8 +76,9 @@ def network():
         sh("ip", "link", "del", bridge, check=False)
 
 
-def lay_out(config: dict, root: Path) -> None:
-    """The inline files of an Ignition config under `root`, with their modes."""
+def lay_out(config: dict, root: Path, secrets: dict | None = None) -> None:
+    """The inline files of an Ignition config under `root`, with their modes, then the host's
+    secret files (what the secrets phase delivers over SSH after boot)."""
     for f in config["storage"]["files"]:
         if not f["contents"]["source"].startswith("data:"):
             continue
@@ -86,6 +88,11 @@ def lay_out(config: dict, root: Path) -> None:
         path.chmod(f["mode"])
     for d in config["storage"]["directories"]:
         (root / d["path"].lstrip("/")).mkdir(parents=True, exist_ok=True, mode=d["mode"])
+    for f in (secrets or {}).values():
+        path = root / f.path.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(f.data)
+        path.chmod(f.mode)
 
 
 def rooted(env: dict[str, str], root: Path) -> dict[str, str]:
@@ -143,7 +150,8 @@ headroom:
         for i, host in enumerate(members):
             config = json.loads(rendered.config_for(host.name))
             root = tmp_path / "hosts" / host.name
-            lay_out(config, root)
+            assert not (root / "etc/ssl/etcd/server.key").exists()
+            lay_out(config, root, rendered.secrets_for(host.name))
             roots[host.name] = root
             unit = ignition_units(config)["etcd-member.service"]
             assert "EnvironmentFile=/etc/etcd/etcd.env" in unit
@@ -201,9 +209,10 @@ headroom:
         assert local.returncode == 0 and '"health":"true"' in local.stdout.replace(" ", ""), local.stderr
 
         # the rendered host-load agent publishes its load on a lease of load_ttl (v3 keyspace)
-        worker = json.loads(rendered.config_for("tls" + network["tag"] + "-workers-0"))
+        worker_name = "tls" + network["tag"] + "-workers-0"
+        worker = json.loads(rendered.config_for(worker_name))
         agent_root = tmp_path / "hosts" / "worker"
-        lay_out(worker, agent_root)
+        lay_out(worker, agent_root, rendered.secrets_for(worker_name))
         agent_env = rooted(env_file((agent_root / "etc/provision/host-agent.env").read_text()), agent_root)
         assert "AGENT_HOST" not in agent_env  # no per-host data in a pool config
         agent_env.update({"AGENT_HOST": "tls-worker-x", "AGENT_ONCE": "1", "AGENT_CONTAINERS_CMD": "echo 3",
@@ -340,7 +349,8 @@ pools:
         for i, host in enumerate(members):
             config = json.loads(store.read_blob("rendered/" + index["hosts"][host.name]["config"]))
             root = tmp_path / "hosts" / host.name
-            lay_out(config, root)
+            lay_out(config, root, render_secrets(spec, state, store, plan(spec, state).desired,
+                                                 [host.name])[host.name])
             env = rooted(env_file((root / "etc/etcd/etcd.env").read_text()), root)
             assert env["ETCD_DISCOVERY"] == token and "ETCD_INITIAL_CLUSTER" not in env
             ns = network["add_host"](i, host.address)

@@ -70,6 +70,7 @@ PHASE_SUMMARIES: tuple[tuple[str, str], ...] = (
     ("machines", "create and destroy hosts with the provider"),
     ("wait", "wait until every host runs and answers SSH"),
     ("hosts", "write cluster host names into /etc/hosts where the cloud assigns addresses"),
+    ("secrets", "deliver each host's private keys and tokens over SSH (never in a boot config)"),
     ("etcd", "check etcd membership and health over TLS"),
     ("flannel", "write the flannel network config into etcd"),
     ("fleet", "publish fleet metadata and check fleetd"),
@@ -84,10 +85,10 @@ PHASE_NAMES = tuple(name for name, _ in PHASE_SUMMARIES)
 def all_phases() -> tuple[Phase, ...]:
     """Every phase of `up` in order, each with its module (imported here, on first use; the
     modules import RunContext from this package)."""
-    from . import (endpoint, etcd, flannel, fleet, hosts, kubeconfig, machines, masters, pki, render, validate,
-                   wait, workers)
-    modules: tuple[PhaseModule, ...] = (validate, endpoint, pki, render, machines, wait, hosts, etcd, flannel, fleet, masters,
-                                        workers, kubeconfig)
+    from . import (endpoint, etcd, flannel, fleet, hosts, kubeconfig, machines, masters, pki, render, secrets,
+                   validate, wait, workers)
+    modules: tuple[PhaseModule, ...] = (validate, endpoint, pki, render, machines, wait, hosts, secrets, etcd, flannel,
+                                        fleet, masters, workers, kubeconfig)
     phases = tuple(Phase(name, summary, module) for (name, summary), module in zip(PHASE_SUMMARIES, modules,
                                                                                     strict=True))
     for phase in phases:  # the two tuples above are kept in the same order
@@ -139,7 +140,8 @@ def run_phases(ctx: RunContext, phases: tuple[Phase, ...]) -> None:
 
 
 # Phases that bring hosts of a resized pool to the same state as the rest (scale, headroom).
-POOL_PHASES = ("pki", "render", "machines", "wait", "hosts", "etcd", "flannel", "fleet", "masters", "workers")
+POOL_PHASES = ("pki", "render", "machines", "wait", "hosts", "secrets", "etcd", "flannel", "fleet", "masters",
+               "workers")
 
 
 def converge(ctx: RunContext, phases: tuple[str, ...] = POOL_PHASES) -> dict[str, Any]:

@@ -8,7 +8,7 @@ status` which VMs exist.
 
 Boot configs: a VM's hypervisor gets a small pointer config (`ignition.config.replace` with a
 URL and sha512, well under VirtualBox's 1 KiB guest-property cap, and no secret in it), and the
-full config, which holds private keys, is served over HTTP from this machine's address on the
+full config (no private key: those come over SSH in the secrets phase) is served over HTTP from this machine's address on the
 private network only while `vagrant up` runs (see `vagrant_serve`). So no secret is in the
 hypervisor's configuration, and QEMU under `qemu:///system` reads nothing from the 0700 state
 directory: libvirt hands the pointer over as an fw_cfg string, not a file.

@@ -2,8 +2,8 @@
 
 A VM's boot config (the VirtualBox guest property `/Ignition/Config`, capped at 1 KiB, or
 QEMU's fw_cfg under libvirt) is a small pointer config: `ignition.config.replace` with the URL
-of the full config on this machine and its sha512. The full configs hold private keys, so the
-server:
+of the full config on this machine and its sha512. The full configs are a cluster's internals
+(certificates, units; their keys come later over SSH), so the server:
 
 - binds only the host's address on the VMs' private network (the first address of
   `provider.subnet`; VirtualBox and vagrant-libvirt give it to the host side of the network).

@@ -7,6 +7,10 @@ files and units they name in `templates/`; both are jinja2 with StrictUndefined.
 
 `render_cluster` is pure except for reading PKI blobs: the same spec, state and PKI give
 byte-identical output (sorted keys, no timestamps).
+
+No private key or token is in a config (what a host fetches at boot, Typhoon's model): role
+templates mark those files `secret: true`; they are kept apart in `Rendered.secrets` and
+`render_secrets` gives each host's, which the `secrets` phase delivers over SSH.
 """
 from __future__ import annotations
 
@@ -22,10 +26,10 @@ from .. import pki
 from ..errors import ActionError, UserError
 from ..resources import data_dir
 from . import cloudconfig, ignition
-from .machine import File, Machine, Unit, build_machine, parse_items
+from .machine import File, Machine, Unit, build_machine, parse_items, secret_items
 from .userdata import FittedUserData, compress_ignition, fit_user_data, pointer_config
 
-__all__ = ["Rendered", "render_cluster", "write_rendered", "fit_user_data", "FittedUserData",
+__all__ = ["Rendered", "render_cluster", "render_secrets", "write_rendered", "fit_user_data", "FittedUserData",
            "compress_ignition", "pointer_config", "config_file_name", "INDEX"]
 
 INDEX = "index.json"
@@ -45,16 +49,22 @@ API_PROXY_IMAGE = "docker.io/library/haproxy:3.0-alpine"  # the image of the nod
 
 @dataclass
 class Rendered:
-    """`files`: config file name -> bytes; `index`: the spec contract's index.json document."""
+    """`files`: config file name -> bytes; `index`: the spec contract's index.json document;
+    `secrets`: config file name -> the secret files (path -> File) of the hosts of that config,
+    which are not in it (delivered over SSH)."""
 
     files: dict[str, bytes] = field(default_factory=dict)
     index: dict[str, Any] = field(default_factory=dict)
+    secrets: dict[str, dict[str, File]] = field(default_factory=dict)
 
     def index_bytes(self) -> bytes:
         return (json.dumps(self.index, indent=2, sort_keys=True) + "\n").encode()
 
     def config_for(self, host: str) -> bytes:
         return self.files[self.index["hosts"][host]["config"]]
+
+    def secrets_for(self, host: str) -> dict[str, File]:
+        return self.secrets[self.index["hosts"][host]["config"]]
 
 
 def _environment() -> jinja2.Environment:
@@ -95,6 +105,7 @@ def _cluster_context(spec: Any, state: Mapping[str, Any], store: Any, hosts: Seq
             raise ActionError("etcd.discovery: token, but state has no discovery token yet; the render phase "
                               "gets one from etcd.discovery_url (run `provision up SPEC --until render`)")
     token_id, token_secret = pki.bootstrap_token(store)
+    token_expires = pki.bootstrap_token_expiry(store)
     flannel = json.dumps({"Backend": {"Type": spec.network.flannel.backend}, "Network": spec.network.pod_cidr},
                          sort_keys=True, separators=(",", ":"))
     return {
@@ -106,6 +117,7 @@ def _cluster_context(spec: Any, state: Mapping[str, Any], store: Any, hosts: Seq
         "discovery_token_url": discovery,
         "local_api_url": "https://127.0.0.1:6443",
         "token_id": token_id, "token_secret": token_secret,
+        "token_expiration": pki.format_expiry(token_expires) if token_expires else None,
         "flannel_config": flannel,
         "agent_interval": AGENT_INTERVAL,
         "agent_ttl": int(spec.headroom.load_ttl) if spec.headroom is not None else 60,
@@ -170,10 +182,21 @@ def _add_artifacts(machine: Machine, env: jinja2.Environment, ctx: dict[str, Any
                 ctx["install_unit"][binary] = unit
 
 
-def render_machine(env: jinja2.Environment, spec: Any, state: Mapping[str, Any], store: Any,
-                   ctx: dict[str, Any]) -> bytes:
+def _role_items(env: jinja2.Environment, ctx: dict[str, Any]) -> list[dict[str, Any]]:
     role_template = f"{ctx['role']}.yaml"
-    items = parse_items(env.get_template(role_template).render(ctx), role_template)
+    return parse_items(env.get_template(role_template).render(ctx), role_template)
+
+
+def machine_secrets(env: jinja2.Environment, store: Any, ctx: dict[str, Any]) -> dict[str, File]:
+    """The secret files (private keys, tokens) of one machine config: path -> File."""
+    items = secret_items(_role_items(env, ctx))
+    return build_machine(items, lambda name: env.get_template(name).render(ctx), store.read_blob).secrets
+
+
+def render_machine(env: jinja2.Environment, spec: Any, state: Mapping[str, Any], store: Any,
+                   ctx: dict[str, Any]) -> tuple[bytes, dict[str, File]]:
+    """(the boot config, its secret files kept out of it)."""
+    items = _role_items(env, ctx)
     binaries = [i["binary"] for i in items if "binary" in i]
     downloads = artifacts_mod.resolve(spec, state, binaries)
     cloud_config = spec.os.config == "cloud-config"
@@ -187,7 +210,7 @@ def render_machine(env: jinja2.Environment, spec: Any, state: Mapping[str, Any],
     machine.directories.update(built.directories)
     ssh_keys = list(spec.ssh.authorized_keys) + [pki.ssh_public_key(store)]
     if not cloud_config:
-        return ignition.dumps(ignition.to_ignition(machine, spec.ssh.user, ssh_keys))
+        return ignition.dumps(ignition.to_ignition(machine, spec.ssh.user, ssh_keys)), built.secrets
     fleet = flannel = None
     etcd_tls = {"etcd_cafile": "/etc/ssl/etcd/ca.crt"}
     if spec.fleet.enabled:
@@ -199,7 +222,7 @@ def render_machine(env: jinja2.Environment, spec: Any, state: Mapping[str, Any],
         flannel = {"etcd_endpoints": ctx["etcd_endpoints"], "etcd_prefix": "/coreos.com/network", **etcd_tls,
                    "etcd_certfile": "/etc/ssl/etcd/flannel.crt", "etcd_keyfile": "/etc/ssl/etcd/flannel.key"}
     hostname = ctx["host"].name if ctx["host"] is not None else None
-    return cloudconfig.dumps(cloudconfig.to_cloud_config(machine, ssh_keys, hostname, fleet, flannel))
+    return cloudconfig.dumps(cloudconfig.to_cloud_config(machine, ssh_keys, hostname, fleet, flannel)), built.secrets
 
 
 class _BlobReads:
@@ -228,11 +251,11 @@ def render_cluster(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: S
             continue
         name = config_file_name(spec, host.role, host.pool, host.name)
         ctx = _machine_context(base, spec, host.role, spec.pool(host.pool), host)
-        rendered.files[name] = render_machine(env, spec, state, pki_store, ctx)
+        rendered.files[name], rendered.secrets[name] = render_machine(env, spec, state, pki_store, ctx)
     for pool in spec.worker_pools if not per_host_workers else ():
         name = config_file_name(spec, "worker", pool.name, None)
         ctx = _machine_context(base, spec, "worker", pool, None)
-        rendered.files[name] = render_machine(env, spec, state, pki_store, ctx)
+        rendered.files[name], rendered.secrets[name] = render_machine(env, spec, state, pki_store, ctx)
     for host in hosts:
         shared = host.role == "worker" and not per_host_workers
         name = config_file_name(spec, host.role, host.pool, None if shared else host.name)
@@ -240,8 +263,36 @@ def render_cluster(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: S
     return rendered
 
 
+def render_secrets(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: Sequence[Any],
+                   names: Sequence[str]) -> dict[str, dict[str, File]]:
+    """The secret files each of `names` receives over SSH: {host: {path: File}}. `hosts` are the
+    plan's desired HostPlans (the configs are made in their context); a worker of a pool that
+    shares one config gets that config's secrets, the same on every host of the pool."""
+    env = _environment()
+    pki_store = _BlobReads(pki_store)
+    base = _cluster_context(spec, state, pki_store, hosts)
+    per_host_workers = spec.provider.name in NODE_ADDRESS_PROVIDERS
+    by_name = {h.name: h for h in hosts}
+    pools: dict[str, dict[str, File]] = {}
+    out: dict[str, dict[str, File]] = {}
+    for name in names:
+        host = by_name.get(name)
+        if host is None:
+            raise ActionError(f"secrets: host {name} is not in the plan")
+        if host.role == "worker" and not per_host_workers:
+            if host.pool not in pools:
+                pools[host.pool] = machine_secrets(env, pki_store, _machine_context(
+                    base, spec, "worker", spec.pool(host.pool), None))
+            out[name] = pools[host.pool]
+        else:
+            out[name] = machine_secrets(env, pki_store, _machine_context(
+                base, spec, host.role, spec.pool(host.pool), host))
+    return out
+
+
 def write_rendered(rendered: Rendered, out_dir: str | Path) -> list[Path]:
-    """Write every config (0600: they hold private keys) and index.json into `out_dir`."""
+    """Write every config and index.json into `out_dir` (0600: configs are a cluster's
+    internals, though they hold no private key)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -3,7 +3,10 @@
 A role template in `ignition/` (jinja2) renders to a flat YAML list of items:
 `file` (with `template`, `blob` or `text`), `unit`, `directory` and `binary`. `build_machine`
 turns that list into a `Machine`: file contents read from templates and PKI blobs, units and
-directories. `binary` items name downloads; the renderer resolves them before building, since
+directories. A file item with `secret: true` (private keys, tokens) goes to `Machine.secrets`,
+never into the boot config: the `secrets` phase delivers those over SSH. Certificates (PKI blobs
+not marked secret) are in the boot config and in `Machine.secrets` too, so a renewed key is
+never delivered without its certificate. `binary` items name downloads; the renderer resolves them before building, since
 templates name the install units those downloads get.
 """
 from __future__ import annotations
@@ -39,6 +42,7 @@ class Machine:
     files: dict[str, File] = field(default_factory=dict)
     directories: dict[str, int] = field(default_factory=dict)
     units: dict[str, Unit] = field(default_factory=dict)
+    secrets: dict[str, File] = field(default_factory=dict)  # delivered over SSH (keys: only so)
 
     def add_file(self, f: File) -> None:
         if f.path in self.files and self.files[f.path] != f:
@@ -61,24 +65,30 @@ def parse_items(text: str, where: str) -> list[dict[str, Any]]:
     return items
 
 
+PRIVATE_KEY_MARK = b"PRIVATE KEY"
+PKI_PREFIX = "pki/"
+
+
+def secret_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The file items the `secrets` phase delivers: those marked `secret: true`, and the
+    certificates (PKI blobs) that go with them."""
+    return [i for i in items if "file" in i and (i.get("secret") or str(i.get("blob", "")).startswith(PKI_PREFIX))]
+
+
 def build_machine(items: list[dict[str, Any]], render_template: Callable[[str], str],
                   read_blob: Callable[[str], bytes | None]) -> Machine:
     machine = Machine()
     for item in items:
-        if "file" in item:
-            mode = int(item.get("mode", 0o644))
-            if "template" in item:
-                data = render_template(item["template"]).encode()
-            elif "blob" in item:
-                data = read_blob(item["blob"])
-                if data is None:
-                    raise ActionError(f"render: state has no {item['blob']}; run `provision up SPEC --until pki` "
-                                      "(or the pki phase) first")
-            elif "text" in item:
-                data = str(item["text"]).encode()
-            else:
-                raise ActionError(f"render: file {item['file']} has no template, blob or text")
-            machine.add_file(File(path=item["file"], mode=mode, data=data))
+        if "file" in item and item.get("secret"):
+            machine.secrets[item["file"]] = _file(item, render_template, read_blob)
+        elif "file" in item:
+            f = _file(item, render_template, read_blob)
+            # A key that a template forgot to mark secret must not reach a boot config.
+            if f.data is not None and PRIVATE_KEY_MARK in f.data:
+                raise ActionError(f"render: {item['file']} holds a private key but is not marked secret")
+            machine.add_file(f)
+            if str(item.get("blob", "")).startswith(PKI_PREFIX):
+                machine.secrets[item["file"]] = f  # a certificate goes with its key
         elif "unit" in item:
             machine.add_unit(Unit(name=item["unit"], contents=render_template(item["template"]),
                                   enabled=bool(item.get("enabled", False))))
@@ -89,3 +99,20 @@ def build_machine(items: list[dict[str, Any]], render_template: Callable[[str], 
         else:
             raise UserError(f"render: unknown item in role template: {sorted(item)}")
     return machine
+
+
+def _file(item: dict[str, Any], render_template: Callable[[str], str],
+          read_blob: Callable[[str], bytes | None]) -> File:
+    mode = int(item.get("mode", 0o644))
+    if "template" in item:
+        data = render_template(item["template"]).encode()
+    elif "blob" in item:
+        data = read_blob(item["blob"])
+        if data is None:
+            raise ActionError(f"render: state has no {item['blob']}; run `provision up SPEC --until pki` "
+                              "(or the pki phase) first")
+    elif "text" in item:
+        data = str(item["text"]).encode()
+    else:
+        raise ActionError(f"render: file {item['file']} has no template, blob or text")
+    return File(path=item["file"], mode=mode, data=data)

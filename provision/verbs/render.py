@@ -1,7 +1,8 @@
 """`provision render SPEC --out DIR [--pin]`: one config per distinct machine and DIR/index.json.
 
 Creates the PKI first when state has none (idempotent, under the cluster lock), so a spec
-renders on its own; the configs hold private keys and are written 0600. Downloads use hashes
+renders on its own; the configs hold no private key or token (the secrets phase of `up` delivers
+those over SSH) and are written 0600. Downloads use hashes
 from the spec, the catalogue or pins recorded in state; without one, render fails (exit 2)
 before touching anything, unless `--pin` asks it to pin them on first use (downloads them
 once and records their sha512 in state, as `provision up` does in its render phase).

@@ -38,9 +38,10 @@ wait_for_api() {
 }
 
 create_addons() {
-  # index lines: <API collection path> <file>
+  # index lines: <API collection path> <file>; with an argument, only that file
   while read -r path file; do
     [ -n "$path" ] || continue
+    [ -z "${1:-}" ] || [ "$file" = "$1" ] || continue
     code=$(kube_curl -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/yaml' \
       --data-binary "@$BOOTSTRAP_ADDONS/$file" "$BOOTSTRAP_API$path")
     case $code in
@@ -50,13 +51,15 @@ create_addons() {
   done < "$BOOTSTRAP_ADDONS/index"
 }
 
-# Each step runs alone too: bootstrap.sh flannel | addons (the unit runs them all).
+# Each step runs alone too: bootstrap.sh flannel | addons | token (the unit runs the first two;
+# provision runs `token` when it renewed the bootstrap token: the new Secret, with its expiry).
 case "${1:-all}" in
   flannel) write_flannel_config ;;
   addons) wait_for_api; create_addons ;;
+  token) wait_for_api; create_addons bootstrap-token.yaml ;;
   # Once provision's etcd phase has turned etcd auth on, the v3 JSON gateway refuses this write
   # (etcd ignores certificate names there); provision's flannel phase writes the same key.
   all) write_flannel_config || echo "bootstrap: flannel config left to provision's flannel phase" >&2
        wait_for_api; create_addons; echo "bootstrap: done" ;;
-  *) echo "usage: $0 [all|flannel|addons]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|flannel|addons|token]" >&2; exit 2 ;;
 esac

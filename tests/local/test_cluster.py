@@ -52,9 +52,10 @@ def cluster(tmp_path_factory):
             "doc": yaml.safe_load(spec.read_text())}
     require_local_host()
     try:
-        final = provision("up", spec, "--yes", "--state-dir", state_dir, "-o", "json")
+        final = provision("up", spec, "--yes", "--state-dir", state_dir, "-o", "json", "-v")
         assert final.returncode == 0, final.stderr
         info["up"] = json.loads(final.stdout)
+        info["up_output"] = final.stdout + final.stderr
         yield info
     finally:
         if (state_dir / name).exists():
@@ -153,10 +154,16 @@ def test_each_root_holds_what_its_role_needs(cluster):
             assert (root / rel).is_file(), rel
         assert (root / "opt/bin/etcd").read_bytes() == etcd_binary
         assert oct((root / "etc/ssl/etcd/server.key").stat().st_mode & 0o777) == "0o600"
+        # keys came over SSH (secrets phase), into private directories; the boot config has none
+        assert oct((root / "etc/ssl/etcd").stat().st_mode & 0o777) == "0o700"
+        assert oct((root / "etc/kubernetes/pki").stat().st_mode & 0o777) == "0o700"
+        assert b"PRIVATE KEY" not in (root.parent / "config.ign").read_bytes()
         assert f"ETCD_NAME={cluster['name']}-masters-{i}" in (root / "etc/etcd/etcd.env").read_text()
     for i in range(2):
         root = hosts / f"{cluster['name']}-workers-{i}" / "root"
-        assert (root / "etc/kubernetes/bootstrap-kubeconfig").is_file()
+        assert (root / "etc/kubernetes/bootstrap-kubeconfig").stat().st_mode & 0o777 == 0o600
+        assert b"PRIVATE KEY" not in (root.parent / "config.ign").read_bytes()
+        assert b"token:" not in (root.parent / "config.ign").read_bytes()
         assert (root / "opt/bin/provision-host-agent").is_file()
         assert not (root / "etc/ssl/etcd/server.key").exists()  # no etcd member on workers
         assert not (root / "etc/kubernetes/pki/ca.key").exists()  # the cluster CA key stays on masters
@@ -203,7 +210,7 @@ def test_second_up_changes_nothing(cluster):
     assert results["render"]["changed"] == []
     assert results["flannel"]["created"] is False
     assert results["kubeconfig"]["changed"] is False
-    for phase in ("etcd", "flannel", "fleet", "masters", "workers"):
+    for phase in ("secrets", "etcd", "flannel", "fleet", "masters", "workers"):
         assert results[phase]["changed"] == 0, (phase, results[phase])
         assert "already converged: no change" in proc.stderr
     after = json.loads((cluster["workdir"] / "state.json").read_text())
@@ -331,12 +338,19 @@ def test_scale_outside_min_max_is_refused_unchanged(cluster):
 
 
 def test_scale_adds_hosts_that_publish_load_and_back(cluster):
-    proc = provision("scale", cluster["spec"], "workers", "4", "--yes", "--state-dir", cluster["state_dir"])
+    proc = provision("scale", cluster["spec"], "workers", "4", "--yes", "--state-dir", cluster["state_dir"],
+                     "-o", "json")
     assert proc.returncode == 0, proc.stderr
     state = json.loads((cluster["workdir"] / "state.json").read_text())
     assert state["pools"]["workers"]["size"] == 4
     new = [f"{cluster['name']}-workers-{i}" for i in (2, 3)]
     assert all(n in state["hosts"] for n in new)
+    # keys were delivered to the new hosts only (their records were missing), each 0600
+    delivered = json.loads(proc.stdout)["results"]["secrets"]
+    assert sorted(delivered["hosts"]) == new and delivered["converged"] == 5, delivered
+    for n in new:
+        key = cluster["workdir"] / "local" / "hosts" / n / "root" / "etc/ssl/etcd/agent.key"
+        assert key.stat().st_mode & 0o777 == 0o600
     # their host-load agents publish into etcd's v3 keyspace on leases (headroom's source)
     from provision.etcd.client import Etcd
     ssl = cluster["workdir"] / "local" / "hosts" / new[0] / "root" / "etc" / "ssl" / "etcd"
@@ -369,3 +383,52 @@ def test_scale_adds_hosts_that_publish_load_and_back(cluster):
     assert len(cluster_namespaces(cluster["name"])) == 5
     assert not (cluster["workdir"] / "local" / "hosts" / f"{cluster['name']}-workers-3").exists()
     no_duplicates(cluster["name"], cluster["workdir"])
+
+
+def key_material(workdir: Path) -> dict[str, bytes]:
+    """What must never be printed or logged: a line from the body of every private key in
+    state (a 64-character base64 line is unique to its key) and the bootstrap token's secret."""
+    out = {}
+    for path in sorted((workdir / "pki").rglob("*")):
+        if path.is_file() and b"PRIVATE KEY" in path.read_bytes():
+            body = path.read_bytes().strip().splitlines()[1:-1]
+            out[str(path.relative_to(workdir))] = body[len(body) // 2]
+    token_id, _, token_secret = (workdir / "pki" / "bootstrap-token").read_text().strip().partition(".")
+    assert len(token_secret) == 16
+    out["bootstrap token"] = token_secret.encode()
+    return out
+
+
+def test_no_command_output_log_or_json_holds_key_material(cluster, tmp_path):
+    """Every command an operator runs, its human and JSON output, and every log the cluster's
+    hosts and units write: no private key, no token (issue 10)."""
+    spec, state_dir, workdir = cluster["spec"], cluster["state_dir"], cluster["workdir"]
+    secrets = key_material(workdir)
+    assert len(secrets) >= 20 and any(k.endswith("ca.key") for k in secrets), sorted(secrets)
+    outputs = {"up (the fixture's)": cluster["up_output"]}
+    for args in (("validate", spec), ("plan", spec, "-o", "json"), ("up", spec, "--yes", "-v"),
+                 ("up", spec, "--yes", "-o", "json"), ("up", spec, "--dry-run", "-v"),
+                 ("up", spec, "--yes", "--verify", "-v", "-o", "json"),
+                 ("status", spec, "-v"), ("status", spec, "-o", "json"), ("pki", "show", spec, "-o", "json"),
+                 ("render", spec, "--out", tmp_path / "rendered", "-o", "json"),
+                 ("headroom", spec, "--once", "-v", "-o", "json"), ("headroom", "history", spec, "-o", "json"),
+                 ("kubeconfig", spec, "--out", tmp_path / "kubeconfig", "-o", "json"),
+                 ("doctor", spec, "-o", "json")):
+        proc = provision(*args, "--state-dir", state_dir) if args[0] not in ("validate",) else provision(*args)
+        assert "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
+        outputs[" ".join(map(str, args[:2]))] = proc.stdout + proc.stderr
+    for path in sorted((tmp_path / "rendered").iterdir()):  # what `render --out` wrote
+        outputs[f"rendered {path.name}"] = path.read_text()
+    logs = [p for p in (workdir / "local").rglob("*.log") if p.is_file()]
+    logs += [p for p in (workdir / "local" / "hosts").glob("*/root/run/provision/units/*.log")]
+    assert logs
+    for path in logs:
+        outputs[str(path.relative_to(workdir))] = path.read_text(errors="replace")
+    for what in ("state.json", *(p.name for p in (workdir / "inventories").iterdir())):
+        path = workdir / what if what == "state.json" else workdir / "inventories" / what
+        outputs[what] = path.read_text()
+    for name, text in outputs.items():
+        flat = text.replace("\\n", "").replace("\n", "")
+        assert "PRIVATE KEY" not in text, name
+        for what, secret in secrets.items():
+            assert secret.decode() not in flat, (name, what)

@@ -12,7 +12,7 @@ import pytest
 from .conftest import example_spec, free_subnet, needs_root, provision, unique_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, needs_root]
-ROLE_PHASES = ("etcd", "flannel", "fleet", "masters", "workers")
+ROLE_PHASES = ("secrets", "etcd", "flannel", "fleet", "masters", "workers")
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +57,13 @@ def names(info, role: str | None = None) -> list[str]:
 
 def test_first_up_bootstraps_every_host_and_records_it(cluster):
     everyone, masters, workers = names(cluster), names(cluster, "master"), names(cluster, "worker")
-    assert touched(cluster["first"]) == {"etcd": masters, "flannel": everyone, "fleet": everyone,
-                                         "masters": masters, "workers": workers}
+    assert touched(cluster["first"]) == {"secrets": everyone, "etcd": masters, "flannel": everyone,
+                                         "fleet": everyone, "masters": masters, "workers": workers}
     records = state(cluster)["convergence"]
     assert sorted(records) == everyone
-    assert sorted(records[workers[0]]) == ["flannel", "fleet", "workers"]
+    assert sorted(records[workers[0]]) == ["flannel", "fleet", "secrets", "workers"]
+    # the secrets record keeps a digest of the host's keys and certificates (a renewed key re-delivers)
+    assert len(records[workers[0]]["secrets"]["secrets"]) == 64
 
 
 def test_noop_up_runs_the_roles_on_no_host(cluster):
@@ -78,7 +80,8 @@ def test_scale_plus_one_bootstraps_the_new_host_only(cluster):
     document = run(cluster, "scale", "workers", str(len(before) + 1), "--yes")
     new = sorted(set(names(cluster, "worker")) - set(before))
     assert len(new) == 1
-    assert touched(document) == {"etcd": [], "flannel": new, "fleet": new, "masters": [], "workers": new}
+    assert touched(document) == {"secrets": new, "etcd": [], "flannel": new, "fleet": new, "masters": [],
+                                 "workers": new}
     assert document["results"]["wait"]["logged_in"] == new
     assert document["results"]["workers"]["hosts"][new[0]]["error"] is None
 
@@ -87,7 +90,7 @@ def test_verify_rechecks_every_host_and_changes_nothing(cluster):
     everyone, masters, workers = names(cluster), names(cluster, "master"), names(cluster, "worker")
     before = state(cluster)["convergence"]
     document = run(cluster, "up", "--yes", "--verify")
-    assert touched(document) == {"etcd": masters, "flannel": everyone, "fleet": everyone,
+    assert touched(document) == {"secrets": everyone, "etcd": masters, "flannel": everyone, "fleet": everyone,
                                  "masters": masters, "workers": workers}
     assert document["results"]["wait"]["logged_in"] == everyone
     for phase in ROLE_PHASES:
@@ -106,7 +109,7 @@ def test_a_host_whose_record_differs_or_is_missing_is_bootstrapped(cluster):
     path.write_text(json.dumps(doc))
     document = run(cluster, "up", "--yes")
     assert touched(document)["workers"] == sorted({workers[0], workers[-1]})
-    assert touched(document)["fleet"] == [workers[-1]]
+    assert touched(document)["fleet"] == touched(document)["secrets"] == [workers[-1]]
     assert touched(document)["masters"] == []
     again = run(cluster, "up", "--yes")
     assert touched(again) == {phase: [] for phase in ROLE_PHASES}

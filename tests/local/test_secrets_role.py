@@ -1,0 +1,130 @@
+"""Role `secrets` run by the real pyinfra over SSH against a local host (network namespace, the
+image's sshd): each file lands root-owned 0600 in a 0700 directory, a second run changes
+nothing, a changed key is rewritten (and only it), and a run without the phase's data writes
+nothing."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from provision import bootstrap
+from provision.phases.secrets import role_data
+from provision.plan import plan
+from provision.providers import get_provider
+from provision.render.machine import File
+from provision.spec import load_spec
+
+from .conftest import free_subnet, needs_root, unique_name
+
+pytestmark = [pytest.mark.slow, pytest.mark.root, needs_root]
+
+KEY = b"-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIA" + b"x" * 40 + b"\n-----END EC PRIVATE KEY-----\n"
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("secretsrole")
+    name = unique_name("sr")
+    spec_file = tmp / "spec.yaml"
+    spec_file.write_text(f"name: {name}\nprovider:\n  name: local\n  subnet: {free_subnet()}\n"
+                         "etcd:\n  count: 1\npools:\n  - name: masters\n    role: master\n    count: 1\n"
+                         "  - name: workers\n    role: worker\n    count: 1\n")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "key")], check=True)
+    pubkey = (tmp / "key.pub").read_text().strip()
+    spec = load_spec(spec_file)
+    workdir = tmp / "state" / name
+    workdir.mkdir(parents=True, mode=0o700)
+    provider = get_provider(spec, workdir)
+    hosts = [h for h in plan(spec, {}).create if h.role == "master"]  # one host is enough
+    config = json.dumps({"ignition": {"version": "3.3.0"},
+                         "passwd": {"users": [{"name": "core", "sshAuthorizedKeys": [pubkey]}]}}).encode()
+    try:
+        provider.create_hosts(hosts, {h.name: config for h in hosts})
+        provider.wait_running([h.name for h in hosts], timeout=60)
+        state_hosts = {h.name: {"role": h.role, "pool": h.pool, "address": h.address,
+                                "host_key": provider.host_public_key(h.name)} for h in hosts}
+        assert bootstrap.wait_for_ssh({n: h["address"] for n, h in state_hosts.items()}, 60) == []
+        (host_name,) = state_hosts
+        yield {"spec": spec, "provider": provider, "hosts": state_hosts, "name": host_name, "workdir": workdir,
+               "key": tmp / "key", "root": provider.host_root(host_name)}
+    finally:
+        provider.teardown()
+
+
+def run(info, files=None):
+    host_only = {info["name"]: role_data(files)} if files is not None else None
+    return bootstrap.run_roles(info["spec"], info["workdir"], info["hosts"], ("secrets",), info["key"],
+                               host_only=host_only)[info["name"]]
+
+
+def bundle(key: bytes = KEY) -> dict[str, File]:
+    return {"/etc/ssl/etcd/agent.key": File("/etc/ssl/etcd/agent.key", 0o600, key),
+            "/etc/kubernetes/pki/kube-proxy.key": File("/etc/kubernetes/pki/kube-proxy.key", 0o600, key),
+            "/etc/kubernetes/bootstrap-kubeconfig": File("/etc/kubernetes/bootstrap-kubeconfig", 0o600,
+                                                         b"token: abcdef.0123456789abcdef\n")}
+
+
+def test_files_land_0600_in_private_directories_and_a_rerun_changes_nothing(host):
+    root = host["root"]
+    nothing = run(host)  # without the phase's data: nothing written
+    assert nothing.error is None and nothing.changed == 0
+    assert not (root / "etc/ssl/etcd/agent.key").exists()
+
+    first = run(host, bundle())
+    # one archive: the upload directory, the upload, the unpacking
+    assert first.error is None and first.changed == first.operations == 3
+    for path, f in bundle().items():
+        on_host = root / path.lstrip("/")
+        st = on_host.stat()
+        assert on_host.read_bytes() == f.data, path
+        assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o600, 0, 0), path
+    for directory in ("etc/ssl/etcd", "etc/kubernetes/pki"):
+        st = (root / directory).stat()
+        assert (st.st_mode & 0o7777, st.st_uid) == (0o700, 0), directory
+
+    again = run(host, bundle())
+    assert again.error is None and again.changed == again.operations == 0, again  # nothing differs: no operation
+
+    # a renewed key is written again; the files that did not change are left alone
+    before = {p: (root / p.lstrip("/")).stat().st_mtime_ns for p in bundle()}
+    renewed = bundle()
+    renewed["/etc/ssl/etcd/agent.key"] = File("/etc/ssl/etcd/agent.key", 0o600, KEY.replace(b"x", b"y"))
+    third = run(host, renewed)
+    # the upload directory is there: the upload, the unpacking, the reader's restart (systemd hosts only)
+    assert third.error is None and third.changed == 3
+    assert (root / "etc/ssl/etcd/agent.key").read_bytes() == renewed["/etc/ssl/etcd/agent.key"].data
+    for path in ("/etc/kubernetes/pki/kube-proxy.key", "/etc/kubernetes/bootstrap-kubeconfig"):
+        assert (root / path.lstrip("/")).stat().st_mtime_ns == before[path], path
+
+
+def test_a_loosened_mode_is_put_back(host):
+    run(host, bundle())
+    target = host["root"] / "etc/kubernetes/pki/kube-proxy.key"
+    target.chmod(0o644)
+    (host["root"] / "etc/ssl/etcd").chmod(0o755)
+    fixed = run(host, bundle())
+    assert fixed.error is None and fixed.changed == 2
+    assert target.stat().st_mode & 0o7777 == 0o600
+    assert (host["root"] / "etc/ssl/etcd").stat().st_mode & 0o7777 == 0o700
+    assert run(host, bundle()).operations == 0
+    # the temporary copies pyinfra uploads are gone, and their directory is the SSH user's alone
+    upload = host["root"] / "run" / "provision-upload-core"
+    assert upload.stat().st_mode & 0o7777 == 0o700 and list(upload.iterdir()) == []
+
+
+def test_a_renewed_token_secret_is_sent_to_the_api_by_the_first_master(host):
+    """The first master's copy of the token Secret changed (the pki phase renewed the token): the
+    role adds the step that creates the new Secret through the API (run on systemd hosts once the
+    run-once bootstrap is done; a local host has no API, and the step does nothing there)."""
+    path = "/etc/kubernetes/addons/bootstrap-token.yaml"
+    files = dict(bundle(), **{path: File(path, 0o600, b"token-id: aaaaaa\n")})
+    run(host, files)
+    assert (host["root"] / path.lstrip("/")).stat().st_mode & 0o7777 == 0o600
+    assert (host["root"] / "etc/kubernetes/addons").stat().st_mode & 0o7777 == 0o700
+    renewed = dict(files, **{path: File(path, 0o600, b"token-id: bbbbbb\n")})
+    outcome = run(host, renewed)
+    assert outcome.error is None and outcome.changed == 3  # upload, unpack, the token step
+    assert (host["root"] / path.lstrip("/")).read_bytes() == b"token-id: bbbbbb\n"
+    assert run(host, renewed).operations == 0
