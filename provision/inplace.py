@@ -110,12 +110,19 @@ def environment_files(unit_text: str) -> list[str]:
     return out
 
 
+def is_oneshot(unit_text: str) -> bool:
+    return any(line.replace(" ", "") == "Type=oneshot" for line in unit_text.splitlines())
+
+
 def units_to_restart(payload: Payload, changed: Iterable[str]) -> list[str]:
     """Units touched by the changed paths: its own unit file, or a changed path (or a directory
-    holding it) named in the unit's text or in an environment file the unit reads."""
+    holding it) named in the unit's text or in an environment file the unit reads. Oneshot
+    units are left alone."""
     changed = set(changed)
     out = []
     for name, text in sorted(payload.units.items()):
+        if is_oneshot(text):  # its work is first-boot work; a restart would redo it
+            continue
         if unit_path(name) in changed:
             out.append(name)
             continue

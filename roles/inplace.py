@@ -32,14 +32,14 @@ def apply(report: dict) -> None:
     written = []
     for path, item in sorted((payload.get("files") or {}).items()):
         data = base64.b64decode(item["data"])
-        if host.get_fact(Sha256File, path=path) == hashlib.sha256(data).hexdigest():
+        if host.get_fact(Sha256File, path=path, _sudo=True) == hashlib.sha256(data).hexdigest():
             continue
         file_ops.put(name=f"write {path}", src=io.BytesIO(data), dest=path, mode=f"{item['mode']:o}",
                      user="root", group="root", create_remote_dir=True, _sudo=True)
         written.append(path)
     for path, item in sorted((payload.get("downloads") or {}).items()):
         want = item["hash"].split("-", 1)[-1]
-        if host.get_fact(Sha512File, path=path) == want:
+        if host.get_fact(Sha512File, path=path, _sudo=True) == want:
             continue
         tmp = shlex.quote(f"{path}.provision-new")
         server.shell(name=f"download {path}", commands=[

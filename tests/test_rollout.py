@@ -120,3 +120,10 @@ def test_a_member_that_replaced_one_joins_the_running_cluster(tmp_path):
         doc = json.loads(config_of(result, host))
         states[host] = env_file(ignition_file(doc, "/etc/etcd/etcd.env").decode())["ETCD_INITIAL_CLUSTER_STATE"]
     assert states == {"demo-masters-0": "new", "demo-masters-1": "existing"}
+
+
+def test_oneshot_units_are_not_restarted():
+    payload = inplace.Payload(files={"/etc/kubernetes/pki/x.crt": (0o644, b"x")},
+                              units={"first.service": "[Service]\nType=oneshot\nExecStart=/bin/cat /etc/kubernetes/pki/x.crt\n",
+                                     "long.service": "[Service]\nExecStart=/bin/cat /etc/kubernetes/pki/x.crt\n"})
+    assert inplace.units_to_restart(payload, ["/etc/kubernetes/pki/x.crt"]) == ["long.service"]
