@@ -17,6 +17,7 @@ and every stage is idempotent (a member already removed or added, a host already
 """
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -197,11 +198,37 @@ def remove_member(ctx: RunContext, host: HostPlan) -> None:
     if refusal:
         raise ActionError(f"rollout: not replacing {host.name}: {refusal}; nothing was removed")
     others = [e for e in access.endpoints if e != f"https://{host.address}:2379"]
+    move_leadership_off(ctx, access, mine["id"], [m["id"] for m in members.values() if m["id"] != mine["id"]])
     proc = cluster_etcd.etcdctl(access, "member", "remove", mine["id"], endpoints=others)
     if proc.returncode != 0:
         raise ActionError(f"rollout: etcd member remove {host.name} failed: "
                           f"{(proc.stderr.strip().splitlines() or ['?'])[-1][:300]}")
     ctx.log(PHASE, f"{host.name}: etcd member {mine['id']} removed ({total - 1} members left, all healthy)")
+
+
+def leader_id(access) -> str | None:
+    """The hex id of the member etcd's endpoints name as leader (None when none answers)."""
+    proc = cluster_etcd.etcdctl(access, "endpoint", "status", "-w", "json")
+    try:
+        for entry in json.loads(proc.stdout or "[]"):
+            leader = (entry.get("Status") or {}).get("leader")
+            if leader:
+                return f"{leader:x}"
+    except (ValueError, AttributeError, TypeError):
+        pass
+    return None
+
+
+def move_leadership_off(ctx: RunContext, access, member: str, others: list[str]) -> None:
+    """Hand leadership to another member before the leader is removed: a removed leader leaves
+    the cluster without one for an election timeout; a transfer takes a heartbeat or two."""
+    if leader_id(access) != member or not others:
+        return
+    proc = cluster_etcd.etcdctl(access, "move-leader", sorted(others)[0])
+    if proc.returncode != 0:  # the removal still works, with an election instead of a transfer
+        ctx.ui.debug(PHASE, f"move-leader failed: {(proc.stderr.strip().splitlines() or ['?'])[-1][:200]}")
+    else:
+        ctx.log(PHASE, f"etcd leadership moved from {member} to {sorted(others)[0]} before its removal")
 
 
 def add_member(ctx: RunContext, host: HostPlan) -> None:
