@@ -98,7 +98,11 @@ def member_removal_refusal(members: int, healthy: int) -> str | None:
 
 
 def next_stage_done(progress: Mapping[str, Any] | None, host: str, stage: str) -> bool:
-    """Whether the recorded progress says `host` got to `stage` (or further) already."""
-    if not progress or progress.get("host") != host or progress.get("stage") not in STAGES:
-        return False
-    return STAGES.index(progress["stage"]) >= STAGES.index(stage)
+    """Whether the recorded progress (`state["rollout"]`) says `host` got to `stage` or further."""
+    reached = ((progress or {}).get("hosts") or {}).get(host)
+    return reached in STAGES and STAGES.index(reached) >= STAGES.index(stage)
+
+
+def in_progress(progress: Mapping[str, Any] | None) -> list[str]:
+    """The hosts a killed run was replacing (in the order it took them)."""
+    return list(((progress or {}).get("hosts") or {}))

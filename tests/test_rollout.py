@@ -60,12 +60,14 @@ def test_an_etcd_member_goes_only_when_every_member_is_healthy(members, healthy,
 
 
 def test_recorded_progress_says_how_far_a_replacement_got():
-    progress = {"host": "a", "stage": rollout.DESTROYED}
+    progress = {"action": "replace", "hosts": {"a": rollout.DESTROYED, "b": rollout.DRAINED}}
     assert rollout.next_stage_done(progress, "a", rollout.DRAINED)
     assert rollout.next_stage_done(progress, "a", rollout.DESTROYED)
     assert not rollout.next_stage_done(progress, "a", rollout.MEMBER_ADDED)
-    assert not rollout.next_stage_done(progress, "b", rollout.DRAINED)
+    assert not rollout.next_stage_done(progress, "b", rollout.DESTROYED)
+    assert not rollout.next_stage_done(progress, "c", rollout.DRAINED)
     assert not rollout.next_stage_done(None, "a", rollout.DRAINED)
+    assert rollout.in_progress(progress) == ["a", "b"] and rollout.in_progress(None) == []
 
 
 # ---- in-place updates, from configs the real render makes -------------------------------------

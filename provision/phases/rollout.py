@@ -76,24 +76,23 @@ def run(ctx: RunContext) -> dict[str, Any]:
 
 
 def resume_first(todo: list[rollout.Step], progress: Any, current) -> list[rollout.Step]:
-    """The host a killed run was replacing comes first; if its new machine was made already
-    (its boot record says keep now), it is still waited for until healthy."""
-    if not isinstance(progress, dict) or not progress.get("host"):
-        return todo
-    name = progress["host"]
+    """The hosts a killed run was replacing come first; one whose new machine was made already
+    (its boot record says keep now) is still waited for until healthy."""
     kept = {h.name: h for h in current.keep}
-    if name not in kept:
+    names = [n for n in rollout.in_progress(progress) if n in kept]
+    if not names:
         return todo
-    first = [s for s in todo if s.host == name]
-    if not first:
-        host = kept[name]
-        first = [rollout.Step(name, progress.get("action") or REPLACE, host.role, bool(host.etcd),
-                              "finishing the replacement a previous run began")]
-    return first + [s for s in todo if s.host != name]
+    first = []
+    for name in names:
+        step = next((s for s in todo if s.host == name), None)
+        first.append(step or rollout.Step(name, REPLACE, kept[name].role, bool(kept[name].etcd),
+                                          "finishing the replacement a previous run began"))
+    return first + [s for s in todo if s.host not in names]
 
 
 def _record(ctx: RunContext, host: str, stage: str) -> None:
-    ctx.state[rollout.STATE_KEY] = {"host": host, "action": REPLACE, "stage": stage}
+    progress = ctx.state.setdefault(rollout.STATE_KEY, {"action": REPLACE, "hosts": {}})
+    progress.setdefault("hosts", {})[host] = stage
     ctx.save()
     faults.point(faults.FIRST_WRITE)
 
@@ -107,9 +106,12 @@ def replace_hosts(ctx: RunContext, provider: Any, hosts: list[HostPlan], desired
     if members and ctx.spec.etcd.discovery == "token":
         raise ActionError(f"rollout: {members[0].name} carries etcd, which was bootstrapped through a discovery "
                           "token; a member is replaced only with etcd.discovery: static")
+    live = {r.name for r in provider.list_hosts()}
     for host in hosts:
         stage_done = lambda stage, h=host: rollout.next_stage_done(progress, h.name, stage)  # noqa: E731
-        if not stage_done(rollout.DRAINED):
+        if host.name not in live and not stage_done(rollout.DRAINED):  # gone already: nothing runs there
+            _record(ctx, host.name, rollout.DRAINED)
+        if not stage_done(rollout.DRAINED) and host.name in live:
             log(f"replacing {host.name}: draining it")
             drain(ctx, provider, host.name)
             _record(ctx, host.name, rollout.DRAINED)
@@ -143,10 +145,27 @@ def replace_hosts(ctx: RunContext, provider: Any, hosts: list[HostPlan], desired
         ctx.state["hosts"][host.name] = entry
         _record(ctx, host.name, rollout.CREATED)
     wait_healthy(ctx, provider, hosts)
+    for host in hosts:  # the replacement has the old one's name: lift the drain (drain key, cordon)
+        edges = workload_edges(ctx, provider, host.name)
+        if edges is not None:
+            edges.resume_work(host.name)
     ctx.state.pop(rollout.STATE_KEY, None)
     ctx.save()
     log(f"replaced {', '.join(h.name for h in hosts)}: running, answering SSH"
         + (", etcd healthy with every member" if members else ""))
+
+
+def workload_edges(ctx: RunContext, provider: Any, name: str):
+    """Headroom's view of the host's workload (None when headroom does not watch its pool)."""
+    spec = ctx.spec
+    entry = ctx.state["hosts"].get(name) or {}
+    if spec.headroom is None or entry.get("role") != "worker" or spec.headroom.pool != entry.get("pool"):
+        return None
+    from ..headroom.reconcile import ClusterEdges
+    edges = ClusterEdges(spec, ctx.store, log=lambda m: ctx.log(PHASE, m), provider=provider, ui=ctx.ui)
+    if spec.headroom.source == "etcd":
+        edges.etcd(ctx.state)  # the drain key and load reports live in the cluster's etcd
+    return edges
 
 
 def drain(ctx: RunContext, provider: Any, name: str) -> None:
@@ -155,12 +174,9 @@ def drain(ctx: RunContext, provider: Any, name: str) -> None:
     source's drain key stops fleet units taking work), then its load agent is stopped. A host
     that does not drain within headroom.drain_timeout is left in place, taking work again."""
     spec = ctx.spec
-    entry = ctx.state["hosts"].get(name) or {}
-    if spec.headroom is not None and entry.get("role") == "worker" and spec.headroom.pool == entry.get("pool"):
-        from ..headroom.reconcile import ClusterEdges, drain as drain_host
-        edges = ClusterEdges(spec, ctx.store, log=lambda m: ctx.log(PHASE, m), provider=provider, ui=ctx.ui)
-        if spec.headroom.source == "etcd":
-            edges.etcd(ctx.state)  # the drain key and load reports live in the cluster's etcd
+    edges = workload_edges(ctx, provider, name)
+    if edges is not None:
+        from ..headroom.reconcile import drain as drain_host
         if not drain_host(spec, edges, name, lambda m: ctx.log(PHASE, m), time.monotonic, time.sleep):
             raise ActionError(f"rollout: {name} did not drain within headroom.drain_timeout "
                               f"({spec.headroom.drain_timeout:g}s); it stays and takes work again; nothing was "
