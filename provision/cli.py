@@ -263,7 +263,7 @@ def render(ctx, spec, out_dir, pin, **common):
 @common_options
 @click.pass_context
 def up(ctx, spec, yes, plan_file, until, only, dry_run, verify, max_unavailable, **common):
-    """Bring the cluster to SPEC, phase by phase: validate, pki, render, machines, wait, etcd,
+    """Bring the cluster to SPEC, phase by phase: validate, pki, render, rollout, machines, wait, etcd,
     flannel, fleet, masters, workers, kubeconfig.
 
     Without --yes: on a terminal, shows the plan and asks; without a terminal (a pipe, cron, CI),

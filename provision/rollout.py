@@ -5,7 +5,8 @@ lose a member now. Pure functions, no I/O (the `rollout` phase acts on them).
 and which a replacement. The rollout takes them:
 
 - masters first (the control plane before the kubelets, as the version-skew policy wants),
-  then dedicated etcd hosts, then workers; within a group in plan order;
+  then dedicated etcd hosts, then workers; within a group in plan order (a Kubernetes
+  downgrade turns masters and workers around);
 - an etcd member or a master is changed alone, and the next waits until it is healthy again
   (an etcd member is removed and added back, so two at once could cost quorum);
 - workers `max_unavailable` at a time (default 1: kops' rolling update default).
@@ -45,22 +46,23 @@ class Step:
                 "because": self.because}
 
 
-def _group(step: Step) -> int:
+def _group(step: Step, workers_first: bool) -> int:
     if step.role == "master":
-        return 0
+        return 2 if workers_first else 0
     if step.etcd or step.role == "etcd":
         return 1
-    return 2
+    return 0 if workers_first else 2
 
 
-def steps(changes: Mapping[str, HostChange], desired: Sequence[Any]) -> list[Step]:
+def steps(changes: Mapping[str, HostChange], desired: Sequence[Any], workers_first: bool = False) -> list[Step]:
     """The hosts to update or replace, masters first, then etcd hosts, then workers (plan order
-    within each). `desired` is the plan's HostPlans."""
+    within each); `workers_first` (a Kubernetes downgrade: no kubelet may be newer than an API
+    server) turns masters and workers around. `desired` is the plan's HostPlans."""
     order = {h.name: i for i, h in enumerate(desired)}
     by_name = {h.name: h for h in desired}
     out = [Step(name, change.action, by_name[name].role, bool(by_name[name].etcd), change.reason)
            for name, change in changes.items() if change.action in (UPDATE, REPLACE) and name in by_name]
-    return sorted(out, key=lambda s: (_group(s), order[s.host]))
+    return sorted(out, key=lambda s: (_group(s, workers_first), order[s.host]))
 
 
 def batches(todo: Iterable[Step], max_unavailable: int) -> list[list[Step]]:

@@ -35,6 +35,17 @@ def test_masters_go_first_then_workers_and_keep_is_left_out():
     assert all(s.etcd for s in steps[:3]) and not any(s.etcd for s in steps[3:])
 
 
+def test_a_kubernetes_downgrade_changes_workers_before_masters():
+    state = recorded(parse_spec(mutate({"kubernetes": {"version": "1.33.4"}})))
+    spec = parse_spec(mutate({"kubernetes": {"version": "1.32.9"}}))
+    current = plan(spec, state)
+    changes = host_changes(spec, state, current)
+    down = [s.host for s in rollout.steps(changes, current.desired, workers_first=True)]
+    up = [s.host for s in rollout.steps(changes, current.desired)]
+    assert down[:2] == ["demo-workers-0", "demo-workers-1"] and up[-2:] == ["demo-workers-0", "demo-workers-1"]
+    assert sorted(down) == sorted(up) and len(up) == 5
+
+
 def test_nothing_changed_gives_no_step():
     assert rollout_steps(BASE) == []
 

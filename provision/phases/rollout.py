@@ -35,7 +35,9 @@ def run(ctx: RunContext) -> dict[str, Any]:
     spec, state = ctx.spec, ctx.state
     current = plan(spec, state)
     changes = host_changes(spec, state, current)
-    todo = rollout.steps(changes, current.desired)
+    from ..version_skew import check_spec
+    skew = check_spec(spec, state)  # refused changes never get here (up checks them first)
+    todo = rollout.steps(changes, current.desired, workers_first=skew.order[:1] == ("kubelets",))
     progress = state.get(rollout.STATE_KEY)
     todo = resume_first(todo, progress, current)
     max_unavailable = int(ctx.options.get("max_unavailable") or 1)
