@@ -140,3 +140,33 @@ def test_oneshot_units_are_not_restarted():
                               units={"first.service": "[Service]\nType=oneshot\nExecStart=/bin/cat /etc/kubernetes/pki/x.crt\n",
                                      "long.service": "[Service]\nExecStart=/bin/cat /etc/kubernetes/pki/x.crt\n"})
     assert inplace.units_to_restart(payload, ["/etc/kubernetes/pki/x.crt"]) == ["long.service"]
+
+
+def test_a_killed_replacement_is_resumed_before_anything_else():
+    from provision.phases.rollout import resume_first
+    state = recorded(parse_spec(BASE))
+    spec = parse_spec(mutate({"os": {"channel": "beta"}}))
+    current = plan(spec, state)
+    todo = rollout.steps(host_changes(spec, state, current), current.desired)
+    progress = {"action": "replace", "hosts": {"demo-workers-1": rollout.DESTROYED}}
+    resumed = resume_first(todo, progress, current)
+    assert resumed[0].host == "demo-workers-1" and sorted(s.host for s in resumed) == sorted(s.host for s in todo)
+    # its new machine was made already (keep now): it is still waited for, as a replacement
+    unchanged = rollout.steps(host_changes(parse_spec(BASE), state, plan(parse_spec(BASE), state)), current.desired)
+    assert unchanged == []
+    finishing = resume_first(unchanged, progress, plan(parse_spec(BASE), state))
+    assert [(s.host, s.action) for s in finishing] == [("demo-workers-1", "replace")]
+    assert resume_first(todo, {"hosts": {"gone-host": rollout.DRAINED}}, current) == todo
+
+
+def test_max_unavailable_below_one_is_refused_before_anything(cli, tmp_path):
+    from provision.state import LocalStateStore
+    state_dir = tmp_path / "state"
+    spec = parse_spec(BASE)
+    LocalStateStore(spec.name, state_dir).write(recorded(spec))
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(mutate({"os": {"channel": "beta"}})))
+    before = (state_dir / "demo" / "state.json").read_bytes()
+    result = cli("up", path, "--state-dir", state_dir, "--yes", "--max-unavailable", "0")
+    assert result.code == 2 and "--max-unavailable" in result.err and "Traceback" not in result.err
+    assert (state_dir / "demo" / "state.json").read_bytes() == before
