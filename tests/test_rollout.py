@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from provision import inplace, rollout
 from provision.changes import host_changes
@@ -15,8 +16,6 @@ from provision.spec import parse_spec
 from tests.helpers_render import env_file, ignition_file, prepared, served_artifacts, write_spec
 from tests.spec.test_validation import BASE, mutate
 from tests.test_changes import recorded
-
-import yaml
 
 
 def rollout_steps(after: dict) -> list[rollout.Step]:
@@ -136,9 +135,10 @@ def test_a_member_that_replaced_one_joins_the_running_cluster(tmp_path):
 
 
 def test_oneshot_units_are_not_restarted():
+    reads = "ExecStart=/bin/cat /etc/kubernetes/pki/x.crt\n"
     payload = inplace.Payload(files={"/etc/kubernetes/pki/x.crt": (0o644, b"x")},
-                              units={"first.service": "[Service]\nType=oneshot\nExecStart=/bin/cat /etc/kubernetes/pki/x.crt\n",
-                                     "long.service": "[Service]\nExecStart=/bin/cat /etc/kubernetes/pki/x.crt\n"})
+                              units={"first.service": "[Service]\nType=oneshot\n" + reads,
+                                     "long.service": "[Service]\n" + reads})
     assert inplace.units_to_restart(payload, ["/etc/kubernetes/pki/x.crt"]) == ["long.service"]
 
 

@@ -163,8 +163,9 @@ def test_masters_change_in_place_then_by_replacement_without_losing_etcd_quorum(
     assert all(after[m] != before[m] for m in masters)  # each removed and added back
     # one at a time: each master is healthy again before the next is drained
     lines = proc.stderr.splitlines()
-    order = [i for m in masters for i in (lines.index(f"[rollout] replacing {m}: draining it"),
-                                          next(i for i, l in enumerate(lines) if l.startswith(f"[rollout] replaced {m}:")))]
+    replaced = {m: next(i for i, line in enumerate(lines) if line.startswith(f"[rollout] replaced {m}:"))
+                for m in masters}
+    order = [i for m in masters for i in (lines.index(f"[rollout] replacing {m}: draining it"), replaced[m])]
     assert order == sorted(order)
     recorded = state(c)
     rendered_index = json.loads((c["workdir"] / "rendered/index.json").read_text())["hosts"]
