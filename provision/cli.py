@@ -208,10 +208,13 @@ def render(ctx, spec, out_dir, pin, **common):
 @click.option("--verify", is_flag=True,
               help="Re-check every host over SSH (and repair what drifted), not only the hosts whose "
                    "recorded convergence differs from what they should have.")
+@click.option("--max-unavailable", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Workers updated or replaced at once when the spec changed running hosts (masters and "
+                   "etcd members always go one at a time).")
 @common_options
 @click.pass_context
-def up(ctx, spec, yes, plan_file, until, only, dry_run, verify, **common):
-    """Bring the cluster to SPEC, phase by phase: validate, pki, render, machines, wait, etcd,
+def up(ctx, spec, yes, plan_file, until, only, dry_run, verify, max_unavailable, **common):
+    """Bring the cluster to SPEC, phase by phase: validate, pki, render, rollout, machines, wait, etcd,
     flannel, fleet, masters, workers, kubeconfig.
 
     Without --yes: on a terminal, shows the plan and asks; without a terminal (a pipe, cron, CI),
@@ -222,7 +225,7 @@ def up(ctx, spec, yes, plan_file, until, only, dry_run, verify, **common):
     on every host, a bounded number at a time."""
     from .verbs import up as verb
     finish(verb.run(make_app(ctx, spec, **common), yes=yes, until=until, only=only, dry_run=dry_run,
-             plan_file=plan_file, verify=verify))
+                    plan_file=plan_file, verify=verify, max_unavailable=max_unavailable))
 
 
 @cli.command(short_help="Hosts, etcd health, units, headroom.",

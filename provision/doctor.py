@@ -244,7 +244,7 @@ def drift_findings(changes: Mapping[str, Any], digests: Mapping[str, tuple[str |
         if change.action in ("update", "replace"):
             findings.append(Finding("drift", f"host {name} needs {'replacement' if change.action == 'replace' else 'an in-place update'}: "
                                              f"{change.reason}",
-                                    "`up` does not apply changes to running hosts yet; provision plan SPEC shows them"))
+                                    "`provision up SPEC` applies it (its rollout phase; `provision plan SPEC` shows it first)"))
     for name, (recorded, now) in sorted(digests.items()):
         if recorded and now and recorded != now and changes.get(name) is not None \
                 and changes[name].action == "keep":

@@ -27,6 +27,7 @@ POINTS: dict[str, tuple[str, ...]] = {
     "endpoint": (FIRST_WRITE,),
     "pki": (FIRST_WRITE, MID_HOSTS),
     "render": (FIRST_WRITE, MID_HOSTS),
+    "rollout": (FIRST_WRITE, MID_HOSTS),
     "machines": (MID_HOSTS, FIRST_WRITE),
     "wait": (MID_HOSTS, FIRST_WRITE),
     "hosts": (FIRST_WRITE, MID_HOSTS),

@@ -134,7 +134,7 @@ def test_plan_cli_shows_update_and_replace_with_fields(cli, tmp_path):
     assert kept["demo-workers-1"]["action"] == "replace" and kept["demo-masters-1"]["action"] == "update"
 
 
-def test_up_without_yes_warns_that_running_hosts_keep_their_config(cli, tmp_path):
+def test_up_says_per_host_what_its_rollout_does_and_warns_when_the_phases_leave_it_out(cli, tmp_path):
     state_dir = tmp_path / "state"
     spec = parse_spec(BASE)
     LocalStateStore(spec.name, state_dir).write(recorded(spec))
@@ -142,8 +142,11 @@ def test_up_without_yes_warns_that_running_hosts_keep_their_config(cli, tmp_path
     result = cli("up", path, "--state-dir", state_dir, "-o", "json")  # no terminal: prints the plan
     assert result.code == 0, result.err
     assert json.loads(result.out)["applied"] is False
+    assert not [line for line in result.err.splitlines() if line.startswith("warning:")]
+    said = [line for line in result.err.splitlines() if "replacement (os.channel" in line]
+    assert len(said) == 5 and "demo-masters-0: replacement (os.channel (forces replacement))" in said[0]
+    result = cli("up", path, "--state-dir", state_dir, "--until", "render", "-o", "json")
     warnings = [line for line in result.err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 5
-    assert warnings[0] == ("warning: demo-masters-0: needs replacement (os.channel (forces replacement)); `up` does "
-                           "not apply changes to running hosts yet: it keeps the host as it is (see `provision "
-                           "plan`)")
+    assert warnings[0] == ("warning: demo-masters-0: needs replacement (os.channel (forces replacement)); the "
+                           "phases chosen leave out `rollout`, so the host stays as it is (see `provision plan`)")

@@ -11,7 +11,8 @@ from tests.conftest import REPO
 def test_each_phase_is_its_module_in_up_order():
     table = phases.all_phases()
     assert tuple(p.name for p in table) == phases.PHASE_NAMES == (
-        "validate", "endpoint", "pki", "render", "machines", "wait", "hosts", "secrets", "etcd", "flannel", "fleet", "masters",
+        "validate", "endpoint", "pki", "render", "rollout", "machines", "wait", "hosts", "secrets", "etcd", "flannel",
+        "fleet", "masters",
         "workers",
         "kubeconfig")
     for phase in table:

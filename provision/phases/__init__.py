@@ -67,6 +67,7 @@ PHASE_SUMMARIES: tuple[tuple[str, str], ...] = (
     ("endpoint", "find or create the API load balancer (clouds that have one)"),
     ("pki", "create or reuse the CA, certificates, keys and tokens"),
     ("render", "render each host's Ignition or cloud-config"),
+    ("rollout", "update changed running hosts in place or replace them, a few at a time"),
     ("machines", "create and destroy hosts with the provider"),
     ("wait", "wait until every host runs and answers SSH"),
     ("hosts", "write cluster host names into /etc/hosts where the cloud assigns addresses"),
@@ -85,10 +86,10 @@ PHASE_NAMES = tuple(name for name, _ in PHASE_SUMMARIES)
 def all_phases() -> tuple[Phase, ...]:
     """Every phase of `up` in order, each with its module (imported here, on first use; the
     modules import RunContext from this package)."""
-    from . import (endpoint, etcd, flannel, fleet, hosts, kubeconfig, machines, masters, pki, render, secrets,
-                   validate, wait, workers)
-    modules: tuple[PhaseModule, ...] = (validate, endpoint, pki, render, machines, wait, hosts, secrets, etcd, flannel,
-                                        fleet, masters, workers, kubeconfig)
+    from . import (endpoint, etcd, flannel, fleet, hosts, kubeconfig, machines, masters, pki, render, rollout,
+                   secrets, validate, wait, workers)
+    modules: tuple[PhaseModule, ...] = (validate, endpoint, pki, render, rollout, machines, wait, hosts, secrets, etcd,
+                                        flannel, fleet, masters, workers, kubeconfig)
     phases = tuple(Phase(name, summary, module) for (name, summary), module in zip(PHASE_SUMMARIES, modules,
                                                                                     strict=True))
     for phase in phases:  # the two tuples above are kept in the same order

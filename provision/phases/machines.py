@@ -108,6 +108,14 @@ def host_entry(host: HostPlan, record: Any, previous: Mapping[str, Any] | None =
     return entry
 
 
+def forget_joined(state: dict[str, Any], names: Sequence[str]) -> None:
+    """A destroyed host no longer joins etcd as a replacement (`rollout` recorded it): a host made
+    later under its name is a new member of whatever cluster it is planned into."""
+    joined = (state.get("etcd") or {}).get("joined")
+    if joined:
+        state["etcd"]["joined"] = [n for n in joined if n not in set(names)]
+
+
 def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool = True) -> dict[str, Any]:
     """Destroy `target.destroy`, create `target.create` (and any kept host the cloud lost),
     record hosts and pool sizes in `ctx.state`. With `ctx.dry_run` it only says what it would do.
@@ -133,6 +141,7 @@ def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool =
         for name in target.destroy:
             hosts.pop(name, None)
         convergence.forget(state, target.destroy)
+        forget_joined(state, target.destroy)
         result["destroyed"] = list(target.destroy)
         ctx.save()
 

@@ -194,6 +194,16 @@ class Provider(ABC):
         """Store `full_config` (the fitted form of `config`) at `config_url(name, config)`."""
         raise NotImplementedError(f"{self.name} cannot serve configs")
 
+    def stop_agent(self, name: str) -> None:
+        """Stop the host's load agent before the host goes (a replaced host must not report
+        load for its name while its replacement boots). Default: the machine's own shutdown
+        stops it."""
+
+    def restart_units(self, name: str, units: Sequence[str]) -> bool:
+        """Restart `units` on a running host after their files changed in place; False when
+        the provider has no way of its own, so they are restarted over SSH with systemctl."""
+        return False
+
     def artifact_notes(self) -> dict[str, str]:
         """{artifact name: what is really served under it}, for providers that serve binaries
         of this machine (`artifacts`); empty otherwise."""

@@ -115,6 +115,8 @@ def _cluster_context(spec: Any, state: Mapping[str, Any], store: Any, hosts: Seq
         "apiserver_etcd_endpoints": ",".join(m["client_url"] for m in members),
         "etcd_initial_cluster": ",".join(f"{m['name']}={m['peer_url']}" for m in members),
         "discovery_token_url": discovery,
+        # members that replaced one of a running etcd (`up`'s rollout: member remove, then add)
+        "etcd_joined": tuple((state.get("etcd") or {}).get("joined") or ()),
         "local_api_url": "https://127.0.0.1:6443",
         "token_id": token_id, "token_secret": token_secret,
         "token_expiration": pki.format_expiry(token_expires) if token_expires else None,

@@ -79,7 +79,7 @@ def check_skew(spec, state) -> None:
 
 
 def run(app: App, yes: bool, until: str | None, only: str | None, dry_run: bool, plan_file: str | None = None,
-        verify: bool = False) -> int:
+        verify: bool = False, max_unavailable: int = 1) -> int:
     spec = app.spec
     phases = select(until=until, only=only)
     saved = load_saved_plan(app, plan_file) if plan_file else None
@@ -92,7 +92,7 @@ def run(app: App, yes: bool, until: str | None, only: str | None, dry_run: bool,
     if not dry_run and not yes and not app.ui.can_ask():  # answer before the lock: nothing is created
         current = plan(spec, store.read())
         log_plan(app, current)
-        warn_unapplied_changes(app, spec, store.read(), current)
+        warn_unapplied_changes(app, spec, store.read(), current, applying=any(p.name == "rollout" for p in phases))
         return print_unconfirmed_plan(app, current)
     # A dry run of a cluster with nothing recorded yet takes no lock: the lock would create its
     # directory. Once anything is recorded, a dry run holds the lock like any run.
@@ -105,12 +105,12 @@ def run(app: App, yes: bool, until: str | None, only: str | None, dry_run: bool,
         check_skew(spec, state)  # again, under the lock
         current = plan(spec, state)
         log_plan(app, current)
-        warn_unapplied_changes(app, spec, state, current)
+        warn_unapplied_changes(app, spec, state, current, applying=any(p.name == "rollout" for p in phases))
         if not dry_run and not app.ui.confirm(f"Apply to cluster {spec.name}?", yes):
             raise ActionError(f"nothing changed: to apply, run: {app.command('up', extra=('--yes',))} "
                               "(or --dry-run to see each phase)")
         ctx = RunContext(spec=spec, store=store, state=state, ui=app.ui, dry_run=dry_run,
-                         options={"yes": yes, "verify": verify})
+                         options={"yes": yes, "verify": verify, "max_unavailable": max_unavailable})
         timings = run_with_progress(app, ctx, phases)
     hosts = ctx.state.get("hosts", {})
     rows = [[name, h.get("pool"), h.get("role") + (" +etcd" if h.get("etcd") else ""), h.get("address"),

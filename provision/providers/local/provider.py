@@ -263,6 +263,14 @@ class LocalProvider(Provider):
         """Stop a host's load agent (headroom drains a host before removing it)."""
         self.stop_unit(name, AGENT_UNIT)
 
+    def restart_units(self, name: str, units: Sequence[str]) -> bool:
+        """Stop each unit, then boot starts every enabled unit that is not running (with the
+        unit files and environment files as they are now): what `systemctl restart` does."""
+        for unit in units:
+            self.stop_unit(name, unit)
+        self.boot(name)
+        return True
+
     def set_link(self, name: str, up: bool) -> None:
         """Cut or restore a host's link to the bridge (partition tests, maintenance)."""
         net.set_link(self.cluster, name, up)

@@ -1,0 +1,110 @@
+"""Rolling changes to running hosts: in what order, how many at a time, and whether etcd can
+lose a member now. Pure functions, no I/O (the `rollout` phase acts on them).
+
+`plan`'s per-host verdicts (provision.changes) say which kept hosts need an in-place update
+and which a replacement. The rollout takes them:
+
+- masters first (the control plane before the kubelets, as the version-skew policy wants),
+  then dedicated etcd hosts, then workers; within a group in plan order (a Kubernetes
+  downgrade turns masters and workers around);
+- an etcd member or a master is changed alone, and the next waits until it is healthy again
+  (an etcd member is removed and added back, so two at once could cost quorum);
+- workers `max_unavailable` at a time (default 1: kops' rolling update default).
+
+A replaced host keeps its name, address and etcd peer URL: the other hosts' configs (etcd's
+member list, the API server certificate, the node-local API proxy) name them, so a new identity
+would change every other host as well.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from .changes import REPLACE, UPDATE, HostChange
+
+STATE_KEY = "rollout"  # state["rollout"]: the host being changed now, and how far it got
+JOINED_KEY = "joined"  # state["etcd"]["joined"]: members that joined a running etcd (member add)
+
+# How far a replacement got, in order; recorded in state after each, so a re-run resumes.
+DRAINED, MEMBER_REMOVED, DESTROYED, MEMBER_ADDED, CREATED = (
+    "drained", "member-removed", "destroyed", "member-added", "created")
+STAGES = (DRAINED, MEMBER_REMOVED, DESTROYED, MEMBER_ADDED, CREATED)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One host to change: `update` in place or `replace`, and why."""
+
+    host: str
+    action: str  # update | replace
+    role: str
+    etcd: bool
+    because: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "action": self.action, "role": self.role, "etcd": self.etcd,
+                "because": self.because}
+
+
+def _group(step: Step, workers_first: bool) -> int:
+    if step.role == "master":
+        return 2 if workers_first else 0
+    if step.etcd or step.role == "etcd":
+        return 1
+    return 0 if workers_first else 2
+
+
+def steps(changes: Mapping[str, HostChange], desired: Sequence[Any], workers_first: bool = False) -> list[Step]:
+    """The hosts to update or replace, masters first, then etcd hosts, then workers (plan order
+    within each); `workers_first` (a Kubernetes downgrade: no kubelet may be newer than an API
+    server) turns masters and workers around. `desired` is the plan's HostPlans."""
+    order = {h.name: i for i, h in enumerate(desired)}
+    by_name = {h.name: h for h in desired}
+    out = [Step(name, change.action, by_name[name].role, bool(by_name[name].etcd), change.reason)
+           for name, change in changes.items() if change.action in (UPDATE, REPLACE) and name in by_name]
+    return sorted(out, key=lambda s: (_group(s, workers_first), order[s.host]))
+
+
+def batches(todo: Iterable[Step], max_unavailable: int) -> list[list[Step]]:
+    """Groups changed together: a master or etcd member alone, workers `max_unavailable` at a time."""
+    if max_unavailable < 1:
+        raise ValueError("max_unavailable must be at least 1")
+    out: list[list[Step]] = []
+    for step in todo:
+        alone = step.role in ("master", "etcd") or step.etcd
+        last = out[-1] if out else None
+        if not alone and last and len(last) < max_unavailable and not any(
+                s.role in ("master", "etcd") or s.etcd for s in last):
+            last.append(step)
+        else:
+            out.append([step])
+    return out
+
+
+def quorum(members: int) -> int:
+    return members // 2 + 1
+
+
+def member_removal_refusal(members: int, healthy: int) -> str | None:
+    """Why an etcd member must not be taken out now (None: it may). Every member must be
+    healthy first, and the members left must keep quorum while its replacement joins."""
+    if members <= 1:
+        return ("etcd has a single member: replacing it would lose the cluster's data; "
+                "grow etcd.count to 3 first")
+    if healthy < members:
+        return f"only {healthy} of {members} etcd members are healthy; a member is replaced only when all are"
+    # While the replacement joins, the cluster counts `members` with `members - 1` running.
+    if members - 1 < quorum(members):
+        return f"{members - 1} running members of {members} would be below quorum ({quorum(members)})"
+    return None
+
+
+def next_stage_done(progress: Mapping[str, Any] | None, host: str, stage: str) -> bool:
+    """Whether the recorded progress (`state["rollout"]`) says `host` got to `stage` or further."""
+    reached = ((progress or {}).get("hosts") or {}).get(host)
+    return reached in STAGES and STAGES.index(reached) >= STAGES.index(stage)
+
+
+def in_progress(progress: Mapping[str, Any] | None) -> list[str]:
+    """The hosts a killed run was replacing (in the order it took them)."""
+    return list(((progress or {}).get("hosts") or {}))

@@ -1,0 +1,229 @@
+"""Changes reach a running local cluster (3 masters carrying a real 3-member etcd over TLS, 2
+workers): `up` updates masters in place and replaces them one at a time while a watcher reads
+etcd linearizably twice a second; a worker pool change replaces workers one at a time and keeps
+headroom's recorded size; a run SIGKILLed mid-rollout, then re-run, finishes the change with no
+host lost and none left over.
+
+kube-apiserver and kubelet cannot run here (no binary exists): that the API server's certificate
+changed is proven on the file it reads, inside each master's root."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+
+from provision import faults
+from provision.etcd.client import Etcd
+from provision.pki import TLSFiles
+from provision.providers.local.net import netns_name
+
+from .conftest import REPO, cluster_namespaces, example_spec, free_subnet, needs_root, provision, unique_name
+from .test_cluster import no_duplicates
+
+pytestmark = [pytest.mark.slow, pytest.mark.root, needs_root]
+POLL = 0.5  # seconds between the watcher's reads
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("rollout")
+    name = unique_name("ro")
+    spec = example_spec(tmp, name, free_subnet())
+    doc = yaml.safe_load(spec.read_text())
+    doc["pools"] = [{"name": "masters", "role": "master", "count": 3},
+                    {"name": "workers", "role": "worker", "count": 2, "min": 1, "max": 3}]
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    state_dir = tmp / "state"
+    c = {"name": name, "spec": spec, "doc": doc, "state_dir": state_dir, "workdir": state_dir / name, "tmp": tmp}
+    try:
+        made = provision("up", spec, "--yes", "--state-dir", state_dir, timeout=600)
+        assert made.returncode == 0, made.stderr
+        yield c
+    finally:
+        provision("down", c["spec"], "--yes", "--state-dir", state_dir)
+        from provision.providers import get_provider
+        from provision.spec import load_spec
+        get_provider(load_spec(c["spec"]), c["workdir"]).teardown()
+
+
+def change(c: dict, label: str, edit) -> Path:
+    """The cluster's current spec with `edit` applied, as a new file (kept as current)."""
+    doc = copy.deepcopy(c["doc"])
+    edit(doc)
+    path = c["tmp"] / f"{label}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    c["doc"], c["spec"] = doc, path
+    return path
+
+
+def state(c: dict) -> dict:
+    return json.loads((c["workdir"] / "state.json").read_text())
+
+
+def access(c: dict, client: str = "provisioner", timeout: float = 5.0) -> Etcd:
+    pki = c["workdir"] / "pki"
+    endpoints = tuple(f"https://{h['address']}:2379" for _, h in sorted(state(c)["hosts"].items()) if h["etcd"])
+    return Etcd(endpoints, TLSFiles(pki / "etcd-ca.crt", pki / f"etcd-client-{client}.crt",
+                                    pki / f"etcd-client-{client}.key"), timeout=timeout)
+
+
+def members(c: dict) -> dict[str, str]:
+    proc = access(c, "root").etcdctl("member", "list", "-w", "json")
+    assert proc.returncode == 0, proc.stderr
+    return {m.get("name", ""): f"{m['ID']:x}" for m in json.loads(proc.stdout)["members"]}
+
+
+class QuorumWatcher:
+    """Reads a key linearizably (which needs a quorum) from any member, every POLL seconds."""
+
+    def __init__(self, c: dict):
+        self.access, self.key = access(c, timeout=1.0), f"/provision/{c['name']}/probe"
+        self.samples: list[tuple[float, bool]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            ok = self.access.etcdctl("get", self.key, "--consistency=l").returncode == 0
+            self.samples.append((started, ok))
+            self._stop.wait(POLL)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def longest_outage(self) -> float:
+        """Seconds from the first failed read to the next successful one, longest stretch."""
+        longest, since = 0.0, None
+        for at, ok in self.samples:
+            if not ok and since is None:
+                since = at
+            elif ok and since is not None:
+                longest, since = max(longest, at - since), None
+        assert since is None, "etcd had no quorum when the watcher stopped"
+        return longest
+
+
+def apiserver_names(c: dict, host: str) -> list[str]:
+    pem = (c["workdir"] / "local/hosts" / host / "root/etc/kubernetes/pki/apiserver.crt").read_bytes()
+    cert = x509.load_pem_x509_certificate(pem)
+    return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+
+
+def init_pid(c: dict, host: str) -> int:
+    return json.loads((c["workdir"] / "local/hosts" / host / "root/run/provision/init.json").read_text())["pid"]
+
+
+def plan_actions(c: dict) -> dict[str, str]:
+    proc = provision("plan", c["spec"], "--state-dir", c["state_dir"], "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    return {name: ch["action"] for name, ch in json.loads(proc.stdout)["changes"].items()}
+
+
+def test_masters_change_in_place_then_by_replacement_without_losing_etcd_quorum(cluster):
+    c = cluster
+    masters = [f"{c['name']}-masters-{i}" for i in range(3)]
+    pids = {m: init_pid(c, m) for m in masters}
+    before = members(c)
+    name = f"api-{c['name']}.example.org"
+    spec = change(c, "api-name", lambda d: d.setdefault("kubernetes", {}).update(api_server_names=[name]))
+    assert set(plan_actions(c).values()) == {"update"}
+    with QuorumWatcher(c) as in_place:
+        proc = provision("up", spec, "--yes", "--state-dir", c["state_dir"], timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert in_place.longest_outage() < 2.0 and len(in_place.samples) > 10
+    for m in masters:  # the same machines (not re-created), each with the new certificate
+        assert name in apiserver_names(c, m)
+        assert init_pid(c, m) == pids[m]
+        assert f"{m}: updated in place" in proc.stderr
+    assert members(c) == before  # etcd untouched: same members, same ids
+    assert set(plan_actions(c).values()) == {"keep"}
+
+    spec = change(c, "masters-size", lambda d: d["pools"][0].update(size="large"))
+    assert {n: a for n, a in plan_actions(c).items() if a != "keep"} == {m: "replace" for m in masters}
+    with QuorumWatcher(c) as replacing:
+        proc = provision("up", spec, "--yes", "--state-dir", c["state_dir"], timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert replacing.longest_outage() < 2.0 and len(replacing.samples) > 10
+    after = members(c)
+    assert sorted(after) == masters  # every member started, under its own name
+    assert all(after[m] != before[m] for m in masters)  # each removed and added back
+    # one at a time: each master is healthy again before the next is drained
+    lines = proc.stderr.splitlines()
+    replaced = {m: next(i for i, line in enumerate(lines) if line.startswith(f"[rollout] replaced {m}:"))
+                for m in masters}
+    order = [i for m in masters for i in (lines.index(f"[rollout] replacing {m}: draining it"), replaced[m])]
+    assert order == sorted(order)
+    recorded = state(c)
+    rendered_index = json.loads((c["workdir"] / "rendered/index.json").read_text())["hosts"]
+    for m in masters:
+        config = (c["workdir"] / "rendered" / rendered_index[m]["config"]).read_bytes()
+        assert (c["workdir"] / "local/hosts" / m / "config.ign").read_bytes() == config  # booted with it
+        assert recorded["hosts"][m]["boot"]["fields"]["pools[masters].size"] == "large"
+        assert name in apiserver_names(c, m)
+    assert "rollout" not in recorded and sorted(recorded["etcd"]["joined"]) == masters
+    assert set(plan_actions(c).values()) == {"keep"}
+    no_duplicates(c["name"], c["workdir"])
+
+
+def test_a_worker_pool_change_replaces_workers_one_at_a_time_and_keeps_headrooms_size(cluster):
+    c = cluster
+    sizes = state(c)["pools"]
+    workers = sorted(n for n, h in state(c)["hosts"].items() if h["pool"] == "workers")
+    spec = change(c, "workers-size", lambda d: d["pools"][1].update(size="w-large"))
+    assert {n for n, a in plan_actions(c).items() if a == "replace"} == set(workers)
+    proc = provision("up", spec, "--yes", "--state-dir", c["state_dir"], timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    steps = [(i, l) for i, l in enumerate(lines) if l.startswith(("[rollout] replacing", "[rollout] replaced"))]
+    assert [l for _, l in steps] == [l for w in workers for l in (
+        f"[rollout] replacing {w}: draining it",
+        f"[rollout] replaced {w}: running, answering SSH")]
+    after = state(c)
+    assert after["pools"] == sizes
+    assert sorted(n for n, h in after["hosts"].items() if h["pool"] == "workers") == workers
+    assert len(cluster_namespaces(c["name"])) == len(after["hosts"])
+    assert set(plan_actions(c).values()) == {"keep"}
+
+
+def up_killed(c: dict, point: str) -> subprocess.CompletedProcess:
+    marker = c["tmp"] / "fired"
+    marker.unlink(missing_ok=True)
+    env = dict(os.environ, **{faults.ENV: f"rollout:{point}", faults.MARKER_ENV: str(marker)})
+    proc = subprocess.run([sys.executable, "-m", "provision", "up", str(c["spec"]), "--yes", "--state-dir",
+                           str(c["state_dir"])], capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
+    assert proc.returncode == -9 and marker.read_text().strip() == f"rollout:{point}", proc.stderr
+    return proc
+
+
+def test_a_rollout_killed_mid_way_then_rerun_finishes_with_no_host_lost_or_left_over(cluster):
+    c = cluster
+    hosts = sorted(state(c)["hosts"])
+    change(c, "masters-size-again", lambda d: d["pools"][0].update(size="x-large"))
+    up_killed(c, faults.FIRST_WRITE)  # right after the first master was drained
+    up_killed(c, faults.MID_HOSTS)  # the first master gone from etcd and the cloud, added back, not made
+    progress = state(c)["rollout"]["hosts"]
+    assert progress == {f"{c['name']}-masters-0": "member-added"}
+    proc = provision("up", c["spec"], "--yes", "--state-dir", c["state_dir"], timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    after = state(c)
+    assert sorted(after["hosts"]) == hosts and "rollout" not in after
+    assert cluster_namespaces(c["name"]) == sorted(netns_name(c["name"], h) for h in hosts)
+    assert sorted(members(c)) == [h for h in hosts if "masters" in h]
+    assert all(after["hosts"][h]["boot"]["fields"]["pools[masters].size"] == "x-large" for h in hosts if "masters" in h)
+    assert set(plan_actions(c).values()) == {"keep"}
+    no_duplicates(c["name"], c["workdir"])
