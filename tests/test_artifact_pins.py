@@ -36,6 +36,9 @@ ssh:
   authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBtK8t8Ezh0Q3c1m1xX1T8kGfQ0c6Ew1w8xvVNNxQ3eA ops@example.com"]
 etcd:
   count: 1
+network:
+  flannel:
+    version: "0.26.7"  # a release whose hash nobody published: pinned on first use
 pools:
   - {{name: masters, role: master, count: 1}}
   - {{name: workers, role: worker, count: 1}}

@@ -137,7 +137,7 @@ def test_downloads_are_verified_and_follow_the_mirror(rendered_examples):
         "source": f"{MIRROR}/etcd-v3.5.17-linux-amd64.tar.gz",
         "verification": {"hash": "sha256-eff6ac621d41711085d0f38fab17d8fa3705f6326c3ff11301a1f5a71fc94edd"}}
     assert remote["/opt/bin/kubelet"]["verification"]["hash"].startswith("sha256-109bd260")
-    assert remote["/opt/downloads/flannel-v0.26.7-linux-amd64.tar.gz"]["verification"]["hash"] == FAKE_HASHES["flanneld"]
+    assert remote["/opt/downloads/flannel-v0.27.4-linux-amd64.tar.gz"]["verification"]["hash"] == FAKE_HASHES["flanneld"]
     assert all(c.get("verification", {}).get("hash") for c in remote.values())
     units = ignition_units(master)
     install = units["provision-install-etcd.service"]
@@ -420,7 +420,7 @@ pools:
     members = {"etcd-v3.5.17-linux-amd64/etcd": stub_binary("etcd"),
                "etcd-v3.5.17-linux-amd64/etcdctl": stub_binary("etcdctl")}
     etcd_sha = make_tarball(www / "etcd-v3.5.17-linux-amd64.tar.gz", members)
-    flannel_sha = make_tarball(www / "flannel-v0.26.7-linux-amd64.tar.gz", {"flanneld": stub_binary("flanneld")})
+    flannel_sha = make_tarball(www / "flannel-v0.27.4-linux-amd64.tar.gz", {"flanneld": stub_binary("flanneld")})
     fleet_sha = make_tarball(www / "fleet-v1.0.0-linux-amd64.tar.gz",
                              {"fleet-v1.0.0-linux-amd64/fleetd": stub_binary("fleetd"),
                               "fleet-v1.0.0-linux-amd64/fleetctl": stub_binary("fleetctl")})
@@ -452,7 +452,7 @@ pools:
     assert mode(master, "/etc/kubernetes/pki/apiserver.crt") == 0o644
     assert mode(master, "/opt/bin/kubelet") == 0o755
     assert (master / "opt/bin/kubelet").read_bytes() == stub_binary("kubelet")
-    assert (master / "opt/downloads/flannel-v0.26.7-linux-amd64.tar.gz").exists()
+    assert (master / "opt/downloads/flannel-v0.27.4-linux-amd64.tar.gz").exists()
     assert (master / "etc/hostname").read_text() == "eng-masters-0\n"
     assert (master / "etc/kubernetes/manifests/kube-apiserver.yaml").exists()
     assert (master / "etc/systemd/system/provision-bootstrap.service").exists()

@@ -252,7 +252,7 @@ class EtcdSpec:
 class FlannelSpec:
     backend: Literal["vxlan", "host-gw", "udp"] = field("flannel backend: vxlan | host-gw | udp", "vxlan")
     etcd_api: Literal["v3", "v2"] = field("etcd API flannel uses: v3 | v2 (CoreOS-era flannel)", "v3")
-    version: str = field("flannel release", "0.26.7")
+    version: str = field("flannel release", "0.27.4")
 
 
 @dataclass(frozen=True)
