@@ -141,6 +141,11 @@ class AWSOptions:
     subnet_cidr: str = field("CIDR of the cluster's subnet inside the VPC", "10.240.0.0/20",
                              convert=cidr)
     availability_zone: str | None = field("zone of the subnet; the region's first when null", None)
+    zones: tuple[str, ...] = field(
+        "availability zones the cluster spans: subnet_cidr is cut into one subnet per zone, etcd "
+        "members and masters are spread one per zone and worker pools across them; empty: "
+        "availability_zone alone when set, else the region's first three available zones",
+        (), convert=string_list)
     api_cidrs: tuple[str, ...] = field(
         "networks allowed to reach the API server's 6443 (the VPC always is); default: anywhere, "
         "as kubectl users expect", ("0.0.0.0/0",), convert=cidr_list)
