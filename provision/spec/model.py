@@ -174,6 +174,9 @@ class OpenStackOptions:
         "Nova availability zones hosts are spread over (by host index); the cloud's choice when empty", (),
         convert=string_list)
     config_drive: bool = field("attach a config drive (Ignition reads it without the metadata service)", True)
+    load_balancer: bool = field(
+        "an Octavia load balancer (TCP 6443 to every master) as the API endpoint when the cloud offers "
+        "the load-balancer service; false, or a cloud without one: a node-local proxy on every node", True)
 
 
 @dataclass(frozen=True)
