@@ -40,11 +40,13 @@ def run(ctx: RunContext) -> dict[str, Any]:
         log(f"would find or create the API load balancer (recorded: {endpoint_name(ctx.state) or 'none'})")
         return {"dry_run": True}
     endpoint = provider.ensure_api_endpoint()
+    before = ctx.state.get("api_endpoint")
     if endpoint is None:
         ctx.state.pop("api_endpoint", None)
     else:
         ctx.state["api_endpoint"] = endpoint
         log(f"API load balancer {endpoint['dns_name']}:6443")
-    ctx.save()
+    if ctx.state.get("api_endpoint") != before:  # a run that changes nothing writes nothing
+        ctx.save()
     faults.point(faults.FIRST_WRITE)
     return {"endpoint": endpoint}

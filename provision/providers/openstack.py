@@ -134,6 +134,7 @@ class OpenStackProvider(Provider):
         self._shared: dict[str, Any] | None = None
         self._lookups: dict[str | None, tuple[str, str]] = {}
         self._image: Any = None
+        self._octavia: Any = None
         self.sleep: Callable[[float], None] = time.sleep
 
     @property
@@ -549,8 +550,10 @@ class OpenStackProvider(Provider):
 
     @property
     def octavia(self) -> Any:
-        from .openstack_lb import Octavia
-        return Octavia(self)
+        if self._octavia is None:
+            from .openstack_lb import Octavia
+            self._octavia = Octavia(self)
+        return self._octavia
 
     def ensure_api_endpoint(self) -> dict[str, str] | None:
         return self.octavia.ensure() if self.options.load_balancer else None

@@ -27,6 +27,7 @@ class Octavia:
 
     def __init__(self, provider: Any):
         self.provider = provider
+        self._available: bool | None = None
 
     @property
     def name(self) -> str:
@@ -37,9 +38,12 @@ class Octavia:
         return self.provider.conn.load_balancer
 
     def available(self) -> bool:
-        """Whether the cloud's catalog offers the load-balancer service."""
-        return bool(self.provider._retry(lambda: self.provider.conn.has_service("load-balancer"),
-                                          "look up the load-balancer service"))
+        """Whether the cloud's catalog offers the load-balancer service (a cloud that cannot be
+        reached is an error, never taken for one without it)."""
+        if self._available is None:
+            self._available = bool(self.provider._retry(lambda: self.provider.conn.endpoint_for("load-balancer"),
+                                                        "look up the load-balancer service"))
+        return self._available
 
     def _find(self, kind: str, **query: Any) -> Any:
         listing = getattr(self.api, kind)
