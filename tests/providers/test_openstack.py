@@ -587,3 +587,42 @@ def test_a_cloud_without_octavia_gets_the_node_local_proxy(openstack_api, tmp_pa
     assert not OpenStackProvider(off, tmp_path).api_load_balancer
     assert fast(OpenStackProvider(off, tmp_path)).ensure_api_endpoint() is None
     assert openstack_api.load_balancers == {}
+
+
+def test_up_puts_the_octavia_endpoint_in_the_certificate_and_the_worker_configs(openstack_api, tmp_path, cli):
+    """`up --until render` against the stand-in with Octavia: the endpoint phase makes the load
+    balancer before the PKI, the API server certificate carries its floating IP, and workers'
+    kubeconfigs point at it instead of the node-local proxy."""
+    import json
+
+    import yaml
+    from cryptography import x509
+
+    from provision.spec import load_spec
+    from provision.state import open_store
+    from tests.helpers_render import ignition_file
+    openstack_api.octavia = True
+    path = tmp_path / "os.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "octa", "provider": {"name": "openstack", "cloud": "testcloud", "external_network": "public"},
+        "ssh": {"authorized_keys": [SSH_KEY]}, "etcd": {"count": 3}, "fleet": {"enabled": False},
+        "pools": [{"name": "masters", "role": "master", "count": 3}, {"name": "workers", "role": "worker", "count": 1}]}))
+    state_dir = tmp_path / "state"
+    result = cli("up", path, "--yes", "--until", "render", "--state-dir", state_dir)
+    assert result.code == 0, result.err
+    store = open_store(load_spec(path), state_dir)
+    endpoint = store.read()["api_endpoint"]
+    [lb] = openstack_api.load_balancers.values()
+    [fip] = [f for f in openstack_api.floating_ips.values() if f["port_id"] == lb["vip_port_id"]]
+    assert endpoint["kind"] == "openstack-octavia" and endpoint["dns_name"] == fip["floating_ip_address"]
+    cert = x509.load_pem_x509_certificate(store.read_blob("pki/apiserver.crt"))
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert fip["floating_ip_address"] in {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    worker = json.loads(store.read_blob("rendered/pool-workers.ign"))
+    for conf_path in ("/etc/kubernetes/bootstrap-kubeconfig", "/etc/kubernetes/kube-proxy.conf"):
+        conf = yaml.safe_load(ignition_file(worker, conf_path))
+        assert conf["clusters"][0]["cluster"]["server"] == f"https://{fip['floating_ip_address']}:6443"
+    assert not any(f["path"].startswith("/etc/provision/api-proxy") for f in worker["storage"]["files"])
+    again = cli("up", path, "--yes", "--until", "render", "--state-dir", state_dir)
+    assert again.code == 0, again.err
+    assert [op for op, _, _ in openstack_api.requests].count("create_load_balancer") == 1
