@@ -3,7 +3,8 @@
 Host names are `<cluster>-<pool>-<n>`. A pool keeps the hosts it has (lowest indices first)
 and new hosts take the lowest free indices, so the same spec and state always give the same
 names. Hosts that carry etcd, masters, and every host of the local and vagrant providers get a
-fixed address from the provider subnet at plan time: etcd's static `--initial-cluster`, the API
+fixed address from the provider subnet at plan time (on AWS from the subnet of the zone
+`provision.placement` spreads them to): etcd's static `--initial-cluster`, the API
 server certificate (which must carry every master's address, dedicated etcd hosts or not) and the
 rendered configs (the node-local API proxy's backends) need it before any machine exists.
 """
