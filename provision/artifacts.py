@@ -53,13 +53,18 @@ CATALOGUE: dict[str, Release] = {
     "flanneld": Release(
         url="https://github.com/flannel-io/flannel/releases/download/v{version}/flannel-v{version}-linux-amd64.tar.gz",
         members={"flanneld": "flanneld"},
-        known={}),
+        # flannel's releases carry no checksum file; these sha256 of the linux-amd64 tarballs
+        # are the ones a public Salt formula for Kubernetes (sysoperator/kubernetes-formula)
+        # pins. No hash of 0.26.7 was published anywhere, hence the default 0.27.4.
+        known={"0.27.4": "sha256-fc1233aac3ad2707d14c9ae42016b5402753f755f0d07cc5c41dc4190e95d299",
+               "0.26.3": "sha256-0b91a37b676ae93e9a2a36aa9dd81d1f2d01464287afbb4eece6fe2831dd9afa",
+               "0.25.7": "sha256-5901b213bd94f5797eb852f8c9b68c885b46bc2f9fe32f96dc113351b7ee378a"}),
     "fleetd": Release(
         url="https://github.com/coreos/fleet/releases/download/v{version}/fleet-v{version}-linux-amd64.tar.gz",
         members={"fleetd": "fleet-v{version}-linux-amd64/fleetd", "fleetctl": "fleet-v{version}-linux-amd64/fleetctl"},
         known={}),
-    # No published hash was found for flanneld 0.26.7 or fleetd 1.0.0 (fleet's releases carry
-    # only GPG signatures): they stay pinned on first use or supplied in artifacts.hashes.
+    # No published hash exists for any fleet release (its releases carry only GPG signatures):
+    # fleetd stays pinned on first use or supplied in artifacts.hashes.
     "cni-plugins": Release(
         url="https://github.com/containernetworking/plugins/releases/download/v{version}/cni-plugins-linux-amd64-v{version}.tgz",
         members={name: f"./{name}" for name in ("bridge", "host-local", "loopback", "portmap")},

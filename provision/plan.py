@@ -3,7 +3,8 @@
 Host names are `<cluster>-<pool>-<n>`. A pool keeps the hosts it has (lowest indices first)
 and new hosts take the lowest free indices, so the same spec and state always give the same
 names. Hosts that carry etcd, masters, and every host of the local and vagrant providers get a
-fixed address from the provider subnet at plan time: etcd's static `--initial-cluster`, the API
+fixed address from the provider subnet at plan time (on AWS from the subnet of the zone
+`provision.placement` spreads them to): etcd's static `--initial-cluster`, the API
 server certificate (which must carry every master's address, dedicated etcd hosts or not) and the
 rendered configs (the node-local API proxy's backends) need it before any machine exists.
 """
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
+from . import placement
 from .spec import Spec
 
 # The first addresses of a subnet are left to the gateway/bridge and the cloud's own services.
@@ -143,9 +145,27 @@ def assign_addresses(spec: Spec, recorded: Mapping[str, Mapping[str, Any]],
         address = recorded.get(name, {}).get("address")
         if address:
             out[name] = address
-    free = (str(a) for a in ipaddress.ip_network(subnet).hosts())
-    free = (a for i, a in enumerate(free) if i + 1 >= FIRST_HOST_OFFSET and a not in taken)
-    for name, *_ in sorted(needing, key=lambda h: (h[0] not in etcd_names, h[1], h[3])):
+    ordered = sorted(needing, key=lambda h: (h[0] not in etcd_names, h[1], h[3]))
+    zone_subnets = placement.zone_subnets(spec)
+    if len(zone_subnets) > 1:
+        # one subnet per zone: each new master and etcd member takes an address in the subnet
+        # of the zone the spread gives it
+        placed = {n: s for n, a in out.items() if (s := placement.slot_of_address(zone_subnets, a)) is not None}
+        slots = placement.control_plane_slots(
+            len(zone_subnets), [h[0] for h in ordered if h[0] in etcd_names],
+            [h[0] for h in ordered if h[2] == "master"], placed)
+        pools = [_free_addresses(s, taken) for s in zone_subnets]
+        for name, *_ in ordered:
+            if name not in out:
+                out[name] = next(pools[slots.get(name, 0)])
+        return out
+    free = _free_addresses(subnet, taken)
+    for name, *_ in ordered:
         if name not in out:
             out[name] = next(free)
     return out
+
+
+def _free_addresses(subnet: str, taken: set) -> Iterator[str]:
+    free = (str(a) for a in ipaddress.ip_network(subnet).hosts())
+    return (a for i, a in enumerate(free) if i + 1 >= FIRST_HOST_OFFSET and a not in taken)

@@ -103,7 +103,8 @@ def cluster_status(spec: Any, store: Any, state: Mapping[str, Any], provider: An
         record = live.get(name)
         units = provider.unit_states(name) if knows_units and record else None
         hosts[name] = {"pool": host.get("pool"), "role": host.get("role"), "etcd": bool(host.get("etcd")),
-                       "address": host.get("address"), "state": record.state if record else "missing",
+                       "address": host.get("address"), "node": host.get("node"),
+                       "state": record.state if record else "missing",
                        "units": {u: {"state": d.get("state"), "reason": unit_reason(d)}
                                  for u, d in sorted((units or {}).items())} if units is not None else None}
     etcd = etcd_picture(spec, store, state) if recorded else {"endpoints": [], "members": [], "health": {},

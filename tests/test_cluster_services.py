@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -362,19 +363,18 @@ def test_local_provider_refuses_cloud_config_at_validate(tmp_path):
 
 @pytest.mark.root
 def test_every_example_renders_offline_and_identically_twice(tmp_path, netns):
-    """Inside a network namespace with no route: only hashes shipped in the package (plus, for
-    flanneld and fleetd, whose releases publish none that could be found, hashes the operator
-    supplies in artifacts.hashes) are used; nothing is downloaded."""
+    """Inside a network namespace with no route, every example as shipped renders: only hashes
+    shipped in the package are used and nothing is downloaded."""
     need_root()
     ns = netns("o")
     routes = subprocess.run(["ip", "-n", ns, "route"], capture_output=True, text=True).stdout
     assert routes.strip() == ""
-    operator_hashes = "artifacts:\n  hashes:\n    flanneld: sha512-" + "a" * 128 + "\n    fleetd: sha512-" + "b" * 128 + "\n"
-    for example in sorted(EXAMPLES.glob("*.yaml")):
-        text = example.read_text()
-        if "\nartifacts:" not in text:
-            text += operator_hashes
-        spec_path = write_spec(tmp_path, text, example.name)
+    examples = sorted(EXAMPLES.glob("*.yaml"))
+    assert len(examples) >= 6
+    flannel_hashes = set()
+    for example in examples:
+        assert "\nartifacts:" not in example.read_text(), example.name  # no hash handed in by the example
+        spec_path = example
         outs = []
         for attempt in ("a", "b"):
             out = tmp_path / f"{example.stem}-{attempt}"
@@ -396,17 +396,28 @@ def test_every_example_renders_offline_and_identically_twice(tmp_path, netns):
                 for f in json.loads(data)["storage"]["files"]:
                     if not f["contents"]["source"].startswith("data:"):
                         assert f["contents"]["verification"]["hash"], (example.name, f["path"])
+                    if f["contents"]["source"].endswith("/flannel-v0.27.4-linux-amd64.tar.gz"):
+                        flannel_hashes.add(f["contents"]["verification"]["hash"])
+    # the cloud examples download flanneld verified by the hash the package ships
+    assert flannel_hashes == {artifacts.CATALOGUE["flanneld"].known["0.27.4"]}
 
 
-def test_known_hashes_cover_every_default_but_flanneld_and_fleetd(tmp_path):
-    """The package ships published hashes for the default etcd, kubelet and CNI plugins; none
-    was found for flanneld 0.26.7 or fleetd 1.0.0, so those stay pin-on-first-use."""
+def test_known_hashes_cover_every_default_version_but_fleetd(tmp_path):
+    """The package ships published hashes for the default etcd, kubelet, CNI plugins and
+    flanneld; no fleet release publishes one, so fleetd (when enabled) stays pin-on-first-use."""
     from provision.spec import load_spec
-    spec = load_spec(EXAMPLES / "aws.yaml")
-    missing = {m.name for m in artifacts.unpinned(spec, {})}
-    assert missing == {"flanneld", "fleetd"}
-    for owner in ("etcd", "kubelet", "cni-plugins"):
-        assert artifacts.CATALOGUE[owner].known.get(artifacts.spec_version(spec, owner)), owner
+    defaults = load_spec(write_spec(tmp_path, SMALL_SPEC))
+    for owner in ("etcd", "kubelet", "cni-plugins", "flanneld"):
+        digest = artifacts.CATALOGUE[owner].known.get(artifacts.spec_version(defaults, owner))
+        assert digest and re.fullmatch(r"sha256-[0-9a-f]{64}|sha512-[0-9a-f]{128}", digest), owner
+    assert {m.name for m in artifacts.unpinned(defaults, {})} == ({"fleetd"} if defaults.fleet.enabled else set())
+    for example in sorted(EXAMPLES.glob("*.yaml")):
+        spec = load_spec(example)
+        if spec.provider.name != "local":  # the local provider serves its own binaries
+            assert artifacts.unpinned(spec, {}) == [], example.name
+    # a release nobody published a hash for is pinned, and says so
+    chosen = load_spec(write_spec(tmp_path, SMALL_SPEC + "network:\n  flannel:\n    version: 0.26.7\n"))
+    assert "flanneld" in {m.name for m in artifacts.unpinned(chosen, {})}
 
 
 def test_up_of_the_openstack_examples_without_a_cloud_stops_in_preflight(tmp_path):

@@ -140,7 +140,7 @@ def test_downloads_are_verified_and_follow_the_mirror(rendered_examples):
         "source": f"{MIRROR}/etcd-v3.5.17-linux-amd64.tar.gz",
         "verification": {"hash": "sha256-eff6ac621d41711085d0f38fab17d8fa3705f6326c3ff11301a1f5a71fc94edd"}}
     assert remote["/opt/bin/kubelet"]["verification"]["hash"].startswith("sha256-109bd260")
-    assert remote["/opt/downloads/flannel-v0.26.7-linux-amd64.tar.gz"]["verification"]["hash"] == FAKE_HASHES["flanneld"]
+    assert remote["/opt/downloads/flannel-v0.27.4-linux-amd64.tar.gz"]["verification"]["hash"] == FAKE_HASHES["flanneld"]
     assert all(c.get("verification", {}).get("hash") for c in remote.values())
     units = ignition_units(master)
     install = units["provision-install-etcd.service"]
@@ -156,7 +156,10 @@ def test_downloads_are_verified_and_follow_the_mirror(rendered_examples):
 
 
 def test_a_missing_hash_is_a_clear_error_and_nothing_is_created(cli, tmp_path):
-    spec_path = write_spec(tmp_path, (EXAMPLES / "aws.yaml").read_text())
+    # a flannel release whose hash nobody published (the default's is shipped)
+    text = (EXAMPLES / "aws.yaml").read_text() + 'network:\n  flannel:\n    version: "0.26.7"\n'
+    assert "\nnetwork:" not in (EXAMPLES / "aws.yaml").read_text()
+    spec_path = write_spec(tmp_path, text)
     result = cli("render", spec_path, "--out", tmp_path / "out", "--state-dir", tmp_path / "state")
     assert result.code == 2
     assert "artifacts.hashes.flanneld" in result.err and "Traceback" not in result.err
@@ -247,7 +250,7 @@ def test_etcd_member_configuration_lives_in_its_environment_file(rendered_exampl
     assert agent["AGENT_ETCD_ENDPOINTS"].count("https://") == 3 and agent["AGENT_TTL"] == "60"
     _, aws = rendered_examples["aws"]
     aws_env = env_file(ignition_file(json.loads(aws.files["prod-masters-0.ign"]), "/etc/etcd/etcd.env").decode())
-    assert "ETCD_ENABLE_V2" in aws_env  # fleet on by default
+    assert "ETCD_ENABLE_V2" not in aws_env  # the example runs without fleet: nothing needs v2
 
 
 def test_v2_is_off_when_nothing_needs_it(tmp_path):
@@ -429,7 +432,7 @@ pools:
     members = {"etcd-v3.5.17-linux-amd64/etcd": stub_binary("etcd"),
                "etcd-v3.5.17-linux-amd64/etcdctl": stub_binary("etcdctl")}
     etcd_sha = make_tarball(www / "etcd-v3.5.17-linux-amd64.tar.gz", members)
-    flannel_sha = make_tarball(www / "flannel-v0.26.7-linux-amd64.tar.gz", {"flanneld": stub_binary("flanneld")})
+    flannel_sha = make_tarball(www / "flannel-v0.27.4-linux-amd64.tar.gz", {"flanneld": stub_binary("flanneld")})
     fleet_sha = make_tarball(www / "fleet-v1.0.0-linux-amd64.tar.gz",
                              {"fleet-v1.0.0-linux-amd64/fleetd": stub_binary("fleetd"),
                               "fleet-v1.0.0-linux-amd64/fleetctl": stub_binary("fleetctl")})
@@ -463,7 +466,7 @@ pools:
     assert mode(master, "/etc/kubernetes/pki/apiserver.crt") == 0o644
     assert mode(master, "/opt/bin/kubelet") == 0o755
     assert (master / "opt/bin/kubelet").read_bytes() == stub_binary("kubelet")
-    assert (master / "opt/downloads/flannel-v0.26.7-linux-amd64.tar.gz").exists()
+    assert (master / "opt/downloads/flannel-v0.27.4-linux-amd64.tar.gz").exists()
     assert (master / "etc/hostname").read_text() == "eng-masters-0\n"
     assert (master / "etc/kubernetes/manifests/kube-apiserver.yaml").exists()
     assert (master / "etc/systemd/system/provision-bootstrap.service").exists()

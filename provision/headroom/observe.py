@@ -26,6 +26,11 @@ class InventoryHost:
     role: str
     etcd: bool = False
     pending: bool = False  # the provider still reports it as starting
+    # what finds its Kubernetes node when the node is not named after the host (worker pool
+    # configs set no host name: kubelet registers the cloud's DHCP name): its addresses and
+    # the node name state recorded for it
+    addresses: tuple[str, ...] = ()
+    node: str | None = None
 
 
 def silent_status(host: InventoryHost, added: Mapping[str, float], now: float,
@@ -47,10 +52,44 @@ def inventory(records: Iterable[Any], state: Mapping[str, Any]) -> list[Inventor
     for r in records:
         if getattr(r, "state", "running") == "terminated":
             continue
-        etcd_member = bool(recorded.get(r.name, {}).get("etcd")) or r.role in ("master", "etcd")
+        entry = recorded.get(r.name, {})
+        etcd_member = bool(entry.get("etcd")) or r.role in ("master", "etcd")
+        addresses = (entry.get("address"), getattr(r, "private_address", None), getattr(r, "public_address", None))
         out.append(InventoryHost(r.name, r.pool, r.role, etcd_member,
-                                 pending=getattr(r, "state", "running") == "pending"))
+                                 pending=getattr(r, "state", "running") == "pending",
+                                 addresses=tuple(dict.fromkeys(a for a in addresses if a)),
+                                 node=entry.get("node")))
     return sorted(out, key=lambda h: h.name)
+
+
+def node_addresses(node: Any) -> set[str]:
+    """The InternalIP and ExternalIP addresses a node's kubelet reports."""
+    return {a.address for a in ((node.status.addresses or []) if node.status else [])
+            if a.type in ("InternalIP", "ExternalIP")}
+
+
+def match_nodes(hosts: Sequence[InventoryHost], nodes: Sequence[Any]) -> dict[str, str]:
+    """Host name -> the name of its Kubernetes node: the node named after the host, else the
+    node state recorded for it, else the one node reporting one of the host's addresses. A node
+    belongs to one host at most; a host with no node is absent."""
+    names = {n.metadata.name for n in nodes}
+    out: dict[str, str] = {}
+    for h in hosts:
+        if h.name in names:
+            out[h.name] = h.name
+    for h in hosts:
+        if h.name not in out and h.node in names and h.node not in out.values():
+            out[h.name] = h.node
+    taken = set(out.values())
+    for h in hosts:
+        if h.name in out or not h.addresses:
+            continue
+        found = [n.metadata.name for n in nodes
+                 if n.metadata.name not in taken and node_addresses(n) & set(h.addresses)]
+        if len(found) == 1:
+            out[h.name] = found[0]
+            taken.add(found[0])
+    return out
 
 
 # ---- source etcd -------------------------------------------------------------------------
@@ -199,7 +238,8 @@ def new_worker(hosts: Sequence[InventoryHost], nodes: Sequence[Any], pool: str,
                labels: Mapping[str, str] | None = None) -> NewWorker | None:
     """A new worker of `pool` as its existing nodes show it: the labels all of them carry plus
     the pool's spec labels, and the largest allocatable among them. None without a pool node."""
-    names = {h.name for h in hosts if h.pool == pool}
+    matched = match_nodes(hosts, nodes)
+    names = {matched[h.name] for h in hosts if h.pool == pool and h.name in matched}
     pool_nodes = [n for n in nodes if n.metadata.name in names and n.status and n.status.allocatable]
     if not pool_nodes:
         return None
@@ -231,6 +271,7 @@ def observe_kubernetes(hosts: Sequence[InventoryHost], nodes: Sequence[Any], pod
     and pending demand (in hosts of the average allocatable): only pods the scheduler marked
     unschedulable that a new worker of `pool` could run (nodeSelector, requests)."""
     by_node = {n.metadata.name: n for n in nodes}
+    node_of = match_nodes(hosts, nodes)
     worker = new_worker(hosts, nodes, pool, labels) if pool else None
     work: dict[str, list[Any]] = {}
     pending = []
@@ -244,14 +285,15 @@ def observe_kubernetes(hosts: Sequence[InventoryHost], nodes: Sequence[Any], pod
             pending.append(p)
     out, alloc_cpu, alloc_mem = [], [], []
     for h in hosts:
-        node = by_node.get(h.name)
+        node = by_node.get(node_of.get(h.name, ""))
         if node is None:
             out.append(HostLoad(h.name, h.pool, h.role, silent_status(h, added or {}, now), etcd=h.etcd))
             continue
         allocatable = node.status.allocatable or {}
         cpu_cap, mem_cap = quantity(allocatable.get("cpu")), quantity(allocatable.get("memory"))
-        cpu_req = sum(pod_requests(p)[0] for p in work.get(h.name, []))
-        mem_req = sum(pod_requests(p)[1] for p in work.get(h.name, []))
+        on_node = work.get(node.metadata.name, [])
+        cpu_req = sum(pod_requests(p)[0] for p in on_node)
+        mem_req = sum(pod_requests(p)[1] for p in on_node)
         if cpu_cap > 0 and mem_cap > 0:
             alloc_cpu.append(cpu_cap)
             alloc_mem.append(mem_cap)
@@ -259,7 +301,7 @@ def observe_kubernetes(hosts: Sequence[InventoryHost], nodes: Sequence[Any], pod
         if status != READY and h.name in (added or {}) and now - (added or {})[h.name] <= PROVISIONING_BOUND:
             status = BOOTING
         out.append(HostLoad(h.name, h.pool, h.role, status, etcd=h.etcd,
-                            containers=len(work.get(h.name, [])),
+                            containers=len(on_node),
                             cpu=min(1.0, cpu_req / cpu_cap) if cpu_cap else 1.0,
                             memory=min(1.0, mem_req / mem_cap) if mem_cap else 1.0))
     mean_cpu = sum(alloc_cpu) / len(alloc_cpu) if alloc_cpu else 0.0

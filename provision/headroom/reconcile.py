@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from ..errors import ActionError, LockHeld, UserError
 from ..etcd.client import Etcd
@@ -214,6 +214,7 @@ class ClusterEdges:
         self.provider = provider or get_provider(spec, workdir=store.workdir, log=log)
         self._etcd: Etcd | None = None
         self._kube = None
+        self._nodes: dict[str, str] = {}  # host -> its Kubernetes node (observe finds them)
 
     def etcd(self, state: dict[str, Any] | None = None) -> Etcd:
         """The cluster's etcd as provision reaches it (over SSH), connected once."""
@@ -239,11 +240,13 @@ class ClusterEdges:
 
     # -- observer --------------------------------------------------------------------------
     def observe(self, state: dict[str, Any], now: float) -> Observation:
-        from .observe import inventory, observe_etcd, observe_kubernetes, read_etcd_loads, read_kubernetes
+        from .observe import inventory, match_nodes, observe_etcd, observe_kubernetes, read_etcd_loads
         hosts = inventory(self.provider.list_hosts(), state)
         added = ((state.get("headroom") or {}).get("memory") or {}).get("added") or {}
         if self.spec.headroom.source == "kubernetes":
             nodes, pods = self.read_kubernetes_batched()
+            self._nodes = match_nodes(hosts, nodes)
+            record_nodes(state, self._nodes)
             pool = self.spec.headroom.pool
             return observe_kubernetes(hosts, nodes, pods, now, pool=pool, labels=dict(self.spec.pool(pool).labels),
                                       added=added)
@@ -287,16 +290,20 @@ class ClusterEdges:
         units to stop taking work; its agent keeps reporting, so the drain can be seen."""
         if self.spec.headroom.source == "kubernetes":
             from .observe import cordon
-            cordon(self.kube(), host)
+            cordon(self.kube(), self.node_name(host))
             self._evict_all(host)
         else:
             self.etcd().put(drain_key(self.spec.name, host), "1")
+
+    def node_name(self, host: str) -> str:
+        """The Kubernetes node of `host` (found by observe), else the host's own name."""
+        return self._nodes.get(host, host)
 
     def _evict_all(self, host: str) -> int:
         """Evict the workload pods left on `host`; returns how many remain."""
         from .observe import evict, node_pods
         left = 0
-        for pod in node_pods(self.kube(), host):
+        for pod in node_pods(self.kube(), self.node_name(host)):
             if evict(self.kube(), pod) == "wait":
                 left += 1  # 429: a PodDisruptionBudget says not now
         return left
@@ -304,7 +311,7 @@ class ClusterEdges:
     def resume_work(self, host: str) -> None:
         if self.spec.headroom.source == "kubernetes":
             from .observe import uncordon
-            uncordon(self.kube(), host)
+            uncordon(self.kube(), self.node_name(host))
         else:
             self.etcd().delete(drain_key(self.spec.name, host))
 
@@ -312,7 +319,7 @@ class ClusterEdges:
         if self.spec.headroom.source == "kubernetes":
             from .observe import node_pods
             self._evict_all(host)
-            return not node_pods(self.kube(), host)
+            return not node_pods(self.kube(), self.node_name(host))
         from .observe import drained_by_report
         # A missing key (silent agent) proves nothing: its containers may still run.
         return drained_by_report(self.etcd().get(load_key(self.spec.name, host)))
@@ -326,6 +333,15 @@ class ClusterEdges:
                     self._etcd.delete(f"{hosts_key(self.spec.name)}/{name}/", prefix=True)
                 except Exception:  # noqa: BLE001 - keys on a lease go by themselves anyway
                     pass
+
+
+def record_nodes(state: dict[str, Any], nodes: Mapping[str, str]) -> None:
+    """Record each host's Kubernetes node name in state (`hosts.<host>.node`), so `status`
+    shows it and the node is found again after its addresses change."""
+    for host, node in nodes.items():
+        entry = state.get("hosts", {}).get(host)
+        if entry is not None and entry.get("node") != node:
+            entry["node"] = node
 
 
 class _LogUI:

@@ -1,8 +1,9 @@
 """Phase `endpoint`: the cloud load balancer in front of every master's kube-apiserver (AWS: a
-Network Load Balancer), found or made before the PKI so that the API server certificate and the
-workers' configs carry its name; recorded in `state["api_endpoint"]` ({"kind", "dns_name", ...}).
-Providers without one record none: workers then reach the masters through the node-local proxy
-(OpenStack Octavia and libcloud load balancers are not used yet; the proxy covers them)."""
+Network Load Balancer; OpenStack: an Octavia load balancer), found or made before the PKI so that
+the API server certificate and the workers' configs carry its name (or address); recorded in
+`state["api_endpoint"]` ({"kind", "dns_name", ...}). Providers without one, and clouds that offer
+none, record none: workers then reach the masters through the node-local proxy (libcloud load
+balancers are not used yet; the proxy covers them)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -38,11 +39,13 @@ def run(ctx: RunContext) -> dict[str, Any]:
         log(f"would find or create the API load balancer (recorded: {endpoint_name(ctx.state) or 'none'})")
         return {"dry_run": True}
     endpoint = provider.ensure_api_endpoint()
+    before = ctx.state.get("api_endpoint")
     if endpoint is None:
         ctx.state.pop("api_endpoint", None)
     else:
         ctx.state["api_endpoint"] = endpoint
         log(f"API load balancer {endpoint['dns_name']}:6443")
-    ctx.save()
+    if ctx.state.get("api_endpoint") != before:  # a run that changes nothing writes nothing
+        ctx.save()
     faults.point(faults.FIRST_WRITE)
     return {"endpoint": endpoint}

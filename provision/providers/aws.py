@@ -1,6 +1,6 @@
 """Amazon EC2 through boto3.
 
-Shared resources (VPC with an internet gateway, one subnet, one security group, one key pair)
+Shared resources (VPC with an internet gateway, a subnet per zone, security groups, one key pair)
 are found by the cluster tag or created with it. Hosts sharing one config (a worker pool) are
 made by one RunInstances per pool and subnet with MinCount = MaxCount = N and the tags in the
 same call; each batch carries a deterministic ClientToken and a `provision:batch` tag, and before
@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Callable, Mapping, Sequence
 
+from .. import placement
 from ..errors import ActionError
 from ..plan import HostPlan, host_name
 from ..spec.model import AWSOptions
@@ -28,6 +29,7 @@ from .retry import Backoff, call_with_retry
 
 TAG_BATCH = "provision:batch"      # ClientToken of the RunInstances that made the host
 TAG_INDICES = "provision:indices"  # host indices of that batch, in launch order ("0-4,7")
+TAG_ZONE_SLOT = "provision:zone-slot"  # a subnet's zone slot (provision.placement)
 
 # Flatcar's publishing account (the owner filter keeps look-alike community images out).
 FLATCAR_OWNER = "075585003325"
@@ -185,6 +187,16 @@ class AWSProvider(Provider):
                                              "(the automatic AMI lookup knows Flatcar only)"))
         if not network_inside(o.subnet_cidr, o.vpc_cidr):
             problems.append(("provider.subnet_cidr", f"{o.subnet_cidr} is not inside provider.vpc_cidr {o.vpc_cidr}"))
+        if o.zones and o.availability_zone:
+            problems.append(("provider.zones", "set provider.zones or provider.availability_zone, not both"))
+        if len(set(o.zones)) != len(o.zones):
+            problems.append(("provider.zones", f"names a zone twice ({', '.join(o.zones)})"))
+        for zone in o.zones:
+            if o.region and not (zone.startswith(o.region) and len(zone) > len(o.region)):
+                problems.append(("provider.zones", f"{zone} is not a zone of provider.region {o.region}"))
+        split = placement.split_problem(self.spec)
+        if split:
+            problems.append(("provider.subnet_cidr", split))
         return problems
 
     def preflight(self) -> list[tuple[str, str]]:
@@ -219,10 +231,10 @@ class AWSProvider(Provider):
     def network(self) -> dict[str, str]:
         if self._network is None:
             vpc = self._ensure_vpc()
-            subnet = self._ensure_subnet(vpc)
+            subnets = self._ensure_subnets(vpc)
             groups = self._ensure_security_groups(vpc)
             key = self._ensure_key_pair()
-            self._network = {"vpc": vpc, "subnet": subnet, "security_group": groups["nodes"],
+            self._network = {"vpc": vpc, "subnet": subnets[0], "subnets": tuple(subnets), "security_group": groups["nodes"],
                              "security_group_masters": groups["masters"], "security_group_etcd": groups["etcd"],
                              "key_name": key}
         return self._network
@@ -270,25 +282,46 @@ class AWSProvider(Provider):
                 self._call("create_route", RouteTableId=table["RouteTableId"], DestinationCidrBlock="0.0.0.0/0",
                            GatewayId=gateway)
 
-    def _ensure_subnet(self, vpc: str) -> str:
+    def zones(self) -> list[str]:
+        """The zone of each zone slot (see `provision.placement`)."""
+        o = self.options
+        named = list(o.zones) or ([o.availability_zone] if o.availability_zone else [])
+        if not named:
+            available = self._call("describe_availability_zones",
+                                   Filters=[{"Name": "state", "Values": ["available"]}])["AvailabilityZones"]
+            named = sorted(z["ZoneName"] for z in available)[:placement.DEFAULT_ZONE_SLOTS]
+            if not named:
+                raise ActionError(f"aws: region {o.region} reports no available zone")
+        return placement.slot_zones(placement.zone_slot_count(self.spec), named)
+
+    def _ensure_subnets(self, vpc: str) -> list[str]:
+        """One subnet per zone slot, tagged with its slot. A cluster made before zones keeps its
+        one subnet (the whole subnet_cidr) for every slot."""
+        cidrs = placement.zone_subnets(self.spec)
+        tagged = self._call("describe_subnets", Filters=self._cluster_filter()
+                            + [{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
+        whole = sorted(s["SubnetId"] for s in tagged if s.get("CidrBlock") == self.options.subnet_cidr)
+        if whole:
+            subnets = [whole[0]] * len(cidrs)
+        else:
+            zones = self.zones()
+            subnets = [self._ensure_subnet(vpc, slot, cidr, zones[slot]) for slot, cidr in enumerate(cidrs)]
+        for subnet in sorted(set(subnets)):
+            self._call("modify_subnet_attribute", SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
+        return subnets
+
+    def _ensure_subnet(self, vpc: str, slot: int, cidr: str, zone: str) -> str:
         def find():
             subnets = self.ec2.describe_subnets(Filters=self._cluster_filter()
-                                                + [{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
+                                                + [{"Name": "vpc-id", "Values": [vpc]},
+                                                   {"Name": "cidr-block", "Values": [cidr]}])["Subnets"]
             return sorted(s["SubnetId"] for s in subnets)[0] if subnets else None
 
         def create():
-            zone = self.options.availability_zone
-            if zone is None:
-                zones = self.ec2.describe_availability_zones(
-                    Filters=[{"Name": "state", "Values": ["available"]}])["AvailabilityZones"]
-                if not zones:
-                    raise ActionError(f"aws: region {self.options.region} reports no available zone")
-                zone = sorted(z["ZoneName"] for z in zones)[0]
-            return self.ec2.create_subnet(VpcId=vpc, CidrBlock=self.options.subnet_cidr, AvailabilityZone=zone,
-                                          TagSpecifications=self._tag_spec("subnet"))["Subnet"]["SubnetId"]
-        subnet = self._find_or_create("subnet", find, create)
-        self._call("modify_subnet_attribute", SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
-        return subnet
+            return self.ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=zone,
+                                          TagSpecifications=self._tag_spec("subnet", {TAG_ZONE_SLOT: str(slot)})
+                                          )["Subnet"]["SubnetId"]
+        return self._find_or_create(f"subnet {cidr} in {zone}", find, create)
 
     def _ensure_security_groups(self, vpc: str) -> dict[str, str]:
         """One group per kind of host (every node, masters, etcd members), each with exactly the
@@ -393,15 +426,19 @@ class AWSProvider(Provider):
                                            hashlib.sha256(config).hexdigest(), str(generation)]).encode())
         return "pv-" + digest.hexdigest()[:40]
 
+    def slot(self, host: HostPlan) -> int:
+        """The zone slot (subnet) a host is made in."""
+        return placement.host_slot(self.spec, host.name, host.index, host.address)
+
     def batches(self, hosts: Sequence[HostPlan], configs: Mapping[str, bytes]) -> list[list[HostPlan]]:
-        """Hosts of one pool with one config and no fixed address go together (up to MAX_BATCH)."""
+        """Hosts of one pool, zone and config with no fixed address go together (up to MAX_BATCH)."""
         groups: dict[tuple[str, str], list[HostPlan]] = {}
         singles: list[list[HostPlan]] = []
         for host in hosts:
             if host.address:
                 singles.append([host])
             else:
-                key = (host.pool, hashlib.sha256(configs[host.name]).hexdigest())
+                key = (host.pool, hashlib.sha256(configs[host.name]).hexdigest(), self.slot(host))
                 groups.setdefault(key, []).append(host)
         out = list(singles)
         for group in groups.values():
@@ -454,7 +491,7 @@ class AWSProvider(Provider):
                                   {"ResourceType": "network-interface", "Tags": tag_list(common)}]}
         # IMDSv2 only, one hop: a pod (one hop further) cannot read the instance's metadata or user data
         params["MetadataOptions"] = {"HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled"}
-        interface = {"DeviceIndex": 0, "SubnetId": network["subnet"],
+        interface = {"DeviceIndex": 0, "SubnetId": network["subnets"][self.slot(batch[0])],
                      "Groups": self.security_groups_for(pool.role, network),
                      "AssociatePublicIpAddress": True}
         if batch[0].address:

@@ -1,4 +1,4 @@
-"""The cluster's API endpoint on AWS: a Network Load Balancer (elbv2) on the cluster's subnet,
+"""The cluster's API endpoint on AWS: a Network Load Balancer (elbv2) in every zone's subnet,
 TCP 6443 to a target group holding every master, named `<cluster>-api` (at most 32 characters)
 and tagged with the cluster; found by name before anything is made, removed by `down`.
 """
@@ -58,7 +58,7 @@ class APILoadBalancer:
         return found[0] if found else None
 
     def ensure(self, network: Mapping[str, str]) -> dict[str, str]:
-        """A Network Load Balancer on the cluster's subnet (`network["subnet"]`), TCP 6443 to a
+        """A Network Load Balancer in every zone's subnet (`network["subnets"]`), TCP 6443 to a
         target group holding every master (TCP health check on 6443); found by name before
         anything is created."""
         name = self.name
@@ -69,7 +69,7 @@ class APILoadBalancer:
             return lb["LoadBalancerArn"] if lb else None
 
         def create_lb():
-            return self.elbv2.create_load_balancer(Name=name, Subnets=[network["subnet"]], Scheme="internet-facing",
+            return self.elbv2.create_load_balancer(Name=name, Subnets=list(network["subnets"]), Scheme="internet-facing",
                                                    Type="network", Tags=tags)["LoadBalancers"][0]["LoadBalancerArn"]
         lb_arn = self.find_or_create("API load balancer", find_lb, create_lb)
 

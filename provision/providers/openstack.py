@@ -17,6 +17,7 @@ slotted in.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import ipaddress
 import time
 from dataclasses import dataclass
@@ -135,6 +136,7 @@ class OpenStackProvider(Provider):
         self._shared: dict[str, Any] | None = None
         self._lookups: dict[str | None, tuple[str, str]] = {}
         self._image: Any = None
+        self._octavia: Any = None
         self.sleep: Callable[[float], None] = time.sleep
 
     @property
@@ -542,6 +544,32 @@ class OpenStackProvider(Provider):
     def list_hosts(self) -> list[HostRecord]:
         return sorted((self._record(s) for s in self._servers(f"^{self.spec.name}-")), key=lambda r: r.name)
 
+    # -- the API load balancer (Octavia, provision.providers.openstack_lb) -------------------
+    @property
+    def api_load_balancer(self) -> bool:  # type: ignore[override]
+        return self.options.load_balancer
+
+    @property
+    def octavia(self) -> Any:
+        if self._octavia is None:
+            from .openstack_lb import Octavia
+            self._octavia = Octavia(self)
+        return self._octavia
+
+    def ensure_api_endpoint(self) -> dict[str, str] | None:
+        return self.octavia.ensure() if self.options.load_balancer else None
+
+    def find_api_endpoint(self) -> dict[str, str] | None:
+        return self.octavia.find() if self.options.load_balancer and self.octavia.available() else None
+
+    def register_api_targets(self, masters: Sequence[HostRecord]) -> None:
+        if self.options.load_balancer and self.octavia.available():
+            self.octavia.register(masters)
+
+    def _remove_api_endpoint(self) -> None:
+        if self.options.load_balancer:
+            self.octavia.remove()
+
     def _zone(self, host: HostPlan) -> str | None:
         zones = self.options.availability_zones
         return zones[host.index % len(zones)] if zones else None
@@ -587,6 +615,9 @@ class OpenStackProvider(Provider):
                     security_groups=[{"name": shared["security_group"]}], **extra)
             self.log(f"creating server {host.name}" + (f" in zone {zone}" if zone else ""))
             records.append(self._record(self._retry(attempt, f"create server {host.name}")))
+        planned = {h.name: h.address for h in hosts}
+        self.register_api_targets([dataclasses.replace(r, private_address=planned.get(r.name) or r.private_address)
+                                   for r in records if r.role == "master"])
         return records
 
     def wait_running(self, names: Sequence[str], timeout: float = 600.0) -> list[HostRecord]:
@@ -734,7 +765,7 @@ class OpenStackProvider(Provider):
         """What `teardown` removes once the servers are gone, in order: what points at the
         network (floating IPs, a load balancer would go here) before the router, the security
         group and the network themselves."""
-        return [self._release_floating_ips, self._remove_server_groups, self._remove_router,
+        return [self._release_floating_ips, self._remove_api_endpoint, self._remove_server_groups, self._remove_router,
                 self._remove_security_group, self._remove_network, self._remove_keypair]
 
     def _remove_server_groups(self) -> None:

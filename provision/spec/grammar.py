@@ -184,6 +184,7 @@ FIELD_GRAMMARS: Mapping[str, Validator] = {
     "provider.aws.ami": ami_id,
     "provider.aws.instance_type": instance_type,
     "provider.aws.availability_zone": aws_zone,
+    "provider.aws.zones[]": aws_zone,
     "provider.openstack.cloud": identifier,
     "provider.openstack.image": resource_name,
     "provider.openstack.flavor": resource_name,

@@ -153,6 +153,11 @@ class AWSOptions(SpecModel):
     subnet_cidr: str = field("CIDR of the cluster's subnet inside the VPC", "10.240.0.0/20",
                              convert=cidr)
     availability_zone: str | None = field("zone of the subnet; the region's first when null", None)
+    zones: tuple[str, ...] = field(
+        "availability zones the cluster spans: subnet_cidr is cut into one subnet per zone, etcd "
+        "members and masters are spread one per zone and worker pools across them; empty: "
+        "availability_zone alone when set, else the region's first three available zones",
+        (), convert=string_list)
     api_cidrs: tuple[str, ...] = field(
         "networks allowed to reach the API server's 6443 (the VPC always is); default: anywhere, "
         "as kubectl users expect", ("0.0.0.0/0",), convert=cidr_list)
@@ -180,6 +185,9 @@ class OpenStackOptions(SpecModel):
         "Nova availability zones hosts are spread over (by host index); the cloud's choice when empty", (),
         convert=string_list)
     config_drive: bool = field("attach a config drive (Ignition reads it without the metadata service)", True)
+    load_balancer: bool = field(
+        "an Octavia load balancer (TCP 6443 to every master) as the API endpoint when the cloud offers "
+        "the load-balancer service; false, or a cloud without one: a node-local proxy on every node", True)
 
 
 class LibcloudOptions(SpecModel):
@@ -259,7 +267,7 @@ class EtcdSpec(SpecModel):
 class FlannelSpec(SpecModel):
     backend: Literal["vxlan", "host-gw", "udp"] = field("flannel backend: vxlan | host-gw | udp", "vxlan")
     etcd_api: Literal["v3", "v2"] = field("etcd API flannel uses: v3 | v2 (CoreOS-era flannel)", "v3")
-    version: str = field("flannel release", "0.26.7")
+    version: str = field("flannel release", "0.27.4")
 
 
 class NetworkSpec(SpecModel):

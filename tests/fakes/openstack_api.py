@@ -63,7 +63,7 @@ def neutron_error(status: int, kind: str, message: str) -> Reply:
 
 class OpenStackAPI:
     def __init__(self, build_looks: int = 2, delete_looks: int = 2, soft_delete: bool = False,
-                 instance_quota: int = 50, seed: int = 17):
+                 instance_quota: int = 50, seed: int = 17, octavia: bool = False):
         self.lock = threading.Lock()
         self.calls: collections.Counter[str] = collections.Counter()
         self.faults: dict[str, collections.deque[str]] = collections.defaultdict(collections.deque)
@@ -73,6 +73,13 @@ class OpenStackAPI:
         self.delete_looks = delete_looks  # looks at a deleting server before it goes (or soft-deletes)
         self.soft_delete = soft_delete  # Nova's reclaim_instance_interval > 0
         self.instance_quota = instance_quota
+        # Octavia (the load-balancer service) in the catalog: most clouds' optional extra
+        self.octavia = octavia
+        self.load_balancers: dict[str, dict] = {}
+        self.listeners: dict[str, dict] = {}
+        self.pools: dict[str, dict] = {}
+        self.members: dict[str, dict] = {}
+        self.health_monitors: dict[str, dict] = {}
         self.random = random.Random(seed)
         self.boot_failures: collections.deque[str] = collections.deque()  # name regexes that boot to ERROR
         self.servers: dict[str, dict] = {}
@@ -233,16 +240,21 @@ class OpenStackAPI:
                                       "links": [{"rel": "self", "href": f"{base}/network/v2.0/"}]}]},
             "image": {"versions": [{"id": "v2.9", "status": "CURRENT",
                                     "links": [{"rel": "self", "href": f"{base}/image/v2/"}]}]},
+            "load-balancer": {"versions": [{"id": "v2.27", "status": "CURRENT", "updated": "2023-01-01T00:00:00Z",
+                                            "links": [{"rel": "self", "href": f"{base}/load-balancer/v2"}]}]},
         }
         return 200, docs[service], {}
 
     def _token(self, query, body):
         base = self.url
+        services = (("identity", "keystone", f"{base}/identity"), ("compute", "nova", f"{base}/compute/v2.1"),
+                    ("network", "neutron", f"{base}/network"), ("image", "glance", f"{base}/image"))
+        if self.octavia:
+            services += (("load-balancer", "octavia", f"{base}/load-balancer"),)
         catalog = [{"type": t, "name": n, "id": n, "endpoints": [
             {"interface": i, "region": "RegionOne", "region_id": "RegionOne", "url": u, "id": f"{n}-{i}"}
             for i in ("public", "internal", "admin")]}
-            for t, n, u in (("identity", "keystone", f"{base}/identity"), ("compute", "nova", f"{base}/compute/v2.1"),
-                            ("network", "neutron", f"{base}/network"), ("image", "glance", f"{base}/image"))]
+            for t, n, u in services]
         token = {"token": {"methods": ["password"], "expires_at": "2099-01-01T00:00:00.000000Z",
                            "issued_at": "2026-01-01T00:00:00.000000Z",
                            "user": {"id": "u1", "name": "demo", "domain": {"id": "default", "name": "Default"}},
@@ -982,6 +994,185 @@ class OpenStackAPI:
         item["tags"] = sorted(set(tags))
         return 200, {"tags": item["tags"]}, {}
 
+
+    # ==== Octavia (load-balancer v2, shaped like its API reference) ===========================
+    # Every change leaves the load balancer PENDING_UPDATE (PENDING_CREATE when made) until it
+    # is looked at twice; a change while it is not ACTIVE is refused with 409, as Octavia does.
+    def _octavia_error(self, status, message):
+        return Reply(status, {"faultcode": "Client" if status < 500 else "Server", "faultstring": message,
+                              "debuginfo": None})
+
+    def _lb_of(self, lb_id):
+        lb = self.load_balancers.get(lb_id)
+        if lb is None:
+            raise self._octavia_error(404, f"Load Balancer {lb_id} not found.")
+        return lb
+
+    def _lb_view(self, lb):
+        if lb["provisioning_status"].startswith("PENDING"):
+            lb["_looks"] += 1
+            if lb["_looks"] >= 2:
+                if lb["provisioning_status"] == "PENDING_DELETE":
+                    self._drop_load_balancer(lb)
+                    raise self._octavia_error(404, f"Load Balancer {lb['id']} not found.")
+                lb["provisioning_status"], lb["operating_status"] = "ACTIVE", "ONLINE"
+        view = {k: v for k, v in lb.items() if not k.startswith("_")}
+        view["listeners"] = [{"id": i} for i, x in self.listeners.items() if x["loadbalancers"][0]["id"] == lb["id"]]
+        view["pools"] = [{"id": i} for i, x in self.pools.items() if x["loadbalancers"][0]["id"] == lb["id"]]
+        return view
+
+    def _change(self, lb):
+        """A change to `lb` or its children: refused unless ACTIVE, then PENDING_UPDATE."""
+        if lb["provisioning_status"] != "ACTIVE":
+            raise self._octavia_error(409, f"Load Balancer {lb['id']} is immutable and cannot be updated.")
+        lb["provisioning_status"], lb["_looks"] = "PENDING_UPDATE", 0
+
+    def _octavia_new(self, body, key, required):
+        item = body.get(key)
+        if not isinstance(item, dict):
+            raise self._octavia_error(400, f"Invalid input for field/attribute {key}.")
+        for field in required:
+            if item.get(field) in (None, ""):
+                raise self._octavia_error(400, f"Invalid input for field/attribute {field}. Value: 'None'. "
+                                               "Mandatory field missing.")
+        return item, {"id": str(uuid.uuid4()), "name": item.get("name", ""), "description": item.get("description", ""),
+                      "admin_state_up": True, "project_id": "p1", "tags": list(item.get("tags") or []),
+                      "provisioning_status": "ACTIVE", "operating_status": "ONLINE",
+                      "created_at": "2026-01-01T00:00:00", "updated_at": None}
+
+    def _list_lbs(self, query, body):
+        return 200, {"loadbalancers": [self._lb_view(x) for x in list(self.load_balancers.values())
+                                       if self._match(x, query)]}, {}
+
+    def _create_lb(self, query, body):
+        item, lb = self._octavia_new(body, "loadbalancer", ("vip_subnet_id",))
+        subnet = self.subnets.get(item["vip_subnet_id"])
+        if subnet is None:
+            raise self._octavia_error(400, f"Validation failure: Subnet {item['vip_subnet_id']} not found.")
+        port = self._make_port({"network_id": subnet["network_id"], "fixed_ips": [{"subnet_id": subnet["id"]}],
+                                "name": f"octavia-lb-{lb['id']}", "device_owner": "Octavia"})
+        port["device_id"] = f"lb-{lb['id']}"
+        lb.update(vip_subnet_id=subnet["id"], vip_network_id=subnet["network_id"], vip_port_id=port["id"],
+                  vip_address=port["fixed_ips"][0]["ip_address"], provider="amphora", flavor_id=None,
+                  availability_zone=None, provisioning_status="PENDING_CREATE", operating_status="OFFLINE", _looks=0)
+        self.load_balancers[lb["id"]] = lb
+        return 201, {"loadbalancer": self._lb_view(lb)}, {}
+
+    def _get_lb(self, query, body, lb_id):
+        return 200, {"loadbalancer": self._lb_view(self._lb_of(lb_id))}, {}
+
+    def _drop_load_balancer(self, lb):
+        for store in (self.members, self.health_monitors, self.pools, self.listeners):
+            for key in [k for k, x in store.items() if x.get("_lb") == lb["id"]]:
+                del store[key]
+        port = self.ports.get(lb["vip_port_id"])
+        if port is not None:
+            self._drop_port(port)
+        self.load_balancers.pop(lb["id"], None)
+
+    def _delete_lb(self, query, body, lb_id):
+        lb = self._lb_of(lb_id)
+        children = any(x.get("_lb") == lb_id for x in list(self.listeners.values()) + list(self.pools.values()))
+        if children and query.get("cascade", "").lower() != "true":
+            raise self._octavia_error(400, f"Cannot delete Load Balancer {lb_id} - it has children")
+        if lb["provisioning_status"] not in ("ACTIVE", "ERROR"):
+            raise self._octavia_error(409, f"Invalid state {lb['provisioning_status']} of loadbalancer resource {lb_id}")
+        lb["provisioning_status"], lb["_looks"] = "PENDING_DELETE", 0
+        return 204, None, {}
+
+    def _list_children(self, store, key):
+        def handler(s, query, body):
+            return 200, {key: [{k: v for k, v in x.items() if not k.startswith("_")} for x in store(s).values()
+                               if s._match(x, query)]}, {}
+        return handler
+
+    def _create_listener(self, query, body):
+        item, listener = self._octavia_new(body, "listener", ("protocol", "protocol_port", "loadbalancer_id"))
+        lb = self._lb_of(item["loadbalancer_id"])
+        if item["protocol"] not in ("TCP", "UDP", "HTTP", "HTTPS", "TERMINATED_HTTPS", "SCTP", "PROMETHEUS"):
+            raise self._octavia_error(400, f"Invalid input for field/attribute protocol. Value: '{item['protocol']}'.")
+        if any(x["_lb"] == lb["id"] and x["protocol_port"] == item["protocol_port"] for x in self.listeners.values()):
+            raise self._octavia_error(409, f"Another Listener on this Load Balancer is already using protocol_port "
+                                           f"{item['protocol_port']}")
+        self._change(lb)
+        listener.update(protocol=item["protocol"], protocol_port=int(item["protocol_port"]), default_pool_id=None,
+                        loadbalancers=[{"id": lb["id"]}], connection_limit=-1, _lb=lb["id"])
+        self.listeners[listener["id"]] = listener
+        return 201, {"listener": {k: v for k, v in listener.items() if not k.startswith("_")}}, {}
+
+    def _create_pool(self, query, body):
+        item, pool = self._octavia_new(body, "pool", ("protocol", "lb_algorithm"))
+        listener = self.listeners.get(item.get("listener_id") or "")
+        if listener is None:
+            raise self._octavia_error(400, "Validation failure: a listener_id or loadbalancer_id is required.")
+        if item["lb_algorithm"] not in ("ROUND_ROBIN", "LEAST_CONNECTIONS", "SOURCE_IP", "SOURCE_IP_PORT"):
+            raise self._octavia_error(400, f"Invalid input for field/attribute lb_algorithm.")
+        if item["protocol"] != listener["protocol"]:
+            raise self._octavia_error(400, "Validation failure: The pool protocol is not compatible with the listener.")
+        lb = self._lb_of(listener["_lb"])
+        self._change(lb)
+        pool.update(protocol=item["protocol"], lb_algorithm=item["lb_algorithm"], listeners=[{"id": listener["id"]}],
+                    loadbalancers=[{"id": lb["id"]}], members=[], healthmonitor_id=None, session_persistence=None,
+                    _lb=lb["id"])
+        listener["default_pool_id"] = pool["id"]
+        self.pools[pool["id"]] = pool
+        return 201, {"pool": {k: v for k, v in pool.items() if not k.startswith("_")}}, {}
+
+    def _pool_of(self, pool_id):
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            raise self._octavia_error(404, f"Pool {pool_id} not found.")
+        return pool
+
+    def _list_members(self, query, body, pool_id):
+        self._pool_of(pool_id)
+        return 200, {"members": [{k: v for k, v in m.items() if not k.startswith("_")} for m in self.members.values()
+                                 if m["_pool"] == pool_id and self._match(m, query)]}, {}
+
+    def _create_member(self, query, body, pool_id):
+        pool = self._pool_of(pool_id)
+        item, member = self._octavia_new(body, "member", ("address", "protocol_port"))
+        try:
+            ipaddress.ip_address(item["address"])
+        except ValueError:
+            raise self._octavia_error(400, f"Invalid input for field/attribute address. Value: '{item['address']}'.") from None
+        if item.get("subnet_id") and item["subnet_id"] not in self.subnets:
+            raise self._octavia_error(400, f"Validation failure: Subnet {item['subnet_id']} not found.")
+        if any(m["_pool"] == pool_id and m["address"] == item["address"] and m["protocol_port"] == item["protocol_port"]
+               for m in self.members.values()):
+            raise self._octavia_error(409, f"Duplicate member {item['address']}:{item['protocol_port']} in pool")
+        self._change(self._lb_of(pool["_lb"]))
+        member.update(address=item["address"], protocol_port=int(item["protocol_port"]), subnet_id=item.get("subnet_id"),
+                      weight=1, backup=False, monitor_address=None, monitor_port=None, operating_status="NO_MONITOR",
+                      _pool=pool_id, _lb=pool["_lb"])
+        self.members[member["id"]] = member
+        pool["members"].append({"id": member["id"]})
+        return 201, {"member": {k: v for k, v in member.items() if not k.startswith("_")}}, {}
+
+    def _create_health_monitor(self, query, body):
+        item, hm = self._octavia_new(body, "healthmonitor", ("pool_id", "type", "delay", "timeout", "max_retries"))
+        pool = self._pool_of(item["pool_id"])
+        if pool["healthmonitor_id"]:
+            raise self._octavia_error(409, f"This pool {pool['id']} already has a health monitor")
+        if item["type"] not in ("HTTP", "HTTPS", "PING", "TCP", "TLS-HELLO", "UDP-CONNECT", "SCTP"):
+            raise self._octavia_error(400, f"Invalid input for field/attribute type. Value: '{item['type']}'.")
+        if int(item["timeout"]) > int(item["delay"]):
+            raise self._octavia_error(400, "Validation failure: The delay must be greater than or equal to the timeout.")
+        self._change(self._lb_of(pool["_lb"]))
+        hm.update(type=item["type"], delay=int(item["delay"]), timeout=int(item["timeout"]),
+                  max_retries=int(item["max_retries"]), max_retries_down=3, pools=[{"id": pool["id"]}], _lb=pool["_lb"])
+        self.health_monitors[hm["id"]] = hm
+        pool["healthmonitor_id"] = hm["id"]
+        return 201, {"healthmonitor": {k: v for k, v in hm.items() if not k.startswith("_")}}, {}
+
+    def _get_child(self, store, key, kind):
+        def handler(s, query, body, iid):
+            x = store(s).get(iid)
+            if x is None:
+                raise s._octavia_error(404, f"{kind} {iid} not found.")
+            return 200, {key: {k: v for k, v in x.items() if not k.startswith("_")}}, {}
+        return handler
+
     ROUTES = [
         (r"/identity", "GET", None, lambda s, q, b: s._version_doc("identity")),
         (r"/identity/v3", "GET", None, lambda s, q, b: (200, {"version": s._version_doc("identity")[1]["versions"]["values"][0]}, {})),
@@ -1046,4 +1237,24 @@ class OpenStackAPI:
         (r"/network/v2.0/security-group-rules", "GET", "list_security_group_rules", _list_rules),
         (r"/network/v2.0/security-group-rules", "POST", "create_security_group_rule", _create_rule),
         (r"/network/v2.0/security-group-rules/([^/]+)", "DELETE", "delete_security_group_rule", _delete_rule),
+        (r"/load-balancer", "GET", None, lambda s, q, b: s._version_doc("load-balancer")),
+        (r"/load-balancer/v2(?:\.0)?", "GET", None, lambda s, q, b: s._version_doc("load-balancer")),
+        (r"/load-balancer/v2(?:\.0)?/lbaas/loadbalancers", "GET", "list_load_balancers", _list_lbs),
+        (r"/load-balancer/v2(?:\.0)?/lbaas/loadbalancers", "POST", "create_load_balancer", _create_lb),
+        (r"/load-balancer/v2(?:\.0)?/lbaas/loadbalancers/([^/]+)", "GET", "get_load_balancer", _get_lb),
+        (r"/load-balancer/v2(?:\.0)?/lbaas/loadbalancers/([^/]+)", "DELETE", "delete_load_balancer", _delete_lb),
+        (r"/load-balancer/v2(?:\.0)?/lbaas/listeners", "GET", "list_listeners", _list_children(None, lambda s: s.listeners, "listeners")),
+        (r"/load-balancer/v2(?:\.0)?/lbaas/listeners", "POST", "create_listener", _create_listener),
+        (r"/load-balancer/v2(?:\.0)?/lbaas/listeners/([^/]+)", "GET", "get_listener",
+         _get_child(None, lambda s: s.listeners, "listener", "Listener")),
+        (r"/load-balancer/v2(?:\.0)?/lbaas/pools", "GET", "list_pools", _list_children(None, lambda s: s.pools, "pools")),
+        (r"/load-balancer/v2(?:\.0)?/lbaas/pools", "POST", "create_pool", _create_pool),
+        (r"/load-balancer/v2(?:\.0)?/lbaas/pools/([^/]+)", "GET", "get_pool", _get_child(None, lambda s: s.pools, "pool", "Pool")),
+        (r"/load-balancer/v2(?:\.0)?/lbaas/pools/([^/]+)/members", "GET", "list_members", _list_members),
+        (r"/load-balancer/v2(?:\.0)?/lbaas/pools/([^/]+)/members", "POST", "create_member", _create_member),
+        (r"/load-balancer/v2(?:\.0)?/lbaas/healthmonitors", "GET", "list_health_monitors",
+         _list_children(None, lambda s: s.health_monitors, "healthmonitors")),
+        (r"/load-balancer/v2(?:\.0)?/lbaas/healthmonitors", "POST", "create_health_monitor", _create_health_monitor),
+        (r"/load-balancer/v2(?:\.0)?/lbaas/healthmonitors/([^/]+)", "GET", "get_health_monitor",
+         _get_child(None, lambda s: s.health_monitors, "healthmonitor", "Health Monitor")),
     ]

@@ -117,3 +117,79 @@ def test_a_burst_of_unschedulable_pods_arriving_over_time_makes_one_batched_add(
     assert out.decision.inputs["pending"] == 31  # every wave, in one observation
     assert out.decision.action == "add" and out.decision.desired == 5
     assert batch_done(0.0, 0.0, 1.0) and not batch_done(0.0, 8.5, 9.0) and batch_done(0.0, 9.5, 10.0)
+
+
+# ---- node identity: nodes registered under the cloud's names --------------------------------
+
+class AddressedHosts(Hosts):
+    """Hosts whose provider reports private addresses (what a worker's kubelet reports as its
+    node's InternalIP when it registers under the cloud's DHCP name)."""
+
+    def __init__(self, addresses):
+        super().__init__(addresses)
+        self.addresses = dict(addresses)
+
+    def list_hosts(self):
+        return [HostRecord(r.name, r.pool, r.role, r.provider_id, r.state, private_address=self.addresses[r.name])
+                for r in super().list_hosts()]
+
+
+def dhcp_node(address, **kwargs):
+    doc = node("ip-" + address.replace(".", "-"), **kwargs)
+    doc["status"]["addresses"] = [{"type": "InternalIP", "address": address},
+                                  {"type": "Hostname", "address": doc["metadata"]["name"]}]
+    return doc
+
+
+def test_nodes_named_by_the_cloud_are_found_by_address_recorded_and_drained(tmp_path):
+    """Worker pool configs set no host name: kubelet registers as ip-10-240-0-N. headroom
+    finds each host's node by its InternalIP, records the node name in state (status shows it),
+    and cordons, evicts and drains that node, not a node named after the host."""
+    name = f"k{uuid.uuid4().hex[:6]}"
+    with FakeKubernetesAPI(tmp_path) as fake:
+        spec = parse_spec({"name": name, "provider": {"name": "local"}, "etcd": {"count": 1},
+                           "pools": [{"name": "masters", "role": "master", "count": 1},
+                                     {"name": "workers", "role": "worker", "count": 3, "min": 1, "max": 5}],
+                           "headroom": {"pool": "workers", "source": "kubernetes",
+                                        "kubeconfig": str(fake.kubeconfig), "policies": ["containers"],
+                                        "reserve": 2, "scale_down_cooldown": "0s", "drain_timeout": "1s"}})
+        names = [f"{name}-masters-0"] + [f"{name}-workers-{i}" for i in range(3)]
+        addresses = {n: f"10.240.0.{10 + i}" for i, n in enumerate(names)}
+        node_of = {n: "ip-" + a.replace(".", "-") for n, a in addresses.items()}
+        fake.nodes = [dhcp_node(addresses[n]) for n in names]
+        w0, w1, w2 = (node_of[f"{name}-workers-{i}"] for i in range(3))
+        fake.pods = [pod("a", w0), pod("b", w1), pod("c", w1), pod("d", w2), pod("e", w2), pod("f", w2)]
+        hosts = AddressedHosts(addresses)
+        store = LocalStateStore(name, tmp_path / "state")
+        store.write({"hosts": {n: {"pool": n.split("-")[1], "role": "master" if "-masters-" in n else "worker",
+                                   "index": int(n.rsplit("-", 1)[1])} for n in names}})
+        edges = ClusterEdges(spec, store, provider=hosts)
+        out = reconcile(spec, store, edges.observe, edges)
+        emptiest = f"{name}-workers-0"
+        assert out.decision.action == "remove" and out.decision.remove == (emptiest,), out.decision.reason
+        assert out.removed == [emptiest] and hosts.destroyed == [emptiest]
+        assert ("PATCH", f"/api/v1/nodes/{w0}") in fake.requests
+        assert not any(path == f"/api/v1/nodes/{emptiest}" for _, path in fake.requests)
+        assert fake.evictions == [("default/a", 201)]
+        recorded = store.read()["hosts"]
+        assert emptiest not in recorded
+        assert {h: e.get("node") for h, e in recorded.items()} == {n: node_of[n] for n in names if n != emptiest}
+
+
+def test_match_nodes_prefers_the_name_then_the_record_then_a_unique_address():
+    from kubernetes.client import V1Node, V1NodeAddress, V1NodeStatus, V1ObjectMeta
+
+    from provision.headroom.observe import InventoryHost, match_nodes
+
+    def k8s_node(name, *addresses):
+        return V1Node(metadata=V1ObjectMeta(name=name),
+                      status=V1NodeStatus(addresses=[V1NodeAddress(type="InternalIP", address=a) for a in addresses]))
+    nodes = [k8s_node("c-workers-0", "10.0.0.9"), k8s_node("ip-10-0-0-5", "10.0.0.5"),
+             k8s_node("renamed", "10.0.0.6"), k8s_node("twin-a", "10.0.0.7"), k8s_node("twin-b", "10.0.0.7")]
+    hosts = [InventoryHost("c-workers-0", "workers", "worker", addresses=("10.0.0.5",)),
+             InventoryHost("c-workers-1", "workers", "worker", addresses=("10.0.0.5",)),
+             InventoryHost("c-workers-2", "workers", "worker", addresses=("10.0.0.1",), node="renamed"),
+             InventoryHost("c-workers-3", "workers", "worker", addresses=("10.0.0.7",)),
+             InventoryHost("c-workers-4", "workers", "worker")]
+    assert match_nodes(hosts, nodes) == {"c-workers-0": "c-workers-0", "c-workers-1": "ip-10-0-0-5",
+                                         "c-workers-2": "renamed"}  # two nodes at .7: no guess

@@ -58,13 +58,16 @@ def test_hundred_workers_in_one_run_instances_call_per_pool_and_subnet(ec2_proxy
 
     calls = run_instances_calls(ec2_proxy)
     per_pool_subnet = collections.Counter((pool, subnet) for pool, subnet, *_ in calls)
-    assert per_pool_subnet[("workers", provider.network()["subnet"])] == 1
+    subnets = provider.network()["subnets"]  # one per zone: the pool is spread over three
+    assert len(set(subnets)) == 3
+    assert [per_pool_subnet[("workers", s)] for s in subnets] == [1, 1, 1]
     assert all(n == 1 for n in per_pool_subnet.values())
-    workers_call = next(c for c in calls if c[0] == "workers")
-    assert workers_call[2] == 100
+    workers_calls = sorted((c for c in calls if c[0] == "workers"), key=lambda c: subnets.index(c[1]))
+    assert [c[2] for c in workers_calls] == [34, 33, 33]
     # Tags ride in the same call: cluster, pool, role and the batch's host indices.
-    assert workers_call[3]["provision:cluster"] == spec.name and workers_call[3]["provision:role"] == "worker"
-    assert expand_indices(workers_call[3]["provision:indices"]) == list(range(100))
+    for slot, workers_call in enumerate(workers_calls):
+        assert workers_call[3]["provision:cluster"] == spec.name and workers_call[3]["provision:role"] == "worker"
+        assert expand_indices(workers_call[3]["provision:indices"]) == list(range(slot, 100, 3))
     # Waiting is one filtered, paginated listing, not one call per host.
     ec2_proxy.reset_counts()
     provider.wait_running([h.name for h in hosts], timeout=30)
@@ -134,7 +137,8 @@ def test_shared_resources_are_tagged_and_reused(ec2_proxy):
     client = ec2()
     cluster = [{"Name": "tag:provision:cluster", "Values": [spec.name]}]
     assert len(client.describe_vpcs(Filters=cluster)["Vpcs"]) == 1
-    assert len(client.describe_subnets(Filters=cluster)["Subnets"]) == 1
+    subnets = client.describe_subnets(Filters=cluster)["Subnets"]  # one per zone, made once
+    assert len(subnets) == 3 and len({s["AvailabilityZone"] for s in subnets}) == 3
     assert len(client.describe_key_pairs(Filters=cluster)["KeyPairs"]) == 1
     assert len(client.describe_internet_gateways(Filters=cluster)["InternetGateways"]) == 1
     group = client.describe_security_groups(GroupIds=[first.network()["security_group"]])["SecurityGroups"][0]
@@ -229,6 +233,15 @@ def test_api_load_balancer_holds_every_master_is_made_once_and_removed(ec2_proxy
                ["TargetHealthDescriptions"]}
     masters = {r.provider_id for r in records if r.role == "master"}
     assert len(masters) == 3 and targets == masters
+    # failure domains: a subnet per zone, the masters (carrying etcd) one per zone, the workers
+    # across zones, and the load balancer in every zone's subnet
+    subnets = provider.network()["subnets"]
+    zone_of_subnet = {s["SubnetId"]: s["AvailabilityZone"] for s in ec2().describe_subnets(SubnetIds=list(subnets))["Subnets"]}
+    assert len(set(zone_of_subnet.values())) == 3
+    master_zones = [r.extra["zone"] for r in records if r.role == "master"]
+    assert sorted(master_zones) == sorted(zone_of_subnet.values())
+    assert len({r.extra["zone"] for r in records if r.role == "worker"}) == 2
+    assert {z["SubnetId"] for z in lb["AvailabilityZones"]} == set(subnets)
 
     assert fast_backoff(AWSProvider(spec)).find_api_endpoint()["dns_name"] == endpoint["dns_name"]
     calls = collections.Counter(a for a, _ in ec2_proxy.log)
@@ -237,7 +250,8 @@ def test_api_load_balancer_holds_every_master_is_made_once_and_removed(ec2_proxy
     again.create_hosts(hosts, configs_for(hosts))
     after = collections.Counter(a for a, _ in ec2_proxy.log)
     assert calls["CreateLoadBalancer"] == calls["CreateTargetGroup"] == calls["CreateListener"] == 1
-    for creating in ("CreateLoadBalancer", "CreateTargetGroup", "CreateListener", "RunInstances"):
+    assert calls["CreateSubnet"] == 3
+    for creating in ("CreateLoadBalancer", "CreateTargetGroup", "CreateListener", "RunInstances", "CreateSubnet"):
         assert after[creating] == calls[creating], creating
     assert after["RegisterTargets"] == calls["RegisterTargets"]  # every master is already a target
 
@@ -246,6 +260,7 @@ def test_api_load_balancer_holds_every_master_is_made_once_and_removed(ec2_proxy
     assert elb.describe_load_balancers()["LoadBalancers"] == []
     assert elb.describe_target_groups()["TargetGroups"] == []
     assert again.find_api_endpoint() is None
+    assert not {s["SubnetId"] for s in ec2().describe_subnets()["Subnets"]} & set(subnets)
     again.teardown()  # a second down finds nothing and does not fail
 
 

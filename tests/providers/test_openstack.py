@@ -524,3 +524,105 @@ def test_a_named_network_already_routed_outside_gets_no_router_of_ours(openstack
     down(fast(OpenStackProvider(spec, tmp_path)))
     assert [r["name"] for r in openstack_api.routers.values()] == ["their-router"]
     assert openstack_api.floating_ips == {}
+
+
+# ---- the API endpoint: an Octavia load balancer ---------------------------------------------
+
+def test_octavia_load_balancer_holds_every_master_is_made_once_and_removed(openstack_api, tmp_path):
+    """Through the real openstacksdk `load_balancer` proxy against the stand-in's Octavia
+    (shaped like the Octavia v2 API reference, refusing changes while not ACTIVE): a load
+    balancer on the cluster's subnet, TCP 6443 listener, TCP pool with a TCP health monitor, each
+    master a member on 6443; with an external network its VIP gets a floating IP, which is the
+    endpoint; a second run makes nothing; status finds it; down removes all of it."""
+    openstack_api.octavia = True
+    spec = os_spec(masters=3, external_network="public",
+                   extra={"etcd": {"count": 3}})
+    provider = fast(OpenStackProvider(spec, tmp_path))
+    assert provider.api_load_balancer
+    endpoint = provider.ensure_api_endpoint()
+    [lb] = openstack_api.load_balancers.values()
+    assert lb["name"] == f"provision-{spec.name}-api" and provider.cluster_tag in lb["tags"]
+    assert lb["vip_subnet_id"] == provider.shared()["subnet"].subnet_id
+    [fip] = [f for f in openstack_api.floating_ips.values() if f["port_id"] == lb["vip_port_id"]]
+    assert endpoint == {"kind": "openstack-octavia", "dns_name": fip["floating_ip_address"],
+                        "load_balancer": lb["id"], "vip_address": lb["vip_address"]}
+    [listener] = openstack_api.listeners.values()
+    assert (listener["protocol"], listener["protocol_port"]) == ("TCP", 6443)
+    [pool] = openstack_api.pools.values()
+    assert pool["protocol"] == "TCP" and listener["default_pool_id"] == pool["id"]
+    [monitor] = openstack_api.health_monitors.values()
+    assert monitor["type"] == "TCP" and monitor["pools"] == [{"id": pool["id"]}]
+
+    hosts, records = up(provider, spec)
+    masters = [h for h in hosts if h.role == "master"]
+    members = {(m["address"], m["protocol_port"]) for m in openstack_api.members.values()}
+    assert members == {(h.address, 6443) for h in masters} and len(members) == 3
+    assert all(m["subnet_id"] == lb["vip_subnet_id"] for m in openstack_api.members.values())
+
+    again = fast(OpenStackProvider(spec, tmp_path))
+    made = [op for op, _, _ in openstack_api.requests]
+    assert again.ensure_api_endpoint() == endpoint
+    again.create_hosts(hosts, configs_for(hosts))
+    after = [op for op, _, _ in openstack_api.requests]
+    for creating in ("create_load_balancer", "create_listener", "create_pool", "create_health_monitor",
+                     "create_member", "create_floating_ip"):
+        assert after.count(creating) == made.count(creating), creating
+    assert made.count("create_load_balancer") == 1 and made.count("create_member") == 3
+    assert fast(OpenStackProvider(spec, tmp_path)).find_api_endpoint() == endpoint
+
+    down(again)
+    assert openstack_api.load_balancers == {} and openstack_api.listeners == {} and openstack_api.members == {}
+    assert openstack_api.floating_ips == {} or all(f["project_id"] != "p1" for f in openstack_api.floating_ips.values())
+    assert fast(OpenStackProvider(spec, tmp_path)).find_api_endpoint() is None
+    down(fast(OpenStackProvider(spec, tmp_path)))  # a second down finds nothing and does not fail
+
+
+def test_a_cloud_without_octavia_gets_the_node_local_proxy(openstack_api, tmp_path):
+    spec = os_spec()
+    provider = fast(OpenStackProvider(spec, tmp_path))
+    assert provider.ensure_api_endpoint() is None and provider.find_api_endpoint() is None
+    assert not any(op == "create_load_balancer" for op, _, _ in openstack_api.requests)
+    off = os_spec(load_balancer=False)
+    openstack_api.octavia = True
+    assert not OpenStackProvider(off, tmp_path).api_load_balancer
+    assert fast(OpenStackProvider(off, tmp_path)).ensure_api_endpoint() is None
+    assert openstack_api.load_balancers == {}
+
+
+def test_up_puts_the_octavia_endpoint_in_the_certificate_and_the_worker_configs(openstack_api, tmp_path, cli):
+    """`up --until render` against the stand-in with Octavia: the endpoint phase makes the load
+    balancer before the PKI, the API server certificate carries its floating IP, and workers'
+    kubeconfigs point at it instead of the node-local proxy."""
+    import json
+
+    import yaml
+    from cryptography import x509
+
+    from provision.spec import load_spec
+    from provision.state import open_store
+    from tests.helpers_render import ignition_file
+    openstack_api.octavia = True
+    path = tmp_path / "os.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "octa", "provider": {"name": "openstack", "cloud": "testcloud", "external_network": "public"},
+        "ssh": {"authorized_keys": [SSH_KEY]}, "etcd": {"count": 3}, "fleet": {"enabled": False},
+        "pools": [{"name": "masters", "role": "master", "count": 3}, {"name": "workers", "role": "worker", "count": 1}]}))
+    state_dir = tmp_path / "state"
+    result = cli("up", path, "--yes", "--until", "render", "--state-dir", state_dir)
+    assert result.code == 0, result.err
+    store = open_store(load_spec(path), state_dir)
+    endpoint = store.read()["api_endpoint"]
+    [lb] = openstack_api.load_balancers.values()
+    [fip] = [f for f in openstack_api.floating_ips.values() if f["port_id"] == lb["vip_port_id"]]
+    assert endpoint["kind"] == "openstack-octavia" and endpoint["dns_name"] == fip["floating_ip_address"]
+    cert = x509.load_pem_x509_certificate(store.read_blob("pki/apiserver.crt"))
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert fip["floating_ip_address"] in {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    worker = json.loads(store.read_blob("rendered/pool-workers.ign"))
+    for conf_path in ("/etc/kubernetes/bootstrap-kubeconfig", "/etc/kubernetes/kube-proxy.conf"):
+        conf = yaml.safe_load(ignition_file(worker, conf_path))
+        assert conf["clusters"][0]["cluster"]["server"] == f"https://{fip['floating_ip_address']}:6443"
+    assert not any(f["path"].startswith("/etc/provision/api-proxy") for f in worker["storage"]["files"])
+    again = cli("up", path, "--yes", "--until", "render", "--state-dir", state_dir)
+    assert again.code == 0, again.err
+    assert [op for op, _, _ in openstack_api.requests].count("create_load_balancer") == 1

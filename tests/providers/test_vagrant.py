@@ -240,7 +240,7 @@ def test_the_real_ignition_engine_follows_the_pointer_to_the_served_config(tmp_p
     validator = which_or_fail("ignition-validate")
     www = tmp_path / "www"
     www.mkdir()
-    flannel_sha = make_tarball(www / "flannel-v0.26.7-linux-amd64.tar.gz", {"flanneld": stub_binary("flanneld")})
+    flannel_sha = make_tarball(www / "flannel-v0.27.4-linux-amd64.tar.gz", {"flanneld": stub_binary("flanneld")})
     fleet_sha = make_tarball(www / "fleet-v1.0.0-linux-amd64.tar.gz",
                              {"fleet-v1.0.0-linux-amd64/fleetd": stub_binary("fleetd"),
                               "fleet-v1.0.0-linux-amd64/fleetctl": stub_binary("fleetctl")})
