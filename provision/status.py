@@ -98,10 +98,12 @@ def cluster_status(spec: Any, store: Any, state: Mapping[str, Any], provider: An
     live = {h.name: h for h in listed}
     unit_states = getattr(provider, "unit_states", None)
     hosts = {}
+    own = {p.name: p.provider.name for p in spec.pools if p.provider is not None}  # cloud bursting
     for name, host in sorted(recorded.items()):
         record = live.get(name)
-        units = unit_states(name) if unit_states and record else None
+        units = unit_states(name) if unit_states and record and host.get("pool") not in own else None
         hosts[name] = {"pool": host.get("pool"), "role": host.get("role"), "etcd": bool(host.get("etcd")),
+                       "provider": own.get(host.get("pool"), spec.provider.name),
                        "address": host.get("address"), "state": record.state if record else "missing",
                        "units": {u: {"state": d.get("state"), "reason": unit_reason(d)}
                                  for u, d in sorted((units or {}).items())} if units is not None else None}

@@ -28,9 +28,15 @@ class PoolProviders:
         self.spec = spec
         self.primary = primary or get_provider(spec, workdir, log=log, preflight=preflight)
         self.own: dict[str, Provider] = dict(own or {})
-        for pool in spec.pools:
+        from ..errors import UserError
+        for i, pool in enumerate(spec.pools):
             if pool.provider is not None and pool.name not in self.own:
-                self.own[pool.name] = get_provider(pool_spec(spec, pool.name), workdir, log=log, preflight=preflight)
+                try:
+                    self.own[pool.name] = get_provider(pool_spec(spec, pool.name), workdir, log=log,
+                                                       preflight=preflight)
+                except UserError as err:  # the pool's provider, not the cluster's, is at fault
+                    raise UserError([line.replace("provider.", f"pools[{i}].provider.", 1)
+                                     if line.startswith("provider.") else line for line in err.lines]) from None
 
     def __getattr__(self, name: str) -> Any:  # API endpoint, served configs, limits: the cluster's provider
         return getattr(self.primary, name)
@@ -108,3 +114,28 @@ def pool_of_name(spec: Spec, host: str) -> str:
 
 def has_pool_providers(spec: Spec) -> bool:
     return any(p.provider is not None for p in spec.pools)
+
+
+def pool_providers_needs(spec: Spec, state: dict | None = None) -> list[dict]:
+    """What each pool with a provider of its own needs to work (validate, plan and status say
+    it): its hosts must reach the cluster, and provision must reach them. Pure: from the spec
+    (and the masters' recorded addresses when `state` has them)."""
+    out = []
+    hosts = (state or {}).get("hosts") or {}
+    masters = sorted(h["address"] for h in hosts.values() if h.get("role") == "master" and h.get("address"))
+    api = ", ".join(f"https://{a}:6443" for a in masters) or f"the masters' port 6443 on {spec.provider.name}"
+    for i, pool in enumerate(spec.pools):
+        if pool.provider is None:
+            continue
+        options = pool.provider.options
+        ssh_from = (f", allowed from {', '.join(options.ssh_cidrs)} (pools[{i}].provider.ssh_cidrs)"
+                    if hasattr(options, "ssh_cidrs") else "")
+        needs = [f"its hosts reach the cluster's API endpoint ({api}), etcd on port 2379 and flannel's "
+                 f"{spec.network.flannel.backend} overlay of the {spec.provider.name} hosts",
+                 f"provision reaches its hosts over SSH (port 22, user {spec.ssh.user}) from where it runs{ssh_from}"]
+        if spec.provider.name in ("local", "vagrant") and spec.provider.subnet:
+            needs.append(f"the cluster's network {spec.provider.subnet} lives on this machine: "
+                         f"{pool.provider.name} reaches it only through a VPN or tunnel you provide")
+        burst = spec.headroom is not None and spec.headroom.burst_pool == pool.name
+        out.append({"pool": pool.name, "provider": pool.provider.name, "burst": burst, "needs": needs})
+    return out

@@ -36,8 +36,11 @@ def plan_table(app, result, changes=None):
     """The plan as a table; with `changes` (changes.host_changes), kept hosts show keep, update,
     replace or unknown, and the fields that cause it."""
     changes = changes or {}
-    rows = [["create", h.name, h.pool, h.role, h.address or "", "yes" if h.etcd else "", ""] for h in result.create]
-    rows += [[changes[h.name].action if h.name in changes else "keep", h.name, h.pool, h.role, h.address or "",
+    where = {p.name: f"{p.name} ({p.provider.name})" for p in app.spec.pools if p.provider is not None}
+    rows = [["create", h.name, where.get(h.pool, h.pool), h.role, h.address or "", "yes" if h.etcd else "", ""]
+            for h in result.create]
+    rows += [[changes[h.name].action if h.name in changes else "keep", h.name, where.get(h.pool, h.pool), h.role,
+              h.address or "",
               "yes" if h.etcd else "", changes[h.name].reason if h.name in changes else ""] for h in result.keep]
     rows += [["destroy", n, "", "", "", "", ""] for n in result.destroy]
     counts = change_counts(changes)
@@ -105,4 +108,11 @@ def run(app, out_file: str | None = None) -> None:
         data["access"] = {"ssh_cidrs": list(options.ssh_cidrs), "api_cidrs": list(options.api_cidrs)}
         table.caption = (f"access: SSH from {', '.join(options.ssh_cidrs)} (provider.ssh_cidrs); API 6443 from "
                          f"{', '.join(options.api_cidrs)} and the VPC (provider.api_cidrs)")
+    from ..providers.pools import pool_providers_needs
+    own = pool_providers_needs(spec, state)
+    if own:  # cloud bursting: pools made by another provider, shown apart with what they need
+        data["pool_providers"] = own
+        lines = [f"pool {e['pool']} on {e['provider']}{' (burst pool)' if e['burst'] else ''}: "
+                 + "; ".join(e["needs"]) for e in own]
+        table.caption = "\n".join(([table.caption] if table.caption else []) + lines)
     app.ui.result(data, table)
