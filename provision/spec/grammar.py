@@ -267,5 +267,16 @@ def _spec_strings(spec: Any):
             for of in dataclasses.fields(value.options):
                 yield from strings(getattr(value.options, of.name), f"provider.{of.name}",
                                    f"provider.{value.name}.{of.name}")
+        elif f.name == "pools":
+            for i, pool in enumerate(value):
+                for pf in dataclasses.fields(pool):
+                    item = getattr(pool, pf.name)
+                    if pf.name == "provider" and item is not None:  # a pool's own provider: its keys' grammars
+                        yield f"pools[{i}].provider.name", "provider.name", item.name
+                        for of in dataclasses.fields(item.options):
+                            yield from strings(getattr(item.options, of.name), f"pools[{i}].provider.{of.name}",
+                                               f"provider.{item.name}.{of.name}")
+                    else:
+                        yield from strings(item, f"pools[{i}].{pf.name}", f"pools[].{pf.name}")
         else:
             yield from strings(value, f.name, f.name)

@@ -221,16 +221,16 @@ def pool_provider(value: object) -> "ProviderSpec | None":
     as the top-level `provider`."""
     if value is None:
         return None
-    from .schema import Problems, build
+    from .schema import FieldProblems, Problems, build
     if not isinstance(value, dict):
         raise ValueError("must be a mapping with at least `name`, like the top-level provider")
     name = value.get("name")
     if name not in PROVIDER_OPTIONS:
-        raise ValueError(f"name: must be one of {' | '.join(PROVIDER_OPTIONS)} (got {name!r})")
+        raise FieldProblems([("name", f"must be one of {' | '.join(PROVIDER_OPTIONS)} (got {name!r})")])
     problems = Problems()
     options = build(PROVIDER_OPTIONS[name], {k: v for k, v in value.items() if k != "name"}, "", problems)
     if problems:
-        raise ValueError("; ".join(problems.lines()))
+        raise FieldProblems(problems.items)
     return ProviderSpec(name=name, options=options)
 
 

@@ -46,6 +46,15 @@ def field(doc: str, default: Any = MISSING, *, convert: Callable[[Any], Any] | N
     return dataclasses.field(default=default, metadata=metadata)
 
 
+class FieldProblems(ValueError):
+    """A converter's problems inside its field, as (sub-path, message) pairs (e.g. a pool's
+    own `provider:`, whose keys depend on its name)."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in problems))
+        self.problems = problems
+
+
 def path_join(base: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{base}[{key}]"
@@ -177,7 +186,8 @@ def build(cls: type, data: Any, path: str, problems: Problems) -> Any:
             try:
                 value = converter(data[name])
             except ValueError as err:
-                problems.add(fpath, str(err))
+                for sub, message in getattr(err, "problems", None) or [("", str(err))]:
+                    problems.add(path_join(fpath, sub) if sub else fpath, message)
                 ok = False
                 continue
         else:
