@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from provision.headroom.policy import READY, HostLoad, Memory, Observation, Settings, decide, replay
-from provision.spec import SpecError, load_spec
+from provision.spec import SpecError, load_spec, parse_spec
 from provision.spec.model import Reserve
 
 NOW = 1_700_000_000.0
@@ -97,6 +97,11 @@ headroom: {{pool: workers, burst_pool: {burst_pool}}}
 """
 
 
+def parse_text(text: str):
+    import yaml
+    return parse_spec(yaml.safe_load(text))
+
+
 def load(tmp_path: Path, text: str):
     path = tmp_path / "spec.yaml"
     path.write_text(text)
@@ -124,3 +129,47 @@ def test_bad_burst_settings_name_the_field(tmp_path, text, field):
     with pytest.raises(SpecError) as err:
         load(tmp_path, text)
     assert any(f": {field}" in line for line in err.value.lines), err.value.lines
+
+
+def test_a_pool_provider_option_is_checked_against_its_grammar(tmp_path):
+    with pytest.raises(SpecError) as err:
+        load(tmp_path, spec_text(pool_provider='{name: aws, region: "eu-west-1|x y"}'))
+    assert any(": pools[2].provider.region: must be an AWS region" in line for line in err.value.lines), err.value.lines
+
+
+def test_validate_and_plan_state_what_the_burst_provider_needs(cli, tmp_path):
+    import json
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec_text())
+    result = cli("validate", path)
+    assert result.code == 0
+    assert "pool cloud on aws (burst pool): needs" in result.out
+    assert "cluster's API endpoint" in result.out and "SSH (port 22" in result.out and "VPN" in result.out
+    result = cli("plan", path, "-o", "json", "--state-dir", tmp_path / "state")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    data = doc.get("result", doc)
+    (entry,) = data["pool_providers"]
+    assert entry["pool"] == "cloud" and entry["provider"] == "aws" and entry["burst"] is True
+    assert any("2379" in need for need in entry["needs"])
+
+
+def test_status_shows_a_burst_pool_apart():
+    from rich.console import Console
+
+    from provision.ui import UI
+    from provision.verbs.status import status_tables
+    spec = parse_text(spec_text())
+    host = {"role": "worker", "etcd": False, "address": "10.0.0.9", "state": "running", "units": None}
+    report = {"hosts": {"bursty-workers-0": {**host, "pool": "workers"}, "bursty-cloud-0": {**host, "pool": "cloud"}},
+              "loads": {}, "etcd": {"members": [], "health": {}, "healthy": True, "error": None},
+              "headroom": None, "orphans": [], "missing": [], "api_endpoint": {"kind": "node-local proxy",
+                                                                               "address": "127.0.0.1:6444",
+                                                                               "found": True},
+              "artifacts": {}}
+    console = Console(width=200, record=True)
+    console.print(status_tables(UI(verbosity=-1), spec, report))
+    text = console.export_text()
+    primary, _, burst = text.partition("burst pool cloud (aws)")
+    assert burst and "bursty-cloud-0" in burst and "bursty-cloud-0" not in primary
+    assert "bursty-workers-0" in primary
