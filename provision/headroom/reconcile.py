@@ -6,7 +6,9 @@ either held returns `busy` (the CLI exits 0: an overlapping cron run is normal).
 
 Acting goes through an `Actuator`, so the order of effects is the same for every provider:
 - add: the new size is recorded in state["pools"] first (so a crash leaves a state that
-  `up` or the next run converges), then the pool is converged in one batch;
+  `up` or the next run converges), then the pool is converged in one batch; with cloud
+  bursting each pool the decision adds to (the managed pool up to its max, then the burst
+  pool, whose hosts its own provider makes) is recorded, then converged in that order;
 - replace: hosts headroom added that never reported within the provisioning bound (15 min)
   are destroyed (nothing ran there) and the next pass adds what is needed;
 - remove: for each chosen host, stop new work on it (Kubernetes: cordon, then evict its pods
