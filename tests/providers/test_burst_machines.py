@@ -130,3 +130,42 @@ def test_peak_load_bursts_into_the_other_cloud_and_leaves_it_first(cluster, ec2_
     # Only now does the primary pool shrink.
     out = reconcile(spec, store, edges.observe, edges, clock=lambda: next(clock), sleep=lambda s: None)
     assert out.removed == [f"{name}-workers-0"]
+
+
+def live_instances(region, cluster):
+    import boto3
+    client = boto3.client("ec2", region_name=region)
+    pages = client.get_paginator("describe_instances").paginate(Filters=[
+        {"Name": "tag:provision:cluster", "Values": [cluster]},
+        {"Name": "instance-state-name", "Values": ["pending", "running"]}])
+    return sorted(t["Value"] for page in pages for r in page["Reservations"] for i in r["Instances"]
+                  for t in i["Tags"] if t["Key"] == "provision:pool")
+
+
+def test_each_pool_is_made_and_destroyed_by_its_own_provider(ec2_proxy, tmp_path, cli):
+    """An AWS cluster in us-east-1 bursting into eu-west-1: the machines phase makes the burst
+    pool in its own region, and `down` destroys both (found by tag in each region)."""
+    import yaml
+    data = {"name": unique_name("b"), "provider": {"name": "aws", "region": "us-east-1", "ami": MOTO_AMI},
+            "ssh": {"authorized_keys": [SSH_KEY]}, "etcd": {"count": 1},
+            "pools": [{"name": "masters", "role": "master", "count": 1},
+                      {"name": "workers", "role": "worker", "count": 1, "min": 1, "max": 1},
+                      {"name": "cloud", "role": "worker", "count": 0, "max": 2,
+                       "provider": {"name": "aws", "region": "eu-west-1", "ami": MOTO_AMI}}],
+            "headroom": {"pool": "workers", "burst_pool": "cloud"}}
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(data))
+    spec = parse_spec(data)
+    store = rendered_store(spec, tmp_path, max_workers=2)
+    ctx = RunContext(spec=spec, store=store, state=store.read(), ui=UI(verbosity=-1))
+    result = apply_plan(ctx, plan(spec, ctx.state, sizes={"masters": 1, "workers": 1, "cloud": 2}))
+    assert sorted(result["created"]) == sorted([f"{spec.name}-masters-0", f"{spec.name}-workers-0",
+                                                f"{spec.name}-cloud-0", f"{spec.name}-cloud-1"])
+    assert live_instances("us-east-1", spec.name) == ["masters", "workers"]
+    assert live_instances("eu-west-1", spec.name) == ["cloud", "cloud"]
+    listed = PoolProviders(spec, store.workdir).list_hosts()
+    assert sorted(r.name for r in listed) == sorted(result["created"])  # each host once, from its own region
+
+    down = cli("down", spec_file, "--yes", "--state-dir", tmp_path / "state")
+    assert down.code == 0, down.err
+    assert live_instances("us-east-1", spec.name) == [] and live_instances("eu-west-1", spec.name) == []
