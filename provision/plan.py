@@ -138,7 +138,9 @@ def assign_addresses(spec: Spec, recorded: Mapping[str, Mapping[str, Any]],
     if not subnet:
         return {}
     every_host = spec.provider.name in PROVIDERS_WITH_FIXED_ADDRESSES
-    needing = [h for h in hosts if every_host or h[0] in etcd_names or h[2] == "master"]
+    # A pool with a provider of its own (cloud bursting) gets its addresses there.
+    own = {p.name for p in spec.pools if p.provider is not None}
+    needing = [h for h in hosts if (every_host or h[0] in etcd_names or h[2] == "master") and h[1] not in own]
     taken = {h.get("address") for h in recorded.values() if h.get("address")}
     out: dict[str, str] = {}
     for name, *_ in needing:

@@ -99,10 +99,12 @@ def cluster_status(spec: Any, store: Any, state: Mapping[str, Any], provider: An
     live = {h.name: h for h in listed}
     knows_units = UNIT_STATES in provider.optional_capabilities
     hosts = {}
+    own = {p.name: p.provider.name for p in spec.pools if p.provider is not None}  # cloud bursting
     for name, host in sorted(recorded.items()):
         record = live.get(name)
-        units = provider.unit_states(name) if knows_units and record else None
+        units = provider.unit_states(name) if knows_units and record and host.get("pool") not in own else None
         hosts[name] = {"pool": host.get("pool"), "role": host.get("role"), "etcd": bool(host.get("etcd")),
+                       "provider": own.get(host.get("pool"), spec.provider.name),
                        "address": host.get("address"), "node": host.get("node"),
                        "state": record.state if record else "missing",
                        "units": {u: {"state": d.get("state"), "reason": unit_reason(d)}

@@ -40,6 +40,10 @@ PREDICT_AHEAD = 180.0
 PREDICT_WINDOW = 300.0  # history used for average, gradient and curvature
 MIN_PREDICT_SAMPLES = 3
 TREND_FIT = 0.8  # R^2 a trend needs before the predictive policy extrapolates it
+# A trend extrapolated `ahead` seconds is fitted over at least that long (a five-minute fit
+# stretched over a fifteen-minute boot turns every swing into a runaway), and only once the
+# record reaches back over most of that window (the first samples after a start are no trend).
+TREND_COVER = 0.7
 DECISIONS_KEPT = 50
 REPLAYS_KEPT = 10
 
@@ -65,16 +69,30 @@ class Settings:
     scale_down_cooldown: float = 600.0
     # predictive: how far ahead to size, about the time a new host takes to boot and join
     predict_ahead: float = PREDICT_AHEAD
+    # cloud bursting: a second pool (another provider) filled only once `pool` has
+    # `primary_max` hosts and emptied first; min_count / max_count then cover both pools.
+    burst_pool: str | None = None
+    primary_max: int | None = None
+
+    @property
+    def pools(self) -> tuple[str, ...]:
+        """The pools headroom sizes: the managed pool, then the burst pool."""
+        return (self.pool,) + ((self.burst_pool,) if self.burst_pool else ())
 
     @classmethod
     def from_spec(cls, spec: Any) -> "Settings":
         """Settings of `spec.headroom` for its pool; the spec must have a headroom section."""
         h = spec.headroom
         pool = spec.pool(h.pool)
-        return cls(pool=h.pool, min_count=pool.min_count, max_count=pool.max_count, policies=h.policies,
+        low, high, burst = pool.min_count, pool.max_count, {}
+        if h.burst_pool:
+            extra = spec.pool(h.burst_pool)
+            low, high = low + extra.min_count, high + extra.max_count
+            burst = {"burst_pool": h.burst_pool, "primary_max": pool.max_count}
+        return cls(pool=h.pool, min_count=low, max_count=high, policies=h.policies,
                    containers_per_host=h.containers_per_host, reserve=h.reserve, cpu_threshold=h.cpu_threshold,
                    memory_threshold=h.memory_threshold, scale_down_utilization=h.scale_down_utilization,
-                   scale_up_cooldown=h.scale_up_cooldown, scale_down_cooldown=h.scale_down_cooldown)
+                   scale_up_cooldown=h.scale_up_cooldown, scale_down_cooldown=h.scale_down_cooldown, **burst)
 
 
 @dataclass(frozen=True)
@@ -180,13 +198,16 @@ class Decision:
     settings: Settings | None = None
     observation: Observation | None = None
     memory_before: Memory | None = None
+    # pool -> hosts to add there (bursting: the managed pool up to its max, then the burst pool)
+    adds: Mapping[str, int] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
         """The decision record kept in state: time, inputs, policy outcomes, action, and what
         it was decided from (settings, every host's load, the memory with its histories and
         timers), so `replay` can decide it again."""
         out = {"at": self.at, "pool": self.pool, "action": self.action, "current": self.current,
-               "desired": self.desired, "add": self.add, "remove": list(self.remove), "spare": list(self.spare),
+               "desired": self.desired, "add": self.add,
+               "add_pools": dict(self.adds), "remove": list(self.remove), "spare": list(self.spare),
                "reason": self.reason, "inputs": dict(self.inputs),
                "policies": [asdict(n) for n in self.needs]}
         if self.settings is not None and self.observation is not None and self.memory_before is not None:
@@ -352,6 +373,11 @@ def slope(ts: Sequence[float], vs: Sequence[float]) -> float:
     return sum((t - tm) * (v - vm) for t, v in zip(ts, vs)) / sxx if sxx else 0.0
 
 
+def predict_window(ahead: float) -> float:
+    """History the predictive policy fits: PREDICT_WINDOW, or `ahead` when that is longer."""
+    return max(PREDICT_WINDOW, ahead)
+
+
 def load_factor(predicted: float, hosts: int, threshold: float, low: float) -> int:
     """Hosts for a predicted load: more when the mean would pass `threshold`; fewer only when
     it would fall below `low` (the gap between the two keeps the pool from flapping)."""
@@ -369,7 +395,10 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
     the newest sample (after a turning point the fitted curve lags what is used now), and
     with too little history the newest sample is the prediction, so pending work is met."""
     newest = history[-1] if history else Sample(0.0, float(pending), 0.0, 0.0)
-    predicted = [predict(history, a, s.predict_ahead) for a in ("containers", "cpu", "memory")]
+    window = predict_window(s.predict_ahead)
+    fitted = [h for h in history if newest.at - h.at <= window]
+    covered = len(fitted) >= MIN_PREDICT_SAMPLES and fitted[0].at <= newest.at - TREND_COVER * window
+    predicted = [predict(fitted, a, s.predict_ahead) if covered else None for a in ("containers", "cpu", "memory")]
     learning = predicted[0] is None
     if learning:
         pc, pcpu, pmem = newest.containers, newest.cpu, newest.memory
@@ -382,7 +411,8 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
     by_mem = load_factor(pmem, hosts, s.memory_threshold, s.scale_down_utilization)
     want = max(by_containers, by_cpu, by_mem)
     if learning:
-        return Need("predictive", want, f"learning ({len(history)} of {MIN_PREDICT_SAMPLES} samples): sized for "
+        return Need("predictive", want, f"learning ({len(fitted)} samples, a trend needs {MIN_PREDICT_SAMPLES} over "
+                                        f"{TREND_COVER * window:.0f}s): sized for "
                                         f"now: {pc:.1f} containers ({by_containers} hosts), {pcpu:.2f} CPU "
                                         f"({by_cpu}), {pmem:.2f} memory ({by_mem})")
     return Need("predictive", want, f"predicted in {s.predict_ahead:g}s: {pc:.1f} containers ({by_containers} hosts), "
@@ -391,9 +421,10 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
 
 # ---- combination -------------------------------------------------------------------------
 
-def removable(host: HostLoad, pool: str) -> bool:
-    """Only ready workers of the managed pool that carry no etcd member may ever be removed."""
-    return host.pool == pool and host.role == "worker" and not host.etcd and host.status == READY
+def removable(host: HostLoad, pool: str | Sequence[str]) -> bool:
+    """Only ready workers of the managed pool(s) that carry no etcd member may ever be removed."""
+    pools = (pool,) if isinstance(pool, str) else tuple(pool)
+    return host.pool in pools and host.role == "worker" and not host.etcd and host.status == READY
 
 
 def emptiness_key(host: HostLoad) -> tuple[float, float, str]:
@@ -402,12 +433,12 @@ def emptiness_key(host: HostLoad) -> tuple[float, float, str]:
 
 def removal_candidates(s: Settings, pool: Sequence[HostLoad], low_since: Mapping[str, float],
                        undrainable: Mapping[str, float], now: float) -> list[HostLoad]:
-    """Removable hosts, emptiest first. A host that recently failed to drain is skipped; with
+    """Removable hosts, burst pool first, then emptiest first. A host that recently failed to drain is skipped; with
     the utilization policy only hosts below scale_down_utilization for the whole scale-down
     window qualify (cluster-autoscaler's unneeded time)."""
     out = []
     for h in pool:
-        if not removable(h, s.pool):
+        if not removable(h, s.pools):
             continue
         failed = undrainable.get(h.name)
         if failed is not None and now - failed < max(UNDRAINABLE_SKIP, s.scale_down_cooldown):
@@ -417,16 +448,20 @@ def removal_candidates(s: Settings, pool: Sequence[HostLoad], low_since: Mapping
             if since is None or now - since < s.scale_down_cooldown:
                 continue
         out.append(h)
-    return sorted(out, key=emptiness_key)
+    return sorted(out, key=lambda h: (h.pool != s.burst_pool,) + emptiness_key(h))
 
 
 def choose_removals(s: Settings, candidates: Sequence[HostLoad], count: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(chosen, spare): emptiest first; empty hosts may go together, a non-empty host only
-    alone. `spare` are the other candidates in order, tried when a chosen host will not drain."""
+    """(chosen, spare): in the candidates' order (burst pool first), emptiest first; empty hosts
+    may go together, a non-empty host only alone. `spare` are the other candidates in order,
+    tried when a chosen host will not drain."""
     if count <= 0 or not candidates:
         return (), ()
-    empty = [h.name for h in candidates if h.containers == 0][:count]
-    chosen = tuple(empty) if empty else (candidates[0].name,)
+    first_pool = [h for h in candidates if h.pool == candidates[0].pool]
+    if s.burst_pool and candidates[0].pool == s.burst_pool:
+        candidates = first_pool + [h for h in candidates if h.pool != s.burst_pool]
+    empty = [h.name for h in first_pool if h.containers == 0][:count]
+    chosen = tuple(empty) if empty else (first_pool[0].name,)
     return chosen, tuple(h.name for h in candidates if h.name not in chosen)
 
 
@@ -472,8 +507,9 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
     now = obs.at if now is None else now
     given = memory
     memory = sane_memory(memory, now)
-    pool = tuple(h for h in obs.hosts if h.pool == s.pool)
+    pool = tuple(h for h in obs.hosts if h.pool in s.pools)
     current = len(pool)
+    sizes = {name: sum(1 for h in pool if h.pool == name) for name in s.pools}
     ready = [h for h in pool if h.status == READY]
     booting = [h for h in pool if h.status == BOOTING]
     upcoming = len(ready) + len(booting)
@@ -481,13 +517,15 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
     used = sum(h.containers for h in ready) + obs.pending
     sample = Sample(now, float(used), sum(h.cpu for h in ready) + obs.pending_cpu,
                     sum(h.memory for h in ready) + obs.pending_memory)
-    history = tuple(x for x in memory.history if now - x.at <= PREDICT_WINDOW and x.at < now) + (sample,)
+    history = tuple(x for x in memory.history
+                    if now - x.at <= predict_window(s.predict_ahead) and x.at < now) + (sample,)
     inputs = {"hosts": len(obs.hosts), "pool_hosts": current, "ready": len(ready),
               "booting": sorted(h.name for h in booting),
               "unknown": sorted(h.name for h in troubled), "containers": used, "pending": obs.pending,
               "cpu": round(sample.cpu, 4), "memory": round(sample.memory, 4), "source": obs.source,
               "clamped": sorted(h.name for h in obs.hosts if CLAMPED in h.flags),
-              "loads": {h.name: [h.status, h.containers, round(h.cpu, 4), round(h.memory, 4)] for h in pool}}
+              "loads": {h.name: [h.status, h.containers, round(h.cpu, 4), round(h.memory, 4)] for h in pool},
+              "pool_sizes": dict(sizes)}
     # A host headroom added is remembered until it first reports; one still silent past the
     # provisioning bound never came up (nothing can run there): it is replaced.
     silent_names = {h.name for h in pool if h.status != READY}
@@ -497,14 +535,14 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
                    if now - v < max(UNDRAINABLE_SKIP, s.scale_down_cooldown)}
 
     def done(action: str, desired: int, reason: str, needs=(), add: int = 0, remove=(), spare=(), wanted=None,
-             **mem) -> Decision:
+             adds=None, **mem) -> Decision:
         mem.setdefault("added", added)
         mem.setdefault("undrainable", undrainable)
         return Decision(at=now, pool=s.pool, action=action, current=current, desired=desired, reason=reason,
                         add=add, remove=tuple(remove), spare=tuple(spare), needs=tuple(needs), inputs=inputs,
                         memory=replace(memory, history=history,
                                        wanted=memory.wanted if wanted is None else wanted, **mem),
-                        settings=s, observation=obs, memory_before=given)
+                        settings=s, observation=obs, memory_before=given, adds=dict(adds or {}))
 
     if halted(len(troubled), len(obs.hosts)):
         return done("halt", current, f"halted: {len(troubled)} of {len(obs.hosts)} hosts unknown or unready "
@@ -567,8 +605,10 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
             return done("wait", target, f"{why}; scale-up cooldown: {since_change:.0f}s of "
                                         f"{s.scale_up_cooldown:g}s since the last change", needs,
                         wanted=wanted, low_since=low_since)
-        return done("add", target, f"{why}: add {target - upcoming} in one batch{booting_note}", needs,
-                    add=target - upcoming, wanted=wanted, low_since=low_since, last_change_at=now,
+        adds = split_adds(s, sizes, target - upcoming)
+        where = "" if not s.burst_pool else " (" + ", ".join(f"{n} to {p}" for p, n in adds.items()) + ")"
+        return done("add", target, f"{why}: add {target - upcoming} in one batch{where}{booting_note}", needs,
+                    add=target - upcoming, adds=adds, wanted=wanted, low_since=low_since, last_change_at=now,
                     last_change="add", shrink_since=None)
     if wanted_now < upcoming:
         down = window_values(memory.wanted, now, s.scale_down_cooldown)
@@ -604,6 +644,16 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
                     last_change_at=now, last_change="remove", shrink_since=None)
     return done("none", wanted_now, f"{why}: pool is at {upcoming}{booting_note}", needs, wanted=wanted,
                 low_since=low_since, shrink_since=None)
+
+
+def split_adds(s: Settings, sizes: Mapping[str, int], count: int) -> dict[str, int]:
+    """Where `count` new hosts go: the managed pool up to `primary_max`, the rest to the burst
+    pool (cloud bursting); without a burst pool, all to the managed pool."""
+    if not s.burst_pool or s.primary_max is None:
+        return {s.pool: count}
+    primary = min(count, max(0, s.primary_max - sizes.get(s.pool, 0)))
+    out = {s.pool: primary, s.burst_pool: count - primary}
+    return {k: v for k, v in out.items() if v}
 
 
 def remember(headroom_state: Mapping[str, Any], decision: Decision, keep: int = DECISIONS_KEPT) -> dict[str, Any]:

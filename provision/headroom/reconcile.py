@@ -6,7 +6,9 @@ either held returns `busy` (the CLI exits 0: an overlapping cron run is normal).
 
 Acting goes through an `Actuator`, so the order of effects is the same for every provider:
 - add: the new size is recorded in state["pools"] first (so a crash leaves a state that
-  `up` or the next run converges), then the pool is converged in one batch;
+  `up` or the next run converges), then the pool is converged in one batch; with cloud
+  bursting each pool the decision adds to (the managed pool up to its max, then the burst
+  pool, whose hosts its own provider makes) is recorded, then converged in that order;
 - replace: hosts headroom added that never reported within the provisioning bound (15 min)
   are destroyed (nothing ran there) and the next pass adds what is needed;
 - remove: for each chosen host, stop new work on it (Kubernetes: cordon, then evict its pods
@@ -128,14 +130,21 @@ def _reconcile_locked(spec, store, observe, actuator, dry_run, log, clock, sleep
                       message=decision.reason)
     state["headroom"] = remember(state.get("headroom") or {}, decision)
     pool = settings.pool
+    # Hosts of each pool headroom sizes (two with cloud bursting), as observed.
+    sizes = dict(decision.inputs.get("pool_sizes") or {pool: decision.current})
+    pool_of = {h.name: h.pool for h in observation.hosts}
     if decision.action == "add":
-        size = decision.current + decision.add
-        refused = skew_refusal(spec, state, pool, size)
-        if refused:  # nothing recorded or made: `up` must roll the control plane forward first
-            raise UserError(f"headroom: cannot add to {pool}: {refused}")
-        record_size(state, spec, pool, size)
+        adds = dict(decision.adds) or {pool: decision.add}
+        for name, count in adds.items():
+            refused = skew_refusal(spec, state, name, sizes.get(name, 0) + count)
+            if refused:  # nothing recorded or made: `up` must roll the control plane forward first
+                raise UserError(f"headroom: cannot add to {name}: {refused}")
+        for name, count in adds.items():
+            record_size(state, spec, name, sizes.get(name, 0) + count)
         store.write(state)  # the intent first: a crash here is repaired by the next run or `up`
-        outcome.added = actuator.add(state, pool, size)
+        for name, count in adds.items():  # the managed pool first, then the burst pool
+            outcome.added += [h for h in actuator.add(state, name, sizes.get(name, 0) + count)
+                              if h not in outcome.added]
         log(f"added {', '.join(outcome.added) or 'nothing'}")
         # New hosts are booting (upcoming capacity, not unknown) for the provisioning bound.
         added = state["headroom"]["memory"].setdefault("added", {})
@@ -146,14 +155,16 @@ def _reconcile_locked(spec, store, observe, actuator, dry_run, log, clock, sleep
         # Hosts that never reported since headroom added them: nothing ran there, so no drain.
         store.write(state)
         actuator.destroy(state, list(decision.remove))
-        record_size(state, spec, pool, decision.current - len(decision.remove))
+        for host in decision.remove:
+            name = pool_of.get(host, pool)
+            sizes[name] = sizes.get(name, 0) - 1
+            record_size(state, spec, name, sizes[name])
         outcome.removed = list(decision.remove)
         outcome.status = "acted"
         log(f"replaced (destroyed) {', '.join(decision.remove)}; the next pass adds what is needed")
         store.write(state)
     elif decision.action == "remove":
         store.write(state)
-        size = decision.current
         memory = state["headroom"]["memory"]
         queue = list(decision.remove)
         spare = list(decision.spare)
@@ -161,8 +172,9 @@ def _reconcile_locked(spec, store, observe, actuator, dry_run, log, clock, sleep
             host = queue.pop(0)
             if drain(spec, actuator, host, log, clock, sleep):
                 actuator.destroy(state, [host])
-                size -= 1
-                record_size(state, spec, pool, size)
+                name = pool_of.get(host, pool)
+                sizes[name] = sizes.get(name, 0) - 1
+                record_size(state, spec, name, sizes[name])
                 store.write(state)
                 outcome.removed.append(host)
                 log(f"removed {host}")
@@ -211,7 +223,12 @@ class ClusterEdges:
         from ..providers import get_provider
         self.spec, self.store, self.log, self.ui = spec, store, log, ui
         self.clock, self.sleep = clock, sleep
-        self.provider = provider or get_provider(spec, workdir=store.workdir, log=log)
+        if provider is None:
+            from ..providers.pools import PoolProviders, has_pool_providers
+            # a burst pool's hosts live with its own provider: listed and destroyed there
+            provider = (PoolProviders(spec, store.workdir, log=log) if has_pool_providers(spec)
+                        else get_provider(spec, workdir=store.workdir, log=log))
+        self.provider = provider
         self._etcd: Etcd | None = None
         self._kube = None
         self._nodes: dict[str, str] = {}  # host -> its Kubernetes node (observe finds them)

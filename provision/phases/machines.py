@@ -116,6 +116,11 @@ def forget_joined(state: dict[str, Any], names: Sequence[str]) -> None:
         state["etcd"]["joined"] = [n for n in joined if n not in set(names)]
 
 
+def pool_provider(provider: Any, pool: str) -> Any:
+    """The provider that makes `pool`'s hosts: its own (cloud bursting) or the cluster's."""
+    return provider.for_pool(pool) if hasattr(provider, "for_pool") else provider
+
+
 def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool = True) -> dict[str, Any]:
     """Destroy `target.destroy`, create `target.create` (and any kept host the cloud lost),
     record hosts and pool sizes in `ctx.state`. With `ctx.dry_run` it only says what it would do.
@@ -131,7 +136,10 @@ def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool =
 
     if provider is None:
         from ..providers import get_provider
-        provider = get_provider(spec, ctx.store.workdir, log=log)
+        from ..providers.pools import PoolProviders, has_pool_providers
+        # A pool with a provider of its own (cloud bursting) is made there.
+        provider = (PoolProviders(spec, ctx.store.workdir, log=log) if has_pool_providers(spec)
+                    else get_provider(spec, ctx.store.workdir, log=log))
     hosts = state.setdefault("hosts", {})
     result: dict[str, Any] = {"created": [], "recreated": [], "destroyed": [], "orphans": []}
 
@@ -158,18 +166,24 @@ def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool =
             f"{', '.join(result['orphans'])}")
 
     to_create = list(target.create) + lost
-    configs = load_configs(ctx, to_create, provider)
-    convergence.forget(state, [h.name for h in to_create])  # a new machine converges from nothing
-    if to_create:
-        provider.prepare()
     by_pool: dict[str, list[HostPlan]] = {}
     for host in to_create:
         by_pool.setdefault(host.pool, []).append(host)
+    configs: dict[str, bytes] = {}
+    for pool_name, pool_hosts in by_pool.items():  # fitted to the user-data limit of the pool's provider
+        configs.update(load_configs(ctx, pool_hosts, pool_provider(provider, pool_name)))
+    convergence.forget(state, [h.name for h in to_create])  # a new machine converges from nothing
+    prepared: list[Any] = []
+    for pool_name in by_pool:
+        own = pool_provider(provider, pool_name)
+        if all(own is not p for p in prepared):
+            own.prepare()
+            prepared.append(own)
     for pool_name, pool_hosts in by_pool.items():
         adopted = [h.name for h in pool_hosts if h.name in live]
         log(f"creating {len(pool_hosts) - len(adopted)} host(s) in pool {pool_name}"
             + (f" (found {len(adopted)} already in the cloud)" if adopted else ""))
-        records = {r.name: r for r in provider.create_hosts(pool_hosts, configs)}
+        records = {r.name: r for r in pool_provider(provider, pool_name).create_hosts(pool_hosts, configs)}
         booted_with = rendered_configs(ctx, pool_hosts)
         for host in pool_hosts:
             if host.name in records:

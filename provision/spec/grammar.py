@@ -267,5 +267,16 @@ def _spec_strings(spec: Any):
             for option in field_names(value.options):
                 yield from strings(getattr(value.options, option), f"provider.{option}",
                                    f"provider.{value.name}.{option}")
+        elif name == "pools":
+            for i, pool in enumerate(value):
+                for key in field_names(pool):
+                    item = getattr(pool, key)
+                    if key == "provider" and item is not None:  # a pool's own provider: its keys' grammars
+                        yield f"pools[{i}].provider.name", "provider.name", item.name
+                        for option in field_names(item.options):
+                            yield from strings(getattr(item.options, option), f"pools[{i}].provider.{option}",
+                                               f"provider.{item.name}.{option}")
+                    else:
+                        yield from strings(item, f"pools[{i}].{key}", f"pools[].{key}")
         else:
             yield from strings(value, name, name)

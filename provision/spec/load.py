@@ -172,7 +172,7 @@ def _parse_provider(raw: Any, problems: Problems) -> ProviderSpec | None:
 _STAND_INS = {"name": "x", "pools": ()}
 # Rules that count or look up pools: left out when a pool failed (what they see is short). Their
 # messages speak of pools or of a number of hosts; the same fields' other rules still run.
-_POOL_RULES = ("pools", "etcd.count", "headroom.pool", "provider.subnet", "provider.subnet_cidr")
+_POOL_RULES = ("pools", "etcd.count", "headroom.pool", "headroom.burst_pool", "provider.subnet", "provider.subnet_cidr")
 
 
 def _depends_on(path: str, message: str, failed: set[str]) -> bool:
@@ -303,7 +303,7 @@ def check_rules(spec: Spec, problems: Problems) -> None:
     if ipaddress.ip_network(spec.network.service_cidr).num_addresses < 16:
         problems.add("network.service_cidr", "is too small (needs at least 16 addresses)")
     if spec.provider.name in ("local", "vagrant"):
-        hosts = sum(p.max_count for p in spec.pools)
+        hosts = sum(p.max_count for p in spec.pools if p.provider is None)  # burst pools live elsewhere
         room = ipaddress.ip_network(str(spec.provider.subnet)).num_addresses - 3
         if hosts > room:
             problems.add(f"provider.{subnet_key}", f"has room for {room} hosts, the pools need up to {hosts}")
@@ -319,6 +319,7 @@ def check_rules(spec: Spec, problems: Problems) -> None:
         if spec.headroom.containers_per_host < 1:
             problems.add("headroom.containers_per_host", f"must be >= 1 (got {spec.headroom.containers_per_host})")
         headroom_limits(spec, problems)
+    burst_rules(spec, problems)
 
     if spec.os.config == "cloud-config" and spec.os.family == "fedora-coreos":
         problems.add("os.config", "cloud-config needs an OS that runs coreos-cloudinit "
@@ -406,3 +407,33 @@ def headroom_limits(spec, problems) -> None:
         if pool.name == h.pool and pool.min == 0 and h.reserve.count:
             problems.add(f"pools[{i}].min", f"0 cannot be reached while headroom.reserve keeps {h.reserve.count} "
                                             "free slot(s); use reserve: 0 or a percentage like \"20%\"")
+
+
+def burst_rules(spec, problems) -> None:
+    """Cloud bursting: a pool's own provider is for worker pools; `headroom.burst_pool` names a
+    worker pool with one, other than `headroom.pool`, which starts empty (headroom fills it)."""
+    for i, pool in enumerate(spec.pools):
+        if pool.provider is None:
+            continue
+        if pool.role != "worker":
+            problems.add(f"pools[{i}].provider", f"only worker pools may have a provider of their own "
+                                                 f"({pool.name!r} is a {pool.role} pool)")
+        if pool.provider.name != "local" and not spec.ssh.authorized_keys:
+            problems.add("ssh.authorized_keys", f"at least one public key is required with provider "
+                                                f"{pool.provider.name} (pool {pool.name})")
+    burst = spec.headroom.burst_pool if spec.headroom is not None else None
+    if burst is None:
+        return
+    pool = next((p for p in spec.pools if p.name == burst), None)
+    if pool is None:
+        problems.add("headroom.burst_pool", f"names no pool {burst!r}")
+    elif burst == spec.headroom.pool:
+        problems.add("headroom.burst_pool", f"must differ from headroom.pool ({burst!r} is both)")
+    elif pool.role != "worker":
+        problems.add("headroom.burst_pool", f"must name a worker pool ({burst!r} is a {pool.role} pool)")
+    elif pool.provider is None:
+        problems.add("headroom.burst_pool", f"pool {burst!r} has no provider of its own: give it `provider:` "
+                                            f"(e.g. {{name: aws, region: ...}}) to burst into another cloud")
+    elif pool.min_count != 0:
+        problems.add("headroom.burst_pool", f"pool {burst!r} must be able to empty (min 0, got {pool.min_count}): "
+                                            f"headroom fills it only at peaks")

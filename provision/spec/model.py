@@ -235,6 +235,24 @@ class ProviderSpec(SpecModel):
         return getattr(self.options, "subnet", None) or getattr(self.options, "subnet_cidr", None)
 
 
+def pool_provider(value: object) -> "ProviderSpec | None":
+    """A worker pool's own provider (cloud bursting): `name` and that provider's keys, exactly
+    as the top-level `provider`."""
+    if value is None:
+        return None
+    from .schema import FieldProblems, Problems, build
+    if not isinstance(value, dict):
+        raise ValueError("must be a mapping with at least `name`, like the top-level provider")
+    name = value.get("name")
+    if name not in PROVIDER_OPTIONS:
+        raise FieldProblems([("name", f"must be one of {' | '.join(PROVIDER_OPTIONS)} (got {name!r})")])
+    problems = Problems()
+    options = build(PROVIDER_OPTIONS[name], {k: v for k, v in value.items() if k != "name"}, "", problems)
+    if problems:
+        raise FieldProblems(problems.items)
+    return ProviderSpec(name=name, options=options)
+
+
 # ---- the rest of the spec ---------------------------------------------------------------
 
 class OSSpec(SpecModel):
@@ -316,6 +334,11 @@ class PoolSpec(SpecModel):
     max: int | None = field("workers: headroom never goes above max (default: count)", None)
     labels: FrozenMap = field("Kubernetes node labels for the pool's hosts",
                               factory=lambda: MappingProxyType({}), convert=scalar_map)
+    provider: ProviderSpec | None = field(
+        "workers: a provider of the pool's own for cloud bursting (`name` and that provider's keys, "
+        "as the top-level `provider`); its hosts join the cluster over the network; null: the "
+        "cluster's provider", None, convert=pool_provider, accepts=dict[str, Any] | None,
+        example={"name": "aws", "region": "eu-west-1"})
 
     @property
     def min_count(self) -> int:
@@ -353,6 +376,9 @@ class HeadroomSpec(SpecModel):
                                  120.0, convert=parse_duration, example="2m")
     kubeconfig: str | None = field("source kubernetes: kubeconfig to read; the cluster's admin one when null",
                                    None)
+    burst_pool: str | None = field(
+        "worker pool with a provider of its own that headroom fills only once `pool` is at its max, "
+        "and empties first when load falls (cloud bursting); null: none", None)
 
 
 class StateSpec(SpecModel):

@@ -117,6 +117,15 @@ def converter_of(info: FieldInfo) -> Callable[[Any], Any] | None:
     return None
 
 
+class FieldProblems(ValueError):
+    """A converter's problems inside its field, as (sub-path, message) pairs (e.g. a pool's
+    own `provider:`, whose keys depend on its name)."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in problems))
+        self.problems = problems
+
+
 def path_join(base: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{base}[{key}]"
@@ -245,7 +254,12 @@ def convert(tp: Any, value: Any, path: str, problems: Problems) -> Any:
             where = path
             for key in loc:
                 where = path_join(where, key)
-            problems.add(where, message)
+            inner = (error.get("ctx") or {}).get("error")
+            if isinstance(inner, FieldProblems):  # a converter's problems inside its field
+                for sub, text in inner.problems:
+                    problems.add(path_join(where, sub) if sub else where, text)
+            else:
+                problems.add(where, message)
         return MISSING
 
 

@@ -40,4 +40,11 @@ def run(app: App, out_file: str | None = None) -> None:
         data["access"] = {"ssh_cidrs": list(options.ssh_cidrs), "api_cidrs": list(options.api_cidrs)}
         table.caption = (f"access: SSH from {', '.join(options.ssh_cidrs)} (provider.ssh_cidrs); API 6443 from "
                          f"{', '.join(options.api_cidrs)} and the VPC (provider.api_cidrs)")
+    from ..providers.pools import pool_providers_needs
+    own = pool_providers_needs(spec, state)
+    if own:  # cloud bursting: pools made by another provider, shown apart with what they need
+        data["pool_providers"] = own
+        lines = [f"pool {e['pool']} on {e['provider']}{' (burst pool)' if e['burst'] else ''}: "
+                 + "; ".join(e["needs"]) for e in own]
+        table.caption = "\n".join(([table.caption] if table.caption else []) + lines)
     app.ui.result(data, table)

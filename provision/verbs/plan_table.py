@@ -9,9 +9,13 @@ def plan_table(app: App, result, changes=None):
     """The plan as a table; with `changes` (changes.host_changes), kept hosts show keep, update,
     replace or unknown, and the fields that cause it."""
     changes = changes or {}
-    rows = [["create", h.name, h.pool, h.role, h.address or "", "yes" if h.etcd else "", ""] for h in result.create]
-    rows += [[changes[h.name].action if h.name in changes else "keep", h.name, h.pool, h.role, h.address or "",
-              "yes" if h.etcd else "", changes[h.name].reason if h.name in changes else ""] for h in result.keep]
+    # a pool on a provider of its own (cloud bursting) shows it beside the pool's name
+    where = {p.name: f"{p.name} ({p.provider.name})" for p in app.spec.pools if p.provider is not None}
+    rows = [["create", h.name, where.get(h.pool, h.pool), h.role, h.address or "", "yes" if h.etcd else "", ""]
+            for h in result.create]
+    rows += [[changes[h.name].action if h.name in changes else "keep", h.name, where.get(h.pool, h.pool), h.role,
+              h.address or "", "yes" if h.etcd else "", changes[h.name].reason if h.name in changes else ""]
+             for h in result.keep]
     rows += [["destroy", n, "", "", "", "", ""] for n in result.destroy]
     counts = change_counts(changes)
     title = (f"plan for {app.spec.name}: {len(result.create)} to create, {len(result.keep)} to keep, "

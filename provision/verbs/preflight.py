@@ -10,6 +10,9 @@ def check_provider(spec, workdir=None, log=None, preflight=True):
     """The provider with its spec checks (and, unless `preflight` is False, its checks of this
     machine and account) run; a missing cloud library is a UserError naming it."""
     try:
+        from ..providers.pools import PoolProviders, has_pool_providers
+        if has_pool_providers(spec):  # cloud bursting: every pool's provider is checked too
+            return PoolProviders(spec, workdir, log=log, preflight=preflight)
         return get_provider(spec, workdir, log=log, preflight=preflight)
     except ImportError as err:
         raise UserError(f"provider.name: provider {spec.provider.name} needs the Python module "

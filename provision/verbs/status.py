@@ -57,10 +57,18 @@ def status_tables(ui, spec, report) -> Group:
         host_rows.append([name, host["role"] + ("+etcd" if host["etcd"] else ""), host["address"],
                           host["state"], unit_summary(host["units"]),
                           f"{load['containers']}/{load['cpu']:.2f}/{load['memory']:.2f}" if load else "-"])
-    hosts_table = ui.table(f"cluster {spec.name} ({spec.provider.name})",
-                           ["host", "role", "address", "state", "units", "ctr/cpu/mem"], host_rows,
+    # Pools with a provider of their own (cloud bursting) are shown apart, under their provider.
+    own = {p.name: p.provider.name for p in spec.pools if p.provider is not None}
+    pools = [host.get("pool") for host in report["hosts"].values()]
+    columns = ["host", "role", "address", "state", "units", "ctr/cpu/mem"]
+    hosts_table = ui.table(f"cluster {spec.name} ({spec.provider.name})", columns,
+                           [row for row, pool in zip(host_rows, pools) if pool not in own],
                            ids=("host", "role", "address", "state"))
     parts = [hosts_table]
+    for pool, provider in own.items():
+        kind = "burst pool" if spec.headroom is not None and spec.headroom.burst_pool == pool else "pool"
+        parts.append(ui.table(f"{kind} {pool} ({provider})", columns, [row for row, p in zip(host_rows, pools) if p == pool],
+                              ids=("host", "role", "address", "state")))
     unit_rows = [[name, unit.removesuffix(".service"), doc["state"], doc["reason"] or ""]
                  for name, host in report["hosts"].items()
                  for unit, doc in (host["units"] or {}).items() if doc["state"] != "running"]

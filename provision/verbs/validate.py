@@ -23,7 +23,14 @@ def run(app: App) -> int:
                 app.ui.error(line)
             return 2
         raise
-    app.ui.result({"valid": True, "provider": spec.provider.name},
-                  f"{app.spec_path}: OK (cluster {spec.name}, provider {spec.provider.name}, "
-                  f"{len(spec.pools)} pools)")
+    from ..providers.pools import pool_providers_needs
+    own = pool_providers_needs(spec)
+    text = f"{app.spec_path}: OK (cluster {spec.name}, provider {spec.provider.name}, {len(spec.pools)} pools)"
+    for entry in own:  # cloud bursting: what the other cloud needs, said before anything is made
+        text += f"\npool {entry['pool']} on {entry['provider']}" + (" (burst pool)" if entry["burst"] else "") + ": needs"
+        text += "".join(f"\n  - {need}" for need in entry["needs"])
+    data = {"valid": True, "provider": spec.provider.name}
+    if own:
+        data["pool_providers"] = own
+    app.ui.result(data, text)
     return 0
