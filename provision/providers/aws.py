@@ -121,7 +121,7 @@ class AWSProvider(Provider):
         super().__init__(spec, workdir, log)
         self.backoff = Backoff()
         self._client = None
-        self._network: dict[str, str] | None = None
+        self._network: dict[str, Any] | None = None
         self._image: str | None = None
         self.endpoint = APILoadBalancer(spec.name, self.options.region, self._retry, self._find_or_create, self.log,
                                         tag_list({TAG_CLUSTER: spec.name, TAG_ROLE: "api"}))
@@ -228,7 +228,7 @@ class AWSProvider(Provider):
         self.image()
         self.network()
 
-    def network(self) -> dict[str, str]:
+    def network(self) -> dict[str, Any]:
         if self._network is None:
             vpc = self._ensure_vpc()
             subnets = self._ensure_subnets(vpc)
@@ -432,7 +432,7 @@ class AWSProvider(Provider):
 
     def batches(self, hosts: Sequence[HostPlan], configs: Mapping[str, bytes]) -> list[list[HostPlan]]:
         """Hosts of one pool, zone and config with no fixed address go together (up to MAX_BATCH)."""
-        groups: dict[tuple[str, str], list[HostPlan]] = {}
+        groups: dict[tuple[str, str, int], list[HostPlan]] = {}
         singles: list[list[HostPlan]] = []
         for host in hosts:
             if host.address:

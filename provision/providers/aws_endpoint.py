@@ -57,7 +57,7 @@ class APILoadBalancer:
             raise
         return found[0] if found else None
 
-    def ensure(self, network: Mapping[str, str]) -> dict[str, str]:
+    def ensure(self, network: Mapping[str, Any]) -> dict[str, str]:
         """A Network Load Balancer in every zone's subnet (`network["subnets"]`), TCP 6443 to a
         target group holding every master (TCP health check on 6443); found by name before
         anything is created."""

@@ -9,7 +9,6 @@ providers in one account must not claim each other's hosts).
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -100,7 +99,7 @@ def pool_spec(spec: Spec, pool: str) -> Spec:
     """The spec as the provider of `pool` sees it: the pool's own `provider:` in place of the
     cluster's (the spec itself when the pool has none)."""
     own = spec.pool(pool).provider
-    return spec if own is None else replace(spec, provider=own)
+    return spec if own is None else spec.model_copy(update={"provider": own})
 
 
 def pool_of_name(spec: Spec, host: str) -> str:
