@@ -16,17 +16,17 @@ def run(ctx: RunContext) -> dict:
         ctx.log("wait", f"would wait for {len(hosts) or len(bootstrap.planned_names(ctx))} hosts to answer SSH")
         return {"dry_run": True, "hosts": sorted(hosts)}
     provider = get_provider(ctx.spec, ctx.store.workdir, log=lambda m: ctx.log("wait", m))
-    # Hosts that exist but stopped (killed, machine rebooted) are started, as a console would;
-    # on running hosts, enabled units that stopped or died are started again (running ones are
-    # left alone), so a re-run repairs them.
+    # Hosts that exist but stopped (killed, machine rebooted) are started, as a console would.
+    # On running hosts, enabled units that stopped or died are started again (running ones are
+    # left alone), so a re-run repairs them: on every host with `--verify`, else only on the
+    # hosts a bootstrap phase will act on (new, replaced, changed): a converged host costs
+    # nothing here, so a no-op `up` or an added worker does not grow with the cluster.
+    existing = {r.name: r.state for r in provider.list_hosts() if r.name in hosts and r.state != "unknown"}
     start = getattr(provider, "start_hosts", None)
     if start is not None:
-        existing = {r.name: r.state for r in provider.list_hosts() if r.name in hosts and r.state != "unknown"}
         stopped = sorted(n for n, s in existing.items() if s == "stopped")
         if stopped:
             ctx.log("wait", f"starting {len(stopped)} stopped host(s): {', '.join(stopped)}")
-        if existing:
-            start(sorted(existing))
     # Pin host keys the provider knows (local hosts); others are remembered on first contact.
     known = getattr(provider, "host_public_key", None)
     changed = False
@@ -39,7 +39,16 @@ def run(ctx: RunContext) -> dict:
     if changed:
         ctx.save()
     faults.point(faults.FIRST_WRITE)
-    late = bootstrap.wait_for_ssh({n: bootstrap.ssh_address(h) for n, h in hosts.items()}, SSH_TIMEOUT,
+    if bootstrap.verifying(ctx):
+        targets = dict(hosts)
+    else:
+        acting = set(convergence.hosts_to_bootstrap(ctx.spec, ctx.store, ctx.state, hosts))
+        targets = {n: h for n, h in hosts.items() if n in acting or existing.get(n, "running") != "running"}
+    if start is not None and targets:
+        boot = sorted(n for n in targets if n in existing)
+        if boot:
+            start(boot)
+    late = bootstrap.wait_for_ssh({n: bootstrap.ssh_address(h) for n, h in targets.items()}, SSH_TIMEOUT,
                                   log=lambda m: ctx.ui.debug("wait", m))
     if late:
         raise ActionError(f"wait: no SSH answer after {SSH_TIMEOUT:.0f}s from {', '.join(late)}")
@@ -51,9 +60,10 @@ def run(ctx: RunContext) -> dict:
     failed = sorted(n for n, o in outcomes.items() if o.error)
     if failed:
         raise ActionError(f"wait: cannot log in over SSH as {ctx.spec.ssh.user} on {', '.join(failed)}")
-    ctx.log("wait", f"{len(hosts)} hosts answer SSH; {len(login)} logged into with provision's key"
-                    + (" (the others did at their last convergence)" if len(login) < len(hosts) else ""))
+    ctx.log("wait", f"{len(targets)} of {len(hosts)} hosts checked and answer SSH; {len(login)} logged into with "
+                    "provision's key" + (" (the others converged as state records; `up --verify` checks every host)"
+                                         if len(targets) < len(hosts) else ""))
     # Every host has run its first boot: configs a provider served for it are no longer needed.
     if provider.forget_served_configs():
         ctx.log("wait", "deleted the configs served to booted hosts")
-    return {"hosts": sorted(hosts), "logged_in": sorted(login)}
+    return {"hosts": sorted(hosts), "checked": sorted(targets), "logged_in": sorted(login)}
