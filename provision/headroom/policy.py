@@ -427,7 +427,8 @@ def choose_removals(s: Settings, candidates: Sequence[HostLoad], count: int) -> 
         return (), ()
     empty = [h.name for h in candidates if h.containers == 0][:count]
     chosen = tuple(empty) if empty else (candidates[0].name,)
-    return chosen, tuple(h.name for h in candidates if h.name not in chosen)
+    taken = set(chosen)  # a set: thousands of empty hosts made this quadratic (P5, issue 11)
+    return chosen, tuple(h.name for h in candidates if h.name not in taken)
 
 
 def window_values(wanted: Sequence[tuple[float, int]], now: float, window: float) -> list[int] | None:
