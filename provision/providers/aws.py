@@ -384,7 +384,9 @@ class AWSProvider(Provider):
                                       TagSpecifications=self._tag_spec("vpc"))["Vpc"]["VpcId"]
             return vpc
         vpc = self._find_or_create("VPC", find, create)
-        self._call("modify_vpc_attribute", VpcId=vpc, EnableDnsHostnames={"Value": True})
+        # Read first: a no-op `up` makes no mutating call (EC2 meters those in a small bucket).
+        if not self._call("describe_vpc_attribute", VpcId=vpc, Attribute="enableDnsHostnames")["EnableDnsHostnames"]["Value"]:
+            self._call("modify_vpc_attribute", VpcId=vpc, EnableDnsHostnames={"Value": True})
         self._ensure_internet_route(vpc)
         return vpc
 
@@ -424,7 +426,8 @@ class AWSProvider(Provider):
             return self.ec2.create_subnet(VpcId=vpc, CidrBlock=self.options.subnet_cidr, AvailabilityZone=zone,
                                           TagSpecifications=self._tag_spec("subnet"))["Subnet"]["SubnetId"]
         subnet = self._find_or_create("subnet", find, create)
-        self._call("modify_subnet_attribute", SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
+        if not self._call("describe_subnets", SubnetIds=[subnet])["Subnets"][0].get("MapPublicIpOnLaunch"):
+            self._call("modify_subnet_attribute", SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
         return subnet
 
     def _ensure_security_groups(self, vpc: str) -> dict[str, str]:
