@@ -8,6 +8,8 @@ from .. import faults
 from . import RunContext
 
 SSH_TIMEOUT = 120.0
+# Unit states of a host that needs nothing started (what `status` counts as fine).
+UNITS_FINE = ("running", "exited", "activating", "auto-restart", "skipped")
 
 
 def run(ctx: RunContext) -> dict:
@@ -43,7 +45,12 @@ def run(ctx: RunContext) -> dict:
         targets = dict(hosts)
     else:
         acting = set(convergence.hosts_to_bootstrap(ctx.spec, ctx.store, ctx.state, hosts))
-        targets = {n: h for n, h in hosts.items() if n in acting or existing.get(n, "running") != "running"}
+        # A provider that reports unit states without SSH (local) shows a stopped unit on a
+        # converged host, as `status` does: that host is started again too.
+        units = getattr(provider, "unit_states", None)
+        targets = {n: h for n, h in hosts.items() if n in acting or existing.get(n, "running") != "running"
+                   or (units is not None and n in existing
+                       and any(d.get("state") not in UNITS_FINE for d in units(n).values()))}
     if start is not None and targets:
         boot = sorted(n for n in targets if n in existing)
         if boot:
