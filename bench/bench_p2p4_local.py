@@ -131,6 +131,8 @@ def run() -> dict:
                 ratios[f"{step} cpu {large}/{small} hosts"] = round(CPU[f"{large}_{step}"] / CPU[f"{small}_{step}"], 2)
     for step, seconds in sorted(PHASES.items()):  # where the time of a no-op goes, per phase
         slow = sorted(seconds.items(), key=lambda kv: -kv[1])[:4]
+        if not slow:  # the verb reports no per-phase seconds (scale)
+            continue
         figures[f"{step} slowest phases (s)"] = ", ".join(f"{k} {v:.1f}" for k, v in slow)
     return {"name": title, "figures": figures, "ratios": ratios}
 
