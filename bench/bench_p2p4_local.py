@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -26,15 +27,20 @@ SIZES = [int(s) for s in os.environ.get("BENCH_LOCAL_SIZES", "3,21").split(",") 
 
 
 PHASES: dict[str, dict[str, float]] = {}  # "<hosts>_<step>" -> seconds per phase (from -o json)
+CPU: dict[str, float] = {}  # "<hosts>_<step>" -> CPU seconds of provision and what it started
 
 
 def provision(*args, step: str | None = None) -> float:
     """Seconds `provision ARGS` took (its phases' own seconds kept under `step`); raises on
     failure (with its last error lines)."""
     start = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([sys.executable, "-m", "provision", *map(str, args), "-o", "json"], capture_output=True,
                           text=True, cwd=REPO, timeout=1800)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if step:
+        CPU[step] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"provision {' '.join(map(str, args[:2]))} failed: {proc.stderr[-2000:]}")
     if step:
@@ -78,7 +84,7 @@ def measure(hosts: int) -> dict[str, float]:
         out["noop_up"] = provision("up", spec, "--yes", *common, step=f"{hosts}_noop_up")
         out["noop_up_baseline"] = provision("up", spec, "--yes", "--verify", *common)
         workers = hosts - 1
-        out["add_1"] = provision("scale", spec, "workers", workers + 1, "--yes", *common)
+        out["add_1"] = provision("scale", spec, "workers", workers + 1, "--yes", *common, step=f"{hosts}_add_1")
         provision("scale", spec, "workers", workers, "--yes", *common)
         drop_records(state_dir, name)
         out["add_1_baseline"] = provision("scale", spec, "workers", workers + 1, "--yes", *common)
@@ -114,8 +120,19 @@ def run() -> dict:
     for n, r in results.items():
         ratios[f"add_1 baseline/targeted at {n} hosts"] = round(r["add_1_baseline"] / r["add_1"], 2)
         ratios[f"noop_up baseline/targeted at {n} hosts"] = round(r["noop_up_baseline"] / r["noop_up"], 2)
+    # CPU seconds of provision itself: the local provider's hosts are processes on this machine,
+    # so a larger cluster (and other users) slow the wall clock of the same work; CPU seconds
+    # show what provision's own work costs.
+    for step, cpu in sorted(CPU.items()):
+        figures[f"{step} cpu_s"] = round(cpu, 2)
+    if large != small:
+        for step in ("noop_up", "add_1"):
+            if f"{small}_{step}" in CPU and f"{large}_{step}" in CPU:
+                ratios[f"{step} cpu {large}/{small} hosts"] = round(CPU[f"{large}_{step}"] / CPU[f"{small}_{step}"], 2)
     for step, seconds in sorted(PHASES.items()):  # where the time of a no-op goes, per phase
         slow = sorted(seconds.items(), key=lambda kv: -kv[1])[:4]
+        if not slow:  # the verb reports no per-phase seconds (scale)
+            continue
         figures[f"{step} slowest phases (s)"] = ", ".join(f"{k} {v:.1f}" for k, v in slow)
     return {"name": title, "figures": figures, "ratios": ratios}
 

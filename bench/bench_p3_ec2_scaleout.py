@@ -82,8 +82,12 @@ def run() -> dict:
         provider.prepare()  # shared resources (network, key) are not what is measured
         workers = [h for h in plan(spec, {}).create if h.role == "worker"]
         config = b'{"ignition":{"version":"3.3.0"}}'
-        provider_calls = record_calls(provider.ec2, lambda: provider.create_hosts(workers, {h.name: config for h in workers}))
+        # every client the provider calls EC2 through (creating calls go through a single-attempt one)
+        clients = (provider.ec2, provider._single_attempt_client("ec2"))
+        provider_calls = record_calls(clients, lambda: provider.create_hosts(workers, {h.name: config for h in workers}))
         batches = len(provider.batches(workers, {h.name: config for h in workers}))
+        # P4 on moto: what a no-op `up` asks the cloud about its hosts (one listing of them all)
+        listing_calls = record_calls(clients, provider.list_hosts)
 
         # Baseline: the pool in one RunInstances, then one CreateTags per host (its Name), 10 at once.
         client = boto3.client("ec2", region_name="us-east-1")
@@ -109,6 +113,9 @@ def run() -> dict:
             "provider_batches": batches,
             "provider_mutating_calls_per_pool_and_batch": round(len(provider_mutating) / max(1, batches), 2),
             "provider_read_calls": len(provider_calls) - len(provider_mutating),
+            f"P4 no-op listing of {WORKERS + 1} hosts: calls (goal 1 page per 1,000; 0 mutating)":
+                f"{len(listing_calls)} ({', '.join(sorted({c[0] for c in listing_calls}))}); "
+                f"{sum(1 for c in listing_calls if mutating(c[0]))} mutating",
             "provider_ec2_model_seconds": round(provider_model, 2),
             "baseline_mutating_calls (1 per host, 10 parallel)": len(baseline_mutating),
             "baseline_ec2_model_seconds": round(baseline_model, 2),
@@ -125,7 +132,8 @@ def run() -> dict:
 
 
 def record_calls(client, action) -> list[tuple[str, int, float]]:
-    """Run `action`; the EC2 calls `client` made: (operation, bucket tokens, seconds)."""
+    """Run `action`; the EC2 calls `client` (one, or a tuple of clients) made: (operation, bucket
+    tokens, seconds)."""
     import threading
     calls: list[tuple[str, int, float]] = []
     local = threading.local()
@@ -139,13 +147,16 @@ def record_calls(client, action) -> list[tuple[str, int, float]]:
         operation, tokens, start = local.started
         calls.append((operation, tokens, time.perf_counter() - start))
 
-    client.meta.events.register("before-call.ec2.*", before)
-    client.meta.events.register("after-call.ec2.*", after)
+    clients = client if isinstance(client, tuple) else (client,)
+    for one in clients:
+        one.meta.events.register("before-call.ec2.*", before)
+        one.meta.events.register("after-call.ec2.*", after)
     try:
         action()
     finally:
-        client.meta.events.unregister("before-call.ec2.*", before)
-        client.meta.events.unregister("after-call.ec2.*", after)
+        for one in clients:
+            one.meta.events.unregister("before-call.ec2.*", before)
+            one.meta.events.unregister("after-call.ec2.*", after)
     return calls
 
 

@@ -42,6 +42,7 @@ def run() -> dict:
         spec = _spec("bench", WORKERS)
         provider = AWSProvider(spec)
         provider.ec2.meta.events.register("before-call.ec2.*", count)
+        provider._single_attempt_client("ec2").meta.events.register("before-call.ec2.*", count)  # creating calls
         provider.prepare()  # shared resources are not what is measured
         workers = [h for h in plan(spec, {}).create if h.role == "worker"]
         config = b'{"ignition":{"version":"3.3.0"}}'

@@ -118,3 +118,30 @@ def never_converged(state: Mapping[str, Any], hosts: Mapping[str, Mapping[str, A
                              for r in phases.values()):
             out.append(name)
     return out
+
+
+def bootstrap_phases(spec, host: Mapping[str, Any]) -> list[str]:
+    """The bootstrap phases whose roles run on `host` (the hosts each phase module selects)."""
+    role = host.get("role")
+    phases = ["etcd"] if host.get("etcd") else []
+    if role in ("master", "worker"):
+        phases.append("flannel")
+    if spec.fleet.enabled:
+        phases.append("fleet")
+    if role == "master":
+        phases.append("masters")
+    elif role == "worker":
+        phases.append("workers")
+    return phases
+
+
+def hosts_to_bootstrap(spec, store, state: Mapping[str, Any], hosts: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Hosts on which some bootstrap phase will run its roles: a phase of the host has no
+    record or one that differs from what it would record now (new, replaced, changed), or the
+    host's SSH login is not proven. The `wait` phase checks these and leaves the others alone."""
+    wanted = wanted_records(spec, store, hosts)
+    out = set(never_converged(state, hosts))
+    for name, host in hosts.items():
+        if any(recorded(state, name, phase) != wanted[name] for phase in bootstrap_phases(spec, host)):
+            out.add(name)
+    return sorted(out)

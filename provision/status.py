@@ -116,8 +116,39 @@ def cluster_status(spec: Any, store: Any, state: Mapping[str, Any], provider: An
     endpoint = api_endpoint_status(spec, state, provider)
     failed_units = sorted(f"{n}: {u}" for n, h in hosts.items() for u, d in (h["units"] or {}).items()
                           if d["state"] not in UNIT_OK + ("skipped",))
+    for name, entry in convergence_report(spec, store, state, hosts).items():
+        hosts[name]["convergence"] = entry
     return {"cluster": spec.name, "provider": spec.provider.name, "hosts": hosts, **compare(recorded, listed),
             "etcd": etcd, "loads": loads, "headroom": headroom_figures(spec, recorded, loads),
             "artifacts": notes, "failed_units": failed_units, "api_endpoint": endpoint,
+            "drifted": sorted(n for n, h in hosts.items() if h.get("convergence", {}).get("state") == "drifted"),
             "healthy": bool(recorded) and etcd["healthy"] and not failed_units and endpoint["found"]
             and all(h["state"] == "running" for h in hosts.values())}
+
+
+def convergence_report(spec: Any, store: Any, state: Mapping[str, Any],
+                       hosts: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per host, what its convergence records say against what is seen now (no SSH):
+
+    - `converged`: every bootstrap phase of the host recorded what it would record now;
+    - `stale`: some phase has no record or a different one (`phases`): the next `up` runs them;
+    - `drifted`: recorded as converged, but a unit is not running (stopped, failed, died):
+      the record no longer holds; `up` starts the unit again, `up --verify` re-checks all.
+    A file changed by hand is seen only by running the roles: `up --verify` (or `--dry-run`).
+    """
+    from . import bootstrap, convergence
+    live = bootstrap.cluster_hosts(state)
+    wanted = convergence.wanted_records(spec, store, live)
+    out: dict[str, dict[str, Any]] = {}
+    for name, host in live.items():
+        phases = [p for p in convergence.bootstrap_phases(spec, host)
+                  if convergence.recorded(state, name, p) != wanted[name]]
+        down = sorted(u for u, d in ((hosts.get(name) or {}).get("units") or {}).items()
+                      if d["state"] not in UNIT_OK + ("skipped",))
+        if phases:
+            out[name] = {"state": "stale", "phases": phases}
+        elif down:
+            out[name] = {"state": "drifted", "units": down}
+        else:
+            out[name] = {"state": "converged"}
+    return out

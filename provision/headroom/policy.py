@@ -462,7 +462,8 @@ def choose_removals(s: Settings, candidates: Sequence[HostLoad], count: int) -> 
         candidates = first_pool + [h for h in candidates if h.pool != s.burst_pool]
     empty = [h.name for h in first_pool if h.containers == 0][:count]
     chosen = tuple(empty) if empty else (first_pool[0].name,)
-    return chosen, tuple(h.name for h in candidates if h.name not in chosen)
+    taken = set(chosen)  # a set: thousands of empty hosts made this quadratic (P5, issue 11)
+    return chosen, tuple(h.name for h in candidates if h.name not in taken)
 
 
 def window_values(wanted: Sequence[tuple[float, int]], now: float, window: float) -> list[int] | None:

@@ -8,9 +8,13 @@ any (re)try the cloud is asked whether the batch already exists, so a retried or
 makes a second host. Hosts are listed with one filtered, paginated DescribeInstances.
 
 Credentials come from the standard AWS chain; `AWS_ENDPOINT_URL` (and `AWS_ENDPOINT_URL_EC2`)
-point boto3 at another endpoint. botocore's own retries are off: throttling and 5xx answers are
-retried here with backoff and jitter (`provision.providers.retry`) so that every retry of a
-creating call first checks what exists.
+point boto3 at another endpoint. Every client (EC2, ELBv2, S3) runs botocore's `adaptive` retry
+mode: throttling, 5xx answers and dropped connections are retried by botocore, and its
+client-side token bucket slows the calls down to the rate the service answers without
+throttling (EC2 meters mutating calls in a bucket of 50 that refills at 5 a second). The one
+exception is a creating call that is not idempotent by itself (no token EC2 dedupes, or an
+endpoint that ignores it): botocore makes it once, and `_look_first` retries it after looking
+whether the first try made the resource after all, so a lost answer never makes two.
 """
 from __future__ import annotations
 
@@ -38,6 +42,8 @@ MAX_BATCH = 1000
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 STATE_MAP = {"pending": "pending", "running": "running", "stopping": "stopped", "stopped": "stopped",
              "shutting-down": "terminated", "terminated": "terminated"}
+# botocore's retry attempts per call (the first included), in its `adaptive` mode.
+AWS_MAX_ATTEMPTS = 8
 THROTTLING_CODES = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestThrottled",
                     "TooManyRequestsException", "SlowDown", "EC2ThrottledException",
                     "ServiceUnavailable", "Unavailable", "InternalError", "InternalFailure"}
@@ -86,6 +92,14 @@ def aws_retryable(err: BaseException) -> str | None:
     return None
 
 
+def client_config(max_attempts: int = AWS_MAX_ATTEMPTS, **extra: Any):
+    """The botocore config of every client: `adaptive` retries (standard retries plus a token
+    bucket that paces calls to the rate the service accepts), `max_attempts` tries a call."""
+    from botocore.config import Config
+    return Config(retries={"mode": "adaptive", "total_max_attempts": max_attempts},
+                  user_agent_extra="provision", **extra)
+
+
 def tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
 
@@ -119,34 +133,83 @@ class AWSProvider(Provider):
 
     def __init__(self, spec, workdir=None, log=None):
         super().__init__(spec, workdir, log)
-        self.backoff = Backoff()
+        self.backoff = Backoff()  # only for `_look_first`: botocore retries every other call
+        self.max_attempts = AWS_MAX_ATTEMPTS
+        self._looking_first = False
+        self._single_attempt: dict[str, Any] = {}
         self._client = None
+        self._elbv2: Any = None
         self._network: dict[str, Any] | None = None
         self._image: str | None = None
         self.endpoint = APILoadBalancer(spec.name, self.options.region, self._retry, self._find_or_create, self.log,
                                         tag_list({TAG_CLUSTER: spec.name, TAG_ROLE: "api"}))
+        self.endpoint.client = self._elbv2_client  # adaptive retries, single-attempt while looking first
         self.configs = S3ConfigServer(spec.name, self.options.region, self._retry, self.log,
                                       tag_list({TAG_CLUSTER: spec.name}))
 
     # -- plumbing ----------------------------------------------------------------------------
     @property
     def ec2(self):
+        if self._looking_first:
+            return self._single_attempt_client("ec2")
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-            # total_max_attempts=1: botocore must not retry behind our back (see module doc).
-            config = Config(retries={"total_max_attempts": 1, "mode": "standard"},
-                            user_agent_extra="provision", connect_timeout=10, read_timeout=60)
-            self._client = boto3.session.Session().client("ec2", region_name=self.options.region,
-                                                          config=config)
+            self._client = self._make_client("ec2", self.max_attempts)
         return self._client
 
+    def _make_client(self, service: str, attempts: int):
+        import boto3
+        client = boto3.session.Session().client(service, region_name=self.options.region,
+                                                config=client_config(attempts, connect_timeout=10, read_timeout=60))
+        client.meta.events.register("needs-retry", self._log_retry)
+        return client
+
+    def _elbv2_client(self) -> Any:
+        """The ELBv2 client the API load balancer uses (single-attempt while looking first)."""
+        if self._looking_first:
+            return self._single_attempt_client("elbv2")
+        if self._elbv2 is None:
+            self._elbv2 = self._make_client("elbv2", self.max_attempts)
+        return self._elbv2
+
+    def _single_attempt_client(self, service: str):
+        if service not in self._single_attempt:
+            self._single_attempt[service] = self._make_client(service, 1)
+        return self._single_attempt[service]
+
+    def _log_retry(self, response=None, attempts: int = 0, caught_exception=None, operation=None, **_: Any) -> None:
+        """Say when botocore is about to retry a call (it decides; this only reports)."""
+        if attempts >= self.max_attempts or self._looking_first:
+            return
+        reason = None
+        if caught_exception is not None:
+            reason = aws_retryable(caught_exception)
+        elif response is not None:
+            http, parsed = response
+            code = (parsed or {}).get("Error", {}).get("Code", "")
+            if code in THROTTLING_CODES or http.status_code == 429:
+                reason = f"throttled ({code or http.status_code})"
+            elif http.status_code >= 500 and http.status_code != 501:
+                reason = f"server error {http.status_code} ({code})"
+        if reason:
+            name = getattr(operation, "name", "call")
+            self.log(f"aws {name}: {reason}; botocore retries (attempt {attempts + 1}/{self.max_attempts}, adaptive)")
+
+    def _look_first(self, attempt: Callable[[], Any], what: str) -> Any:
+        """A creating call botocore must not repeat blindly: `attempt` looks for what an earlier
+        try made before it creates; each try's calls are made once, and a throttled or lost one
+        is tried again here with backoff."""
+        self._looking_first = True
+        try:
+            return self._retry(lambda: call_with_retry(attempt, retryable=aws_retryable, what=f"aws {what}",
+                                                       log=self.log, backoff=self.backoff), what)
+        finally:
+            self._looking_first = False
+
     def _retry(self, call: Callable[[], Any], what: str) -> Any:
-        """Run `call` with backoff on throttling/5xx; other errors become ActionError."""
+        """Run `call` (botocore retries its calls); errors become ActionError."""
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
         try:
-            return call_with_retry(call, retryable=aws_retryable, what=f"aws {what}", log=self.log,
-                                   backoff=self.backoff)
+            return call()
         except NoCredentialsError:
             raise ActionError("aws: no credentials found in the standard AWS chain (AWS_ACCESS_KEY_ID/"
                               "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws, instance role)") from None
@@ -247,7 +310,7 @@ class AWSProvider(Provider):
                 return found
             self.log(f"creating {what}")
             return create()
-        return self._retry(attempt, f"create {what}")
+        return self._look_first(attempt, f"create {what}")
 
     def _ensure_vpc(self) -> str:
         def find():
@@ -259,7 +322,9 @@ class AWSProvider(Provider):
                                       TagSpecifications=self._tag_spec("vpc"))["Vpc"]["VpcId"]
             return vpc
         vpc = self._find_or_create("VPC", find, create)
-        self._call("modify_vpc_attribute", VpcId=vpc, EnableDnsHostnames={"Value": True})
+        # Read first: a no-op `up` makes no mutating call (EC2 meters those in a small bucket).
+        if not self._call("describe_vpc_attribute", VpcId=vpc, Attribute="enableDnsHostnames")["EnableDnsHostnames"]["Value"]:
+            self._call("modify_vpc_attribute", VpcId=vpc, EnableDnsHostnames={"Value": True})
         self._ensure_internet_route(vpc)
         return vpc
 
@@ -306,8 +371,9 @@ class AWSProvider(Provider):
         else:
             zones = self.zones()
             subnets = [self._ensure_subnet(vpc, slot, cidr, zones[slot]) for slot, cidr in enumerate(cidrs)]
-        for subnet in sorted(set(subnets)):
-            self._call("modify_subnet_attribute", SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
+        for subnet in sorted(set(subnets)):  # read first: a no-op `up` makes no mutating call
+            if not self._call("describe_subnets", SubnetIds=[subnet])["Subnets"][0].get("MapPublicIpOnLaunch"):
+                self._call("modify_subnet_attribute", SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
         return subnets
 
     def _ensure_subnet(self, vpc: str, slot: int, cidr: str, zone: str) -> str:
@@ -516,7 +582,7 @@ class AWSProvider(Provider):
                 instances = self.ec2.run_instances(**params)["Instances"]
             return instances
         self.log(f"RunInstances: {len(batch)} x {pool.name} ({params['InstanceType']})")
-        instances = self._retry(attempt, "RunInstances")
+        instances = self._look_first(attempt, "RunInstances")
         launched = sorted(instances, key=lambda i: i.get("AmiLaunchIndex", 0))
         # Host names inside a batch come from its indices tag and each launch index
         # (`_record`), so a batch costs one mutating call however many hosts it holds: EC2's

@@ -35,8 +35,9 @@ class S3ConfigServer:
             import boto3
             from botocore.config import Config
             custom = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-            config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, signature_version="s3v4",
-                            s3={"addressing_style": "path" if custom else "virtual"})
+            # botocore's adaptive retries (retries plus client-side pacing), as every AWS client
+            config = Config(retries={"total_max_attempts": 8, "mode": "adaptive"}, signature_version="s3v4",
+                            s3={"addressing_style": "path" if custom else "virtual"}, user_agent_extra="provision")
             # The bucket's regional endpoint: the global one answers new buckets outside us-east-1
             # with a redirect, after which a pre-signed URL's signature no longer matches.
             regional = None if custom else f"https://s3.{self.region}.amazonaws.com"
@@ -48,8 +49,10 @@ class S3ConfigServer:
         """provision-<cluster>-<account id>: unique per account, found again on every run."""
         if self._bucket is None:
             import boto3
+            from botocore.config import Config
+            config = Config(retries={"total_max_attempts": 8, "mode": "adaptive"})
             account = self.retry(lambda: boto3.session.Session().client(
-                "sts", region_name=self.region).get_caller_identity()["Account"], "GetCallerIdentity")
+                "sts", region_name=self.region, config=config).get_caller_identity()["Account"], "GetCallerIdentity")
             self._bucket = f"provision-{self.cluster}-{account}"[:63]
         return self._bucket
 

@@ -27,9 +27,12 @@ class APILoadBalancer:
         self.log = log
         self.tags = tags
         self._elbv2: Any = None
+        self.client: Callable[[], Any] | None = None  # the provider's own client factory, when it has one
 
     @property
     def elbv2(self) -> Any:
+        if self.client is not None:
+            return self.client()
         if self._elbv2 is None:
             import boto3
             from botocore.config import Config

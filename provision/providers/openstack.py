@@ -10,6 +10,13 @@ Servers are created one per host (Nova's multi-create names servers from a templ
 would lose the host identity); before every (re)try the host's name is looked up, so a lost
 answer never makes a second server.
 
+Throttling (429) and 503 answers are retried by keystoneauth, under openstacksdk's retry
+settings (`OPENSTACK_RETRIES`: `status_code_retries` with `retriable_status_codes`, its own
+exponential delay): an answer means the cloud refused the request, so repeating it is safe. A
+dropped connection or another 5xx may follow a request the cloud carried out, and the SDK cannot
+tell: those stay with `_retry`, whose tries look before they create (keystoneauth's
+`connect_retries` is 0 for that reason).
+
 Shared resources are made in `prepare` (network layer, security group, key pair) and removed by
 `teardown` in the reverse order, each step its own method so that more (a load balancer) can be
 slotted in.
@@ -44,13 +51,20 @@ IN_USE_TIMEOUT = 120.0  # seconds a Neutron "in use" (409) is retried while port
 WAIT_POLL_CAP = 10.0
 
 
+# openstacksdk's retry settings (passed to openstack.connect; they reach every service's
+# keystoneauth adapter): refused answers are repeated by keystoneauth, connections never.
+# openstacksdk's defaults give Glance its own count (image_status_code_retries: 5), so it is named too.
+OPENSTACK_RETRIES = {"status_code_retries": 7, "image_status_code_retries": 7, "retriable_status_codes": [429, 503],
+                     "connect_retries": 0}
+
+
 def openstack_retryable(err: BaseException) -> str | None:
     from keystoneauth1 import exceptions as ks
     from openstack import exceptions as os_exc
     if isinstance(err, os_exc.HttpException):
         status = err.status_code or 0
-        if status == 429:
-            return "throttled (429)"
+        if status in OPENSTACK_RETRIES["retriable_status_codes"]:
+            return None  # keystoneauth tried it OPENSTACK_RETRIES times already
         if status >= 500:
             return f"server error {status}"
         return None
@@ -172,7 +186,8 @@ class OpenStackProvider(Provider):
             from openstack import exceptions as os_exc
             try:
                 cloud = self.options.cloud
-                self._conn = openstack.connect(cloud=cloud) if cloud else openstack.connect()
+                self._conn = (openstack.connect(cloud=cloud, **OPENSTACK_RETRIES) if cloud
+                              else openstack.connect(**OPENSTACK_RETRIES))
             except os_exc.ConfigException as err:
                 raise UserError(f"provider.cloud: {err}") from None
         return self._conn

@@ -14,6 +14,7 @@ templates mark those files `secret: true`; they are kept apart in `Rendered.secr
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,10 +68,33 @@ class Rendered:
         return self.secrets[self.index["hosts"][host]["config"]]
 
 
+class _BytecodeCache(jinja2.FileSystemBytecodeCache):
+    """jinja2's compiled-template cache, in its private per-user temporary directory (0700,
+    owner checked); an entry is used only while its template's source checksum matches. One
+    that cannot be written costs only the compile again."""
+
+    def dump_bytecode(self, bucket: Any) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError:
+            pass
+
+
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    # Compiling the role templates was a third of a cold render (P1, issue 11): like Python's
+    # own __pycache__, compiled templates are kept between runs.
+    try:
+        return _BytecodeCache(pattern="provision-%s.cache")
+    except (OSError, RuntimeError):  # no safe temporary directory: compile every run
+        return None
+
+
+@functools.cache
 def _environment() -> jinja2.Environment:
+    """One environment per process, so templates are compiled (or loaded) once."""
     loader = jinja2.FileSystemLoader([str(data_dir("templates")), str(data_dir("ignition"))])
     return jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                              autoescape=False)
+                              autoescape=False, bytecode_cache=_bytecode_cache())
 
 
 def config_file_name(spec: Any, role: str, pool: str, host: str | None) -> str:

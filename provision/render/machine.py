@@ -55,9 +55,14 @@ class Machine:
         self.units[u.name] = u
 
 
+# libyaml's safe loader when PyYAML was built with it: the role templates render to thousands of
+# lines per machine and the pure-Python parser was most of a render (P1, issue 11).
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def parse_items(text: str, where: str) -> list[dict[str, Any]]:
     try:
-        items = yaml.safe_load(text) or []
+        items = yaml.load(text, Loader=_SAFE_LOADER) or []
     except yaml.YAMLError as err:
         raise ActionError(f"render: role template {where} is not valid YAML after rendering: {err}") from None
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):

@@ -30,7 +30,7 @@ def run(app: App) -> int:
     report = cluster_status(spec, store, state, provider)
     healthy = bool(report["healthy"])
     data = report if healthy else {**report, "exit_code": 1, "errors": unhealthy_reasons(spec, report)}
-    ui.result(data, status_tables(ui, spec, report), ok=healthy)
+    ui.result(data, status_tables(ui, spec, report, command=app.command), ok=healthy)
     return 0 if healthy else 1
 
 
@@ -47,8 +47,10 @@ def unhealthy_reasons(spec, report) -> list[str]:
     return reasons or [f"cluster {spec.name} is not healthy"]
 
 
-def status_tables(ui, spec, report) -> Group:
-    """The status report as tables for people (identifiers never cut)."""
+def status_tables(ui, spec, report, command=None) -> Group:
+    """The status report as tables for people (identifiers never cut). `command(*words,
+    extra=...)` makes the complete commands of hints (the CLI's, with the user's spec path)."""
+    command = command or (lambda *words, extra=(): " ".join(("provision", *words, "SPEC", *extra)))
     etcd = report["etcd"]
     loads = report["loads"] or {}
     host_rows = []
@@ -100,6 +102,14 @@ def status_tables(ui, spec, report) -> Group:
                      "API load balancer: MISSING (run `provision up` to make it again)")
     else:
         extra.append(f"API: workers use the node-local proxy on {endpoint['address']}")
+    for name in report.get("drifted") or []:
+        units = ", ".join(report["hosts"][name]["convergence"]["units"])
+        extra.append(f"drifted since it converged: {name} ({units} not running); repair with: "
+                     f"{command('up', extra=('--yes', '--verify'))}")
+    stale = sorted(n for n, h in report["hosts"].items() if (h.get("convergence") or {}).get("state") == "stale")
+    if stale:
+        extra.append(f"not converged as recorded: {', '.join(stale)}; bootstrap them with: "
+                     f"{command('up', extra=('--yes',))}")
     for name, note in sorted(report["artifacts"].items()):
         extra.append(f"artifact {name}: this machine's {note}")
     if extra:

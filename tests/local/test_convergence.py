@@ -128,3 +128,40 @@ def test_drift_on_a_converged_host_is_left_by_up_and_repaired_by_verify(cluster)
     changed = {n for n, r in verified["results"]["workers"]["hosts"].items() if r["changed"]}
     assert changed == {worker}
     assert kubelet_dir.is_dir()
+
+
+def test_a_stopped_unit_and_a_mode_changed_by_hand_are_reported_by_status_and_repaired_by_verify(cluster):
+    """Drift on a converged worker: its host agent stopped and kubelet's directory opened up by
+    hand (mode 755, the role wants 700). `status` reports the host as drifted (its record says
+    converged, the unit says otherwise; exit 1); `up --verify` starts the unit again and the
+    workers role puts the mode back on that host only; then `status` is healthy again."""
+    import os
+    from provision.providers import get_provider
+    from provision.providers.local import AGENT_UNIT
+    from provision.spec import load_spec
+    worker = names(cluster, "worker")[0]
+    provider = get_provider(load_spec(cluster["spec"]), cluster["workdir"])
+    kubelet_dir = provider.host_root(worker) / "var" / "lib" / "kubelet"
+    assert provider.stop_unit(worker, AGENT_UNIT), "the host agent was not running"
+    kubelet_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(kubelet_dir, 0o755)
+
+    proc = provision("status", cluster["spec"], "--state-dir", cluster["state_dir"], "-o", "json")
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1, proc.stderr
+    assert report["drifted"] == [worker]
+    assert report["hosts"][worker]["convergence"] == {"state": "drifted", "units": [AGENT_UNIT]}
+    assert all(h["convergence"]["state"] == "converged" for n, h in report["hosts"].items() if n != worker)
+    assert any(AGENT_UNIT in line for line in report["errors"])
+    text = provision("status", cluster["spec"], "--state-dir", cluster["state_dir"])
+    assert f"drifted since it converged: {worker}" in text.stdout and "--verify" in text.stdout
+
+    verified = run(cluster, "up", "--yes", "--verify")
+    changed = {n for n, r in verified["results"]["workers"]["hosts"].items() if r["changed"]}
+    assert changed == {worker}
+    assert kubelet_dir.stat().st_mode & 0o777 == 0o700
+    assert provider.unit_states(worker)[AGENT_UNIT]["state"] == "running"
+
+    after = provision("status", cluster["spec"], "--state-dir", cluster["state_dir"], "-o", "json")
+    assert after.returncode == 0, after.stdout
+    assert {h["convergence"]["state"] for h in json.loads(after.stdout)["hosts"].values()} == {"converged"}

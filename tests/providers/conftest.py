@@ -125,6 +125,8 @@ def fast_backoff(provider):
     """Keep retries in tests quick (the schedule itself is tested in test_retry)."""
     from provision.providers.retry import Backoff
     provider.backoff = Backoff(attempts=6, base=0.01, cap=0.05)
+    if hasattr(provider, "max_attempts"):  # botocore's own retries (aws): fewer tries, its own schedule
+        provider.max_attempts = 3
     return provider
 
 

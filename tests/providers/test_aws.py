@@ -98,13 +98,18 @@ def test_throttling_is_retried_with_backoff(ec2_proxy):
     logs = []
     provider = fast_backoff(AWSProvider(spec, log=logs.append))
     hosts = plan(spec, {}).create
+    provider.prepare()
     ec2_proxy.inject("RunInstances", "throttle", "throttle")
     ec2_proxy.inject("DescribeInstances", "throttle")
     records = provider.create_hosts(hosts, configs_for(hosts))
     assert sorted(r.name for r in records) == sorted(h.name for h in hosts)
     assert sum("throttled (RequestLimitExceeded)" in line for line in logs) >= 3
+    ec2_proxy.reset_counts()
+    ec2_proxy.inject("DescribeInstances", "throttle")  # a plain listing: botocore retries it
     live = provider.list_hosts()
     assert len(live) == len(hosts)
+    assert ec2_proxy.calls["DescribeInstances"] == 2
+    assert any("DescribeInstances: throttled (RequestLimitExceeded); botocore retries" in line for line in logs)
 
 
 def test_other_errors_stop_with_a_clear_message(ec2_proxy):
@@ -124,7 +129,21 @@ def test_retries_give_up_after_the_budget(ec2_proxy):
     ec2_proxy.inject("DescribeInstances", *["throttle"] * 10)
     with pytest.raises(ActionError, match="RequestLimitExceeded"):
         provider.list_hosts()
-    assert ec2_proxy.calls["DescribeInstances"] == provider.backoff.attempts
+    assert ec2_proxy.calls["DescribeInstances"] == provider.max_attempts
+
+
+def test_every_client_uses_botocores_adaptive_retry_mode(ec2_proxy):
+    """Retries and pacing come from botocore: `adaptive` mode (standard retries plus its
+    client-side token bucket) on the EC2, ELBv2 and S3 clients, with the provider's budget;
+    the creating calls that look first are made once per try by botocore."""
+    provider = AWSProvider(aws_spec())
+    for client in (provider.ec2, provider.elbv2, provider.s3):
+        retries = client.meta.config.retries
+        assert retries["mode"] == "adaptive", client.meta.service_model.service_name
+        assert retries["total_max_attempts"] == provider.max_attempts == 8
+    provider._looking_first = True
+    assert provider.ec2.meta.config.retries == {"mode": "adaptive", "total_max_attempts": 1}
+    assert provider.ec2 is not provider._client
 
 
 def test_shared_resources_are_tagged_and_reused(ec2_proxy):

@@ -1,0 +1,85 @@
+"""P6 (issue 11) on the local provider: `provision up --until etcd` from nothing to a healthy
+etcd for 3 masters carrying a 3-member etcd and 2 workers (goal < 20 s); the rest of `up`; then `scale` +1 worker (goal
+< 5 s), each timed as a user runs it (`python -m provision`, start-up included).
+
+Beside them, in the same run, their baselines: the same `up` again with `--verify` (every host
+re-checked over SSH, the cost every re-run paid before convergence records), and the same +1
+after the convergence records were dropped (every host bootstrapped again). `etcd healthy`
+is read from the `etcd` phase's result (every member answered healthy over TLS). Needs root
+(network namespaces).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_p2p4_local import CPU, drop_records, provision  # noqa: E402  (same runner as P2/P4)
+
+
+def cluster_spec(folder: Path) -> tuple[Path, str]:
+    from tests.local.conftest import free_subnet, unique_name
+    name = unique_name("bp6x")
+    doc = yaml.safe_load((REPO / "examples/local.yaml").read_text())
+    doc.update(name=name, etcd={"count": 3, "placement": "masters"},
+               pools=[{"name": "masters", "role": "master", "count": 3},
+                      {"name": "workers", "role": "worker", "count": 2, "min": 1, "max": 4}])
+    doc["provider"]["subnet"] = free_subnet()
+    doc.pop("headroom", None)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path, name
+
+
+def run() -> dict:
+    title = "P6: local up to healthy etcd (3 masters + 2 workers) and scale +1 (seconds, start-up included)"
+    if os.geteuid() != 0:
+        return {"name": title, "figures": {"skipped": "needs root (network namespaces)"}, "ratios": {}}
+    sys.path.insert(0, str(REPO))
+    folder = Path(tempfile.mkdtemp(prefix="provision-bench-p6-"))
+    spec, name = cluster_spec(folder)
+    state_dir = folder / "state"
+    common = ("--state-dir", state_dir)
+    figures: dict[str, object] = {}
+    try:
+        print("  up 3 masters + 2 workers ...", file=sys.stderr)
+        up = provision("up", spec, "--yes", "--until", "etcd", *common, step="p6_up")
+        doc = json.loads((state_dir / name / "state.json").read_text())
+        figures["up_s (goal < 20)"] = round(up, 2)
+        figures["up_rest_s (flannel .. kubeconfig)"] = round(provision("up", spec, "--yes", *common), 2)
+        verify = provision("up", spec, "--yes", "--verify", *common, step="p6_verify")
+        figures["up_verify_s (baseline: every host re-checked)"] = round(verify, 2)
+        add = provision("scale", spec, "workers", 3, "--yes", *common, step="p6_add_1")
+        figures["scale_plus_1_s (goal < 5)"] = round(add, 2)
+        provision("scale", spec, "workers", 2, "--yes", *common)
+        drop_records(state_dir, name)
+        add_all = provision("scale", spec, "workers", 3, "--yes", *common, step="p6_add_1_baseline")
+        figures["scale_plus_1_baseline_s (every host bootstrapped)"] = round(add_all, 2)
+        figures["hosts"] = len(doc.get("hosts") or {})
+        for step in ("p6_up", "p6_add_1"):
+            figures[f"{step}_cpu_s"] = round(CPU.get(step, 0.0), 2)
+    finally:
+        try:
+            provision("down", spec, "--yes", *common)
+        except RuntimeError as err:
+            print(f"  {err}", file=sys.stderr)
+        shutil.rmtree(folder, ignore_errors=True)
+    ratios = {
+        "up vs goal 20 s": round(figures["up_s (goal < 20)"] / 20.0, 2),
+        "scale +1 vs goal 5 s": round(figures["scale_plus_1_s (goal < 5)"] / 5.0, 2),
+        "scale +1 baseline/targeted": round(figures["scale_plus_1_baseline_s (every host bootstrapped)"]
+                                            / figures["scale_plus_1_s (goal < 5)"], 2),
+    }
+    return {"name": title, "figures": figures, "ratios": ratios}
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))
