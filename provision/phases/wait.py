@@ -4,7 +4,7 @@ from __future__ import annotations
 from .. import bootstrap, convergence, pki
 from ..errors import ActionError
 from ..providers import get_provider
-from ..providers.base import HOST_KEYS, START_HOSTS
+from ..providers.base import HOST_KEYS, START_HOSTS, UNIT_STATES
 from .. import faults
 from . import RunContext
 

@@ -137,7 +137,7 @@ def test_every_client_uses_botocores_adaptive_retry_mode(ec2_proxy):
     client-side token bucket) on the EC2, ELBv2 and S3 clients, with the provider's budget;
     the creating calls that look first are made once per try by botocore."""
     provider = AWSProvider(aws_spec())
-    for client in (provider.ec2, provider.elbv2, provider.s3):
+    for client in (provider.ec2, provider.endpoint.elbv2, provider.configs.s3):
         retries = client.meta.config.retries
         assert retries["mode"] == "adaptive", client.meta.service_model.service_name
         assert retries["total_max_attempts"] == provider.max_attempts == 8

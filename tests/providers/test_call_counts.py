@@ -40,11 +40,13 @@ def test_hundred_workers_cost_two_mutating_calls_per_pool_and_batch_and_a_noop_n
     assert first.code == 0, first.err
     assert len(json.loads(first.out)["results"]["machines"]["created"]) == 103
     calls = mutating(ec2_proxy)
-    # a batch is the hosts of a pool sharing one config: each master has its own (its name and
-    # certificates), a worker pool one per MAX_BATCH hosts
-    pools_and_batches = sum(p["count"] if p["role"] == "master" else -(-p["count"] // MAX_BATCH)
+    # a batch is the hosts of a pool sharing one config and one zone (a RunInstances call takes
+    # one subnet): each master has its own config (its name and certificates), a worker pool one
+    # batch per zone it spreads over (the region's first three) and per MAX_BATCH hosts
+    zones = 3
+    pools_and_batches = sum(p["count"] if p["role"] == "master" else zones * -(-p["count"] // (MAX_BATCH * zones))
                             for p in data["pools"])
-    assert calls["RunInstances"] == pools_and_batches == 4
+    assert calls["RunInstances"] == pools_and_batches == 6
     assert calls["CreateTags"] == 0
     host_calls = sum(n for action, n in calls.items() if action in HOST_CALLS)
     assert host_calls <= 2 * pools_and_batches, calls
