@@ -11,6 +11,11 @@ Credentials come from the standard AWS chain; `AWS_ENDPOINT_URL` (and `AWS_ENDPO
 point boto3 at another endpoint. botocore's own retries are off: throttling and 5xx answers are
 retried here with backoff and jitter (`provision.providers.retry`) so that every retry of a
 creating call first checks what exists.
+
+provision reaches hosts over SSH at their public addresses. With `PROVISION_AWS_SSH_ADDRESS=private`
+it reaches them at their private addresses instead: for a provision that runs inside the VPC (a
+bastion, a CI runner) or reaches it over a VPN or Direct Connect, as it already does for etcd's
+client port. Hosts keep their public addresses either way.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ CONFIG_URL_SECONDS = 3600
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 STATE_MAP = {"pending": "pending", "running": "running", "stopping": "stopped", "stopped": "stopped",
              "shutting-down": "terminated", "terminated": "terminated"}
+SSH_ADDRESS_ENV = "PROVISION_AWS_SSH_ADDRESS"  # public (default) | private
 THROTTLING_CODES = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestThrottled",
                     "TooManyRequestsException", "SlowDown", "EC2ThrottledException",
                     "ServiceUnavailable", "Unavailable", "InternalError", "InternalFailure"}
@@ -90,6 +96,16 @@ def tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
 
 def tags_of(resource: Mapping[str, Any]) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in resource.get("Tags", []) or []}
+
+
+def ssh_address_choice() -> str:
+    """`PROVISION_AWS_SSH_ADDRESS` as given (default public); preflight refuses other values."""
+    return os.environ.get(SSH_ADDRESS_ENV, "").strip().lower() or "public"
+
+
+def ssh_over_private_addresses() -> bool:
+    """Whether provision reaches hosts at their private addresses (see the module doc)."""
+    return ssh_address_choice() == "private"
 
 
 def credentials_problem() -> str | None:
@@ -185,8 +201,14 @@ class AWSProvider(Provider):
         return problems
 
     def preflight(self) -> list[tuple[str, str]]:
+        problems = []
         problem = credentials_problem()
-        return [("provider", problem)] if problem else []
+        if problem:
+            problems.append(("provider", problem))
+        value = ssh_address_choice()
+        if value not in ("public", "private"):
+            problems.append((SSH_ADDRESS_ENV, f"must be public or private (got {value!r})"))
+        return problems
 
     # -- the API load balancer -------------------------------------------------------------
     @property
@@ -667,12 +689,15 @@ class AWSProvider(Provider):
             launch = int(instance.get("AmiLaunchIndex", 0))
             if launch < len(indices):
                 name = host_name(self.spec.name, tags[TAG_POOL], indices[launch])
+        public = instance.get("PublicIpAddress")
+        # HostRecord.address (where provision reaches the host) is the public address when there is one.
+        reach_private = ssh_over_private_addresses()
         return HostRecord(
             name=name or instance["InstanceId"], pool=tags.get(TAG_POOL, ""), role=tags.get(TAG_ROLE, ""),
             provider_id=instance["InstanceId"], state=STATE_MAP.get(instance.get("State", {}).get("Name"), "unknown"),
-            private_address=instance.get("PrivateIpAddress"), public_address=instance.get("PublicIpAddress"),
+            private_address=instance.get("PrivateIpAddress"), public_address=None if reach_private else public,
             extra={"instance_type": instance.get("InstanceType"), "image": instance.get("ImageId"),
-                   "zone": instance.get("Placement", {}).get("AvailabilityZone")})
+                   "zone": instance.get("Placement", {}).get("AvailabilityZone"), "public_ip": public})
 
     def list_hosts(self) -> list[HostRecord]:
         return sorted((self._record(i) for i in self._describe_instances([])), key=lambda r: r.name)
