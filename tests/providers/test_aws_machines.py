@@ -139,10 +139,14 @@ def test_aws_spec_runs_every_phase_then_status_scale_headroom_and_down(world):
     # -- up: every phase, against moto plus the hosts booted from what moto received ----------
     code, up = w.json("up", "--yes")
     assert code == 0 and up["ok"], (up, w.hosts.diagnostics())
-    ran = [p["name"] for p in up["phases"]] if isinstance(up["phases"], list) else list(up["phases"])
+    results = up["results"]
     for phase in ("validate", "endpoint", "pki", "render", "machines", "wait", "hosts", "etcd", "flannel", "fleet",
                   "masters", "workers", "kubeconfig"):
-        assert phase in ran, (phase, ran)
+        assert phase in up["phases"] and phase in results, (phase, up["phases"])
+    hosts = sorted(f"{w.name}-{h}" for h in ("masters-0", "workers-0"))
+    assert sorted(results["machines"]["created"]) == hosts
+    assert sorted(results["wait"]["logged_in"]) == hosts  # over SSH, at the private addresses
+    assert results["etcd"]["members"] and sorted(results["workers"]["hosts"]) == [f"{w.name}-workers-0"]
     assert w.hosts.errors == []
     instances = w.live_instances()
     assert len(instances) == 2
