@@ -43,6 +43,8 @@ CNI_DIR = Path("/usr/lib/cni")
 NOT_HERE = ("#!/bin/sh\necho '{name}: not the real program: no {name} binary exists on this test machine' >&2\n"
             "exit 1\n")
 LIVE = ("pending", "running")
+# Release files by (file name, members): built once per test session (tens of MB to compress).
+_RELEASES: dict[tuple, bytes] = {}
 
 
 def ec2_host_name(address: str) -> str:
@@ -97,11 +99,11 @@ class MotoHosts:
             release = artifacts.CATALOGUE[owner]
             version = artifacts.spec_version(spec, owner)
             file_name = release.url.format(version=version).rsplit("/", 1)[-1]
-            if release.members:
-                data = self._tarball({binary: path.format(version=version)
-                                      for binary, path in release.members.items()})
-            else:
-                data = self._binary(owner)
+            members = tuple(sorted((b, p.format(version=version)) for b, p in release.members.items()))
+            key = (file_name, members)
+            if key not in _RELEASES:
+                _RELEASES[key] = self._tarball(dict(members)) if members else self._binary(owner)
+            data = _RELEASES[key]
             target = self.mirror_dir / file_name
             target.write_bytes(data)
             target.chmod(0o644)
@@ -123,7 +125,7 @@ class MotoHosts:
 
     def _tarball(self, members: dict[str, str]) -> bytes:
         out = io.BytesIO()
-        with tarfile.open(fileobj=out, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(fileobj=out, mode="w:gz", format=tarfile.PAX_FORMAT, compresslevel=1) as tar:
             for binary, path in sorted(members.items()):
                 data = self._binary(binary)
                 info = tarfile.TarInfo(path)
