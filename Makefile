@@ -11,7 +11,7 @@ down: setup
 	.venv/bin/provision down examples/local.yaml --yes
 
 test: setup
-	.venv/bin/python -m pytest -q -p no:cacheprovider tests
+	.venv/bin/python -m pytest -q -p no:cacheprovider -p random_order --random-order tests
 
 bench: setup
 	.venv/bin/python bench/run.py

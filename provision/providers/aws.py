@@ -15,6 +15,11 @@ throttling (EC2 meters mutating calls in a bucket of 50 that refills at 5 a seco
 exception is a creating call that is not idempotent by itself (no token EC2 dedupes, or an
 endpoint that ignores it): botocore makes it once, and `_look_first` retries it after looking
 whether the first try made the resource after all, so a lost answer never makes two.
+
+provision reaches hosts over SSH at their public addresses. With `PROVISION_AWS_SSH_ADDRESS=private`
+it reaches them at their private addresses instead: for a provision that runs inside the VPC (a
+bastion, a CI runner) or reaches it over a VPN or Direct Connect, as it already does for etcd's
+client port. Hosts keep their public addresses either way.
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ STATE_MAP = {"pending": "pending", "running": "running", "stopping": "stopped", 
              "shutting-down": "terminated", "terminated": "terminated"}
 # botocore's retry attempts per call (the first included), in its `adaptive` mode.
 AWS_MAX_ATTEMPTS = 8
+SSH_ADDRESS_ENV = "PROVISION_AWS_SSH_ADDRESS"  # public (default) | private
 THROTTLING_CODES = {"Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestThrottled",
                     "TooManyRequestsException", "SlowDown", "EC2ThrottledException",
                     "ServiceUnavailable", "Unavailable", "InternalError", "InternalFailure"}
@@ -106,6 +112,16 @@ def tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
 
 def tags_of(resource: Mapping[str, Any]) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in resource.get("Tags", []) or []}
+
+
+def ssh_address_choice() -> str:
+    """`PROVISION_AWS_SSH_ADDRESS` as given (default public); preflight refuses other values."""
+    return os.environ.get(SSH_ADDRESS_ENV, "").strip().lower() or "public"
+
+
+def ssh_over_private_addresses() -> bool:
+    """Whether provision reaches hosts at their private addresses (see the module doc)."""
+    return ssh_address_choice() == "private"
 
 
 def credentials_problem() -> str | None:
@@ -263,8 +279,14 @@ class AWSProvider(Provider):
         return problems
 
     def preflight(self) -> list[tuple[str, str]]:
+        problems = []
         problem = credentials_problem()
-        return [("provider", problem)] if problem else []
+        if problem:
+            problems.append(("provider", problem))
+        value = ssh_address_choice()
+        if value not in ("public", "private"):
+            problems.append((SSH_ADDRESS_ENV, f"must be public or private (got {value!r})"))
+        return problems
 
     # -- the API load balancer (aws_endpoint) -----------------------------------------------
     @property
@@ -604,12 +626,15 @@ class AWSProvider(Provider):
             launch = int(instance.get("AmiLaunchIndex", 0))
             if launch < len(indices):
                 name = host_name(self.spec.name, tags[TAG_POOL], indices[launch])
+        public = instance.get("PublicIpAddress")
+        # HostRecord.address (where provision reaches the host) is the public address when there is one.
+        reach_private = ssh_over_private_addresses()
         return HostRecord(
             name=name or instance["InstanceId"], pool=tags.get(TAG_POOL, ""), role=tags.get(TAG_ROLE, ""),
             provider_id=instance["InstanceId"], state=STATE_MAP.get(instance.get("State", {}).get("Name"), "unknown"),
-            private_address=instance.get("PrivateIpAddress"), public_address=instance.get("PublicIpAddress"),
+            private_address=instance.get("PrivateIpAddress"), public_address=None if reach_private else public,
             extra={"instance_type": instance.get("InstanceType"), "image": instance.get("ImageId"),
-                   "zone": instance.get("Placement", {}).get("AvailabilityZone")})
+                   "zone": instance.get("Placement", {}).get("AvailabilityZone"), "public_ip": public})
 
     def list_hosts(self) -> list[HostRecord]:
         return sorted((self._record(i) for i in self._describe_instances([])), key=lambda r: r.name)

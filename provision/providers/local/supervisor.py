@@ -21,6 +21,8 @@ from . import net
 from .procs import alive, child_env, cmdline, kill_all, pids_with_arg, session_members
 from .units import UnitLaunch, boot_order
 
+ONESHOT_TIMEOUT = 120  # seconds boot waits for a oneshot (a download) that later units need
+
 LAUNCH_MODULE = "provision.providers.local.launch"
 UNIT_STATE_DIR = "run/provision/units"
 INIT_FILE = "run/provision/init.json"
@@ -53,13 +55,36 @@ class Supervisor:
         init_pid = self.ensure_init(name)
         units_dir = root / UNIT_STATE_DIR
         units_dir.mkdir(parents=True, exist_ok=True)
-        started = []
-        for launch in boot_order(root, name):
+        order, started = self._boot_pass(name, init_pid)
+        # A unit ordered after a oneshot that just started (the install unit its Requires= pulls
+        # in) can be resolved only once that has finished: its binary exists from then on.
+        before_skipped = {dep for launch in order if launch.skip_reason for dep in launch.after}
+        oneshots = [launch.name for launch in order
+                    if launch.name in started and launch.type == "oneshot" and launch.name in before_skipped]
+        if oneshots:
+            self._wait_finished(name, oneshots)
+            started += self._boot_pass(name, init_pid)[1]
+        return started
+
+    def _boot_pass(self, name: str, init_pid: int) -> tuple[list[UnitLaunch], list[str]]:
+        root = self.host_root(name)
+        units_dir = root / UNIT_STATE_DIR
+        order, started = boot_order(root, name), []
+        for launch in order:
             if launch.skip_reason:
                 write_unit_state(units_dir, launch.name, {"state": "skipped", "reason": launch.skip_reason})
             elif self._start_unit(name, launch, init_pid):
                 started.append(launch.name)
-        return started
+        return order, started
+
+    def _wait_finished(self, name: str, units: Sequence[str], timeout: float = ONESHOT_TIMEOUT) -> None:
+        """Until each oneshot unit has exited or failed (or `timeout` passed: then later units stay skipped)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = self.unit_states(name)
+            if all(states.get(u, {}).get("state") in ("exited", "failed", "dead") for u in units):
+                return
+            time.sleep(0.05)
 
     def init_pid(self, name: str) -> int | None:
         """The host's live init, if it runs inside the host's network namespace."""

@@ -288,9 +288,23 @@ def _skip(launch: UnitLaunch, reason: str) -> UnitLaunch:
     return replace(launch, skip_reason=reason)
 
 
+def pulled_in(root: Path, names: list[str]) -> list[str]:
+    """`names` and, as systemd starts them too, every unit their Requires= and Wants= name
+    (transitively) that the root has a unit file for."""
+    out = list(names)
+    for name in out:  # grows while it runs: dependencies of dependencies
+        unit = read_unit(root, name) or {}
+        for key in ("Requires", "Wants"):
+            for dep in (w for v in unit.get("Unit", {}).get(key, []) for w in v.split()):
+                if dep not in out and dep.endswith(".service") and read_unit(root, dep) is not None:
+                    out.append(dep)
+    return out
+
+
 def boot_order(root: Path, hostname: str) -> list[UnitLaunch]:
-    """Every enabled, unmasked unit of the root, ordered by After= among themselves."""
-    names = [n for n in enabled_units(root) if not masked(root, n) and n.endswith(".service")]
+    """Every enabled, unmasked unit of the root with the units they require or want, ordered by
+    After= among themselves."""
+    names = [n for n in pulled_in(root, enabled_units(root)) if not masked(root, n) and n.endswith(".service")]
     launches = {n: resolve_unit(root, n, hostname) for n in names}
     ordered: list[str] = []
     visiting: set[str] = set()
