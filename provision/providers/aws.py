@@ -24,6 +24,7 @@ client port. Hosts keep their public addresses either way.
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any, Callable, Mapping, Sequence
 
 from .. import placement
