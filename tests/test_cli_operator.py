@@ -141,7 +141,7 @@ ENVELOPE = {
 def _verbs(spec, state_dir, out):
     s = ["--state-dir", state_dir]
     return [
-        ["init"], ["validate", spec], ["validate", EXAMPLES / "aws.yaml", "--state-dir", state_dir],
+        ["init"], ["schema"], ["validate", spec], ["validate", EXAMPLES / "aws.yaml", "--state-dir", state_dir],
         ["plan", spec, *s], ["plan", spec, *s, "--out", out / "p.plan"],
         ["render", spec, *s, "--out", out / "r"], ["up", spec, *s, "--dry-run"], ["up", spec, *s],
         ["up", spec, *s, "--only", "pki", "--yes"], ["status", spec, "--state-dir", out / "none"],
@@ -164,9 +164,9 @@ def test_every_verb_answers_json_in_one_envelope(cli, tmp_path):
         jsonschema.validate(doc, ENVELOPE)
         assert list(doc)[:3] == ["cluster", "state", "ok"], args
         assert doc["ok"] is (result.code == 0), (args, result.err)
-        if args[0] not in ("init", "bogus", "completion") and "aws.yaml" not in str(args[1]):
+        if args[0] not in ("init", "schema", "bogus", "completion") and "aws.yaml" not in str(args[1]):
             assert doc["cluster"] == "demo", args
-        if doc["ok"] and args[0] not in ("init", "validate", "completion"):
+        if doc["ok"] and args[0] not in ("init", "schema", "validate", "completion"):
             assert doc["state"], args  # (a refusal before state is read may have none)
         seen.add(args[0])
     from provision.cli import cli as group
@@ -389,7 +389,8 @@ def _bash_complete(tmp_path, words: list[str]) -> list[str]:
 
 
 def test_bash_completion_completes_verbs_options_pools_and_phases(tmp_path):
-    assert _bash_complete(tmp_path, ["provision", "sc"]) == ["scale"]
+    assert _bash_complete(tmp_path, ["provision", "sc"]) == ["schema", "scale"]
+    assert _bash_complete(tmp_path, ["provision", "sca"]) == ["scale"]
     assert "--until" in _bash_complete(tmp_path, ["provision", "up", str(LOCAL), "--un"])
     assert _bash_complete(tmp_path, ["provision", "scale", str(LOCAL), ""]) == ["workers"]
     assert _bash_complete(tmp_path, ["provision", "up", str(LOCAL), "--until", "ma"]) == ["machines", "masters"]
@@ -407,8 +408,8 @@ def test_help_lists_verbs_in_workflow_order_with_whole_summaries():
     result = run_cli("--help")
     commands = result.out.split("Commands:")[1].split("Examples:")[0]
     verbs = [line.split()[0] for line in commands.splitlines() if line.strip()]
-    assert verbs == ["init", "validate", "plan", "render", "up", "status", "doctor", "kubeconfig", "pki", "scale",
-                     "headroom", "down", "completion"]
+    assert verbs == ["init", "schema", "validate", "plan", "render", "up", "status", "doctor", "kubeconfig", "pki",
+                     "scale", "headroom", "down", "completion"]
     assert "..." not in commands
 
 
@@ -433,7 +434,8 @@ def test_init_comments_every_field_pool_fields_included(cli):
             assert "#" in line, line
     for key in ("size", "labels", "min", "max", "count", "role"):
         assert re.search(rf"^\s+{key}: .*# ", text, re.M), key
-    assert text.splitlines()[2].startswith("apiVersion: provision/v1")
+    assert text.splitlines()[0].startswith("# yaml-language-server: $schema=")  # editors check it as typed
+    assert text.splitlines()[4].startswith("apiVersion: provision/v1")
 
 
 def test_messages_say_in_words_what_is_allowed(cli, tmp_path):
