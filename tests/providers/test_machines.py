@@ -130,8 +130,14 @@ def test_apply_plan_resizes_a_pool(ec2_proxy, tmp_path):
     ec2_proxy.reset_counts()
     result = apply_plan(ctx, plan(spec, ctx.state, sizes={"masters": 1, "workers": 5}))
     assert sorted(result["created"]) == [f"{spec.name}-workers-{i}" for i in range(1, 5)]
-    assert ec2_proxy.calls["RunInstances"] == 1, "new workers of one pool were not created in one call"
-    assert len(tagged_instances(spec)) == 6
+    instances = tagged_instances(spec)
+    assert len(instances) == 6
+    hosts = store.read()["hosts"]
+    created = {hosts[name]["provider_id"] for name in result["created"]}
+    zones = {i["Placement"]["AvailabilityZone"] for i in instances if i["InstanceId"] in created}
+    assert zones
+    # one call per zone the new workers spread over (a RunInstances takes one subnet), not one per host
+    assert ec2_proxy.calls["RunInstances"] == len(zones) <= 3, "new workers were not created one call per zone"
 
 
 def test_a_host_the_cloud_lost_is_recreated(ec2_proxy, tmp_path):
