@@ -141,7 +141,7 @@ def test_a_stopped_unit_and_a_mode_changed_by_hand_are_reported_by_status_and_re
     workers role puts the mode back on that host only; then `status` is healthy again."""
     import os
     from provision.providers import get_provider
-    from provision.providers.local import AGENT_UNIT
+    from provision.providers.local.provider import AGENT_UNIT
     from provision.spec import load_spec
     worker = names(cluster, "worker")[0]
     provider = get_provider(load_spec(cluster["spec"]), cluster["workdir"])
