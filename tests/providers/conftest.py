@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
+import urllib.error
 import urllib.request
 import uuid
 from contextlib import contextmanager
@@ -102,7 +104,17 @@ def moto_server():
 
 
 def reset_moto(url: str) -> None:
-    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST", data=b"")).read()
+    # a connection the previous test left half-read can garble one answer of the shared server:
+    # the reset is idempotent, so it is tried again on a fresh connection
+    import http.client
+    for attempt in range(4):
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST", data=b"")).read()
+            return
+        except (http.client.HTTPException, ConnectionError, urllib.error.URLError):
+            if attempt == 3:
+                raise
+            time.sleep(0.5)
 
 
 @pytest.fixture
