@@ -57,6 +57,7 @@ def load_role(name: str):
         folder = data_dir("roles")
         spec = importlib.util.spec_from_file_location(ROLES_PACKAGE, folder / "__init__.py",
                                                       submodule_search_locations=[str(folder)])
+        assert spec is not None and spec.loader is not None, folder  # a path with .py always gives one
         module = importlib.util.module_from_spec(spec)
         sys.modules[ROLES_PACKAGE] = module
         spec.loader.exec_module(module)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from .plan import HostPlan, Plan
+from .spec import Spec
 from .spec.schema import field_names, is_section
 
 BOOT = "boot"  # key of the boot record in a host's state entry
@@ -33,7 +34,7 @@ KEEP, UPDATE, REPLACE, UNKNOWN = "keep", "update", "replace", "unknown"
 
 # First match wins: (field or field prefix, forces replacement?). A field nobody listed is an
 # in-place update: everything not set at first boot reaches the host as files and restarts.
-FORCES_REPLACEMENT: tuple[tuple[str, bool], ...] = (
+FORCES_REPLACEMENT: tuple[tuple[str, bool | None], ...] = (
     ("provider.", True),               # machine image, size, region, network of the host
     ("os.", True),                     # the OS itself and how it reads its first config
     ("ssh.user", True),                # Ignition creates the login user at first boot
@@ -48,7 +49,7 @@ POOL_FIELDS_FORCING_REPLACEMENT = ("size",)
 POOL_FIELDS_IGNORED = ("name", "role", "count", "min", "max")
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> Any:
     """A spec value as JSON (tuples to lists, mappings to sorted dicts)."""
     if is_section(value):
         return {name: _plain(getattr(value, name)) for name in field_names(value)}
@@ -59,7 +60,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+def _flatten(prefix: str, value: object, out: dict[str, Any]) -> None:
     """Dataclasses become dotted paths; mappings and lists stay whole values (a new key in
     `labels` is a change of `labels`, not a new field that older records lack)."""
     if is_section(value):
@@ -69,7 +70,7 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = _plain(value)
 
 
-def boot_fields(spec: Any, host: HostPlan, desired: Iterable[HostPlan]) -> dict[str, Any]:
+def boot_fields(spec: Spec, host: HostPlan, desired: Iterable[HostPlan]) -> dict[str, Any]:
     """The spec fields that go into `host`'s config, by dotted name, as JSON values."""
     out: dict[str, Any] = {"provider.name": spec.provider.name}
     _flatten("provider", spec.provider.options, out)
@@ -100,7 +101,7 @@ def config_digest(config: bytes) -> str:
     return hashlib.sha256(config).hexdigest()
 
 
-def boot_record(spec: Any, host: HostPlan, desired: Iterable[HostPlan], config: bytes | None) -> dict[str, Any]:
+def boot_record(spec: Spec, host: HostPlan, desired: Iterable[HostPlan], config: bytes | None) -> dict[str, Any]:
     """What `machines` records about the config a host is created with."""
     record: dict[str, Any] = {"fields": boot_fields(spec, host, desired)}
     if config is not None:
@@ -164,7 +165,7 @@ def compare_fields(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> tu
     return tuple(changes)
 
 
-def host_change(spec: Any, host: HostPlan, desired: Iterable[HostPlan], entry: Mapping[str, Any]) -> HostChange:
+def host_change(spec: Spec, host: HostPlan, desired: Iterable[HostPlan], entry: Mapping[str, Any]) -> HostChange:
     record = entry.get(BOOT)
     if not isinstance(record, Mapping) or not isinstance(record.get("fields"), Mapping):
         return HostChange(host.name, UNKNOWN)
@@ -175,7 +176,7 @@ def host_change(spec: Any, host: HostPlan, desired: Iterable[HostPlan], entry: M
     return HostChange(host.name, action, fields)
 
 
-def host_changes(spec: Any, state: Mapping[str, Any], current: Plan) -> dict[str, HostChange]:
+def host_changes(spec: Spec, state: Mapping[str, Any], current: Plan) -> dict[str, HostChange]:
     """For every host the plan keeps: keep, update in place, replace or unknown, and why."""
     recorded = state.get("hosts") or {}
     desired = current.desired

@@ -19,11 +19,16 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from . import tunnel
 from .errors import ActionError
 from .providers.base import UNIT_STATES
+
+if TYPE_CHECKING:
+    from .providers.base import Provider
+    from .spec import Spec
+    from .state import StateStore
 
 EXPIRY_DAYS = 30
 API_TIMEOUT = 3.0
@@ -143,7 +148,7 @@ def permission_findings(root: Path) -> list[Finding]:
     return findings
 
 
-def check_permissions(store: Any) -> Check:
+def check_permissions(store: StateStore) -> Check:
     root = getattr(store, "root", None)
     if root is None:
         return skipped("permissions", f"state backend {store.backend}: no local files to check")
@@ -184,7 +189,7 @@ def certificate_findings(certs: Sequence[Mapping[str, Any]], within_days: int = 
     return findings
 
 
-def check_certificates(spec: Any, store: Any) -> Check:
+def check_certificates(spec: Spec, store: StateStore) -> Check:
     from . import pki
     certs = pki.show(spec, store)
     if not certs:
@@ -209,7 +214,7 @@ def quorum_findings(health: Mapping[str, Mapping[str, Any]], members: int) -> li
     return findings
 
 
-def check_etcd(spec: Any, store: Any, state: Mapping[str, Any]) -> Check:
+def check_etcd(spec: Spec, store: StateStore, state: Mapping[str, Any]) -> Check:
     from .status import etcd_picture
     picture = etcd_picture(spec, store, state)
     if not picture["endpoints"]:
@@ -220,7 +225,7 @@ def check_etcd(spec: Any, store: Any, state: Mapping[str, Any]) -> Check:
     return _result("etcd", findings, f"{len(picture['endpoints'])} member(s) healthy, quorum held")
 
 
-def check_inventory(state: Mapping[str, Any], provider: Any) -> Check:
+def check_inventory(state: Mapping[str, Any], provider: Provider) -> Check:
     from .providers.base import compare
     try:
         listed = provider.list_hosts()
@@ -254,7 +259,7 @@ def drift_findings(changes: Mapping[str, Any], digests: Mapping[str, tuple[str |
     return findings
 
 
-def check_drift(spec: Any, store: Any, state: Mapping[str, Any], provider: Any) -> Check:
+def check_drift(spec: Spec, store: StateStore, state: Mapping[str, Any], provider: Provider) -> Check:
     from .changes import BOOT, config_digest, host_changes
     from .plan import plan
     hosts = state.get("hosts") or {}
@@ -278,7 +283,7 @@ def check_drift(spec: Any, store: Any, state: Mapping[str, Any], provider: Any) 
     return _result("drift", drift_findings(changes, digests), f"{len(changes)} host(s) match what would render")
 
 
-def check_api(spec: Any, store: Any, state: Mapping[str, Any], provider: Any) -> Check:
+def check_api(spec: Spec, store: StateStore, state: Mapping[str, Any], provider: Provider) -> Check:
     """GET https://<master>:6443/healthz with the admin certificate, for each recorded master."""
     masters = {n: h for n, h in sorted((state.get("hosts") or {}).items())
                if h.get("role") == "master" and (h.get("ssh_address") or h.get("address"))}
@@ -310,7 +315,7 @@ def check_api(spec: Any, store: Any, state: Mapping[str, Any], provider: Any) ->
     return _result("api", findings, f"{reachable} API server(s) answer /healthz")
 
 
-def run_checks(spec: Any, store: Any, state: Mapping[str, Any], provider: Any) -> list[Check]:
+def run_checks(spec: Spec, store: StateStore, state: Mapping[str, Any], provider: Provider) -> list[Check]:
     """Every check, machine first, then cluster."""
     from .etcd.cluster import member_urls
     checks = [check_tools(spec.provider.name, bool(member_urls(state))), check_permissions(store),

@@ -11,14 +11,17 @@ subnet holds it; other hosts (workers) take slot `index % slots`, so every pool 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from .spec import Spec
 
 DEFAULT_ZONE_SLOTS = 3
 # The smallest per-zone subnet: AWS reserves five addresses of each, plan leaves the first ten.
 MAX_ZONE_PREFIX = 26
 
 
-def zone_slot_count(spec: Any) -> int:
+def zone_slot_count(spec: Spec) -> int:
     """How many zone slots (subnets) the spec's provider spreads hosts over; 0 without zones."""
     if spec.provider.name != "aws":
         return 0
@@ -30,24 +33,24 @@ def zone_slot_count(spec: Any) -> int:
     return DEFAULT_ZONE_SLOTS
 
 
-def zone_subnets(spec: Any) -> list[str]:
+def zone_subnets(spec: Spec) -> list[str]:
     """The CIDR of each zone slot's subnet, slot order (one slot keeps the whole subnet)."""
     slots = zone_slot_count(spec)
     if not slots:
         return []
-    network = ipaddress.ip_network(spec.provider.subnet)
+    network = ipaddress.ip_network(str(spec.provider.subnet))  # aws: subnet_cidr always set
     if slots == 1:
         return [str(network)]
     bits = (slots - 1).bit_length()
     return [str(s) for s in network.subnets(prefixlen_diff=bits)][:slots]
 
 
-def split_problem(spec: Any) -> str | None:
+def split_problem(spec: Spec) -> str | None:
     """Why provider.subnet_cidr cannot be cut into the zone slots' subnets, else None."""
     slots = zone_slot_count(spec)
     if slots <= 1:
         return None
-    network = ipaddress.ip_network(spec.provider.subnet)
+    network = ipaddress.ip_network(str(spec.provider.subnet))  # aws: subnet_cidr always set
     prefix = network.prefixlen + (slots - 1).bit_length()
     if prefix > MAX_ZONE_PREFIX:
         return (f"{network} is too small for {slots} zones: each zone's subnet would be a /{prefix} "
@@ -90,7 +93,7 @@ def control_plane_slots(slots: int, etcd_members: Sequence[str], masters: Sequen
     return out
 
 
-def host_slot(spec: Any, name: str, index: int, address: str | None) -> int:
+def host_slot(spec: Spec, name: str, index: int, address: str | None) -> int:
     """The slot of a planned host: its address's subnet when it has one, else index % slots."""
     subnets = zone_subnets(spec)
     slot = slot_of_address(subnets, address)

@@ -99,7 +99,7 @@ def plan(spec: Spec, state: Mapping[str, Any], sizes: Mapping[str, int] | None =
         kept = [(i, n) for i, n in existing if recorded[n].get("role") == pool.role][:target]
         destroy.extend(n for i, n in existing if (i, n) not in kept)
         used = {i for i, _ in kept}
-        new_indices = []
+        new_indices: list[int] = []
         candidate = 0
         while len(kept) + len(new_indices) < target:
             if candidate not in used and host_name(spec.name, pool.name, candidate) not in recorded:
@@ -114,11 +114,12 @@ def plan(spec: Spec, state: Mapping[str, Any], sizes: Mapping[str, int] | None =
 
     etcd_names = etcd_members(spec, [(n, p, r, i) for n, p, r, i, _ in wanted])
     addresses = assign_addresses(spec, recorded, [(n, p, r, i) for n, p, r, i, _ in wanted], etcd_names)
-    create, keep = [], []
-    for name, pool, role, index, exists in wanted:
-        host = HostPlan(name=name, pool=pool, role=role, index=index, etcd=name in etcd_names,
-                        address=addresses.get(name))
-        (keep if exists else create).append(host)
+    create: list[HostPlan] = []
+    keep: list[HostPlan] = []
+    for name, pool_name, role, index, exists in wanted:
+        planned = HostPlan(name=name, pool=pool_name, role=role, index=index, etcd=name in etcd_names,
+                           address=addresses.get(name))
+        (keep if exists else create).append(planned)
     return Plan(create=tuple(sorted(create, key=host_order_key)), keep=tuple(sorted(keep, key=host_order_key)),
                 destroy=tuple(sorted(destroy)), sizes=sizes)
 

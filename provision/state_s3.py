@@ -143,6 +143,8 @@ class S3StateStore(StateStore):
     @staticmethod
     def _stale(holder: dict[str, Any]) -> bool:
         stamp = holder.get("refreshed") or holder.get("since")
+        if not isinstance(stamp, str):
+            return False  # no time recorded: never take it over
         try:
             when = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
         except (TypeError, ValueError):

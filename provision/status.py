@@ -5,10 +5,15 @@ headroom figures.
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import ActionError
 from .etcd import cluster
+
+if TYPE_CHECKING:
+    from .providers.base import Provider
+    from .spec import Spec
+    from .state import StateStore
 
 # ---- the whole picture (provision status) -------------------------------------------------------
 
@@ -27,7 +32,7 @@ def unit_reason(doc: Mapping[str, Any]) -> str | None:
     return ", ".join(parts)
 
 
-def etcd_picture(spec: Any, store: Any, state: Mapping[str, Any]) -> dict[str, Any]:
+def etcd_picture(spec: Spec, store: StateStore, state: Mapping[str, Any]) -> dict[str, Any]:
     """Members, per-endpoint health and overall health; errors are reported, not raised."""
     out: dict[str, Any] = {"endpoints": list(cluster.member_urls(state)), "members": [], "health": {},
                            "versions": {}, "healthy": False, "error": None}
@@ -53,7 +58,7 @@ def etcd_picture(spec: Any, store: Any, state: Mapping[str, Any]) -> dict[str, A
     return out
 
 
-def host_loads(spec: Any, store: Any, state: Mapping[str, Any], now: float | None = None) -> dict[str, Any] | None:
+def host_loads(spec: Spec, store: StateStore, state: Mapping[str, Any], now: float | None = None) -> dict[str, Any] | None:
     """Fresh load figures host agents published (headroom source etcd), by host; None when the
     spec has no etcd headroom source or etcd cannot be read."""
     if spec.headroom is None or spec.headroom.source != "etcd":
@@ -67,7 +72,7 @@ def host_loads(spec: Any, store: Any, state: Mapping[str, Any], now: float | Non
     return {name: parse_load(value, now) for name, value in sorted(raw.items())}  # a live key is fresh
 
 
-def headroom_figures(spec: Any, hosts: Mapping[str, Mapping[str, Any]], loads: Mapping[str, Any] | None) -> dict | None:
+def headroom_figures(spec: Spec, hosts: Mapping[str, Mapping[str, Any]], loads: Mapping[str, Any] | None) -> dict | None:
     """Clocker's figures for the headroom pool: possible, used and available container slots."""
     if spec.headroom is None or loads is None:
         return None
@@ -81,7 +86,7 @@ def headroom_figures(spec: Any, hosts: Mapping[str, Mapping[str, Any]], loads: M
             "available": possible - used, "reserve": spec.headroom.reserve.slots(possible)}
 
 
-def api_endpoint_status(spec: Any, state: Mapping[str, Any], provider: Any) -> dict[str, Any]:
+def api_endpoint_status(spec: Spec, state: Mapping[str, Any], provider: Provider) -> dict[str, Any]:
     """Where nodes reach the API: the cloud load balancer (found again from the cloud) or the
     node-local proxy every worker runs."""
     if provider.api_load_balancer:
@@ -91,7 +96,7 @@ def api_endpoint_status(spec: Any, state: Mapping[str, Any], provider: Any) -> d
     return {"kind": "node-local proxy", "address": f"127.0.0.1:{spec.kubernetes.api_proxy_port}", "found": True}
 
 
-def cluster_status(spec: Any, store: Any, state: Mapping[str, Any], provider: Any) -> dict[str, Any]:
+def cluster_status(spec: Spec, store: StateStore, state: Mapping[str, Any], provider: Provider) -> dict[str, Any]:
     """Hosts with address, provider state and unit states; orphans and missing; etcd; headroom."""
     from .providers.base import UNIT_STATES, compare
     recorded = state.get("hosts") or {}
@@ -126,7 +131,7 @@ def cluster_status(spec: Any, store: Any, state: Mapping[str, Any], provider: An
             and all(h["state"] == "running" for h in hosts.values())}
 
 
-def convergence_report(spec: Any, store: Any, state: Mapping[str, Any],
+def convergence_report(spec: Spec, store: StateStore, state: Mapping[str, Any],
                        hosts: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per host, what its convergence records say against what is seen now (no SSH):
 

@@ -13,13 +13,27 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 ENVELOPE_KEYS = ("cluster", "state", "ok")
+
+
+class Progress(Protocol):
+    """The part of a UI that phases and headroom use: progress lines, debug lines, warnings
+    (the CLI's `UI`, or headroom's log forwarder when it runs without one)."""
+
+    @property
+    def json(self) -> bool: ...
+
+    def log(self, prefix: str, message: str) -> None: ...
+
+    def debug(self, prefix: str, message: str) -> None: ...
+
+    def warn(self, message: str) -> None: ...
 
 
 def _identity(text: str) -> str:

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from .spec import Spec
 
 FIELD = "kubernetes.version"
 KUBELET_MAX_MINORS_BEHIND = 3
 VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:[-+][0-9A-Za-z.+-]*)?$")
 
 
-def parse_version(text: Any) -> tuple[int, int, int] | None:
+def parse_version(text: object) -> tuple[int, int, int] | None:
     """`1.33.4` (or `v1.33.4`, with a pre-release or build suffix) as (major, minor, patch)."""
     match = VERSION_RE.match(text) if isinstance(text, str) else None
     return tuple(int(g) for g in match.groups()) if match else None  # type: ignore[return-value]
@@ -108,7 +111,7 @@ def check_new_kubelets(api_servers: list[str], wanted: str, new_workers: list[st
                             f"hosts yet, so keep kubernetes.version at {oldest} while adding hosts")
 
 
-def check_spec(spec: Any, state: Mapping[str, Any], creating: list[tuple[str, str]] = ()) -> SkewCheck:
+def check_spec(spec: Spec, state: Mapping[str, Any], creating: Sequence[tuple[str, str]] = ()) -> SkewCheck:
     """The version change the spec asks for, and the hosts about to be created as (name, role)."""
     apis, kubelets = recorded_versions(state)
     check = check_version_change(apis, kubelets, spec.kubernetes.version)

@@ -78,7 +78,7 @@ def match_nodes(hosts: Sequence[InventoryHost], nodes: Sequence[Any]) -> dict[st
         if h.name in names:
             out[h.name] = h.name
     for h in hosts:
-        if h.name not in out and h.node in names and h.node not in out.values():
+        if h.name not in out and h.node is not None and h.node in names and h.node not in out.values():
             out[h.name] = h.node
     taken = set(out.values())
     for h in hosts:

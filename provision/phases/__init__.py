@@ -14,7 +14,7 @@ from .. import faults
 from ..errors import ActionError, UserError
 from ..spec import Spec
 from ..state import MissingBlob, StateStore
-from ..ui import UI
+from ..ui import Progress
 
 
 @dataclass
@@ -24,7 +24,7 @@ class RunContext:
     spec: Spec
     store: StateStore
     state: dict[str, Any]
-    ui: UI
+    ui: Progress  # the CLI's UI, or what headroom logs through
     dry_run: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)  # per phase, for --output json

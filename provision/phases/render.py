@@ -127,6 +127,7 @@ def run(ctx: RunContext) -> dict:
         if ctx.dry_run:
             ctx.log("render", f"would get an etcd discovery token from {spec.etcd.discovery_url}")
             return {"dry_run": True}
+        assert spec.etcd.discovery_url, "spec.load requires etcd.discovery_url with discovery: token"
         token = discovery_token(spec.etcd.discovery_url, spec.etcd.count)
         state.setdefault("etcd", {})["discovery_token_url"] = token
         ctx.save()

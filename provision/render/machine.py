@@ -109,6 +109,7 @@ def build_machine(items: list[dict[str, Any]], render_template: Callable[[str], 
 def _file(item: dict[str, Any], render_template: Callable[[str], str],
           read_blob: Callable[[str], bytes | None]) -> File:
     mode = int(item.get("mode", 0o644))
+    data: bytes | None
     if "template" in item:
         data = render_template(item["template"]).encode()
     elif "blob" in item:
