@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Collection, Iterable, Mapping
 
 from . import faults
 from .errors import ActionError
@@ -280,7 +280,7 @@ def raise_problems(phase: str, problems: list[str]) -> None:
 
 # ---- what the bootstrap phases share ---------------------------------------------------------
 
-def _selected(role: Any, carries_etcd: Any, roles: Iterable[str] | None, etcd: bool | None) -> bool:
+def _selected(role: str | None, carries_etcd: object, roles: Collection[str] | None, etcd: bool | None) -> bool:
     return (roles is None or role in roles) and (etcd is None or bool(carries_etcd) == etcd)
 
 

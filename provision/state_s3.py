@@ -16,11 +16,16 @@ import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import LockHeld
 from .state import (StateError, StateStore, check_blob_name, describe_holder, empty_state, kept_alive,
                     lock_holder, next_document, parse_document)
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient  # what boto3.client("s3") returns
+
+    from .spec import Spec
 
 LOCK_TTL = 300  # seconds without a refresh after which a lock is stale
 REFRESH = LOCK_TTL / 5
@@ -31,7 +36,7 @@ class S3StateStore(StateStore):
 
     backend = "s3"
 
-    def __init__(self, spec: Any, state_dir: Path, client: Any = None):
+    def __init__(self, spec: Spec, state_dir: Path, client: BaseClient | None = None):
         super().__init__(spec.name, Path(state_dir) / spec.name)
         self.bucket = spec.state.bucket
         self.base = f"{spec.state.prefix.strip('/')}/{spec.name}"
@@ -69,7 +74,7 @@ class S3StateStore(StateStore):
         except BotoCoreError as err:
             raise self._error(f"read {key}", err) from None
 
-    def _put(self, key: str, data: bytes, what: str, **conditions: Any) -> str | None:
+    def _put(self, key: str, data: bytes, what: str, **conditions: str) -> str | None:
         """Put; returns the new ETag, or None when a condition failed."""
         from botocore.exceptions import BotoCoreError, ClientError
         try:

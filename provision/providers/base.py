@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from abc import ABC, abstractmethod
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -104,7 +105,7 @@ class Provider(ABC):
     #: optional abilities (a subset of `CAPABILITIES`); callers ask this set, never the methods
     optional_capabilities: frozenset[str] = frozenset()
 
-    def __init__(self, spec: Spec, workdir: Any = None, log: Callable[[str], None] | None = None):
+    def __init__(self, spec: Spec, workdir: Path | None = None, log: Callable[[str], None] | None = None):
         self.spec = spec
         self.options = spec.provider.options
         self.workdir = workdir  # local scratch directory for this cluster (a pathlib.Path)

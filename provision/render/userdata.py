@@ -14,10 +14,25 @@ import gzip
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import ActionError
 from .ignition import IGNITION_VERSION
+
+
+class SizeLimit(Protocol):
+    """A cloud's user-data limit as rendering needs it (`providers.base.UserDataLimit` is one;
+    render does not import providers)."""
+
+    @property
+    def max_bytes(self) -> int: ...
+
+    @property
+    def counted(self) -> str: ...
+
+    def size_of(self, data: bytes) -> int: ...
+
+    def fits(self, data: bytes) -> bool: ...
 
 # Inline files smaller than this stay uncompressed: gzip+base64 would make them bigger.
 MIN_COMPRESS = 128
@@ -72,7 +87,7 @@ def embedded_config(config: dict[str, Any]) -> bytes:
     return json.dumps(outer, sort_keys=True, separators=(",", ":")).encode()
 
 
-def fit_user_data(config_bytes: bytes, limit: Any, serve_url: str | None = None,
+def fit_user_data(config_bytes: bytes, limit: SizeLimit | None, serve_url: str | None = None,
                   name: str = "config") -> FittedUserData:
     """Make `config_bytes` (Ignition JSON or `#cloud-config`) fit `limit`
     (`provision.providers.base.UserDataLimit`, or None for no limit).
