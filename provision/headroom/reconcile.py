@@ -22,13 +22,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 from ..errors import ActionError, LockHeld, UserError
 from ..etcd.client import Etcd
 from ..etcd.keys import drain_key, headroom_lock_key, hosts_key, load_key
 from ..etcd.lock import EtcdLock
 from .policy import Decision, Observation, Settings, decide, memory_of, remember
+
+if TYPE_CHECKING:
+    from ..providers.base import Provider
+    from ..providers.pools import PoolProviders
+    from ..spec import Spec
+    from ..spec.model import HeadroomSpec
+    from ..state import StateStore
+    from ..ui import Progress
 
 BUSY = "another run holds the lock"
 
@@ -69,7 +77,7 @@ class Outcome:
                 "decision": self.decision.record() if self.decision else None}
 
 
-def skew_refusal(spec: Any, state: dict[str, Any], pool: str, size: int) -> str | None:
+def skew_refusal(spec: Spec, state: dict[str, Any], pool: str, size: int) -> str | None:
     """Why growing `pool` to `size` would break the Kubernetes version-skew policy (new
     kubelets newer than the running API servers, after a spec upgrade `up` has not rolled out),
     or None: the same rule `plan`, `up` and `scale` apply."""
@@ -83,7 +91,7 @@ def skew_refusal(spec: Any, state: dict[str, Any], pool: str, size: int) -> str 
     return None if check.allowed else check.reason
 
 
-def record_size(state: dict[str, Any], spec: Any, pool: str, size: int) -> None:
+def record_size(state: dict[str, Any], spec: Spec, pool: str, size: int) -> None:
     """The size headroom chose; `plan.pool_sizes` honours it while the spec's count is unchanged."""
     state.setdefault("pools", {})[pool] = {"size": size, "spec_count": spec.pool(pool).count}
 
@@ -91,11 +99,11 @@ def record_size(state: dict[str, Any], spec: Any, pool: str, size: int) -> None:
 class EtcdReconcileLock(EtcdLock):
     """`/provision/<cluster>/headroom/lock`: one reconciler at a time per cluster."""
 
-    def __init__(self, client: Any, cluster: str, command: str, ttl: float):
+    def __init__(self, client: Etcd, cluster: str, command: str, ttl: float):
         super().__init__(client, headroom_lock_key(cluster), command, ttl)
 
 
-def reconcile(spec: Any, store: Any, observe: Callable[[dict[str, Any], float], Observation],
+def reconcile(spec: Spec, store: StateStore, observe: Callable[[dict[str, Any], float], Observation],
               actuator: Actuator, *, dry_run: bool = False, etcd_lock: EtcdReconcileLock | None = None,
               log: Callable[[str], None] = lambda m: None, clock: Callable[[], float] = time.time,
               sleep: Callable[[float], None] = time.sleep, command: str = "provision headroom") -> Outcome:
@@ -196,18 +204,26 @@ def _reconcile_locked(spec, store, observe, actuator, dry_run, log, clock, sleep
     return outcome
 
 
-def drain(spec: Any, actuator: Actuator, host: str, log: Callable[[str], None], clock: Callable[[], float],
+def headroom_of(spec: Spec) -> HeadroomSpec:
+    """The spec's headroom section (what runs here runs only for a spec that has one)."""
+    if spec.headroom is None:
+        raise UserError("headroom: the spec has no headroom section; add one to scale a pool automatically")
+    return spec.headroom
+
+
+def drain(spec: Spec, actuator: Actuator, host: str, log: Callable[[str], None], clock: Callable[[], float],
           sleep: Callable[[float], None]) -> bool:
     """Stop new work on `host` and wait up to drain_timeout for it to run nothing; on timeout
     the host takes work again. True when drained."""
     log(f"stopping new work on {host}")
     actuator.stop_new_work(host)
-    deadline = clock() + spec.headroom.drain_timeout
+    timeout = headroom_of(spec).drain_timeout
+    deadline = clock() + timeout
     while not actuator.drained(host):
         if clock() >= deadline:
             actuator.resume_work(host)
             return False
-        sleep(min(2.0, max(0.05, spec.headroom.drain_timeout / 20)))
+        sleep(min(2.0, max(0.05, timeout / 20)))
     return True
 
 
@@ -217,8 +233,8 @@ class ClusterEdges:
     """Observer and actuator for a real cluster: hosts from the provider's tagged list, load
     from etcd or Kubernetes, machines through the provider."""
 
-    def __init__(self, spec: Any, store: Any, log: Callable[[str], None] = lambda m: None, provider: Any = None,
-                 ui: Any = None, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, spec: Spec, store: StateStore, log: Callable[[str], None] = lambda m: None, provider: Provider | PoolProviders | None = None,
+                 ui: Progress | None = None, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
         from ..providers import get_provider
         self.spec, self.store, self.log, self.ui = spec, store, log, ui
@@ -228,7 +244,7 @@ class ClusterEdges:
             # a burst pool's hosts live with its own provider: listed and destroyed there
             provider = (PoolProviders(spec, store.workdir, log=log) if has_pool_providers(spec)
                         else get_provider(spec, workdir=store.workdir, log=log))
-        self.provider = provider
+        self.provider: Provider | PoolProviders = provider
         self._etcd: Etcd | None = None
         self._kube = None
         self._nodes: dict[str, str] = {}  # host -> its Kubernetes node (observe finds them)
@@ -246,8 +262,8 @@ class ClusterEdges:
     def kube(self):
         if self._kube is None:
             from .observe import kubernetes_api
-            if self.spec.headroom.kubeconfig:  # the user's own kubeconfig: the user's own route
-                self._kube = kubernetes_api(self.spec.headroom.kubeconfig)
+            if headroom_of(self.spec).kubeconfig:  # the user's own kubeconfig: the user's own route
+                self._kube = kubernetes_api(headroom_of(self.spec).kubeconfig)
             else:  # the admin kubeconfig: to the API servers over SSH, like all operator traffic
                 from .. import tunnel
                 state = self.store.read()
@@ -260,11 +276,11 @@ class ClusterEdges:
         from .observe import inventory, match_nodes, observe_etcd, observe_kubernetes, read_etcd_loads
         hosts = inventory(self.provider.list_hosts(), state)
         added = ((state.get("headroom") or {}).get("memory") or {}).get("added") or {}
-        if self.spec.headroom.source == "kubernetes":
+        if headroom_of(self.spec).source == "kubernetes":
             nodes, pods = self.read_kubernetes_batched()
             self._nodes = match_nodes(hosts, nodes)
             record_nodes(state, self._nodes)
-            pool = self.spec.headroom.pool
+            pool = headroom_of(self.spec).pool
             return observe_kubernetes(hosts, nodes, pods, now, pool=pool, labels=dict(self.spec.pool(pool).labels),
                                       added=added)
         loads = read_etcd_loads(self.etcd(state), self.spec.name)
@@ -305,7 +321,7 @@ class ClusterEdges:
         """Kubernetes: cordon, then ask the Eviction API for each workload pod (a budget may
         refuse some for now: `drained` asks again). etcd: the drain key tells the host's fleet
         units to stop taking work; its agent keeps reporting, so the drain can be seen."""
-        if self.spec.headroom.source == "kubernetes":
+        if headroom_of(self.spec).source == "kubernetes":
             from .observe import cordon
             cordon(self.kube(), self.node_name(host))
             self._evict_all(host)
@@ -326,14 +342,14 @@ class ClusterEdges:
         return left
 
     def resume_work(self, host: str) -> None:
-        if self.spec.headroom.source == "kubernetes":
+        if headroom_of(self.spec).source == "kubernetes":
             from .observe import uncordon
             uncordon(self.kube(), self.node_name(host))
         else:
             self.etcd().delete(drain_key(self.spec.name, host))
 
     def drained(self, host: str) -> bool:
-        if self.spec.headroom.source == "kubernetes":
+        if headroom_of(self.spec).source == "kubernetes":
             from .observe import node_pods
             self._evict_all(host)
             return not node_pods(self.kube(), self.node_name(host))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from .. import faults
+from ..spec import Spec
 from . import RunContext
 
 PHASE = "endpoint"
@@ -19,7 +20,7 @@ def endpoint_name(state: Mapping[str, Any]) -> str | None:
     return (state.get("api_endpoint") or {}).get("dns_name") or None
 
 
-def spec_with_endpoint(spec: Any, state: Mapping[str, Any]) -> Any:
+def spec_with_endpoint(spec: Spec, state: Mapping[str, Any]) -> Spec:
     """`spec` whose API server names also carry the load balancer's (for the certificate)."""
     name = endpoint_name(state)
     if not name or name in spec.kubernetes.api_server_names:

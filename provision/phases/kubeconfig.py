@@ -14,12 +14,14 @@ import yaml
 from ..errors import ActionError
 from ..files import secure_makedirs, write_file_atomic
 from .. import faults
+from ..spec import Spec
+from ..state import StateStore
 from . import RunContext
 
 FILE_NAME = "kubeconfig"
 
 
-def api_server_url(spec: Any, state: Mapping[str, Any]) -> str:
+def api_server_url(spec: Spec, state: Mapping[str, Any]) -> str:
     endpoint = (state.get("api_endpoint") or {}).get("dns_name")
     if endpoint:  # the cloud load balancer in front of every master
         return f"https://{endpoint}:6443"
@@ -33,7 +35,7 @@ def api_server_url(spec: Any, state: Mapping[str, Any]) -> str:
     return f"https://{host.get('address') or name}:6443"
 
 
-def admin_kubeconfig(spec: Any, store: Any, state: Mapping[str, Any]) -> bytes:
+def admin_kubeconfig(spec: Spec, store: StateStore, state: Mapping[str, Any]) -> bytes:
     """The admin kubeconfig document (deterministic bytes)."""
     blobs = {}
     for name in ("pki/ca.crt", "pki/admin.crt", "pki/admin.key"):
@@ -54,11 +56,11 @@ def admin_kubeconfig(spec: Any, store: Any, state: Mapping[str, Any]) -> bytes:
     return yaml.safe_dump(doc, sort_keys=True, default_flow_style=False).encode()
 
 
-def default_path(store: Any) -> Path:
+def default_path(store: StateStore) -> Path:
     return Path(store.workdir) / FILE_NAME
 
 
-def write_admin_kubeconfig(spec: Any, store: Any, state: Mapping[str, Any], path: Path | None = None) -> tuple[Path, bool]:
+def write_admin_kubeconfig(spec: Spec, store: StateStore, state: Mapping[str, Any], path: Path | None = None) -> tuple[Path, bool]:
     """Write it 0600 (atomically); returns (path, whether the file changed)."""
     path = Path(path) if path is not None else default_path(store)
     data = admin_kubeconfig(spec, store, state)

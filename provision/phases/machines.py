@@ -11,7 +11,7 @@ and `headroom` record the size in state and re-run the phases).
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .. import convergence
 from ..changes import BOOT, boot_record
@@ -22,6 +22,10 @@ from .. import faults
 from . import RunContext
 from .render import PREFIX as RENDERED
 
+if TYPE_CHECKING:
+    from ..providers.base import HostRecord, Provider
+    from ..providers.pools import PoolProviders
+
 PHASE = "machines"
 INDEX_BLOB = RENDERED + INDEX
 
@@ -30,7 +34,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     return apply_plan(ctx, plan(ctx.spec, ctx.state))
 
 
-def load_configs(ctx: RunContext, hosts: Sequence[HostPlan], provider: Any) -> dict[str, bytes]:
+def load_configs(ctx: RunContext, hosts: Sequence[HostPlan], provider: Provider) -> dict[str, bytes]:
     """Each host's user data: its rendered config (render phase blobs), fitted to the provider's
     user-data limit. Fails before any host is created when a config is missing or cannot fit."""
     if not hosts:
@@ -76,7 +80,7 @@ def rendered_configs(ctx: RunContext, hosts: Sequence[HostPlan]) -> dict[str, by
     return out
 
 
-def fit_config(provider: Any, data: bytes, name: str, log: Callable[[str], None]) -> bytes:
+def fit_config(provider: Provider, data: bytes, name: str, log: Callable[[str], None]) -> bytes:
     """`data` as the provider can hand it over: as is, compressed, or (when the provider can
     serve files) a pointer config to the full config it serves. Refuses naming the sizes."""
     limit = provider.user_data_limit
@@ -89,13 +93,14 @@ def fit_config(provider: Any, data: bytes, name: str, log: Callable[[str], None]
         if url is None:
             raise
     fitted = fit_user_data(data, limit, url, name)
+    assert fitted.full_config is not None, "only a pointer is left once the config did not fit without a URL"
     provider.serve_config(name, data, fitted.full_config)
     log(f"{name}: {limit.size_of(data)} bytes is over the user-data limit; hosts fetch it from "
         f"{url.split('?')[0]} (pinned by sha512)")
     return fitted.data
 
 
-def host_entry(host: HostPlan, record: Any, previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def host_entry(host: HostPlan, record: HostRecord, previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What state records about a host. `address` is the plan's fixed address when it has one
     (etcd members: the configs name it, and the plan keeps it stable), else the provider's;
     `ssh_address` is where provision reaches the host from outside (public when there is one)."""
@@ -116,12 +121,12 @@ def forget_joined(state: dict[str, Any], names: Sequence[str]) -> None:
         state["etcd"]["joined"] = [n for n in joined if n not in set(names)]
 
 
-def pool_provider(provider: Any, pool: str) -> Any:
+def pool_provider(provider: Provider | PoolProviders, pool: str) -> Provider:
     """The provider that makes `pool`'s hosts: its own (cloud bursting) or the cluster's."""
     return provider.for_pool(pool) if hasattr(provider, "for_pool") else provider
 
 
-def apply_plan(ctx: RunContext, target: Plan, provider: Any = None, wait: bool = True) -> dict[str, Any]:
+def apply_plan(ctx: RunContext, target: Plan, provider: Provider | PoolProviders | None = None, wait: bool = True) -> dict[str, Any]:
     """Destroy `target.destroy`, create `target.create` (and any kept host the cloud lost),
     record hosts and pool sizes in `ctx.state`. With `ctx.dry_run` it only says what it would do.
     Returns a summary for --output json."""
