@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -93,7 +93,7 @@ class UI:
         doc.update(body)
         return doc
 
-    def result(self, data: dict[str, Any], text: Any = None, ok: bool = True) -> None:
+    def result(self, data: dict[str, Any], text: RenderableType | None = None, ok: bool = True) -> None:
         """The command's result: the JSON envelope on stdout, or `text` for people."""
         if self.json:
             sys.stdout.write(json.dumps(self.envelope(data, ok), indent=2) + "\n")
@@ -104,7 +104,7 @@ class UI:
             else:
                 self.print_wide(text)
 
-    def print_wide(self, renderable: Any) -> None:
+    def print_wide(self, renderable: RenderableType) -> None:
         """Print tables at the terminal's width, or wider when their identifiers need it."""
         width = self.out.width
         needed = self.out.measure(renderable, options=self.out.options.update_width(100_000)).minimum

@@ -9,12 +9,32 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from ..errors import ActionError, UserError
 from ..etcd.client import Etcd
 from ..etcd.keys import drain_key, hosts_key, load_key  # noqa: F401  (the layout the agents publish)
 from .policy import BOOTING, CLAMPED, PROVISIONING_BOUND, READY, UNKNOWN, UNREADY, HostLoad, Observation
+
+if TYPE_CHECKING:
+    from kubernetes.client import CoreV1Api
+
+    from ..providers.base import HostRecord
+
+
+class KubeObject(Protocol):
+    """A node or pod as the Kubernetes client returns it (KubeObject, KubeObject). The client types
+    metadata, spec and status as optional; the API server always fills them for these kinds,
+    and observe reads them as such."""
+
+    @property
+    def metadata(self) -> Any: ...
+
+    @property
+    def spec(self) -> Any: ...
+
+    @property
+    def status(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -44,7 +64,7 @@ def silent_status(host: InventoryHost, added: Mapping[str, float], now: float,
     return UNKNOWN
 
 
-def inventory(records: Iterable[Any], state: Mapping[str, Any]) -> list[InventoryHost]:
+def inventory(records: Iterable[HostRecord], state: Mapping[str, Any]) -> list[InventoryHost]:
     """Hosts from the provider's tagged list (HostRecord-like objects). A host state does not
     know is still counted; an etcd member is known from state, or by its role."""
     recorded = state.get("hosts", {})
@@ -62,13 +82,13 @@ def inventory(records: Iterable[Any], state: Mapping[str, Any]) -> list[Inventor
     return sorted(out, key=lambda h: h.name)
 
 
-def node_addresses(node: Any) -> set[str]:
+def node_addresses(node: KubeObject) -> set[str]:
     """The InternalIP and ExternalIP addresses a node's kubelet reports."""
     return {a.address for a in ((node.status.addresses or []) if node.status else [])
             if a.type in ("InternalIP", "ExternalIP")}
 
 
-def match_nodes(hosts: Sequence[InventoryHost], nodes: Sequence[Any]) -> dict[str, str]:
+def match_nodes(hosts: Sequence[InventoryHost], nodes: Sequence[KubeObject]) -> dict[str, str]:
     """Host name -> the name of its Kubernetes node: the node named after the host, else the
     node state recorded for it, else the one node reporting one of the host's addresses. A node
     belongs to one host at most; a host with no node is absent."""
@@ -175,7 +195,7 @@ def kubernetes_api(kubeconfig: str, route: Callable[[str, int], tuple[str, int]]
     return client.CoreV1Api(client.ApiClient(configuration))
 
 
-def read_kubernetes(api: Any) -> tuple[list[Any], list[Any]]:
+def read_kubernetes(api: CoreV1Api) -> tuple[Sequence[KubeObject], Sequence[KubeObject]]:
     """Nodes and pods (every namespace) from the API server."""
     from kubernetes.client.exceptions import ApiException
     try:
@@ -186,12 +206,12 @@ def read_kubernetes(api: Any) -> tuple[list[Any], list[Any]]:
         raise ActionError(f"kubernetes: cannot reach the API server: {err}") from None
 
 
-def quantity(value: Any) -> float:
+def quantity(value: str | int | float | None) -> float:
     from kubernetes.utils.quantity import parse_quantity
     return float(parse_quantity(value)) if value not in (None, "") else 0.0
 
 
-def pod_requests(pod: Any) -> tuple[float, float]:
+def pod_requests(pod: KubeObject) -> tuple[float, float]:
     cpu = mem = 0.0
     for c in pod.spec.containers or []:
         req = (c.resources.requests if c.resources else None) or {}
@@ -200,7 +220,7 @@ def pod_requests(pod: Any) -> tuple[float, float]:
     return cpu, mem
 
 
-def counts_as_work(pod: Any) -> bool:
+def counts_as_work(pod: KubeObject) -> bool:
     """Pods a host runs for the workload: not DaemonSet or mirror pods, not finished."""
     if pod.status and pod.status.phase in ("Succeeded", "Failed"):
         return False
@@ -210,14 +230,14 @@ def counts_as_work(pod: Any) -> bool:
     return "kubernetes.io/config.mirror" not in (pod.metadata.annotations or {})
 
 
-def node_status(node: Any) -> str:
+def node_status(node: KubeObject) -> str:
     for cond in (node.status.conditions or []) if node.status else []:
         if cond.type == "Ready":
             return {"True": READY, "False": UNREADY}.get(cond.status, UNKNOWN)
     return UNKNOWN
 
 
-def unschedulable(pod: Any) -> bool:
+def unschedulable(pod: KubeObject) -> bool:
     """The scheduler tried and found no node: PodScheduled False with reason Unschedulable."""
     for cond in (pod.status.conditions or []) if pod.status else []:
         if cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable":
@@ -234,7 +254,7 @@ class NewWorker:
     memory: float
 
 
-def new_worker(hosts: Sequence[InventoryHost], nodes: Sequence[Any], pool: str,
+def new_worker(hosts: Sequence[InventoryHost], nodes: Sequence[KubeObject], pool: str,
                labels: Mapping[str, str] | None = None) -> NewWorker | None:
     """A new worker of `pool` as its existing nodes show it: the labels all of them carry plus
     the pool's spec labels, and the largest allocatable among them. None without a pool node."""
@@ -253,7 +273,7 @@ def new_worker(hosts: Sequence[InventoryHost], nodes: Sequence[Any], pool: str,
                      max(quantity(n.status.allocatable.get("memory")) for n in pool_nodes))
 
 
-def fits(pod: Any, worker: NewWorker | None) -> bool:
+def fits(pod: KubeObject, worker: NewWorker | None) -> bool:
     """Whether a new worker could run `pod`: its nodeSelector matches and its requests fit."""
     if worker is None:
         return True  # nothing to compare with: the pool's own pods are the likely demand
@@ -264,7 +284,7 @@ def fits(pod: Any, worker: NewWorker | None) -> bool:
     return cpu <= worker.cpu and mem <= worker.memory
 
 
-def observe_kubernetes(hosts: Sequence[InventoryHost], nodes: Sequence[Any], pods: Sequence[Any],
+def observe_kubernetes(hosts: Sequence[InventoryHost], nodes: Sequence[KubeObject], pods: Sequence[KubeObject],
                        now: float, pool: str | None = None, labels: Mapping[str, str] | None = None,
                        added: Mapping[str, float] | None = None) -> Observation:
     """Hosts with their share of allocatable CPU and memory requested, pod counts, readiness,
@@ -273,7 +293,7 @@ def observe_kubernetes(hosts: Sequence[InventoryHost], nodes: Sequence[Any], pod
     by_node = {n.metadata.name: n for n in nodes}
     node_of = match_nodes(hosts, nodes)
     worker = new_worker(hosts, nodes, pool, labels) if pool else None
-    work: dict[str, list[Any]] = {}
+    work: dict[str, list[KubeObject]] = {}
     pending = []
     for p in pods:
         if not counts_as_work(p):
@@ -313,7 +333,7 @@ def observe_kubernetes(hosts: Sequence[InventoryHost], nodes: Sequence[Any], pod
                        pending_memory=pmem / mean_mem if mean_mem else 0.0, source="kubernetes")
 
 
-def pending_names(pods: Sequence[Any]) -> frozenset[str]:
+def pending_names(pods: Sequence[KubeObject]) -> frozenset[str]:
     """Namespaced names of unschedulable pods (what the batching window watches)."""
     return frozenset(f"{p.metadata.namespace}/{p.metadata.name}" for p in pods
                      if counts_as_work(p) and not p.spec.node_name and unschedulable(p))
@@ -325,18 +345,18 @@ def batch_done(first_seen: float, last_change: float, now: float, idle: float = 
     return now - last_change >= idle or now - first_seen >= longest
 
 
-def node_pods(api: Any, node: str) -> list[Any]:
+def node_pods(api: CoreV1Api, node: str) -> list[KubeObject]:
     """Workload pods still on `node` (what a drain waits for)."""
     pods = api.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
     return [p for p in pods if counts_as_work(p)]
 
 
-def cordon(api: Any, node: str) -> None:
+def cordon(api: CoreV1Api, node: str) -> None:
     """Mark `node` unschedulable: no new pods land on it."""
     api.patch_node(node, {"spec": {"unschedulable": True}})
 
 
-def evict(api: Any, pod: Any) -> str:
+def evict(api: CoreV1Api, pod: KubeObject) -> str:
     """Ask the API to evict `pod` (policy/v1 Eviction on pods/eviction): "evicted", "wait"
     when a PodDisruptionBudget refuses it now (429), or "gone" when it no longer exists."""
     from kubernetes import client
@@ -356,6 +376,6 @@ def evict(api: Any, pod: Any) -> str:
     return "evicted"
 
 
-def uncordon(api: Any, node: str) -> None:
+def uncordon(api: CoreV1Api, node: str) -> None:
     """Let pods land on `node` again (its drain was abandoned)."""
     api.patch_node(node, {"spec": {"unschedulable": False}})

@@ -13,9 +13,12 @@ import binascii
 import ipaddress
 import re
 import struct
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from .schema import Problems, field_names, is_section, path_join
+
+if TYPE_CHECKING:
+    from .model import Spec
 
 Validator = Callable[[str], "str | None"]  # returns why the value is refused, or None
 
@@ -228,7 +231,7 @@ def grammar_for(pattern: str) -> Validator:
     return FIELD_GRAMMARS.get(pattern, token)
 
 
-def strings(value: Any, path: str, pattern: str):
+def strings(value: object, path: str, pattern: str) -> Iterator[tuple[str, str, str]]:
     """Yield (path, pattern, string) for every string inside a built spec value."""
     if isinstance(value, str):
         yield path, pattern, value
@@ -244,7 +247,7 @@ def strings(value: Any, path: str, pattern: str):
             yield from strings(item, path_join(path, key), pattern + "{=}")
 
 
-def check(spec: Any, problems: Problems) -> None:
+def check(spec: Spec, problems: Problems) -> None:
     """Add a problem for every string of `spec` outside its destination's grammar.
 
     A field that already has a problem (from the contract's own rules) gets no second one.
@@ -258,7 +261,7 @@ def check(spec: Any, problems: Problems) -> None:
             problems.add(path, f"key {_shown(value)} {why}" if pattern.endswith("{}") else why)
 
 
-def _spec_strings(spec: Any):
+def _spec_strings(spec: Spec) -> Iterator[tuple[str, str, str]]:
     for name in field_names(spec):
         value = getattr(spec, name)
         if name == "provider":

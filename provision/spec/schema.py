@@ -12,12 +12,12 @@ import difflib
 import functools
 import types
 import typing
-from typing import Annotated, Any, Callable, Literal, Mapping
+from typing import Annotated, Any, Callable, Literal, Mapping, TypeGuard
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
                       model_validator)
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
+from pydantic_core import ErrorDetails, PydanticUndefined
 
 MISSING: Any = dataclasses.MISSING  # "no value": a field that failed, or one without default
 
@@ -34,7 +34,7 @@ class SpecModel(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _empty_section(cls, data: Any) -> Any:
+    def _empty_section(cls, data: object) -> Any:
         return {} if data is None else data  # `os:` with nothing under it: every default
 
 
@@ -54,9 +54,9 @@ class Problems:
         return [f"{path}: {message}" if path else message for path, message in self.items]
 
 
-def field(doc: str, default: Any = MISSING, *, convert: Callable[[Any], Any] | None = None,
-          example: Any = MISSING, factory: Callable[[], Any] | None = None,
-          accepts: Any = None) -> Any:
+def field(doc: str, default: object = MISSING, *, convert: Callable[[Any], Any] | None = None,
+          example: object = MISSING, factory: Callable[[], Any] | None = None,
+          accepts: object = None) -> Any:
     """Declare a spec field with its one-line documentation.
 
     `convert` turns the raw YAML value into the stored value, raising ValueError with a
@@ -72,7 +72,8 @@ def field(doc: str, default: Any = MISSING, *, convert: Callable[[Any], Any] | N
     elif default is MISSING:
         info = Field(description=doc, json_schema_extra=extra or None)
     else:
-        info = Field(default=default, description=doc, json_schema_extra=extra or None)
+        # Field() is typed as returning its default (for model class bodies); it is a FieldInfo
+        info = typing.cast(FieldInfo, Field(default=default, description=doc, json_schema_extra=extra or None))
     if convert is not None:
         wanted = accepts if accepts is not None else _ACCEPTS.get(convert.__name__, PydanticUndefined)
         info.metadata.append(BeforeValidator(convert, json_schema_input_type=wanted))
@@ -94,7 +95,7 @@ _ACCEPTS: dict[str, Any] = {
 }
 
 
-def yaml_form(value: Any) -> Any:
+def yaml_form(value: object) -> Any:
     """How a stored default is written in a spec file (`str()` of a converted value)."""
     if value is None:
         return None
@@ -132,7 +133,7 @@ def path_join(base: str, key: str | int) -> str:
     return f"{base}.{key}" if base else key
 
 
-def describe(value: Any) -> str:
+def describe(value: object) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -150,13 +151,13 @@ def describe(value: Any) -> str:
     return type(value).__name__
 
 
-def in_words(allowed: str, value: Any) -> str:
+def in_words(allowed: str, value: object) -> str:
     """The one wording of a grammar problem: what is allowed, said in words (never a regular
     expression), then the value given. Every pattern check words its message through here."""
     return f"must be {allowed} (got {value!r})"
 
 
-def name_problem(extra: int, value: Any) -> str:
+def name_problem(extra: int, value: object) -> str:
     return in_words(f"1 to {extra + 1} characters: lowercase letters (a-z), digits and hyphens, "
                     "starting with a letter", value)
 
@@ -168,16 +169,16 @@ def did_you_mean(key: str, known: list[str]) -> str:
     return f"unknown key (known keys: {', '.join(sorted(known))})"
 
 
-def is_model(tp: Any) -> bool:
+def is_model(tp: object) -> TypeGuard[type[BaseModel]]:
     return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
-def is_section(value: Any) -> bool:
+def is_section(value: object) -> bool:
     """A built spec section (a model or the dataclass values some fields hold), not a scalar."""
     return isinstance(value, BaseModel) or (dataclasses.is_dataclass(value) and not isinstance(value, type))
 
 
-def field_names(obj: Any) -> list[str]:
+def field_names(obj: object) -> list[str]:
     """The field names of a spec model (class or instance) or of a dataclass, in order."""
     cls = obj if isinstance(obj, type) else type(obj)
     if isinstance(cls, type) and issubclass(cls, BaseModel):
@@ -188,11 +189,11 @@ def field_names(obj: Any) -> list[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def _adapter(tp: Any) -> TypeAdapter:
+def _adapter(tp: Any) -> TypeAdapter:  # Any: a type expression (a model, `int | str`, ...), what TypeAdapter takes
     return TypeAdapter(tp)
 
 
-def _strip_optional(tp: Any) -> Any:
+def _strip_optional(tp: object) -> object:
     if typing.get_origin(tp) is Annotated:
         tp = typing.get_args(tp)[0]
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
@@ -202,7 +203,7 @@ def _strip_optional(tp: Any) -> Any:
     return tp
 
 
-def _type_at(tp: Any, loc: tuple) -> Any:
+def _type_at(tp: object, loc: tuple) -> object:
     """The annotation found by following a pydantic error location from type `tp`."""
     for key in loc:
         tp = _strip_optional(tp)
@@ -215,7 +216,7 @@ def _type_at(tp: Any, loc: tuple) -> Any:
     return _strip_optional(tp)
 
 
-def _message(error: Any, root: Any) -> tuple[tuple, str]:
+def _message(error: ErrorDetails, root: object) -> tuple[tuple, str]:
     """A pydantic error as (location, message in the project's words)."""
     kind, loc, value = error["type"], tuple(error["loc"]), error.get("input")
     if kind == "missing":
@@ -243,7 +244,7 @@ def _message(error: Any, root: Any) -> tuple[tuple, str]:
     return loc, error["msg"]
 
 
-def convert(tp: Any, value: Any, path: str, problems: Problems) -> Any:
+def convert(tp: object, value: object, path: str, problems: Problems) -> Any:
     """Validate `value` against annotation `tp`; on problems, record each under its path (in
     the order of the fields) and return MISSING."""
     try:
@@ -266,7 +267,7 @@ def convert(tp: Any, value: Any, path: str, problems: Problems) -> Any:
 _convert = convert  # the name load.py has always used
 
 
-def build(cls: type, data: Any, path: str, problems: Problems) -> Any:
+def build(cls: type, data: object, path: str, problems: Problems) -> Any:
     """Build model `cls` from `data`; returns MISSING when any field had a problem."""
     if data is None:
         data = {}
