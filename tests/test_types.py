@@ -2,6 +2,7 @@
 clean; the configuration is pyproject.toml's [tool.mypy])."""
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 
@@ -9,16 +10,35 @@ from tests.conftest import REPO
 
 TYPED = (
     "provision/app.py",
+    "provision/bootstrap.py",
+    "provision/changes.py",
     "provision/cli.py",
     "provision/cli_run.py",
     "provision/doctor.py",
     "provision/files.py",
+    "provision/headroom/observe.py",
+    "provision/headroom/reconcile.py",
+    "provision/placement.py",
+    "provision/plan.py",
     "provision/resources.py",
     "provision/saved_plan.py",
     "provision/status.py",
     "provision/ui.py",
     "provision/phases/__init__.py",
+    "provision/phases/endpoint.py",
+    "provision/phases/etcd.py",
+    "provision/phases/flannel.py",
+    "provision/phases/fleet.py",
+    "provision/phases/hosts.py",
+    "provision/phases/kubeconfig.py",
+    "provision/phases/machines.py",
+    "provision/phases/masters.py",
+    "provision/phases/pki.py",
+    "provision/phases/render.py",
+    "provision/phases/secrets.py",
+    "provision/phases/validate.py",
     "provision/phases/wait.py",
+    "provision/phases/workers.py",
     "provision/providers/__init__.py",
     "provision/providers/aws.py",
     "provision/providers/aws_configs.py",
@@ -26,7 +46,14 @@ TYPED = (
     "provision/providers/base.py",
     "provision/providers/local",
     "provision/providers/vagrant.py",
+    "provision/providers/vagrant_serve.py",
+    "provision/render/machine.py",
+    "provision/render/userdata.py",
+    "provision/spec/grammar.py",
+    "provision/spec/schema.py",
+    "provision/state_s3.py",
     "provision/verbs",
+    "provision/version_skew.py",
 )
 
 
@@ -37,3 +64,42 @@ def test_listed_modules_type_check(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Success: no issues found" in proc.stdout and " error: " not in proc.stdout, proc.stdout
+
+
+# Issue 14's goal: at most 15 parameters of provision/ typed `Any` (Spec, StateStore, Provider,
+# RunContext, protocols or `object` say more). The ceiling is the figure reached so far, so the
+# count cannot grow; lower it as modules are typed, down to the goal.
+ANY_PARAMETERS_GOAL = 15
+ANY_PARAMETERS_CEILING = 103
+
+
+def any_parameters(root):
+    """(file:line, function, parameter) of every function parameter annotated exactly `Any`."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args
+                every = [*args.posonlyargs, *args.args, *args.kwonlyargs,
+                         *(a for a in (args.vararg, args.kwarg) if a is not None)]
+                for arg in every:
+                    if arg.annotation is not None and ast.unparse(arg.annotation) in ("Any", "typing.Any"):
+                        found.append((f"{path.relative_to(root.parent)}:{node.lineno}", node.name, arg.arg))
+    return found
+
+
+def test_any_parameters_do_not_grow():
+    found = any_parameters(REPO / "provision")
+    assert len(found) <= ANY_PARAMETERS_CEILING, (
+        f"{len(found)} parameters typed Any (ceiling {ANY_PARAMETERS_CEILING}, goal {ANY_PARAMETERS_GOAL}); "
+        "type the new ones:\n" + "\n".join(f"{where} {fn}({arg})" for where, fn, arg in found))
+
+
+def test_any_counter_sees_every_kind_of_parameter(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "m.py").write_text(
+        "import typing\nfrom typing import Any\n"
+        "def f(a: Any, /, b: typing.Any, *c: Any, d: Any, e: int, f: 'list[Any]', **g: Any) -> Any: ...\n"
+        "class C:\n    async def m(self, x: Any = None) -> None: ...\n")
+    assert sorted(arg for _, _, arg in any_parameters(package)) == ["a", "b", "c", "d", "g", "x"]
