@@ -19,11 +19,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Iterator, Mapping
 
 from . import faults
 from .errors import ActionError
 from .resources import data_dir
+
+if TYPE_CHECKING:
+    from .phases import RunContext
+    from .spec import Spec
 
 ROLES_PACKAGE = "provision_roles"
 # How many hosts pyinfra works on at once (connections, facts, operations); a bound keeps a
@@ -75,7 +79,7 @@ def ssh_address(host: Mapping[str, Any]) -> str:
     return host.get("ssh_address") or host["address"]
 
 
-def host_data(spec, name: str, host: Mapping[str, Any], key_path: Path, known_hosts: Path) -> dict[str, Any]:
+def host_data(spec: Spec, name: str, host: Mapping[str, Any], key_path: Path, known_hosts: Path) -> dict[str, Any]:
     return {"ssh_hostname": ssh_address(host), "ssh_user": spec.ssh.user, "ssh_port": 22,
             "ssh_key": str(key_path), "ssh_known_hosts_file": str(known_hosts),
             "ssh_strict_host_key_checking": "yes" if host.get("host_key") else "accept-new",
@@ -101,7 +105,7 @@ def known_hosts_text(existing: str, cluster: Mapping[str, Mapping[str, Any]]) ->
                    for line in lines)
 
 
-def inventory_text(spec, cluster: Mapping[str, Mapping[str, Any]], key_path: Path, known_hosts: Path) -> str:
+def inventory_text(spec: Spec, cluster: Mapping[str, Mapping[str, Any]], key_path: Path, known_hosts: Path) -> str:
     """The pyinfra inventory file of the whole cluster: one group per role (`masters`,
     `workers`) holding each host with its data, and one group per pool (`pool_<name>`)."""
     groups: dict[str, list] = {}
@@ -116,7 +120,7 @@ def inventory_text(spec, cluster: Mapping[str, Mapping[str, Any]], key_path: Pat
     return "\n".join(text) + "\n"
 
 
-def write_inventory(spec, workdir: Path, cluster: Mapping[str, Mapping[str, Any]], key_path: Path) -> tuple[Path, Path]:
+def write_inventory(spec: Spec, workdir: Path, cluster: Mapping[str, Mapping[str, Any]], key_path: Path) -> tuple[Path, Path]:
     """Write known_hosts and the pyinfra inventory file of the whole cluster (`cluster`:
     every host of state); returns their paths."""
     folder = inventory_dir(workdir)
@@ -131,8 +135,8 @@ def write_inventory(spec, workdir: Path, cluster: Mapping[str, Mapping[str, Any]
 
 
 @contextlib.contextmanager
-def known_hosts_for_run(spec, workdir: Path, cluster: Mapping[str, Mapping[str, Any]], key_path: Path,
-                        dry_run: bool):
+def known_hosts_for_run(spec: Spec, workdir: Path, cluster: Mapping[str, Mapping[str, Any]], key_path: Path,
+                        dry_run: bool) -> Iterator[Path]:
     """The known_hosts file a role run checks keys against. A real run writes the cluster's
     inventory files; a dry run writes nothing of the cluster's and uses a private temporary
     copy (keys first seen during it are forgotten)."""
@@ -160,7 +164,8 @@ def ssh_reachable(address: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def wait_for_ssh(addresses: Mapping[str, str], timeout: float, log=lambda m: None) -> list[str]:
+def wait_for_ssh(addresses: Mapping[str, str], timeout: float,
+                 log: Callable[[str], None] = lambda m: None) -> list[str]:
     """Wait until every host answers SSH; returns the names that did not in time."""
     pending = dict(addresses)
     deadline = time.monotonic() + timeout
@@ -189,7 +194,7 @@ def forget_loaded_host_keys() -> None:
         cache.clear()
 
 
-def run_roles(spec, workdir: Path, hosts: Mapping[str, Mapping[str, Any]], roles: Iterable[str],
+def run_roles(spec: Spec, workdir: Path, hosts: Mapping[str, Mapping[str, Any]], roles: Iterable[str],
               key_path: Path, dry_run: bool = False, timeout: int = 10,
               cluster: Mapping[str, Mapping[str, Any]] | None = None,
               data: Mapping[str, Any] | None = None,
@@ -292,14 +297,14 @@ def cluster_hosts(state: Mapping[str, Any], roles: Iterable[str] | None = None,
             if _selected(host.get("role"), host.get("etcd"), roles, etcd) and host.get("address")}
 
 
-def planned_names(ctx, roles: Iterable[str] | None = None, etcd: bool | None = None) -> list[str]:
+def planned_names(ctx: RunContext, roles: Iterable[str] | None = None, etcd: bool | None = None) -> list[str]:
     """Names of the hosts the plan wants (for dry runs, before hosts exist)."""
     from .plan import plan
     roles = set(roles) if roles is not None else None
     return [h.name for h in plan(ctx.spec, ctx.state).desired if _selected(h.role, h.etcd, roles, etcd)]
 
 
-def apply_roles(ctx, phase: str, roles: Iterable[str], hosts: Mapping[str, Mapping[str, Any]],
+def apply_roles(ctx: RunContext, phase: str, roles: Iterable[str], hosts: Mapping[str, Mapping[str, Any]],
                 data: Mapping[str, Any] | None = None,
                 host_only: Mapping[str, Mapping[str, Any]] | None = None,
                 record_extra: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
@@ -345,12 +350,12 @@ def apply_roles(ctx, phase: str, roles: Iterable[str], hosts: Mapping[str, Mappi
             "converged": len(every) - len(hosts), "verify": verifying(ctx)}
 
 
-def verifying(ctx) -> bool:
+def verifying(ctx: RunContext) -> bool:
     """`up --verify` and dry runs check every host, whatever its record says."""
     return bool(ctx.dry_run or ctx.options.get("verify"))
 
 
-def convergence_targets(ctx, phase: str, hosts: Mapping[str, Mapping[str, Any]],
+def convergence_targets(ctx: RunContext, phase: str, hosts: Mapping[str, Mapping[str, Any]],
                         extra: Mapping[str, Mapping[str, Any]] | None = None):
     """(the record each host gets, the hosts the phase runs its roles on): every host when
     verifying, else those whose recorded convergence for `phase` is missing or differs.
@@ -369,7 +374,7 @@ def convergence_targets(ctx, phase: str, hosts: Mapping[str, Mapping[str, Any]],
     return wanted, {name: hosts[name] for name in stale}
 
 
-def record_converged(ctx, phase: str, wanted, outcomes: Mapping[str, RoleOutcome]) -> None:
+def record_converged(ctx: RunContext, phase: str, wanted: Mapping[str, dict[str, Any]], outcomes: Mapping[str, RoleOutcome]) -> None:
     """Record `phase` as converged on each host it ran on without a problem, and drop the
     record of each host it found a problem on (the next run acts on it again); save state."""
     from . import convergence

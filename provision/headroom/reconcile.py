@@ -125,7 +125,9 @@ def reconcile(spec: Spec, store: StateStore, observe: Callable[[dict[str, Any], 
             etcd_lock.release()
 
 
-def _reconcile_locked(spec, store, observe, actuator, dry_run, log, clock, sleep) -> Outcome:
+def _reconcile_locked(spec: Spec, store: StateStore, observe: Callable[[dict[str, Any], float], Observation],
+                      actuator: Actuator, dry_run: bool, log: Callable[[str], None], clock: Callable[[], float],
+                      sleep: Callable[[float], None]) -> Outcome:
     settings = Settings.from_spec(spec)
     state = store.read()
     now = clock()
@@ -190,8 +192,8 @@ def _reconcile_locked(spec, store, observe, actuator, dry_run, log, clock, sleep
             outcome.not_drained.append(host)
             memory.setdefault("undrainable", {})[host] = clock()
             store.write(state)
-            log(f"{host} did not drain within {spec.headroom.drain_timeout:g}s; left in place, taking work "
-                f"again, skipped for {spec.headroom.scale_down_cooldown:g}s")
+            log(f"{host} did not drain within {headroom_of(spec).drain_timeout:g}s; left in place, taking work "
+                f"again, skipped for {headroom_of(spec).scale_down_cooldown:g}s")
             if spare:
                 queue.append(spare.pop(0))  # another candidate instead
         if outcome.not_drained:
