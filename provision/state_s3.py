@@ -49,7 +49,7 @@ class S3StateStore(StateStore):
         return f"s3://{self.bucket}/{self.base}"
 
     @property
-    def client(self):
+    def client(self) -> BaseClient:
         if self._client is None:
             import boto3
             self._client = boto3.client("s3", region_name=self.region)

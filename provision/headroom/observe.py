@@ -175,7 +175,7 @@ def drained_by_report(raw: str | None) -> bool:
 
 # ---- source kubernetes -------------------------------------------------------------------
 
-def kubernetes_api(kubeconfig: str, route: Callable[[str, int], tuple[str, int]] | None = None):
+def kubernetes_api(kubeconfig: str, route: Callable[[str, int], tuple[str, int]] | None = None) -> CoreV1Api:
     """CoreV1Api for a kubeconfig file. `route(host, port)` says where this machine connects to
     reach the kubeconfig's server (a port forwarded over SSH); TLS still checks the server's
     own name."""

@@ -31,12 +31,15 @@ from ..etcd.lock import EtcdLock
 from .policy import Decision, Observation, Settings, decide, memory_of, remember
 
 if TYPE_CHECKING:
+    from kubernetes.client import CoreV1Api
+
     from ..providers.base import Provider
     from ..providers.pools import PoolProviders
     from ..spec import Spec
     from ..spec.model import HeadroomSpec
     from ..state import StateStore
     from ..ui import Progress
+    from .observe import KubeObject
 
 BUSY = "another run holds the lock"
 
@@ -248,7 +251,7 @@ class ClusterEdges:
                         else get_provider(spec, workdir=store.workdir, log=log))
         self.provider: Provider | PoolProviders = provider
         self._etcd: Etcd | None = None
-        self._kube = None
+        self._kube: CoreV1Api | None = None
         self._nodes: dict[str, str] = {}  # host -> its Kubernetes node (observe finds them)
 
     def etcd(self, state: dict[str, Any] | None = None) -> Etcd:
@@ -261,11 +264,12 @@ class ClusterEdges:
             self._etcd = cluster.connect(self.spec, self.store, state, log=self.log)
         return self._etcd
 
-    def kube(self):
+    def kube(self) -> CoreV1Api:
         if self._kube is None:
             from .observe import kubernetes_api
-            if headroom_of(self.spec).kubeconfig:  # the user's own kubeconfig: the user's own route
-                self._kube = kubernetes_api(headroom_of(self.spec).kubeconfig)
+            kubeconfig = headroom_of(self.spec).kubeconfig
+            if kubeconfig:  # the user's own kubeconfig: the user's own route
+                self._kube = kubernetes_api(kubeconfig)
             else:  # the admin kubeconfig: to the API servers over SSH, like all operator traffic
                 from .. import tunnel
                 state = self.store.read()
@@ -289,7 +293,8 @@ class ClusterEdges:
         # A live key is fresh (its TTL / lease says so): the agent's clock is not judged.
         return observe_etcd(hosts, loads, now, added=added)
 
-    def read_kubernetes_batched(self, idle: float = 1.0, longest: float = 10.0):
+    def read_kubernetes_batched(self, idle: float = 1.0,
+                                longest: float = 10.0) -> tuple[Sequence[KubeObject], Sequence[KubeObject]]:
         """Nodes and pods once unschedulable pods stop arriving (Karpenter: 1 s idle, 10 s
         at most), so one burst makes one batched decision."""
         from .observe import batch_done, pending_names, read_kubernetes
