@@ -11,7 +11,7 @@ subnet holds it; other hosts (workers) take slot `index % slots`, so every pool 
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 if TYPE_CHECKING:
     from .spec import Spec

@@ -13,7 +13,7 @@ import binascii
 import ipaddress
 import re
 import struct
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 from .schema import Problems, field_names, is_section, path_join
 
