@@ -13,6 +13,10 @@ create (a custom image such as Flatcar is refused without one), a cloud firewall
 tag, and a region picked where the image and sizes exist when `location` is null. `teardown`
 removes the firewall and the keys it created.
 
+The API endpoint (`provider.load_balancer`, see `libcloud_lb`): the cloud's load balancer where
+libcloud has a load-balancer driver for the compute driver's cloud (ec2: ELB), made before the
+hosts and holding every master; elsewhere (digitalocean) the node-local proxy.
+
 Credentials and connection come from the environment: `LIBCLOUD_KEY`, `LIBCLOUD_SECRET`, and
 optionally `LIBCLOUD_HOST`, `LIBCLOUD_PORT`, `LIBCLOUD_SECURE` (true/false) and
 `LIBCLOUD_EXTRA` (a JSON object of further driver arguments, e.g. `{"project": "p"}` for gce).
@@ -33,6 +37,7 @@ from .base import TAG_CLUSTER, TAG_POOL, TAG_ROLE, HostRecord, Provider, UserDat
 from .libcloud_common import (CONNECTION_ARGS, STATE_MAP, USER_DATA_ARGS, USER_DATA_LIMITS, accepted_args,
                               construct_driver, label_to_tag, libcloud_retryable, pick_location, tag_to_label,
                               version_key)
+from .libcloud_lb import LibcloudLoadBalancer, lb_driver_name
 from .retry import Backoff, call_with_retry
 
 __all__ = ["STATE_MAP", "USER_DATA_LIMITS", "LibcloudProvider", "accepted_args", "construct_driver", "label_to_tag",
@@ -54,6 +59,7 @@ class LibcloudProvider(Provider):
         self._driver = None
         self._key_ids: list[int] | None = None  # DigitalOcean account keys, once ensured
         self._firewall: dict[str, Any] | None = None  # DigitalOcean firewall, once ensured
+        self._api_lb: LibcloudLoadBalancer | None = None
 
     @property
     def user_data_limit(self) -> UserDataLimit | None:  # type: ignore[override]
@@ -87,25 +93,29 @@ class LibcloudProvider(Provider):
                                                 "in LIBCLOUD_KEY)"))
         return problems
 
+    def _driver_kwargs(self) -> tuple[str, dict[str, Any]]:
+        """The key and keyword arguments a driver of this cloud is built with (from LIBCLOUD_*)."""
+        env = os.environ
+        kwargs: dict[str, Any] = {}
+        if env.get("LIBCLOUD_SECRET") is not None:
+            kwargs["secret"] = env["LIBCLOUD_SECRET"]
+        if env.get("LIBCLOUD_HOST"):
+            kwargs["host"] = env["LIBCLOUD_HOST"]
+        if env.get("LIBCLOUD_PORT"):
+            kwargs["port"] = int(env["LIBCLOUD_PORT"])
+        if env.get("LIBCLOUD_SECURE"):
+            kwargs["secure"] = env["LIBCLOUD_SECURE"].lower() not in ("0", "false", "no")
+        if self.options.region:
+            kwargs["region"] = self.options.region
+        kwargs.update(json.loads(env.get("LIBCLOUD_EXTRA") or "{}"))
+        return env.get("LIBCLOUD_KEY", ""), kwargs
+
     @property
     def driver(self):
         if self._driver is None:
             from libcloud.compute.providers import get_driver
             cls = get_driver(self.options.driver)
-            env = os.environ
-            kwargs: dict[str, Any] = {}
-            if env.get("LIBCLOUD_SECRET") is not None:
-                kwargs["secret"] = env["LIBCLOUD_SECRET"]
-            if env.get("LIBCLOUD_HOST"):
-                kwargs["host"] = env["LIBCLOUD_HOST"]
-            if env.get("LIBCLOUD_PORT"):
-                kwargs["port"] = int(env["LIBCLOUD_PORT"])
-            if env.get("LIBCLOUD_SECURE"):
-                kwargs["secure"] = env["LIBCLOUD_SECURE"].lower() not in ("0", "false", "no")
-            if self.options.region:
-                kwargs["region"] = self.options.region
-            kwargs.update(json.loads(env.get("LIBCLOUD_EXTRA") or "{}"))
-            key = env.get("LIBCLOUD_KEY", "")
+            key, kwargs = self._driver_kwargs()
             try:
                 driver = construct_driver(cls, key, kwargs)
             except Exception as err:  # a driver's own complaint about its arguments
@@ -239,6 +249,44 @@ class LibcloudProvider(Provider):
             return matching[-1]
         return self._lookup("images", self.driver.list_images, wanted, "provider.image", newest_flatcar)
 
+    # -- the API load balancer (provision.providers.libcloud_lb) ---------------------------------
+    @property
+    def api_load_balancer(self) -> bool:  # type: ignore[override]
+        return self.options.load_balancer and lb_driver_name(self.options.driver) is not None
+
+    @property
+    def api_lb(self) -> LibcloudLoadBalancer:
+        if self._api_lb is None:
+            self._api_lb = LibcloudLoadBalancer(self.spec.name, lb_driver_name(self.options.driver) or "",
+                                                self._make_lb_driver, self._retry, self._nodes, self.log)
+        return self._api_lb
+
+    def _make_lb_driver(self) -> Any:
+        """The load-balancer driver of this cloud, with the compute driver's credentials and
+        connection (its region: provider.region, else the compute driver's)."""
+        from libcloud.loadbalancer.providers import get_driver
+        cls = get_driver(lb_driver_name(self.options.driver))
+        key, kwargs = self._driver_kwargs()
+        kwargs.setdefault("region", getattr(self.driver, "region_name", None))
+        try:
+            driver = construct_driver(cls, key, kwargs)
+        except Exception as err:  # a driver's own complaint about its arguments
+            raise UserError(f"provider.load_balancer: cannot set up libcloud load-balancer driver "
+                            f"{lb_driver_name(self.options.driver)!r}: {err}") from None
+        self._override_connection(driver, kwargs)
+        return driver
+
+    def ensure_api_endpoint(self) -> dict[str, str] | None:
+        return self.api_lb.ensure() if self.api_load_balancer else None
+
+    def find_api_endpoint(self) -> dict[str, str] | None:
+        found = self.api_lb.find() if self.api_load_balancer else None
+        return self.api_lb.endpoint(found) if found is not None else None
+
+    def register_api_targets(self, masters: Sequence[HostRecord]) -> None:
+        if self.api_load_balancer and masters:
+            self.api_lb.register(list(masters))
+
     # -- shared resources (DigitalOcean) ------------------------------------------------------
     def prepare(self) -> None:
         """DigitalOcean: the account SSH keys and the cloud firewall on the cluster tag."""
@@ -256,8 +304,10 @@ class LibcloudProvider(Provider):
         return self._key_ids
 
     def teardown(self) -> None:
-        """DigitalOcean: remove the firewall and the SSH keys this cluster created (keys found
-        already in the account stay)."""
+        """The API load balancer, if any; DigitalOcean: the firewall and the SSH keys this
+        cluster created (keys found        already in the account stay)."""
+        if self.api_load_balancer:
+            self.api_lb.remove()
         if self.on_digitalocean:
             self._retry(lambda: do.remove_firewall(self.driver, self.spec.name, self.log), "remove firewall")
             self._retry(lambda: do.remove_keys(self.driver, self.spec.name, self.log), "remove SSH keys")
@@ -292,6 +342,7 @@ class LibcloudProvider(Provider):
         todo = [h for h in hosts if h.name not in existing]
         records = [existing[h.name] for h in hosts if h.name in existing]
         if not todo:
+            self.register_api_targets([r for r in records if r.role == "master"])
             return records
         image = self._image()
         sizes: dict[str | None, Any] = {}
@@ -332,6 +383,7 @@ class LibcloudProvider(Provider):
                 return found[0] if found else self.driver.create_node(**kwargs)
             self.log(f"creating node {host.name}")
             records.append(self._record(self._retry(attempt, f"create node {host.name}")))
+        self.register_api_targets([r for r in records if r.role == "master"])
         return records
 
     def destroy_hosts(self, names: Sequence[str]) -> None:

@@ -199,6 +199,11 @@ class LibcloudOptions(SpecModel):
     size: str | None = field("size id used when a pool's size is null; the smallest when null", None)
     region: str | None = field("region passed to drivers that take one at connection; on digitalocean "
                               "(none taken) the location when location is null", None)
+    load_balancer: bool = field(
+        "the cloud's load balancer (libcloud.loadbalancer: TCP 6443 to every master, named <name>-api) as the "
+        "API endpoint where libcloud has a load-balancer driver for the compute driver (ec2: ELB; also gce, "
+        "cloudstack, rackspace, brightbox, dimensiondata, nttcis, aliyun_ecs); false, or a driver without one "
+        "(digitalocean, linode...): a node-local proxy on every node", True)
 
 
 class VagrantOptions(SpecModel):
