@@ -312,7 +312,9 @@ class NetworkSpec(SpecModel):
 
 
 class FleetSpec(SpecModel):
-    enabled: bool = field("run fleetd on every host with metadata role=<role>,pool=<pool>", True)
+    enabled: bool = field("run fleetd on every host with metadata role=<role>,pool=<pool> (no fleet release "
+                          "publishes a checksum: needs artifacts.hashes.fleetd or a pin on first use; an offline "
+                          "render without either is refused, exit 2)", True)
     version: str = field("fleet release", "1.0.0")
 
 
