@@ -70,7 +70,7 @@ def construct_driver(cls: type, key: str, kwargs: dict[str, Any]) -> Any:
     `object.__new__`, which refuses them ("object.__new__() takes exactly one argument"): those
     are built with only the keywords their `__new__` names, and the caller applies the
     connection override (host, port, secure) to the connection itself."""
-    accepted = accepted_args(cls.__init__)
+    accepted = accepted_args(getattr(cls, "__init__"))
     if "kwargs" not in accepted:  # e.g. the Dummy driver takes only `creds`
         kwargs = {k: v for k, v in kwargs.items() if k in accepted}
     try:

@@ -23,6 +23,7 @@ optionally `LIBCLOUD_HOST`, `LIBCLOUD_PORT`, `LIBCLOUD_SECURE` (true/false) and
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -391,4 +392,4 @@ class LibcloudProvider(Provider):
         for node in self._nodes():
             if node.name in wanted and STATE_MAP.get(str(node.state).lower()) != "terminated":
                 self.log(f"destroying node {node.name}")
-                self._retry(lambda n=node: self.driver.destroy_node(n), f"destroy node {node.name}")
+                self._retry(functools.partial(self.driver.destroy_node, node), f"destroy node {node.name}")

@@ -19,7 +19,7 @@ WAIT_POLL_CAP = 10.0
 # openstacksdk's retry settings (passed to openstack.connect; they reach every service's
 # keystoneauth adapter): refused answers are repeated by keystoneauth, connections never.
 # openstacksdk's defaults give Glance its own count (image_status_code_retries: 5), so it is named too.
-OPENSTACK_RETRIES = {"status_code_retries": 7, "image_status_code_retries": 7, "retriable_status_codes": [429, 503],
+OPENSTACK_RETRIES: dict[str, Any] = {"status_code_retries": 7, "image_status_code_retries": 7, "retriable_status_codes": [429, 503],
                      "connect_retries": 0}
 
 
@@ -49,7 +49,7 @@ def in_use(err: BaseException) -> bool:
         return False
     kind = ""
     try:
-        kind = (err.response.json().get("NeutronError") or {}).get("type", "")
+        kind = ((err.response.json() if err.response is not None else {}).get("NeutronError") or {}).get("type", "")
     except Exception:  # not JSON: fall back on the message
         pass
     return kind.endswith("InUse") or "in use" in str(getattr(err, "details", "") or err).lower()

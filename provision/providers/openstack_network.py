@@ -3,6 +3,7 @@ the router to the external network, the security group and its rules, the Nova k
 their removal."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
@@ -106,11 +107,12 @@ class OpenStackNetwork(OpenStackBase):
     def _warn_shared_pool(self, subnet: Subnet) -> None:
         """A named network's allocation pool is not ours to change: say when it covers the
         addresses the plan fixes, which Neutron may then hand to other ports first."""
-        base = ipaddress.ip_network(self.options.subnet_cidr).network_address
+        # the subnet matched is IPv4 (`_named_subnet`), so are provider.subnet_cidr and the pools
+        base = ipaddress.IPv4Network(self.options.subnet_cidr).network_address
         fixed_lo, fixed_hi = base + 1, base + FIXED_ADDRESSES - 1
         found = self._retry(lambda: self.conn.network.get_subnet(subnet.subnet_id), "get subnet")
         for pool in found.allocation_pools or []:
-            start, end = ipaddress.ip_address(pool["start"]), ipaddress.ip_address(pool["end"])
+            start, end = ipaddress.IPv4Address(pool["start"]), ipaddress.IPv4Address(pool["end"])
             if start <= fixed_hi and fixed_lo <= end:
                 self.log(f"network {self.options.network!r}: its allocation pool {start}-{end} covers the fixed "
                          f"addresses provision plans (from {base + 10}); Neutron may give them to other ports "
@@ -139,7 +141,7 @@ class OpenStackNetwork(OpenStackBase):
         for port in ports:
             if not any(ip["subnet_id"] == subnet.subnet_id for ip in port.fixed_ips or []):
                 continue
-            router = self._retry(lambda p=port: router_of(p), "get router")
+            router = self._retry(functools.partial(router_of, port), "get router")
             if router is None:
                 continue
             if router.name != self.resource_name and (router.external_gateway_info or {}).get("network_id") == external_id:
@@ -195,13 +197,14 @@ class OpenStackNetwork(OpenStackBase):
             wanted.append({k: v for k, v in rule.items() if v is not None})
         for rule in wanted:
             if rule_key(rule, group.id) not in have:
-                self._retry(lambda rule=rule: net.create_security_group_rule(
-                    security_group_id=group.id, direction="ingress", ethertype="IPv4", **rule),
+                self._retry(functools.partial(
+                    net.create_security_group_rule, security_group_id=group.id, direction="ingress",
+                    ethertype="IPv4", **rule),
                     "create security group rule")
         # A rule of ours the spec no longer wants (flannel's backend changed) goes.
         for key in set(have) - {rule_key(r, group.id) for r in wanted}:
             self.log(f"removing security group rule {key[0] or 'any'} {key[1] or ''}-{key[2] or ''} no longer needed")
-            self._retry(lambda r=have[key]: net.delete_security_group_rule(r, ignore_missing=True),
+            self._retry(functools.partial(net.delete_security_group_rule, have[key], ignore_missing=True),
                         "delete security group rule")
         return group.id
 
@@ -230,7 +233,7 @@ class OpenStackNetwork(OpenStackBase):
         if router is None:
             return
         for subnet_id in self._router_interfaces(router.id):
-            self._delete_when_free(lambda s=subnet_id: net.remove_interface_from_router(router, subnet_id=s),
+            self._delete_when_free(functools.partial(net.remove_interface_from_router, router, subnet_id=subnet_id),
                                    "detach subnet from router")
         self.log(f"deleting router {router.name}")
         self._delete_when_free(lambda: net.delete_router(router, ignore_missing=True), "delete router")
@@ -250,7 +253,7 @@ class OpenStackNetwork(OpenStackBase):
         if network is None:
             return
         for subnet in self._retry(lambda: list(net.subnets(network_id=network.id)), "list subnets"):
-            self._delete_when_free(lambda s=subnet: net.delete_subnet(s, ignore_missing=True), "delete subnet")
+            self._delete_when_free(functools.partial(net.delete_subnet, subnet, ignore_missing=True), "delete subnet")
         self._delete_when_free(lambda: net.delete_network(network, ignore_missing=True), "delete network")
 
     def _remove_keypair(self) -> None:

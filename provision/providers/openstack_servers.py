@@ -2,6 +2,7 @@
 zones, floating IPs and host-gw address pairs, the wait for them to run, and their deletion."""
 from __future__ import annotations
 
+import functools
 import base64
 import dataclasses
 import time
@@ -265,7 +266,7 @@ class OpenStackServers(OpenStackNetwork):
     def _delete_servers(self, records: Sequence[HostRecord]) -> None:
         for record in records:
             self.log(f"deleting server {record.name}")
-            self._retry(lambda r=record: self.conn.compute.delete_server(r.provider_id, ignore_missing=True),
+            self._retry(functools.partial(self.conn.compute.delete_server, record.provider_id, ignore_missing=True),
                         f"delete server {record.name}")
 
     def _release_floating_ips(self, host_names: set[str] | None = None) -> None:
@@ -275,7 +276,7 @@ class OpenStackServers(OpenStackNetwork):
             hosts = {t.split("=", 1)[1] for t in fip.tags or [] if t.startswith(f"{TAG_HOST}=")}
             if host_names is None or hosts & host_names:
                 self.log(f"releasing floating IP {fip.floating_ip_address}")
-                self._retry(lambda f=fip: self.conn.network.delete_ip(f, ignore_missing=True),
+                self._retry(functools.partial(self.conn.network.delete_ip, fip, ignore_missing=True),
                             "release floating IP")
 
     def _wait_gone(self, server_ids: set[str] | None = None, timeout: float = DELETE_TIMEOUT) -> None:
@@ -294,13 +295,13 @@ class OpenStackServers(OpenStackNetwork):
                     self.log(f"server {server.name} is soft-deleted; forcing its deletion")
                     forced.add(server.id)
                     try:
-                        self._retry(lambda s=server: self.conn.compute.delete_server(s, force=True,
-                                                                                    ignore_missing=True),
+                        self._retry(functools.partial(self.conn.compute.delete_server, server, force=True,
+                                                      ignore_missing=True),
                                     f"force delete server {server.name}")
                     except ActionError as err:  # policy may forbid it: the cloud reclaims it later
                         self.log(f"{err}; waiting for the cloud to reclaim it")
                 elif not self._going(server):
-                    self._retry(lambda s=server: self.conn.compute.delete_server(s, ignore_missing=True),
+                    self._retry(functools.partial(self.conn.compute.delete_server, server, ignore_missing=True),
                                 f"delete server {server.name}")
             if time.monotonic() > deadline:
                 raise ActionError(f"openstack: servers still deleting after {timeout:.0f}s: "
@@ -313,5 +314,5 @@ class OpenStackServers(OpenStackNetwork):
         for group in self._retry(lambda: list(self.conn.compute.server_groups()), "list server groups"):
             if group.name in names:
                 self.log(f"deleting server group {group.name}")
-                self._retry(lambda g=group: self.conn.compute.delete_server_group(g, ignore_missing=True),
+                self._retry(functools.partial(self.conn.compute.delete_server_group, group, ignore_missing=True),
                             "delete server group")
