@@ -1,9 +1,9 @@
 """Phase `endpoint`: the cloud load balancer in front of every master's kube-apiserver (AWS: a
-Network Load Balancer; OpenStack: an Octavia load balancer), found or made before the PKI so that
-the API server certificate and the workers' configs carry its name (or address); recorded in
-`state["api_endpoint"]` ({"kind", "dns_name", ...}). Providers without one, and clouds that offer
-none, record none: workers then reach the masters through the node-local proxy (libcloud load
-balancers are not used yet; the proxy covers them)."""
+Network Load Balancer; OpenStack: an Octavia load balancer; libcloud: the driver's load
+balancer), found or made before the PKI so that the API server certificate and the workers'
+configs carry its name (or address); recorded in `state["api_endpoint"]` ({"kind", "dns_name",
+...}). Providers without one, and clouds that offer none, record none: workers then reach the
+masters through the node-local proxy."""
 from __future__ import annotations
 
 from typing import Any, Mapping

@@ -13,18 +13,21 @@ create (a custom image such as Flatcar is refused without one), a cloud firewall
 tag, and a region picked where the image and sizes exist when `location` is null. `teardown`
 removes the firewall and the keys it created.
 
+The API endpoint (`provider.load_balancer`, see `libcloud_lb`): the cloud's load balancer where
+libcloud has a load-balancer driver for the compute driver's cloud (ec2: ELB), made before the
+hosts and holding every master; elsewhere (digitalocean) the node-local proxy.
+
 Credentials and connection come from the environment: `LIBCLOUD_KEY`, `LIBCLOUD_SECRET`, and
 optionally `LIBCLOUD_HOST`, `LIBCLOUD_PORT`, `LIBCLOUD_SECURE` (true/false) and
 `LIBCLOUD_EXTRA` (a JSON object of further driver arguments, e.g. `{"project": "p"}` for gce).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
 import os
-import re
-import socket
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ActionError, UserError
@@ -32,93 +35,14 @@ from ..plan import HostPlan
 from ..spec.model import LibcloudOptions
 from . import libcloud_digitalocean as do
 from .base import TAG_CLUSTER, TAG_POOL, TAG_ROLE, HostRecord, Provider, UserDataLimit, host_tags
+from .libcloud_common import (CONNECTION_ARGS, STATE_MAP, USER_DATA_ARGS, USER_DATA_LIMITS, accepted_args,
+                              construct_driver, label_to_tag, libcloud_retryable, pick_location, tag_to_label,
+                              version_key)
+from .libcloud_lb import LibcloudLoadBalancer, lb_driver_name
 from .retry import Backoff, call_with_retry
 
-USER_DATA_ARGS = ("ex_userdata", "ex_user_data")
-# Published user-data limits of the clouds behind some drivers; others are not enforced here.
-USER_DATA_LIMITS = {"ec2": UserDataLimit(16 * 1024, "raw"), "openstack": UserDataLimit(65535, "base64"),
-                    "digitalocean": UserDataLimit(64 * 1024, "raw"), "gce": UserDataLimit(256 * 1024, "raw")}
-STATE_MAP = {"running": "running", "pending": "pending", "starting": "pending", "rebooting": "pending",
-             "stopped": "stopped", "stopping": "stopped", "suspended": "stopped", "paused": "stopped",
-             "terminated": "terminated", "error": "unknown", "unknown": "unknown"}
-
-
-def libcloud_retryable(err: BaseException) -> str | None:
-    from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
-    if isinstance(err, RateLimitReachedError):
-        return "throttled"
-    code = getattr(err, "code", None)
-    if isinstance(err, BaseHTTPError) and isinstance(code, int):
-        if code == 429:
-            return "throttled (429)"
-        if code >= 500:
-            return f"server error {code}"
-        return None
-    text = str(err)
-    if any(word in text for word in ("RequestLimitExceeded", "Throttling", "ServiceUnavailable", "InternalError")):
-        return "throttled or server error"
-    import requests
-    if isinstance(err, (requests.exceptions.ConnectionError, socket.timeout, ConnectionError)):
-        return f"connection problem ({type(err).__name__})"
-    return None
-
-
-def tag_to_label(key: str) -> str:
-    """GCE label keys allow only lowercase letters, digits, `_` and `-`: `provision:pool` is
-    `provision_pool` there."""
-    return key.replace(":", "_")
-
-
-def label_to_tag(key: str) -> str:
-    return key.replace("provision_", "provision:", 1) if key.startswith("provision_") else key
-
-
-def accepted_args(fn: Callable) -> set[str]:
-    try:
-        return set(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
-def version_key(name: str) -> tuple:
-    """Sort key of an image name by the last dotted version in it (`... 4081.2.0` after
-    `... 999.1.0`, which string order gets wrong); names without one sort first."""
-    found = re.findall(r"\d+(?:\.\d+)+", name or "")
-    return (tuple(int(p) for p in found[-1].split(".")) if found else (), name or "")
-
-
-def construct_driver(cls: type, key: str, kwargs: dict[str, Any]) -> Any:
-    """`cls(key, **kwargs)`, for drivers that cannot take every argument at construction.
-
-    Some drivers (DigitalOcean) define a `__new__` that hands unknown keywords on to
-    `object.__new__`, which refuses them ("object.__new__() takes exactly one argument"): those
-    are built with only the keywords their `__new__` names, and the caller applies the
-    connection override (host, port, secure) to the connection itself."""
-    accepted = accepted_args(cls.__init__)
-    if "kwargs" not in accepted:  # e.g. the Dummy driver takes only `creds`
-        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
-    try:
-        return cls(key, **kwargs)
-    except TypeError as err:
-        if cls.__new__ is object.__new__ or "object.__new__" not in str(err):
-            raise
-    named = accepted_args(cls.__new__) - {"cls", "key", "kwargs"}
-    return cls(key, **{k: v for k, v in kwargs.items() if k in named})
-
-
-CONNECTION_ARGS = ("host", "port", "secure")
-
-
-def pick_location(locations: Sequence[Any], image: Any, sizes: Sequence[Any]) -> Any | None:
-    """The first location that has the image and every size wanted (where the driver says
-    which regions an image or size is in, as DigitalOcean's does)."""
-    image_regions = set((getattr(image, "extra", None) or {}).get("regions") or [])
-    for location in locations:
-        if image_regions and location.id not in image_regions:
-            continue
-        if all(location.id in ((s.extra or {}).get("regions") or [location.id]) for s in sizes):
-            return location
-    return None
+__all__ = ["STATE_MAP", "USER_DATA_LIMITS", "LibcloudProvider", "accepted_args", "construct_driver", "label_to_tag",
+           "libcloud_retryable", "pick_location", "tag_to_label", "version_key"]
 
 
 class LibcloudProvider(Provider):
@@ -136,6 +60,7 @@ class LibcloudProvider(Provider):
         self._driver = None
         self._key_ids: list[int] | None = None  # DigitalOcean account keys, once ensured
         self._firewall: dict[str, Any] | None = None  # DigitalOcean firewall, once ensured
+        self._api_lb: LibcloudLoadBalancer | None = None
 
     @property
     def user_data_limit(self) -> UserDataLimit | None:  # type: ignore[override]
@@ -169,25 +94,29 @@ class LibcloudProvider(Provider):
                                                 "in LIBCLOUD_KEY)"))
         return problems
 
+    def _driver_kwargs(self) -> tuple[str, dict[str, Any]]:
+        """The key and keyword arguments a driver of this cloud is built with (from LIBCLOUD_*)."""
+        env = os.environ
+        kwargs: dict[str, Any] = {}
+        if env.get("LIBCLOUD_SECRET") is not None:
+            kwargs["secret"] = env["LIBCLOUD_SECRET"]
+        if env.get("LIBCLOUD_HOST"):
+            kwargs["host"] = env["LIBCLOUD_HOST"]
+        if env.get("LIBCLOUD_PORT"):
+            kwargs["port"] = int(env["LIBCLOUD_PORT"])
+        if env.get("LIBCLOUD_SECURE"):
+            kwargs["secure"] = env["LIBCLOUD_SECURE"].lower() not in ("0", "false", "no")
+        if self.options.region:
+            kwargs["region"] = self.options.region
+        kwargs.update(json.loads(env.get("LIBCLOUD_EXTRA") or "{}"))
+        return env.get("LIBCLOUD_KEY", ""), kwargs
+
     @property
     def driver(self):
         if self._driver is None:
             from libcloud.compute.providers import get_driver
             cls = get_driver(self.options.driver)
-            env = os.environ
-            kwargs: dict[str, Any] = {}
-            if env.get("LIBCLOUD_SECRET") is not None:
-                kwargs["secret"] = env["LIBCLOUD_SECRET"]
-            if env.get("LIBCLOUD_HOST"):
-                kwargs["host"] = env["LIBCLOUD_HOST"]
-            if env.get("LIBCLOUD_PORT"):
-                kwargs["port"] = int(env["LIBCLOUD_PORT"])
-            if env.get("LIBCLOUD_SECURE"):
-                kwargs["secure"] = env["LIBCLOUD_SECURE"].lower() not in ("0", "false", "no")
-            if self.options.region:
-                kwargs["region"] = self.options.region
-            kwargs.update(json.loads(env.get("LIBCLOUD_EXTRA") or "{}"))
-            key = env.get("LIBCLOUD_KEY", "")
+            key, kwargs = self._driver_kwargs()
             try:
                 driver = construct_driver(cls, key, kwargs)
             except Exception as err:  # a driver's own complaint about its arguments
@@ -321,6 +250,44 @@ class LibcloudProvider(Provider):
             return matching[-1]
         return self._lookup("images", self.driver.list_images, wanted, "provider.image", newest_flatcar)
 
+    # -- the API load balancer (provision.providers.libcloud_lb) ---------------------------------
+    @property
+    def api_load_balancer(self) -> bool:  # type: ignore[override]
+        return self.options.load_balancer and lb_driver_name(self.options.driver) is not None
+
+    @property
+    def api_lb(self) -> LibcloudLoadBalancer:
+        if self._api_lb is None:
+            self._api_lb = LibcloudLoadBalancer(self.spec.name, lb_driver_name(self.options.driver) or "",
+                                                self._make_lb_driver, self._retry, self._nodes, self.log)
+        return self._api_lb
+
+    def _make_lb_driver(self) -> Any:
+        """The load-balancer driver of this cloud, with the compute driver's credentials and
+        connection (its region: provider.region, else the compute driver's)."""
+        from libcloud.loadbalancer.providers import get_driver
+        cls = get_driver(lb_driver_name(self.options.driver))
+        key, kwargs = self._driver_kwargs()
+        kwargs.setdefault("region", getattr(self.driver, "region_name", None))
+        try:
+            driver = construct_driver(cls, key, kwargs)
+        except Exception as err:  # a driver's own complaint about its arguments
+            raise UserError(f"provider.load_balancer: cannot set up libcloud load-balancer driver "
+                            f"{lb_driver_name(self.options.driver)!r}: {err}") from None
+        self._override_connection(driver, kwargs)
+        return driver
+
+    def ensure_api_endpoint(self) -> dict[str, str] | None:
+        return self.api_lb.ensure() if self.api_load_balancer else None
+
+    def find_api_endpoint(self) -> dict[str, str] | None:
+        found = self.api_lb.find() if self.api_load_balancer else None
+        return self.api_lb.endpoint(found) if found is not None else None
+
+    def register_api_targets(self, masters: Sequence[HostRecord]) -> None:
+        if self.api_load_balancer and masters:
+            self.api_lb.register(list(masters))
+
     # -- shared resources (DigitalOcean) ------------------------------------------------------
     def prepare(self) -> None:
         """DigitalOcean: the account SSH keys and the cloud firewall on the cluster tag."""
@@ -338,8 +305,10 @@ class LibcloudProvider(Provider):
         return self._key_ids
 
     def teardown(self) -> None:
-        """DigitalOcean: remove the firewall and the SSH keys this cluster created (keys found
-        already in the account stay)."""
+        """The API load balancer, if any; DigitalOcean: the firewall and the SSH keys this
+        cluster created (keys found        already in the account stay)."""
+        if self.api_load_balancer:
+            self.api_lb.remove()
         if self.on_digitalocean:
             self._retry(lambda: do.remove_firewall(self.driver, self.spec.name, self.log), "remove firewall")
             self._retry(lambda: do.remove_keys(self.driver, self.spec.name, self.log), "remove SSH keys")
@@ -374,6 +343,7 @@ class LibcloudProvider(Provider):
         todo = [h for h in hosts if h.name not in existing]
         records = [existing[h.name] for h in hosts if h.name in existing]
         if not todo:
+            self.register_api_targets([r for r in records if r.role == "master"])
             return records
         image = self._image()
         sizes: dict[str | None, Any] = {}
@@ -414,6 +384,7 @@ class LibcloudProvider(Provider):
                 return found[0] if found else self.driver.create_node(**kwargs)
             self.log(f"creating node {host.name}")
             records.append(self._record(self._retry(attempt, f"create node {host.name}")))
+        self.register_api_targets([r for r in records if r.role == "master"])
         return records
 
     def destroy_hosts(self, names: Sequence[str]) -> None:
@@ -421,4 +392,4 @@ class LibcloudProvider(Provider):
         for node in self._nodes():
             if node.name in wanted and STATE_MAP.get(str(node.state).lower()) != "terminated":
                 self.log(f"destroying node {node.name}")
-                self._retry(lambda n=node: self.driver.destroy_node(n), f"destroy node {node.name}")
+                self._retry(functools.partial(self.driver.destroy_node, node), f"destroy node {node.name}")

@@ -199,6 +199,11 @@ class LibcloudOptions(SpecModel):
     size: str | None = field("size id used when a pool's size is null; the smallest when null", None)
     region: str | None = field("region passed to drivers that take one at connection; on digitalocean "
                               "(none taken) the location when location is null", None)
+    load_balancer: bool = field(
+        "the cloud's load balancer (libcloud.loadbalancer: TCP 6443 to every master, named <name>-api) as the "
+        "API endpoint where libcloud has a load-balancer driver for the compute driver (ec2: ELB; also gce, "
+        "cloudstack, rackspace, brightbox, dimensiondata, nttcis, aliyun_ecs); false, or a driver without one "
+        "(digitalocean, linode...): a node-local proxy on every node", True)
 
 
 class VagrantOptions(SpecModel):
@@ -307,7 +312,9 @@ class NetworkSpec(SpecModel):
 
 
 class FleetSpec(SpecModel):
-    enabled: bool = field("run fleetd on every host with metadata role=<role>,pool=<pool>", True)
+    enabled: bool = field("run fleetd on every host with metadata role=<role>,pool=<pool> (no fleet release "
+                          "publishes a checksum: needs artifacts.hashes.fleetd or a pin on first use; an offline "
+                          "render without either is refused, exit 2)", True)
     version: str = field("fleet release", "1.0.0")
 
 

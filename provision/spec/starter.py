@@ -62,6 +62,10 @@ POOL_DOCS["name"] = ("pool name: 1 to 20 lowercase letters, digits and hyphens, 
                      "host names are <cluster>-<pool>-<n>")
 
 
+# Pool keys whose null default means "not set": left out of the starter pools unless set.
+OPTIONAL_POOL_KEYS = {"provider"}
+
+
 def _pool_lines(pool: dict) -> list[str]:
     """One example pool with every field of a pool, each with its description."""
     lines: list[str] = []
@@ -70,6 +74,13 @@ def _pool_lines(pool: dict) -> list[str]:
             continue  # only worker pools are resized
         value = pool.get(key, default)
         if value is schema.MISSING:
+            continue
+        if value is None and key in OPTIONAL_POOL_KEYS:
+            # left out unless set (`provider: null` reads as a setting); a worker pool names it
+            # in a comment so the field stays discoverable
+            if pool.get("role") == "worker":
+                head = f"    # {key}: ..."
+                lines.append(f"{head}{' ' * max(1, 32 - len(head))}# {POOL_DOCS[key]}")
             continue
         head = f"  {'- ' if not lines else '  '}{key}: {_scalar(value)}"
         lines.append(f"{head}{' ' * max(1, 32 - len(head))}# {POOL_DOCS[key]}")

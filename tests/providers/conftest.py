@@ -160,12 +160,17 @@ def libcloud_ec2_adjusted():
     """The two field-notes adjustments for libcloud's EC2 driver against moto 5.2 (test-only):
     moto's XML namespace lacks the trailing slash libcloud expects."""
     import libcloud.compute.drivers.ec2 as ec2_driver
+    import libcloud.loadbalancer.drivers.elb as elb_driver
     saved = ec2_driver.NAMESPACE
+    saved_root = elb_driver.ROOT
     ec2_driver.NAMESPACE = saved.rstrip("/")
+    # libcloud's ELB driver sends its queries to `/2012-06-01/`; moto's server routes ELB only at `/`
+    elb_driver.ROOT = "/"
     try:
         yield
     finally:
         ec2_driver.NAMESPACE = saved
+        elb_driver.ROOT = saved_root
 
 
 @pytest.fixture

@@ -187,7 +187,7 @@ def test_teardown_retries_a_neutron_in_use_conflict(openstack_api, tmp_path):
 
 
 def test_teardown_gives_up_on_a_lasting_conflict_with_a_clear_error(openstack_api, tmp_path, monkeypatch):
-    import provision.providers.openstack as openstack_module
+    import provision.providers.openstack_base as openstack_module
     monkeypatch.setattr(openstack_module, "IN_USE_TIMEOUT", 0.0)
     spec = os_spec()
     provider = fast(OpenStackProvider(spec, tmp_path))
