@@ -51,10 +51,11 @@ class AWSProvider(AWSInstances):
         super().__init__(spec, workdir, log)
         self._network = None
         self._image = None
-        self.endpoint = APILoadBalancer(spec.name, self.options.region, self._retry, self._find_or_create, self.log,
+        # Both take the provider's clients: one retry config (adaptive) for every AWS client.
+        self.endpoint = APILoadBalancer(spec.name, self.options.region, self._elbv2_client, self._retry,
+                                        self._find_or_create, self.log,
                                         tag_list({TAG_CLUSTER: spec.name, TAG_ROLE: "api"}))
-        self.endpoint.client = self._elbv2_client  # adaptive retries, single-attempt while looking first
-        self.configs = S3ConfigServer(spec.name, self.options.region, self._retry, self.log,
+        self.configs = S3ConfigServer(spec.name, self.options.region, self.client, self._retry, self.log,
                                       tag_list({TAG_CLUSTER: spec.name}))
 
     # -- checks ------------------------------------------------------------------------------

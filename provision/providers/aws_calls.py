@@ -81,7 +81,7 @@ def aws_retryable(err: BaseException) -> str | None:
     return None
 
 
-def client_config(max_attempts: int = AWS_MAX_ATTEMPTS, **extra: Any):
+def client_config(max_attempts: int = AWS_MAX_ATTEMPTS, **extra: object) -> Any:
     """The botocore config of every client: `adaptive` retries (standard retries plus a token
     bucket that paces calls to the rate the service accepts), `max_attempts` tries a call."""
     from botocore.config import Config
@@ -145,10 +145,18 @@ class AWSCalls(Provider):
             self._client = self._make_client("ec2", self.max_attempts)
         return self._client
 
-    def _make_client(self, service: str, attempts: int):
+    def client(self, service: str, *, endpoint_url: str | None = None, **config: object) -> Any:
+        """A new boto3 client of `service` in the provider's region: `client_config` (adaptive
+        retries, the provider's attempt budget, timeouts) plus `config` (botocore Config
+        options), retries reported in the log. Every AWS client of the provider (EC2, ELBv2, S3,
+        STS) is made here; `endpoint_url` overrides the endpoint boto3 would pick."""
+        return self._make_client(service, self.max_attempts, endpoint_url=endpoint_url, **config)
+
+    def _make_client(self, service: str, attempts: int, *, endpoint_url: str | None = None, **config: object) -> Any:
         import boto3
-        client = boto3.session.Session().client(service, region_name=self.options.region,
-                                                config=client_config(attempts, connect_timeout=10, read_timeout=60))
+        options: dict[str, Any] = {"connect_timeout": 10, "read_timeout": 60, **config}
+        client = boto3.session.Session().client(service, region_name=self.options.region, endpoint_url=endpoint_url,
+                                                config=client_config(attempts, **options))
         client.meta.events.register("needs-retry", self._log_retry)
         return client
 
