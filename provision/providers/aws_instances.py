@@ -1,6 +1,11 @@
 """The AWS provider's hosts: batches made by one RunInstances each (tags in the call, a
 deterministic ClientToken, looked for before any retry), listed by one paginated
 DescribeInstances, named from their batch's indices tag and launch index.
+
+A pool spread over zones costs one RunInstances per zone (a call takes one subnet). One EC2
+Fleet (CreateFleet, instant) per pool would not keep placement: its On-Demand allocation strategy
+(lowest-price or prioritized) only orders the per-zone overrides, so EC2 may put every host in
+one zone, and a host's zone slot (its subnet and name) could no longer be chosen by index.
 """
 from __future__ import annotations
 
