@@ -24,6 +24,7 @@ import time
 from bench.moto_endpoint import moto_endpoint
 
 WORKERS = int(os.environ.get("BENCH_P3_WORKERS", "500"))
+ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]  # the pool spreads over a subnet per zone
 AMI = "ami-12c6146b"
 PARALLEL = 10
 LATENCY = float(os.environ.get("BENCH_P3_LATENCY", "0.3"))
@@ -73,7 +74,8 @@ def run() -> dict:
     from provision.spec import parse_spec
 
     with moto_endpoint():
-        spec = parse_spec({"name": "p3", "provider": {"name": "aws", "region": "us-east-1", "ami": AMI},
+        spec = parse_spec({"name": "p3", "provider": {"name": "aws", "region": "us-east-1", "ami": AMI,
+                                                              "zones": ZONES},
                            "ssh": {"authorized_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBtK8t8Ezh0Q3c1m1xX1T8kGfQ0c6Ew1w8xvVNNxQ3eA b@x"]},
                            "etcd": {"count": 1},
                            "pools": [{"name": "masters", "role": "master", "count": 1},
@@ -107,10 +109,13 @@ def run() -> dict:
     baseline_model = model_seconds([(o, t) for o, t, _ in baseline_calls], PARALLEL)
     per_host_run_model = model_seconds([("RunInstances", 1)] * WORKERS, PARALLEL)
     return {
-        "name": f"P3: create {WORKERS} EC2 workers in 1 pool (moto over HTTP; EC2 time from a token-bucket model)",
+        "name": f"P3: create {WORKERS} EC2 workers in 1 pool over {len(ZONES)} zones (moto over HTTP; "
+                "EC2 time from a token-bucket model)",
         "figures": {
             "provider_mutating_calls": len(provider_mutating),
             "provider_batches": batches,
+            "provider_run_instances_calls": sum(1 for c in provider_calls if c[0] == "RunInstances"),
+            "provider_zones_used": len({provider.slot(h) for h in workers}),
             "provider_mutating_calls_per_pool_and_batch": round(len(provider_mutating) / max(1, batches), 2),
             "provider_read_calls": len(provider_calls) - len(provider_mutating),
             f"P4 no-op listing of {WORKERS + 1} hosts: calls (goal 1 page per 1,000; 0 mutating)":

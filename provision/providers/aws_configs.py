@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 # A pre-signed config URL serves one first boot, minutes after RunInstances: an hour, not SigV4's 7 days.
 CONFIG_URL_SECONDS = 3600
@@ -15,14 +15,23 @@ CONFIG_URL_SECONDS = 3600
 Retry = Callable[[Callable[[], Any], str], Any]
 
 
-class S3ConfigServer:
-    """The config bucket of cluster `cluster` in `region`. `retry(call, what)` runs a call with
-    the provider's backoff and error translation; `bucket_tags` is the bucket's TagSet."""
+class ClientFactory(Protocol):
+    """The provider's client factory (`AWSCalls.client`): a boto3 client of `service` with the
+    provider's retry config plus `config`, at `endpoint_url` when given."""
 
-    def __init__(self, cluster: str, region: str, retry: Retry, log: Callable[[str], None],
+    def __call__(self, service: str, *, endpoint_url: str | None = None, **config: object) -> Any: ...
+
+
+class S3ConfigServer:
+    """The config bucket of cluster `cluster` in `region`. `client` makes the S3 and STS clients
+    (the provider's factory: one retry config for every AWS client); `retry(call, what)` runs a
+    call with the provider's error translation; `bucket_tags` is the bucket's TagSet."""
+
+    def __init__(self, cluster: str, region: str, client: ClientFactory, retry: Retry, log: Callable[[str], None],
                  bucket_tags: list[dict[str, str]]):
         self.cluster = cluster
         self.region = region
+        self.client = client
         self.retry = retry
         self.log = log
         self.bucket_tags = bucket_tags
@@ -32,27 +41,18 @@ class S3ConfigServer:
     @property
     def s3(self) -> Any:
         if self._s3 is None:
-            import boto3
-            from botocore.config import Config
             custom = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-            # botocore's adaptive retries (retries plus client-side pacing), as every AWS client
-            config = Config(retries={"total_max_attempts": 8, "mode": "adaptive"}, signature_version="s3v4",
-                            s3={"addressing_style": "path" if custom else "virtual"}, user_agent_extra="provision")
             # The bucket's regional endpoint: the global one answers new buckets outside us-east-1
             # with a redirect, after which a pre-signed URL's signature no longer matches.
             regional = None if custom else f"https://s3.{self.region}.amazonaws.com"
-            self._s3 = boto3.session.Session().client("s3", region_name=self.region, config=config,
-                                                      endpoint_url=regional)
+            self._s3 = self.client("s3", endpoint_url=regional, signature_version="s3v4",
+                                   s3={"addressing_style": "path" if custom else "virtual"})
         return self._s3
 
     def bucket(self) -> str:
         """provision-<cluster>-<account id>: unique per account, found again on every run."""
         if self._bucket is None:
-            import boto3
-            from botocore.config import Config
-            config = Config(retries={"total_max_attempts": 8, "mode": "adaptive"})
-            account = self.retry(lambda: boto3.session.Session().client(
-                "sts", region_name=self.region, config=config).get_caller_identity()["Account"], "GetCallerIdentity")
+            account = self.retry(lambda: self.client("sts").get_caller_identity()["Account"], "GetCallerIdentity")
             self._bucket = f"provision-{self.cluster}-{account}"[:63]
         return self._bucket
 

@@ -14,32 +14,24 @@ FindOrCreate = Callable[[str, Callable[[], "str | None"], Callable[[], str]], st
 
 
 class APILoadBalancer:
-    """The load balancer of cluster `cluster` in `region`. `retry(call, what)` runs a call with
-    the provider's backoff; `find_or_create(what, find, create)` looks before every creating try;
-    `tags` are the resources' tags as an AWS TagSet."""
+    """The load balancer of cluster `cluster` in `region`. `client()` answers the ELBv2 client
+    (the provider's: adaptive retries, one attempt while a creating call looks first);
+    `retry(call, what)` runs a call with the provider's backoff; `find_or_create(what, find,
+    create)` looks before every creating try; `tags` are the resources' tags as an AWS TagSet."""
 
-    def __init__(self, cluster: str, region: str, retry: Retry, find_or_create: FindOrCreate,
-                 log: Callable[[str], None], tags: list[dict[str, str]]):
+    def __init__(self, cluster: str, region: str, client: Callable[[], Any], retry: Retry,
+                 find_or_create: FindOrCreate, log: Callable[[str], None], tags: list[dict[str, str]]):
         self.cluster = cluster
         self.region = region
+        self.client = client
         self.retry = retry
         self.find_or_create = find_or_create
         self.log = log
         self.tags = tags
-        self._elbv2: Any = None
-        self.client: Callable[[], Any] | None = None  # the provider's own client factory, when it has one
 
     @property
     def elbv2(self) -> Any:
-        if self.client is not None:
-            return self.client()
-        if self._elbv2 is None:
-            import boto3
-            from botocore.config import Config
-            config = Config(retries={"total_max_attempts": 1, "mode": "standard"},
-                            user_agent_extra="provision", connect_timeout=10, read_timeout=60)
-            self._elbv2 = boto3.session.Session().client("elbv2", region_name=self.region, config=config)
-        return self._elbv2
+        return self.client()
 
     @property
     def name(self) -> str:

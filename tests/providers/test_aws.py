@@ -146,6 +146,24 @@ def test_every_client_uses_botocores_adaptive_retry_mode(ec2_proxy):
     assert provider.ec2 is not provider._client
 
 
+def test_the_s3_sts_and_elbv2_clients_come_from_the_providers_factory(ec2_proxy):
+    """One way to make a client: the config server's S3 and STS clients and the load balancer's
+    ELBv2 client are the provider's (its attempt budget, its retry log), not configs of their own."""
+    provider = AWSProvider(aws_spec())
+    provider.max_attempts = 3
+    made: list[str] = []
+    make = provider._make_client
+    provider._make_client = lambda service, attempts, **kw: made.append(service) or make(service, attempts, **kw)
+    s3 = provider.configs.s3
+    assert s3.meta.config.retries == {"mode": "adaptive", "total_max_attempts": 3}
+    assert s3.meta.config.signature_version == "s3v4"
+    assert provider.endpoint.elbv2.meta.config.retries == {"mode": "adaptive", "total_max_attempts": 3}
+    assert provider.configs.bucket().startswith(f"provision-{provider.spec.name}-")  # GetCallerIdentity
+    assert made == ["s3", "elbv2", "sts"]
+    provider._looking_first = True  # a creating call looking first: one attempt per try, no fallback client
+    assert provider.endpoint.elbv2.meta.config.retries == {"mode": "adaptive", "total_max_attempts": 1}
+
+
 def test_shared_resources_are_tagged_and_reused(ec2_proxy):
     spec = aws_spec()
     first = AWSProvider(spec)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import collections
 import json
 
+import boto3
+
 from provision.providers.aws import FLATCAR_OWNER, MAX_BATCH
 
 from .test_down import aws_example, artifact_mirror, publish_flatcar_ami  # noqa: F401 (fixture)
@@ -52,6 +54,18 @@ def test_hundred_workers_cost_two_mutating_calls_per_pool_and_batch_and_a_noop_n
     assert host_calls <= 2 * pools_and_batches, calls
     # everything else made the cluster's shared resources once, whatever the pool sizes
     assert all(n <= 4 for action, n in calls.items() if action not in HOST_CALLS), calls
+    # per pool: one RunInstances (one reservation) per zone its hosts spread over, each host in
+    # its zone slot: 100 workers over 3 zones are 3 calls, each master 1 in a zone of its own
+    reservations = boto3.client("ec2", region_name=data["provider"]["region"]).describe_instances(
+        Filters=[{"Name": "tag:provision:cluster", "Values": [data["name"]]}])["Reservations"]
+    per_pool: dict[str, list[set[str]]] = collections.defaultdict(list)
+    for reservation in reservations:
+        pool = {t["Key"]: t["Value"] for t in reservation["Instances"][0]["Tags"]}["provision:pool"]
+        per_pool[pool].append({i["Placement"]["AvailabilityZone"] for i in reservation["Instances"]})
+    workers, masters = data["pools"][1]["name"], data["pools"][0]["name"]
+    assert sorted(len(z) for z in per_pool[workers]) == [1, 1, 1], per_pool  # a call takes one zone
+    assert len(set().union(*per_pool[workers])) == zones
+    assert len(per_pool[masters]) == 3 and len(set().union(*per_pool[masters])) == 3, per_pool
 
     ec2_proxy.reset_counts()
     again = cli("up", spec_path, "--yes", "--until", "machines", "--state-dir", state_dir, "-o", "json")
