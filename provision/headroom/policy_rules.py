@@ -15,7 +15,8 @@ Pure functions; `policy.decide` combines their needs.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from operator import attrgetter
+from typing import Callable, Mapping, Sequence
 
 from ..spec.model import Reserve
 from .policy_model import (MIN_PREDICT_SAMPLES, PREDICT_AHEAD, PREDICT_WINDOW, READY, TREND_COVER, TREND_FIT,
@@ -25,11 +26,31 @@ def containers_hosts_needed(used: float, per_host: int, reserve: Reserve, limit:
     """Smallest host count whose free slots cover `reserve` (Clocker not HOT); `limit` + 1
     when even `limit` hosts are not enough."""
     m = max(0, math.ceil(used / per_host)) if per_host else 0
-    while m <= limit:
-        if per_host * m - used >= reserve.slots(per_host * m):
-            return m
-        m += 1
-    return limit + 1
+    if m > limit:
+        return limit + 1
+    return first_true(m, limit + 1, lambda k: per_host * k - used >= reserve.slots(per_host * k),
+                      reserve_is_monotone(reserve))
+
+
+def reserve_is_monotone(reserve: Reserve) -> bool:
+    """True when free slots beyond the reserve never fall as hosts are added (a reserve of at
+    most 100%): the searches over pool sizes may then bisect instead of stepping host by host."""
+    return reserve.percent is None or reserve.percent <= 100
+
+
+def first_true(low: int, high: int, test: Callable[[int], bool], monotone: bool = True) -> int:
+    """The smallest k in low..high-1 for which `test(k)` holds, else `high`. With `monotone`
+    (once true, true for every larger k) by bisection: a decision over 50,000 hosts must not
+    step through thousands of sizes (P5, issue 11)."""
+    if not monotone:
+        return next((k for k in range(low, high) if test(k)), high)
+    while low < high:
+        mid = (low + high) // 2
+        if test(mid):
+            high = mid
+        else:
+            low = mid + 1
+    return low
 
 
 def containers_policy(s: Settings, hosts: int, used: float) -> Need:
@@ -42,16 +63,24 @@ def containers_policy(s: Settings, hosts: int, used: float) -> Need:
         want = containers_hosts_needed(used, per, s.reserve, max(s.max_count, hosts))
         return Need("containers", want, f"HOT: {available:g} free of {possible} slots, reserve {s.reserve} "
                                         f"needs {headroom}; {want} hosts keep the reserve")
-    want = hosts
-    while want > 0:
-        smaller = per * (want - 1)
+    slots = s.reserve.slots
+
+    def cold(size: int) -> bool:
         # COLD while a whole host's worth of slots remains above the reserve.
-        if per * want - used > s.reserve.slots(per * want) + per and smaller - used >= s.reserve.slots(smaller):
+        smaller = per * (size - 1)
+        return per * size - used > slots(per * size) + per and smaller - used >= slots(smaller)
+
+    # One host less while COLD: down to just below the smallest size from which every size up
+    # to `hosts` is COLD.
+    want = hosts
+    if reserve_is_monotone(s.reserve):
+        lowest_cold = first_true(1, hosts + 1, cold)
+        want = lowest_cold - 1 if lowest_cold <= hosts else hosts
+    else:
+        while want > 0 and cold(want):
             want -= 1
-        elif want == 1 and used == 0 and s.reserve.slots(0) == 0:
-            want = 0  # no work and nothing to keep free: min 0 is reachable
-        else:
-            break
+    if want == 1 and used == 0 and slots(0) == 0:
+        want = 0  # no work and nothing to keep free: min 0 is reachable
     if want < hosts:
         return Need("containers", want, f"COLD: {available:g} free of {possible} slots, reserve {headroom}; "
                                         f"{want} hosts still keep the reserve")
@@ -69,10 +98,14 @@ def utilization_policy(s: Settings, pool: Sequence[HostLoad], pending_cpu: float
     map of hosts that have been below `scale_down_utilization` and since when."""
     ready = [h for h in pool if h.status == READY]
     n = len(ready)
-    cpu = sum(h.cpu for h in ready) + pending_cpu
-    mem = sum(h.memory for h in ready) + pending_memory
-    new_low = {h.name: low_since.get(h.name, now) for h in ready
-               if h.cpu < s.scale_down_utilization and h.memory < s.scale_down_utilization}
+    cpu = sum(map(attrgetter("cpu"), ready)) + pending_cpu
+    mem = sum(map(attrgetter("memory"), ready)) + pending_memory
+    low = s.scale_down_utilization
+    low_now = [h.name for h in ready if h.cpu < low and h.memory < low]
+    # since when each low host has been low: remembered, or now (set operations, not a lookup
+    # per host, on 50,000 hosts)
+    new_low = dict.fromkeys(low_now, now)
+    new_low.update({name: low_since[name] for name in low_since.keys() & new_low.keys()})
     if n == 0:
         want = max(hosts_for_load(cpu, s.cpu_threshold), hosts_for_load(mem, s.memory_threshold))
         return Need("utilization", want, f"no ready host; load of {cpu:.2f} CPU / {mem:.2f} memory hosts"), new_low
@@ -84,11 +117,13 @@ def utilization_policy(s: Settings, pool: Sequence[HostLoad], pending_cpu: float
         return Need("utilization", want, f"busy: {figures}; {want} hosts bring it under"), new_low
     # Hosts low now whose load the others can take; the scale-down window (see `decide`)
     # makes this last, and only hosts low for that whole window are removal candidates.
-    k = 0
-    while k < len(new_low) and n - k - 1 >= 0 and (
-            (n - k - 1 > 0 and cpu / (n - k - 1) <= s.cpu_threshold and mem / (n - k - 1) <= s.memory_threshold)
-            or (n - k - 1 == 0 and cpu == 0 and mem == 0)):
-        k += 1
+    def others_carry(k: int) -> bool:
+        rest = n - k - 1
+        return (rest > 0 and cpu / rest <= s.cpu_threshold and mem / rest <= s.memory_threshold) or \
+            (rest == 0 and cpu == 0 and mem == 0)
+
+    # The most low hosts the others can take over: true for k, true for every smaller k.
+    k = first_true(0, min(len(new_low), n), lambda k: not others_carry(k))
     if k:
         return Need("utilization", n - k, f"{k} host(s) below {s.scale_down_utilization:g}; {figures}"), new_low
     return Need("utilization", n, f"OK: {figures}"), new_low
