@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from operator import attrgetter
 from typing import Any, Mapping, Sequence
 
-from ..spec.model import Reserve
+from ..spec.model import Reserve, Spec
 
 # cluster-autoscaler: halt when more than 3 hosts AND more than 45% of them are unready
 # (--ok-total-unready-count, --max-total-unready-percentage).
@@ -66,19 +66,23 @@ class Settings:
         return (self.pool,) + ((self.burst_pool,) if self.burst_pool else ())
 
     @classmethod
-    def from_spec(cls, spec: Any) -> "Settings":
+    def from_spec(cls, spec: Spec) -> "Settings":
         """Settings of `spec.headroom` for its pool; the spec must have a headroom section."""
         h = spec.headroom
+        if h is None:
+            raise ValueError("the spec has no headroom section")
         pool = spec.pool(h.pool)
-        low, high, burst = pool.min_count, pool.max_count, {}
+        low, high = pool.min_count, pool.max_count
+        primary_max: int | None = None
         if h.burst_pool:
             extra = spec.pool(h.burst_pool)
             low, high = low + extra.min_count, high + extra.max_count
-            burst = {"burst_pool": h.burst_pool, "primary_max": pool.max_count}
+            primary_max = pool.max_count
         return cls(pool=h.pool, min_count=low, max_count=high, policies=h.policies,
                    containers_per_host=h.containers_per_host, reserve=h.reserve, cpu_threshold=h.cpu_threshold,
                    memory_threshold=h.memory_threshold, scale_down_utilization=h.scale_down_utilization,
-                   scale_up_cooldown=h.scale_up_cooldown, scale_down_cooldown=h.scale_down_cooldown, **burst)
+                   scale_up_cooldown=h.scale_up_cooldown, scale_down_cooldown=h.scale_down_cooldown,
+                   burst_pool=h.burst_pool or None, primary_max=primary_max)
 
 
 @dataclass(frozen=True)

@@ -209,9 +209,11 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
     if learning:
         pc, pcpu, pmem = newest.containers, newest.cpu, newest.memory
     else:
-        pc = max(newest.containers, predicted[0])
-        pcpu = max(newest.cpu, predicted[1])
-        pmem = max(newest.memory, predicted[2])
+        # all three are predicted once the record covers the window (same samples, same test)
+        guess_c, guess_cpu, guess_mem = (0.0 if p is None else p for p in predicted)
+        pc = max(newest.containers, guess_c)
+        pcpu = max(newest.cpu, guess_cpu)
+        pmem = max(newest.memory, guess_mem)
     by_containers = containers_policy(s, hosts, pc).hosts
     by_cpu = load_factor(pcpu, hosts, s.cpu_threshold, s.scale_down_utilization)
     by_mem = load_factor(pmem, hosts, s.memory_threshold, s.scale_down_utilization)
