@@ -3,7 +3,7 @@
 No I/O here. `decide` runs every configured policy, lets the largest need win, applies the
 safety rules (min/max, halt on unknown hosts, cooldowns, who may be removed) and returns a
 `Decision` that carries the memory for the next run (histories, timers), so the caller only
-has to persist it.
+has to persist it. The data types are in `policy_model`, the policies in `policy_rules`.
 
 Policies:
 - `containers` (Clocker): possible = containers_per_host x hosts, available = possible -
@@ -18,217 +18,31 @@ Policies:
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, replace
+from collections import Counter
+from dataclasses import replace
+from operator import attrgetter
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..spec.model import Reserve
+# The data types and the policies live in their own modules; they are re-exported here, the
+# module callers import (`from provision.headroom.policy import decide, Settings, ...`).
+from .policy_model import (BOOTING, CLAMPED, DECISIONS_KEPT, HALT_UNKNOWN_COUNT, HALT_UNKNOWN_FRACTION,
+                           MIN_PREDICT_SAMPLES, PREDICT_AHEAD, PREDICT_WINDOW, PROVISIONING_BOUND, READY,
+                           REPLAYS_KEPT, TREND_COVER, TREND_FIT, UNDRAINABLE_SKIP, UNKNOWN, UNREADY, Decision,
+                           HostLoad, Memory, Need, Observation, Sample, Settings, hosts_of_json, observation_json,
+                           settings_json)
+from .policy_rules import (containers_hosts_needed, containers_policy, fit_quality, hosts_for_load, load_factor,
+                           predict, predict_window, predictive_policy, slope, utilization_policy)
 
-# cluster-autoscaler: halt when more than 3 hosts AND more than 45% of them are unready
-# (--ok-total-unready-count, --max-total-unready-percentage).
-HALT_UNKNOWN_FRACTION = 0.45
-HALT_UNKNOWN_COUNT = 3
-# cluster-autoscaler's --max-node-provision-time: a new host silent for longer than this is
-# no longer "booting" but unknown (reported, and it counts towards the halt rule).
-PROVISIONING_BOUND = 900.0
-# A host that failed to drain is skipped as a removal candidate for this long, or for the
-# scale-down window when that is longer.
-UNDRAINABLE_SKIP = 600.0
-# Stratos extrapolates one step ahead; we look ahead by about the time a new host takes to
-# boot and join, measured from the newest sample.
-PREDICT_AHEAD = 180.0
-PREDICT_WINDOW = 300.0  # history used for average, gradient and curvature
-MIN_PREDICT_SAMPLES = 3
-TREND_FIT = 0.8  # R^2 a trend needs before the predictive policy extrapolates it
-# A trend extrapolated `ahead` seconds is fitted over at least that long (a five-minute fit
-# stretched over a fifteen-minute boot turns every swing into a runaway), and only once the
-# record reaches back over most of that window (the first samples after a start are no trend).
-TREND_COVER = 0.7
-DECISIONS_KEPT = 50
-REPLAYS_KEPT = 10
-
-READY, UNKNOWN, UNREADY, BOOTING = "ready", "unknown", "unready", "booting"
-# Flag on a host whose published load was out of range and clamped to 0..1.
-CLAMPED = "clamped"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What the policies need from the spec (`headroom:` and the managed pool)."""
-
-    pool: str
-    min_count: int
-    max_count: int
-    policies: tuple[str, ...] = ("containers",)
-    containers_per_host: int = 8
-    reserve: Reserve = Reserve(count=1)
-    cpu_threshold: float = 0.7
-    memory_threshold: float = 0.8
-    scale_down_utilization: float = 0.5
-    scale_up_cooldown: float = 30.0
-    scale_down_cooldown: float = 600.0
-    # predictive: how far ahead to size, about the time a new host takes to boot and join
-    predict_ahead: float = PREDICT_AHEAD
-    # cloud bursting: a second pool (another provider) filled only once `pool` has
-    # `primary_max` hosts and emptied first; min_count / max_count then cover both pools.
-    burst_pool: str | None = None
-    primary_max: int | None = None
-
-    @property
-    def pools(self) -> tuple[str, ...]:
-        """The pools headroom sizes: the managed pool, then the burst pool."""
-        return (self.pool,) + ((self.burst_pool,) if self.burst_pool else ())
-
-    @classmethod
-    def from_spec(cls, spec: Any) -> "Settings":
-        """Settings of `spec.headroom` for its pool; the spec must have a headroom section."""
-        h = spec.headroom
-        pool = spec.pool(h.pool)
-        low, high, burst = pool.min_count, pool.max_count, {}
-        if h.burst_pool:
-            extra = spec.pool(h.burst_pool)
-            low, high = low + extra.min_count, high + extra.max_count
-            burst = {"burst_pool": h.burst_pool, "primary_max": pool.max_count}
-        return cls(pool=h.pool, min_count=low, max_count=high, policies=h.policies,
-                   containers_per_host=h.containers_per_host, reserve=h.reserve, cpu_threshold=h.cpu_threshold,
-                   memory_threshold=h.memory_threshold, scale_down_utilization=h.scale_down_utilization,
-                   scale_up_cooldown=h.scale_up_cooldown, scale_down_cooldown=h.scale_down_cooldown, **burst)
-
-
-@dataclass(frozen=True)
-class HostLoad:
-    """One host as observed. `status` is ready, booting (new, silent, within the
-    provisioning bound), unknown (no fresh load) or unready. A host that is not ready is never
-    capacity and never idle. `flags` notes what was wrong with its report (e.g. clamped)."""
-
-    name: str
-    pool: str
-    role: str
-    status: str = READY
-    etcd: bool = False
-    containers: int = 0
-    cpu: float = 0.0  # fraction of the host, 0..1
-    memory: float = 0.0
-    flags: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Observation:
-    """Every host of the cluster (from the provider's tagged list) with its load, plus work
-    waiting for room: `pending` containers/pods, `pending_cpu`/`pending_memory` in hosts."""
-
-    at: float
-    hosts: tuple[HostLoad, ...]
-    pending: int = 0
-    pending_cpu: float = 0.0
-    pending_memory: float = 0.0
-    source: str = "etcd"
-
-
-@dataclass(frozen=True)
-class Sample:
-    """Load of the managed pool at one time: containers in use and CPU / memory in hosts."""
-
-    at: float
-    containers: float
-    cpu: float
-    memory: float
-
-
-@dataclass(frozen=True)
-class Memory:
-    """What decisions remember between runs (kept in state["headroom"])."""
-
-    last_change_at: float | None = None
-    last_change: str | None = None  # add | remove
-    shrink_since: float | None = None  # since when the pool has continuously been too big
-    low_since: Mapping[str, float] = field(default_factory=dict)  # host -> below scale_down_utilization since
-    history: tuple[Sample, ...] = ()
-    # (time, pool size wanted then), oldest first: the stabilisation windows read it.
-    wanted: tuple[tuple[float, int], ...] = ()
-    # host -> when it failed to drain: skipped as a removal candidate for a scale-down window.
-    undrainable: Mapping[str, float] = field(default_factory=dict)
-    # host -> when headroom added it: silent until PROVISIONING_BOUND later means booting.
-    added: Mapping[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"last_change_at": self.last_change_at, "last_change": self.last_change,
-                "shrink_since": self.shrink_since, "low_since": dict(sorted(self.low_since.items())),
-                "history": [[s.at, s.containers, s.cpu, s.memory] for s in self.history],
-                "wanted": [[at, n] for at, n in self.wanted],
-                "undrainable": dict(sorted(self.undrainable.items())), "added": dict(sorted(self.added.items()))}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any] | None) -> "Memory":
-        data = data or {}
-        return cls(last_change_at=data.get("last_change_at"), last_change=data.get("last_change"),
-                   shrink_since=data.get("shrink_since"), low_since=dict(data.get("low_since") or {}),
-                   history=tuple(Sample(*map(float, row)) for row in data.get("history") or ()),
-                   wanted=tuple((float(at), int(n)) for at, n in data.get("wanted") or ()),
-                   undrainable={k: float(v) for k, v in (data.get("undrainable") or {}).items()},
-                   added={k: float(v) for k, v in (data.get("added") or {}).items()})
-
-
-@dataclass(frozen=True)
-class Need:
-    """One policy's outcome: the pool size it wants, and why."""
-
-    policy: str
-    hosts: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What to do now and why; `memory` is what the next run starts from."""
-
-    at: float
-    pool: str
-    action: str  # add | remove | replace | none | wait | halt
-    current: int
-    desired: int
-    reason: str
-    add: int = 0
-    remove: tuple[str, ...] = ()
-    spare: tuple[str, ...] = ()  # further removal candidates, in order, for hosts that do not drain
-    needs: tuple[Need, ...] = ()
-    inputs: Mapping[str, Any] = field(default_factory=dict)
-    memory: Memory = field(default_factory=Memory)
-    # What `decide` started from: with these three a decision replays exactly (see `replay`).
-    settings: Settings | None = None
-    observation: Observation | None = None
-    memory_before: Memory | None = None
-    # pool -> hosts to add there (bursting: the managed pool up to its max, then the burst pool)
-    adds: Mapping[str, int] = field(default_factory=dict)
-
-    def record(self) -> dict[str, Any]:
-        """The decision record kept in state: time, inputs, policy outcomes, action, and what
-        it was decided from (settings, every host's load, the memory with its histories and
-        timers), so `replay` can decide it again."""
-        out = {"at": self.at, "pool": self.pool, "action": self.action, "current": self.current,
-               "desired": self.desired, "add": self.add,
-               "add_pools": dict(self.adds), "remove": list(self.remove), "spare": list(self.spare),
-               "reason": self.reason, "inputs": dict(self.inputs),
-               "policies": [asdict(n) for n in self.needs]}
-        if self.settings is not None and self.observation is not None and self.memory_before is not None:
-            out["replay"] = {"settings": settings_json(self.settings),
-                             "observation": observation_json(self.observation),
-                             "memory": self.memory_before.to_json()}
-        return out
-
-
-def settings_json(s: Settings) -> dict[str, Any]:
-    data = asdict(s)
-    data["reserve"] = str(s.reserve)
-    data["policies"] = list(s.policies)
-    return data
-
-
-def observation_json(obs: Observation) -> dict[str, Any]:
-    return {"at": obs.at, "pending": obs.pending, "pending_cpu": obs.pending_cpu,
-            "pending_memory": obs.pending_memory, "source": obs.source,
-            "hosts": [[h.name, h.pool, h.role, h.status, h.etcd, h.containers, h.cpu, h.memory, list(h.flags)]
-                      for h in obs.hosts]}
+__all__ = [
+    "BOOTING", "CLAMPED", "DECISIONS_KEPT", "HALT_UNKNOWN_COUNT", "HALT_UNKNOWN_FRACTION", "MIN_PREDICT_SAMPLES",
+    "PREDICT_AHEAD", "PREDICT_WINDOW", "PROVISIONING_BOUND", "READY", "REPLAYS_KEPT", "TREND_COVER", "TREND_FIT",
+    "UNDRAINABLE_SKIP", "UNKNOWN", "UNREADY", "Decision", "HostLoad", "Memory", "Need", "Observation", "Sample",
+    "Settings", "hosts_of_json", "observation_json", "settings_json", "containers_hosts_needed",
+    "containers_policy", "fit_quality", "hosts_for_load", "load_factor", "predict", "predict_window",
+    "predictive_policy", "slope", "utilization_policy", "replay", "removable", "emptiness_key",
+    "removal_candidates", "choose_removals", "window_values", "sane_memory", "halted", "decide", "split_adds",
+    "without", "not_after", "remember", "memory_of", "summarize",
+]
 
 
 def replay(record: Mapping[str, Any]) -> "Decision":
@@ -241,182 +55,11 @@ def replay(record: Mapping[str, Any]) -> "Decision":
     raw["reserve"] = parse_reserve(raw["reserve"])
     raw["policies"] = tuple(raw["policies"])
     o = data["observation"]
-    hosts = tuple(HostLoad(name, pool, role, status, bool(etcd), int(containers), float(cpu), float(memory),
-                           tuple(flags)) for name, pool, role, status, etcd, containers, cpu, memory, flags in o["hosts"])
+    hosts = hosts_of_json(o["hosts"])
     obs = Observation(at=o["at"], hosts=hosts, pending=o["pending"], pending_cpu=o["pending_cpu"],
                       pending_memory=o["pending_memory"], source=o["source"])
     return decide(Settings(**raw), obs, Memory.from_json(data["memory"]), record["at"])
 
-
-# ---- the policies ------------------------------------------------------------------------
-
-def containers_hosts_needed(used: float, per_host: int, reserve: Reserve, limit: int) -> int:
-    """Smallest host count whose free slots cover `reserve` (Clocker not HOT); `limit` + 1
-    when even `limit` hosts are not enough."""
-    m = max(0, math.ceil(used / per_host)) if per_host else 0
-    while m <= limit:
-        if per_host * m - used >= reserve.slots(per_host * m):
-            return m
-        m += 1
-    return limit + 1
-
-
-def containers_policy(s: Settings, hosts: int, used: float) -> Need:
-    """Clocker's ContainerHeadroomEnricher as a wanted size for `hosts` ready hosts."""
-    per = s.containers_per_host
-    possible = per * hosts
-    available = possible - used
-    headroom = s.reserve.slots(possible)
-    if headroom > available:
-        want = containers_hosts_needed(used, per, s.reserve, max(s.max_count, hosts))
-        return Need("containers", want, f"HOT: {available:g} free of {possible} slots, reserve {s.reserve} "
-                                        f"needs {headroom}; {want} hosts keep the reserve")
-    want = hosts
-    while want > 0:
-        smaller = per * (want - 1)
-        # COLD while a whole host's worth of slots remains above the reserve.
-        if per * want - used > s.reserve.slots(per * want) + per and smaller - used >= s.reserve.slots(smaller):
-            want -= 1
-        elif want == 1 and used == 0 and s.reserve.slots(0) == 0:
-            want = 0  # no work and nothing to keep free: min 0 is reachable
-        else:
-            break
-    if want < hosts:
-        return Need("containers", want, f"COLD: {available:g} free of {possible} slots, reserve {headroom}; "
-                                        f"{want} hosts still keep the reserve")
-    return Need("containers", hosts, f"OK: {available:g} free of {possible} slots, reserve {headroom}")
-
-
-def hosts_for_load(total: float, threshold: float) -> int:
-    """Hosts needed to carry `total` host-units of load with each at most `threshold` busy."""
-    return max(0, math.ceil(round(total / threshold, 9)))
-
-
-def utilization_policy(s: Settings, pool: Sequence[HostLoad], pending_cpu: float, pending_memory: float,
-                       low_since: Mapping[str, float], now: float) -> tuple[Need, dict[str, float]]:
-    """cluster-autoscaler style sizing on CPU and memory; returns the need and the updated
-    map of hosts that have been below `scale_down_utilization` and since when."""
-    ready = [h for h in pool if h.status == READY]
-    n = len(ready)
-    cpu = sum(h.cpu for h in ready) + pending_cpu
-    mem = sum(h.memory for h in ready) + pending_memory
-    new_low = {h.name: low_since.get(h.name, now) for h in ready
-               if h.cpu < s.scale_down_utilization and h.memory < s.scale_down_utilization}
-    if n == 0:
-        want = max(hosts_for_load(cpu, s.cpu_threshold), hosts_for_load(mem, s.memory_threshold))
-        return Need("utilization", want, f"no ready host; load of {cpu:.2f} CPU / {mem:.2f} memory hosts"), new_low
-    mean_cpu, mean_mem = cpu / n, mem / n
-    figures = f"mean CPU {mean_cpu:.2f} (threshold {s.cpu_threshold:g}), memory {mean_mem:.2f} " \
-              f"(threshold {s.memory_threshold:g})"
-    if mean_cpu > s.cpu_threshold or mean_mem > s.memory_threshold:
-        want = max(n + 1, hosts_for_load(cpu, s.cpu_threshold), hosts_for_load(mem, s.memory_threshold))
-        return Need("utilization", want, f"busy: {figures}; {want} hosts bring it under"), new_low
-    # Hosts low now whose load the others can take; the scale-down window (see `decide`)
-    # makes this last, and only hosts low for that whole window are removal candidates.
-    k = 0
-    while k < len(new_low) and n - k - 1 >= 0 and (
-            (n - k - 1 > 0 and cpu / (n - k - 1) <= s.cpu_threshold and mem / (n - k - 1) <= s.memory_threshold)
-            or (n - k - 1 == 0 and cpu == 0 and mem == 0)):
-        k += 1
-    if k:
-        return Need("utilization", n - k, f"{k} host(s) below {s.scale_down_utilization:g}; {figures}"), new_low
-    return Need("utilization", n, f"OK: {figures}"), new_low
-
-
-def predict(history: Sequence[Sample], attribute: str, ahead: float = PREDICT_AHEAD) -> float | None:
-    """Stratos: average + gradient*t + 1/2*curvature*t^2, with t counted from the middle of
-    the history to `ahead` seconds past its newest sample; None without enough history."""
-    if len(history) < MIN_PREDICT_SAMPLES:
-        return None
-    ts = [h.at for h in history]
-    vs = [getattr(h, attribute) for h in history]
-    n = len(ts)
-    t_mean = sum(ts) / n
-    average = sum(vs) / n
-    gradient = slope(ts, vs)  # 0 when every sample has the same time: then only the average counts
-    # Curvature: the change of the gradient between the older and the newer half.
-    half = n // 2
-    curvature = 0.0
-    if half >= 2 and n - half >= 2:
-        g_old = slope(ts[:half], vs[:half])
-        g_new = slope(ts[half:], vs[half:])
-        dt = (sum(ts[half:]) / (n - half)) - (sum(ts[:half]) / half)
-        if dt > 0:
-            curvature = (g_new - g_old) / dt
-    t = (ts[-1] - t_mean) + ahead
-    bend = 0.5 * curvature * t * t
-    # The curvature term is noisy on short histories: it may at most double the linear trend.
-    limit = abs(gradient * t)
-    # Noise is no trend: the trend counts as much as the straight line explains the samples
-    # (R^2), so a steady noisy load predicts its average and a clean ramp its extrapolation.
-    trust = fit_quality(ts, vs, gradient)
-    return max(0.0, average + trust * (gradient * t + max(-limit, min(limit, bend))))
-
-
-def fit_quality(ts: Sequence[float], vs: Sequence[float], gradient: float) -> float:
-    """R^2 of the least-squares line: 1 for a clean trend, near 0 for noise around a level."""
-    n = len(ts)
-    tm, vm = sum(ts) / n, sum(vs) / n
-    total = sum((v - vm) ** 2 for v in vs)
-    if total == 0:
-        return 1.0
-    residual = sum((v - (vm + gradient * (t - tm))) ** 2 for t, v in zip(ts, vs))
-    r2 = max(0.0, min(1.0, 1 - residual / total))
-    # Six noisy samples can line up by chance; below TREND_FIT a line explains too little.
-    return r2 if r2 >= TREND_FIT else 0.0
-
-
-def slope(ts: Sequence[float], vs: Sequence[float]) -> float:
-    n = len(ts)
-    tm, vm = sum(ts) / n, sum(vs) / n
-    sxx = sum((t - tm) ** 2 for t in ts)
-    return sum((t - tm) * (v - vm) for t, v in zip(ts, vs)) / sxx if sxx else 0.0
-
-
-def predict_window(ahead: float) -> float:
-    """History the predictive policy fits: PREDICT_WINDOW, or `ahead` when that is longer."""
-    return max(PREDICT_WINDOW, ahead)
-
-
-def load_factor(predicted: float, hosts: int, threshold: float, low: float) -> int:
-    """Hosts for a predicted load: more when the mean would pass `threshold`; fewer only when
-    it would fall below `low` (the gap between the two keeps the pool from flapping)."""
-    if hosts == 0 or predicted / hosts > threshold:
-        return hosts_for_load(predicted, threshold)
-    if predicted / hosts < low:
-        return min(hosts, max(1, hosts_for_load(predicted, threshold)))
-    return hosts
-
-
-def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pending: float = 0) -> Need:
-    """Stratos: size for the predicted containers, CPU and memory; the largest factor wins.
-    Each factor keeps the hysteresis of its reactive policy (Clocker HOT/COLD for containers,
-    threshold vs scale_down_utilization for CPU and memory). A prediction never falls below
-    the newest sample (after a turning point the fitted curve lags what is used now), and
-    with too little history the newest sample is the prediction, so pending work is met."""
-    newest = history[-1] if history else Sample(0.0, float(pending), 0.0, 0.0)
-    window = predict_window(s.predict_ahead)
-    fitted = [h for h in history if newest.at - h.at <= window]
-    covered = len(fitted) >= MIN_PREDICT_SAMPLES and fitted[0].at <= newest.at - TREND_COVER * window
-    predicted = [predict(fitted, a, s.predict_ahead) if covered else None for a in ("containers", "cpu", "memory")]
-    learning = predicted[0] is None
-    if learning:
-        pc, pcpu, pmem = newest.containers, newest.cpu, newest.memory
-    else:
-        pc = max(newest.containers, predicted[0])
-        pcpu = max(newest.cpu, predicted[1])
-        pmem = max(newest.memory, predicted[2])
-    by_containers = containers_policy(s, hosts, pc).hosts
-    by_cpu = load_factor(pcpu, hosts, s.cpu_threshold, s.scale_down_utilization)
-    by_mem = load_factor(pmem, hosts, s.memory_threshold, s.scale_down_utilization)
-    want = max(by_containers, by_cpu, by_mem)
-    if learning:
-        return Need("predictive", want, f"learning ({len(fitted)} samples, a trend needs {MIN_PREDICT_SAMPLES} over "
-                                        f"{TREND_COVER * window:.0f}s): sized for "
-                                        f"now: {pc:.1f} containers ({by_containers} hosts), {pcpu:.2f} CPU "
-                                        f"({by_cpu}), {pmem:.2f} memory ({by_mem})")
-    return Need("predictive", want, f"predicted in {s.predict_ahead:g}s: {pc:.1f} containers ({by_containers} hosts), "
-                                    f"{pcpu:.2f} CPU ({by_cpu}), {pmem:.2f} memory ({by_mem})")
 
 
 # ---- combination -------------------------------------------------------------------------
@@ -436,19 +79,19 @@ def removal_candidates(s: Settings, pool: Sequence[HostLoad], low_since: Mapping
     """Removable hosts, burst pool first, then emptiest first. A host that recently failed to drain is skipped; with
     the utilization policy only hosts below scale_down_utilization for the whole scale-down
     window qualify (cluster-autoscaler's unneeded time)."""
-    out = []
-    for h in pool:
-        if not removable(h, s.pools):
-            continue
-        failed = undrainable.get(h.name)
-        if failed is not None and now - failed < max(UNDRAINABLE_SKIP, s.scale_down_cooldown):
-            continue
-        if "utilization" in s.policies:
-            since = low_since.get(h.name)
-            if since is None or now - since < s.scale_down_cooldown:
-                continue
-        out.append(h)
-    return sorted(out, key=lambda h: (h.pool != s.burst_pool,) + emptiness_key(h))
+    pools = s.pools
+    skip = max(UNDRAINABLE_SKIP, s.scale_down_cooldown)
+    blocked = {name for name, failed in undrainable.items() if now - failed < skip}
+    out = [h for h in pool if h.status == READY and h.role == "worker" and not h.etcd and h.pool in pools
+           and h.name not in blocked]
+    if "utilization" in s.policies:
+        window = s.scale_down_cooldown
+        out = [h for h in out if h.name in low_since and not now - low_since[h.name] < window]
+    burst = s.burst_pool
+    # The key inlines emptiness_key: one call per host less on 50,000 hosts (P5, issue 11).
+    if burst is None:
+        return sorted(out, key=lambda h: (h.containers, h.cpu + h.memory, h.name))
+    return sorted(out, key=lambda h: (h.pool != burst, h.containers, h.cpu + h.memory, h.name))
 
 
 def choose_removals(s: Settings, candidates: Sequence[HostLoad], count: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -457,13 +100,14 @@ def choose_removals(s: Settings, candidates: Sequence[HostLoad], count: int) -> 
     tried when a chosen host will not drain."""
     if count <= 0 or not candidates:
         return (), ()
-    first_pool = [h for h in candidates if h.pool == candidates[0].pool]
-    if s.burst_pool and candidates[0].pool == s.burst_pool:
+    first = candidates[0].pool
+    first_pool = [h for h in candidates if h.pool == first]
+    if s.burst_pool and first == s.burst_pool:
         candidates = first_pool + [h for h in candidates if h.pool != s.burst_pool]
     empty = [h.name for h in first_pool if h.containers == 0][:count]
     chosen = tuple(empty) if empty else (first_pool[0].name,)
     taken = set(chosen)  # a set: thousands of empty hosts made this quadratic (P5, issue 11)
-    return chosen, tuple(h.name for h in candidates if h.name not in taken)
+    return chosen, tuple([h.name for h in candidates if h.name not in taken])
 
 
 def window_values(wanted: Sequence[tuple[float, int]], now: float, window: float) -> list[int] | None:
@@ -487,9 +131,17 @@ def sane_memory(memory: Memory, now: float) -> Memory:
     return replace(memory, last_change_at=last_at, last_change=last,
                    history=tuple(sorted((x for x in memory.history if x.at <= now), key=lambda x: x.at)),
                    wanted=tuple(sorted(((at, n) for at, n in memory.wanted if at <= now), key=lambda w: w[0])),
-                   low_since={k: min(v, now) for k, v in memory.low_since.items()},
+                   low_since=not_after(memory.low_since, now),
                    undrainable={k: v for k, v in memory.undrainable.items() if v <= now},
-                   added={k: min(v, now) for k, v in memory.added.items()})
+                   added=not_after(memory.added, now))
+
+
+def not_after(times: Mapping[str, float], now: float) -> Mapping[str, float]:
+    """`times` with every time after `now` set to `now`; the same mapping when none is (the
+    usual case: no copy of a timer per host on every decision)."""
+    if not times or max(times.values()) <= now:
+        return times
+    return {k: min(v, now) for k, v in times.items()}
 
 
 def halted(troubled: int, total: int) -> bool:
@@ -508,24 +160,27 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
     now = obs.at if now is None else now
     given = memory
     memory = sane_memory(memory, now)
-    pool = tuple(h for h in obs.hosts if h.pool in s.pools)
+    # A few passes over the hosts, each a comprehension or a C-level map: this runs over
+    # 50,000 hosts in well under 100 ms (P5, issue 11).
+    pools = s.pools
+    pool = tuple([h for h in obs.hosts if h.pool in pools])
     current = len(pool)
-    sizes = {name: sum(1 for h in pool if h.pool == name) for name in s.pools}
+    counted = Counter(map(attrgetter("pool"), pool))
+    sizes = {name: counted[name] for name in pools}
     ready = [h for h in pool if h.status == READY]
     booting = [h for h in pool if h.status == BOOTING]
     upcoming = len(ready) + len(booting)
-    troubled = [h for h in obs.hosts if h.status in (UNKNOWN, UNREADY)]
-    used = sum(h.containers for h in ready) + obs.pending
-    sample = Sample(now, float(used), sum(h.cpu for h in ready) + obs.pending_cpu,
-                    sum(h.memory for h in ready) + obs.pending_memory)
+    troubled = [h for h in obs.hosts if h.status == UNKNOWN or h.status == UNREADY]
+    used = sum(map(attrgetter("containers"), ready)) + obs.pending
+    sample = Sample(now, float(used), sum(map(attrgetter("cpu"), ready)) + obs.pending_cpu,
+                    sum(map(attrgetter("memory"), ready)) + obs.pending_memory)
     history = tuple(x for x in memory.history
                     if now - x.at <= predict_window(s.predict_ahead) and x.at < now) + (sample,)
     inputs = {"hosts": len(obs.hosts), "pool_hosts": current, "ready": len(ready),
               "booting": sorted(h.name for h in booting),
               "unknown": sorted(h.name for h in troubled), "containers": used, "pending": obs.pending,
               "cpu": round(sample.cpu, 4), "memory": round(sample.memory, 4), "source": obs.source,
-              "clamped": sorted(h.name for h in obs.hosts if CLAMPED in h.flags),
-              "loads": {h.name: [h.status, h.containers, round(h.cpu, 4), round(h.memory, 4)] for h in pool},
+              "clamped": sorted(h.name for h in obs.hosts if h.flags and CLAMPED in h.flags),
               "pool_sizes": dict(sizes)}
     # A host headroom added is remembered until it first reports; one still silent past the
     # provisioning bound never came up (nothing can run there): it is replaced.
@@ -641,10 +296,18 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
         return done("remove", upcoming - len(chosen), f"{why}: remove {', '.join(chosen)} towards {target} "
                                                       f"(emptiest first; non-empty hosts one at a time)",
                     needs, remove=chosen, spare=spare, wanted=wanted,
-                    low_since={k: v for k, v in low_since.items() if k not in gone},
+                    low_since=without(low_since, gone),
                     last_change_at=now, last_change="remove", shrink_since=None)
     return done("none", wanted_now, f"{why}: pool is at {upcoming}{booting_note}", needs, wanted=wanted,
                 low_since=low_since, shrink_since=None)
+
+
+def without(times: Mapping[str, float], gone: Iterable[str]) -> dict[str, float]:
+    """`times` less the hosts in `gone` (a copy, then a few deletions: not a pass per host)."""
+    out = dict(times)
+    for name in gone:
+        out.pop(name, None)
+    return out
 
 
 def split_adds(s: Settings, sizes: Mapping[str, int], count: int) -> dict[str, int]:

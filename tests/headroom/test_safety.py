@@ -291,7 +291,8 @@ def test_a_recorded_decision_replays_to_the_same_decision_through_json():
         record = _json.loads(_json.dumps(d.record()))
         again = replay(record)
         assert again.record() == record
-        assert record["inputs"]["loads"]["c-workers-3"][0] == BOOTING
+        hosts = record["replay"]["observation"]["hosts"]
+        assert hosts["status"][hosts["name"].index("c-workers-3")] == BOOTING  # every host's load is kept
         assert "wanted" in record["replay"]["memory"] and record["replay"]["settings"]["reserve"] == "2"
 
 

@@ -1,0 +1,228 @@
+"""The three headroom policies: each turns the observed load into the pool size it wants.
+
+- `containers` (Clocker): possible = containers_per_host x hosts, available = possible -
+  used; HOT (add) while reserve > available, COLD (remove) while available > reserve +
+  containers_per_host.
+- `utilization` (cluster-autoscaler): mean CPU / memory above their thresholds adds hosts
+  (enough to bring the mean back under); hosts below `scale_down_utilization` on both for
+  `scale_down_cooldown` are removable while the rest stay under the thresholds.
+- `predictive` (Stratos): each load factor is predicted as
+  average + gradient*t + 1/2*curvature*t^2 over the recorded history and sized like the
+  reactive policies, so a rising ramp is met before it arrives.
+
+Pure functions; `policy.decide` combines their needs.
+"""
+from __future__ import annotations
+
+import math
+from operator import attrgetter
+from typing import Callable, Mapping, Sequence
+
+from ..spec.model import Reserve
+from .policy_model import (MIN_PREDICT_SAMPLES, PREDICT_AHEAD, PREDICT_WINDOW, READY, TREND_COVER, TREND_FIT,
+                           HostLoad, Need, Sample, Settings)
+
+def containers_hosts_needed(used: float, per_host: int, reserve: Reserve, limit: int) -> int:
+    """Smallest host count whose free slots cover `reserve` (Clocker not HOT); `limit` + 1
+    when even `limit` hosts are not enough."""
+    m = max(0, math.ceil(used / per_host)) if per_host else 0
+    if m > limit:
+        return limit + 1
+    return first_true(m, limit + 1, lambda k: per_host * k - used >= reserve.slots(per_host * k),
+                      reserve_is_monotone(reserve))
+
+
+def reserve_is_monotone(reserve: Reserve) -> bool:
+    """True when free slots beyond the reserve never fall as hosts are added (a reserve of at
+    most 100%): the searches over pool sizes may then bisect instead of stepping host by host."""
+    return reserve.percent is None or reserve.percent <= 100
+
+
+def first_true(low: int, high: int, test: Callable[[int], bool], monotone: bool = True) -> int:
+    """The smallest k in low..high-1 for which `test(k)` holds, else `high`. With `monotone`
+    (once true, true for every larger k) by bisection: a decision over 50,000 hosts must not
+    step through thousands of sizes (P5, issue 11)."""
+    if not monotone:
+        return next((k for k in range(low, high) if test(k)), high)
+    while low < high:
+        mid = (low + high) // 2
+        if test(mid):
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
+def containers_policy(s: Settings, hosts: int, used: float) -> Need:
+    """Clocker's ContainerHeadroomEnricher as a wanted size for `hosts` ready hosts."""
+    per = s.containers_per_host
+    possible = per * hosts
+    available = possible - used
+    headroom = s.reserve.slots(possible)
+    if headroom > available:
+        want = containers_hosts_needed(used, per, s.reserve, max(s.max_count, hosts))
+        return Need("containers", want, f"HOT: {available:g} free of {possible} slots, reserve {s.reserve} "
+                                        f"needs {headroom}; {want} hosts keep the reserve")
+    slots = s.reserve.slots
+
+    def cold(size: int) -> bool:
+        # COLD while a whole host's worth of slots remains above the reserve.
+        smaller = per * (size - 1)
+        return per * size - used > slots(per * size) + per and smaller - used >= slots(smaller)
+
+    # One host less while COLD: down to just below the smallest size from which every size up
+    # to `hosts` is COLD.
+    want = hosts
+    if reserve_is_monotone(s.reserve):
+        lowest_cold = first_true(1, hosts + 1, cold)
+        want = lowest_cold - 1 if lowest_cold <= hosts else hosts
+    else:
+        while want > 0 and cold(want):
+            want -= 1
+    if want == 1 and used == 0 and slots(0) == 0:
+        want = 0  # no work and nothing to keep free: min 0 is reachable
+    if want < hosts:
+        return Need("containers", want, f"COLD: {available:g} free of {possible} slots, reserve {headroom}; "
+                                        f"{want} hosts still keep the reserve")
+    return Need("containers", hosts, f"OK: {available:g} free of {possible} slots, reserve {headroom}")
+
+
+def hosts_for_load(total: float, threshold: float) -> int:
+    """Hosts needed to carry `total` host-units of load with each at most `threshold` busy."""
+    return max(0, math.ceil(round(total / threshold, 9)))
+
+
+def utilization_policy(s: Settings, pool: Sequence[HostLoad], pending_cpu: float, pending_memory: float,
+                       low_since: Mapping[str, float], now: float) -> tuple[Need, dict[str, float]]:
+    """cluster-autoscaler style sizing on CPU and memory; returns the need and the updated
+    map of hosts that have been below `scale_down_utilization` and since when."""
+    ready = [h for h in pool if h.status == READY]
+    n = len(ready)
+    cpu = sum(map(attrgetter("cpu"), ready)) + pending_cpu
+    mem = sum(map(attrgetter("memory"), ready)) + pending_memory
+    low = s.scale_down_utilization
+    low_now = [h.name for h in ready if h.cpu < low and h.memory < low]
+    # since when each low host has been low: remembered, or now (set operations, not a lookup
+    # per host, on 50,000 hosts)
+    new_low = dict.fromkeys(low_now, now)
+    new_low.update({name: low_since[name] for name in low_since.keys() & new_low.keys()})
+    if n == 0:
+        want = max(hosts_for_load(cpu, s.cpu_threshold), hosts_for_load(mem, s.memory_threshold))
+        return Need("utilization", want, f"no ready host; load of {cpu:.2f} CPU / {mem:.2f} memory hosts"), new_low
+    mean_cpu, mean_mem = cpu / n, mem / n
+    figures = f"mean CPU {mean_cpu:.2f} (threshold {s.cpu_threshold:g}), memory {mean_mem:.2f} " \
+              f"(threshold {s.memory_threshold:g})"
+    if mean_cpu > s.cpu_threshold or mean_mem > s.memory_threshold:
+        want = max(n + 1, hosts_for_load(cpu, s.cpu_threshold), hosts_for_load(mem, s.memory_threshold))
+        return Need("utilization", want, f"busy: {figures}; {want} hosts bring it under"), new_low
+    # Hosts low now whose load the others can take; the scale-down window (see `decide`)
+    # makes this last, and only hosts low for that whole window are removal candidates.
+    def others_carry(k: int) -> bool:
+        rest = n - k - 1
+        return (rest > 0 and cpu / rest <= s.cpu_threshold and mem / rest <= s.memory_threshold) or \
+            (rest == 0 and cpu == 0 and mem == 0)
+
+    # The most low hosts the others can take over: true for k, true for every smaller k.
+    k = first_true(0, min(len(new_low), n), lambda k: not others_carry(k))
+    if k:
+        return Need("utilization", n - k, f"{k} host(s) below {s.scale_down_utilization:g}; {figures}"), new_low
+    return Need("utilization", n, f"OK: {figures}"), new_low
+
+
+def predict(history: Sequence[Sample], attribute: str, ahead: float = PREDICT_AHEAD) -> float | None:
+    """Stratos: average + gradient*t + 1/2*curvature*t^2, with t counted from the middle of
+    the history to `ahead` seconds past its newest sample; None without enough history."""
+    if len(history) < MIN_PREDICT_SAMPLES:
+        return None
+    ts = [h.at for h in history]
+    vs = [getattr(h, attribute) for h in history]
+    n = len(ts)
+    t_mean = sum(ts) / n
+    average = sum(vs) / n
+    gradient = slope(ts, vs)  # 0 when every sample has the same time: then only the average counts
+    # Curvature: the change of the gradient between the older and the newer half.
+    half = n // 2
+    curvature = 0.0
+    if half >= 2 and n - half >= 2:
+        g_old = slope(ts[:half], vs[:half])
+        g_new = slope(ts[half:], vs[half:])
+        dt = (sum(ts[half:]) / (n - half)) - (sum(ts[:half]) / half)
+        if dt > 0:
+            curvature = (g_new - g_old) / dt
+    t = (ts[-1] - t_mean) + ahead
+    bend = 0.5 * curvature * t * t
+    # The curvature term is noisy on short histories: it may at most double the linear trend.
+    limit = abs(gradient * t)
+    # Noise is no trend: the trend counts as much as the straight line explains the samples
+    # (R^2), so a steady noisy load predicts its average and a clean ramp its extrapolation.
+    trust = fit_quality(ts, vs, gradient)
+    return max(0.0, average + trust * (gradient * t + max(-limit, min(limit, bend))))
+
+
+def fit_quality(ts: Sequence[float], vs: Sequence[float], gradient: float) -> float:
+    """R^2 of the least-squares line: 1 for a clean trend, near 0 for noise around a level."""
+    n = len(ts)
+    tm, vm = sum(ts) / n, sum(vs) / n
+    total = sum((v - vm) ** 2 for v in vs)
+    if total == 0:
+        return 1.0
+    residual = sum((v - (vm + gradient * (t - tm))) ** 2 for t, v in zip(ts, vs))
+    r2 = max(0.0, min(1.0, 1 - residual / total))
+    # Six noisy samples can line up by chance; below TREND_FIT a line explains too little.
+    return r2 if r2 >= TREND_FIT else 0.0
+
+
+def slope(ts: Sequence[float], vs: Sequence[float]) -> float:
+    n = len(ts)
+    tm, vm = sum(ts) / n, sum(vs) / n
+    sxx = sum((t - tm) ** 2 for t in ts)
+    return sum((t - tm) * (v - vm) for t, v in zip(ts, vs)) / sxx if sxx else 0.0
+
+
+def predict_window(ahead: float) -> float:
+    """History the predictive policy fits: PREDICT_WINDOW, or `ahead` when that is longer."""
+    return max(PREDICT_WINDOW, ahead)
+
+
+def load_factor(predicted: float, hosts: int, threshold: float, low: float) -> int:
+    """Hosts for a predicted load: more when the mean would pass `threshold`; fewer only when
+    it would fall below `low` (the gap between the two keeps the pool from flapping)."""
+    if hosts == 0 or predicted / hosts > threshold:
+        return hosts_for_load(predicted, threshold)
+    if predicted / hosts < low:
+        return min(hosts, max(1, hosts_for_load(predicted, threshold)))
+    return hosts
+
+
+def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pending: float = 0) -> Need:
+    """Stratos: size for the predicted containers, CPU and memory; the largest factor wins.
+    Each factor keeps the hysteresis of its reactive policy (Clocker HOT/COLD for containers,
+    threshold vs scale_down_utilization for CPU and memory). A prediction never falls below
+    the newest sample (after a turning point the fitted curve lags what is used now), and
+    with too little history the newest sample is the prediction, so pending work is met."""
+    newest = history[-1] if history else Sample(0.0, float(pending), 0.0, 0.0)
+    window = predict_window(s.predict_ahead)
+    fitted = [h for h in history if newest.at - h.at <= window]
+    covered = len(fitted) >= MIN_PREDICT_SAMPLES and fitted[0].at <= newest.at - TREND_COVER * window
+    predicted = [predict(fitted, a, s.predict_ahead) if covered else None for a in ("containers", "cpu", "memory")]
+    learning = predicted[0] is None
+    if learning:
+        pc, pcpu, pmem = newest.containers, newest.cpu, newest.memory
+    else:
+        # all three are predicted once the record covers the window (same samples, same test)
+        guess_c, guess_cpu, guess_mem = (0.0 if p is None else p for p in predicted)
+        pc = max(newest.containers, guess_c)
+        pcpu = max(newest.cpu, guess_cpu)
+        pmem = max(newest.memory, guess_mem)
+    by_containers = containers_policy(s, hosts, pc).hosts
+    by_cpu = load_factor(pcpu, hosts, s.cpu_threshold, s.scale_down_utilization)
+    by_mem = load_factor(pmem, hosts, s.memory_threshold, s.scale_down_utilization)
+    want = max(by_containers, by_cpu, by_mem)
+    if learning:
+        return Need("predictive", want, f"learning ({len(fitted)} samples, a trend needs {MIN_PREDICT_SAMPLES} over "
+                                        f"{TREND_COVER * window:.0f}s): sized for "
+                                        f"now: {pc:.1f} containers ({by_containers} hosts), {pcpu:.2f} CPU "
+                                        f"({by_cpu}), {pmem:.2f} memory ({by_mem})")
+    return Need("predictive", want, f"predicted in {s.predict_ahead:g}s: {pc:.1f} containers ({by_containers} hosts), "
+                                    f"{pcpu:.2f} CPU ({by_cpu}), {pmem:.2f} memory ({by_mem})")
+
