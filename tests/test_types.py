@@ -10,6 +10,7 @@ from tests.conftest import REPO
 TYPED = (
     "provision/app.py",
     "provision/cli.py",
+    "provision/cli_options.py",
     "provision/cli_run.py",
     "provision/doctor.py",
     "provision/files.py",
