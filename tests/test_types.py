@@ -8,6 +8,8 @@ import sys
 from tests.conftest import REPO
 
 TYPED = (
+    "provision/api.py",
+    "provision/api_results.py",
     "provision/app.py",
     "provision/cli.py",
     "provision/cli_options.py",
@@ -16,9 +18,11 @@ TYPED = (
     "provision/files.py",
     "provision/resources.py",
     "provision/saved_plan.py",
+    "provision/spec",
     "provision/status.py",
     "provision/ui.py",
     "provision/phases/__init__.py",
+    "provision/preflight.py",
     "provision/phases/wait.py",
     "provision/providers/__init__.py",
     "provision/providers/aws.py",
