@@ -158,8 +158,8 @@ class Cluster:
         phases = select(until=until, only=only)
         check_provider(self.spec)
         state = self.store.read()
-        self._check_skew(state)
         current = plan(self.spec, state)
+        self._check_skew(state, current)
         announce_plan(progress or quiet, self.spec, state, current, applying=_applies_rollout(phases))
         return current
 
@@ -187,14 +187,16 @@ class Cluster:
             state = store.read()
             if saved_plan is not None:  # again, under the lock
                 check_saved_state(saved_plan, state, store.list_blobs(), plan_file, self.command)
-            self._check_skew(state)  # again, under the lock
-            current = plan(spec, state)
+            # the plan is made here, once, and handed to the phases through ctx (remade only
+            # when a phase changes what it is made from: see RunContext.plan)
+            ctx = RunContext(spec=spec, store=store, state=state, ui=EventUI(emit), dry_run=dry_run,
+                             options={"yes": True, "verify": verify, "max_unavailable": max_unavailable})
+            current = ctx.plan()
+            self._check_skew(state, current)  # again, under the lock
             announce_plan(emit, spec, state, current, applying=_applies_rollout(phases))
             if not dry_run and confirm is not None and not confirm(current):
                 raise ActionError(f"nothing changed: to apply, run: {self.command('up', extra=('--yes',))} "
                                   "(or --dry-run to see each phase)")
-            ctx = RunContext(spec=spec, store=store, state=state, ui=EventUI(emit), dry_run=dry_run,
-                             options={"yes": True, "verify": verify, "max_unavailable": max_unavailable})
             timings = run_phases(ctx, phases, emit)
         kubeconfig = None if dry_run else (ctx.results.get("kubeconfig") or {}).get("path")
         return UpResult(applied=not dry_run, dry_run=dry_run, phases=tuple(p.name for p in phases), plan=current,
@@ -236,27 +238,29 @@ class Cluster:
         check_provider(spec)
         with store.lock(self._lock_command("scale")):
             state = store.read()
-            target = self._request(emit, state, target_pool, count)
+            ctx = RunContext(spec=spec, store=store, state=state, ui=EventUI(emit), dry_run=dry_run,
+                             options={"yes": True})
+            target = self._request(emit, state, target_pool, count, ctx)  # the plan the phases are handed
             skew = check_version_skew(spec, state, [(h.name, h.role) for h in target.create])
             if not skew.allowed:  # new kubelets newer than the running API server; nothing saved yet
                 raise UserError(skew.reason)
             if not dry_run and confirm is not None and not confirm(target):
                 raise ActionError(f"nothing changed: to apply, run: "
                                   f"{self.command('scale', extra=(pool, str(count), '--yes'))} (or --dry-run)")
-            ctx = RunContext(spec=spec, store=store, state=state, ui=EventUI(emit), dry_run=dry_run,
-                             options={"yes": True})
             ctx.save()  # the requested size first: a crash after it leaves state a re-run completes
             converge(ctx)
         return ScaleResult(pool=pool, size=count, dry_run=dry_run, created=tuple(h.name for h in target.create),
                            destroyed=tuple(target.destroy), results=ctx.results)
 
-    def _request(self, emit: Progress, state: dict[str, Any], target_pool: PoolSpec, count: int) -> Plan:
-        """Record the requested size in `state` (in memory), say what it means, return the plan."""
+    def _request(self, emit: Progress, state: dict[str, Any], target_pool: PoolSpec, count: int,
+                 ctx: RunContext | None = None) -> Plan:
+        """Record the requested size in `state` (in memory), say what it means, return the plan
+        (`ctx`'s, when the phases will run on it)."""
         pool = target_pool.name
         before = len([h for h in state.get("hosts", {}).values() if h.get("pool") == pool])
         state.setdefault("pools", {})[pool] = {**state.get("pools", {}).get(pool, {}),
                                                "size": count, "spec_count": target_pool.count}
-        target = plan(self.spec, state)
+        target = ctx.plan() if ctx is not None else plan(self.spec, state)
         emit(Event("log", "scale", f"pool {pool}: {before} -> {count} hosts ({len(target.create)} to create, "
                                    f"{len(target.destroy)} to destroy)"))
         return target
@@ -345,9 +349,9 @@ class Cluster:
             raise ActionError(f"cluster {self.spec.name} has no state at {self.store.location}; "
                               f"create it with: {self.command('up', extra=('--yes',))}")
 
-    def _check_skew(self, state: dict[str, Any]) -> None:
+    def _check_skew(self, state: dict[str, Any], current: Plan | None = None) -> None:
         """A Kubernetes version change the skew policy refuses: UserError naming kubernetes.version."""
-        creating = [(h.name, h.role) for h in plan(self.spec, state).create]
+        creating = [(h.name, h.role) for h in (current or plan(self.spec, state)).create]
         skew = check_version_skew(self.spec, state, creating)
         if not skew.allowed:
             raise UserError(skew.reason)
