@@ -25,6 +25,7 @@ from .etcd import v2
 from .etcd.client import Etcd
 from .etcd.lock import EtcdLock
 from .pki import TLSFiles
+from .spec import Spec
 from .state import (StateError, StateStore, check_blob_name, describe_holder, empty_state, kept_alive,
                     next_document, parse_document)
 
@@ -36,7 +37,7 @@ class EtcdStateStore(StateStore):
 
     backend = "etcd"
 
-    def __init__(self, spec: Any, state_dir: Path, client: Any = None):
+    def __init__(self, spec: Spec, state_dir: Path, client: Any = None):
         super().__init__(spec.name, Path(state_dir) / spec.name)
         self.base = f"/{spec.state.prefix.strip('/')}/{spec.name}"
         self._client = client

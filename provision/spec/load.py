@@ -115,7 +115,7 @@ class _ScalarConstructor(yaml.SafeLoader):
 _SCALARS = _ScalarConstructor()
 
 
-def parse_spec(data: Any, label: str = "SPEC") -> Spec:
+def parse_spec(data: object, label: str = "SPEC") -> Spec:
     """Build and check a `Spec` from parsed YAML; raise SpecError listing every problem."""
     problems = Problems()
     if not isinstance(data, dict):
@@ -147,7 +147,7 @@ def parse_spec(data: Any, label: str = "SPEC") -> Spec:
     return spec
 
 
-def _parse_provider(raw: Any, problems: Problems) -> ProviderSpec | None:
+def _parse_provider(raw: object, problems: Problems) -> ProviderSpec | None:
     if raw is None:
         problems.add("provider", "required (a mapping with at least `name`)")
         return None
@@ -219,7 +219,7 @@ def _build_spec(rest: dict, provider: ProviderSpec | None, problems: Problems,
         return None
 
 
-def _build_pools(items: list, hint: Any, problems: Problems, failed: set[str]) -> tuple[tuple, list[int]]:
+def _build_pools(items: list[object], hint: object, problems: Problems, failed: set[str]) -> tuple[tuple, list[int]]:
     """Each pool on its own: the pools that build are kept (a bad one does not hide the rest),
     with the index each had in the file."""
     item_type = typing.get_args(hint)[0]
