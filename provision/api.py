@@ -28,20 +28,19 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from .api_results import (DownResult, Event, EventUI, HeadroomResult, PlanReview, Progress, ScaleResult, StatusReport,
                           UpResult, quiet)
-from .changes import KEEP, REPLACE, UNKNOWN, host_changes
+from .changes import host_changes
 from .errors import ActionError, LockHeld, ProvisionError, UserError
 from .phases import PHASE_NAMES, Phase, RunContext, converge, phase_changed, select
 from .plan import Plan, plan
 from .preflight import check_provider
+from .progress import announce_plan, run_phases
 from .saved_plan import check_saved_state
 from .spec import HeadroomSpec, PoolSpec, Spec, SpecError, load_spec
 from .state import StateStore, open_store, state_directory
-from .ui import UI
 from .version_skew import check_spec as check_version_skew
 
 if TYPE_CHECKING:
@@ -362,56 +361,3 @@ class Cluster:
 
 def _applies_rollout(phases: tuple[Phase, ...]) -> bool:
     return any(p.name == "rollout" for p in phases)
-
-
-def announce_plan(emit: Progress, spec: Spec, state: dict[str, Any], current: Plan, applying: bool) -> list[str]:
-    """Say what a plan does: counts, each host created (detail) and destroyed, and once per
-    running host a spec change affects what `up` does with it (`applying`: the rollout phase
-    runs; otherwise a warning that it stays as it is). Returns those hosts' names."""
-    emit(Event("log", "plan", f"{len(current.create)} to create, {len(current.keep)} to keep, "
-                              f"{len(current.destroy)} to destroy"))
-    for host in current.create:
-        emit(Event("debug", "plan", f"create {host.name} ({host.role}, {host.address or 'address from provider'})"))
-    for name in current.destroy:
-        emit(Event("log", "plan", f"destroy {name}"))
-    affected = [c for c in host_changes(spec, state, current).values() if c.action not in (KEEP, UNKNOWN)]
-    for change in affected:
-        what = "replacement" if change.action == REPLACE else "an in-place update"
-        if applying:
-            emit(Event("log", "plan", f"{change.name}: {what} ({change.reason})"))
-        else:
-            emit(Event("warning", "warning", f"{change.name}: needs {what} ({change.reason}); the phases chosen "
-                                             "leave out `rollout`, so the host stays as it is (see `provision plan`)"))
-    return [c.name for c in affected]
-
-
-def run_phases(ctx: RunContext, phases: tuple[Phase, ...], emit: Progress) -> dict[str, float]:
-    """Run the phases in order, each announced (`phase` event: index of total) and timed
-    (`done` event); returns each phase's seconds."""
-    timings: dict[str, float] = {}
-    for index, phase in enumerate(phases, 1):
-        runner = phase.runner()
-        emit(Event("phase", phase.name, ("dry run: " if ctx.dry_run else "") + phase.summary, index, len(phases)))
-        started = time.monotonic()
-        result = runner(ctx)
-        timings[phase.name] = time.monotonic() - started
-        if result is not None:
-            ctx.results[phase.name] = result
-        emit(Event("done", phase.name, f"done in {timings[phase.name]:.1f}s", index, len(phases),
-                   timings[phase.name]))
-    return timings
-
-
-def forward_to(ui: UI) -> Progress:
-    """A progress callback that writes each event to `ui` as the CLI shows progress: a phase as
-    `[name] (i/n) summary`, its end (`done in`) and detail with -v, warnings as warnings."""
-    def forward(event: Event) -> None:
-        if event.kind == "phase":
-            ui.log(event.topic, f"({event.index}/{event.total}) {event.message}")
-        elif event.kind in ("done", "debug"):
-            ui.debug(event.topic, event.message)
-        elif event.kind == "warning":
-            ui.warn(event.message)
-        else:
-            ui.log(event.topic, event.message)
-    return forward

@@ -63,9 +63,17 @@ class App:
         return self._cluster
 
     def progress(self, event: "Event") -> None:
-        """The API's progress, shown as the CLI shows it (see `api.forward_to`)."""
-        from .api import forward_to
-        forward_to(self.ui)(event)
+        """The API's progress, shown as the CLI shows it: a phase as `[name] (i/n) summary`,
+        its end (`done in`) and detail with -v, warnings as warnings, the rest as log lines."""
+        ui = self.ui
+        if event.kind == "phase":
+            ui.log(event.topic, f"({event.index}/{event.total}) {event.message}")
+        elif event.kind in ("done", "debug"):
+            ui.debug(event.topic, event.message)
+        elif event.kind == "warning":
+            ui.warn(event.message)
+        else:
+            ui.log(event.topic, event.message)
 
     def command(self, *words: str, extra: tuple[str, ...] = ()) -> str:
         """A complete command to paste: `provision WORDS SPEC [--state-dir DIR] EXTRA...`, with

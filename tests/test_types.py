@@ -22,6 +22,7 @@ TYPED = (
     "provision/status.py",
     "provision/ui.py",
     "provision/phases/__init__.py",
+    "provision/progress.py",
     "provision/preflight.py",
     "provision/phases/wait.py",
     "provision/providers/__init__.py",
