@@ -6,11 +6,16 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .errors import ActionError, UserError
 from .spec import Spec
 from .state import StateStore
 from .ui import UI
+
+if TYPE_CHECKING:
+    from .api import Cluster
+    from .api_results import Event
 
 
 @dataclass
@@ -25,6 +30,7 @@ class App:
     spec_path: str | None = None
     _spec: Spec | None = field(default=None, repr=False)
     _store: StateStore | None = field(default=None, repr=False)
+    _cluster: "Cluster | None" = field(default=None, repr=False)
 
     @property
     def spec(self) -> Spec:
@@ -45,6 +51,29 @@ class App:
             self.ui.state = self._store.location
             self.ui.log("state", f"{self._store.location} ({self._store.backend} backend)")
         return self._store
+
+    def cluster(self) -> "Cluster":
+        """The spec's cluster as the Python API drives it (the verbs call it), on this command's
+        state store; its lock names this command line."""
+        if self._cluster is None:
+            from .api import Cluster
+            from .state import command_line
+            self._cluster = Cluster(self.spec, state_dir=self.state_dir, spec_path=self.spec_path, store=self.store,
+                                    command=command_line())
+        return self._cluster
+
+    def progress(self, event: "Event") -> None:
+        """The API's progress, shown as the CLI shows it: a phase as `[name] (i/n) summary`,
+        its end (`done in`) and detail with -v, warnings as warnings, the rest as log lines."""
+        ui = self.ui
+        if event.kind == "phase":
+            ui.log(event.topic, f"({event.index}/{event.total}) {event.message}")
+        elif event.kind in ("done", "debug"):
+            ui.debug(event.topic, event.message)
+        elif event.kind == "warning":
+            ui.warn(event.message)
+        else:
+            ui.log(event.topic, event.message)
 
     def command(self, *words: str, extra: tuple[str, ...] = ()) -> str:
         """A complete command to paste: `provision WORDS SPEC [--state-dir DIR] EXTRA...`, with

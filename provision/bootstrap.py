@@ -299,9 +299,8 @@ def cluster_hosts(state: Mapping[str, Any], roles: Iterable[str] | None = None,
 
 def planned_names(ctx: RunContext, roles: Iterable[str] | None = None, etcd: bool | None = None) -> list[str]:
     """Names of the hosts the plan wants (for dry runs, before hosts exist)."""
-    from .plan import plan
     roles = set(roles) if roles is not None else None
-    return [h.name for h in plan(ctx.spec, ctx.state).desired if _selected(h.role, h.etcd, roles, etcd)]
+    return [h.name for h in ctx.plan().desired if _selected(h.role, h.etcd, roles, etcd)]
 
 
 def apply_roles(ctx: RunContext, phase: str, roles: Iterable[str], hosts: Mapping[str, Mapping[str, Any]],

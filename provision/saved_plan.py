@@ -8,8 +8,10 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 from .errors import UserError
+from .spec import Spec
 
 PLAN_FORMAT = "provision-plan/v1"
 
@@ -46,3 +48,35 @@ def write_plan_file(out_file: str, doc: dict) -> None:
         os.replace(tmp, path)
     except OSError as err:
         raise UserError(f"--out: cannot write {out_file}: {err.strerror}") from None
+
+
+Hint = Callable[..., str]  # makes the complete command a message names: hint(*words, extra=(...))
+
+
+def load_saved_plan(spec: Spec, plan_file: str, hint: Hint) -> dict[str, Any]:
+    """The plan `provision plan SPEC --out FILE` saved; UserError (exit 2) if it is not one for
+    this cluster or the spec changed since."""
+    try:
+        doc = json.loads(Path(plan_file).read_text())
+    except FileNotFoundError:
+        raise UserError(f"--plan: {plan_file}: no such file") from None
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"--plan: {plan_file}: not a saved plan ({err})") from None
+    if not isinstance(doc, dict) or doc.get("format") != PLAN_FORMAT:
+        raise UserError(f"--plan: {plan_file}: not a saved plan (written by `provision plan SPEC --out FILE`)")
+    if doc.get("cluster") != spec.name:
+        raise UserError(f"--plan: {plan_file} is a plan for cluster {doc.get('cluster')!r}, "
+                        f"not {spec.name!r}")
+    if doc.get("spec_sha256") != spec_fingerprint(spec):
+        raise UserError(f"--plan: the spec changed since {plan_file} was saved; review a new plan: "
+                        f"{hint('plan', extra=('--out', plan_file))}")
+    return doc
+
+
+def check_saved_state(doc: dict[str, Any], state: dict[str, Any], blobs: list[str], plan_file: str,
+                      hint: Hint) -> None:
+    """UserError (exit 2) when the state changed since the plan was saved."""
+    if doc.get("state_sha256") != state_fingerprint(state, blobs):
+        raise UserError(f"--plan: the state changed since {plan_file} was saved (serial "
+                        f"{doc.get('state_serial')} then, {state.get('serial', 0)} now); review a new plan: "
+                        f"{hint('plan', extra=('--out', plan_file))}")

@@ -18,10 +18,13 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from .errors import ActionError, LockHeld, UserError
 from .files import secure_makedirs, write_file_atomic
+
+if TYPE_CHECKING:
+    from .spec import Spec
 
 STATE_VERSION = 1
 STATE_FILE = "state.json"
@@ -47,7 +50,7 @@ def empty_state(cluster: str) -> dict[str, Any]:
             "hosts": {}, "pools": {}, "phases": {}, "headroom": {}}
 
 
-def check_document(doc: Any, where: str) -> dict[str, Any]:
+def check_document(doc: object, where: str) -> dict[str, Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get("version"), int):
         raise StateError(f"{where}: not a provision state document; refusing to touch it")
     if doc["version"] > STATE_VERSION:
@@ -315,30 +318,30 @@ class LocalStateStore(StateStore):
         return path
 
 
-def _open_local(spec: Any, state_dir: Path) -> StateStore:
+def _open_local(spec: Spec, state_dir: Path) -> StateStore:
     return LocalStateStore(spec.name, state_dir)
 
 
-def _open_etcd(spec: Any, state_dir: Path) -> StateStore:
+def _open_etcd(spec: Spec, state_dir: Path) -> StateStore:
     from .state_etcd import EtcdStateStore  # python-etcd is loaded only for this backend
     return EtcdStateStore(spec, state_dir)
 
 
-def _open_s3(spec: Any, state_dir: Path) -> StateStore:
+def _open_s3(spec: Spec, state_dir: Path) -> StateStore:
     from .state_s3 import S3StateStore  # boto3 is loaded only for this backend
     return S3StateStore(spec, state_dir)
 
 
 # Backends by the spec's `state.backend` (the one table: a backend module registers nothing).
-BACKENDS: dict[str, Callable[[Any, Path], StateStore]] = {
+BACKENDS: dict[str, Callable[[Spec, Path], StateStore]] = {
     "local": _open_local,
     "etcd": _open_etcd,
     "s3": _open_s3,
 }
 
 
-def state_directory(spec: Any, state_dir: str | os.PathLike | None = None,
-                    environ: Any = None) -> Path:
+def state_directory(spec: Spec, state_dir: str | os.PathLike[str] | None = None,
+                    environ: Mapping[str, str] | None = None) -> Path:
     """The local state directory: `state_dir` (--state-dir), else $PROVISION_STATE_DIR, else the
     spec's state.path. An empty value is refused; so is --state-dir for a backend that is not
     local (it would be ignored). Raises UserError naming the option."""
@@ -358,7 +361,7 @@ def state_directory(spec: Any, state_dir: str | os.PathLike | None = None,
     return Path(spec.state.path)
 
 
-def open_store(spec: Any, state_dir: str | os.PathLike | None = None) -> StateStore:
+def open_store(spec: Spec, state_dir: str | os.PathLike[str] | None = None) -> StateStore:
     """The store the spec names. `state_dir` (a directory already chosen, e.g. from
     `state_directory`) overrides $PROVISION_STATE_DIR and state.path; shared backends keep only
     their local scratch there."""

@@ -1,8 +1,12 @@
 """State backend `etcd`: one cluster's state in an etcd's v2 keyspace (python-etcd), shared by
 every operator and cron host that reaches it.
 
-Keys under `/<state.prefix>/<cluster>/`: `state` (the JSON document), `lock` (TTL key naming
-its holder, refreshed while held) and `blobs/<name>` (base64). Writes are compare-and-swap on
+Keys under `/<state.prefix>/<cluster>/`: `state` (the JSON document) and `blobs/<name>`
+(base64). The lock is provision's one etcd lock (`etcd/lock.py`: a v3 key on a lease, naming
+its holder, kept alive while held), on the same key name `lock` in the v3 keyspace. Until
+every provision that shares a state etcd runs this code, the v2 `lock` key older ones take
+(a TTL key naming the holder) is taken too, after the lease lock, so an old and a new
+provision never both hold the cluster: the v2 key can go once no older provision is left. Writes are compare-and-swap on
 the key's modifiedIndex, so a writer that read an older document fails instead of
 overwriting. The client certificate comes from the etcdctl variables ETCDCTL_CACERT,
 ETCDCTL_CERT and ETCDCTL_KEY when the endpoints are https.
@@ -18,19 +22,22 @@ from typing import Any, Iterator, Sequence
 
 from .errors import LockHeld
 from .etcd import v2
+from .etcd.client import Etcd
+from .etcd.lock import EtcdLock
 from .pki import TLSFiles
+from .spec import Spec
 from .state import (StateError, StateStore, check_blob_name, describe_holder, empty_state, kept_alive,
-                    lock_holder, next_document, parse_document)
+                    next_document, parse_document)
 
 LOCK_TTL = 60  # seconds; refreshed every LOCK_TTL/3 while held, so a crashed holder frees it soon
 
 
 class EtcdStateStore(StateStore):
-    """StateStore in etcd (v2 API) with compare-and-swap writes and a TTL lock."""
+    """StateStore in etcd (v2 API) with compare-and-swap writes and etcd's lease lock."""
 
     backend = "etcd"
 
-    def __init__(self, spec: Any, state_dir: Path, client: Any = None):
+    def __init__(self, spec: Spec, state_dir: Path, client: Any = None):
         super().__init__(spec.name, Path(state_dir) / spec.name)
         self.base = f"/{spec.state.prefix.strip('/')}/{spec.name}"
         self._client = client
@@ -41,15 +48,21 @@ class EtcdStateStore(StateStore):
     def location(self) -> str:
         return f"etcd {','.join(self._endpoints)} key {self.base}"
 
+    def _tls(self) -> TLSFiles | None:
+        if not os.environ.get("ETCDCTL_CERT"):
+            return None
+        return TLSFiles(ca=Path(os.environ.get("ETCDCTL_CACERT", "")), cert=Path(os.environ["ETCDCTL_CERT"]),
+                        key=Path(os.environ.get("ETCDCTL_KEY", "")))
+
     @property
-    def client(self):
+    def client(self) -> Any:
         if self._client is None:
-            tls = None
-            if os.environ.get("ETCDCTL_CERT"):
-                tls = TLSFiles(ca=Path(os.environ.get("ETCDCTL_CACERT", "")), cert=Path(os.environ["ETCDCTL_CERT"]),
-                               key=Path(os.environ.get("ETCDCTL_KEY", "")))
-            self._client = v2.client(self._endpoints, tls)
+            self._client = v2.client(self._endpoints, self._tls())
         return self._client
+
+    def lease_client(self) -> Etcd:
+        """The same etcd through etcdctl (v3 API, same client certificate): for the lock."""
+        return Etcd(self._endpoints, self._tls())
 
     def _call(self, what: str, fn, *args, **kwargs):
         import etcd
@@ -90,24 +103,48 @@ class EtcdStateStore(StateStore):
     # -- the lock ------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, command: str) -> Iterator[None]:
-        import etcd
         key = f"{self.base}/lock"
-        holder = json.dumps(lock_holder(command), sort_keys=True)
+        lease_lock = EtcdLock(self.lease_client(), key, command, ttl=LOCK_TTL)
+        if not lease_lock.acquire():
+            raise self._held(lease_lock.holder())
+        try:
+            with self._v2_lock(key, lease_lock.owner):  # what an older provision takes: see the module's doc
+                def refresh() -> None:
+                    lease_lock.refresh()
+                    self.client.write(key, lease_lock.owner, prevValue=lease_lock.owner, ttl=LOCK_TTL)
+                with kept_alive(LOCK_TTL / 3, refresh):
+                    yield
+        finally:
+            lease_lock.release()
+
+    @contextlib.contextmanager
+    def _v2_lock(self, key: str, holder: str) -> Iterator[None]:
+        """The v2 TTL key older provisions take as the lock (the transition: taken after the
+        lease lock, released before it)."""
+        import etcd
         try:
             self._call("take the lock", self.client.write, key, holder, prevExist=False, ttl=LOCK_TTL)
         except etcd.EtcdAlreadyExist:
             try:
-                other = json.loads(self._call("read the lock", self.client.read, key).value)
-            except (etcd.EtcdKeyNotFound, ValueError, TypeError):
-                other = {}
-            raise LockHeld(f"cluster {self.cluster!r} is locked by {describe_holder(other)}; "
-                           "try again when it has finished", other) from None
+                other = self._call("read the lock", self.client.read, key).value
+            except etcd.EtcdKeyNotFound:
+                other = ""
+            raise self._held(other) from None
         try:
-            with kept_alive(LOCK_TTL / 3, lambda: self.client.write(key, holder, prevValue=holder, ttl=LOCK_TTL)):
-                yield
+            yield
         finally:
             with contextlib.suppress(Exception):
                 self.client.delete(key, prevValue=holder)
+
+    def _held(self, holder_json: str) -> LockHeld:
+        try:
+            other = json.loads(holder_json) if holder_json else {}
+        except (ValueError, TypeError):
+            other = {}
+        if not isinstance(other, dict):
+            other = {}
+        return LockHeld(f"cluster {self.cluster!r} is locked by {describe_holder(other)}; "
+                        "try again when it has finished", other)
 
     # -- blobs ---------------------------------------------------------------------------
     def _blob_key(self, name: str) -> str:

@@ -9,10 +9,13 @@ import sys
 from tests.conftest import REPO
 
 TYPED = (
+    "provision/api.py",
+    "provision/api_results.py",
     "provision/app.py",
     "provision/bootstrap.py",
     "provision/changes.py",
     "provision/cli.py",
+    "provision/cli_options.py",
     "provision/cli_run.py",
     "provision/doctor.py",
     "provision/files.py",
@@ -22,6 +25,7 @@ TYPED = (
     "provision/plan.py",
     "provision/resources.py",
     "provision/saved_plan.py",
+    "provision/spec",
     "provision/status.py",
     "provision/ui.py",
     "provision/phases/__init__.py",
@@ -37,6 +41,8 @@ TYPED = (
     "provision/phases/render.py",
     "provision/phases/secrets.py",
     "provision/phases/validate.py",
+    "provision/progress.py",
+    "provision/preflight.py",
     "provision/phases/wait.py",
     "provision/phases/workers.py",
     "provision/providers/__init__.py",

@@ -12,6 +12,7 @@ from typing import Any, Callable, Protocol
 
 from .. import faults
 from ..errors import ActionError, UserError
+from ..plan import Plan, plan
 from ..spec import Spec
 from ..state import MissingBlob, StateStore
 from ..ui import Progress
@@ -29,12 +30,36 @@ class RunContext:
     options: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)  # per phase, for --output json
 
+    _plan: tuple[tuple[Any, ...], Plan] | None = field(default=None, repr=False, compare=False)
+
+    def plan(self) -> Plan:
+        """The plan of the spec against `state` as it is now. Made once and handed to every
+        phase that asks; made again only when what it is made from changed (a phase such as
+        `machines` or `rollout` recorded hosts or pool sizes): each call compares the inputs
+        `plan()` reads, the pools' sizes and each recorded host's pool, index, role and
+        address, which costs far less than planning."""
+        key = plan_inputs(self.state)
+        if self._plan is None or self._plan[0] != key:
+            self._plan = (key, plan(self.spec, self.state))
+        return self._plan[1]
+
     def log(self, phase: str, message: str) -> None:
         self.ui.log(phase, message)
 
     def save(self) -> None:
         if not self.dry_run:
             self.store.write(self.state)
+
+
+def plan_inputs(state: dict[str, Any]) -> tuple[Any, ...]:
+    """What `plan.plan` reads of a state document: the pools' recorded sizes and, per recorded
+    host, its pool, index, role and address (equal inputs give an equal plan)."""
+    pools = state.get("pools") or {}
+    hosts = state.get("hosts") or {}
+    return (tuple((name, tuple(sorted((str(k), repr(v)) for k, v in (pools[name] or {}).items())))
+                  for name in sorted(pools)),
+            tuple((name, h.get("pool"), h.get("index"), h.get("role"), h.get("address"))
+                  for name, h in hosts.items()))
 
 
 class PhaseModule(Protocol):

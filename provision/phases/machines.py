@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from .. import convergence
 from ..changes import BOOT, boot_record
 from ..errors import ActionError
-from ..plan import HostPlan, Plan, plan
+from ..plan import HostPlan, Plan
 from ..render import INDEX, fit_user_data
 from .. import faults
 from . import RunContext
@@ -31,7 +31,7 @@ INDEX_BLOB = RENDERED + INDEX
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
-    return apply_plan(ctx, plan(ctx.spec, ctx.state))
+    return apply_plan(ctx, ctx.plan())
 
 
 def load_configs(ctx: RunContext, hosts: Sequence[HostPlan], provider: Provider) -> dict[str, bytes]:

@@ -3,13 +3,12 @@ provision's SSH key pair, stored as secrets in the state store."""
 from __future__ import annotations
 
 from .. import pki
-from ..plan import plan
 from . import RunContext
 from .endpoint import spec_with_endpoint
 
 
 def run(ctx: RunContext) -> dict:
-    hosts = plan(ctx.spec, ctx.state).desired
+    hosts = ctx.plan().desired
     spec = spec_with_endpoint(ctx.spec, ctx.state)  # the API load balancer's name in the certificate
     if ctx.dry_run:
         wanted = pki.wanted_certs(spec, hosts)

@@ -16,7 +16,6 @@ from typing import Any
 
 from .. import artifacts
 from ..errors import ActionError
-from ..plan import plan
 from ..render import INDEX, render_cluster
 from .. import faults
 from . import RunContext
@@ -132,7 +131,7 @@ def run(ctx: RunContext) -> dict:
         state.setdefault("etcd", {})["discovery_token_url"] = token
         ctx.save()
         ctx.log("render", "got an etcd discovery token")
-    hosts = plan(spec, state).desired
+    hosts = ctx.plan().desired
     if ctx.dry_run and ctx.store.read_blob("pki/ca.crt") is None:
         ctx.log("render", f"would render configs for {len(hosts)} hosts once the pki phase has run")
         return {"dry_run": True}

@@ -28,7 +28,7 @@ from ..etcd import cluster as etcd_cluster
 from ..etcd.client import Etcd
 from ..changes import BOOT, REPLACE, boot_record, host_changes
 from ..errors import ActionError
-from ..plan import HostPlan, plan
+from ..plan import HostPlan
 from . import RunContext
 
 PHASE = "rollout"
@@ -37,7 +37,7 @@ HEALTH_TIMEOUT = 180.0  # seconds a changed host has to run, answer SSH and (etc
 
 def run(ctx: RunContext) -> dict[str, Any]:
     spec, state = ctx.spec, ctx.state
-    current = plan(spec, state)
+    current = ctx.plan()
     changes = host_changes(spec, state, current)
     from ..version_skew import check_spec
     skew = check_spec(spec, state)  # refused changes never get here (up checks them first)

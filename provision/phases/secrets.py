@@ -18,7 +18,6 @@ import posixpath
 from typing import Any, Mapping
 
 from .. import bootstrap
-from ..plan import plan
 from ..render import render_secrets
 from ..render.machine import File
 from . import RunContext
@@ -45,7 +44,7 @@ def role_data(files: Mapping[str, File]) -> dict[str, Any]:
 
 def run(ctx: RunContext) -> dict:
     hosts = bootstrap.cluster_hosts(ctx.state)
-    desired = plan(ctx.spec, ctx.state).desired
+    desired = ctx.plan().desired
     planned = {h.name for h in desired}
     hosts = {name: host for name, host in hosts.items() if name in planned}
     if not hosts:

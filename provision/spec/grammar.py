@@ -181,7 +181,7 @@ def local_path(value: str) -> str | None:
 # (the value). Provider option paths are `provider.<name>.<field>`.
 
 FIELD_GRAMMARS: Mapping[str, Validator] = {
-    "name": token,                           # NAME_RE in load.check_rules is stricter
+    "name": token,                           # NAME_RE in rules.check_rules is stricter
     "provider.local.bridge": interface_name,
     "provider.aws.region": aws_region,
     "provider.aws.ami": ami_id,
@@ -209,7 +209,7 @@ FIELD_GRAMMARS: Mapping[str, Validator] = {
     "kubernetes.version": version,
     "kubernetes.cluster_domain": dns_name,
     "kubernetes.api_server_names[]": dns_name_or_ip,
-    "pools[].name": token,                   # POOL_NAME_RE in load.check_rules is stricter
+    "pools[].name": token,                   # POOL_NAME_RE in rules.check_rules is stricter
     "pools[].size": resource_name,
     "pools[].labels{}": label_key,
     "pools[].labels{=}": label_value,

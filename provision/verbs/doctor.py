@@ -6,7 +6,7 @@ from rich.console import Group
 
 from ..app import App
 from ..doctor import Check, Finding, findings_of, run_checks
-from .preflight import check_provider
+from ..preflight import check_provider
 
 
 def run(app: App) -> int:

@@ -4,16 +4,22 @@ for it.
 Hosts are found by tag in the cloud (`provider.list_hosts()`), not only from state, so hosts a
 lost or stale state forgot go too. A cluster with no state and no host exits 0 ("nothing to
 destroy") and writes nothing. Without --yes: on a terminal it asks for the cluster's name;
-without one it lists what would go and exits 0, changing nothing (kops).
+without one it lists what would go and exits 0, changing nothing (kops). The work is
+`provision.api.Cluster.down`; this verb asks and formats.
 """
 from __future__ import annotations
 
 import click
 
 from ..app import App
-from ..errors import ActionError
-from .preflight import check_provider
-from ..state import command_line
+
+
+class NotAsked(Exception):
+    """No --yes and no terminal: what would go was listed; nothing is destroyed."""
+
+    def __init__(self, names: list[str]):
+        super().__init__("not asked")
+        self.names = names
 
 
 def confirm_by_name(app: App, count: int) -> bool:
@@ -25,43 +31,25 @@ def confirm_by_name(app: App, count: int) -> bool:
 
 
 def run(app: App, yes: bool) -> int:
-    spec, store, ui = app.spec, app.store, app.ui
-    log = lambda message: ui.log("down", message)  # noqa: E731
-    provider = check_provider(spec, store.workdir, log=log)  # a refused spec creates nothing
-    live = [h for h in provider.list_hosts() if h.state != "terminated"]
-    if not live and not store.exists():
-        ui.result({"destroyed": [], "forgotten": [], "confirmed": False},
-                  f"cluster {spec.name}: nothing to destroy (no host found, no state at {store.location})")
+    spec, ui, cluster = app.spec, app.ui, app.cluster()
+
+    def confirm(names: list[str]) -> bool:
+        if not ui.can_ask():
+            raise NotAsked(names)
+        return confirm_by_name(app, len(names))
+
+    try:
+        result = cluster.down(confirm=None if yes else confirm, progress=app.progress)
+    except NotAsked as asked:
+        apply = app.command("down", extra=("--yes",))
+        ui.log("down", f"nothing destroyed (no --yes, no terminal to ask); to destroy: {apply}")
+        ui.result({"destroyed": [], "would_destroy": asked.names, "confirmed": False, "apply": apply},
+                  "\n".join(asked.names) if asked.names else f"cluster {spec.name}: no host, only state to forget")
         return 0
-    if not yes:
-        names = sorted(h.name for h in live)
-        for host in live:
-            log(f"would destroy {host.name} ({host.pool or '?'}, {host.provider_id})")
-        if not app.ui.can_ask():
-            apply = app.command("down", extra=("--yes",))
-            log(f"nothing destroyed (no --yes, no terminal to ask); to destroy: {apply}")
-            ui.result({"destroyed": [], "would_destroy": names, "confirmed": False, "apply": apply},
-                      "\n".join(names) if names else f"cluster {spec.name}: no host, only state to forget")
-            return 0
-        if not confirm_by_name(app, len(names)):
-            raise ActionError(f"nothing destroyed: the answer was not {spec.name!r}")
-    with store.lock(command_line()):
-        state = store.read()
-        live = [h for h in provider.list_hosts() if h.state != "terminated"]
-        names = sorted(h.name for h in live)
-        recorded = sorted(state.get("hosts", {}))
-        gone = sorted(set(recorded) - set(names))
-        for host in live:
-            note = "" if host.name in recorded else " (not in state)"
-            log(f"destroy {host.name} ({host.pool or '?'}, {host.provider_id}){note}")
-        if gone:
-            log(f"{len(gone)} host(s) in state already gone from the cloud: {', '.join(gone)}")
-        if names:
-            log(f"destroying {len(names)} host(s)")
-            provider.destroy_hosts(names)
-        provider.teardown()
-        state["hosts"] = {}
-        store.write(state)
-    ui.result({"destroyed": names, "forgotten": gone, "confirmed": True},
-              f"cluster {spec.name}: {len(names)} host(s) destroyed")
+    if result.nothing:
+        ui.result({"destroyed": [], "forgotten": [], "confirmed": False},
+                  f"cluster {spec.name}: nothing to destroy (no host found, no state at {cluster.location})")
+        return 0
+    ui.result({"destroyed": list(result.destroyed), "forgotten": list(result.forgotten), "confirmed": True},
+              f"cluster {spec.name}: {len(result.destroyed)} host(s) destroyed")
     return 0

@@ -4,32 +4,26 @@ which fields cause it). A Kubernetes version change the skew policy refuses is e
 
 `--out FILE` saves the plan with fingerprints of the spec and the state it was made from;
 `provision up SPEC --plan FILE` applies exactly that plan, or refuses (exit 2) when either
-changed since (terraform's saved plans, kops' review-then-apply).
+changed since (terraform's saved plans, kops' review-then-apply). The work is
+`provision.api.Cluster.review`; this verb writes the file and formats.
 """
 from __future__ import annotations
 
 from ..app import App
-from ..changes import host_changes
-from ..errors import UserError
-from ..plan import plan
-from ..saved_plan import saved_plan, write_plan_file
-from ..version_skew import check_spec
+from ..saved_plan import write_plan_file
 from .plan_table import plan_table
+
 
 def run(app: App, out_file: str | None = None) -> None:
     spec = app.spec
-    state = app.store.read()
-    result = plan(spec, state)
-    skew = check_spec(spec, state, [(h.name, h.role) for h in result.create])
-    if not skew.allowed:
-        raise UserError(skew.reason)
-    changes = host_changes(spec, state, result)
+    review = app.cluster().review(save=bool(out_file))
+    result, changes = review.plan, review.changes
     data = result.to_json()
     data["changes"] = {name: change.to_json() for name, change in changes.items()}
-    if skew.order:
-        data["kubernetes_version_order"] = list(skew.order)
-    if out_file:
-        write_plan_file(out_file, saved_plan(spec, state, app.store.list_blobs(), result, changes))
+    if review.kubernetes_version_order:
+        data["kubernetes_version_order"] = list(review.kubernetes_version_order)
+    if out_file and review.saved is not None:
+        write_plan_file(out_file, review.saved)
         data["saved"] = str(out_file)
         app.ui.log("plan", f"saved to {out_file}; apply exactly this plan with: "
                            f"{app.command('up', extra=('--plan', out_file))}")
@@ -40,8 +34,7 @@ def run(app: App, out_file: str | None = None) -> None:
         data["access"] = {"ssh_cidrs": list(options.ssh_cidrs), "api_cidrs": list(options.api_cidrs)}
         table.caption = (f"access: SSH from {', '.join(options.ssh_cidrs)} (provider.ssh_cidrs); API 6443 from "
                          f"{', '.join(options.api_cidrs)} and the VPC (provider.api_cidrs)")
-    from ..providers.pools import pool_providers_needs
-    own = pool_providers_needs(spec, state)
+    own = review.pool_providers
     if own:  # cloud bursting: pools made by another provider, shown apart with what they need
         data["pool_providers"] = own
         lines = [f"pool {e['pool']} on {e['provider']}{' (burst pool)' if e['burst'] else ''}: "

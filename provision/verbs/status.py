@@ -1,5 +1,6 @@
 """`provision status SPEC [--output json]`: hosts, addresses, etcd members and health, unit
-states (running / skipped / failed), orphans and missing hosts, headroom figures.
+states (running / skipped / failed), orphans and missing hosts, headroom figures
+(`provision.api.Cluster.status`, formatted).
 
 Exit 0 when everything answers healthy, 1 when something is unhealthy (the report still
 prints), so scripts can wait on it.
@@ -8,9 +9,7 @@ from __future__ import annotations
 
 from rich.console import Group
 
-from .preflight import check_provider
 from ..app import App
-from ..status import cluster_status
 
 
 def unit_summary(units: dict | None) -> str:
@@ -23,12 +22,9 @@ def unit_summary(units: dict | None) -> str:
 
 
 def run(app: App) -> int:
-    spec, store, ui = app.spec, app.store, app.ui
-    provider = check_provider(spec, store.workdir)
-    app.require_state()
-    state = store.read()
-    report = cluster_status(spec, store, state, provider)
-    healthy = bool(report["healthy"])
+    spec, ui = app.spec, app.ui
+    status = app.cluster().status()  # ActionError (exit 1) for a cluster with no state
+    report, healthy = status.report, status.healthy
     data = report if healthy else {**report, "exit_code": 1, "errors": unhealthy_reasons(spec, report)}
     ui.result(data, status_tables(ui, spec, report, command=app.command), ok=healthy)
     return 0 if healthy else 1

@@ -1,21 +1,15 @@
 """`provision validate SPEC`: the spec contract, then the provider's own checks of its options."""
 from __future__ import annotations
 
+from ..api import check_spec_provider
 from ..app import App
-from ..errors import UserError
 from ..spec import SpecError
-from .preflight import check_provider
 
 
 def run(app: App) -> int:
     try:
-        spec = app.spec
-        try:
-            check_provider(spec, preflight=False)  # the spec alone: no credentials or machine checks
-        except SpecError:
-            raise
-        except UserError as err:  # name the file, as the spec's own problems do
-            raise SpecError([f"{app.spec_path}: {line}" for line in err.lines]) from None
+        # the spec alone, as `provision.api.validate` checks it: no credentials or machine checks
+        spec = check_spec_provider(app.spec, str(app.spec_path))
     except SpecError as err:
         if app.ui.json:
             app.ui.result({"valid": False, "exit_code": 2, "errors": err.lines}, ok=False)

@@ -130,14 +130,20 @@ def test_without_once_it_loops_at_the_interval(cli, spec_file, tmp_path, monkeyp
         if len(sleeps) == 3:
             raise Stop()
 
-    monkeypatch.setattr(verb, "ClusterEdges", Edges)
-    monkeypatch.setattr(verb, "EtcdReconcileLock", lambda *a, **kw: None)
-    monkeypatch.setattr(verb, "reconcile", lambda *a, **kw: calls.append(kw) or Outcome("decided"))
+    import provision.headroom.reconcile as reconcile_module
+    from provision.app import App
+    from provision.ui import UI
+
+    made = []
+    monkeypatch.setattr(reconcile_module, "ClusterEdges", lambda *a, **kw: made.append(a) or Edges())
+    monkeypatch.setattr(reconcile_module, "EtcdReconcileLock", lambda *a, **kw: None)
+    monkeypatch.setattr(reconcile_module, "reconcile", lambda *a, **kw: calls.append(kw) or Outcome("decided"))
     monkeypatch.setattr(verb.time, "sleep", fake_sleep)
     with pytest.raises(Stop):
-        verb.run(type("App", (), {"spec": load_spec(spec_file), "store": LocalStateStore("hrcli", tmp_path),
-                                  "ui": None})(), once=False, dry_run=False, explain=False)
+        verb.run(App(ui=UI(verbosity=-1), state_dir=str(tmp_path), spec_path=str(spec_file)),
+                 once=False, dry_run=False, explain=False)
     assert len(calls) == 3 and sleeps == [30.0, 30.0, 30.0]
+    assert len(made) == 1  # the observer and actuator (its connections) last from pass to pass
     assert all(not kw["dry_run"] for kw in calls)
 
 

@@ -244,3 +244,34 @@ def test_a_long_holder_keeps_its_lock_alive(backend, monkeypatch):
             _time.sleep(0.5)
     with backend.store().lock("next"):
         pass
+
+
+@pytest.mark.parametrize("backend", ["etcd"], indirect=True)
+def test_the_etcd_state_lock_is_the_lease_lock_and_keeps_older_provisions_out(backend):
+    """The etcd backend's lock is provision's one etcd lock (a v3 key on a lease, etcd/lock.py);
+    while older provisions may share the state etcd it also holds the v2 TTL key they take, so
+    neither an older nor a newer provision can hold the cluster at the same time."""
+    import etcd as etcd_v2
+
+    from provision.etcd.lock import EtcdLock
+    store = backend.store()
+    key = f"/ptest/{backend.spec.name}/lock"
+    elsewhere = EtcdLock(store.lease_client(), key, "provision up elsewhere", ttl=30)  # a newer provision
+    assert elsewhere.acquire()
+    try:
+        with pytest.raises(LockHeld, match="provision up elsewhere"):
+            with store.lock("next"):
+                pass
+        with pytest.raises(etcd_v2.EtcdKeyNotFound):  # refused before touching the older key
+            store.client.read(key)
+    finally:
+        elsewhere.release()
+    with store.lock("holder"):
+        lease_value = store.lease_client().get(key)
+        assert json.loads(lease_value)["command"] == "holder"
+        assert store.client.read(key).value == lease_value
+        with pytest.raises(etcd_v2.EtcdAlreadyExist):  # what an older provision does to take it
+            store.client.write(key, json.dumps({"command": "old"}), prevExist=False, ttl=60)
+    assert store.lease_client().get(key) is None
+    with pytest.raises(etcd_v2.EtcdKeyNotFound):
+        store.client.read(key)

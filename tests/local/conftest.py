@@ -72,3 +72,42 @@ def processes_mentioning(text: str) -> list[int]:
 def cluster_namespaces(cluster: str) -> list[str]:
     listing = json.loads(subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True).stdout or "[]")
     return sorted(n["name"] for n in listing if n["name"].startswith(f"provision.{cluster}."))
+
+
+@pytest.fixture(scope="module")
+def ssh_hosts(tmp_path_factory):
+    """A local cluster's two hosts (one master, one worker) booted with nothing but a `core` user
+    holding a fresh SSH key, each answering SSH; for role tests that run pyinfra against real
+    sshd. One per test module (the module's tests share it); the hosts go when it ends. Yields
+    `spec`, `provider`, `hosts` (what state records: role, pool, address, private address, host
+    key), `workdir` (the state directory) and `key` (the private key's path)."""
+    from provision import bootstrap
+    from provision.plan import plan
+    from provision.providers import get_provider
+    from provision.spec import load_spec
+
+    tmp = tmp_path_factory.mktemp("sshhosts")
+    name = unique_name("sh")
+    spec_file = tmp / "spec.yaml"
+    spec_file.write_text(f"name: {name}\nprovider:\n  name: local\n  subnet: {free_subnet()}\n"
+                         "etcd:\n  count: 1\npools:\n  - name: masters\n    role: master\n    count: 1\n"
+                         "  - name: workers\n    role: worker\n    count: 1\n")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "key")], check=True)
+    pubkey = (tmp / "key.pub").read_text().strip()
+    spec = load_spec(spec_file)
+    workdir = tmp / "state" / name
+    workdir.mkdir(parents=True, mode=0o700)
+    provider = get_provider(spec, workdir)
+    hosts = plan(spec, {}).create
+    config = json.dumps({"ignition": {"version": "3.3.0"},
+                         "passwd": {"users": [{"name": "core", "sshAuthorizedKeys": [pubkey]}]}}).encode()
+    try:
+        provider.create_hosts(hosts, {h.name: config for h in hosts})
+        records = {r.name: r for r in provider.wait_running([h.name for h in hosts], timeout=60)}
+        state_hosts = {h.name: {"role": h.role, "pool": h.pool, "address": h.address,
+                                "private_address": records[h.name].private_address,
+                                "host_key": provider.host_public_key(h.name)} for h in hosts}
+        assert bootstrap.wait_for_ssh({n: h["address"] for n, h in state_hosts.items()}, 60) == []
+        yield {"spec": spec, "provider": provider, "hosts": state_hosts, "workdir": workdir, "key": tmp / "key"}
+    finally:
+        provider.teardown()

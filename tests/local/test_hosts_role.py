@@ -3,50 +3,22 @@ image's sshd): /etc/hosts gets the cluster block, the names resolve on the host,
 changes nothing, new addresses replace the block, and this machine's /etc/hosts is untouched."""
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from provision import bootstrap
-from provision.plan import plan
-from provision.providers import get_provider
-from provision.spec import load_spec
 
-from .conftest import free_subnet, needs_root, unique_name
+from .conftest import needs_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, needs_root]
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("hostsrole")
-    name = unique_name("hr")
-    spec_file = tmp / "spec.yaml"
-    spec_file.write_text(f"name: {name}\nprovider:\n  name: local\n  subnet: {free_subnet()}\n"
-                         "etcd:\n  count: 1\npools:\n  - name: masters\n    role: master\n    count: 1\n"
-                         "  - name: workers\n    role: worker\n    count: 1\n")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "key")], check=True)
-    pubkey = (tmp / "key.pub").read_text().strip()
-    spec = load_spec(spec_file)
-    workdir = tmp / "state" / name
-    workdir.mkdir(parents=True, mode=0o700)
-    provider = get_provider(spec, workdir)
-    hosts = plan(spec, {}).create
-    config = json.dumps({"ignition": {"version": "3.3.0"},
-                         "passwd": {"users": [{"name": "core", "sshAuthorizedKeys": [pubkey]}]}}).encode()
-    try:
-        provider.create_hosts(hosts, {h.name: config for h in hosts})
-        records = {r.name: r for r in provider.wait_running([h.name for h in hosts], timeout=60)}
-        state_hosts = {h.name: {"role": h.role, "pool": h.pool, "address": h.address,
-                                "private_address": records[h.name].private_address,
-                                "host_key": provider.host_public_key(h.name)} for h in hosts}
-        late = bootstrap.wait_for_ssh({n: h["address"] for n, h in state_hosts.items()}, 60)
-        assert late == []
-        yield {"spec": spec, "provider": provider, "hosts": state_hosts, "workdir": workdir, "key": tmp / "key"}
-    finally:
-        provider.teardown()
+def cluster(ssh_hosts):
+    """Both hosts of the module's local cluster (tests/local/conftest.py)."""
+    return ssh_hosts
 
 
 def run(cluster, entries):

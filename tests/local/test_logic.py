@@ -14,7 +14,7 @@ from provision.spec import parse_spec
 from provision.state import LocalStateStore
 from provision.etcd.keys import flannel_config
 from provision.status import headroom_figures
-from provision.verbs.scale import check_request
+from provision.api import check_pool_request as check_request
 
 from .conftest import REPO, provision
 

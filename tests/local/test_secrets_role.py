@@ -4,19 +4,13 @@ nothing, a changed key is rewritten (and only it), and a run without the phase's
 nothing."""
 from __future__ import annotations
 
-import json
-import subprocess
-
 import pytest
 
 from provision import bootstrap
 from provision.phases.secrets import role_data
-from provision.plan import plan
-from provision.providers import get_provider
 from provision.render.machine import File
-from provision.spec import load_spec
 
-from .conftest import free_subnet, needs_root, unique_name
+from .conftest import needs_root
 
 # The tests walk one host through a sequence (delivered, rewritten, repaired): kept in file order
 # when the suite is shuffled (the module as a whole still runs at any point of the suite).
@@ -26,33 +20,11 @@ KEY = b"-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIA" + b"x" * 40 + b"\n-----END E
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("secretsrole")
-    name = unique_name("sr")
-    spec_file = tmp / "spec.yaml"
-    spec_file.write_text(f"name: {name}\nprovider:\n  name: local\n  subnet: {free_subnet()}\n"
-                         "etcd:\n  count: 1\npools:\n  - name: masters\n    role: master\n    count: 1\n"
-                         "  - name: workers\n    role: worker\n    count: 1\n")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "key")], check=True)
-    pubkey = (tmp / "key.pub").read_text().strip()
-    spec = load_spec(spec_file)
-    workdir = tmp / "state" / name
-    workdir.mkdir(parents=True, mode=0o700)
-    provider = get_provider(spec, workdir)
-    hosts = [h for h in plan(spec, {}).create if h.role == "master"]  # one host is enough
-    config = json.dumps({"ignition": {"version": "3.3.0"},
-                         "passwd": {"users": [{"name": "core", "sshAuthorizedKeys": [pubkey]}]}}).encode()
-    try:
-        provider.create_hosts(hosts, {h.name: config for h in hosts})
-        provider.wait_running([h.name for h in hosts], timeout=60)
-        state_hosts = {h.name: {"role": h.role, "pool": h.pool, "address": h.address,
-                                "host_key": provider.host_public_key(h.name)} for h in hosts}
-        assert bootstrap.wait_for_ssh({n: h["address"] for n, h in state_hosts.items()}, 60) == []
-        (host_name,) = state_hosts
-        yield {"spec": spec, "provider": provider, "hosts": state_hosts, "name": host_name, "workdir": workdir,
-               "key": tmp / "key", "root": provider.host_root(host_name)}
-    finally:
-        provider.teardown()
+def host(ssh_hosts):
+    """The master of the module's local cluster (tests/local/conftest.py): one host is enough."""
+    name = next(n for n, h in sorted(ssh_hosts["hosts"].items()) if h["role"] == "master")
+    return {**ssh_hosts, "hosts": {name: ssh_hosts["hosts"][name]}, "name": name,
+            "root": ssh_hosts["provider"].host_root(name)}
 
 
 def run(info, files=None):
