@@ -290,19 +290,8 @@ def forget_host_key(ctx: RunContext, entry: dict[str, Any]) -> None:
 def wait_healthy(ctx: RunContext, provider: Any, hosts: list[HostPlan]) -> None:
     """The hosts run and answer SSH (their host keys pinned where the provider knows them), and
     etcd lists every planned member healthy when one of them carries etcd."""
-    from .machines import host_entry
-    by_name = {h.name: h for h in hosts}
-    for record in provider.wait_running(list(by_name), timeout=HEALTH_TIMEOUT):
-        ctx.state["hosts"][record.name] = host_entry(by_name[record.name], record, ctx.state["hosts"][record.name])
-    for name in by_name:
-        key = provider.host_public_key(name)
-        if key:
-            ctx.state["hosts"][name]["host_key"] = key
-    ctx.save()
-    late = bootstrap.wait_for_ssh({n: bootstrap.ssh_address(ctx.state["hosts"][n]) for n in by_name},
-                                  HEALTH_TIMEOUT, log=lambda m: ctx.ui.debug(PHASE, m))
-    if late:
-        raise ActionError(f"rollout: no SSH answer after {HEALTH_TIMEOUT:.0f}s from {', '.join(late)}")
+    from .wait import reachable
+    reachable(ctx, provider, PHASE, HEALTH_TIMEOUT, running={h.name: h for h in hosts})
     # The new machines' keys come over SSH (never in their boot configs): deliver them now, so
     # etcd and the other services on them can start (targeted: only hosts whose record differs).
     from . import secrets
