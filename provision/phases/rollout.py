@@ -23,7 +23,7 @@ from typing import Any
 
 import dataclasses
 
-from .. import bootstrap, convergence, faults, rollout, tunnel
+from .. import bootstrap, convergence, faults, rollout
 from ..etcd import cluster as etcd_cluster
 from ..etcd.client import Etcd
 from ..changes import BOOT, REPLACE, boot_record, host_changes
@@ -126,7 +126,6 @@ def replace_hosts(ctx: RunContext, provider: Any, hosts: list[HostPlan], desired
             _record(ctx, host.name, rollout.MEMBER_REMOVED)
         if not stage_done(rollout.DESTROYED):
             provider.destroy_hosts([host.name])
-            tunnel.close_all()  # a tunnel may run through the host that went; the next opens anew
             convergence.forget(ctx.state, [host.name])
             entry = ctx.state["hosts"].get(host.name) or {}
             forget_host_key(ctx, entry)
