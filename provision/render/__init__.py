@@ -26,8 +26,8 @@ from .. import artifacts as artifacts_mod
 from .. import pki
 from ..errors import ActionError, UserError
 from ..resources import data_dir
-from . import cloudconfig, ignition
-from .machine import File, Machine, Unit, build_machine, parse_items, secret_items
+from . import cloudconfig, ignition, mounts
+from .machine import File, Machine, Unit, _file, build_machine, parse_items, secret_items
 from .userdata import FittedUserData, compress_ignition, fit_user_data, pointer_config
 
 __all__ = ["Rendered", "render_cluster", "render_secrets", "write_rendered", "fit_user_data", "FittedUserData",
@@ -228,6 +228,9 @@ def render_machine(env: jinja2.Environment, spec: Any, state: Mapping[str, Any],
     cloud_config = spec.os.config == "cloud-config"
     machine = Machine()
     _add_artifacts(machine, env, ctx, downloads, cloud_config)
+    # the control-plane manifests name a digest of the files they mount (see render.mounts)
+    ctx = dict(ctx, mounted_digest=mounts.mounted_digest(items, lambda item: _file(
+        item, lambda name: env.get_template(name).render(ctx), store.read_blob).data))
     built = build_machine(items, lambda name: env.get_template(name).render(ctx), store.read_blob)
     for f in built.files.values():
         machine.add_file(f)
