@@ -250,7 +250,7 @@ def drift_findings(changes: Mapping[str, Any], digests: Mapping[str, tuple[str |
                 and changes[name].action == "keep":
             findings.append(Finding("drift", f"host {name} booted with a config that differs from what renders now "
                                              "(certificates or templates changed, no spec field did)",
-                                    "`up` does not update running hosts yet; the host keeps its config"))
+                                    "`provision up SPEC` updates it in place (its rollout phase)"))
     return findings
 
 

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import dataclasses
 
 from .. import bootstrap, convergence, faults, rollout
 from ..etcd import cluster as etcd_cluster
 from ..etcd.client import Etcd
-from ..changes import BOOT, REPLACE, boot_record, host_changes
+from ..changes import BOOT, REPLACE, boot_record, config_digest, host_changes
 from ..errors import ActionError
 from ..plan import HostPlan, plan
 from . import RunContext
@@ -41,7 +41,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     changes = host_changes(spec, state, current)
     from ..version_skew import check_spec
     skew = check_spec(spec, state)  # refused changes never get here (up checks them first)
-    todo = rollout.steps(changes, current.desired, workers_first=skew.order[:1] == ("kubelets",))
+    todo = rollout.steps(changes, current.desired, workers_first=skew.order[:1] == ("kubelets",),
+                         configs_changed=configs_changed(ctx, current.keep))
     progress = state.get(rollout.STATE_KEY)
     todo = resume_first(todo, progress, current)
     max_unavailable = int(ctx.options.get("max_unavailable") or 1)
@@ -79,6 +80,16 @@ def run(ctx: RunContext) -> dict[str, Any]:
     ctx.log(PHASE, f"{len(result['replaced'])} replaced, {len(result['updated'])} updated in place")
     result["changed"] = result["replaced"] + result["updated"]
     return result
+
+
+def configs_changed(ctx: RunContext, kept: Sequence[HostPlan]) -> list[str]:
+    """Kept hosts whose config as the render phase just stored it differs from the one they
+    carry (their boot record's digest): `pki rotate` changes no spec field, only configs."""
+    from .machines import rendered_configs
+    rendered = {name: config_digest(config) if config else None
+                for name, config in rendered_configs(ctx, kept).items()}
+    recorded = {h.name: ((ctx.state["hosts"].get(h.name) or {}).get(BOOT) or {}).get("config_sha256") for h in kept}
+    return rollout.config_changed(recorded, rendered)
 
 
 def resume_first(todo: list[rollout.Step], progress: Any, current) -> list[rollout.Step]:
@@ -181,7 +192,7 @@ def drain(ctx: RunContext, provider: Any, name: str) -> None:
     that does not drain within headroom.drain_timeout is left in place, taking work again."""
     spec = ctx.spec
     edges = workload_edges(ctx, provider, name)
-    if edges is not None:
+    if edges is not None and spec.headroom is not None:  # edges exist only for headroom's pool
         from ..headroom.reconcile import drain as drain_host
         if not drain_host(spec, edges, name, lambda m: ctx.log(PHASE, m), time.monotonic, time.sleep):
             raise ActionError(f"rollout: {name} did not drain within headroom.drain_timeout "
