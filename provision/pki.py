@@ -296,14 +296,17 @@ def show(spec: Any, store: Any) -> list[dict]:
             continue
         cert = _load_cert(store.read_blob(blob))
         name = blob[len(PREFIX):-len(".crt")]
+        if name.endswith((".next", ".trust")):  # a CA rotation's next CA and trust bundle (pki_ca)
+            continue
         if cert is None:
             out.append({"name": name, "error": "unreadable certificate"})
             continue
         issuer = next((n for n, c in cas.items() if c is not None and c.subject == cert.issuer), None)
+        issuer_cert = cas[issuer] if issuer is not None else None
         verified = False
-        if issuer is not None:
+        if issuer_cert is not None:
             try:
-                cert.verify_directly_issued_by(cas[issuer])
+                cert.verify_directly_issued_by(issuer_cert)
                 verified = True
             except (ValueError, TypeError, InvalidSignature):
                 verified = False
@@ -324,8 +327,10 @@ def show(spec: Any, store: Any) -> list[dict]:
 # ---- what other parts use ------------------------------------------------------------------
 
 def client_tls(store: Any, name: str = "provisioner") -> TLSFiles:
-    """Local files of the etcd client certificate `etcd-client-<name>` and the etcd CA."""
-    return TLSFiles(ca=store.blob_path(_crt(ETCD_CA)), cert=store.blob_path(_crt(f"etcd-client-{name}")),
+    """Local files of the etcd client certificate `etcd-client-<name>` and the etcd CA (the old
+    and the new one while a rotation has both trusted)."""
+    from .pki_ca import trusted_blob
+    return TLSFiles(ca=store.blob_path(trusted_blob(store, _crt(ETCD_CA))), cert=store.blob_path(_crt(f"etcd-client-{name}")),
                     key=store.blob_path(_key(f"etcd-client-{name}")))
 
 

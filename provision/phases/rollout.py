@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import dataclasses
 
-from .. import bootstrap, convergence, faults, rollout
+from .. import bootstrap, convergence, faults, pki_ca, rollout
 from ..etcd import cluster as etcd_cluster
 from ..etcd.client import Etcd
 from ..changes import BOOT, REPLACE, boot_record, config_digest, host_changes
@@ -48,7 +48,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     max_unavailable = int(ctx.options.get("max_unavailable") or 1)
     result: dict[str, Any] = {"updated": [], "replaced": [], "steps": [s.to_json() for s in todo]}
     if not todo:
-        if progress and not ctx.dry_run:
+        # every running host carries its config: a CA rotation's phase under way is rolled out
+        if not ctx.dry_run and (pki_ca.mark_rolled(state) or progress):
             state.pop(rollout.STATE_KEY, None)
             ctx.save()
         ctx.log(PHASE, "no running host needs a change")
@@ -76,6 +77,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         done += len(group)
         faults.hosts_done(done, len(todo))
     state.pop(rollout.STATE_KEY, None)
+    pki_ca.mark_rolled(state)  # a CA rotation's phase under way is on every running host now
     ctx.save()
     ctx.log(PHASE, f"{len(result['replaced'])} replaced, {len(result['updated'])} updated in place")
     result["changed"] = result["replaced"] + result["updated"]

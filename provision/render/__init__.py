@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import jinja2
 
 from .. import artifacts as artifacts_mod
-from .. import pki
+from .. import pki, pki_ca
 from ..errors import ActionError, UserError
 from ..resources import data_dir
 from . import cloudconfig, ignition, mounts
@@ -264,7 +264,8 @@ class _BlobReads:
 
     def read_blob(self, name: str) -> bytes | None:
         if name not in self._read:
-            self._read[name] = self._store.read_blob(name)
+            # hosts trust the old and the new CA together during a CA rotation (provision.pki_ca)
+            self._read[name] = self._store.read_blob(pki_ca.trusted_blob(self._store, name))
         return self._read[name]
 
 

@@ -28,6 +28,8 @@ def run(app: App) -> int:
     app.require_state()
     state = store.read()
     report = cluster_status(spec, store, state, provider)
+    from .. import pki_ca
+    report["ca_rotation"] = pki_ca.describe(state)  # None when no CA rotation is under way
     healthy = bool(report["healthy"])
     data = report if healthy else {**report, "exit_code": 1, "errors": unhealthy_reasons(spec, report)}
     ui.result(data, status_tables(ui, spec, report, command=app.command), ok=healthy)
@@ -112,6 +114,8 @@ def status_tables(ui, spec, report, command=None) -> Group:
                      f"{command('up', extra=('--yes',))}")
     for name, note in sorted(report["artifacts"].items()):
         extra.append(f"artifact {name}: this machine's {note}")
+    if report.get("ca_rotation"):
+        extra.append(report["ca_rotation"])
     if extra:
         parts.append(ui.table(None, ["notes"], [[line] for line in extra]))
     return Group(*parts)

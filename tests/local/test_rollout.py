@@ -240,12 +240,12 @@ def manifest_digests(c: dict, host: str) -> dict[str, str]:
             [ANNOTATION] for m in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")}
 
 
-def served_certificate(c: dict, address: str) -> bytes:
+def served_certificate(c: dict, address: str, cafile: Path | None = None) -> bytes:
     """The certificate an etcd member presents on its client port (a real TLS handshake)."""
     import socket
     import ssl
     pki = c["workdir"] / "pki"
-    context = ssl.create_default_context(cafile=str(pki / "etcd-ca.crt"))
+    context = ssl.create_default_context(cafile=str(cafile or pki / "etcd-ca.crt"))
     context.check_hostname = False
     context.load_cert_chain(pki / "etcd-client-provisioner.crt", pki / "etcd-client-provisioner.key")
     with socket.create_connection((address, 2379), timeout=5) as raw, context.wrap_socket(raw) as tls:
