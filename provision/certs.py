@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA = "ca"  # the Kubernetes CA's name; a CertSpec's issuer unless it says otherwise
@@ -39,21 +40,25 @@ class CertSpec:
     def sans(self) -> tuple[str, ...]:
         return tuple(f"DNS:{d}" for d in self.dns_names) + tuple(f"IP:{i}" for i in self.ip_addresses)
 
+# The keys provision makes and signs with (pki.algorithm: rsa-2048 or ecdsa-p256).
+SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
 # ---- keys and certificates -----------------------------------------------------------------
 
-def new_key(algorithm: str):
+def new_key(algorithm: str) -> SigningKey:
     if algorithm == "rsa-2048":
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def key_matches(key: Any, algorithm: str) -> bool:
+def key_matches(key: PublicKeyTypes, algorithm: str) -> bool:
     if algorithm == "rsa-2048":
         return isinstance(key, rsa.RSAPublicKey) and key.key_size == 2048
     return isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
 
 
-def key_pem(key: Any) -> bytes:
+def key_pem(key: PrivateKeyTypes) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
@@ -72,7 +77,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def make_ca(common_name: str, days: int, algorithm: str) -> tuple[Any, x509.Certificate]:
+def make_ca(common_name: str, days: int, algorithm: str) -> tuple[SigningKey, x509.Certificate]:
     key = new_key(algorithm)
     now = _now()
     name = _name(common_name)
@@ -93,15 +98,15 @@ USAGES = {SERVER: [ExtendedKeyUsageOID.SERVER_AUTH], CLIENT: [ExtendedKeyUsageOI
           PEER: [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]}
 
 
-def cert_usages(cert: x509.Certificate) -> list[Any]:
+def cert_usages(cert: x509.Certificate) -> list[x509.ObjectIdentifier]:
     try:
         return list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
     except x509.ExtensionNotFound:
         return []
 
 
-def make_leaf(want: CertSpec, ca_key: Any, ca_cert: x509.Certificate, days: int,
-              algorithm: str) -> tuple[Any, x509.Certificate]:
+def make_leaf(want: CertSpec, ca_key: SigningKey, ca_cert: x509.Certificate, days: int,
+              algorithm: str) -> tuple[SigningKey, x509.Certificate]:
     key = new_key(algorithm)
     now = _now()
     usages = USAGES[want.usage]
@@ -117,7 +122,7 @@ def make_leaf(want: CertSpec, ca_key: Any, ca_cert: x509.Certificate, days: int,
                                             key_agreement=False, key_cert_sign=False, crl_sign=False,
                                             encipher_only=False, decipher_only=False), critical=True)
                .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                               critical=False))
     sans: list[x509.GeneralName] = [x509.DNSName(d) for d in want.dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in want.ip_addresses]
@@ -144,7 +149,7 @@ def _load_cert(data: bytes | None) -> x509.Certificate | None:
         return None
 
 
-def _load_key(data: bytes | None) -> Any:
+def _load_key(data: bytes | None) -> PrivateKeyTypes | None:
     if not data:
         return None
     try:
@@ -160,12 +165,12 @@ def _fresh(cert: x509.Certificate) -> bool:
     return cert.not_valid_after_utc - now > lifetime * RENEW_BEFORE_FRACTION
 
 
-def _same_public_key(key: Any, cert: x509.Certificate) -> bool:
+def _same_public_key(key: PrivateKeyTypes, cert: x509.Certificate) -> bool:
     fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return key.public_key().public_bytes(*fmt) == cert.public_key().public_bytes(*fmt)
 
 
-def leaf_fits(want: CertSpec, cert: x509.Certificate | None, key: Any, ca_cert: x509.Certificate,
+def leaf_fits(want: CertSpec, cert: x509.Certificate | None, key: PrivateKeyTypes | None, ca_cert: x509.Certificate,
               algorithm: str) -> bool:
     """Whether a stored leaf can be reused as `want` under `ca_cert`."""
     if cert is None or key is None or not _same_public_key(key, cert):
