@@ -29,6 +29,7 @@ from ..etcd.client import Etcd
 from ..changes import BOOT, REPLACE, boot_record, config_digest, host_changes
 from ..errors import ActionError
 from ..plan import HostPlan, plan
+from ..providers.base import Provider
 from . import RunContext
 
 PHASE = "rollout"
@@ -116,7 +117,7 @@ def _record(ctx: RunContext, host: str, stage: str) -> None:
     faults.point(faults.FIRST_WRITE)
 
 
-def replace_hosts(ctx: RunContext, provider: Any, hosts: list[HostPlan], desired: tuple[HostPlan, ...]) -> None:
+def replace_hosts(ctx: RunContext, provider: Provider, hosts: list[HostPlan], desired: tuple[HostPlan, ...]) -> None:
     """Replace `hosts` (one etcd member or master, or up to max_unavailable workers) and wait
     until they are healthy."""
     log = lambda m: ctx.log(PHASE, m)  # noqa: E731
@@ -174,7 +175,7 @@ def replace_hosts(ctx: RunContext, provider: Any, hosts: list[HostPlan], desired
         + (", etcd healthy with every member" if members else ""))
 
 
-def workload_edges(ctx: RunContext, provider: Any, name: str):
+def workload_edges(ctx: RunContext, provider: Provider, name: str):
     """Headroom's view of the host's workload (None when headroom does not watch its pool)."""
     spec = ctx.spec
     entry = ctx.state["hosts"].get(name) or {}
@@ -187,7 +188,7 @@ def workload_edges(ctx: RunContext, provider: Any, name: str):
     return edges
 
 
-def drain(ctx: RunContext, provider: Any, name: str) -> None:
+def drain(ctx: RunContext, provider: Provider, name: str) -> None:
     """Move work off a host before it goes, as headroom does when it removes one: through the
     workload source headroom watches (Kubernetes evictions honour PodDisruptionBudgets; the etcd
     source's drain key stops fleet units taking work), then its load agent is stopped. A host
@@ -299,7 +300,7 @@ def forget_host_key(ctx: RunContext, entry: dict[str, Any]) -> None:
     path.write_text("".join(f"{line}\n" for line in lines))
 
 
-def wait_healthy(ctx: RunContext, provider: Any, hosts: list[HostPlan]) -> None:
+def wait_healthy(ctx: RunContext, provider: Provider, hosts: list[HostPlan]) -> None:
     """The hosts run and answer SSH (their host keys pinned where the provider knows them), and
     etcd lists every planned member healthy when one of them carries etcd."""
     from .wait import reachable
