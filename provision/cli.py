@@ -225,6 +225,22 @@ def pki_rotate(ctx, spec, leaf, **common):
     finish(verb.run(make_app(ctx, spec, **common), leaf=leaf))
 
 
+@pki.command("rotate-ca", short_help="Rotate a CA in three phases with a trust overlap.",
+             epilog=examples("provision pki rotate-ca cluster.yaml --ca etcd"))
+@spec_argument
+@click.option("--ca", "ca", default="etcd", show_default=True,
+              help="The CA to rotate (etcd). Each run starts the next phase: 1 hosts trust the old and the new "
+                   "CA, 2 the new CA signs every leaf again, 3 the old CA is dropped; `provision up` rolls each "
+                   "phase onto the running hosts before the next may start.")
+@common_options
+@click.pass_context
+def pki_rotate_ca(ctx, spec, ca, **common):
+    """Start the next phase of a CA rotation (old and new CA trusted together until every host
+    carries the new one)."""
+    from .verbs import pki_rotate_ca as verb
+    finish(verb.run(make_app(ctx, spec, **common), ca=ca))
+
+
 @cli.command(short_help="Resize a worker pool within min..max.",
              epilog=examples("provision scale cluster.yaml workers 5 --yes",
                              "provision scale cluster.yaml workers 2 --dry-run"))

@@ -168,7 +168,7 @@ def certificate_findings(certs: Sequence[Mapping[str, Any]], within_days: int = 
     leaves = [c for c in certs if not c.get("error") and not c.get("ca") and expiring(c)]
     renew = (f"provision pki rotate SPEC --leaf {leaves[0]['name']}" if len(leaves) == 1
              else "provision pki rotate SPEC (renews every leaf)")
-    renew += "; running hosts keep their old certificates (`up` cannot roll them onto hosts yet)"
+    renew += "; then provision up SPEC rolls them onto the running hosts"
     findings = []
     for cert in certs:
         name = cert["name"]
@@ -178,6 +178,8 @@ def certificate_findings(certs: Sequence[Mapping[str, Any]], within_days: int = 
             continue
         fix = ("CA rotation is not built yet: plan a new cluster (or a manual CA roll-over) before it expires"
                if cert.get("ca") else renew)
+        if cert.get("ca") and name == "etcd-ca":
+            fix = "provision pki rotate-ca SPEC --ca etcd, then provision up SPEC; three times (one phase each)"
         if expiring(cert) and cert["days_left"] < 0:
             findings.append(Finding("certificates", f"certificate {name} expired on {cert['not_after']}", fix))
         elif expiring(cert):
@@ -255,7 +257,7 @@ def drift_findings(changes: Mapping[str, Any], digests: Mapping[str, tuple[str |
                 and changes[name].action == "keep":
             findings.append(Finding("drift", f"host {name} booted with a config that differs from what renders now "
                                              "(certificates or templates changed, no spec field did)",
-                                    "`up` does not update running hosts yet; the host keeps its config"))
+                                    "`provision up SPEC` updates it in place (its rollout phase)"))
     return findings
 
 

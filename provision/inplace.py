@@ -92,7 +92,7 @@ def payload_of(config: bytes) -> Payload:
 
 
 def _ancestors(path: str) -> list[str]:
-    out = []
+    out: list[str] = []
     while True:
         path = posixpath.dirname(path)
         if path in TOO_GENERAL or path in ("", "/"):
@@ -153,6 +153,11 @@ def update_hosts(ctx: Any, provider: Any, hosts: Sequence[Any], desired: Sequenc
             raise ActionError(f"rollout: no rendered config for {host.name}; run the render phase again")
         payloads[host.name] = payload_of(config)
     targets = {h.name: ctx.state["hosts"][h.name] for h in hosts}
+    # Renewed keys first, each with its certificate in one archive (role `secrets`), so no
+    # service is restarted with a new certificate and its old key; the config's copies of those
+    # certificates are then the same and not written again.
+    from .phases import secrets as secrets_phase
+    delivered = secrets_phase.run(ctx, names=list(targets))["hosts"]
     data = {"inplace": {name: p.to_data() for name, p in payloads.items()}}
     outcomes = bootstrap.run_roles(ctx.spec, ctx.store.workdir, targets, ("inplace",),
                                    pki.ssh_private_key_path(ctx.store), cluster=bootstrap.cluster_hosts(ctx.state),
@@ -163,12 +168,14 @@ def update_hosts(ctx: Any, provider: Any, hosts: Sequence[Any], desired: Sequenc
     restarted: dict[str, list[str]] = {}
     for host in hosts:
         written = outcomes[host.name].extra.get("written", [])
-        units = units_to_restart(payloads[host.name], written)
+        keys = (delivered.get(host.name) or {}).get("written", [])
+        units = units_to_restart(payloads[host.name], [*written, *keys])
         restarted[host.name] = units
         if units and not provider.restart_units(host.name, units):
             restart_over_ssh(ctx, targets[host.name], host.name, units)
         log(f"{host.name}: updated in place: {len(written)} file(s) written"
             + (f" ({', '.join(written)})" if written else "")
+            + (f"; {len(keys)} secret file(s) delivered ({', '.join(keys)})" if keys else "")
             + (f"; restarted {', '.join(units)}" if units else ""))
     if any(h.etcd for h in hosts):
         expected = len(bootstrap.cluster_hosts(ctx.state, etcd=True))

@@ -21,15 +21,18 @@ from typing import Any, Callable, Iterable, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from . import faults
+# one certificate's making and checking lives in `certs`; these names stay importable from here
+from .certs import (BACKDATE, CA, CLIENT, PEER, RENEW_BEFORE_FRACTION, SERVER, USAGES,  # noqa: F401
+                    CertSpec, _fresh, _load_cert, _load_key, _name, _now, _same_public_key,
+                    cert_pem, cert_sans, cert_usages, key_matches, key_pem, leaf_fits, make_ca,
+                    make_leaf, new_key)
 from .errors import ActionError, UserError
 
 PREFIX = "pki/"
-CA = "ca"
 FRONT_PROXY_CA = "front-proxy-ca"
 # etcd trusts only its own CA: a certificate from the Kubernetes CA (which signs every
 # kubelet's CSR) never reaches etcd. Its client certificates' CNs are etcd user names.
@@ -47,13 +50,6 @@ BOOTSTRAP_TOKEN_TTL = dt.timedelta(hours=24)
 BOOTSTRAP_TOKEN_RENEW_BEFORE = dt.timedelta(hours=2)
 SSH_KEY = "pki/ssh/id_ed25519"
 SSH_PUB = "pki/ssh/id_ed25519.pub"
-# Reissue a leaf when less than this part of its validity is left (kubespray#5464: no silent expiry).
-RENEW_BEFORE_FRACTION = 0.2
-BACKDATE = dt.timedelta(minutes=5)  # tolerate clock skew between provision and hosts
-
-SERVER = "server"
-CLIENT = "client"
-PEER = "peer"  # server and client: etcd peers, etcd members talking to each other
 
 
 @dataclass(frozen=True)
@@ -63,23 +59,6 @@ class TLSFiles:
     ca: Path
     cert: Path
     key: Path
-
-
-@dataclass(frozen=True)
-class CertSpec:
-    """What one certificate must say. `name` is its blob name without `pki/` and suffix."""
-
-    name: str
-    common_name: str
-    usage: str  # server | client | peer
-    organizations: tuple[str, ...] = ()
-    dns_names: tuple[str, ...] = ()
-    ip_addresses: tuple[str, ...] = ()
-    issuer: str = CA
-
-    @property
-    def sans(self) -> tuple[str, ...]:
-        return tuple(f"DNS:{d}" for d in self.dns_names) + tuple(f"IP:{i}" for i in self.ip_addresses)
 
 
 def _unique(items: Iterable[str | None]) -> tuple[str, ...]:
@@ -147,150 +126,6 @@ def wanted_certs(spec: Any, hosts: Sequence[Any]) -> list[CertSpec]:
     certs.append(CertSpec("admin", "kubernetes-admin", CLIENT, ("system:masters",)))
     certs.append(CertSpec("front-proxy-client", "front-proxy-client", CLIENT, issuer=FRONT_PROXY_CA))
     return certs
-
-
-# ---- keys and certificates -----------------------------------------------------------------
-
-def new_key(algorithm: str):
-    if algorithm == "rsa-2048":
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def key_matches(key: Any, algorithm: str) -> bool:
-    if algorithm == "rsa-2048":
-        return isinstance(key, rsa.RSAPublicKey) and key.key_size == 2048
-    return isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
-
-
-def key_pem(key: Any) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _name(common_name: str, organizations: Iterable[str] = ()) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
-    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    return x509.Name(attrs)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def make_ca(common_name: str, days: int, algorithm: str) -> tuple[Any, x509.Certificate]:
-    key = new_key(algorithm)
-    now = _now()
-    name = _name(common_name)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - BACKDATE).not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
-    return key, cert
-
-
-USAGES = {SERVER: [ExtendedKeyUsageOID.SERVER_AUTH], CLIENT: [ExtendedKeyUsageOID.CLIENT_AUTH],
-          PEER: [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]}
-
-
-def cert_usages(cert: x509.Certificate) -> list[Any]:
-    try:
-        return list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
-    except x509.ExtensionNotFound:
-        return []
-
-
-def make_leaf(want: CertSpec, ca_key: Any, ca_cert: x509.Certificate, days: int,
-              algorithm: str) -> tuple[Any, x509.Certificate]:
-    key = new_key(algorithm)
-    now = _now()
-    usages = USAGES[want.usage]
-    is_rsa = isinstance(key, rsa.RSAPrivateKey)
-    builder = (x509.CertificateBuilder().subject_name(_name(want.common_name, want.organizations))
-               .issuer_name(ca_cert.subject).public_key(key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - BACKDATE)
-               .not_valid_after(min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=is_rsa,
-                                            content_commitment=False, data_encipherment=False,
-                                            key_agreement=False, key_cert_sign=False, crl_sign=False,
-                                            encipher_only=False, decipher_only=False), critical=True)
-               .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),
-                              critical=False))
-    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in want.dns_names]
-    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in want.ip_addresses]
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return key, builder.sign(ca_key, hashes.SHA256())
-
-
-def cert_sans(cert: x509.Certificate) -> list[str]:
-    try:
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    return ([f"DNS:{d}" for d in ext.get_values_for_type(x509.DNSName)]
-            + [f"IP:{i}" for i in ext.get_values_for_type(x509.IPAddress)])
-
-
-def _load_cert(data: bytes | None) -> x509.Certificate | None:
-    if not data:
-        return None
-    try:
-        return x509.load_pem_x509_certificate(data)
-    except ValueError:
-        return None
-
-
-def _load_key(data: bytes | None) -> Any:
-    if not data:
-        return None
-    try:
-        return serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
-        return None
-
-
-def _fresh(cert: x509.Certificate) -> bool:
-    """Not expired, and more than RENEW_BEFORE_FRACTION of its lifetime left."""
-    now = _now()
-    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
-    return cert.not_valid_after_utc - now > lifetime * RENEW_BEFORE_FRACTION
-
-
-def _same_public_key(key: Any, cert: x509.Certificate) -> bool:
-    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return key.public_key().public_bytes(*fmt) == cert.public_key().public_bytes(*fmt)
-
-
-def leaf_fits(want: CertSpec, cert: x509.Certificate | None, key: Any, ca_cert: x509.Certificate,
-              algorithm: str) -> bool:
-    """Whether a stored leaf can be reused as `want` under `ca_cert`."""
-    if cert is None or key is None or not _same_public_key(key, cert):
-        return False
-    try:
-        cert.verify_directly_issued_by(ca_cert)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    if cert.subject != _name(want.common_name, want.organizations):
-        return False
-    if sorted(cert_sans(cert)) != sorted(want.sans):
-        return False
-    if set(cert_usages(cert)) != set(USAGES[want.usage]):
-        return False
-    return _fresh(cert) and key_matches(cert.public_key(), algorithm)
 
 
 # ---- the store -----------------------------------------------------------------------------
@@ -461,14 +296,17 @@ def show(spec: Any, store: Any) -> list[dict]:
             continue
         cert = _load_cert(store.read_blob(blob))
         name = blob[len(PREFIX):-len(".crt")]
+        if name.endswith((".next", ".trust")):  # a CA rotation's next CA and trust bundle (pki_ca)
+            continue
         if cert is None:
             out.append({"name": name, "error": "unreadable certificate"})
             continue
         issuer = next((n for n, c in cas.items() if c is not None and c.subject == cert.issuer), None)
+        issuer_cert = cas[issuer] if issuer is not None else None
         verified = False
-        if issuer is not None:
+        if issuer_cert is not None:
             try:
-                cert.verify_directly_issued_by(cas[issuer])
+                cert.verify_directly_issued_by(issuer_cert)
                 verified = True
             except (ValueError, TypeError, InvalidSignature):
                 verified = False
@@ -489,8 +327,10 @@ def show(spec: Any, store: Any) -> list[dict]:
 # ---- what other parts use ------------------------------------------------------------------
 
 def client_tls(store: Any, name: str = "provisioner") -> TLSFiles:
-    """Local files of the etcd client certificate `etcd-client-<name>` and the etcd CA."""
-    return TLSFiles(ca=store.blob_path(_crt(ETCD_CA)), cert=store.blob_path(_crt(f"etcd-client-{name}")),
+    """Local files of the etcd client certificate `etcd-client-<name>` and the etcd CA (the old
+    and the new one while a rotation has both trusted)."""
+    from .pki_ca import trusted_blob
+    return TLSFiles(ca=store.blob_path(trusted_blob(store, _crt(ETCD_CA))), cert=store.blob_path(_crt(f"etcd-client-{name}")),
                     key=store.blob_path(_key(f"etcd-client-{name}")))
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from .changes import REPLACE, UPDATE, HostChange
+from .changes import KEEP, REPLACE, UPDATE, HostChange
 
 STATE_KEY = "rollout"  # state["rollout"]: the host being changed now, and how far it got
 JOINED_KEY = "joined"  # state["etcd"]["joined"]: members that joined a running etcd (member add)
@@ -54,14 +54,29 @@ def _group(step: Step, workers_first: bool) -> int:
     return 0 if workers_first else 2
 
 
-def steps(changes: Mapping[str, HostChange], desired: Sequence[Any], workers_first: bool = False) -> list[Step]:
+CONFIG_CHANGED = "its rendered config changed, no spec field did (renewed certificates or a changed template)"
+
+
+def config_changed(recorded: Mapping[str, str | None], rendered: Mapping[str, str | None]) -> list[str]:
+    """Hosts whose config as rendered now (sha256) differs from the one they carry (`recorded`,
+    their boot record's digest); a host with either digest unknown is left alone."""
+    return sorted(name for name, now in rendered.items() if now and recorded.get(name) and recorded[name] != now)
+
+
+def steps(changes: Mapping[str, HostChange], desired: Sequence[Any], workers_first: bool = False,
+          configs_changed: Iterable[str] = ()) -> list[Step]:
     """The hosts to update or replace, masters first, then etcd hosts, then workers (plan order
     within each); `workers_first` (a Kubernetes downgrade: no kubelet may be newer than an API
-    server) turns masters and workers around. `desired` is the plan's HostPlans."""
+    server) turns masters and workers around. `desired` is the plan's HostPlans. A host of
+    `configs_changed` that no spec field changes is updated in place (after `pki rotate`)."""
     order = {h.name: i for i, h in enumerate(desired)}
     by_name = {h.name: h for h in desired}
     out = [Step(name, change.action, by_name[name].role, bool(by_name[name].etcd), change.reason)
            for name, change in changes.items() if change.action in (UPDATE, REPLACE) and name in by_name]
+    planned = {s.host for s in out}
+    out += [Step(name, UPDATE, by_name[name].role, bool(by_name[name].etcd), CONFIG_CHANGED)
+            for name in configs_changed if name in by_name and name not in planned
+            and (changes.get(name) is None or changes[name].action == KEEP)]
     return sorted(out, key=lambda s: (_group(s, workers_first), order[s.host]))
 
 

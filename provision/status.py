@@ -98,6 +98,7 @@ def api_endpoint_status(spec: Spec, state: Mapping[str, Any], provider: Provider
 
 def cluster_status(spec: Spec, store: StateStore, state: Mapping[str, Any], provider: Provider) -> dict[str, Any]:
     """Hosts with address, provider state and unit states; orphans and missing; etcd; headroom."""
+    from . import pki_ca
     from .providers.base import UNIT_STATES, compare
     recorded = state.get("hosts") or {}
     listed = provider.list_hosts()
@@ -126,6 +127,7 @@ def cluster_status(spec: Spec, store: StateStore, state: Mapping[str, Any], prov
     return {"cluster": spec.name, "provider": spec.provider.name, "hosts": hosts, **compare(recorded, listed),
             "etcd": etcd, "loads": loads, "headroom": headroom_figures(spec, recorded, loads),
             "artifacts": notes, "failed_units": failed_units, "api_endpoint": endpoint,
+            "ca_rotation": pki_ca.describe(state),  # None when no CA rotation is under way
             "drifted": sorted(n for n, h in hosts.items() if h.get("convergence", {}).get("state") == "drifted"),
             "healthy": bool(recorded) and etcd["healthy"] and not failed_units and endpoint["found"]
             and all(h["state"] == "running" for h in hosts.values())}

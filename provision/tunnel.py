@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .state import StateStore
 
 CHUNK = 65536
+PROBE_TIMEOUT = 2.0  # seconds a reused connection has to answer before it is taken for dead
 
 
 class Tunnel:
@@ -97,6 +98,20 @@ class Tunnel:
     def active(self) -> bool:
         transport = self._client.get_transport() if self._client is not None else None
         return bool(transport is not None and transport.is_active() and not self._closed.is_set())
+
+    def answers(self, timeout: float = PROBE_TIMEOUT) -> bool:
+        """Whether the host still answers on this connection: a session channel opened and
+        closed again (one round trip). A host that went away without closing the connection
+        (destroyed, frozen, unplugged) keeps the transport "active" until a write fails."""
+        if not self.active:
+            return False
+        import paramiko
+        try:
+            channel = self._client.get_transport().open_session(timeout=timeout)
+        except (paramiko.SSHException, OSError, EOFError):
+            return False
+        channel.close()
+        return True
 
     def close(self) -> None:
         self._closed.set()
@@ -186,23 +201,26 @@ def gateways(state: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
 
 
 def cluster_tunnel(spec: "Spec", store: "StateStore", state: Mapping[str, Any]) -> Tunnel:
-    """An open SSH connection to the first gateway host that takes one (reused in this process);
-    ActionError naming each host tried and why it failed."""
+    """An open SSH connection to the first gateway host that takes one (reused in this process
+    while its host is still the one state records and answers); ActionError naming each host
+    tried and why it failed."""
     from . import pki
     from .bootstrap import inventory_dir
     candidates = gateways(state)
+    key_path = pki.ssh_private_key_path(store)
+    drop_stale(candidates, spec.ssh.user, str(key_path))
     if not candidates:
         raise ActionError("ssh: state records no master or etcd host to reach the cluster through")
-    tried = tuple(h.get("ssh_address") or h["address"] for _, h in candidates)
+    # a replaced gateway (same address, new pinned key) is tried again at once
+    tried = tuple(f"{h.get('ssh_address') or h['address']} {h.get('host_key') or ''}" for _, h in candidates)
     if tried in _FAILED and time.monotonic() - _FAILED[tried][0] < RETRY_AFTER:
         raise ActionError(_FAILED[tried][1])
-    key_path = pki.ssh_private_key_path(store)
     problems = []
     for name, host in candidates:
         address = host.get("ssh_address") or host["address"]
         handle = (address, spec.ssh.user, str(key_path))
         tunnel = _OPEN.get(handle)
-        if tunnel is not None and tunnel.active:
+        if tunnel is not None:
             return tunnel
         tunnel = Tunnel(address, spec.ssh.user, key_path, host_key=host.get("host_key"),
                         known_hosts=inventory_dir(store.workdir) / "known_hosts")
@@ -214,6 +232,25 @@ def cluster_tunnel(spec: "Spec", store: "StateStore", state: Mapping[str, Any]) 
     why = f"ssh: no host of the cluster takes an SSH connection ({'; '.join(problems)})"
     _FAILED[tried] = (time.monotonic(), why)
     raise ActionError(why)
+
+
+def drop_stale(candidates: Sequence[tuple[str, Mapping[str, Any]]], user: str, key_path: str) -> list[Tunnel]:
+    """Close and forget the cached tunnels of `user` and `key_path` whose gateway is no longer
+    one of `candidates` (gone from state), whose host now has another pinned key than the one
+    the connection checked (the machine was replaced at the same address), or whose connection
+    is dead (the host went without closing it). Returns the tunnels dropped."""
+    wanted = {h.get("ssh_address") or h["address"]: h for _, h in candidates}
+    dropped = []
+    for handle, tunnel in list(_OPEN.items()):
+        if handle[1:] != (user, key_path):
+            continue
+        host = wanted.get(handle[0])
+        pinned = host.get("host_key") if host is not None else None
+        if host is None or (pinned and pinned != tunnel.host_key) or not tunnel.answers():
+            tunnel.close()
+            del _OPEN[handle]
+            dropped.append(tunnel)
+    return dropped
 
 
 def reach(spec: "Spec", store: "StateStore", state: Mapping[str, Any], targets: Sequence[tuple[str, int]],

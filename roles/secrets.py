@@ -112,6 +112,7 @@ def apply(report: dict) -> None:
     paths = secret_dirs + [path for path, _, _ in secret_files]
     current = host.get_fact(PathStates, paths=paths, _sudo=True) if paths else {}
     dirs, stale = differing(secret_files, secret_dirs, current)
+    entry["written"] = sorted(path for path, _, _ in stale)  # paths only: an in-place update restarts their readers
     entry["notes"].append(f"{len(stale)} of {len(secret_files)} secret files to write"
                           + (f", {len(dirs)} directories to make private" if dirs else ""))
     if not dirs and not stale:

@@ -191,7 +191,7 @@ def test_pki_rotate_does_not_claim_running_hosts_get_the_new_certificates(cli, t
     result = cli("pki", "rotate", EXAMPLES / "local.yaml", "--state-dir", state_dir, "--leaf", "admin")
     assert result.code == 0, result.err
     assert "roll them out" not in result.out
-    assert "hosts already running keep their current certificates" in result.out
+    assert "updates the running hosts in place" in result.out
     doc = json.loads(cli("pki", "rotate", EXAMPLES / "local.yaml", "--state-dir", state_dir, "-o", "json").out)
     assert doc["running_hosts_updated"] is False and "admin" in doc["renewed"]
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from provision import inplace, rollout
-from provision.changes import host_changes
+from provision.changes import KEEP, REPLACE, UPDATE, FieldChange, HostChange, host_changes
 from provision.plan import plan
 from provision.render import render_cluster
 from provision.spec import parse_spec
@@ -170,3 +170,26 @@ def test_max_unavailable_below_one_is_refused_before_anything(cli, tmp_path):
     result = cli("up", path, "--state-dir", state_dir, "--yes", "--max-unavailable", "0")
     assert result.code == 2 and "--max-unavailable" in result.err and "Traceback" not in result.err
     assert (state_dir / "demo" / "state.json").read_bytes() == before
+
+
+def host(name: str, role: str, etcd: bool = False):
+    from types import SimpleNamespace
+    return SimpleNamespace(name=name, role=role, etcd=etcd)
+
+
+def test_a_host_whose_rendered_config_changed_with_no_spec_field_is_updated_in_place():
+    """`pki rotate` changes configs, not spec fields: such a kept host becomes an in-place update
+    (after any host the spec changes in the same group); unknown digests change nothing."""
+    desired = [host("c-masters-0", "master", True), host("c-masters-1", "master", True),
+               host("c-workers-0", "worker")]
+    assert rollout.config_changed({"c-masters-0": "a", "c-masters-1": "b", "c-workers-0": None},
+                                  {"c-masters-0": "a2", "c-masters-1": "b", "c-workers-0": "w"}) == ["c-masters-0"]
+    changes = {"c-masters-0": HostChange("c-masters-0", KEEP), "c-masters-1": HostChange("c-masters-1", KEEP),
+               "c-workers-0": HostChange("c-workers-0", KEEP)}
+    todo = rollout.steps(changes, desired, configs_changed=["c-workers-0", "c-masters-0"])
+    assert [(s.host, s.action, s.because) for s in todo] == [
+        ("c-masters-0", UPDATE, rollout.CONFIG_CHANGED), ("c-workers-0", UPDATE, rollout.CONFIG_CHANGED)]
+    # a host the spec replaces stays a replacement, listed once
+    changes["c-masters-0"] = HostChange("c-masters-0", REPLACE, (FieldChange("os.channel", "a", "b", True),))
+    todo = rollout.steps(changes, desired, configs_changed=["c-masters-0"])
+    assert [(s.host, s.action) for s in todo] == [("c-masters-0", REPLACE)]

@@ -3,6 +3,7 @@ connections reach what the SSH host reaches, the host key is checked (pinned, re
 first seen), and `reach` falls back to direct connections only when no host takes SSH."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -15,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from provision.errors import ActionError
+from provision import tunnel as tunnels
 from provision.tunnel import Tunnel, close_all, reach
 
 from tests.real import require
@@ -31,18 +33,19 @@ def keygen(path) -> str:
     return (path.parent / f"{path.name}.pub").read_text().strip()
 
 
-@pytest.fixture
-def sshd(tmp_path):
-    """sshd on 127.0.0.1:PORT taking our key for the current user; yields its address and keys."""
+@contextlib.contextmanager
+def running_sshd(tmp_path, address: str = "127.0.0.1", port: int | None = None):
+    """sshd on ADDRESS:PORT taking our key for the current user; yields its address and keys."""
     binary = require("sshd")
     require("root")
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    tmp_path.mkdir(parents=True, exist_ok=True)
     host_pub = keygen(tmp_path / "host_key")
     client_pub = keygen(tmp_path / "client_key")
     (tmp_path / "authorized_keys").write_text(client_pub + "\n")
-    port = free_port()
+    port = port or free_port()
     (tmp_path / "sshd_config").write_text(
-        f"ListenAddress 127.0.0.1:{port}\nHostKey {tmp_path / 'host_key'}\nUsePAM no\nStrictModes no\n"
+        f"ListenAddress {address}:{port}\nHostKey {tmp_path / 'host_key'}\nUsePAM no\nStrictModes no\n"
         f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
         f"AuthorizedKeysFile {tmp_path / 'authorized_keys'}\nPidFile none\nAllowTcpForwarding yes\n")
     proc = subprocess.Popen([binary, "-D", "-e", "-f", str(tmp_path / "sshd_config")], stdout=subprocess.DEVNULL,
@@ -50,7 +53,7 @@ def sshd(tmp_path):
     deadline = time.monotonic() + 10
     while True:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            with socket.create_connection((address, port), timeout=1) as s:
                 if s.recv(8).startswith(b"SSH-"):
                     break
         except OSError:
@@ -60,11 +63,17 @@ def sshd(tmp_path):
     user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
     try:
         yield SimpleNamespace(port=port, user=user, key=tmp_path / "client_key", host_key=host_pub.split()[:2],
-                              known_hosts=tmp_path / "known_hosts")
+                              known_hosts=tmp_path / "known_hosts", proc=proc)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         close_all()
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    with running_sshd(tmp_path) as server:
+        yield server
 
 
 @pytest.fixture
@@ -185,3 +194,69 @@ def test_the_kubernetes_client_reaches_the_api_through_the_tunnel(sshd, tmp_path
         t.close()
         with pytest.raises(ActionError):
             read_kubernetes(kubernetes_api(str(fake.kubeconfig), route=route))
+
+
+def descendants(pid: int) -> list[int]:
+    """Processes started under `pid` (sshd's per-connection processes), read from /proc."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, todo = [], [pid]
+    while todo:
+        of = todo.pop()
+        children = [p for p, parent in parents.items() if parent == of]
+        out += children
+        todo += children
+    return out
+
+
+def test_a_cached_tunnel_is_dropped_when_its_gateway_is_replaced_gone_or_dead(tmp_path):
+    """A real sshd on port 22 of a loopback address stands for a master: its tunnel is reused
+    while state records the same host; a machine replaced at the same address (another pinned
+    key) gets a new connection; a host gone from state, or one that stops answering without
+    closing the connection, has its tunnel closed and forgotten."""
+    from provision import pki
+    from provision.state import LocalStateStore
+    address = f"127.{random.randrange(1, 255)}.{random.randrange(1, 255)}.{random.randrange(2, 254)}"
+    spec = SimpleNamespace(ssh=SimpleNamespace(user=None))
+    store = LocalStateStore("c", tmp_path / "state")
+
+    def master(server) -> dict:
+        spec.ssh.user = server.user
+        store.write_blob(pki.SSH_KEY, server.key.read_bytes(), secret=True)
+        return {"hosts": {"c-masters-0": {"role": "master", "etcd": True, "address": address,
+                                          "host_key": " ".join(server.host_key)}}}
+
+    with running_sshd(tmp_path / "first", address, 22) as first:
+        state = master(first)
+        t1 = tunnels.cluster_tunnel(spec, store, state)
+        assert tunnels.cluster_tunnel(spec, store, state) is t1 and t1.active  # reused
+        # the machine is replaced: same address, another host key pinned in state
+    with running_sshd(tmp_path / "second", address, 22) as second:
+        state = master(second)
+        t2 = tunnels.cluster_tunnel(spec, store, state)
+        assert t2 is not t1 and not t1.active and t2.active and t2.host_key == " ".join(second.host_key)
+        # the host leaves state: its tunnel is closed, none is left cached
+        with pytest.raises(ActionError, match="no master or etcd host"):
+            tunnels.cluster_tunnel(spec, store, {"hosts": {}})
+        assert not t2.active and not tunnels._OPEN
+        # the host freezes (no FIN, no RST): the transport still looks active, the probe says dead
+        t3 = tunnels.cluster_tunnel(spec, store, state)
+        frozen = [second.proc.pid, *descendants(second.proc.pid)]
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            assert t3.active
+            started = time.monotonic()
+            with pytest.raises(ActionError, match="c-masters-0"):
+                tunnels.cluster_tunnel(spec, store, state)
+            assert time.monotonic() - started < tunnels.PROBE_TIMEOUT + 10
+            assert not t3.active and not tunnels._OPEN
+        finally:
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)

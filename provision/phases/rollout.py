@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import dataclasses
 
-from .. import bootstrap, convergence, faults, rollout, tunnel
+from .. import bootstrap, convergence, faults, pki_ca, rollout
 from ..etcd import cluster as etcd_cluster
 from ..etcd.client import Etcd
-from ..changes import BOOT, REPLACE, boot_record, host_changes
+from ..changes import BOOT, REPLACE, boot_record, config_digest, host_changes
 from ..errors import ActionError
 from ..plan import HostPlan
+from ..providers.base import Provider
 from . import RunContext
 
 PHASE = "rollout"
@@ -41,13 +42,15 @@ def run(ctx: RunContext) -> dict[str, Any]:
     changes = host_changes(spec, state, current)
     from ..version_skew import check_spec
     skew = check_spec(spec, state)  # refused changes never get here (up checks them first)
-    todo = rollout.steps(changes, current.desired, workers_first=skew.order[:1] == ("kubelets",))
+    todo = rollout.steps(changes, current.desired, workers_first=skew.order[:1] == ("kubelets",),
+                         configs_changed=configs_changed(ctx, current.keep))
     progress = state.get(rollout.STATE_KEY)
     todo = resume_first(todo, progress, current)
     max_unavailable = int(ctx.options.get("max_unavailable") or 1)
     result: dict[str, Any] = {"updated": [], "replaced": [], "steps": [s.to_json() for s in todo]}
     if not todo:
-        if progress and not ctx.dry_run:
+        # every running host carries its config: a CA rotation's phase under way is rolled out
+        if not ctx.dry_run and (pki_ca.mark_rolled(state) or progress):
             state.pop(rollout.STATE_KEY, None)
             ctx.save()
         ctx.log(PHASE, "no running host needs a change")
@@ -75,10 +78,21 @@ def run(ctx: RunContext) -> dict[str, Any]:
         done += len(group)
         faults.hosts_done(done, len(todo))
     state.pop(rollout.STATE_KEY, None)
+    pki_ca.mark_rolled(state)  # a CA rotation's phase under way is on every running host now
     ctx.save()
     ctx.log(PHASE, f"{len(result['replaced'])} replaced, {len(result['updated'])} updated in place")
     result["changed"] = result["replaced"] + result["updated"]
     return result
+
+
+def configs_changed(ctx: RunContext, kept: Sequence[HostPlan]) -> list[str]:
+    """Kept hosts whose config as the render phase just stored it differs from the one they
+    carry (their boot record's digest): `pki rotate` changes no spec field, only configs."""
+    from .machines import rendered_configs
+    rendered = {name: config_digest(config) if config else None
+                for name, config in rendered_configs(ctx, kept).items()}
+    recorded = {h.name: ((ctx.state["hosts"].get(h.name) or {}).get(BOOT) or {}).get("config_sha256") for h in kept}
+    return rollout.config_changed(recorded, rendered)
 
 
 def resume_first(todo: list[rollout.Step], progress: Any, current) -> list[rollout.Step]:
@@ -103,7 +117,7 @@ def _record(ctx: RunContext, host: str, stage: str) -> None:
     faults.point(faults.FIRST_WRITE)
 
 
-def replace_hosts(ctx: RunContext, provider: Any, hosts: list[HostPlan], desired: tuple[HostPlan, ...]) -> None:
+def replace_hosts(ctx: RunContext, provider: Provider, hosts: list[HostPlan], desired: tuple[HostPlan, ...]) -> None:
     """Replace `hosts` (one etcd member or master, or up to max_unavailable workers) and wait
     until they are healthy."""
     log = lambda m: ctx.log(PHASE, m)  # noqa: E731
@@ -126,7 +140,6 @@ def replace_hosts(ctx: RunContext, provider: Any, hosts: list[HostPlan], desired
             _record(ctx, host.name, rollout.MEMBER_REMOVED)
         if not stage_done(rollout.DESTROYED):
             provider.destroy_hosts([host.name])
-            tunnel.close_all()  # a tunnel may run through the host that went; the next opens anew
             convergence.forget(ctx.state, [host.name])
             entry = ctx.state["hosts"].get(host.name) or {}
             forget_host_key(ctx, entry)
@@ -162,7 +175,7 @@ def replace_hosts(ctx: RunContext, provider: Any, hosts: list[HostPlan], desired
         + (", etcd healthy with every member" if members else ""))
 
 
-def workload_edges(ctx: RunContext, provider: Any, name: str):
+def workload_edges(ctx: RunContext, provider: Provider, name: str):
     """Headroom's view of the host's workload (None when headroom does not watch its pool)."""
     spec = ctx.spec
     entry = ctx.state["hosts"].get(name) or {}
@@ -175,14 +188,14 @@ def workload_edges(ctx: RunContext, provider: Any, name: str):
     return edges
 
 
-def drain(ctx: RunContext, provider: Any, name: str) -> None:
+def drain(ctx: RunContext, provider: Provider, name: str) -> None:
     """Move work off a host before it goes, as headroom does when it removes one: through the
     workload source headroom watches (Kubernetes evictions honour PodDisruptionBudgets; the etcd
     source's drain key stops fleet units taking work), then its load agent is stopped. A host
     that does not drain within headroom.drain_timeout is left in place, taking work again."""
     spec = ctx.spec
     edges = workload_edges(ctx, provider, name)
-    if edges is not None:
+    if edges is not None and spec.headroom is not None:  # edges exist only for headroom's pool
         from ..headroom.reconcile import drain as drain_host
         if not drain_host(spec, edges, name, lambda m: ctx.log(PHASE, m), time.monotonic, time.sleep):
             raise ActionError(f"rollout: {name} did not drain within headroom.drain_timeout "
@@ -287,22 +300,11 @@ def forget_host_key(ctx: RunContext, entry: dict[str, Any]) -> None:
     path.write_text("".join(f"{line}\n" for line in lines))
 
 
-def wait_healthy(ctx: RunContext, provider: Any, hosts: list[HostPlan]) -> None:
+def wait_healthy(ctx: RunContext, provider: Provider, hosts: list[HostPlan]) -> None:
     """The hosts run and answer SSH (their host keys pinned where the provider knows them), and
     etcd lists every planned member healthy when one of them carries etcd."""
-    from .machines import host_entry
-    by_name = {h.name: h for h in hosts}
-    for record in provider.wait_running(list(by_name), timeout=HEALTH_TIMEOUT):
-        ctx.state["hosts"][record.name] = host_entry(by_name[record.name], record, ctx.state["hosts"][record.name])
-    for name in by_name:
-        key = provider.host_public_key(name)
-        if key:
-            ctx.state["hosts"][name]["host_key"] = key
-    ctx.save()
-    late = bootstrap.wait_for_ssh({n: bootstrap.ssh_address(ctx.state["hosts"][n]) for n in by_name},
-                                  HEALTH_TIMEOUT, log=lambda m: ctx.ui.debug(PHASE, m))
-    if late:
-        raise ActionError(f"rollout: no SSH answer after {HEALTH_TIMEOUT:.0f}s from {', '.join(late)}")
+    from .wait import reachable
+    reachable(ctx, provider, PHASE, HEALTH_TIMEOUT, running={h.name: h for h in hosts})
     # The new machines' keys come over SSH (never in their boot configs): deliver them now, so
     # etcd and the other services on them can start (targeted: only hosts whose record differs).
     from . import secrets

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from .. import bootstrap
 from ..render import render_secrets
@@ -42,10 +42,12 @@ def role_data(files: Mapping[str, File]) -> dict[str, Any]:
             "secret_dirs": sorted({posixpath.dirname(p) for p in files} & set(PRIVATE_DIRS))}
 
 
-def run(ctx: RunContext) -> dict:
+def run(ctx: RunContext, names: Collection[str] | None = None) -> dict:
+    """Deliver every planned host's secret files (or only those of `names`: an in-place update
+    delivers a batch's renewed keys before it restarts anything)."""
     hosts = bootstrap.cluster_hosts(ctx.state)
     desired = ctx.plan().desired
-    planned = {h.name for h in desired}
+    planned = {h.name for h in desired if names is None or h.name in names}
     hosts = {name: host for name, host in hosts.items() if name in planned}
     if not hosts:
         return bootstrap.apply_roles(ctx, "secrets", ("secrets",), hosts)

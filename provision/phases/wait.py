@@ -1,11 +1,14 @@
 """Phase `wait`: every host runs and answers SSH, and provision can log in with its key."""
 from __future__ import annotations
 
+from typing import Collection, Mapping
+
 from .. import bootstrap, convergence, pki
 from ..errors import ActionError
 from ..providers import get_provider
-from ..providers.base import HOST_KEYS, START_HOSTS, UNIT_STATES
+from ..providers.base import HOST_KEYS, START_HOSTS, UNIT_STATES, Provider
 from .. import faults
+from ..plan import HostPlan
 from . import RunContext
 
 SSH_TIMEOUT = 120.0
@@ -30,16 +33,10 @@ def run(ctx: RunContext) -> dict:
         stopped = sorted(n for n, s in existing.items() if s == "stopped")
         if stopped:
             ctx.log("wait", f"starting {len(stopped)} stopped host(s): {', '.join(stopped)}")
-    # Pin host keys the provider knows (local hosts); others are remembered on first contact.
-    changed = False
-    for name in hosts:
-        key = provider.host_public_key(name) if HOST_KEYS in provider.optional_capabilities else None
-        if key and ctx.state["hosts"][name].get("host_key") != key:
-            ctx.state["hosts"][name]["host_key"] = key
-            hosts[name]["host_key"] = key
-            changed = True
-    if changed:
-        ctx.save()
+    pin_host_keys(ctx, provider, hosts)
+    for name in hosts:  # the inventory below is written from these copies
+        if ctx.state["hosts"][name].get("host_key"):
+            hosts[name]["host_key"] = ctx.state["hosts"][name]["host_key"]
     faults.point(faults.FIRST_WRITE)
     if bootstrap.verifying(ctx):
         targets = dict(hosts)
@@ -55,10 +52,7 @@ def run(ctx: RunContext) -> dict:
         boot = sorted(n for n in targets if n in existing)
         if boot:
             provider.start_hosts(boot)
-    late = bootstrap.wait_for_ssh({n: bootstrap.ssh_address(h) for n, h in targets.items()}, SSH_TIMEOUT,
-                                  log=lambda m: ctx.ui.debug("wait", m))
-    if late:
-        raise ActionError(f"wait: no SSH answer after {SSH_TIMEOUT:.0f}s from {', '.join(late)}")
+    reachable(ctx, provider, "wait", SSH_TIMEOUT, answer=targets)
     # Logging in is proven already on hosts a phase converged at the same address and key.
     login = hosts if bootstrap.verifying(ctx) else \
         {n: hosts[n] for n in convergence.never_converged(ctx.state, hosts)}
@@ -74,3 +68,39 @@ def run(ctx: RunContext) -> dict:
     if provider.forget_served_configs():
         ctx.log("wait", "deleted the configs served to booted hosts")
     return {"hosts": sorted(hosts), "checked": sorted(targets), "logged_in": sorted(login)}
+
+
+def pin_host_keys(ctx: RunContext, provider: Provider, names: Collection[str]) -> None:
+    """The SSH host keys the provider knows (local hosts) go into state, so the first login
+    checks them; others are remembered on first contact. State is saved when one changed."""
+    if HOST_KEYS not in provider.optional_capabilities:
+        return
+    changed = False
+    for name in names:
+        key = provider.host_public_key(name)
+        if key and ctx.state["hosts"][name].get("host_key") != key:
+            ctx.state["hosts"][name]["host_key"] = key
+            changed = True
+    if changed:
+        ctx.save()
+
+
+def reachable(ctx: RunContext, provider: Provider, phase: str, timeout: float,
+              answer: Collection[str] = (), running: Mapping[str, HostPlan] | None = None) -> None:
+    """What `wait` does for every host and `rollout` for the hosts it just made: the hosts of
+    `running` run (their state entries take the addresses the provider reports) and have their
+    host keys pinned, and every host of `answer` and `running` answers SSH within `timeout`;
+    an ActionError of `phase` names those that do not."""
+    from .machines import host_entry
+    running = dict(running or {})
+    if running:
+        for record in provider.wait_running(list(running), timeout=timeout):
+            ctx.state["hosts"][record.name] = host_entry(running[record.name], record,
+                                                         ctx.state["hosts"][record.name])
+        ctx.save()
+        pin_host_keys(ctx, provider, running)
+    names = sorted(set(answer) | set(running))
+    late = bootstrap.wait_for_ssh({n: bootstrap.ssh_address(ctx.state["hosts"][n]) for n in names}, timeout,
+                                  log=lambda m: ctx.ui.debug(phase, m))
+    if late:
+        raise ActionError(f"{phase}: no SSH answer after {timeout:.0f}s from {', '.join(late)}")

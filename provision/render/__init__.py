@@ -23,11 +23,11 @@ from typing import Any, Mapping, Sequence
 import jinja2
 
 from .. import artifacts as artifacts_mod
-from .. import pki
+from .. import pki, pki_ca
 from ..errors import ActionError, UserError
 from ..resources import data_dir
-from . import cloudconfig, ignition
-from .machine import File, Machine, Unit, build_machine, parse_items, secret_items
+from . import cloudconfig, ignition, mounts
+from .machine import File, Machine, Unit, _file, build_machine, parse_items, secret_items
 from .userdata import FittedUserData, compress_ignition, fit_user_data, pointer_config
 
 __all__ = ["Rendered", "render_cluster", "render_secrets", "write_rendered", "fit_user_data", "FittedUserData",
@@ -228,6 +228,9 @@ def render_machine(env: jinja2.Environment, spec: Any, state: Mapping[str, Any],
     cloud_config = spec.os.config == "cloud-config"
     machine = Machine()
     _add_artifacts(machine, env, ctx, downloads, cloud_config)
+    # the control-plane manifests name a digest of the files they mount (see render.mounts)
+    ctx = dict(ctx, mounted_digest=mounts.mounted_digest(items, lambda item: _file(
+        item, lambda name: env.get_template(name).render(ctx), store.read_blob).data))
     built = build_machine(items, lambda name: env.get_template(name).render(ctx), store.read_blob)
     for f in built.files.values():
         machine.add_file(f)
@@ -261,7 +264,8 @@ class _BlobReads:
 
     def read_blob(self, name: str) -> bytes | None:
         if name not in self._read:
-            self._read[name] = self._store.read_blob(name)
+            # hosts trust the old and the new CA together during a CA rotation (provision.pki_ca)
+            self._read[name] = self._store.read_blob(pki_ca.trusted_blob(self._store, name))
         return self._read[name]
 
 

@@ -25,10 +25,10 @@ def run(app: App, leaf: str | None) -> int:
     with store.lock(command_line()):
         hosts = plan(spec, store.read()).desired
         renewed = pki.rotate(spec, store, hosts, leaf=leaf, log=lambda message: app.ui.log("pki", message))
-    # Said as it is: `up` re-renders configs and the admin kubeconfig, and new hosts boot with the
-    # new certificates, but no phase copies certificates onto hosts that already run.
+    # Said as it is: this changes state only; `up` re-renders the configs and its rollout phase
+    # updates the running hosts whose config changed.
     app.ui.result({"renewed": renewed, "running_hosts_updated": False},
                   f"renewed {len(renewed)} certificates in state; `{app.command('up', extra=('--yes',))}` puts them into the "
-                  "configs and the admin kubeconfig, and new hosts boot with them; hosts already running "
-                  "keep their current certificates")
+                  "configs and the admin kubeconfig and updates the running hosts in place (one master at a "
+                  "time); new hosts boot with them")
     return 0

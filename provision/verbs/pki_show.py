@@ -15,5 +15,9 @@ def run(app: App) -> int:
              c.get("days_left", ""), "yes" if c.get("verified") else "NO"] for c in certs]
     table = app.ui.table(f"certificates of {app.spec.name}", ["name", "subject", "SANs", "expires", "days",
                                                               "verifies"], rows, ids=("name",))
-    app.ui.result({"certificates": certs}, table)
+    from .. import pki_ca
+    rotation = pki_ca.describe(app.store.read())
+    if rotation:
+        app.ui.log("pki", rotation)
+    app.ui.result({"certificates": certs, "ca_rotation": rotation}, table)
     return 0

@@ -108,6 +108,8 @@ def status_tables(ui, spec, report, command=None) -> Group:
                      f"{command('up', extra=('--yes',))}")
     for name, note in sorted(report["artifacts"].items()):
         extra.append(f"artifact {name}: this machine's {note}")
+    if report.get("ca_rotation"):
+        extra.append(report["ca_rotation"])
     if extra:
         parts.append(ui.table(None, ["notes"], [[line] for line in extra]))
     return Group(*parts)

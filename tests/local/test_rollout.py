@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from provision import faults
 from provision.etcd.client import Etcd
@@ -227,3 +228,69 @@ def test_a_rollout_killed_mid_way_then_rerun_finishes_with_no_host_lost_or_left_
     assert all(after["hosts"][h]["boot"]["fields"]["pools[masters].size"] == "x-large" for h in hosts if "masters" in h)
     assert set(plan_actions(c).values()) == {"keep"}
     no_duplicates(c["name"], c["workdir"])
+
+
+def on_host(c: dict, host: str, path: str) -> bytes:
+    return (c["workdir"] / "local/hosts" / host / "root" / path.lstrip("/")).read_bytes()
+
+
+def manifest_digests(c: dict, host: str) -> dict[str, str]:
+    from provision.render.mounts import ANNOTATION
+    return {m: yaml.safe_load(on_host(c, host, f"/etc/kubernetes/manifests/{m}.yaml"))["metadata"]["annotations"]
+            [ANNOTATION] for m in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")}
+
+
+def served_certificate(c: dict, address: str, cafile: Path | None = None) -> bytes:
+    """The certificate an etcd member presents on its client port (a real TLS handshake)."""
+    import socket
+    import ssl
+    pki = c["workdir"] / "pki"
+    context = ssl.create_default_context(cafile=str(cafile or pki / "etcd-ca.crt"))
+    context.check_hostname = False
+    context.load_cert_chain(pki / "etcd-client-provisioner.crt", pki / "etcd-client-provisioner.key")
+    with socket.create_connection((address, 2379), timeout=5) as raw, context.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+
+
+def test_pki_rotate_then_up_rolls_the_renewed_certificates_onto_every_master_without_losing_quorum(cluster):
+    """`pki rotate` then `up`: the masters are updated in place one at a time; each one's
+    certificates and keys on disk are the renewed ones, its control-plane manifests carry the
+    new mounted-files digest (kubelet, which cannot run here, restarts a static pod when its
+    manifest changes), and its etcd member serves its renewed certificate."""
+    c = cluster
+    masters = sorted(n for n, h in state(c)["hosts"].items() if h["role"] == "master")
+    address = {m: state(c)["hosts"][m]["address"] for m in masters}
+    before = {m: manifest_digests(c, m) for m in masters}
+    old_serving = {m: served_certificate(c, address[m]) for m in masters}
+    rotated = provision("pki", "rotate", c["spec"], "--state-dir", c["state_dir"])
+    assert rotated.returncode == 0, rotated.stderr
+    pki = c["workdir"] / "pki"
+    with QuorumWatcher(c) as watcher:
+        started = time.monotonic()
+        proc = provision("up", c["spec"], "--yes", "--state-dir", c["state_dir"], timeout=900)
+        took = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    outage = watcher.longest_outage()
+    failed = sum(1 for _, ok in watcher.samples if not ok)
+    print(f"rotate+up: {took:.1f}s, {failed}/{len(watcher.samples)} quorum reads failed, longest outage {outage:.2f}s")
+    assert outage < 2.0 and len(watcher.samples) > 10
+    for m in masters:
+        assert f"{m}: updated in place" in proc.stderr
+        digests = manifest_digests(c, m)
+        assert all(digests[k] != before[m][k] for k in digests), m
+        for path, blob in [("/etc/kubernetes/pki/apiserver.crt", "apiserver.crt"),
+                           ("/etc/kubernetes/pki/apiserver.key", "apiserver.key"),
+                           ("/etc/kubernetes/pki/scheduler.crt", "scheduler.crt"),
+                           ("/etc/ssl/etcd/server.crt", f"etcd-server-{m}.crt"),
+                           ("/etc/ssl/etcd/server.key", f"etcd-server-{m}.key")]:
+            assert on_host(c, m, path) == (pki / blob).read_bytes(), (m, path)
+        serving = served_certificate(c, address[m])
+        assert serving == (pki / f"etcd-server-{m}.crt").read_bytes() and serving != old_serving[m], m
+    # one master at a time: each is updated (and etcd healthy again) before the next starts
+    lines = proc.stderr.splitlines()
+    order = [next(i for i, line in enumerate(lines) if line.startswith(f"[rollout] {m}: updated in place"))
+             for m in masters]
+    assert order == sorted(order)
+    assert set(plan_actions(c).values()) == {"keep"}

@@ -1,0 +1,138 @@
+"""CA rotation with a trust overlap, one explicit phase at a time (`provision pki rotate-ca`).
+
+A CA cannot be swapped in one step: a host that trusts only the new CA refuses every peer still
+presenting a certificate of the old one. So the rotation goes through three phases, each rolled
+onto every running host by `provision up` (its rollout phase updates the hosts whose config
+changed, one master at a time) before the next may start:
+
+1. `trust`: a new CA is made (`pki/<ca>.next.crt` and `.key`) and hosts are given a bundle of
+   the old and the new CA (`pki/<ca>.trust.crt`) wherever they trust the CA; leaves stay
+   signed by the old CA.
+2. `reissue`: the new CA becomes the signing CA (`pki/<ca>.crt` and `.key`) and every leaf it
+   signs is issued again; hosts still trust both, so members with old and new leaves talk.
+3. `drop`: the bundle goes; hosts trust the new CA alone.
+
+`state["ca_rotation"]` records the CA, the phase and whether `up` has rolled it onto every host
+(`rolled`, set by the rollout phase), so a killed run resumes and `status`/`pki show` say
+where a cluster is. Only the etcd CA is rotated this way so far.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any, Callable, Mapping, MutableMapping, Sequence
+
+from . import pki
+from .certs import cert_pem, key_pem, make_ca
+from .errors import ActionError, UserError
+
+if TYPE_CHECKING:
+    from .plan import HostPlan
+    from .spec import Spec
+    from .state import StateStore
+
+STATE_KEY = "ca_rotation"
+TRUST, REISSUE, DROP = "trust", "reissue", "drop"
+PHASES = (TRUST, REISSUE, DROP)
+# `--ca` values and the CA each names; the Kubernetes and front-proxy CAs are not rotated yet.
+ROTATABLE = {"etcd": pki.ETCD_CA}
+
+
+def next_crt(ca: str) -> str:
+    return f"{pki.PREFIX}{ca}.next.crt"
+
+
+def next_key(ca: str) -> str:
+    return f"{pki.PREFIX}{ca}.next.key"
+
+
+def bundle(ca: str) -> str:
+    return f"{pki.PREFIX}{ca}.trust.crt"
+
+
+def trusted_blob(store: "StateStore", name: str) -> str:
+    """The blob to trust for CA certificate blob `name`: the old-and-new bundle while a CA
+    rotation has one, else `name` itself."""
+    ca = name[len(pki.PREFIX):-len(".crt")] if name.startswith(pki.PREFIX) and name.endswith(".crt") else None
+    if ca in pki.CAS and store.read_blob(bundle(ca)) is not None:
+        return bundle(ca)
+    return name
+
+
+def progress(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The recorded rotation ({"ca", "phase", "rolled"}), or None when none is under way."""
+    value = state.get(STATE_KEY)
+    return dict(value) if isinstance(value, Mapping) and value.get("phase") in PHASES else None
+
+
+def describe(state: Mapping[str, Any]) -> str | None:
+    """One line on where a CA rotation stands (None: none under way)."""
+    now = progress(state)
+    if now is None:
+        return None
+    step = PHASES.index(now["phase"]) + 1
+    rolled = "rolled onto every host" if now.get("rolled") else "not yet rolled onto every host (`provision up`)"
+    return f"CA rotation of {now['ca']}: phase {step} of 3 ({now['phase']}), {rolled}"
+
+
+def mark_rolled(state: MutableMapping[str, Any]) -> bool:
+    """The rollout phase finished with every running host on the current configs: the phase
+    under way is rolled. Whether anything changed."""
+    now = state.get(STATE_KEY)
+    if isinstance(now, MutableMapping) and now.get("phase") in PHASES and not now.get("rolled"):
+        now["rolled"] = True
+        return True
+    return False
+
+
+def check_request(state: Mapping[str, Any], store: "StateStore", ca: str) -> str:
+    """The CA's blob name for `--ca`; UserError naming `--ca` for one not rotatable, another
+    rotation under way, or a phase not rolled out yet (nothing is changed)."""
+    if ca not in ROTATABLE:
+        raise UserError(f"--ca: {ca!r} cannot be rotated (yet); choose one of: {', '.join(sorted(ROTATABLE))}")
+    name = ROTATABLE[ca]
+    if store.read_blob(f"{pki.PREFIX}{name}.crt") is None:
+        raise ActionError("no PKI yet: run `provision up SPEC --until pki` first")
+    now = progress(state)
+    if now is not None and now["ca"] != name:
+        raise UserError(f"--ca: a rotation of {now['ca']} is under way; finish it first")
+    if now is not None and not now.get("rolled"):
+        raise UserError(f"--ca: phase {now['phase']} of the {name} rotation is not rolled onto every host yet: "
+                        "run `provision up SPEC` first")
+    return name
+
+
+def advance(spec: "Spec", store: "StateStore", state: MutableMapping[str, Any], hosts: Sequence["HostPlan"], ca: str,
+            log: Callable[[str], None] = lambda m: None) -> str:
+    """Start the next phase of `ca`'s rotation (check_request first); returns it ("done" once
+    the last phase was rolled). Each step is idempotent, so a run killed part way is repeated."""
+    now = progress(state)
+    if now is None:
+        old = store.read_blob(f"{pki.PREFIX}{ca}.crt") or b""
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d%H%M%S")
+        # another subject than the old CA: a verifier picks the issuer by name
+        key, cert = make_ca(f"{spec.name}-{ca}-{stamp}", spec.pki.ca_days, spec.pki.algorithm)
+        store.write_blob(next_key(ca), key_pem(key), secret=True)
+        store.write_blob(next_crt(ca), cert_pem(cert), secret=False)
+        store.write_blob(bundle(ca), old.rstrip(b"\n") + b"\n" + cert_pem(cert), secret=False)
+        state[STATE_KEY] = {"ca": ca, "phase": TRUST, "rolled": False}
+        log(f"{ca}: new CA made; hosts trust the old and the new CA once `up` rolls phase 1 out")
+        return TRUST
+    if now["phase"] == TRUST:
+        next_key_pem, next_cert_pem = store.read_blob(next_key(ca)), store.read_blob(next_crt(ca))
+        if next_key_pem is not None and next_cert_pem is not None:  # absent: promoted already by a killed run
+            store.write_blob(f"{pki.PREFIX}{ca}.key", next_key_pem, secret=True)
+            store.write_blob(f"{pki.PREFIX}{ca}.crt", next_cert_pem, secret=False)
+        state[STATE_KEY] = {"ca": ca, "phase": REISSUE, "rolled": False}
+        result = pki.ensure_pki(spec, store, hosts, log=log)  # leaves of the old CA no longer verify
+        for blob in (next_key(ca), next_crt(ca)):
+            store.delete_blob(blob)
+        log(f"{ca}: the new CA signs; {len(result['created'])} certificates issued again")
+        return REISSUE
+    if now["phase"] == REISSUE:
+        store.delete_blob(bundle(ca))
+        state[STATE_KEY] = {"ca": ca, "phase": DROP, "rolled": False}
+        log(f"{ca}: the old CA is dropped from what hosts trust once `up` rolls phase 3 out")
+        return DROP
+    state.pop(STATE_KEY, None)
+    log(f"{ca}: rotation finished")
+    return "done"

@@ -1,0 +1,110 @@
+"""`provision pki rotate-ca` on a running local cluster (3 masters carrying a real 3-member etcd
+over TLS, 1 worker): the etcd CA is rotated in its three phases, each rolled onto every host by
+`up`, while a watcher reads etcd linearizably twice a second. etcd keeps quorum and its clients
+(the watcher, provision itself) keep working throughout; each phase is checked on the files the
+hosts hold and on the certificate each member serves."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from cryptography import x509
+
+from provision.etcd.client import Etcd
+from provision.pki import TLSFiles
+
+from .conftest import example_spec, free_subnet, needs_root, provision, unique_name
+from .test_rollout import QuorumWatcher, on_host, served_certificate, state
+
+pytestmark = [pytest.mark.slow, pytest.mark.root, needs_root]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("carot")
+    name = unique_name("ca")
+    spec = example_spec(tmp, name, free_subnet())
+    doc = yaml.safe_load(spec.read_text())
+    doc["pools"] = [{"name": "masters", "role": "master", "count": 3},
+                    {"name": "workers", "role": "worker", "count": 1}]
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    state_dir = tmp / "state"
+    c = {"name": name, "spec": spec, "doc": doc, "state_dir": state_dir, "workdir": state_dir / name, "tmp": tmp}
+    try:
+        made = provision("up", spec, "--yes", "--state-dir", state_dir, timeout=600)
+        assert made.returncode == 0, made.stderr
+        yield c
+    finally:
+        provision("down", c["spec"], "--yes", "--state-dir", state_dir)
+        from provision.providers import get_provider
+        from provision.spec import load_spec
+        get_provider(load_spec(c["spec"]), c["workdir"]).teardown()
+
+
+def pem_certs(data: bytes) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(data)
+
+
+def rotate_ca(c: dict):
+    proc = provision("pki", "rotate-ca", c["spec"], "--ca", "etcd", "--state-dir", c["state_dir"], "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_the_etcd_ca_is_rotated_in_three_phases_without_losing_quorum(cluster):
+    c = cluster
+    pki = c["workdir"] / "pki"
+    hosts = sorted(state(c)["hosts"])
+    members = sorted(n for n, h in state(c)["hosts"].items() if h["etcd"])
+    old_ca = (pki / "etcd-ca.crt").read_bytes()
+    # a phase not rolled out yet refuses the next one, changing nothing
+    assert rotate_ca(c)["phase"] == "trust"
+    refused = provision("pki", "rotate-ca", c["spec"], "--ca", "etcd", "--state-dir", c["state_dir"])
+    assert refused.returncode == 2 and "--ca" in refused.stderr and "Traceback" not in refused.stderr
+    assert state(c)["ca_rotation"] == {"ca": "etcd-ca", "phase": "trust", "rolled": False}
+    shown = provision("pki", "show", c["spec"], "--state-dir", c["state_dir"], "-o", "json")
+    assert "phase 1 of 3 (trust)" in json.loads(shown.stdout)["ca_rotation"], shown.stdout
+    new_ca = (pki / "etcd-ca.next.crt").read_bytes()
+    both = c["tmp"] / "both-cas.crt"  # the watcher trusts both CAs, as hosts do in the overlap
+    both.write_bytes(old_ca + new_ca)
+    old_subject, new_subject = pem_certs(old_ca)[0].subject, pem_certs(new_ca)[0].subject
+    assert old_subject != new_subject
+
+    def issuers() -> dict[str, x509.Name]:
+        return {m: x509.load_pem_x509_certificate(served_certificate(c, state(c)["hosts"][m]["address"], both)).issuer
+                for m in members}
+
+    watcher = QuorumWatcher(c)
+    endpoints = tuple(f"https://{state(c)['hosts'][m]['address']}:2379" for m in members)
+    watcher.access = Etcd(endpoints, TLSFiles(both, pki / "etcd-client-provisioner.crt",
+                                              pki / "etcd-client-provisioner.key"), timeout=1.0)
+    took = {}
+    import time
+    with watcher:
+        for phase in ("trust", "reissue", "drop"):
+            if phase != "trust":
+                assert rotate_ca(c)["phase"] == phase
+            started = time.monotonic()
+            up = provision("up", c["spec"], "--yes", "--state-dir", c["state_dir"], timeout=900)
+            took[phase] = time.monotonic() - started
+            assert up.returncode == 0, up.stderr
+            assert state(c)["ca_rotation"] == {"ca": "etcd-ca", "phase": phase, "rolled": True}
+            trusted = {h: on_host(c, h, "/etc/ssl/etcd/ca.crt") for h in hosts}
+            if phase in ("trust", "reissue"):  # every host trusts the old and the new CA
+                assert all([x.subject for x in pem_certs(t)] == [old_subject, new_subject] for t in trusted.values())
+            else:  # the old one is gone
+                assert all([x.subject for x in pem_certs(t)] == [new_subject] for t in trusted.values())
+            assert all(on_host(c, m, "/etc/kubernetes/pki/etcd-ca.crt") == trusted[m] for m in members)
+            served = issuers()
+            assert set(served.values()) == {old_subject if phase == "trust" else new_subject}, (phase, served)
+    failed = sum(1 for _, ok in watcher.samples if not ok)
+    print(f"CA rotation: {took}, {failed}/{len(watcher.samples)} quorum reads failed, "
+          f"longest outage {watcher.longest_outage():.2f}s")
+    assert watcher.longest_outage() < 2.0 and len(watcher.samples) > 30
+    assert rotate_ca(c)["done"] is True and "ca_rotation" not in state(c)
+    assert (pki / "etcd-ca.crt").read_bytes() == new_ca
+    assert not (pki / "etcd-ca.trust.crt").exists() and not (pki / "etcd-ca.next.crt").exists()
+    # provision's own etcd access works with the new CA alone
+    status = provision("status", c["spec"], "--state-dir", c["state_dir"], "-o", "json")
+    assert status.returncode == 0, status.stdout + status.stderr
