@@ -123,6 +123,11 @@ def etcd_user(client: str) -> str:
     return "root" if client == "root" else f"etcd-{client}"
 
 
+# Leaves earlier versions issued and this one does not: their blobs are deleted. kube-proxy's was
+# one client key shared by every node; kube-proxy now runs as a DaemonSet with its ServiceAccount.
+RETIRED_LEAVES = ("kube-proxy",)
+
+
 def wanted_certs(spec: Any, hosts: Sequence[Any]) -> list[CertSpec]:
     """Every leaf certificate the cluster needs for `hosts` (the planned HostPlan list)."""
     certs: list[CertSpec] = []
@@ -143,7 +148,6 @@ def wanted_certs(spec: Any, hosts: Sequence[Any]) -> list[CertSpec]:
             certs.append(CertSpec(f"kubelet-{host.name}", f"system:node:{host.name}", CLIENT, ("system:nodes",)))
     certs.append(CertSpec("controller-manager", "system:kube-controller-manager", CLIENT))
     certs.append(CertSpec("scheduler", "system:kube-scheduler", CLIENT))
-    certs.append(CertSpec("kube-proxy", "system:kube-proxy", CLIENT))
     certs.append(CertSpec("admin", "kubernetes-admin", CLIENT, ("system:masters",)))
     certs.append(CertSpec("front-proxy-client", "front-proxy-client", CLIENT, issuer=FRONT_PROXY_CA))
     return certs
@@ -421,6 +425,11 @@ def ensure_pki(spec: Any, store: Any, hosts: Sequence[Any], log: Callable[[str],
     pki.service_account()
     pki.bootstrap_token()
     pki.ssh_key()
+    for name in RETIRED_LEAVES:  # made by earlier versions, no longer trusted by anything we render
+        for blob in (_crt(name), _key(name)):
+            if store.read_blob(blob) is not None:
+                store.delete_blob(blob)
+                pki.log(f"deleted retired {blob}")
     if pki.created:
         pki.log(f"created {len(pki.created)}: {', '.join(pki.created)}")
     pki.log(f"reused {len(pki.reused)} existing items")

@@ -174,10 +174,11 @@ def test_a_client_certificate_from_the_kubernetes_ca_is_refused(authed, tmp_path
     proc = etcdctl(access, "get", "/registry/", "--prefix", timeout=2)
     assert proc.returncode != 0
     assert "bad certificate" in proc.stderr or "deadline exceeded" in proc.stderr or "tls" in proc.stderr.lower()
-    # the kube-proxy certificate a worker holds is refused the same way
-    kp = Etcd(authed["endpoints"], TLSFiles(authed["root"].tls.ca, store.blob_path("pki/kube-proxy.crt"),
-                                            store.blob_path("pki/kube-proxy.key")))
-    assert etcdctl(kp, "put", "/registry/x", "y", timeout=2).returncode != 0
+    # a kubelet's certificate (the Kubernetes CA's, as a node holds) is refused the same way
+    kubelet = next(b[:-len(".crt")] for b in store.list_blobs("pki/") if b.startswith("pki/kubelet-") and b.endswith(".crt"))
+    node = Etcd(authed["endpoints"], TLSFiles(authed["root"].tls.ca, store.blob_path(f"{kubelet}.crt"),
+                                              store.blob_path(f"{kubelet}.key")))
+    assert etcdctl(node, "put", "/registry/x", "y", timeout=2).returncode != 0
 
 
 def test_fleet_turned_off_drops_its_identity(authed):

@@ -103,9 +103,10 @@ def test_every_host_gets_its_keys_as_secret_files_0600(every_example):
                     "/etc/ssl/etcd/flannel.key"} <= paths
             assert files["/etc/kubernetes/pki/kubelet-client.key"].data == store.read_blob(f"pki/kubelet-{name}.key")
         else:
-            # a worker: its etcd client keys, kube-proxy's and the bootstrap token; nothing of the control plane
+            # a worker: its etcd client keys and the bootstrap token; nothing of the control plane, and
+            # no kube-proxy key (kube-proxy is a DaemonSet with its ServiceAccount's token)
             assert paths == {"/etc/ssl/etcd/agent.key", "/etc/ssl/etcd/flannel.key",
-                             "/etc/kubernetes/pki/kube-proxy.key", "/etc/kubernetes/bootstrap-kubeconfig"} | fleet
+                             "/etc/kubernetes/bootstrap-kubeconfig"} | fleet
             token_id, token_secret = pki.bootstrap_token(store)
             kubeconfig = yaml.safe_load(files["/etc/kubernetes/bootstrap-kubeconfig"].data)
             assert kubeconfig["users"][0]["user"]["token"] == f"{token_id}.{token_secret}"
