@@ -115,7 +115,7 @@ def apiserver_names(spec: Any, hosts: Sequence[Any]) -> tuple[tuple[str, ...], t
 
 
 # `root` manages etcd's users and roles; its certificate never leaves provision's state.
-ETCD_CLIENTS = ("apiserver", "flannel", "fleet", "agent", "provisioner", "root")
+ETCD_CLIENTS = ("apiserver", "flannel", "fleet", "provisioner", "root")
 
 
 def etcd_user(client: str) -> str:
@@ -125,7 +125,13 @@ def etcd_user(client: str) -> str:
 
 # Leaves earlier versions issued and this one does not: their blobs are deleted. kube-proxy's was
 # one client key shared by every node; kube-proxy now runs as a DaemonSet with its ServiceAccount.
-RETIRED_LEAVES = ("kube-proxy",)
+# The agents' shared etcd identity gave every host every other host's load key: each host has its own.
+RETIRED_LEAVES = ("kube-proxy", "etcd-client-agent")
+
+
+def agent_identity(host: str) -> str:
+    """The blob name, certificate CN and etcd user of `host`'s agent."""
+    return f"etcd-agent-{host}"
 
 
 def wanted_certs(spec: Any, hosts: Sequence[Any]) -> list[CertSpec]:
@@ -139,6 +145,8 @@ def wanted_certs(spec: Any, hosts: Sequence[Any]) -> list[CertSpec]:
             certs.append(CertSpec(f"etcd-peer-{host.name}", host.name, PEER, (), dns, ips, issuer=ETCD_CA))
     for client in ETCD_CLIENTS:
         certs.append(CertSpec(f"etcd-client-{client}", etcd_user(client), CLIENT, issuer=ETCD_CA))
+    for host in hosts:  # each host's agent its own etcd identity (etcd/host_identity.py)
+        certs.append(CertSpec(agent_identity(host.name), agent_identity(host.name), CLIENT, issuer=ETCD_CA))
     dns, ips = apiserver_names(spec, hosts)
     certs.append(CertSpec("apiserver", "kube-apiserver", SERVER, (), dns, ips))
     certs.append(CertSpec("apiserver-kubelet-client", "kube-apiserver-kubelet-client", CLIENT,

@@ -55,7 +55,8 @@ def test_every_certificate_verifies_against_its_ca_with_openssl(tri, tmp_path):
     cas = {pki.CA: root / "ca.crt", pki.FRONT_PROXY_CA: root / "front-proxy-ca.crt",
            pki.ETCD_CA: root / "etcd-ca.crt"}
     wanted = pki.wanted_certs(spec, hosts)
-    assert len(wanted) == 3 * 2 + 6 + 2 + 3 + 4  # etcd server+peer, etcd clients, apiserver pair, kubelets, rest
+    # etcd server+peer, etcd clients, host agents (one each), apiserver pair, kubelets, rest
+    assert len(wanted) == 3 * 2 + 5 + 4 + 2 + 3 + 4
     for want in wanted:
         crt = root / f"{want.name}.crt"
         proc = openssl("verify", "-CAfile", str(cas[want.issuer]), str(crt))
@@ -148,7 +149,8 @@ def test_growing_the_plan_adds_certificates_for_new_hosts_only(tmp_path):
     summary = pki.ensure_pki(spec2, store, plan(spec2, state).desired)
     assert "kubelet-tri-masters-3" in summary["created"]
     assert "apiserver" in summary["created"]  # the new master's name and address are SANs
-    assert not any(n.startswith("etcd-") for n in summary["created"])  # etcd stays on 3 members
+    # etcd stays on 3 members; the new host's agent gets its own etcd identity
+    assert [n for n in summary["created"] if n.startswith("etcd-")] == ["etcd-agent-tri-masters-3"]
 
 
 def test_a_replaced_ca_reissues_every_leaf(tri):

@@ -80,13 +80,19 @@ def test_every_host_gets_its_keys_as_secret_files_0600(every_example):
     delivered = render_secrets(spec, {}, store, hosts, sorted(by_name))
     for name, files in delivered.items():
         assert files, name
-        assert files == rendered.secrets_for(name)  # the phase delivers what the render kept out
+        # the phase delivers what the render kept out, and the host agent's own etcd identity, which
+        # no config carries (a worker's is per pool): certificate and key made for this host alone
+        agent = {"/etc/ssl/etcd/agent.crt", "/etc/ssl/etcd/agent.key"}
+        assert {p: f for p, f in files.items() if p not in agent} == rendered.secrets_for(name)
+        for suffix in ("crt", "key"):
+            assert files[f"/etc/ssl/etcd/agent.{suffix}"].data == store.read_blob(f"pki/etcd-agent-{name}.{suffix}")
         config = json.loads(rendered.config_for(name))
         in_config = {f["path"] for f in config["storage"]["files"]}
+        assert not agent & in_config, name
         # the certificates go along (in the config too), so a renewed key never meets an old certificate
         certificates = {p for p, f in files.items()
                         if f.data.startswith((b"-----BEGIN CERTIFICATE-----", b"-----BEGIN PUBLIC KEY-----"))}
-        assert certificates and certificates <= in_config, name
+        assert certificates and certificates - agent <= in_config, name
         assert all(files[p].mode == 0o644 for p in certificates), name
         secret = {p: f for p, f in files.items() if p not in certificates}
         assert not set(secret) & in_config, name

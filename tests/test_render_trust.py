@@ -26,9 +26,12 @@ def test_every_etcd_client_and_member_trusts_the_etcd_ca_not_the_kubernetes_ca(t
     assert etcd_ca != kube_ca
     for name, config in configs.items():
         assert ignition_file(config, "/etc/ssl/etcd/ca.crt") == etcd_ca, name
-        for path in ("/etc/ssl/etcd/agent.crt", "/etc/ssl/etcd/flannel.crt"):
-            cert = x509.load_pem_x509_certificate(ignition_file(config, path))
-            cert.verify_directly_issued_by(x509.load_pem_x509_certificate(etcd_ca))
+        cert = x509.load_pem_x509_certificate(ignition_file(config, "/etc/ssl/etcd/flannel.crt"))
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(etcd_ca))
+    # each host agent's own certificate (delivered over SSH) is the etcd CA's too
+    for blob in [b for b in store.list_blobs("pki/") if b.startswith("pki/etcd-agent-") and b.endswith(".crt")]:
+        x509.load_pem_x509_certificate(store.read_blob(blob)).verify_directly_issued_by(
+            x509.load_pem_x509_certificate(etcd_ca))
     master = next(c for n, c in configs.items() if "masters" in n)
     assert ignition_file(master, "/etc/kubernetes/pki/etcd-ca.crt") == etcd_ca
     apiserver = ignition_file(master, "/etc/kubernetes/manifests/kube-apiserver.yaml").decode()
@@ -84,10 +87,10 @@ def test_no_node_holds_a_kube_proxy_key_the_daemonset_uses_its_service_account(t
         if host.role == "worker":
             # and the keys a worker gets are exactly its own etcd clients' (no client of the Kubernetes CA)
             keys = {p for p, f in delivered.items() if b"PRIVATE KEY" in f.data}
-            clients = ("agent", "flannel") + (("fleet",) if spec.fleet.enabled else ())
-            assert keys == {f"/etc/ssl/etcd/{c}.key" for c in clients}, keys
+            clients = ("flannel",) + (("fleet",) if spec.fleet.enabled else ())
+            assert keys == {f"/etc/ssl/etcd/{c}.key" for c in ("agent", *clients)}, keys
             owners = {b for b, data in private_keys.items() for f in delivered.values() if f.data == data}
-            assert owners == {f"pki/etcd-client-{c}.key" for c in clients}, owners
+            assert owners == {f"pki/etcd-client-{c}.key" for c in clients} | {f"pki/etcd-agent-{host.name}.key"}, owners
     first = json.loads(rendered.files["small-masters-0.ign"])
     docs = {name: yaml.safe_load(ignition_file(first, f"/etc/kubernetes/addons/kube-proxy-{name}.yaml"))
             for name in ("serviceaccount", "clusterrolebinding", "configmap", "daemonset")}

@@ -312,11 +312,25 @@ def render_secrets(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: S
             if host.pool not in pools:
                 pools[host.pool] = machine_secrets(env, pki_store, _machine_context(
                     base, spec, "worker", spec.pool(host.pool), None))
-            out[name] = pools[host.pool]
+            out[name] = dict(pools[host.pool])
         else:
             out[name] = machine_secrets(env, pki_store, _machine_context(
                 base, spec, host.role, spec.pool(host.pool), host))
+        out[name].update(_agent_identity(pki_store, name))
     return out
+
+
+AGENT_CERT, AGENT_KEY = "/etc/ssl/etcd/agent.crt", "/etc/ssl/etcd/agent.key"
+
+
+def _agent_identity(pki_store: Any, host: str) -> dict[str, File]:
+    """`host`'s own etcd identity for its agent (pki.agent_identity), certificate with key."""
+    name = pki.agent_identity(host)
+    cert, key = pki_store.read_blob(f"{pki.PREFIX}{name}.crt"), pki_store.read_blob(f"{pki.PREFIX}{name}.key")
+    if cert is None or key is None:
+        raise ActionError(f"secrets: state has no etcd identity for host {host}'s agent; the pki phase makes it "
+                          f"(`provision up SPEC --until pki`)")
+    return {AGENT_CERT: File(AGENT_CERT, 0o644, cert), AGENT_KEY: File(AGENT_KEY, 0o600, key)}
 
 
 def write_rendered(rendered: Rendered, out_dir: str | Path) -> list[Path]:
