@@ -86,3 +86,15 @@ def recorded(state: Mapping[str, object]) -> list[str]:
     """Hosts whose agent identity state records as made."""
     etcd = state.get("etcd") or {}
     return list(etcd.get(STATE_KEY) or []) if isinstance(etcd, Mapping) else []
+
+
+def forget_hosts(root: Etcd, store: "StateStore", state: dict, hosts: Sequence[str]) -> list[str]:
+    """Hosts destroyed outside `up`'s etcd phase (headroom): their users and roles go, state's
+    record and their certificates too. Whatever fails here the next etcd phase finishes (state
+    still lists what was not removed)."""
+    recorded_hosts = recorded(state)
+    gone = [h for h in hosts if h in recorded_hosts]
+    changed = remove(root, gone)
+    state.setdefault("etcd", {})[STATE_KEY] = sorted(set(recorded_hosts) - set(gone))
+    forget_certificates(store, gone)
+    return changed
