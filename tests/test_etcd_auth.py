@@ -106,7 +106,7 @@ def get(access: Etcd, key: str):
 @pytest.fixture(scope="module")
 def authed(cluster):
     first = etcd_auth.apply(cluster["root"], as_(cluster, "provisioner"), cluster["spec"])
-    new, gone, agents = host_identity.converge(cluster["root"], cluster["spec"].name, [], cluster["hosts"])
+    new, gone, agents = host_identity.converge(cluster["root"], cluster["spec"].name, cluster["hosts"])
     assert new == sorted(cluster["hosts"]) and gone == [] and len(agents) == len(new)
     return {**cluster, "first": first}
 
@@ -299,7 +299,8 @@ def test_a_host_agent_writes_only_its_own_load_key(authed):
 
 def test_a_destroyed_hosts_identity_is_removed_and_only_new_hosts_cost_etcd_calls(authed):
     """converge() adds users for new hosts only and removes those of hosts gone; with nothing new
-    it makes no etcd call at all. A removed host's certificate is refused by etcd."""
+    it makes one etcd call (the user list). A removed host's certificate is refused by etcd; a
+    user of another cluster's host is left alone."""
     cluster, root = authed["spec"].name, authed["root"]
     hosts = authed["hosts"]
     calls = []
@@ -310,23 +311,27 @@ def test_a_destroyed_hosts_identity_is_removed_and_only_new_hosts_cost_etcd_call
             return super().etcdctl(*args, **kwargs)
 
     counting = Counting(root.endpoints, root.tls)
-    assert host_identity.converge(counting, cluster, hosts, hosts) == ([], [], []) and calls == []
+    assert etcdctl(root, "user", "add", "etcd-agent-othercluster-workers-0", "--no-password").returncode == 0
+    assert host_identity.converge(counting, cluster, hosts) == ([], [], []) and len(calls) == 1
+    calls.clear()
     gone = f"{cluster}-workers-0"
     load = f"/provision/{cluster}/hosts/{gone}/load"
     try:
-        _, removed, changed = host_identity.converge(counting, cluster, hosts, [h for h in hosts if h != gone])
+        _, removed, changed = host_identity.converge(counting, cluster, [h for h in hosts if h != gone])
         assert removed == [gone] and changed == [f"agent identity {pki.agent_identity(gone)} deleted"]
-        assert len(calls) == 2  # the user and the role: constant per host
+        assert len(calls) == 1 + 2  # the list, then the user and the role: constant per host
         users = etcdctl(root, "user", "list").stdout.split()
         assert pki.agent_identity(gone) not in users and pki.agent_identity(f"{cluster}-masters-0") in users
+        assert "etcd-agent-othercluster-workers-0" in users
         proc = put(as_agent(authed, gone), load)
         assert proc.returncode != 0 and "permission denied" in proc.stderr  # its certificate names no user now
         # the shared-identity cleanup of auth.apply leaves the per-host users alone
         assert etcd_auth.apply(root, as_(authed, "provisioner"), authed["spec"]) == []
     finally:  # put it back (tests do not depend on order)
         calls.clear()
-        new, _, _ = host_identity.converge(counting, cluster, [h for h in hosts if h != gone], hosts)
-        assert new == [gone] and len(calls) == 4  # user, role, permission, role to user
+        new, _, _ = host_identity.converge(counting, cluster, hosts)
+        assert new == [gone] and len(calls) == 1 + 4  # the list; user, role, permission, role to user
+        assert etcdctl(root, "user", "delete", "etcd-agent-othercluster-workers-0").returncode == 0
     assert put(as_agent(authed, gone), load).returncode == 0
 
 

@@ -3,10 +3,11 @@
 and a role of that name allowed only the host's load key `/provision/<cluster>/hosts/<host>/load`.
 One host's key cannot write another host's load (nor /registry/, nor any other prefix).
 
-Targeted: state's `etcd.agent_users` lists the hosts whose user and role exist, so a run
-touches etcd only for hosts added since (a user, a role, a grant: constant per host) and for
-hosts gone (their user and role deleted, their certificate and key dropped from state); a
-run with nothing new costs no etcd call.
+Targeted: one `user list` says which hosts of the cluster have an identity (etcd itself is the
+record, so an etcd made again after `down` is seen as empty), then etcd is touched only for hosts
+added since (user, role, grant, role to user: four calls per host) and for hosts gone (user and
+role deleted, their certificate and key dropped from state). State's `etcd.agent_users` mirrors
+the list for `status` and tests.
 """
 from __future__ import annotations
 
@@ -68,12 +69,20 @@ def forget_certificates(store: "StateStore", hosts: Iterable[str]) -> None:
                 store.delete_blob(blob)
 
 
-def converge(root: Etcd, cluster: str, existing: Sequence[str], wanted: Iterable[str]) -> tuple[list[str], list[str],
-                                                                                                 list[str]]:
-    """(hosts to add, hosts to remove, what changed): `existing` are the hosts state records as
-    having an identity, `wanted` the hosts that should have one."""
+def existing(root: Etcd, cluster: str) -> list[str]:
+    """The hosts of `cluster` whose agent has a user in etcd (one call)."""
+    proc = root.etcdctl("user", "list")
+    if proc.returncode != 0:
+        raise ActionError(f"etcd auth: listing users failed: {last_line(proc.stderr, '?')}")
+    prefix = user(f"{cluster}-")  # host names start with the cluster's: another cluster's stay
+    return sorted(u[len(user("")):] for u in proc.stdout.split() if u.startswith(prefix))
+
+
+def converge(root: Etcd, cluster: str, wanted: Iterable[str]) -> tuple[list[str], list[str], list[str]]:
+    """(hosts added, hosts removed, what changed): every host in `wanted` gets its identity,
+    every other host of the cluster loses it."""
     want = set(wanted)
-    have = set(existing)
+    have = set(existing(root, cluster))
     new, gone = sorted(want - have), sorted(have - want)
     changed = add(root, cluster, new) + remove(root, gone)
     return new, gone, changed
@@ -90,11 +99,9 @@ def recorded(state: Mapping[str, object]) -> list[str]:
 
 def forget_hosts(root: Etcd, store: "StateStore", state: dict, hosts: Sequence[str]) -> list[str]:
     """Hosts destroyed outside `up`'s etcd phase (headroom): their users and roles go, state's
-    record and their certificates too. Whatever fails here the next etcd phase finishes (state
-    still lists what was not removed)."""
-    recorded_hosts = recorded(state)
-    gone = [h for h in hosts if h in recorded_hosts]
-    changed = remove(root, gone)
-    state.setdefault("etcd", {})[STATE_KEY] = sorted(set(recorded_hosts) - set(gone))
-    forget_certificates(store, gone)
+    record and their certificates too. Whatever fails here the next etcd phase finishes (it
+    removes every identity of a host the plan no longer has)."""
+    changed = remove(root, hosts)
+    state.setdefault("etcd", {})[STATE_KEY] = sorted(set(recorded(state)) - set(hosts))
+    forget_certificates(store, hosts)
     return changed
