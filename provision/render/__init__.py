@@ -323,7 +323,7 @@ def render_secrets(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: S
 AGENT_CERT, AGENT_KEY = "/etc/ssl/etcd/agent.crt", "/etc/ssl/etcd/agent.key"
 
 
-def _agent_identity(pki_store: Any, host: str) -> dict[str, File]:
+def _agent_identity(pki_store: _BlobReads, host: str) -> dict[str, File]:
     """`host`'s own etcd identity for its agent (pki.agent_identity), certificate with key."""
     name = pki.agent_identity(host)
     cert, key = pki_store.read_blob(f"{pki.PREFIX}{name}.crt"), pki_store.read_blob(f"{pki.PREFIX}{name}.key")
