@@ -312,12 +312,12 @@ def test_a_destroyed_hosts_identity_is_removed_and_only_new_hosts_cost_etcd_call
 
     counting = Counting(root.endpoints, root.tls)
     assert etcdctl(root, "user", "add", "etcd-agent-othercluster-workers-0", "--no-password").returncode == 0
-    assert host_identity.converge(counting, cluster, hosts) == ([], [], []) and len(calls) == 1
+    assert host_identity.converge(counting, cluster, hosts, hosts) == ([], [], []) and len(calls) == 1
     calls.clear()
     gone = f"{cluster}-workers-0"
     load = f"/provision/{cluster}/hosts/{gone}/load"
     try:
-        _, removed, changed = host_identity.converge(counting, cluster, [h for h in hosts if h != gone])
+        _, removed, changed = host_identity.converge(counting, cluster, [h for h in hosts if h != gone], hosts)
         assert removed == [gone] and changed == [f"agent identity {pki.agent_identity(gone)} deleted"]
         assert len(calls) == 1 + 2  # the list, then the user and the role: constant per host
         users = etcdctl(root, "user", "list").stdout.split()
@@ -329,8 +329,14 @@ def test_a_destroyed_hosts_identity_is_removed_and_only_new_hosts_cost_etcd_call
         assert etcd_auth.apply(root, as_(authed, "provisioner"), authed["spec"]) == []
     finally:  # put it back (tests do not depend on order)
         calls.clear()
-        new, _, _ = host_identity.converge(counting, cluster, hosts)
+        new, _, _ = host_identity.converge(counting, cluster, hosts, [h for h in hosts if h != gone])
         assert new == [gone] and len(calls) == 1 + 4  # the list; user, role, permission, role to user
+        # a host whose making failed half way (its user there, state not recording it) is made again
+        calls.clear()
+        assert etcdctl(root, "role", "revoke-permission", pki.agent_identity(gone), load).returncode == 0
+        assert put(as_agent(authed, gone), load).returncode != 0
+        new, _, _ = host_identity.converge(counting, cluster, hosts, [h for h in hosts if h != gone])
+        assert new == [gone] and len(calls) == 1 + 4
         assert etcdctl(root, "user", "delete", "etcd-agent-othercluster-workers-0").returncode == 0
     assert put(as_agent(authed, gone), load).returncode == 0
 

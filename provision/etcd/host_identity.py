@@ -3,11 +3,11 @@
 and a role of that name allowed only the host's load key `/provision/<cluster>/hosts/<host>/load`.
 One host's key cannot write another host's load (nor /registry/, nor any other prefix).
 
-Targeted: one `user list` says which hosts of the cluster have an identity (etcd itself is the
-record, so an etcd made again after `down` is seen as empty), then etcd is touched only for hosts
-added since (user, role, grant, role to user: four calls per host) and for hosts gone (user and
-role deleted, their certificate and key dropped from state). State's `etcd.agent_users` mirrors
-the list for `status` and tests.
+Targeted: one `user list` says which hosts of the cluster have an identity in etcd (so an etcd
+made again after `down` is seen as empty); a host counts as done when etcd has its user and
+state's `etcd.agent_users` (written once a run succeeded) lists it. etcd is touched only for
+hosts not done (user, role, grant, role to user: four calls per host, each idempotent) and for
+hosts gone (user and role deleted, their certificate and key dropped from state).
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 def user(host: str) -> str:
     """The etcd user (and role) of `host`'s agent: its certificate's CN."""
     return pki.agent_identity(host)
-
 
 
 def _run(root: Etcd, what: str, *args: str, tolerate: str = "") -> None:
@@ -78,12 +77,16 @@ def existing(root: Etcd, cluster: str) -> list[str]:
     return sorted(u[len(user("")):] for u in proc.stdout.split() if u.startswith(prefix))
 
 
-def converge(root: Etcd, cluster: str, wanted: Iterable[str]) -> tuple[list[str], list[str], list[str]]:
+def converge(root: Etcd, cluster: str, wanted: Iterable[str],
+             done: Iterable[str] = ()) -> tuple[list[str], list[str], list[str]]:
     """(hosts added, hosts removed, what changed): every host in `wanted` gets its identity,
-    every other host of the cluster loses it."""
+    every other host of the cluster loses it. A host counts as having one when etcd has its user
+    and `done` (state's record, written once a run succeeded) lists it: a run that failed half
+    way through a host makes that host again (each step is idempotent)."""
     want = set(wanted)
-    have = set(existing(root, cluster))
-    new, gone = sorted(want - have), sorted(have - want)
+    in_etcd = set(existing(root, cluster))
+    have = in_etcd & set(done)
+    new, gone = sorted(want - have), sorted(in_etcd - want)
     changed = add(root, cluster, new) + remove(root, gone)
     return new, gone, changed
 
@@ -101,7 +104,7 @@ def forget_hosts(root: Etcd, store: "StateStore", state: dict, hosts: Sequence[s
     """Hosts destroyed outside `up`'s etcd phase (headroom): their users and roles go, state's
     record and their certificates too. Whatever fails here the next etcd phase finishes (it
     removes every identity of a host the plan no longer has)."""
-    changed = remove(root, hosts)
     state.setdefault("etcd", {})[STATE_KEY] = sorted(set(recorded(state)) - set(hosts))
+    changed = remove(root, hosts)
     forget_certificates(store, hosts)
     return changed

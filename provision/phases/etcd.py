@@ -31,7 +31,7 @@ def run(ctx: RunContext) -> dict:
     if ctx.spec.needs_etcd_v2:  # v2 has its own users and roles
         changes += auth.apply_v2(root, ctx.spec)
     wanted = [h.name for h in plan(ctx.spec, ctx.state).desired]
-    new, gone, agents = host_identity.converge(root, ctx.spec.name, wanted)
+    new, gone, agents = host_identity.converge(root, ctx.spec.name, wanted, host_identity.recorded(ctx.state))
     if new or gone or host_identity.recorded(ctx.state) != sorted(wanted):
         ctx.state.setdefault("etcd", {})[host_identity.STATE_KEY] = sorted(wanted)
         host_identity.forget_certificates(ctx.store, gone)
