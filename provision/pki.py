@@ -94,12 +94,23 @@ def apiserver_names(spec: Any, hosts: Sequence[Any]) -> tuple[tuple[str, ...], t
 
 
 # `root` manages etcd's users and roles; its certificate never leaves provision's state.
-ETCD_CLIENTS = ("apiserver", "flannel", "fleet", "agent", "provisioner", "root")
+ETCD_CLIENTS = ("apiserver", "flannel", "fleet", "provisioner", "root")
 
 
 def etcd_user(client: str) -> str:
     """The etcd user name of a client certificate: etcd takes it from the CN."""
     return "root" if client == "root" else f"etcd-{client}"
+
+
+# Leaves earlier versions issued and this one does not: their blobs are deleted. kube-proxy's was
+# one client key shared by every node; kube-proxy now runs as a DaemonSet with its ServiceAccount.
+# The agents' shared etcd identity gave every host every other host's load key: each host has its own.
+RETIRED_LEAVES = ("kube-proxy", "etcd-client-agent")
+
+
+def agent_identity(host: str) -> str:
+    """The blob name, certificate CN and etcd user of `host`'s agent."""
+    return f"etcd-agent-{host}"
 
 
 def wanted_certs(spec: Any, hosts: Sequence[Any]) -> list[CertSpec]:
@@ -113,6 +124,8 @@ def wanted_certs(spec: Any, hosts: Sequence[Any]) -> list[CertSpec]:
             certs.append(CertSpec(f"etcd-peer-{host.name}", host.name, PEER, (), dns, ips, issuer=ETCD_CA))
     for client in ETCD_CLIENTS:
         certs.append(CertSpec(f"etcd-client-{client}", etcd_user(client), CLIENT, issuer=ETCD_CA))
+    for host in hosts:  # each host's agent its own etcd identity (etcd/host_identity.py)
+        certs.append(CertSpec(agent_identity(host.name), agent_identity(host.name), CLIENT, issuer=ETCD_CA))
     dns, ips = apiserver_names(spec, hosts)
     certs.append(CertSpec("apiserver", "kube-apiserver", SERVER, (), dns, ips))
     certs.append(CertSpec("apiserver-kubelet-client", "kube-apiserver-kubelet-client", CLIENT,
@@ -122,7 +135,6 @@ def wanted_certs(spec: Any, hosts: Sequence[Any]) -> list[CertSpec]:
             certs.append(CertSpec(f"kubelet-{host.name}", f"system:node:{host.name}", CLIENT, ("system:nodes",)))
     certs.append(CertSpec("controller-manager", "system:kube-controller-manager", CLIENT))
     certs.append(CertSpec("scheduler", "system:kube-scheduler", CLIENT))
-    certs.append(CertSpec("kube-proxy", "system:kube-proxy", CLIENT))
     certs.append(CertSpec("admin", "kubernetes-admin", CLIENT, ("system:masters",)))
     certs.append(CertSpec("front-proxy-client", "front-proxy-client", CLIENT, issuer=FRONT_PROXY_CA))
     return certs
@@ -256,6 +268,11 @@ def ensure_pki(spec: Any, store: Any, hosts: Sequence[Any], log: Callable[[str],
     pki.service_account()
     pki.bootstrap_token()
     pki.ssh_key()
+    for name in RETIRED_LEAVES:  # made by earlier versions, no longer trusted by anything we render
+        for blob in (_crt(name), _key(name)):
+            if store.read_blob(blob) is not None:
+                store.delete_blob(blob)
+                pki.log(f"deleted retired {blob}")
     if pki.created:
         pki.log(f"created {len(pki.created)}: {', '.join(pki.created)}")
     pki.log(f"reused {len(pki.reused)} existing items")

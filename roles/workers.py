@@ -1,5 +1,5 @@
-"""Role workers: a worker has what it needs to join (bootstrap kubeconfig, kubelet, kube-proxy)
-and runs the host-load agent that headroom reads."""
+"""Role workers: a worker has what it needs to join (bootstrap kubeconfig, kubelet; kube-proxy
+comes as a DaemonSet) and runs the host-load agent that headroom reads."""
 from __future__ import annotations
 
 from pyinfra.api import deploy
@@ -7,7 +7,6 @@ from pyinfra.api import deploy
 from ._common import check, kubelet_directories
 
 FILES = ["/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/bootstrap-kubeconfig", "/etc/kubernetes/kubelet.env",
-         "/etc/kubernetes/kube-proxy.conf", "/etc/kubernetes/manifests/kube-proxy.yaml",
          "/etc/systemd/system/kubelet.service", "/etc/provision/host-agent.env"]
 UNITS = ["kubelet.service", "provision-host-agent.service"]
 

@@ -220,6 +220,45 @@ def test_coredns_serves_the_address_kubelet_hands_to_pods(trio, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+# ---- kube-proxy ----------------------------------------------------------------------------
+
+KUBE_PROXY_ADDONS = ("serviceaccount", "clusterrolebinding", "configmap", "daemonset")
+
+
+def test_kube_proxy_addons_are_valid_kubernetes_objects_created_before_dns(trio, tmp_path):
+    spec, hosts, rendered = trio
+    master = rendered.files["trio-masters-0.ign"]
+    index = [line.split() for line in data_file(master, "/etc/kubernetes/addons/index").decode().split("\n")
+             if line.strip()]
+    listed = [file for _, file in index]
+    wanted = [f"kube-proxy-{n}.yaml" for n in KUBE_PROXY_ADDONS]
+    at = listed.index(wanted[0])
+    # in dependency order (the account before what names it), and before cluster DNS, whose
+    # Service needs kube-proxy to be reached
+    assert listed[at:at + 4] == wanted and at < listed.index("coredns-serviceaccount.yaml")
+    paths, docs = [], {}
+    for (collection, file) in index[at:at + 4]:
+        doc = yaml.safe_load(data_file(master, f"/etc/kubernetes/addons/{file}"))
+        docs[file] = doc
+        # each is POSTed to its own kind's collection (bootstrap.sh's addons step)
+        assert collection.endswith("/" + doc["kind"].lower() + "s"), (collection, doc["kind"])
+        if doc["metadata"].get("namespace"):
+            assert f"/namespaces/{doc['metadata']['namespace']}/" in collection
+        path = tmp_path / file
+        path.write_text(yaml.safe_dump(doc))
+        paths.append(str(path))
+    daemonset = docs["kube-proxy-daemonset.yaml"]
+    assert daemonset["spec"]["selector"]["matchLabels"].items() <= \
+        daemonset["spec"]["template"]["metadata"]["labels"].items()
+    image = daemonset["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"registry.k8s.io/kube-proxy:v{spec.kubernetes.version}"
+    # only the first master carries the addons
+    assert all(b"kube-proxy" not in config for name, config in rendered.files.items() if name != "trio-masters-0.ign")
+    proc = subprocess.run([str(KUBERNETES_VALIDATE), "--strict", "--quiet", "-k", "1.33.0", *paths],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 # ---- the node-local API proxy ---------------------------------------------------------------
 
 LISTENER = """
@@ -259,10 +298,12 @@ def test_the_node_local_proxy_reaches_a_live_master_with_any_one_down(trio, tmp_
     worker = rendered.files["pool-workers.ign"]
     port = spec.kubernetes.api_proxy_port
     delivered = rendered.secrets["pool-workers.ign"]  # the bootstrap kubeconfig comes over SSH (secrets phase)
-    for path in ("/etc/kubernetes/bootstrap-kubeconfig", "/etc/kubernetes/kube-proxy.conf"):
-        data = delivered[path].data if path in delivered else data_file(worker, path)
-        server = yaml.safe_load(data)["clusters"][0]["cluster"]["server"]
-        assert server == f"https://127.0.0.1:{port}"
+    kubelet = yaml.safe_load(delivered["/etc/kubernetes/bootstrap-kubeconfig"].data)
+    # kube-proxy's kubeconfig is in its ConfigMap (a DaemonSet on every node, masters too)
+    configmap = yaml.safe_load(data_file(rendered.files["trio-masters-0.ign"],
+                                         "/etc/kubernetes/addons/kube-proxy-configmap.yaml"))
+    for kubeconfig in (kubelet, yaml.safe_load(configmap["data"]["kubeconfig.conf"])):
+        assert kubeconfig["clusters"][0]["cluster"]["server"] == f"https://127.0.0.1:{port}"
     pod = yaml.safe_load(data_file(worker, "/etc/kubernetes/manifests/api-proxy.yaml"))
     assert pod["spec"]["volumes"][0]["hostPath"]["path"] == "/etc/provision/api-proxy/haproxy.cfg"
     cfg = tmp_path / "haproxy.cfg"
@@ -320,9 +361,11 @@ def test_flatcar_specifics_on_every_node(trio):
     assert kubelet["resolvConf"] == "/run/systemd/resolve/resolv.conf"
     args = env_file(data_file(worker, "/etc/kubernetes/kubelet.env").decode())["KUBELET_ARGS"]
     assert "--volume-plugin-dir=/var/lib/kubelet/volumeplugins" in args  # /usr is read-only
-    proxy = yaml.safe_load(data_file(worker, "/etc/kubernetes/manifests/kube-proxy.yaml"))
+    daemonset = yaml.safe_load(data_file(rendered.files["trio-masters-0.ign"],
+                                         "/etc/kubernetes/addons/kube-proxy-daemonset.yaml"))
+    proxy = daemonset["spec"]["template"]
     mounts = {m["mountPath"]: m for m in proxy["spec"]["containers"][0]["volumeMounts"]}
-    volumes = {v["name"]: v["hostPath"] for v in proxy["spec"]["volumes"]}
+    volumes = {v["name"]: v.get("hostPath") for v in proxy["spec"]["volumes"]}
     assert not mounts["/run/xtables.lock"].get("readOnly") and mounts["/lib/modules"]["readOnly"]
     assert volumes["xtables-lock"] == {"path": "/run/xtables.lock", "type": "FileOrCreate"}
     assert volumes["lib-modules"]["path"] == "/lib/modules"

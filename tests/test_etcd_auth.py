@@ -16,6 +16,7 @@ from cryptography import x509
 
 from provision import pki
 from provision.etcd import auth as etcd_auth
+from provision.etcd import host_identity
 from provision.etcd.client import Etcd
 from provision.etcd.v2 import client_of as v2_client
 from provision.pki import TLSFiles
@@ -28,7 +29,7 @@ SPEC = {"name": "authz", "provider": {"name": "local", "subnet": "10.250.0.0/24"
         "etcd": {"count": 1}, "fleet": {"enabled": True},
         "pools": [{"name": "masters", "role": "master", "count": 1},
                   {"name": "workers", "role": "worker", "count": 1}]}
-WORKER_IDENTITIES = ("flannel", "agent", "fleet")  # the etcd client keys a worker's config carries
+WORKER_IDENTITIES = ("flannel", "agent", "fleet")  # the etcd client keys a worker holds (agent: its own)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,8 @@ def cluster(tmp_path_factory):
         assert proc.poll() is None and time.monotonic() < deadline, (base / "etcd.log").read_text()[-2000:]
         time.sleep(0.2)
     try:
-        yield {"spec": spec, "store": store, "endpoints": endpoints, "root": root}
+        yield {"spec": spec, "store": store, "endpoints": endpoints, "root": root,
+               "hosts": [h.name for h in hosts]}
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -80,7 +82,17 @@ def etcdctl(access: Etcd, *args: str, timeout: float | None = None):
 
 
 def as_(cluster, client: str) -> Etcd:
+    """`client`'s identity; "agent" is the first worker's own agent identity."""
+    if client == "agent":
+        return as_agent(cluster, f"{cluster['spec'].name}-workers-0")
     return access_as(cluster["store"], cluster["endpoints"], client)
+
+
+def as_agent(cluster, host: str) -> Etcd:
+    """The agent identity of `host` (its certificate and key as the secrets phase delivers them)."""
+    store, name = cluster["store"], pki.agent_identity(host)
+    return Etcd(cluster["endpoints"], TLSFiles(store.blob_path("pki/etcd-ca.crt"), store.blob_path(f"pki/{name}.crt"),
+                                               store.blob_path(f"pki/{name}.key")))
 
 
 def put(access: Etcd, key: str, value: str = "x"):
@@ -94,6 +106,8 @@ def get(access: Etcd, key: str):
 @pytest.fixture(scope="module")
 def authed(cluster):
     first = etcd_auth.apply(cluster["root"], as_(cluster, "provisioner"), cluster["spec"])
+    new, gone, agents = host_identity.converge(cluster["root"], cluster["spec"].name, cluster["hosts"])
+    assert new == sorted(cluster["hosts"]) and gone == [] and len(agents) == len(new)
     return {**cluster, "first": first}
 
 
@@ -103,7 +117,10 @@ def test_etcd_certificates_come_from_the_etcd_ca_alone(cluster):
     kube_ca = x509.load_pem_x509_certificate(store.read_blob("pki/ca.crt"))
     assert etcd_ca.subject != kube_ca.subject
     names = [b[4:-4] for b in store.list_blobs("pki/") if b.endswith(".crt") and b.startswith("pki/etcd-")]
-    assert {"etcd-client-apiserver", "etcd-client-flannel", "etcd-client-agent", "etcd-client-root"} <= set(names)
+    assert {"etcd-client-apiserver", "etcd-client-flannel", "etcd-client-root"} <= set(names)
+    # no agent identity shared by hosts: each host's own, named after it
+    assert "etcd-client-agent" not in names
+    assert {f"etcd-agent-{h}" for h in cluster["hosts"]} <= set(names)
     for name in names:
         if name == "etcd-ca":
             continue
@@ -147,7 +164,7 @@ def test_every_identity_can_do_its_job(authed):
 def test_a_worker_identity_is_refused_on_the_kubernetes_keyspace_and_other_prefixes(authed, client):
     access = as_(authed, client)
     cluster = authed["spec"].name
-    own = {"flannel": "/coreos.com/network/", "agent": f"/provision/{cluster}/hosts/",
+    own = {"flannel": "/coreos.com/network/", "agent": f"/provision/{cluster}/hosts/{cluster}-workers-0/load",
            "fleet": "/_coreos.com/fleet/"}[client]
     others = ["/registry/", "/registry/secrets/kube-system/x", "/coreos.com/network/config",
               f"/provision/{cluster}/hosts/{cluster}-workers-0/load", f"/provision/{cluster}/state",
@@ -158,8 +175,8 @@ def test_a_worker_identity_is_refused_on_the_kubernetes_keyspace_and_other_prefi
         for proc in (put(access, key), get(access, key)):
             assert proc.returncode != 0 and "permission denied" in proc.stderr, (client, key, proc.stderr)
     assert etcdctl(access, "user", "list").returncode != 0
-    assert etcdctl(access, "role", "grant-permission", f"etcd-{client}", "readwrite", "/registry/",
-                   "--prefix").returncode != 0
+    role = pki.agent_identity(f"{cluster}-workers-0") if client == "agent" else f"etcd-{client}"
+    assert etcdctl(access, "role", "grant-permission", role, "readwrite", "/registry/", "--prefix").returncode != 0
 
 
 def test_a_client_certificate_from_the_kubernetes_ca_is_refused(authed, tmp_path):
@@ -174,10 +191,11 @@ def test_a_client_certificate_from_the_kubernetes_ca_is_refused(authed, tmp_path
     proc = etcdctl(access, "get", "/registry/", "--prefix", timeout=2)
     assert proc.returncode != 0
     assert "bad certificate" in proc.stderr or "deadline exceeded" in proc.stderr or "tls" in proc.stderr.lower()
-    # the kube-proxy certificate a worker holds is refused the same way
-    kp = Etcd(authed["endpoints"], TLSFiles(authed["root"].tls.ca, store.blob_path("pki/kube-proxy.crt"),
-                                            store.blob_path("pki/kube-proxy.key")))
-    assert etcdctl(kp, "put", "/registry/x", "y", timeout=2).returncode != 0
+    # a kubelet's certificate (the Kubernetes CA's, as a node holds) is refused the same way
+    kubelet = next(b[:-len(".crt")] for b in store.list_blobs("pki/") if b.startswith("pki/kubelet-") and b.endswith(".crt"))
+    node = Etcd(authed["endpoints"], TLSFiles(authed["root"].tls.ca, store.blob_path(f"{kubelet}.crt"),
+                                              store.blob_path(f"{kubelet}.key")))
+    assert etcdctl(node, "put", "/registry/x", "y", timeout=2).returncode != 0
 
 
 def test_fleet_turned_off_drops_its_identity(authed):
@@ -212,7 +230,7 @@ def test_the_v3_json_gateway_does_not_take_a_certificate_as_a_user(authed, tmp_p
     assert put(as_(authed, "apiserver"), "/registry/x", "y").returncode == 0
 
 
-# ---- v2 keyspace: on for fleet (and, until the host agents speak v3, the load keys) -------------
+# ---- v2 keyspace: on for fleet (the host agents speak v3 only) --------------------------------
 
 @pytest.fixture(scope="module")
 def authed_v2(authed):
@@ -239,7 +257,7 @@ def test_v2_identities_reach_only_their_prefixes(authed_v2, tmp_path):
     cluster = authed_v2["spec"].name
     load = f"/provision/{cluster}/hosts/{cluster}-workers-0/load"
     agent, fleet, prov = (as_(authed_v2, c) for c in ("agent", "fleet", "provisioner"))
-    assert v2_write(agent, load, '{"containers": 1}') is None
+    assert v2_write(agent, load, '{"containers": 1}') is not None  # no v2 user: the emptied guest role
     assert v2_write(fleet, "/_coreos.com/fleet/machines/x", "m") is None
     assert v2_write(prov, f"/provision/{cluster}/headroom", "{}") is None
     assert v2_write(agent, "/_coreos.com/fleet/machines/x") is not None
@@ -253,3 +271,80 @@ def test_v2_identities_reach_only_their_prefixes(authed_v2, tmp_path):
                                                      authed_v2["store"].blob_path(f"pki/etcd-server-{member}.crt"),
                                                      authed_v2["store"].blob_path(f"pki/etcd-server-{member}.key")))
     assert v2_write(stranger, "/anything") is not None
+
+
+# ---- each host agent's own identity ----------------------------------------------------------
+
+def test_a_host_agent_writes_only_its_own_load_key(authed):
+    """Host A's agent identity writes A's load key (on a lease, as the agent does) and is refused
+    on B's load key, on /registry/, on provision's and flannel's prefixes; B's likewise."""
+    cluster = authed["spec"].name
+    a, b = f"{cluster}-masters-0", f"{cluster}-workers-0"
+    for me, other in ((a, b), (b, a)):
+        agent = as_agent(authed, me)
+        lease = etcdctl(agent, "lease", "grant", "60")
+        assert lease.returncode == 0, lease.stderr
+        mine = f"/provision/{cluster}/hosts/{me}/load"
+        assert etcdctl(agent, "put", mine, '{"containers": 2}', f"--lease={lease.stdout.split()[1]}").returncode == 0
+        assert etcdctl(agent, "get", mine).returncode == 0  # its one key (not a prefix)
+        for key in (f"/provision/{cluster}/hosts/{other}/load", f"/provision/{cluster}/hosts/{me}/drain",
+                    f"/provision/{cluster}/hosts/", f"/provision/{cluster}/state", "/registry/",
+                    "/registry/secrets/kube-system/x", "/coreos.com/network/config", "/other"):
+            for proc in (put(agent, key), get(agent, key)):
+                assert proc.returncode != 0 and "permission denied" in proc.stderr, (me, key, proc.stderr)
+    # what A wrote is A's, as provision reads it
+    read = etcdctl(as_(authed, "provisioner"), "get", f"/provision/{cluster}/hosts/{a}/load", "--print-value-only")
+    assert read.stdout.strip() == '{"containers": 2}'
+
+
+def test_a_destroyed_hosts_identity_is_removed_and_only_new_hosts_cost_etcd_calls(authed):
+    """converge() adds users for new hosts only and removes those of hosts gone; with nothing new
+    it makes one etcd call (the user list). A removed host's certificate is refused by etcd; a
+    user of another cluster's host is left alone."""
+    cluster, root = authed["spec"].name, authed["root"]
+    hosts = authed["hosts"]
+    calls = []
+
+    class Counting(Etcd):
+        def etcdctl(self, *args, **kwargs):
+            calls.append(args)
+            return super().etcdctl(*args, **kwargs)
+
+    counting = Counting(root.endpoints, root.tls)
+    assert etcdctl(root, "user", "add", "etcd-agent-othercluster-workers-0", "--no-password").returncode == 0
+    assert host_identity.converge(counting, cluster, hosts, hosts) == ([], [], []) and len(calls) == 1
+    calls.clear()
+    gone = f"{cluster}-workers-0"
+    load = f"/provision/{cluster}/hosts/{gone}/load"
+    try:
+        _, removed, changed = host_identity.converge(counting, cluster, [h for h in hosts if h != gone], hosts)
+        assert removed == [gone] and changed == [f"agent identity {pki.agent_identity(gone)} deleted"]
+        assert len(calls) == 1 + 2  # the list, then the user and the role: constant per host
+        users = etcdctl(root, "user", "list").stdout.split()
+        assert pki.agent_identity(gone) not in users and pki.agent_identity(f"{cluster}-masters-0") in users
+        assert "etcd-agent-othercluster-workers-0" in users
+        proc = put(as_agent(authed, gone), load)
+        assert proc.returncode != 0 and "permission denied" in proc.stderr  # its certificate names no user now
+        # the shared-identity cleanup of auth.apply leaves the per-host users alone
+        assert etcd_auth.apply(root, as_(authed, "provisioner"), authed["spec"]) == []
+    finally:  # put it back (tests do not depend on order)
+        calls.clear()
+        new, _, _ = host_identity.converge(counting, cluster, hosts, [h for h in hosts if h != gone])
+        assert new == [gone] and len(calls) == 1 + 4  # the list; user, role, permission, role to user
+        # a host whose making failed half way (its user there, state not recording it) is made again
+        calls.clear()
+        assert etcdctl(root, "role", "revoke-permission", pki.agent_identity(gone), load).returncode == 0
+        assert put(as_agent(authed, gone), load).returncode != 0
+        new, _, _ = host_identity.converge(counting, cluster, hosts, [h for h in hosts if h != gone])
+        assert new == [gone] and len(calls) == 1 + 4
+        assert etcdctl(root, "user", "delete", "etcd-agent-othercluster-workers-0").returncode == 0
+    assert put(as_agent(authed, gone), load).returncode == 0
+
+
+def test_forgetting_a_hosts_identity_drops_its_certificate_from_state(authed, tmp_path):
+    store = open_store(authed["spec"], tmp_path / "state")
+    store.write_blob("pki/etcd-agent-x.crt", b"c", secret=False)
+    store.write_blob("pki/etcd-agent-x.key", b"k", secret=True)
+    store.write_blob("pki/etcd-agent-y.key", b"k", secret=True)
+    host_identity.forget_certificates(store, ["x"])
+    assert store.list_blobs("pki/") == ["pki/etcd-agent-y.key"]

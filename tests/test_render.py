@@ -308,7 +308,7 @@ def test_every_manifest_passes_kubernetes_validate_strict(rendered_examples, tmp
         paths.append(str(path))
         kinds.add(yaml.safe_load(data)["kind"])
     assert kinds == {"Pod", "Secret", "ClusterRoleBinding", "ClusterRole", "ServiceAccount", "ConfigMap",
-                     "Deployment", "Service"}
+                     "Deployment", "Service", "DaemonSet"}
     version = ".".join(load_spec(EXAMPLES / "local.yaml").kubernetes.version.split(".")[:2]) + ".0"
     proc = subprocess.run([str(KUBERNETES_VALIDATE), "--strict", "--quiet", "-k", version, *paths],
                           capture_output=True, text=True, timeout=120)
@@ -340,7 +340,7 @@ def test_every_kubeconfig_parses_with_kubectl(rendered_examples, tmp_path):
             cluster["server"] == "https://127.0.0.1:6444", origin
         assert view["current-context"] == view["contexts"][0]["name"]
         users.add(view["users"][0]["name"])
-    assert {"kubelet", "kubelet-bootstrap", "kube-proxy", "kube-scheduler", "kube-controller-manager",
+    assert {"kubelet", "kubelet-bootstrap", "kube-scheduler", "kube-controller-manager",
             "kubernetes-admin"} <= users
 
 
@@ -348,8 +348,11 @@ def test_workers_reach_the_api_by_a_name_in_its_certificate(rendered_examples):
     spec, rendered = rendered_examples["aws"]
     worker = json.loads(rendered.files["pool-workers.ign"])
     delivered = rendered.secrets["pool-workers.ign"]  # over SSH, not in the config
-    for path in ("/etc/kubernetes/bootstrap-kubeconfig", "/etc/kubernetes/kube-proxy.conf"):
-        conf = yaml.safe_load(delivered[path].data if path in delivered else ignition_file(worker, path))
+    configmap = yaml.safe_load(ignition_file(json.loads(rendered.files[min(
+        n for n, e in rendered.index["hosts"].items() if e["role"] == "master") + ".ign"]),
+        "/etc/kubernetes/addons/kube-proxy-configmap.yaml"))  # kube-proxy: a DaemonSet reading a ConfigMap
+    for conf in (yaml.safe_load(delivered["/etc/kubernetes/bootstrap-kubeconfig"].data),
+                 yaml.safe_load(configmap["data"]["kubeconfig.conf"])):
         assert conf["clusters"][0]["cluster"]["server"] == f"https://127.0.0.1:{spec.kubernetes.api_proxy_port}"
     # the node-local proxy forwards to every master; 127.0.0.1 is in the API server certificate
     proxy = ignition_file(worker, "/etc/provision/api-proxy/haproxy.cfg").decode()
@@ -536,13 +539,13 @@ def test_user_data_budget_compresses_then_points(tmp_path):
     worker = rendered.files["pool-workers.ign"]
     master = rendered.files["small-masters-0.ign"]
     assert not ec2.fits(worker) and not ec2.fits(master)
-    # with the pod network and the node-local API proxy a worker is ~17 KB gzipped: over EC2's
-    # 16 KB it takes a pointer config (served from S3), under a roomier limit gzip alone does
-    roomy = UserDataLimit(24 * 1024, "raw")
+    # a worker (~24 KB plain since kube-proxy became a DaemonSet) is over EC2's 16 KB: it takes a
+    # pointer config (served from S3) there; under a roomier limit gzip alone does
+    roomy = UserDataLimit(20 * 1024, "raw")
     fitted = fit_user_data(worker, roomy)
     assert fitted.method == "gzip" and roomy.fits(fitted.data)
-    assert ignition_file(json.loads(fitted.data), "/etc/kubernetes/kube-proxy.conf") == \
-        ignition_file(json.loads(worker), "/etc/kubernetes/kube-proxy.conf")
+    assert ignition_file(json.loads(fitted.data), "/etc/kubernetes/kubelet.env") == \
+        ignition_file(json.loads(worker), "/etc/kubernetes/kubelet.env")
     assert fit_user_data(master, nova).method in ("plain", "gzip")
     with pytest.raises(ActionError, match="must be served"):
         fit_user_data(master, UserDataLimit(8 * 1024, "raw"))
@@ -576,8 +579,8 @@ def test_the_engine_follows_a_pointer_config_and_checks_its_hash(tmp_path):
         assert proc.returncode == 0 and proc.stdout + proc.stderr == ""
         root, proc = apply_ignition(fitted.data, tmp_path / "ok")
         assert proc.returncode == 0, proc.stdout[-2000:]
-        assert (root / "etc/kubernetes/kube-proxy.conf").exists()
-        (www / "w.ign").write_bytes(full.replace(b"kube-proxy", b"kube-proxz"))
+        assert (root / "etc/kubernetes/kubelet.env").exists()
+        (www / "w.ign").write_bytes(full.replace(b"kubelet", b"kubelez"))
         _, proc = apply_ignition(fitted.data, tmp_path / "tampered")
         assert proc.returncode != 0
 

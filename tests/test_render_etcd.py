@@ -212,19 +212,19 @@ headroom:
         worker_name = "tls" + network["tag"] + "-workers-0"
         worker = json.loads(rendered.config_for(worker_name))
         agent_root = tmp_path / "hosts" / "worker"
-        lay_out(worker, agent_root, rendered.secrets_for(worker_name))
+        # what the secrets phase delivers: the pool's keys and this host's own agent identity
+        lay_out(worker, agent_root, render_secrets(spec, {}, store, hosts, [worker_name])[worker_name])
         agent_env = rooted(env_file((agent_root / "etc/provision/host-agent.env").read_text()), agent_root)
-        assert "AGENT_HOST" not in agent_env  # no per-host data in a pool config
-        agent_env.update({"AGENT_HOST": "tls-worker-x", "AGENT_ONCE": "1", "AGENT_CONTAINERS_CMD": "echo 3",
-                          "PATH": os.environ["PATH"]})
+        assert "AGENT_HOST" not in agent_env  # no per-host data in a pool config: the certificate names the host
+        agent_env.update({"AGENT_ONCE": "1", "AGENT_CONTAINERS_CMD": "echo 3", "PATH": os.environ["PATH"]})
         script = agent_root / "opt/bin/provision-host-agent"
         assert os.access(script, os.X_OK)
         run = subprocess.run([str(script)], env=agent_env, capture_output=True, text=True, timeout=30)
         assert run.returncode == 0, run.stderr
         from provision.etcd.client import Etcd
         v3client = Etcd([f"https://{members[2].address}:2379"], tls)
-        value, lease = v3client.get_prefix(f"/provision/{spec.name}/hosts/tls-worker-x/load")[
-            f"/provision/{spec.name}/hosts/tls-worker-x/load"]
+        value, lease = v3client.get_prefix(f"/provision/{spec.name}/hosts/{worker_name}/load")[
+            f"/provision/{spec.name}/hosts/{worker_name}/load"]
         load = json.loads(value)
         assert load["containers"] == 3 and 0 <= load["cpu"] <= 1 and 0 <= load["memory"] <= 1
         assert abs(load["at"] - time.time()) < 30

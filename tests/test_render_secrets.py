@@ -80,13 +80,19 @@ def test_every_host_gets_its_keys_as_secret_files_0600(every_example):
     delivered = render_secrets(spec, {}, store, hosts, sorted(by_name))
     for name, files in delivered.items():
         assert files, name
-        assert files == rendered.secrets_for(name)  # the phase delivers what the render kept out
+        # the phase delivers what the render kept out, and the host agent's own etcd identity, which
+        # no config carries (a worker's is per pool): certificate and key made for this host alone
+        agent = {"/etc/ssl/etcd/agent.crt", "/etc/ssl/etcd/agent.key"}
+        assert {p: f for p, f in files.items() if p not in agent} == rendered.secrets_for(name)
+        for suffix in ("crt", "key"):
+            assert files[f"/etc/ssl/etcd/agent.{suffix}"].data == store.read_blob(f"pki/etcd-agent-{name}.{suffix}")
         config = json.loads(rendered.config_for(name))
         in_config = {f["path"] for f in config["storage"]["files"]}
+        assert not agent & in_config, name
         # the certificates go along (in the config too), so a renewed key never meets an old certificate
         certificates = {p for p, f in files.items()
                         if f.data.startswith((b"-----BEGIN CERTIFICATE-----", b"-----BEGIN PUBLIC KEY-----"))}
-        assert certificates and certificates <= in_config, name
+        assert certificates and certificates - agent <= in_config, name
         assert all(files[p].mode == 0o644 for p in certificates), name
         secret = {p: f for p, f in files.items() if p not in certificates}
         assert not set(secret) & in_config, name
@@ -103,9 +109,10 @@ def test_every_host_gets_its_keys_as_secret_files_0600(every_example):
                     "/etc/ssl/etcd/flannel.key"} <= paths
             assert files["/etc/kubernetes/pki/kubelet-client.key"].data == store.read_blob(f"pki/kubelet-{name}.key")
         else:
-            # a worker: its etcd client keys, kube-proxy's and the bootstrap token; nothing of the control plane
+            # a worker: its etcd client keys and the bootstrap token; nothing of the control plane, and
+            # no kube-proxy key (kube-proxy is a DaemonSet with its ServiceAccount's token)
             assert paths == {"/etc/ssl/etcd/agent.key", "/etc/ssl/etcd/flannel.key",
-                             "/etc/kubernetes/pki/kube-proxy.key", "/etc/kubernetes/bootstrap-kubeconfig"} | fleet
+                             "/etc/kubernetes/bootstrap-kubeconfig"} | fleet
             token_id, token_secret = pki.bootstrap_token(store)
             kubeconfig = yaml.safe_load(files["/etc/kubernetes/bootstrap-kubeconfig"].data)
             assert kubeconfig["users"][0]["user"]["token"] == f"{token_id}.{token_secret}"
@@ -210,14 +217,17 @@ def test_the_token_expires_in_a_day_and_the_pki_phase_renews_it_when_little_is_l
     assert pki.bootstrap_token_expiry(store) is not None
 
 
-def test_the_bootstrap_scripts_token_step_creates_only_the_token_secret(tmp_path):
+def test_the_bootstrap_scripts_token_step_creates_the_token_secret_and_deletes_the_old_one(tmp_path):
     """`bootstrap.sh token` (what provision runs on the first master after renewing the token)
-    against a small HTTPS stand-in for the API server's two calls it makes (GET /readyz, POST a
-    Secret), with the cluster's own CA, API server certificate and admin client certificate."""
+    against a small HTTPS stand-in for the API server, shaped like its API (GET /readyz; POST,
+    list with a label selector and DELETE of Secrets in kube-system; 201/409/404 as the API
+    answers), with the cluster's own CA, API server certificate and admin client certificate.
+    The new Secret is created, the token it replaces is deleted, a token someone else made stays."""
     import http.server
     import ssl
     import subprocess
     import threading
+    import urllib.parse
     from tests.helpers_render import env_file, ignition_file, which_or_fail
     which_or_fail("curl")
     spec, store, hosts, rendered = render(write_spec(tmp_path, SMALL_SPEC), tmp_path / "state",
@@ -236,24 +246,58 @@ def test_the_bootstrap_scripts_token_step_creates_only_the_token_secret(tmp_path
         rendered.secrets_for(master)["/etc/kubernetes/addons/bootstrap-token.yaml"].data)
     script = root / "bootstrap.sh"
     script.write_bytes(ignition_file(config, "/opt/provision/bootstrap.sh"))
-    posted = []
+    posted, deleted, listed = [], [], []
+    collection = "/api/v1/namespaces/kube-system/secrets"
+    label = "provision.io/bootstrap-token"
+    # what the API holds before the renewal: the token provision made before, one a user made
+    secrets = {"bootstrap-token-old000": {"metadata": {"name": "bootstrap-token-old000", "namespace": "kube-system",
+                                                       "labels": {label: spec.name}},
+                                          "type": "bootstrap.kubernetes.io/token"},
+               "bootstrap-token-user00": {"metadata": {"name": "bootstrap-token-user00", "namespace": "kube-system"},
+                                          "type": "bootstrap.kubernetes.io/token"}}
 
     class API(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
-        def do_GET(self):
-            self.send_response(200 if self.path == "/readyz" else 404)
+        def answer(self, code, doc):
+            body = json.dumps(doc).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            url = urllib.parse.urlsplit(self.path)
+            if url.path == "/readyz":
+                self.send_response(200)
+                self.end_headers()
+                return
+            if url.path != collection:
+                return self.answer(404, {"kind": "Status", "code": 404})
+            query = urllib.parse.parse_qs(url.query)
+            listed.append(query)
+            key, _, value = query["labelSelector"][0].partition("=")
+            items = [s for s in secrets.values() if s["metadata"].get("labels", {}).get(key) == value]
+            self.answer(200, {"kind": "SecretList", "apiVersion": "v1", "metadata": {}, "items": items})
 
         def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
             posted.append((self.path, self.headers["Content-Type"], body,
                            self.connection.getpeercert()["subject"]))
-            self.send_response(201 if len(posted) == 1 else 409)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(b"{}")
+            doc = yaml.safe_load(body)
+            if doc["metadata"]["name"] in secrets:
+                return self.answer(409, {"kind": "Status", "reason": "AlreadyExists", "code": 409})
+            secrets[doc["metadata"]["name"]] = doc
+            self.answer(201, doc)
+
+        def do_DELETE(self):
+            name = self.path.rsplit("/", 1)[1]
+            deleted.append(self.path)
+            if secrets.pop(name, None) is None:
+                return self.answer(404, {"kind": "Status", "reason": "NotFound", "code": 404})
+            self.answer(200, {"kind": "Status", "status": "Success"})
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), API)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -263,22 +307,31 @@ def test_the_bootstrap_scripts_token_step_creates_only_the_token_secret(tmp_path
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    new_name = f"bootstrap-token-{pki.bootstrap_token(store)[0]}"
     try:
         env = env_file(ignition_file(config, "/etc/provision/bootstrap.env").decode())
         env.update({"BOOTSTRAP_API": f"https://127.0.0.1:{server.server_address[1]}",
                     "BOOTSTRAP_KUBE_CA": str(pem["ca.crt"]), "BOOTSTRAP_KUBE_CERT": str(pem["admin.crt"]),
                     "BOOTSTRAP_KUBE_KEY": str(pem["admin.key"]), "BOOTSTRAP_ADDONS": str(addons),
                     "PATH": "/usr/bin:/bin"})
-        for _ in range(2):  # a second run finds it there (409): success too
-            run = subprocess.run(["sh", str(script), "token"], env=env, capture_output=True, text=True, timeout=60)
-            assert run.returncode == 0, run.stdout + run.stderr
+        run = subprocess.run(["sh", str(script), "token"], env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert sorted(secrets) == sorted([new_name, "bootstrap-token-user00"])  # the old one is gone
+        assert deleted == [f"{collection}/bootstrap-token-old000"]
+        assert listed == [{"labelSelector": [f"{label}={spec.name}"]}]
+        # a second run finds the new one there (409: success too) and nothing left to delete
+        run = subprocess.run(["sh", str(script), "token"], env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert len(deleted) == 1 and sorted(secrets) == sorted([new_name, "bootstrap-token-user00"])
     finally:
         server.shutdown()
         server.server_close()
-    assert [p[0] for p in posted] == ["/api/v1/namespaces/kube-system/secrets"] * 2  # nothing but the token
+    assert [p[0] for p in posted] == [collection] * 2  # nothing but the token
     path, content_type, body, subject = posted[0]
     assert content_type == "application/yaml"
     secret = yaml.safe_load(body)
+    assert secret["metadata"]["name"] == new_name
+    assert secret["metadata"]["labels"] == {label: spec.name}
     assert secret["type"] == "bootstrap.kubernetes.io/token"
     assert secret["stringData"]["token-id"] == pki.bootstrap_token(store)[0]
     assert secret["stringData"]["expiration"] == pki.format_expiry(pki.bootstrap_token_expiry(store))

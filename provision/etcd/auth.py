@@ -4,7 +4,8 @@ one role per user granting only the keys that client needs, then `auth enable`.
 What each identity may touch (v3 keyspace; the Kubernetes keyspace is v3 only):
 - `etcd-apiserver`: every key (the API server owns /registry/ and may be given another prefix);
 - `etcd-flannel`: flannel's network prefix /coreos.com/network/ (subnet leases);
-- `etcd-agent`: the load keys /provision/<cluster>/hosts/ that host agents publish;
+- `etcd-agent-<host>`: that host's agent, its own load key /provision/<cluster>/hosts/<host>/load
+  only (one identity per host, made and removed with the host: `etcd/host_identity.py`);
 - `etcd-provisioner`: provision's own prefix /provision/<cluster>/, and the flannel network
   config key, which the `flannel` phase creates;
 - `etcd-fleet` (when fleet is on): fleet's prefix /_coreos.com/fleet/;
@@ -25,7 +26,7 @@ from .. import pki
 from ..errors import ActionError
 from ..pki import TLSFiles
 from .client import Etcd, last_line
-from .keys import FLANNEL_KEY, FLANNEL_PREFIX, FLEET_PREFIX, hosts_key, provision_prefix
+from .keys import FLANNEL_KEY, FLANNEL_PREFIX, FLEET_PREFIX, provision_prefix
 
 if TYPE_CHECKING:
     from ..spec import Spec
@@ -61,7 +62,6 @@ def wanted_roles(spec: "Spec") -> dict[str, tuple[Permission, ...]]:
     roles = {
         pki.etcd_user("apiserver"): (Permission(ALL_KEYS, True),),
         pki.etcd_user("flannel"): (Permission(FLANNEL_PREFIX, True),),
-        pki.etcd_user("agent"): (Permission(f"{hosts_key(spec.name)}/", True),),
         pki.etcd_user("provisioner"): (Permission(own, True), Permission(FLANNEL_KEY, False)),
     }
     if spec.fleet.enabled:
@@ -153,7 +153,10 @@ def apply(root: Etcd, probe: Etcd, spec: "Spec") -> list[str]:
             _ok(root.etcdctl("user", "grant-role", name, name), f"granting role {name} to user {name}")
             changed.append(f"user {name}: role {name}")
     for name in sorted(users - {"root"} - set(wanted)):
-        if name.startswith("etcd-"):  # an identity of ours the spec no longer has (fleet turned off)
+        if name.startswith(pki.agent_identity("")):  # a host agent's own: etcd/host_identity.py keeps those
+            continue
+        if name.startswith("etcd-"):  # an identity of ours the spec no longer has (fleet turned off,
+            # or the one agent identity every host shared before each got its own)
             _ok(root.etcdctl("user", "delete", name), f"deleting user {name}")
             changed.append(f"user {name} deleted")
     if not auth_enabled(probe):
@@ -173,8 +176,7 @@ def identity(store: "StateStore", client: str) -> TLSFiles:
 
 def wanted_v2_roles(spec: "Spec") -> dict[str, tuple[str, ...]]:
     """{user (= role): v2 key patterns it may read and write} for clients that speak v2."""
-    roles = {pki.etcd_user("agent"): (f"{hosts_key(spec.name)}/*",),
-             pki.etcd_user("provisioner"): (f"{provision_prefix(spec.name)}*", FLANNEL_KEY)}
+    roles: dict[str, tuple[str, ...]] = {pki.etcd_user("provisioner"): (f"{provision_prefix(spec.name)}*", FLANNEL_KEY)}
     if spec.network.flannel.etcd_api == "v2":
         roles[pki.etcd_user("flannel")] = (f"{FLANNEL_PREFIX}*",)
     if spec.fleet.enabled:

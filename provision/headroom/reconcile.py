@@ -373,6 +373,13 @@ class ClusterEdges:
                     self._etcd.delete(f"{hosts_key(self.spec.name)}/{name}/", prefix=True)
                 except Exception:  # noqa: BLE001 - keys on a lease go by themselves anyway
                     pass
+        try:  # the hosts' own etcd identities go with them (etcd/host_identity.py)
+            from .. import pki
+            from ..etcd import host_identity
+            root = self.etcd(state).as_identity(pki.client_tls(self.store, "root"))
+            host_identity.forget_hosts(root, self.store, state, hosts)
+        except Exception as err:  # noqa: BLE001 - state still lists them: the next etcd phase removes them
+            self.log(f"etcd identities of {', '.join(hosts)} left to the next `up`: {err}")
 
 
 def record_nodes(state: dict[str, Any], nodes: Mapping[str, str]) -> None:

@@ -1,12 +1,14 @@
 """Phase `etcd`: the members are configured (role `etcd` over SSH), then etcd lists every
 planned member and each answers healthy, asked through the cluster's own client certificate
 over SSH through a master; then each client identity gets its user and role and auth is
-enabled (`etcd.auth`; a re-run changes nothing)."""
+enabled (`etcd.auth`; a re-run changes nothing), and each host's agent its own user and role
+(`etcd.host_identity`: made for hosts added since the last run, removed for hosts gone)."""
 from __future__ import annotations
 
 from .. import bootstrap
 from .. import pki
-from ..etcd import auth, cluster
+from ..etcd import auth, cluster, host_identity
+from ..plan import plan
 from . import RunContext
 
 HEALTH_TIMEOUT = 120.0
@@ -28,5 +30,12 @@ def run(ctx: RunContext) -> dict:
     changes = auth.apply(root, etcd, ctx.spec)
     if ctx.spec.needs_etcd_v2:  # v2 has its own users and roles
         changes += auth.apply_v2(root, ctx.spec)
+    wanted = [h.name for h in plan(ctx.spec, ctx.state).desired]
+    new, gone, agents = host_identity.converge(root, ctx.spec.name, wanted, host_identity.recorded(ctx.state))
+    if new or gone or host_identity.recorded(ctx.state) != sorted(wanted):
+        ctx.state.setdefault("etcd", {})[host_identity.STATE_KEY] = sorted(wanted)
+        host_identity.forget_certificates(ctx.store, gone)
+        ctx.save()
+        changes += [f"{len(new)} agent identities made", f"{len(gone)} removed"] if len(agents) > 4 else agents
     ctx.log("etcd", f"auth: {'; '.join(changes)}" if changes else "auth: users, roles and auth already as wanted")
     return {**result, "members": health["members"], "health": health["health"], "auth_changes": changes}

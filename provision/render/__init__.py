@@ -36,6 +36,9 @@ __all__ = ["Rendered", "render_cluster", "render_secrets", "write_rendered", "fi
 INDEX = "index.json"
 ADDONS = ("index", "bootstrap-token.yaml", "kubelet-bootstrap.yaml", "node-autoapprove-bootstrap.yaml",
           "node-autoapprove-renewal.yaml")
+# kube-proxy as a DaemonSet with its own ServiceAccount (no client key shared by every node).
+KUBE_PROXY_ADDONS = ("kube-proxy-serviceaccount.yaml", "kube-proxy-clusterrolebinding.yaml",
+                     "kube-proxy-configmap.yaml", "kube-proxy-daemonset.yaml")
 # Cluster DNS: one API object per file, created in this order (see templates/addons/index).
 COREDNS_ADDONS = ("coredns-serviceaccount.yaml", "coredns-clusterrole.yaml", "coredns-clusterrolebinding.yaml",
                   "coredns-configmap.yaml", "coredns-deployment.yaml", "coredns-service.yaml")
@@ -149,7 +152,7 @@ def _cluster_context(spec: Any, state: Mapping[str, Any], store: Any, hosts: Seq
         "agent_ttl": int(spec.headroom.load_ttl) if spec.headroom is not None else 60,
         "os_services": spec.os.config == "cloud-config",
         "bin_dir": artifacts_mod.BIN_DIR, "download_dir": artifacts_mod.DOWNLOAD_DIR,
-        "addons": ADDONS + COREDNS_ADDONS,
+        "addons": ADDONS + KUBE_PROXY_ADDONS + COREDNS_ADDONS,
         "first_master": masters[0].name if masters else None,
         "pod_network_plugins": artifacts_mod.POD_NETWORK_PLUGINS, "cni_bin_dir": artifacts_mod.CNI_BIN_DIR,
         **_api_endpoint(spec, masters, state),
@@ -313,11 +316,25 @@ def render_secrets(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: S
             if host.pool not in pools:
                 pools[host.pool] = machine_secrets(env, pki_store, _machine_context(
                     base, spec, "worker", spec.pool(host.pool), None))
-            out[name] = pools[host.pool]
+            out[name] = dict(pools[host.pool])
         else:
             out[name] = machine_secrets(env, pki_store, _machine_context(
                 base, spec, host.role, spec.pool(host.pool), host))
+        out[name].update(_agent_identity(pki_store, name))
     return out
+
+
+AGENT_CERT, AGENT_KEY = "/etc/ssl/etcd/agent.crt", "/etc/ssl/etcd/agent.key"
+
+
+def _agent_identity(pki_store: _BlobReads, host: str) -> dict[str, File]:
+    """`host`'s own etcd identity for its agent (pki.agent_identity), certificate with key."""
+    name = pki.agent_identity(host)
+    cert, key = pki_store.read_blob(f"{pki.PREFIX}{name}.crt"), pki_store.read_blob(f"{pki.PREFIX}{name}.key")
+    if cert is None or key is None:
+        raise ActionError(f"secrets: state has no etcd identity for host {host}'s agent; the pki phase makes it "
+                          f"(`provision up SPEC --until pki`)")
+    return {AGENT_CERT: File(AGENT_CERT, 0o644, cert), AGENT_KEY: File(AGENT_KEY, 0o600, key)}
 
 
 def write_rendered(rendered: Rendered, out_dir: str | Path) -> list[Path]:

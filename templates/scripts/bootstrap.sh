@@ -51,12 +51,31 @@ create_addons() {
   done < "$BOOTSTRAP_ADDONS/index"
 }
 
+delete_old_tokens() {
+  # After a renewal: every other bootstrap token Secret provision made for this cluster goes (the
+  # label says whose; tokens made by anyone else stay). Names are checked against the token
+  # grammar before they reach a URL.
+  current=$(sed -n 's/^  name: *//p' "$BOOTSTRAP_ADDONS/bootstrap-token.yaml" | head -n 1)
+  selector=provision.io%2Fbootstrap-token%3D{{ cluster }}
+  list=$(kube_curl -f "$BOOTSTRAP_API/api/v1/namespaces/kube-system/secrets?labelSelector=$selector") || {
+    echo "bootstrap: cannot list the old bootstrap tokens" >&2; return 1; }
+  for name in $(printf '%s\n' "$list" | grep -o '"name": *"bootstrap-token-[a-z0-9]\{6\}"' | grep -o 'bootstrap-token-[a-z0-9]*'); do
+    [ "$name" != "$current" ] || continue
+    code=$(kube_curl -o /dev/null -w '%{http_code}' -X DELETE "$BOOTSTRAP_API/api/v1/namespaces/kube-system/secrets/$name")
+    case $code in
+      200|202|404) echo "bootstrap: old token $name deleted ($code)" ;;
+      *) echo "bootstrap: old token $name not deleted ($code)" >&2; return 1 ;;
+    esac
+  done
+}
+
 # Each step runs alone too: bootstrap.sh flannel | addons | token (the unit runs the first two;
-# provision runs `token` when it renewed the bootstrap token: the new Secret, with its expiry).
+# provision runs `token` when it renewed the bootstrap token: the new Secret, with its expiry,
+# then the old one is deleted).
 case "${1:-all}" in
   flannel) write_flannel_config ;;
   addons) wait_for_api; create_addons ;;
-  token) wait_for_api; create_addons bootstrap-token.yaml ;;
+  token) wait_for_api; create_addons bootstrap-token.yaml; delete_old_tokens ;;
   # Once provision's etcd phase has turned etcd auth on, the v3 JSON gateway refuses this write
   # (etcd ignores certificate names there); provision's flannel phase writes the same key.
   all) write_flannel_config || echo "bootstrap: flannel config left to provision's flannel phase" >&2

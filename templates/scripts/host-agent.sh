@@ -7,12 +7,19 @@
 # Transport (AGENT_TRANSPORT): etcdctl (gRPC: etcd's auth knows the certificate's Common Name)
 # when an etcdctl is found, else etcd's JSON gateway with curl (/v3/lease/grant,
 # /v3/lease/keepalive, /v3/kv/put; the gateway does not map a certificate to a user, so it
-# serves only an etcd without auth). Needs sh, awk, sed, base64 and curl or etcdctl.
+# serves only an etcd without auth). Needs sh, awk, sed, base64, openssl and curl or etcdctl.
 # AGENT_ONCE=1 publishes once and exits; AGENT_CONTAINERS_CMD overrides the container count.
 set -u
 : "${AGENT_CLUSTER:?}" "${AGENT_ETCD_ENDPOINTS:?}" "${AGENT_CA:?}" "${AGENT_CERT:?}" "${AGENT_KEY:?}"
 AGENT_INTERVAL="${AGENT_INTERVAL:-10}"
 AGENT_TTL="${AGENT_TTL:-60}"
+# The host's name: AGENT_HOST (configs made per host), else the CN of its own certificate
+# (etcd-agent-<host>: the one load key etcd lets it write), else the hostname.
+cert_host() {
+  openssl x509 -noout -subject -in "$AGENT_CERT" 2>/dev/null |
+    sed -n 's/.*CN *= *etcd-agent-\([A-Za-z0-9.-]*\).*/\1/p'
+}
+AGENT_HOST="${AGENT_HOST:-$(cert_host)}"
 AGENT_HOST="${AGENT_HOST:-$(hostname)}"
 PROC="${AGENT_PROC:-/proc}"
 TRANSPORT_WANTED="${AGENT_TRANSPORT:-auto}"

@@ -182,6 +182,9 @@ def test_headroom_adds_to_max_and_removes_to_min_on_the_local_provider(cluster):
     # 2 containers want 1 host: the empty one goes first (its report of zero is the proof).
     doc, _ = headroom_once()
     assert doc["decision"]["action"] == "remove" and doc["removed"] == [third]
+    # its agent's own etcd identity went with it: user and role, state's record, certificate
+    assert third not in store.read()["etcd"]["agent_users"] and second in store.read()["etcd"]["agent_users"]
+    assert store.read_blob(f"pki/etcd-agent-{third}.key") is None
     # Two hosts with a container each: neither reports zero within drain_timeout, so neither
     # is destroyed; both are reported, take work again, and the second was tried in place of
     # the first.

@@ -120,11 +120,16 @@ def test_flannel_config_holds_the_spec_network(cluster):
 
 
 def test_a_workers_etcd_identities_are_refused_outside_their_prefixes(cluster):
-    """Auth is on after up: the keys a worker holds reach only their own prefixes."""
+    """Auth is on after up: the keys a worker holds reach only their own prefixes; its agent's
+    identity is its own, good for its own load key alone (not another host's)."""
     worker = f"{cluster['name']}-workers-0"
-    for identity, own in (("agent", f"/provision/{cluster['name']}/hosts/"), ("flannel", "/coreos.com/network/")):
-        assert etcdctl(cluster, "get", own, "--prefix", "--keys-only", cert=identity, host=worker).returncode == 0
-        for key in ("/registry/secrets/kube-system/x", "/coreos.com/network/config", f"/provision/{cluster['name']}/x"):
+    hosts = f"/provision/{cluster['name']}/hosts/"
+    assert etcdctl(cluster, "get", f"{hosts}{worker}/load", cert="agent", host=worker).returncode == 0
+    assert etcdctl(cluster, "get", "/coreos.com/network/", "--prefix", "--keys-only", cert="flannel",
+                   host=worker).returncode == 0
+    for identity, own in (("agent", f"{hosts}{worker}/load"), ("flannel", "/coreos.com/network/")):
+        for key in ("/registry/secrets/kube-system/x", "/coreos.com/network/config", f"/provision/{cluster['name']}/x",
+                    f"{hosts}{cluster['name']}-masters-0/load"):
             if key.startswith(own):
                 continue
             for args in (("put", key, "x"), ("get", key)):
@@ -361,15 +366,18 @@ def test_scale_adds_hosts_that_publish_load_and_back(cluster):
     for n in new:
         key = cluster["workdir"] / "local" / "hosts" / n / "root" / "etc/ssl/etcd/agent.key"
         assert key.stat().st_mode & 0o777 == 0o600
-    # their host-load agents publish into etcd's v3 keyspace on leases (headroom's source)
+    # their host-load agents publish into etcd's v3 keyspace on leases (headroom's source), each
+    # with its own identity (read here as provision reads them)
     from provision.etcd.client import Etcd
-    ssl = cluster["workdir"] / "local" / "hosts" / new[0] / "root" / "etc" / "ssl" / "etcd"
+    pki_dir = cluster["workdir"] / "pki"
     address = state["hosts"][f"{cluster['name']}-masters-0"]["address"]
+    assert sorted(state["etcd"]["agent_users"]) == sorted(state["hosts"])
 
-    class AgentTLS:
-        ca, cert, key = ssl / "ca.crt", ssl / "agent.crt", ssl / "agent.key"
+    class ProvisionerTLS:
+        ca = pki_dir / "etcd-ca.crt"
+        cert, key = pki_dir / "etcd-client-provisioner.crt", pki_dir / "etcd-client-provisioner.key"
 
-    client = Etcd([f"https://{address}:2379"], AgentTLS)
+    client = Etcd([f"https://{address}:2379"], ProvisionerTLS)
     prefix = f"/provision/{cluster['name']}/hosts/"
     deadline = time.monotonic() + 60
     while True:
@@ -390,6 +398,9 @@ def test_scale_adds_hosts_that_publish_load_and_back(cluster):
     state = json.loads((cluster["workdir"] / "state.json").read_text())
     workers = sorted(n for n, h in state["hosts"].items() if h["pool"] == "workers")
     assert workers == [f"{cluster['name']}-workers-0", f"{cluster['name']}-workers-1"]
+    # the removed hosts' agent identities are gone from etcd and from state
+    assert sorted(state["etcd"]["agent_users"]) == sorted(state["hosts"])
+    assert not any((pki_dir / f"etcd-agent-{n}.{suffix}").exists() for n in new for suffix in ("crt", "key"))
     assert len(cluster_namespaces(cluster["name"])) == 5
     assert not (cluster["workdir"] / "local" / "hosts" / f"{cluster['name']}-workers-3").exists()
     no_duplicates(cluster["name"], cluster["workdir"])

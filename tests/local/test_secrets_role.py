@@ -35,7 +35,7 @@ def run(info, files=None):
 
 def bundle(key: bytes = KEY) -> dict[str, File]:
     return {"/etc/ssl/etcd/agent.key": File("/etc/ssl/etcd/agent.key", 0o600, key),
-            "/etc/kubernetes/pki/kube-proxy.key": File("/etc/kubernetes/pki/kube-proxy.key", 0o600, key),
+            "/etc/kubernetes/pki/sa.key": File("/etc/kubernetes/pki/sa.key", 0o600, key),
             "/etc/kubernetes/bootstrap-kubeconfig": File("/etc/kubernetes/bootstrap-kubeconfig", 0o600,
                                                          b"token: abcdef.0123456789abcdef\n")}
 
@@ -69,13 +69,13 @@ def test_files_land_0600_in_private_directories_and_a_rerun_changes_nothing(host
     # the upload directory is there: the upload, the unpacking, the reader's restart (systemd hosts only)
     assert third.error is None and third.changed == 3
     assert (root / "etc/ssl/etcd/agent.key").read_bytes() == renewed["/etc/ssl/etcd/agent.key"].data
-    for path in ("/etc/kubernetes/pki/kube-proxy.key", "/etc/kubernetes/bootstrap-kubeconfig"):
+    for path in ("/etc/kubernetes/pki/sa.key", "/etc/kubernetes/bootstrap-kubeconfig"):
         assert (root / path.lstrip("/")).stat().st_mtime_ns == before[path], path
 
 
 def test_a_loosened_mode_is_put_back(host):
     run(host, bundle())
-    target = host["root"] / "etc/kubernetes/pki/kube-proxy.key"
+    target = host["root"] / "etc/kubernetes/pki/sa.key"
     target.chmod(0o644)
     (host["root"] / "etc/ssl/etcd").chmod(0o755)
     fixed = run(host, bundle())
@@ -102,3 +102,25 @@ def test_a_renewed_token_secret_is_sent_to_the_api_by_the_first_master(host):
     assert outcome.error is None and outcome.changed == 3  # upload, unpack, the token step
     assert (host["root"] / path.lstrip("/")).read_bytes() == b"token-id: bbbbbb\n"
     assert run(host, renewed).operations == 0
+
+
+def test_the_retired_kube_proxy_files_are_removed_on_a_rerun(host):
+    """A host set up by an earlier version still has kube-proxy's static pod, its kubeconfig and
+    the client key every node shared: the role removes them (and only them); a re-run does nothing."""
+    run(host, bundle())
+    root = host["root"]
+    leftovers = ["etc/kubernetes/manifests/kube-proxy.yaml", "etc/kubernetes/kube-proxy.conf",
+                 "etc/kubernetes/pki/kube-proxy.key", "etc/kubernetes/pki/kube-proxy.crt"]
+    # made on the host itself (over SSH): its /etc is an overlay that files made beneath it may miss
+    address = host["hosts"][host["name"]]["address"]
+    make = "; ".join(f"mkdir -p /{p.rsplit('/', 1)[0]} && echo old > /{p}" for p in leftovers)
+    proc = subprocess.run(["ssh", "-i", str(host["key"]), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                           "-o", "UserKnownHostsFile=/dev/null", f"core@{address}", f"sudo sh -c '{make}'"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert all((root / p).exists() for p in leftovers)
+    outcome = run(host, bundle())
+    assert outcome.error is None and outcome.changed == 1, outcome  # one removal, nothing else differs
+    assert [p for p in leftovers if (root / p).exists()] == []
+    assert all((root / p.lstrip("/")).read_bytes() == f.data for p, f in bundle().items())
+    assert run(host, bundle()).operations == 0

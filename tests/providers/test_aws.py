@@ -338,9 +338,10 @@ def test_up_puts_the_load_balancer_in_the_certificate_and_the_worker_configs(ec2
     desired = plan(load_spec(spec_path), state).desired
     worker_name = next(h.name for h in desired if h.role == "worker")
     delivered = render_secrets(load_spec(spec_path), state, store, desired, [worker_name])[worker_name]
-    for path in ("/etc/kubernetes/bootstrap-kubeconfig", "/etc/kubernetes/kube-proxy.conf"):
-        data = delivered[path].data if path in delivered else ignition_file(worker, path)
-        conf = yaml.safe_load(data)
+    first = json.loads(store.read_blob(f"rendered/{next(h.name for h in desired if h.role == 'master')}.ign"))
+    kube_proxy = yaml.safe_load(ignition_file(first, "/etc/kubernetes/addons/kube-proxy-configmap.yaml"))
+    for conf in (yaml.safe_load(delivered["/etc/kubernetes/bootstrap-kubeconfig"].data),
+                 yaml.safe_load(kube_proxy["data"]["kubeconfig.conf"])):  # kube-proxy: a DaemonSet's ConfigMap
         assert conf["clusters"][0]["cluster"]["server"] == f"https://{dns}:6443"
     assert not any(f["path"].startswith("/etc/provision/api-proxy") for f in worker["storage"]["files"])
 

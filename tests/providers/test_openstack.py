@@ -636,9 +636,11 @@ def test_up_puts_the_octavia_endpoint_in_the_certificate_and_the_worker_configs(
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert fip["floating_ip_address"] in {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
     worker = json.loads(store.read_blob("rendered/pool-workers.ign"))
-    for conf_path in ("/etc/kubernetes/kube-proxy.conf",):  # the bootstrap kubeconfig goes over SSH
-        conf = yaml.safe_load(ignition_file(worker, conf_path))
-        assert conf["clusters"][0]["cluster"]["server"] == f"https://{fip['floating_ip_address']}:6443"
+    first = json.loads(store.read_blob("rendered/octa-masters-0.ign"))
+    # kube-proxy (a DaemonSet) reads its kubeconfig from a ConfigMap; the bootstrap kubeconfig goes over SSH
+    configmap = yaml.safe_load(ignition_file(first, "/etc/kubernetes/addons/kube-proxy-configmap.yaml"))
+    conf = yaml.safe_load(configmap["data"]["kubeconfig.conf"])
+    assert conf["clusters"][0]["cluster"]["server"] == f"https://{fip['floating_ip_address']}:6443"
     assert not any(f["path"].startswith("/etc/provision/api-proxy") for f in worker["storage"]["files"])
     again = cli("up", path, "--yes", "--until", "render", "--state-dir", state_dir)
     assert again.code == 0, again.err
