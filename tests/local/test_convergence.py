@@ -208,3 +208,16 @@ def test_a_file_changed_by_hand_is_restored_by_verify_and_then_left_alone(cluste
     after = json.loads(provision("status", cluster["spec"], "--state-dir", cluster["state_dir"], "-o", "json").stdout)
     assert after["drifted"] == []
     assert {h["convergence"]["state"] for h in after["hosts"].values()} == {"converged"}
+
+
+def test_etcd_auth_is_checked_again_only_when_verifying_or_a_member_changed(cluster):
+    """etcd's users and roles converged on the first `up` (recorded in state with a digest of
+    what the spec wants): a no-op `up` and `scale` skip their etcdctl round trips; `up
+    --verify` checks them again, and finds nothing to change."""
+    plain = run(cluster, "up", "--yes")
+    assert plain["results"]["etcd"]["auth_checked"] is False
+    assert plain["results"]["etcd"]["health"] and plain["results"]["etcd"]["auth_changes"] == []
+    verified = run(cluster, "up", "--yes", "--verify")
+    assert verified["results"]["etcd"]["auth_checked"] is True
+    assert verified["results"]["etcd"]["auth_changes"] == []
+    assert state(cluster)["etcd"]["auth_converged"]
