@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .resources import data_dir
+
+if TYPE_CHECKING:
+    from .render.machine import File
 
 RECORDS = "convergence"
 RENDERED_INDEX = "rendered/index.json"
@@ -181,5 +184,5 @@ def changed_files(spec, store, state: Mapping[str, Any], provider, names: Iterab
     return out
 
 
-def _wanted_state(f) -> str:
+def _wanted_state(f: "File") -> str:
     return f"{f.mode:o}:0:0 {hashlib.sha256(f.data or b'').hexdigest()}"

@@ -26,6 +26,7 @@ TYPED = (
     "provision/providers/base.py",
     "provision/providers/local",
     "provision/providers/vagrant.py",
+    "provision/render",
     "provision/verbs",
 )
 

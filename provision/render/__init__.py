@@ -18,7 +18,7 @@ import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jinja2
 
@@ -320,7 +320,8 @@ def render_files(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: Seq
 
 
 def _per_host(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: Sequence[Any], names: Sequence[str],
-              pick: Any) -> dict[str, dict[str, File]]:
+              pick: Callable[[jinja2.Environment, Any, dict[str, Any]], dict[str, File]]
+              ) -> dict[str, dict[str, File]]:
     """`pick(env, store, machine context)` for each of `names`, once per shared worker config."""
     env = _environment()
     pki_store = _BlobReads(pki_store)
