@@ -12,64 +12,20 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import yaml
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-REPO = Path(__file__).resolve().parents[1]
+from local_runner import CPU, PHASES, REPO, drop_records, local_spec, provision  # noqa: E402
+
 SIZES = [int(s) for s in os.environ.get("BENCH_LOCAL_SIZES", "3,21").split(",") if s.strip()]
 
 
-PHASES: dict[str, dict[str, float]] = {}  # "<hosts>_<step>" -> seconds per phase (from -o json)
-CPU: dict[str, float] = {}  # "<hosts>_<step>" -> CPU seconds of provision and what it started
-
-
-def provision(*args, step: str | None = None) -> float:
-    """Seconds `provision ARGS` took (its phases' own seconds kept under `step`); raises on
-    failure (with its last error lines)."""
-    start = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run([sys.executable, "-m", "provision", *map(str, args), "-o", "json"], capture_output=True,
-                          text=True, cwd=REPO, timeout=1800)
-    seconds = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if step:
-        CPU[step] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if proc.returncode != 0:
-        raise RuntimeError(f"provision {' '.join(map(str, args[:2]))} failed: {proc.stderr[-2000:]}")
-    if step:
-        try:
-            PHASES[step] = json.loads(proc.stdout).get("seconds") or {}
-        except ValueError:
-            pass
-    return seconds
-
-
 def cluster_spec(folder: Path, hosts: int) -> tuple[Path, str]:
-    from tests.local.conftest import free_subnet, unique_name
-    name = unique_name(f"bn{hosts}x")
-    doc = yaml.safe_load((REPO / "examples/local.yaml").read_text())
-    doc.update(name=name, etcd={"count": 1, "placement": "masters"},
-               pools=[{"name": "masters", "role": "master", "count": 1},
-                      {"name": "workers", "role": "worker", "count": hosts - 1, "min": 1, "max": hosts + 1}])
-    doc["provider"]["subnet"] = free_subnet()
-    doc.pop("headroom", None)
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path, name
-
-
-def drop_records(state_dir: Path, name: str) -> None:
-    path = state_dir / name / "state.json"
-    doc = json.loads(path.read_text())
-    doc.pop("convergence", None)
-    path.write_text(json.dumps(doc))
+    return local_spec(folder, f"bn{hosts}x", masters=1, workers=hosts - 1, etcd_count=1, max_workers=hosts + 1)
 
 
 def measure(hosts: int) -> dict[str, float]:

@@ -17,26 +17,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_p2p4_local import CPU, drop_records, provision  # noqa: E402  (same runner as P2/P4)
+from local_runner import CPU, REPO, drop_records, local_spec, provision  # noqa: E402
 
 
 def cluster_spec(folder: Path) -> tuple[Path, str]:
-    from tests.local.conftest import free_subnet, unique_name
-    name = unique_name("bp6x")
-    doc = yaml.safe_load((REPO / "examples/local.yaml").read_text())
-    doc.update(name=name, etcd={"count": 3, "placement": "masters"},
-               pools=[{"name": "masters", "role": "master", "count": 3},
-                      {"name": "workers", "role": "worker", "count": 2, "min": 1, "max": 4}])
-    doc["provider"]["subnet"] = free_subnet()
-    doc.pop("headroom", None)
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path, name
+    return local_spec(folder, "bp6x", masters=3, workers=2, etcd_count=3, max_workers=4)
 
 
 def run() -> dict:

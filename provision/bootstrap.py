@@ -325,9 +325,13 @@ def apply_roles(ctx: RunContext, phase: str, roles: Iterable[str], hosts: Mappin
     if not hosts:
         ctx.log(phase, f"{len(every)} hosts already converged: no change (as recorded in state)")
         return {"hosts": {}, "changed": 0, "converged": len(every), "verify": False}
+    per_host = {n: dict(v) for n, v in (host_only or {}).items() if n in hosts}
+    if phase in CONTENT_CHECKED_PHASES:  # the roles compare the files they check with these
+        for name, files in config_file_data(ctx, hosts).items():
+            per_host.setdefault(name, {})["config_files"] = files
     outcomes = run_roles(ctx.spec, ctx.store.workdir, hosts, roles, pki.ssh_private_key_path(ctx.store),
                          dry_run=ctx.dry_run, cluster=cluster_hosts(ctx.state), data=data,
-                         host_only={n: v for n, v in (host_only or {}).items() if n in hosts})
+                         host_only=per_host)
     changed, problems = summarize(outcomes, ctx.dry_run)
     if not ctx.dry_run:  # before failing: the hosts that did converge keep their record
         record_converged(ctx, phase, wanted, outcomes)
@@ -347,6 +351,24 @@ def apply_roles(ctx: RunContext, phase: str, roles: Iterable[str], hosts: Mappin
         ctx.log(phase, f"{len(hosts)} hosts already converged: no change")
     return {"hosts": {n: o.to_json() for n, o in sorted(outcomes.items())}, "changed": changed,
             "converged": len(every) - len(hosts), "verify": verifying(ctx)}
+
+
+# Phases whose roles check files a host's boot config wrote (roles/_common.check): they get each
+# host's config files as host data, and put back the contents of one changed on the host.
+CONTENT_CHECKED_PHASES = ("etcd", "flannel", "fleet", "masters", "workers")
+
+
+def config_file_data(ctx: RunContext, hosts: Mapping[str, Mapping[str, Any]]) -> dict[str, list[list[Any]]]:
+    """{host: [[path, mode, bytes], ...]}: the files each host's boot config gives, with their
+    contents (rendered now, as the render phase stored them), for hosts of the plan."""
+    from .render import render_files
+    desired = ctx.plan().desired
+    names = sorted(set(hosts) & {h.name for h in desired})
+    if not names:
+        return {}
+    rendered = render_files(ctx.spec, ctx.state, ctx.store, desired, names)
+    return {name: [[path, f.mode, f.data] for path, f in sorted(files.items()) if f.data is not None]
+            for name, files in rendered.items()}
 
 
 def verifying(ctx: RunContext) -> bool:

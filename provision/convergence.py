@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from .resources import data_dir
+
+if TYPE_CHECKING:
+    from .render.machine import File
 
 RECORDS = "convergence"
 RENDERED_INDEX = "rendered/index.json"
@@ -145,3 +148,41 @@ def hosts_to_bootstrap(spec, store, state: Mapping[str, Any], hosts: Mapping[str
         if any(recorded(state, name, phase) != wanted[name] for phase in bootstrap_phases(spec, host)):
             out.add(name)
     return sorted(out)
+
+
+def checked_files(phase: str) -> list[str]:
+    """The files the role of bootstrap `phase` checks (its `FILES`), in the order it lists them."""
+    from .bootstrap import load_role
+    return list(getattr(load_role(phase), "FILES", ()))
+
+
+def changed_files(spec, store, state: Mapping[str, Any], provider, names: Iterable[str]) -> dict[str, list[str]]:
+    """{host: [paths]} of the files the bootstrap roles check whose mode, owner or contents on
+    the host differ from its boot config's (root-owned, that mode and those bytes), read by a
+    provider that sees a host's files without SSH (FILE_STATES); {} from any other provider.
+    A host is left out when none differs."""
+    from .plan import plan
+    from .providers.base import FILE_STATES
+    from .render import render_files
+    if FILE_STATES not in provider.optional_capabilities:
+        return {}
+    desired = plan(spec, state).desired
+    hosts = {h.name: h for h in desired}
+    names = sorted(set(names) & set(hosts))
+    if not names:
+        return {}
+    rendered = render_files(spec, state, store, desired, names)
+    live = state.get("hosts") or {}
+    out: dict[str, list[str]] = {}
+    for name in names:
+        paths = sorted({p for phase in bootstrap_phases(spec, live.get(name) or {}) for p in checked_files(phase)
+                        if p in rendered[name] and rendered[name][p].data is not None})
+        seen = provider.file_states(name, paths)
+        differ = [p for p in paths if seen.get(p) is not None and seen[p] != _wanted_state(rendered[name][p])]
+        if differ:
+            out[name] = differ
+    return out
+
+
+def _wanted_state(f: "File") -> str:
+    return f"{f.mode:o}:0:0 {hashlib.sha256(f.data or b'').hexdigest()}"

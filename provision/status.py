@@ -122,7 +122,9 @@ def cluster_status(spec: Spec, store: StateStore, state: Mapping[str, Any], prov
     endpoint = api_endpoint_status(spec, state, provider)
     failed_units = sorted(f"{n}: {u}" for n, h in hosts.items() for u, d in (h["units"] or {}).items()
                           if d["state"] not in UNIT_OK + ("skipped",))
-    for name, entry in convergence_report(spec, store, state, hosts).items():
+    from .convergence import changed_files
+    changed = changed_files(spec, store, state, provider, [n for n, h in hosts.items() if h["state"] == "running"])
+    for name, entry in convergence_report(spec, store, state, hosts, changed).items():
         hosts[name]["convergence"] = entry
     return {"cluster": spec.name, "provider": spec.provider.name, "hosts": hosts, **compare(recorded, listed),
             "etcd": etcd, "loads": loads, "headroom": headroom_figures(spec, recorded, loads),
@@ -133,15 +135,16 @@ def cluster_status(spec: Spec, store: StateStore, state: Mapping[str, Any], prov
             and all(h["state"] == "running" for h in hosts.values())}
 
 
-def convergence_report(spec: Spec, store: StateStore, state: Mapping[str, Any],
-                       hosts: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def convergence_report(spec: Spec, store: StateStore, state: Mapping[str, Any], hosts: Mapping[str, Mapping[str, Any]],
+                       changed_files: Mapping[str, list[str]] | None = None) -> dict[str, dict[str, Any]]:
     """Per host, what its convergence records say against what is seen now (no SSH):
 
     - `converged`: every bootstrap phase of the host recorded what it would record now;
     - `stale`: some phase has no record or a different one (`phases`): the next `up` runs them;
-    - `drifted`: recorded as converged, but a unit is not running (stopped, failed, died):
-      the record no longer holds; `up` starts the unit again, `up --verify` re-checks all.
-    A file changed by hand is seen only by running the roles: `up --verify` (or `--dry-run`).
+    - `drifted`: recorded as converged, but a unit is not running (stopped, failed, died), or
+      a file the roles check differs from the boot config (`changed_files`, {host: [paths]}:
+      seen where the provider reads files without SSH, as the local one does; elsewhere only
+      the roles see it): the record no longer holds; `up --verify` re-checks all and repairs.
     """
     from . import bootstrap, convergence
     live = bootstrap.cluster_hosts(state)
@@ -154,8 +157,10 @@ def convergence_report(spec: Spec, store: StateStore, state: Mapping[str, Any],
                       if d["state"] not in UNIT_OK + ("skipped",))
         if phases:
             out[name] = {"state": "stale", "phases": phases}
-        elif down:
+        elif down or (changed_files or {}).get(name):
             out[name] = {"state": "drifted", "units": down}
+            if (changed_files or {}).get(name):
+                out[name]["files"] = list((changed_files or {})[name])
         else:
             out[name] = {"state": "converged"}
     return out

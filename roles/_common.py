@@ -1,20 +1,55 @@
-"""What every role does: check files a host needs and read its unit states into the report;
+"""What every role does: check the files a host needs (present, and where its boot config
+gives their contents, those contents and mode) and read its unit states into the report;
 what every node role does: kubelet's directories."""
 from __future__ import annotations
 
+import hashlib
+import io
+from typing import Iterable, Mapping, Sequence
+
 from pyinfra import host
-from pyinfra.facts.files import File
 from pyinfra.operations import files as file_ops
 
-from .facts import UnitStates
+from .facts import PathStates, UnitStates
+
+
+def wanted_file_state(mode: int, data: bytes) -> str:
+    """What PathStates says of a root-owned file with these mode and bytes."""
+    return f"{mode:o}:0:0 {hashlib.sha256(data).hexdigest()}"
+
+
+def drifted_files(paths: Iterable[str], config_files: Mapping[str, tuple[int, bytes]],
+                  current: Mapping[str, str | None]) -> tuple[list[str], list[str]]:
+    """(missing paths, paths whose contents, mode or owner differ from the boot config's).
+    A path the config does not give (a key the `secrets` phase delivers) is checked for
+    presence only."""
+    missing, differ = [], []
+    for path in paths:
+        seen = current.get(path)
+        if seen is None:
+            missing.append(path)
+        elif path in config_files and seen != wanted_file_state(*config_files[path]):
+            differ.append(path)
+    return missing, differ
 
 
 def check(report: dict, files: list[str], units: list[str]) -> dict:
-    """Record missing `files` and the state of `units` for the current host."""
+    """Record missing `files` and the state of `units` for the current host, and put back the
+    contents of each of `files` that differs from the host's boot config (host data
+    `config_files`: [path, mode, bytes] triples the phase passes; a file changed by hand)."""
     entry = report.setdefault(host.name, {"missing": [], "units": {}, "notes": []})
-    for path in files:
-        if not host.get_fact(File, path=path, _sudo=True):  # keys live in 0700 directories
-            entry["missing"].append(path)
+    given: Sequence[Sequence] = host.data.get("config_files") or ()
+    config_files = {str(path): (int(mode), bytes(data)) for path, mode, data in given}
+    # One fact for every file, as root (keys live in 0700 directories).
+    current = host.get_fact(PathStates, paths=list(files), _sudo=True) if files else {}
+    missing, differ = drifted_files(files, config_files, current)
+    entry["missing"].extend(missing)
+    for path in differ:
+        mode, data = config_files[path]
+        entry["notes"].append(f"{path}: differs from its boot config (changed on the host): put back")
+        entry.setdefault("restored", []).append(path)
+        file_ops.put(name=f"restore {path} from the boot config", src=io.BytesIO(data), dest=path,
+                     user="root", group="root", mode=f"{mode:o}", force=True, _sudo=True)
     states = host.get_fact(UnitStates)
     for unit in units:
         entry["units"][unit] = states.get(unit, {"state": "absent", "reason": "not enabled on the host"})

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import io
-import shlex
 import tarfile
 from typing import Iterable, Mapping, Sequence
 
 from pyinfra import host
-from pyinfra.api import FactBase, deploy
+from pyinfra.api import deploy
 from pyinfra.operations import files, server
+
+from .facts import PathStates
 
 UPLOAD_DIR = "/run/provision-upload"
 ARCHIVE = "secrets.tar"
@@ -40,25 +41,6 @@ CONSUMERS = {
     "/etc/ssl/etcd/flannel.key": "flanneld.service",
     "/etc/ssl/etcd/fleet.key": "fleet.service",
 }
-
-
-class PathStates(FactBase):
-    """{path: "MODE:UID:GID SHA256"} for files, {path: "MODE:UID:GID dir"} for directories,
-    {path: None} when absent (read as root: the files are 0600)."""
-
-    def command(self, paths: Sequence[str]) -> str:
-        quoted = " ".join(shlex.quote(p) for p in paths)
-        return (f"for p in {quoted}; do "
-                "if [ -d \"$p\" ]; then echo \"$p $(stat -c %a:%u:%g \"$p\") dir\"; "
-                "elif [ -f \"$p\" ]; then echo \"$p $(stat -c %a:%u:%g \"$p\") $(sha256sum < \"$p\" | cut -d' ' -f1)\"; "
-                "else echo \"$p -\"; fi; done")
-
-    def process(self, output: list[str]) -> dict:
-        out: dict[str, str | None] = {}
-        for line in output:
-            path, _, rest = line.partition(" ")
-            out[path] = None if rest == "-" else rest
-        return out
 
 
 def wanted_state(mode: int, data: bytes | None = None) -> str:

@@ -3,6 +3,7 @@ provision's SSH key pair, stored as secrets in the state store."""
 from __future__ import annotations
 
 from .. import pki
+from ..files import batched_sync
 from . import RunContext
 from .endpoint import spec_with_endpoint
 
@@ -16,5 +17,6 @@ def run(ctx: RunContext) -> dict:
         ctx.log("pki", f"would check {len(wanted)} certificates for {len(hosts)} hosts; "
                        f"{len(missing)} not made yet")
         return {"dry_run": True, "missing": missing}
-    summary = pki.ensure_pki(spec, ctx.store, hosts, log=lambda message: ctx.log("pki", message))
+    with batched_sync():  # a new PKI is some fifty new files: synced together, not one by one
+        summary = pki.ensure_pki(spec, ctx.store, hosts, log=lambda message: ctx.log("pki", message))
     return {"created": summary["created"], "reused": len(summary["reused"])}

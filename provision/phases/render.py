@@ -7,10 +7,7 @@ dry-run): fetched once, streamed through sha512, recorded in `state["artifact_pi
 from __future__ import annotations
 
 import hashlib
-import http.client
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,6 +23,8 @@ PREFIX = "rendered/"
 def discovery_token(discovery_url: str, size: int, timeout: float = 10.0) -> str:
     """A new token URL from an etcd discovery service (`GET <url>/new?size=N`)."""
     url = f"{discovery_url.rstrip('/')}/new?size={size}"
+    import urllib.error  # here, not at the top: a render that downloads nothing pays no HTTP stack
+    import urllib.request
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             token = response.read().decode().strip()
@@ -48,6 +47,7 @@ def download_sha512(url: str, timeout: float | None = None, deadline: float | No
     download (default DOWNLOAD_DEADLINE). Raises OSError (TimeoutError included),
     urllib.error.URLError or http.client.HTTPException on failure.
     """
+    import urllib.request  # here, not at the top: a render that downloads nothing pays no HTTP stack
     timeout = DOWNLOAD_TIMEOUT if timeout is None else timeout
     deadline = DOWNLOAD_DEADLINE if deadline is None else deadline
     digest = hashlib.sha512()
@@ -75,6 +75,8 @@ def pin_on_first_use(ctx: RunContext, missing: list[artifacts.Unpinned]) -> dict
             ctx.log("render", f"would pin {item.name} {item.version} on first use: download {item.url} "
                               "once and record its sha512 in state")
         return {}
+    import http.client  # lazy, as in download_sha512
+    import urllib.error
     pinned_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     records = {}
     for item in missing:

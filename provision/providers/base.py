@@ -68,7 +68,8 @@ class UserDataLimit:
 START_HOSTS = "start_hosts"  # start hosts that exist but stopped, and units that died
 HOST_KEYS = "host_keys"  # knows a host's SSH host key before anyone connects
 UNIT_STATES = "unit_states"  # reports the state of each unit on a host
-CAPABILITIES = frozenset({START_HOSTS, HOST_KEYS, UNIT_STATES})
+FILE_STATES = "file_states"  # reads mode, owner and sha256 of a host's files without SSH
+CAPABILITIES = frozenset({START_HOSTS, HOST_KEYS, UNIT_STATES, FILE_STATES})
 
 
 def network_inside(inner: str, outer: str) -> bool:
@@ -225,6 +226,12 @@ class Provider(ABC):
     def unit_states(self, name: str) -> dict[str, dict[str, Any]]:
         """UNIT_STATES: {unit: {"state": running|exited|skipped|failed|activating|dead,
         "reason"...}} of a host. Default: nothing known."""
+        return {}
+
+    def file_states(self, name: str, paths: Sequence[str]) -> dict[str, str | None]:
+        """FILE_STATES: {path: "MODE:UID:GID SHA256"} of a host's regular files ("MODE:UID:GID
+        dir" for a directory, None when absent), as the roles' PathStates fact reads them over
+        SSH; lets `status` see a file changed by hand. Default: nothing known ({})."""
         return {}
 
 

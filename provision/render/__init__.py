@@ -18,7 +18,7 @@ import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jinja2
 
@@ -30,7 +30,7 @@ from . import cloudconfig, ignition, mounts
 from .machine import File, Machine, Unit, _file, build_machine, parse_items, secret_items
 from .userdata import FittedUserData, compress_ignition, fit_user_data, pointer_config
 
-__all__ = ["Rendered", "render_cluster", "render_secrets", "write_rendered", "fit_user_data", "FittedUserData",
+__all__ = ["Rendered", "render_cluster", "render_secrets", "render_files", "write_rendered", "fit_user_data", "FittedUserData",
            "compress_ignition", "pointer_config", "config_file_name", "INDEX"]
 
 INDEX = "index.json"
@@ -96,8 +96,10 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
 def _environment() -> jinja2.Environment:
     """One environment per process, so templates are compiled (or loaded) once."""
     loader = jinja2.FileSystemLoader([str(data_dir("templates")), str(data_dir("ignition"))])
+    # auto_reload off: the templates are the package's own and do not change while it runs, so
+    # each use of a template is a dict lookup, not a stat of its file (some 400 per render).
     return jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                              autoescape=False, bytecode_cache=_bytecode_cache())
+                              autoescape=False, bytecode_cache=_bytecode_cache(), auto_reload=False)
 
 
 def config_file_name(spec: Any, role: str, pool: str, host: str | None) -> str:
@@ -301,6 +303,33 @@ def render_secrets(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: S
     """The secret files each of `names` receives over SSH: {host: {path: File}}. `hosts` are the
     plan's desired HostPlans (the configs are made in their context); a worker of a pool that
     shares one config gets that config's secrets, the same on every host of the pool."""
+    return _per_host(spec, state, pki_store, hosts, names, machine_secrets)
+
+
+def machine_files(env: jinja2.Environment, store: Any, ctx: dict[str, Any]) -> dict[str, File]:
+    """The files one machine config writes with their contents, units (Ignition's
+    /etc/systemd/system/NAME) included: path -> File. Downloads and secrets are not among them."""
+    items = [i for i in _role_items(env, ctx) if not i.get("secret")]
+    built = build_machine(items, lambda name: env.get_template(name).render(ctx), store.read_blob)
+    out = dict(built.files)
+    if ctx["spec"].os.config != "cloud-config":  # cloud-init places units elsewhere
+        for unit in built.units.values():
+            path = f"/etc/systemd/system/{unit.name}"
+            out.setdefault(path, File(path=path, mode=0o644, data=unit.contents.encode()))
+    return out
+
+
+def render_files(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: Sequence[Any],
+                 names: Sequence[str]) -> dict[str, dict[str, File]]:
+    """What each of `names` has on disk from its boot config: {host: {path: File}} (see
+    `machine_files`), for the roles to compare with the host's files (content drift)."""
+    return _per_host(spec, state, pki_store, hosts, names, machine_files)
+
+
+def _per_host(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: Sequence[Any], names: Sequence[str],
+              pick: Callable[[jinja2.Environment, Any, dict[str, Any]], dict[str, File]]
+              ) -> dict[str, dict[str, File]]:
+    """`pick(env, store, machine context)` for each of `names`, once per shared worker config."""
     env = _environment()
     pki_store = _BlobReads(pki_store)
     base = _cluster_context(spec, state, pki_store, hosts)
@@ -311,16 +340,16 @@ def render_secrets(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: S
     for name in names:
         host = by_name.get(name)
         if host is None:
-            raise ActionError(f"secrets: host {name} is not in the plan")
+            raise ActionError(f"render: host {name} is not in the plan")
         if host.role == "worker" and not per_host_workers:
             if host.pool not in pools:
-                pools[host.pool] = machine_secrets(env, pki_store, _machine_context(
+                pools[host.pool] = pick(env, pki_store, _machine_context(
                     base, spec, "worker", spec.pool(host.pool), None))
             out[name] = dict(pools[host.pool])
         else:
-            out[name] = machine_secrets(env, pki_store, _machine_context(
-                base, spec, host.role, spec.pool(host.pool), host))
-        out[name].update(_agent_identity(pki_store, name))
+            out[name] = pick(env, pki_store, _machine_context(base, spec, host.role, spec.pool(host.pool), host))
+        if pick is machine_secrets:  # each host's own agent identity travels with its secrets only
+            out[name].update(_agent_identity(pki_store, name))
     return out
 
 

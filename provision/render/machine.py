@@ -113,10 +113,11 @@ def _file(item: dict[str, Any], render_template: Callable[[str], str],
     if "template" in item:
         data = render_template(item["template"]).encode()
     elif "blob" in item:
-        data = read_blob(item["blob"])
-        if data is None:
+        blob = read_blob(item["blob"])
+        if blob is None:
             raise ActionError(f"render: state has no {item['blob']}; run `provision up SPEC --until pki` "
                               "(or the pki phase) first")
+        data = blob
     elif "text" in item:
         data = str(item["text"]).encode()
     else:

@@ -99,8 +99,10 @@ def status_tables(ui, spec, report, command=None) -> Group:
     else:
         extra.append(f"API: workers use the node-local proxy on {endpoint['address']}")
     for name in report.get("drifted") or []:
-        units = ", ".join(report["hosts"][name]["convergence"]["units"])
-        extra.append(f"drifted since it converged: {name} ({units} not running); repair with: "
+        drift = report["hosts"][name]["convergence"]
+        why = ([f"{', '.join(drift['units'])} not running"] if drift.get("units") else []) + \
+              ([f"changed on the host: {', '.join(drift['files'])}"] if drift.get("files") else [])
+        extra.append(f"drifted since it converged: {name} ({'; '.join(why)}); repair with: "
                      f"{command('up', extra=('--yes', '--verify'))}")
     stale = sorted(n for n, h in report["hosts"].items() if (h.get("convergence") or {}).get("state") == "stale")
     if stale:

@@ -169,3 +169,55 @@ def test_a_stopped_unit_and_a_mode_changed_by_hand_are_reported_by_status_and_re
     after = provision("status", cluster["spec"], "--state-dir", cluster["state_dir"], "-o", "json")
     assert after.returncode == 0, after.stdout
     assert {h["convergence"]["state"] for h in json.loads(after.stdout)["hosts"].values()} == {"converged"}
+
+
+def test_a_file_changed_by_hand_is_restored_by_verify_and_then_left_alone(cluster):
+    """Content drift on a converged worker: a file its boot config wrote (kubelet.env) is edited
+    by hand, mode kept. `status` reports the host drifted, naming the file (the local provider
+    reads host files without SSH); a plain `up` trusts the record and does not look; `up
+    --verify` compares every checked file's sha256 with the boot config's and puts that file
+    back, on that host only; a second `up --verify` changes nothing anywhere and `status` says
+    every host converged."""
+    from provision.providers import get_provider
+    from provision.spec import load_spec
+    worker = names(cluster, "worker")[0]
+    provider = get_provider(load_spec(cluster["spec"]), cluster["workdir"])
+    env_file = provider.host_root(worker) / "etc" / "kubernetes" / "kubelet.env"
+    original = env_file.read_bytes()
+    env_file.write_bytes(original + b"KUBELET_EXTRA_ARGS=--edited-by-hand\n")
+
+    report = json.loads(provision("status", cluster["spec"], "--state-dir", cluster["state_dir"], "-o", "json").stdout)
+    assert report["drifted"] == [worker]
+    assert report["hosts"][worker]["convergence"] == {"state": "drifted", "units": [],
+                                                      "files": ["/etc/kubernetes/kubelet.env"]}
+    text = provision("status", cluster["spec"], "--state-dir", cluster["state_dir"])
+    assert f"drifted since it converged: {worker}" in text.stdout and "changed on the host" in text.stdout
+    assert "/etc/kubernetes/kubelet.env" in text.stdout and "--verify" in text.stdout
+
+    plain = run(cluster, "up", "--yes")
+    assert touched(plain)["workers"] == [] and b"edited-by-hand" in env_file.read_bytes()
+    verified = run(cluster, "up", "--yes", "--verify")
+    workers = verified["results"]["workers"]["hosts"]
+    assert {n for n, r in workers.items() if r["changed"]} == {worker}
+    assert env_file.read_bytes() == original
+    assert env_file.stat().st_mode & 0o777 == 0o644
+
+    again = run(cluster, "up", "--yes", "--verify")
+    for phase in ROLE_PHASES:
+        assert {n for n, r in again["results"][phase]["hosts"].items() if r["changed"]} == set(), phase
+    after = json.loads(provision("status", cluster["spec"], "--state-dir", cluster["state_dir"], "-o", "json").stdout)
+    assert after["drifted"] == []
+    assert {h["convergence"]["state"] for h in after["hosts"].values()} == {"converged"}
+
+
+def test_etcd_auth_is_checked_again_only_when_verifying_or_a_member_changed(cluster):
+    """etcd's users and roles converged on the first `up` (recorded in state with a digest of
+    what the spec wants): a no-op `up` and `scale` skip their etcdctl round trips; `up
+    --verify` checks them again, and finds nothing to change."""
+    plain = run(cluster, "up", "--yes")
+    assert plain["results"]["etcd"]["auth_checked"] is False
+    assert plain["results"]["etcd"]["health"] and plain["results"]["etcd"]["auth_changes"] == []
+    verified = run(cluster, "up", "--yes", "--verify")
+    assert verified["results"]["etcd"]["auth_checked"] is True
+    assert verified["results"]["etcd"]["auth_changes"] == []
+    assert state(cluster)["etcd"]["auth_converged"]

@@ -4,12 +4,13 @@ retry, orphans reported."""
 from __future__ import annotations
 
 import collections
+import re
 
 import pytest
 
 from provision.errors import ActionError
 from provision.plan import plan
-from provision.providers.base import CAPABILITIES, HOST_KEYS, START_HOSTS, UNIT_STATES, Provider, compare
+from provision.providers.base import CAPABILITIES, FILE_STATES, HOST_KEYS, START_HOSTS, UNIT_STATES, Provider, compare
 
 from .conftest import configs_for
 
@@ -130,7 +131,8 @@ def test_planned_addresses_are_kept_or_the_provider_says_it_cannot(contract_case
     provider.teardown()
 
 
-CAPABILITY_METHODS = {START_HOSTS: "start_hosts", HOST_KEYS: "host_public_key", UNIT_STATES: "unit_states"}
+CAPABILITY_METHODS = {START_HOSTS: "start_hosts", HOST_KEYS: "host_public_key", UNIT_STATES: "unit_states",
+                      FILE_STATES: "file_states"}
 
 
 def test_optional_capabilities_are_declared_and_kept(contract_case):
@@ -165,6 +167,14 @@ def test_optional_capabilities_are_declared_and_kept(contract_case):
         assert all(isinstance(doc.get("state"), str) for per_host in units.values() for doc in per_host.values())
     else:
         assert all(per_host == {} for per_host in units.values())
+    files = {name: provider.file_states(name, ["/etc/hostname", "/etc/no-such-file"]) for name in names}
+    if FILE_STATES in provider.optional_capabilities:
+        assert all(sorted(per_host) == ["/etc/hostname", "/etc/no-such-file"] for per_host in files.values())
+        assert all(per_host["/etc/no-such-file"] is None for per_host in files.values()), files
+        assert all(re.fullmatch(r"[0-7]+:\d+:\d+ ([0-9a-f]{64}|dir)", value)
+                   for per_host in files.values() for value in per_host.values() if value is not None), files
+    else:
+        assert all(per_host == {} for per_host in files.values())
     assert provider.artifact_notes() is not None
     provider.destroy_hosts(names)
     provider.teardown()

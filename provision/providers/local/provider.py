@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -33,7 +34,7 @@ from ... import etcd_binaries, faults
 from ...errors import ActionError
 from ...plan import HostPlan
 from ...spec.model import LocalOptions
-from ..base import HOST_KEYS, START_HOSTS, UNIT_STATES, HostRecord, Provider, host_tags
+from ..base import FILE_STATES, HOST_KEYS, START_HOSTS, UNIT_STATES, HostRecord, Provider, host_tags
 from . import ignition, net
 from .image import SSHD_UNIT
 from .ignition import IGNITION
@@ -51,7 +52,7 @@ class LocalProvider(Provider):
     user_data_limit = None
     # The real Ignition engine applies each config; nothing here runs coreos-cloudinit.
     config_formats = ("ignition",)
-    optional_capabilities = frozenset({START_HOSTS, HOST_KEYS, UNIT_STATES})
+    optional_capabilities = frozenset({START_HOSTS, HOST_KEYS, UNIT_STATES, FILE_STATES})
     options: LocalOptions  # the spec's provider options, typed
 
     # -- names and places ---------------------------------------------------------------------
@@ -201,6 +202,29 @@ class LocalProvider(Provider):
     def unit_states(self, name: str) -> dict[str, dict[str, Any]]:
         """{unit: {"state": running|exited|skipped|failed|activating|dead, "reason"...}} of a host."""
         return self.supervisor.unit_states(name)
+
+    def file_states(self, name: str, paths: Sequence[str]) -> dict[str, str | None]:
+        """Read from the host's root directory; a symlink is never followed (it could point
+        out of the root), and counts as absent, as anything else that is no file or directory."""
+        root = self.host_root(name)
+        out: dict[str, str | None] = {}
+        for path in paths:
+            target = root / path.lstrip("/")
+            try:
+                if ".." in Path(path).parts or any(p.is_symlink() for p in [target, *target.parents]
+                                                   if p != root and root in p.parents):
+                    raise FileNotFoundError(path)
+                st = target.lstat()
+                owner = f"{st.st_mode & 0o7777:o}:{st.st_uid}:{st.st_gid}"
+                if stat.S_ISDIR(st.st_mode):
+                    out[path] = f"{owner} dir"
+                elif stat.S_ISREG(st.st_mode):
+                    out[path] = f"{owner} {hashlib.sha256(target.read_bytes()).hexdigest()}"
+                else:
+                    out[path] = None
+            except OSError:
+                out[path] = None
+        return out
 
     def _host_info(self, name: str) -> dict[str, Any]:
         with contextlib.suppress(OSError, ValueError):
