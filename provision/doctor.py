@@ -27,6 +27,7 @@ from .providers.base import UNIT_STATES
 
 if TYPE_CHECKING:
     from .providers.base import Provider
+    from .providers.pools import PoolProviders
     from .spec import Spec
     from .state import StateStore
 
@@ -227,7 +228,7 @@ def check_etcd(spec: Spec, store: StateStore, state: Mapping[str, Any]) -> Check
     return _result("etcd", findings, f"{len(picture['endpoints'])} member(s) healthy, quorum held")
 
 
-def check_inventory(state: Mapping[str, Any], provider: Provider) -> Check:
+def check_inventory(state: Mapping[str, Any], provider: Provider | PoolProviders) -> Check:
     from .providers.base import compare
     try:
         listed = provider.list_hosts()
@@ -261,7 +262,7 @@ def drift_findings(changes: Mapping[str, Any], digests: Mapping[str, tuple[str |
     return findings
 
 
-def check_drift(spec: Spec, store: StateStore, state: Mapping[str, Any], provider: Provider) -> Check:
+def check_drift(spec: Spec, store: StateStore, state: Mapping[str, Any], provider: Provider | PoolProviders) -> Check:
     from .changes import BOOT, config_digest, host_changes
     from .plan import plan
     hosts = state.get("hosts") or {}
@@ -285,7 +286,7 @@ def check_drift(spec: Spec, store: StateStore, state: Mapping[str, Any], provide
     return _result("drift", drift_findings(changes, digests), f"{len(changes)} host(s) match what would render")
 
 
-def check_api(spec: Spec, store: StateStore, state: Mapping[str, Any], provider: Provider) -> Check:
+def check_api(spec: Spec, store: StateStore, state: Mapping[str, Any], provider: Provider | PoolProviders) -> Check:
     """GET https://<master>:6443/healthz with the admin certificate, for each recorded master."""
     masters = {n: h for n, h in sorted((state.get("hosts") or {}).items())
                if h.get("role") == "master" and (h.get("ssh_address") or h.get("address"))}
@@ -317,7 +318,7 @@ def check_api(spec: Spec, store: StateStore, state: Mapping[str, Any], provider:
     return _result("api", findings, f"{reachable} API server(s) answer /healthz")
 
 
-def run_checks(spec: Spec, store: StateStore, state: Mapping[str, Any], provider: Provider) -> list[Check]:
+def run_checks(spec: Spec, store: StateStore, state: Mapping[str, Any], provider: Provider | PoolProviders) -> list[Check]:
     """Every check, machine first, then cluster."""
     from .etcd.cluster import member_urls
     checks = [check_tools(spec.provider.name, bool(member_urls(state))), check_permissions(store),

@@ -12,6 +12,7 @@ from .etcd import cluster
 
 if TYPE_CHECKING:
     from .providers.base import Provider
+    from .providers.pools import PoolProviders
     from .spec import Spec
     from .state import StateStore
 
@@ -86,7 +87,7 @@ def headroom_figures(spec: Spec, hosts: Mapping[str, Mapping[str, Any]], loads: 
             "available": possible - used, "reserve": spec.headroom.reserve.slots(possible)}
 
 
-def api_endpoint_status(spec: Spec, state: Mapping[str, Any], provider: Provider) -> dict[str, Any]:
+def api_endpoint_status(spec: Spec, state: Mapping[str, Any], provider: Provider | PoolProviders) -> dict[str, Any]:
     """Where nodes reach the API: the cloud load balancer (found again from the cloud) or the
     node-local proxy every worker runs."""
     if provider.api_load_balancer:
@@ -96,7 +97,7 @@ def api_endpoint_status(spec: Spec, state: Mapping[str, Any], provider: Provider
     return {"kind": "node-local proxy", "address": f"127.0.0.1:{spec.kubernetes.api_proxy_port}", "found": True}
 
 
-def cluster_status(spec: Spec, store: StateStore, state: Mapping[str, Any], provider: Provider) -> dict[str, Any]:
+def cluster_status(spec: Spec, store: StateStore, state: Mapping[str, Any], provider: Provider | PoolProviders) -> dict[str, Any]:
     """Hosts with address, provider state and unit states; orphans and missing; etcd; headroom."""
     from . import pki_ca
     from .providers.base import UNIT_STATES, compare

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shlex
 import tarfile
 from typing import Iterable, Mapping, Sequence
 

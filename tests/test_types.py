@@ -8,61 +8,7 @@ import sys
 
 from tests.conftest import REPO
 
-TYPED = (
-    "provision/api.py",
-    "provision/api_results.py",
-    "provision/app.py",
-    "provision/bootstrap.py",
-    "provision/changes.py",
-    "provision/cli.py",
-    "provision/cli_options.py",
-    "provision/cli_run.py",
-    "provision/doctor.py",
-    "provision/files.py",
-    "provision/headroom/observe.py",
-    "provision/headroom/reconcile.py",
-    "provision/placement.py",
-    "provision/plan.py",
-    "provision/resources.py",
-    "provision/saved_plan.py",
-    "provision/spec",
-    "provision/status.py",
-    "provision/ui.py",
-    "provision/phases/__init__.py",
-    "provision/phases/endpoint.py",
-    "provision/phases/etcd.py",
-    "provision/phases/flannel.py",
-    "provision/phases/fleet.py",
-    "provision/phases/hosts.py",
-    "provision/phases/kubeconfig.py",
-    "provision/phases/machines.py",
-    "provision/phases/masters.py",
-    "provision/phases/pki.py",
-    "provision/phases/render.py",
-    "provision/phases/secrets.py",
-    "provision/phases/validate.py",
-    "provision/progress.py",
-    "provision/preflight.py",
-    "provision/phases/wait.py",
-    "provision/phases/workers.py",
-    "provision/providers/__init__.py",
-    "provision/providers/aws.py",
-    "provision/providers/aws_calls.py",
-    "provision/providers/aws_instances.py",
-    "provision/providers/aws_network.py",
-    "provision/providers/aws_configs.py",
-    "provision/providers/aws_endpoint.py",
-    "provision/providers/base.py",
-    "provision/providers/local",
-    "provision/providers/vagrant.py",
-    "provision/providers/vagrant_serve.py",
-    "provision/render",
-    "provision/spec/grammar.py",
-    "provision/spec/schema.py",
-    "provision/state_s3.py",
-    "provision/verbs",
-    "provision/version_skew.py",
-)
+TYPED = ("provision",)  # the whole package: mypy reports 0 errors
 
 
 def test_listed_modules_type_check(tmp_path):
@@ -78,7 +24,7 @@ def test_listed_modules_type_check(tmp_path):
 # RunContext, protocols or `object` say more). The ceiling is the figure reached so far, so the
 # count cannot grow; lower it as modules are typed, down to the goal.
 ANY_PARAMETERS_GOAL = 15
-ANY_PARAMETERS_CEILING = 103
+ANY_PARAMETERS_CEILING = 86
 
 
 def any_parameters(root):
