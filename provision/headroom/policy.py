@@ -5,16 +5,7 @@ safety rules (min/max, halt on unknown hosts, cooldowns, who may be removed) and
 `Decision` that carries the memory for the next run (histories, timers), so the caller only
 has to persist it. The data types are in `policy_model`, the policies in `policy_rules`.
 
-Policies:
-- `containers` (Clocker): possible = containers_per_host x hosts, available = possible -
-  used; HOT (add) while reserve > available, COLD (remove) while available > reserve +
-  containers_per_host.
-- `utilization` (cluster-autoscaler): mean CPU / memory above their thresholds adds hosts
-  (enough to bring the mean back under); hosts below `scale_down_utilization` on both for
-  `scale_down_cooldown` are removable while the rest stay under the thresholds.
-- `predictive` (Stratos): each load factor is predicted as
-  average + gradient*t + 1/2*curvature*t^2 over the recorded history and sized like the
-  reactive policies, so a rising ramp is met before it arrives.
+The three policies (`containers`, `utilization`, `predictive`) are described in `policy_rules`.
 """
 from __future__ import annotations
 

@@ -7,7 +7,9 @@ import os
 import secrets
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
@@ -54,6 +56,28 @@ def provision(*args, timeout: float = 300) -> subprocess.CompletedProcess:
     """`provision ARGS` as its own process (as a user runs it)."""
     return subprocess.run([sys.executable, "-m", "provision", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
+
+
+@contextmanager
+def live_cluster(tmp: Path, prefix: str, pools: list[dict]) -> Iterator[dict]:
+    """A local cluster of `pools` brought up with `up --yes` for the block, then taken down with
+    its namespaces: {name, spec, doc, state_dir, workdir, tmp} (a module fixture yields it)."""
+    name = unique_name(prefix)
+    spec = example_spec(tmp, name, free_subnet())
+    doc = yaml.safe_load(spec.read_text())
+    doc["pools"] = pools
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    state_dir = tmp / "state"
+    c = {"name": name, "spec": spec, "doc": doc, "state_dir": state_dir, "workdir": state_dir / name, "tmp": tmp}
+    try:
+        made = provision("up", spec, "--yes", "--state-dir", state_dir, timeout=600)
+        assert made.returncode == 0, made.stderr
+        yield c
+    finally:
+        provision("down", c["spec"], "--yes", "--state-dir", state_dir)
+        from provision.providers import get_provider
+        from provision.spec import load_spec
+        get_provider(load_spec(c["spec"]), c["workdir"]).teardown()
 
 
 def processes_mentioning(text: str) -> list[int]:

@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 from cryptography import x509
 
 from provision.etcd.client import Etcd
 from provision.pki import TLSFiles
 
-from .conftest import example_spec, free_subnet, needs_root, provision, unique_name
+from .conftest import live_cluster, needs_root, provision
 from .test_rollout import QuorumWatcher, on_host, served_certificate, state
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, needs_root]
@@ -22,24 +21,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.root, needs_root]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("carot")
-    name = unique_name("ca")
-    spec = example_spec(tmp, name, free_subnet())
-    doc = yaml.safe_load(spec.read_text())
-    doc["pools"] = [{"name": "masters", "role": "master", "count": 3},
-                    {"name": "workers", "role": "worker", "count": 1}]
-    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
-    state_dir = tmp / "state"
-    c = {"name": name, "spec": spec, "doc": doc, "state_dir": state_dir, "workdir": state_dir / name, "tmp": tmp}
-    try:
-        made = provision("up", spec, "--yes", "--state-dir", state_dir, timeout=600)
-        assert made.returncode == 0, made.stderr
+    with live_cluster(tmp_path_factory.mktemp("carot"), "ca",
+                      [{"name": "masters", "role": "master", "count": 3},
+                       {"name": "workers", "role": "worker", "count": 1}]) as c:
         yield c
-    finally:
-        provision("down", c["spec"], "--yes", "--state-dir", state_dir)
-        from provision.providers import get_provider
-        from provision.spec import load_spec
-        get_provider(load_spec(c["spec"]), c["workdir"]).teardown()
 
 
 def pem_certs(data: bytes) -> list[x509.Certificate]:

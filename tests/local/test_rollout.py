@@ -27,7 +27,7 @@ from provision.etcd.client import Etcd
 from provision.pki import TLSFiles
 from provision.providers.local.net import netns_name
 
-from .conftest import REPO, cluster_namespaces, example_spec, free_subnet, needs_root, provision, unique_name
+from .conftest import REPO, cluster_namespaces, live_cluster, needs_root, provision
 from .test_cluster import no_duplicates
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, needs_root]
@@ -36,24 +36,10 @@ POLL = 0.5  # seconds between the watcher's reads
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("rollout")
-    name = unique_name("ro")
-    spec = example_spec(tmp, name, free_subnet())
-    doc = yaml.safe_load(spec.read_text())
-    doc["pools"] = [{"name": "masters", "role": "master", "count": 3},
-                    {"name": "workers", "role": "worker", "count": 2, "min": 1, "max": 3}]
-    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
-    state_dir = tmp / "state"
-    c = {"name": name, "spec": spec, "doc": doc, "state_dir": state_dir, "workdir": state_dir / name, "tmp": tmp}
-    try:
-        made = provision("up", spec, "--yes", "--state-dir", state_dir, timeout=600)
-        assert made.returncode == 0, made.stderr
+    with live_cluster(tmp_path_factory.mktemp("rollout"), "ro",
+                      [{"name": "masters", "role": "master", "count": 3},
+                       {"name": "workers", "role": "worker", "count": 2, "min": 1, "max": 3}]) as c:
         yield c
-    finally:
-        provision("down", c["spec"], "--yes", "--state-dir", state_dir)
-        from provision.providers import get_provider
-        from provision.spec import load_spec
-        get_provider(load_spec(c["spec"]), c["workdir"]).teardown()
 
 
 def change(c: dict, label: str, edit) -> Path:
