@@ -18,7 +18,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .errors import LockHeld
 from .etcd import v2
@@ -29,6 +29,9 @@ from .spec import Spec
 from .state import (StateError, StateStore, check_blob_name, describe_holder, empty_state, kept_alive,
                     next_document, parse_document)
 
+if TYPE_CHECKING:
+    import etcd  # python-etcd: untyped, so its client is Any to mypy
+
 LOCK_TTL = 60  # seconds; refreshed every LOCK_TTL/3 while held, so a crashed holder frees it soon
 
 
@@ -37,7 +40,7 @@ class EtcdStateStore(StateStore):
 
     backend = "etcd"
 
-    def __init__(self, spec: Spec, state_dir: Path, client: Any = None):
+    def __init__(self, spec: Spec, state_dir: Path, client: etcd.Client | None = None):
         super().__init__(spec.name, Path(state_dir) / spec.name)
         self.base = f"/{spec.state.prefix.strip('/')}/{spec.name}"
         self._client = client

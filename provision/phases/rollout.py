@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import dataclasses
 
@@ -28,7 +28,7 @@ from ..etcd import cluster as etcd_cluster
 from ..etcd.client import Etcd
 from ..changes import BOOT, REPLACE, boot_record, config_digest, host_changes
 from ..errors import ActionError
-from ..plan import HostPlan
+from ..plan import HostPlan, Plan
 from ..providers.base import Provider
 from . import RunContext
 
@@ -95,7 +95,7 @@ def configs_changed(ctx: RunContext, kept: Sequence[HostPlan]) -> list[str]:
     return rollout.config_changed(recorded, rendered)
 
 
-def resume_first(todo: list[rollout.Step], progress: Any, current) -> list[rollout.Step]:
+def resume_first(todo: list[rollout.Step], progress: Mapping[str, Any] | None, current: Plan) -> list[rollout.Step]:
     """The hosts a killed run was replacing come first; one whose new machine was made already
     (its boot record says keep now) is still waited for until healthy."""
     kept = {h.name: h for h in current.keep}
