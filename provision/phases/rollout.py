@@ -247,7 +247,7 @@ def remove_member(ctx: RunContext, host: HostPlan) -> None:
     ctx.log(PHASE, f"{host.name}: etcd member {mine['id']} removed ({total - 1} members left, all healthy)")
 
 
-def leader_id(access) -> str | None:
+def leader_id(access: Etcd) -> str | None:
     """The hex id of the member etcd's endpoints name as leader (None when none answers)."""
     proc = access.etcdctl("endpoint", "status", "-w", "json")
     try:
@@ -260,7 +260,7 @@ def leader_id(access) -> str | None:
     return None
 
 
-def move_leadership_off(ctx: RunContext, access, member: str, others: list[str]) -> None:
+def move_leadership_off(ctx: RunContext, access: Etcd, member: str, others: list[str]) -> None:
     """Hand leadership to another member before the leader is removed: a removed leader leaves
     the cluster without one for an election timeout; a transfer takes a heartbeat or two."""
     if leader_id(access) != member or not others:
