@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .spec import Spec
 
 BIN_DIR = "/opt/bin"
 CNI_BIN_DIR = "/opt/cni/bin"  # where containerd's CRI plugin looks for CNI plugins (its default)
@@ -75,7 +78,7 @@ CATALOGUE: dict[str, Release] = {
 }
 
 
-def spec_version(spec: Any, name: str) -> str:
+def spec_version(spec: Spec, name: str) -> str:
     return {"etcd": spec.etcd.version, "kubelet": spec.kubernetes.version,
             "flanneld": spec.network.flannel.version, "fleetd": spec.fleet.version,
             "cni-plugins": spec.network.cni_plugins_version}[name]
@@ -118,7 +121,7 @@ class Artifact:
         return self.hash.split("-", 1)[1]
 
 
-def _from_state(name: str, entry: Any) -> Artifact:
+def _from_state(name: str, entry: object) -> Artifact:
     if not isinstance(entry, dict) or not entry.get("url") or not entry.get("sha512"):
         raise UserError(f"state artifacts.{name}: needs url and sha512 (the provider that serves it "
                         "records both)")
@@ -139,7 +142,7 @@ class Unpinned:
         return self.url.rstrip("/").rsplit("/", 1)[-1]
 
 
-def release_url(spec: Any, owner: str) -> str:
+def release_url(spec: Spec, owner: str) -> str:
     """Where hosts download `owner`'s release file: upstream, or the same file name under
     `artifacts.mirror`."""
     url = CATALOGUE[owner].url.format(version=spec_version(spec, owner))
@@ -169,7 +172,7 @@ def _owner(binary: str) -> str:
     return owner
 
 
-def _catalogue_hash(spec: Any, state: Mapping[str, Any], owner: str) -> tuple[str, str, str | None]:
+def _catalogue_hash(spec: Spec, state: Mapping[str, Any], owner: str) -> tuple[str, str, str | None]:
     """(version, url, hash or None) of a catalogue download: spec, published list, pin."""
     version = spec_version(spec, owner)
     url = release_url(spec, owner)
@@ -199,7 +202,7 @@ def _served(state: Mapping[str, Any]) -> Mapping[str, Any]:
     return state.get("artifacts") or {}
 
 
-def unpinned(spec: Any, state: Mapping[str, Any], binaries: Sequence[str] | None = None) -> list[Unpinned]:
+def unpinned(spec: Spec, state: Mapping[str, Any], binaries: Sequence[str] | None = None) -> list[Unpinned]:
     """The catalogue downloads `binaries` (default: every one the spec needs) still lack a hash.
     Empty when a provider serves its own binaries (`state["artifacts"]`)."""
     if _served(state):
@@ -213,7 +216,7 @@ def unpinned(spec: Any, state: Mapping[str, Any], binaries: Sequence[str] | None
     return out
 
 
-def resolve(spec: Any, state: Mapping[str, Any], binaries: Sequence[str]) -> list[Artifact]:
+def resolve(spec: Spec, state: Mapping[str, Any], binaries: Sequence[str]) -> list[Artifact]:
     """The downloads that provide every binary in `binaries` (e.g. etcd, etcdctl, kubelet).
 
     Raises UserError naming the artifacts when no hash is known for them.
@@ -244,7 +247,7 @@ def resolve(spec: Any, state: Mapping[str, Any], binaries: Sequence[str]) -> lis
 POD_NETWORK_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 
 
-def required_binaries(spec: Any) -> list[str]:
+def required_binaries(spec: Spec) -> list[str]:
     """Every binary some host of `spec` runs from a download. With cloud-config the OS's own
     fleet and flanneld are configured instead (coreos-cloudinit)."""
     binaries = ["etcd", "etcdctl", "kubelet", *POD_NETWORK_PLUGINS]
@@ -255,6 +258,6 @@ def required_binaries(spec: Any) -> list[str]:
     return binaries
 
 
-def check(spec: Any, state: Mapping[str, Any]) -> list[Artifact]:
+def check(spec: Spec, state: Mapping[str, Any]) -> list[Artifact]:
     """Resolve every download the spec needs, so a missing hash fails before anything is made."""
     return resolve(spec, state, required_binaries(spec))

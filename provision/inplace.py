@@ -17,9 +17,14 @@ import json
 import posixpath
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from .errors import ActionError
+
+if TYPE_CHECKING:
+    from .phases import RunContext
+    from .plan import HostPlan
+    from .providers.base import Provider
 
 UNIT_DIR = "/etc/systemd/system"
 # Directories too general to tie a unit to every file under them.
@@ -136,7 +141,7 @@ def units_to_restart(payload: Payload, changed: Iterable[str]) -> list[str]:
     return out
 
 
-def update_hosts(ctx: Any, provider: Any, hosts: Sequence[Any], desired: Sequence[Any]) -> dict[str, list[str]]:
+def update_hosts(ctx: RunContext, provider: Provider, hosts: Sequence[HostPlan], desired: Sequence[HostPlan]) -> dict[str, list[str]]:
     """Write each host's changed files over SSH, restart the units they belong to, wait until
     etcd is healthy again when a member was touched, and record the config the host now
     carries. Returns {host: units restarted}."""
@@ -187,7 +192,7 @@ def update_hosts(ctx: Any, provider: Any, hosts: Sequence[Any], desired: Sequenc
     return restarted
 
 
-def restart_over_ssh(ctx: Any, host_state: Mapping[str, Any], name: str, units: Sequence[str]) -> None:
+def restart_over_ssh(ctx: RunContext, host_state: Mapping[str, Any], name: str, units: Sequence[str]) -> None:
     from . import bootstrap, pki
     outcomes = bootstrap.run_roles(ctx.spec, ctx.store.workdir, {name: host_state}, ("inplace_restart",),
                                    pki.ssh_private_key_path(ctx.store), cluster=bootstrap.cluster_hosts(ctx.state),

@@ -17,7 +17,7 @@ import secrets
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -29,8 +29,13 @@ from . import faults
 from .certs import (BACKDATE, CA, CLIENT, PEER, RENEW_BEFORE_FRACTION, SERVER, USAGES,  # noqa: F401
                     CertSpec, _fresh, _load_cert, _load_key, _name, _now, _same_public_key,
                     cert_pem, cert_sans, cert_usages, key_matches, key_pem, leaf_fits, make_ca,
-                    make_leaf, new_key)
+                    make_leaf, new_key, SigningKey)
 from .errors import ActionError, UserError
+
+if TYPE_CHECKING:
+    from .plan import HostPlan
+    from .spec import Spec
+    from .state import StateStore
 
 PREFIX = "pki/"
 FRONT_PROXY_CA = "front-proxy-ca"
@@ -50,6 +55,12 @@ BOOTSTRAP_TOKEN_TTL = dt.timedelta(hours=24)
 BOOTSTRAP_TOKEN_RENEW_BEFORE = dt.timedelta(hours=2)
 SSH_KEY = "pki/ssh/id_ed25519"
 SSH_PUB = "pki/ssh/id_ed25519.pub"
+
+
+class BlobSource(Protocol):
+    """What reads PKI blobs: a state store, or render's read-once view of one."""
+
+    def read_blob(self, name: str) -> bytes | None: ...
 
 
 @dataclass(frozen=True)
@@ -79,12 +90,12 @@ def _split_names(names: Iterable[str | None]) -> tuple[tuple[str, ...], tuple[st
     return tuple(dns), tuple(ips)
 
 
-def etcd_names(host: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def etcd_names(host: HostPlan) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """SANs of an etcd member: its name, its planned address, localhost and 127.0.0.1."""
     return _split_names([host.name, "localhost", host.address, "127.0.0.1"])
 
 
-def apiserver_names(spec: Any, hosts: Sequence[Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def apiserver_names(spec: Spec, hosts: Sequence[HostPlan]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     domain = spec.kubernetes.cluster_domain
     masters = [h for h in hosts if h.role == "master"]
     return _split_names([
@@ -113,7 +124,7 @@ def agent_identity(host: str) -> str:
     return f"etcd-agent-{host}"
 
 
-def wanted_certs(spec: Any, hosts: Sequence[Any]) -> list[CertSpec]:
+def wanted_certs(spec: Spec, hosts: Sequence[HostPlan]) -> list[CertSpec]:
     """Every leaf certificate the cluster needs for `hosts` (the planned HostPlan list)."""
     certs: list[CertSpec] = []
     for host in hosts:
@@ -153,17 +164,18 @@ def _key(name: str) -> str:
 class _PKI:
     """One pass over the store: loads what exists, makes what is missing, counts both."""
 
-    def __init__(self, spec: Any, store: Any, log: Callable[[str], None] | None):
+    def __init__(self, spec: Spec, store: StateStore, log: Callable[[str], None] | None):
         self.spec = spec
         self.store = store
         self.log = log or (lambda message: None)
         self.created: list[str] = []
         self.reused: list[str] = []
 
-    def ca(self, name: str, common_name: str) -> tuple[Any, x509.Certificate]:
+    def ca(self, name: str, common_name: str) -> tuple[SigningKey, x509.Certificate]:
         cert = _load_cert(self.store.read_blob(_crt(name)))
         key = _load_key(self.store.read_blob(_key(name)))
-        if cert is not None and key is not None and _same_public_key(key, cert) and _fresh(cert):
+        # a CA key of another type (never made here) cannot sign leaves: made again like a missing one
+        if cert is not None and isinstance(key, SigningKey) and _same_public_key(key, cert) and _fresh(cert):
             self.reused.append(name)
             return key, cert
         if cert is not None:
@@ -173,13 +185,13 @@ class _PKI:
         self._store_pair(name, key, cert)
         return key, cert
 
-    def _store_pair(self, name: str, key: Any, cert: x509.Certificate) -> None:
+    def _store_pair(self, name: str, key: SigningKey, cert: x509.Certificate) -> None:
         # key first: a crash between the two writes leaves a pair that fails its check and is made again
         self.store.write_blob(_key(name), key_pem(key), secret=True)
         self.store.write_blob(_crt(name), cert_pem(cert), secret=False)
         self.created.append(name)
 
-    def leaf(self, want: CertSpec, cas: dict[str, tuple[Any, x509.Certificate]], force: bool = False) -> None:
+    def leaf(self, want: CertSpec, cas: dict[str, tuple[SigningKey, x509.Certificate]], force: bool = False) -> None:
         ca_key, ca_cert = cas[want.issuer]
         cert = _load_cert(self.store.read_blob(_crt(want.name)))
         key = _load_key(self.store.read_blob(_key(want.name)))
@@ -247,13 +259,13 @@ def parse_token(data: bytes | None) -> tuple[str, str] | None:
     return (token_id, secret) if ok else None
 
 
-def _cas(pki: _PKI) -> dict[str, tuple[Any, x509.Certificate]]:
+def _cas(pki: _PKI) -> dict[str, tuple[SigningKey, x509.Certificate]]:
     return {CA: pki.ca(CA, f"{pki.spec.name}-ca"),
             FRONT_PROXY_CA: pki.ca(FRONT_PROXY_CA, f"{pki.spec.name}-front-proxy-ca"),
             ETCD_CA: pki.ca(ETCD_CA, f"{pki.spec.name}-etcd-ca")}
 
 
-def ensure_pki(spec: Any, store: Any, hosts: Sequence[Any], log: Callable[[str], None] | None = None) -> dict:
+def ensure_pki(spec: Spec, store: StateStore, hosts: Sequence[HostPlan], log: Callable[[str], None] | None = None) -> dict:
     """Create or reuse every certificate, key and token the cluster needs for `hosts`.
 
     Returns `{"created": [...], "reused": [...]}` (names only, no secrets).
@@ -279,7 +291,7 @@ def ensure_pki(spec: Any, store: Any, hosts: Sequence[Any], log: Callable[[str],
     return {"created": pki.created, "reused": pki.reused}
 
 
-def rotate(spec: Any, store: Any, hosts: Sequence[Any], leaf: str | None = None,
+def rotate(spec: Spec, store: StateStore, hosts: Sequence[HostPlan], leaf: str | None = None,
            log: Callable[[str], None] | None = None) -> list[str]:
     """Renew every leaf certificate (or only `leaf`) with the same CAs; returns the names renewed.
 
@@ -303,10 +315,10 @@ def rotate(spec: Any, store: Any, hosts: Sequence[Any], leaf: str | None = None,
     return renewed
 
 
-def show(spec: Any, store: Any) -> list[dict]:
+def show(spec: Spec, store: StateStore) -> list[dict]:
     """Every stored certificate: name, subject, issuer, SANs, validity and whether it verifies."""
     cas = {name: _load_cert(store.read_blob(_crt(name))) for name in CAS}
-    out = []
+    out: list[dict] = []
     now = _now()
     for blob in store.list_blobs(PREFIX):
         if not blob.endswith(".crt"):
@@ -343,7 +355,7 @@ def show(spec: Any, store: Any) -> list[dict]:
 
 # ---- what other parts use ------------------------------------------------------------------
 
-def client_tls(store: Any, name: str = "provisioner") -> TLSFiles:
+def client_tls(store: StateStore, name: str = "provisioner") -> TLSFiles:
     """Local files of the etcd client certificate `etcd-client-<name>` and the etcd CA (the old
     and the new one while a rotation has both trusted)."""
     from .pki_ca import trusted_blob
@@ -351,12 +363,12 @@ def client_tls(store: Any, name: str = "provisioner") -> TLSFiles:
                     key=store.blob_path(_key(f"etcd-client-{name}")))
 
 
-def ssh_private_key_path(store: Any) -> Path:
+def ssh_private_key_path(store: StateStore) -> Path:
     """Path of provision's own ed25519 private key (OpenSSH format, 0600)."""
     return store.blob_path(SSH_KEY)
 
 
-def ssh_public_key(store: Any) -> str:
+def ssh_public_key(store: BlobSource) -> str:
     """provision's ed25519 public key, one authorized_keys line."""
     data = store.read_blob(SSH_PUB)
     if data is None:
@@ -369,16 +381,18 @@ def format_expiry(when: dt.datetime) -> str:
     return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def bootstrap_token_expiry(store: Any) -> dt.datetime | None:
+def bootstrap_token_expiry(store: BlobSource) -> dt.datetime | None:
     """When the stored bootstrap token expires (None: no date stored, or unreadable)."""
     data = store.read_blob(BOOTSTRAP_TOKEN_EXPIRES)
+    if data is None:
+        return None
     try:
         return dt.datetime.strptime(data.decode().strip(), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
     except (AttributeError, ValueError):
         return None
 
 
-def bootstrap_token(store: Any) -> tuple[str, str]:
+def bootstrap_token(store: BlobSource) -> tuple[str, str]:
     """(id, secret) of the worker bootstrap token."""
     token = parse_token(store.read_blob(BOOTSTRAP_TOKEN))
     if token is None:

@@ -18,7 +18,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 from .errors import LockHeld
 from .etcd import v2
@@ -29,6 +29,10 @@ from .spec import Spec
 from .state import (StateError, StateStore, check_blob_name, describe_holder, empty_state, kept_alive,
                     next_document, parse_document)
 
+if TYPE_CHECKING:
+    import etcd  # python-etcd: untyped, so its client is Any to mypy
+
+_T = TypeVar("_T")
 LOCK_TTL = 60  # seconds; refreshed every LOCK_TTL/3 while held, so a crashed holder frees it soon
 
 
@@ -37,7 +41,7 @@ class EtcdStateStore(StateStore):
 
     backend = "etcd"
 
-    def __init__(self, spec: Spec, state_dir: Path, client: Any = None):
+    def __init__(self, spec: Spec, state_dir: Path, client: etcd.Client | None = None):
         super().__init__(spec.name, Path(state_dir) / spec.name)
         self.base = f"/{spec.state.prefix.strip('/')}/{spec.name}"
         self._client = client
@@ -55,7 +59,7 @@ class EtcdStateStore(StateStore):
                         key=Path(os.environ.get("ETCDCTL_KEY", "")))
 
     @property
-    def client(self) -> Any:
+    def client(self) -> etcd.Client:
         if self._client is None:
             self._client = v2.client(self._endpoints, self._tls())
         return self._client
@@ -64,7 +68,7 @@ class EtcdStateStore(StateStore):
         """The same etcd through etcdctl (v3 API, same client certificate): for the lock."""
         return Etcd(self._endpoints, self._tls())
 
-    def _call(self, what: str, fn, *args, **kwargs):
+    def _call(self, what: str, fn: Callable[..., _T], *args: object, **kwargs: object) -> _T:
         import etcd
         try:
             return fn(*args, **kwargs)

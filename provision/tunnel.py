@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from .errors import ActionError
 
 if TYPE_CHECKING:
+    import paramiko
+
     from .spec import Spec
     from .state import StateStore
 
@@ -69,7 +71,7 @@ class Tunnel:
         self._client = client
         return self
 
-    def _load_host_keys(self, client: Any) -> bool:
+    def _load_host_keys(self, client: paramiko.SSHClient) -> bool:
         """Load the keys this host may present; whether one was known for its address."""
         import paramiko
         keys = client.get_host_keys()
@@ -85,10 +87,11 @@ class Tunnel:
     def _key_name(self) -> str:
         return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
 
-    def _remember(self, client: Any) -> None:
+    def _remember(self, client: paramiko.SSHClient) -> None:
         """Append the key seen for a new address to known_hosts (accept-new)."""
-        key = client.get_transport().get_remote_server_key()
-        assert self.known_hosts is not None
+        transport = client.get_transport()
+        assert transport is not None and self.known_hosts is not None  # called once connected
+        key = transport.get_remote_server_key()
         self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(self.known_hosts, "a") as f:
             f.write(f"{self._key_name()} {key.get_name()} {key.get_base64()}\n")
@@ -169,7 +172,7 @@ class Tunnel:
         conn.close()
 
 
-def _copy(read: Callable[[int], bytes], write: Callable[[bytes], Any], done: socket.socket | None) -> None:
+def _copy(read: Callable[[int], bytes], write: Callable[[bytes], object], done: socket.socket | None) -> None:
     """Copy until end of file or an error; then tell the local end (if given) no more comes."""
     try:
         while True:

@@ -164,6 +164,32 @@ def test_a_replaced_ca_reissues_every_leaf(tri):
     assert all(c["verified"] for c in pki.show(spec, store))
 
 
+def test_a_ca_key_of_a_type_that_cannot_sign_leaves_is_replaced(tri):
+    # provision makes RSA or ECDSA keys only; an Ed25519 CA put in the store by hand matches its
+    # certificate but cannot sign with SHA-256: a new CA is made instead of failing on each leaf
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.x509.oid import NameOID
+    spec, store, state, hosts = tri
+    key = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hand-made-ca")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, None))
+    store.write_blob("pki/ca.key", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                     serialization.NoEncryption()), secret=True)
+    store.write_blob("pki/ca.crt", cert.public_bytes(serialization.Encoding.PEM), secret=False)
+    summary = pki.ensure_pki(spec, store, hosts)
+    assert "ca" in summary["created"]
+    made = serialization.load_pem_private_key(store.read_blob("pki/ca.key"), password=None)
+    assert isinstance(made, ec.EllipticCurvePrivateKey)
+    assert all(c["verified"] for c in pki.show(spec, store))
+
+
 def test_a_corrupt_leaf_is_made_again(tri):
     spec, store, state, hosts = tri
     store.write_blob("pki/admin.crt", b"not a certificate", secret=False)

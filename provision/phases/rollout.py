@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import dataclasses
 
@@ -28,7 +28,7 @@ from ..etcd import cluster as etcd_cluster
 from ..etcd.client import Etcd
 from ..changes import BOOT, REPLACE, boot_record, config_digest, host_changes
 from ..errors import ActionError
-from ..plan import HostPlan
+from ..plan import HostPlan, Plan
 from ..providers.base import Provider
 from . import RunContext
 
@@ -95,7 +95,7 @@ def configs_changed(ctx: RunContext, kept: Sequence[HostPlan]) -> list[str]:
     return rollout.config_changed(recorded, rendered)
 
 
-def resume_first(todo: list[rollout.Step], progress: Any, current) -> list[rollout.Step]:
+def resume_first(todo: list[rollout.Step], progress: Mapping[str, Any] | None, current: Plan) -> list[rollout.Step]:
     """The hosts a killed run was replacing come first; one whose new machine was made already
     (its boot record says keep now) is still waited for until healthy."""
     kept = {h.name: h for h in current.keep}
@@ -247,7 +247,7 @@ def remove_member(ctx: RunContext, host: HostPlan) -> None:
     ctx.log(PHASE, f"{host.name}: etcd member {mine['id']} removed ({total - 1} members left, all healthy)")
 
 
-def leader_id(access) -> str | None:
+def leader_id(access: Etcd) -> str | None:
     """The hex id of the member etcd's endpoints name as leader (None when none answers)."""
     proc = access.etcdctl("endpoint", "status", "-w", "json")
     try:
@@ -260,7 +260,7 @@ def leader_id(access) -> str | None:
     return None
 
 
-def move_leadership_off(ctx: RunContext, access, member: str, others: list[str]) -> None:
+def move_leadership_off(ctx: RunContext, access: Etcd, member: str, others: list[str]) -> None:
     """Hand leadership to another member before the leader is removed: a removed leader leaves
     the cluster without one for an election timeout; a transfer takes a heartbeat or two."""
     if leader_id(access) != member or not others:

@@ -18,7 +18,7 @@ import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import jinja2
 
@@ -29,6 +29,12 @@ from ..resources import data_dir
 from . import cloudconfig, ignition, mounts
 from .machine import File, Machine, Unit, _file, build_machine, parse_items, secret_items
 from .userdata import FittedUserData, compress_ignition, fit_user_data, pointer_config
+
+if TYPE_CHECKING:
+    from ..pki import BlobSource
+    from ..plan import HostPlan
+    from ..spec import PoolSpec, Spec
+    from ..state import StateStore
 
 __all__ = ["Rendered", "render_cluster", "render_secrets", "render_files", "write_rendered", "fit_user_data", "FittedUserData",
            "compress_ignition", "pointer_config", "config_file_name", "INDEX"]
@@ -76,7 +82,7 @@ class _BytecodeCache(jinja2.FileSystemBytecodeCache):
     owner checked); an entry is used only while its template's source checksum matches. One
     that cannot be written costs only the compile again."""
 
-    def dump_bytecode(self, bucket: Any) -> None:
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
         try:
             super().dump_bytecode(bucket)
         except OSError:
@@ -102,12 +108,12 @@ def _environment() -> jinja2.Environment:
                               autoescape=False, bytecode_cache=_bytecode_cache(), auto_reload=False)
 
 
-def config_file_name(spec: Any, role: str, pool: str, host: str | None) -> str:
+def config_file_name(spec: Spec, role: str, pool: str, host: str | None) -> str:
     suffix = ".yaml" if spec.os.config == "cloud-config" else ".ign"
     return f"{host}{suffix}" if host else f"pool-{pool}{suffix}"
 
 
-def _etcd_member(h: Any) -> dict[str, str]:
+def _etcd_member(h: HostPlan) -> dict[str, str]:
     where = h.address or h.name
     return {
         "name": h.name,
@@ -120,7 +126,7 @@ def _etcd_member(h: Any) -> dict[str, str]:
     }
 
 
-def _cluster_context(spec: Any, state: Mapping[str, Any], store: Any, hosts: Sequence[Any]) -> dict[str, Any]:
+def _cluster_context(spec: Spec, state: Mapping[str, Any], store: BlobSource, hosts: Sequence[HostPlan]) -> dict[str, Any]:
     members = [_etcd_member(h) for h in hosts if h.etcd]
     if not members:
         raise UserError("etcd.count: the plan has no etcd member to render")
@@ -161,7 +167,7 @@ def _cluster_context(spec: Any, state: Mapping[str, Any], store: Any, hosts: Seq
     }
 
 
-def _api_endpoint(spec: Any, masters: Sequence[Any], state: Mapping[str, Any]) -> dict[str, Any]:
+def _api_endpoint(spec: Spec, masters: Sequence[HostPlan], state: Mapping[str, Any]) -> dict[str, Any]:
     """Where nodes reach the API: masters their own kube-apiserver; workers the cloud load
     balancer when state records one (phase endpoint), else the node-local proxy on 127.0.0.1
     (haproxy, kubespray's pattern), which forwards to every master's 6443. Either way the loss
@@ -178,7 +184,7 @@ def _api_endpoint(spec: Any, masters: Sequence[Any], state: Mapping[str, Any]) -
     }
 
 
-def _machine_context(base: dict[str, Any], spec: Any, role: str, pool: Any, host: Any) -> dict[str, Any]:
+def _machine_context(base: dict[str, Any], spec: Spec, role: str, pool: PoolSpec, host: HostPlan | None) -> dict[str, Any]:
     labels = {"provision.io/pool": pool.name, "provision.io/role": role, **dict(pool.labels)}
     ctx = dict(base)
     ctx.update({
@@ -218,13 +224,13 @@ def _role_items(env: jinja2.Environment, ctx: dict[str, Any]) -> list[dict[str, 
     return parse_items(env.get_template(role_template).render(ctx), role_template)
 
 
-def machine_secrets(env: jinja2.Environment, store: Any, ctx: dict[str, Any]) -> dict[str, File]:
+def machine_secrets(env: jinja2.Environment, store: BlobSource, ctx: dict[str, Any]) -> dict[str, File]:
     """The secret files (private keys, tokens) of one machine config: path -> File."""
     items = secret_items(_role_items(env, ctx))
     return build_machine(items, lambda name: env.get_template(name).render(ctx), store.read_blob).secrets
 
 
-def render_machine(env: jinja2.Environment, spec: Any, state: Mapping[str, Any], store: Any,
+def render_machine(env: jinja2.Environment, spec: Spec, state: Mapping[str, Any], store: BlobSource,
                    ctx: dict[str, Any]) -> tuple[bytes, dict[str, File]]:
     """(the boot config, its secret files kept out of it)."""
     items = _role_items(env, ctx)
@@ -263,7 +269,7 @@ class _BlobReads:
     """A store's `read_blob`, each blob read once: every machine embeds the same CA, keys and
     tokens, and a shared state backend (etcd, s3) answers each read over the network."""
 
-    def __init__(self, store: Any):
+    def __init__(self, store: StateStore):
         self._store = store
         self._read: dict[str, bytes | None] = {}
 
@@ -274,11 +280,11 @@ class _BlobReads:
         return self._read[name]
 
 
-def render_cluster(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: Sequence[Any]) -> Rendered:
+def render_cluster(spec: Spec, state: Mapping[str, Any], pki_store: StateStore, hosts: Sequence[HostPlan]) -> Rendered:
     """Render every distinct machine config for `hosts` (the plan's desired HostPlans)."""
     env = _environment()
-    pki_store = _BlobReads(pki_store)
-    base = _cluster_context(spec, state, pki_store, hosts)
+    blobs = _BlobReads(pki_store)
+    base = _cluster_context(spec, state, blobs, hosts)
     rendered = Rendered(index={"hosts": {}})
     per_host_workers = spec.provider.name in NODE_ADDRESS_PROVIDERS
     for host in hosts:
@@ -286,11 +292,11 @@ def render_cluster(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: S
             continue
         name = config_file_name(spec, host.role, host.pool, host.name)
         ctx = _machine_context(base, spec, host.role, spec.pool(host.pool), host)
-        rendered.files[name], rendered.secrets[name] = render_machine(env, spec, state, pki_store, ctx)
+        rendered.files[name], rendered.secrets[name] = render_machine(env, spec, state, blobs, ctx)
     for pool in spec.worker_pools if not per_host_workers else ():
         name = config_file_name(spec, "worker", pool.name, None)
         ctx = _machine_context(base, spec, "worker", pool, None)
-        rendered.files[name], rendered.secrets[name] = render_machine(env, spec, state, pki_store, ctx)
+        rendered.files[name], rendered.secrets[name] = render_machine(env, spec, state, blobs, ctx)
     for host in hosts:
         shared = host.role == "worker" and not per_host_workers
         name = config_file_name(spec, host.role, host.pool, None if shared else host.name)
@@ -298,7 +304,7 @@ def render_cluster(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: S
     return rendered
 
 
-def render_secrets(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: Sequence[Any],
+def render_secrets(spec: Spec, state: Mapping[str, Any], pki_store: StateStore, hosts: Sequence[HostPlan],
                    names: Sequence[str]) -> dict[str, dict[str, File]]:
     """The secret files each of `names` receives over SSH: {host: {path: File}}. `hosts` are the
     plan's desired HostPlans (the configs are made in their context); a worker of a pool that
@@ -306,7 +312,7 @@ def render_secrets(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: S
     return _per_host(spec, state, pki_store, hosts, names, machine_secrets)
 
 
-def machine_files(env: jinja2.Environment, store: Any, ctx: dict[str, Any]) -> dict[str, File]:
+def machine_files(env: jinja2.Environment, store: BlobSource, ctx: dict[str, Any]) -> dict[str, File]:
     """The files one machine config writes with their contents, units (Ignition's
     /etc/systemd/system/NAME) included: path -> File. Downloads and secrets are not among them."""
     items = [i for i in _role_items(env, ctx) if not i.get("secret")]
@@ -319,20 +325,20 @@ def machine_files(env: jinja2.Environment, store: Any, ctx: dict[str, Any]) -> d
     return out
 
 
-def render_files(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: Sequence[Any],
+def render_files(spec: Spec, state: Mapping[str, Any], pki_store: StateStore, hosts: Sequence[HostPlan],
                  names: Sequence[str]) -> dict[str, dict[str, File]]:
     """What each of `names` has on disk from its boot config: {host: {path: File}} (see
     `machine_files`), for the roles to compare with the host's files (content drift)."""
     return _per_host(spec, state, pki_store, hosts, names, machine_files)
 
 
-def _per_host(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: Sequence[Any], names: Sequence[str],
-              pick: Callable[[jinja2.Environment, Any, dict[str, Any]], dict[str, File]]
+def _per_host(spec: Spec, state: Mapping[str, Any], pki_store: StateStore, hosts: Sequence[HostPlan], names: Sequence[str],
+              pick: Callable[[jinja2.Environment, BlobSource, dict[str, Any]], dict[str, File]]
               ) -> dict[str, dict[str, File]]:
     """`pick(env, store, machine context)` for each of `names`, once per shared worker config."""
     env = _environment()
-    pki_store = _BlobReads(pki_store)
-    base = _cluster_context(spec, state, pki_store, hosts)
+    blobs = _BlobReads(pki_store)
+    base = _cluster_context(spec, state, blobs, hosts)
     per_host_workers = spec.provider.name in NODE_ADDRESS_PROVIDERS
     by_name = {h.name: h for h in hosts}
     pools: dict[str, dict[str, File]] = {}
@@ -343,13 +349,13 @@ def _per_host(spec: Any, state: Mapping[str, Any], pki_store: Any, hosts: Sequen
             raise ActionError(f"render: host {name} is not in the plan")
         if host.role == "worker" and not per_host_workers:
             if host.pool not in pools:
-                pools[host.pool] = pick(env, pki_store, _machine_context(
+                pools[host.pool] = pick(env, blobs, _machine_context(
                     base, spec, "worker", spec.pool(host.pool), None))
             out[name] = dict(pools[host.pool])
         else:
-            out[name] = pick(env, pki_store, _machine_context(base, spec, host.role, spec.pool(host.pool), host))
+            out[name] = pick(env, blobs, _machine_context(base, spec, host.role, spec.pool(host.pool), host))
         if pick is machine_secrets:  # each host's own agent identity travels with its secrets only
-            out[name].update(_agent_identity(pki_store, name))
+            out[name].update(_agent_identity(blobs, name))
     return out
 
 
