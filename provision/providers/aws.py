@@ -23,7 +23,7 @@ client port. Hosts keep their public addresses either way.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 from .. import placement
 from ..errors import ActionError
@@ -138,7 +138,7 @@ class AWSProvider(AWSInstances):
             time.sleep(2)
         dependency = Backoff(attempts=10, base=1.0, cap=15.0)
 
-        def delete(operation: str, **params: Any) -> None:
+        def delete(operation: str, **params: object) -> None:
             from botocore.exceptions import ClientError
 
             def call():

@@ -12,12 +12,15 @@ whether the first try made the resource after all, so a lost answer never makes 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..errors import ActionError
 from ..spec.model import AWSOptions
 from .base import TAG_CLUSTER, Provider
 from .retry import Backoff, call_with_retry
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
 
 TAG_BATCH = "provision:batch"      # ClientToken of the RunInstances that made the host
 TAG_INDICES = "provision:indices"  # host indices of that batch, in launch order ("0-4,7")
@@ -145,14 +148,14 @@ class AWSCalls(Provider):
             self._client = self._make_client("ec2", self.max_attempts)
         return self._client
 
-    def client(self, service: str, *, endpoint_url: str | None = None, **config: object) -> Any:
+    def client(self, service: str, *, endpoint_url: str | None = None, **config: object) -> BaseClient:
         """A new boto3 client of `service` in the provider's region: `client_config` (adaptive
         retries, the provider's attempt budget, timeouts) plus `config` (botocore Config
         options), retries reported in the log. Every AWS client of the provider (EC2, ELBv2, S3,
         STS) is made here; `endpoint_url` overrides the endpoint boto3 would pick."""
         return self._make_client(service, self.max_attempts, endpoint_url=endpoint_url, **config)
 
-    def _make_client(self, service: str, attempts: int, *, endpoint_url: str | None = None, **config: object) -> Any:
+    def _make_client(self, service: str, attempts: int, *, endpoint_url: str | None = None, **config: object) -> BaseClient:
         import boto3
         options: dict[str, Any] = {"connect_timeout": 10, "read_timeout": 60, **config}
         client = boto3.session.Session().client(service, region_name=self.options.region, endpoint_url=endpoint_url,
@@ -160,7 +163,7 @@ class AWSCalls(Provider):
         client.meta.events.register("needs-retry", self._log_retry)
         return client
 
-    def _elbv2_client(self) -> Any:
+    def _elbv2_client(self) -> BaseClient:
         """The ELBv2 client the API load balancer uses (single-attempt while looking first)."""
         if self._looking_first:
             return self._single_attempt_client("elbv2")
@@ -173,7 +176,7 @@ class AWSCalls(Provider):
             self._single_attempt[service] = self._make_client(service, 1)
         return self._single_attempt[service]
 
-    def _log_retry(self, response=None, attempts: int = 0, caught_exception=None, operation=None, **_: Any) -> None:
+    def _log_retry(self, response=None, attempts: int = 0, caught_exception=None, operation=None, **_: object) -> None:
         """Say when botocore is about to retry a call (it decides; this only reports)."""
         if attempts >= self.max_attempts or self._looking_first:
             return
@@ -216,10 +219,10 @@ class AWSCalls(Provider):
         except BotoCoreError as err:
             raise ActionError(f"aws {what}: {err}") from None
 
-    def _call(self, operation: str, **params: Any) -> Any:
+    def _call(self, operation: str, **params: object) -> Any:
         return self._retry(lambda: getattr(self.ec2, operation)(**params), operation)
 
-    def _paginate(self, operation: str, key: str, **params: Any) -> list[dict[str, Any]]:
+    def _paginate(self, operation: str, key: str, **params: object) -> list[dict[str, Any]]:
         def pages() -> list[dict[str, Any]]:
             items: list[dict[str, Any]] = []
             for page in self.ec2.get_paginator(operation).paginate(**params):

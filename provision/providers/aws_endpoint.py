@@ -5,9 +5,12 @@ and tagged with the cluster; found by name before anything is made, removed by `
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .base import HostRecord
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
 
 Retry = Callable[[Callable[[], Any], str], Any]
 FindOrCreate = Callable[[str, Callable[[], "str | None"], Callable[[], str]], str]
@@ -19,7 +22,7 @@ class APILoadBalancer:
     `retry(call, what)` runs a call with the provider's backoff; `find_or_create(what, find,
     create)` looks before every creating try; `tags` are the resources' tags as an AWS TagSet."""
 
-    def __init__(self, cluster: str, region: str, client: Callable[[], Any], retry: Retry,
+    def __init__(self, cluster: str, region: str, client: Callable[[], BaseClient], retry: Retry,
                  find_or_create: FindOrCreate, log: Callable[[str], None], tags: list[dict[str, str]]):
         self.cluster = cluster
         self.region = region
@@ -30,7 +33,7 @@ class APILoadBalancer:
         self.tags = tags
 
     @property
-    def elbv2(self) -> Any:
+    def elbv2(self) -> BaseClient:
         return self.client()
 
     @property
@@ -42,7 +45,7 @@ class APILoadBalancer:
             name = f"{self.cluster[:21]}-{digest}-api"
         return name
 
-    def _find(self, operation: str, key: str, **params: Any) -> dict[str, Any] | None:
+    def _find(self, operation: str, key: str, **params: object) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError
         try:
             found = getattr(self.elbv2, operation)(**params)[key]

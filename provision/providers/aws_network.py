@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 
 from .. import placement
 from ..errors import ActionError
+from ..spec.model import AWSOptions
 from .aws_calls import FLATCAR_OWNER, TAG_ZONE_SLOT, AWSCalls
 
 
@@ -196,7 +197,7 @@ class AWSNetwork(AWSCalls):
 GROUP_KINDS = ("nodes", "masters", "etcd")
 
 
-def wanted_permissions(kind: str, groups: Mapping[str, str], options: Any) -> list[dict[str, Any]]:
+def wanted_permissions(kind: str, groups: Mapping[str, str], options: AWSOptions) -> list[dict[str, Any]]:
     """Ingress of each group, one source per rule.
 
     nodes (every host): SSH from provider.ssh_cidrs, kubelet's 10250 from masters only, flannel

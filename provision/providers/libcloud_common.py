@@ -6,9 +6,12 @@ from __future__ import annotations
 import inspect
 import re
 import socket
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .base import UserDataLimit
+
+if TYPE_CHECKING:
+    from libcloud.compute.base import NodeImage, NodeLocation, NodeSize
 
 USER_DATA_ARGS = ("ex_userdata", "ex_user_data")
 # Published user-data limits of the clouds behind some drivers; others are not enforced here.
@@ -85,7 +88,7 @@ def construct_driver(cls: type, key: str, kwargs: dict[str, Any]) -> Any:
 CONNECTION_ARGS = ("host", "port", "secure")
 
 
-def pick_location(locations: Sequence[Any], image: Any, sizes: Sequence[Any]) -> Any | None:
+def pick_location(locations: Sequence[NodeLocation], image: NodeImage, sizes: Sequence[NodeSize]) -> NodeLocation | None:
     """The first location that has the image and every size wanted (where the driver says
     which regions an image or size is in, as DigitalOcean's does)."""
     image_regions = set((getattr(image, "extra", None) or {}).get("regions") or [])

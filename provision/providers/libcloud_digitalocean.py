@@ -20,9 +20,13 @@ import base64
 import hashlib
 import json
 import re
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from libcloud.compute.base import Node
+    from libcloud.compute.drivers.digitalocean import DigitalOcean_v2_NodeDriver
 
 ANYWHERE = {"addresses": ["0.0.0.0/0", "::/0"]}
 FLANNEL_PORTS = {"vxlan": ("udp", "8472"), "udp": ("udp", "8285")}
@@ -94,7 +98,7 @@ def firewall_rules(cluster: str, flannel_backend: str) -> dict[str, list[dict[st
     return {"inbound_rules": inbound, "outbound_rules": outbound}
 
 
-def paginated(driver: Any, path: str, key: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+def paginated(driver: DigitalOcean_v2_NodeDriver, path: str, key: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
     """Every item of a listing, following `links.pages.next` page by page."""
     page = 1
     while True:
@@ -105,14 +109,14 @@ def paginated(driver: Any, path: str, key: str, params: dict[str, Any] | None = 
         page += 1
 
 
-def list_tagged_droplets(driver: Any, cluster: str) -> list[Any]:
+def list_tagged_droplets(driver: DigitalOcean_v2_NodeDriver, cluster: str) -> list[Node]:
     """The droplets carrying the cluster tag, as libcloud nodes (checked again on our side)."""
     tag = cluster_tag(cluster)
     return [driver._to_node(d) for d in paginated(driver, "/v2/droplets", "droplets", {"tag_name": tag})
             if tag in (d.get("tags") or [])]
 
 
-def ensure_keys(driver: Any, cluster: str, public_keys: Sequence[str], log) -> list[int]:
+def ensure_keys(driver: DigitalOcean_v2_NodeDriver, cluster: str, public_keys: Sequence[str], log) -> list[int]:
     """The account key id of each authorized key: found by fingerprint, or created and named
     for the cluster."""
     existing = {k.fingerprint: k for k in driver.list_key_pairs()}
@@ -128,7 +132,7 @@ def ensure_keys(driver: Any, cluster: str, public_keys: Sequence[str], log) -> l
     return ids
 
 
-def remove_keys(driver: Any, cluster: str, log) -> None:
+def remove_keys(driver: DigitalOcean_v2_NodeDriver, cluster: str, log) -> None:
     """Delete the keys this cluster created (by their name), and no other."""
     for key in driver.list_key_pairs():
         if is_our_key_name(cluster, key.name):
@@ -136,13 +140,13 @@ def remove_keys(driver: Any, cluster: str, log) -> None:
             driver.delete_key_pair(key)
 
 
-def find_firewall(driver: Any, cluster: str) -> dict[str, Any] | None:
+def find_firewall(driver: DigitalOcean_v2_NodeDriver, cluster: str) -> dict[str, Any] | None:
     name = firewall_name(cluster)
     return next((f for f in paginated(driver, "/v2/firewalls", "firewalls")
                  if f.get("name") == name and cluster_tag(cluster) in (f.get("tags") or [])), None)
 
 
-def ensure_firewall(driver: Any, cluster: str, flannel_backend: str, log) -> dict[str, Any]:
+def ensure_firewall(driver: DigitalOcean_v2_NodeDriver, cluster: str, flannel_backend: str, log) -> dict[str, Any]:
     found = find_firewall(driver, cluster)
     if found is not None:
         return found
@@ -152,7 +156,7 @@ def ensure_firewall(driver: Any, cluster: str, flannel_backend: str, log) -> dic
     return driver.connection.request("/v2/firewalls", method="POST", data=json.dumps(body)).object["firewall"]
 
 
-def remove_firewall(driver: Any, cluster: str, log) -> None:
+def remove_firewall(driver: DigitalOcean_v2_NodeDriver, cluster: str, log) -> None:
     found = find_firewall(driver, cluster)
     if found is not None:
         log(f"removing cloud firewall {found['name']}")

@@ -28,7 +28,7 @@ import hashlib
 import inspect
 import json
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..errors import ActionError, UserError
 from ..plan import HostPlan
@@ -40,6 +40,9 @@ from .libcloud_common import (CONNECTION_ARGS, STATE_MAP, USER_DATA_ARGS, USER_D
                               version_key)
 from .libcloud_lb import LibcloudLoadBalancer, lb_driver_name
 from .retry import Backoff, call_with_retry
+
+if TYPE_CHECKING:
+    from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeLocation, NodeSize
 
 __all__ = ["STATE_MAP", "USER_DATA_LIMITS", "LibcloudProvider", "accepted_args", "construct_driver", "label_to_tag",
            "libcloud_retryable", "pick_location", "tag_to_label", "version_key"]
@@ -126,7 +129,7 @@ class LibcloudProvider(Provider):
         return self._driver
 
     @staticmethod
-    def _override_connection(driver: Any, kwargs: Mapping[str, Any]) -> None:
+    def _override_connection(driver: NodeDriver, kwargs: Mapping[str, Any]) -> None:
         """Apply LIBCLOUD_HOST/PORT/SECURE to the connection when the driver dropped them."""
         conn = getattr(driver, "connection", None)
         if conn is None or not any(k in kwargs for k in CONNECTION_ARGS):
@@ -178,7 +181,7 @@ class LibcloudProvider(Provider):
                 return pool.name, pool.role
         return "", ""
 
-    def _tags_of(self, node: Any) -> dict[str, str]:
+    def _tags_of(self, node: Node) -> dict[str, str]:
         extra = node.extra or {}
         if isinstance(extra.get("tags"), list):  # DigitalOcean: plain string tags
             return do.tags_as_mapping(extra["tags"])
@@ -208,14 +211,14 @@ class LibcloudProvider(Provider):
                 out.append(node)
         return out
 
-    def _record(self, node: Any) -> HostRecord:
+    def _record(self, node: Node) -> HostRecord:
         tags = self._tags_of(node)
         pool, role = self._pool_of(node.name or "")
         state = STATE_MAP.get(str(node.state).lower(), "unknown")
         return HostRecord(name=node.name, pool=tags.get(TAG_POOL, pool), role=tags.get(TAG_ROLE, role),
                           provider_id=str(node.id), state=state,
-                          private_address=(node.private_ips or [None])[0],
-                          public_address=(node.public_ips or [None])[0])
+                          private_address=node.private_ips[0] if node.private_ips else None,
+                          public_address=node.public_ips[0] if node.public_ips else None)
 
     def list_hosts(self) -> list[HostRecord]:
         records = [self._record(n) for n in self._nodes()]
@@ -313,7 +316,7 @@ class LibcloudProvider(Provider):
             self._retry(lambda: do.remove_firewall(self.driver, self.spec.name, self.log), "remove firewall")
             self._retry(lambda: do.remove_keys(self.driver, self.spec.name, self.log), "remove SSH keys")
 
-    def _location(self, image: Any, sizes: Sequence[Any]) -> Any | None:
+    def _location(self, image: NodeImage, sizes: Sequence[NodeSize]) -> NodeLocation | None:
         """`provider.location`, or when null the driver's first location that has the image
         and the sizes (a driver whose create_node needs no location gets none). DigitalOcean
         takes no region at connection: there `provider.region` names the location."""

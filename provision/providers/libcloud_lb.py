@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ActionError
 from .base import TAG_CLUSTER, HostRecord
+
+if TYPE_CHECKING:
+    from libcloud.loadbalancer.base import LoadBalancer
 
 API_PORT = 6443
 
@@ -91,7 +94,7 @@ class LibcloudLoadBalancer:
         from libcloud.loadbalancer.drivers import elb  # its request path, as its own calls use it
         return self.driver.connection.request(elb.ROOT, params={"Action": action, **params}).object
 
-    def _tags(self, balancer: Any) -> dict[str, str] | None:
+    def _tags(self, balancer: LoadBalancer) -> dict[str, str] | None:
         """The balancer's tags where the driver lists them (ELB), else None."""
         if not self.is_elb:
             return None
@@ -109,7 +112,7 @@ class LibcloudLoadBalancer:
                      "not ours, left alone")
         return None
 
-    def endpoint(self, balancer: Any) -> dict[str, str]:
+    def endpoint(self, balancer: LoadBalancer) -> dict[str, str]:
         return {"kind": self.kind, "dns_name": str(balancer.ip), "load_balancer": str(balancer.id)}
 
     def ensure(self) -> dict[str, str]:

@@ -11,9 +11,14 @@ load-balancer service in its catalog gets none: nodes use the node-local proxy.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .base import HostRecord
+
+if TYPE_CHECKING:
+    from openstack.load_balancer.v2.load_balancer import LoadBalancer
+
+    from .openstack import OpenStackProvider
 
 API_PORT = 6443
 KIND = "openstack-octavia"
@@ -25,7 +30,7 @@ class Octavia:
     """The API load balancer of one OpenStackProvider (`provider`: its connection, retries,
     shared network and floating IPs)."""
 
-    def __init__(self, provider: Any):
+    def __init__(self, provider: OpenStackProvider):
         self.provider = provider
         self._available: bool | None = None
 
@@ -45,7 +50,7 @@ class Octavia:
                                                         "look up the load-balancer service"))
         return self._available
 
-    def _find(self, kind: str, **query: Any) -> Any:
+    def _find(self, kind: str, **query: object) -> Any:
         listing = getattr(self.api, kind)
         found = self.provider._retry(lambda: [x for x in listing(name=self.name, **query) if x.name == self.name],
                                      f"list {kind}")
@@ -56,7 +61,7 @@ class Octavia:
             lambda: self.api.wait_for_load_balancer(lb_id, interval=WAIT_INTERVAL, wait=WAIT_SECONDS),
             "wait for the API load balancer")
 
-    def _ensure(self, kind: str, create: Any, lb_id: str, **query: Any) -> Any:
+    def _ensure(self, kind: str, create: Callable[[], Any], lb_id: str, **query: object) -> Any:
         def attempt():
             found = self._find(kind, **query)
             if found is not None:
@@ -87,7 +92,7 @@ class Octavia:
             name=self.name, pool_id=pool.id, type="TCP", delay=10, timeout=5, max_retries=3, tags=tags), lb.id)
         return self._endpoint(lb, attach=True)
 
-    def _endpoint(self, lb: Any, attach: bool) -> dict[str, str]:
+    def _endpoint(self, lb: LoadBalancer, attach: bool) -> dict[str, str]:
         address = lb.vip_address
         o = self.provider.options
         if o.external_network and o.floating_ips and lb.vip_port_id:
@@ -117,9 +122,10 @@ class Octavia:
             if not address or address in have:
                 continue
             self.provider.log(f"adding {master.name} to the API load balancer")
-            self.provider._retry(lambda m=master, a=address: self.api.create_member(
-                pool, name=m.name, address=a, protocol_port=API_PORT, subnet_id=subnet.subnet_id),
-                f"add API load balancer member {master.name}")
+            def add_member(m: HostRecord = master, a: str = address) -> Any:
+                return self.api.create_member(pool, name=m.name, address=a, protocol_port=API_PORT,
+                                              subnet_id=subnet.subnet_id)
+            self.provider._retry(add_member, f"add API load balancer member {master.name}")
             self._wait_active(lb.id)
             have.add(address)
 

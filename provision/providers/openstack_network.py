@@ -6,11 +6,14 @@ from __future__ import annotations
 import functools
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from .base import network_inside
 from .openstack_base import OpenStackBase
+
+if TYPE_CHECKING:
+    from openstack.network.v2.security_group_rule import SecurityGroupRule
 
 # Subnets provision creates keep their first addresses out of Neutron's allocation pool: the
 # gateway, the cloud's own ports and the plan's fixed addresses (from the 10th host address on,
@@ -266,7 +269,7 @@ def key_material(public_key: str | None) -> tuple[str, ...]:
     return tuple((public_key or "").split()[:2])
 
 
-def rule_key(rule: Any, group_id: str) -> tuple:
+def rule_key(rule: SecurityGroupRule | dict[str, object], group_id: str) -> tuple:
     get = rule.get if isinstance(rule, dict) else (lambda k, d=None: getattr(rule, k, d))
     return (get("protocol"), get("port_range_min"), get("port_range_max"), get("remote_ip_prefix"),
             get("remote_group_id"))

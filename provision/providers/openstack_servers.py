@@ -6,7 +6,7 @@ import functools
 import base64
 import dataclasses
 import time
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 from ..errors import ActionError, UserError
 from ..plan import HostPlan
@@ -14,10 +14,28 @@ from .base import TAG_CLUSTER, TAG_HOST, TAG_POOL, TAG_ROLE, HostRecord, host_ta
 from .openstack_base import DELETE_TIMEOUT, WAIT_POLL_CAP
 from .openstack_network import OpenStackNetwork
 
+if TYPE_CHECKING:
+    from openstack.compute.v2.server import Server
+    from openstack.network.v2.floating_ip import FloatingIP
+
 STATE_MAP = {"ACTIVE": "running", "BUILD": "pending", "REBUILD": "pending", "REBOOT": "running",
              "HARD_REBOOT": "running", "SHUTOFF": "stopped", "SUSPENDED": "stopped", "PAUSED": "stopped",
              "DELETED": "terminated", "SOFT_DELETED": "terminated", "ERROR": "failed"}
 SERVER_GROUP_POLICY = "soft-anti-affinity"  # spread when the cloud can, never refuse to boot
+
+
+class Named(Protocol):
+    """What a floating IP is made for: a host record, or the API load balancer's name."""
+
+    @property
+    def name(self) -> str: ...
+
+
+class PortRef(Protocol):
+    """A port a floating IP goes on: a Neutron port, or just the id of one (a VIP's)."""
+
+    @property
+    def id(self) -> str: ...
 
 
 def pick_image(images: Sequence[Any]) -> Any:
@@ -25,7 +43,7 @@ def pick_image(images: Sequence[Any]) -> Any:
     return max(images, key=lambda i: (getattr(i, "created_at", None) or "", i.id))
 
 
-def server_fault(server: Any) -> str:
+def server_fault(server: Server) -> str:
     fault = getattr(server, "fault", None) or {}
     message = (fault.get("message") or "no fault recorded").strip()
     return f"{message} (code {fault['code']})" if fault.get("code") else message
@@ -98,10 +116,10 @@ class OpenStackServers(OpenStackNetwork):
         return [s for s in servers if (s.metadata or {}).get(TAG_CLUSTER) == self.spec.name]
 
     @staticmethod
-    def _going(server: Any) -> bool:
+    def _going(server: Server) -> bool:
         return server.status in ("DELETED", "SOFT_DELETED") or getattr(server, "task_state", None) == "deleting"
 
-    def _record(self, server: Any) -> HostRecord:
+    def _record(self, server: Server) -> HostRecord:
         meta = server.metadata or {}
         private = public = None
         for addresses in (server.addresses or {}).values():
@@ -233,10 +251,10 @@ class OpenStackServers(OpenStackNetwork):
             changed = True
         return changed
 
-    def _floating_ips(self, **query: Any) -> list[Any]:
+    def _floating_ips(self, **query: object) -> list[FloatingIP]:
         return self._retry(lambda: list(self.conn.network.ips(**query)), "list floating IPs")
 
-    def _ensure_floating_ip(self, record: HostRecord, port: Any) -> None:
+    def _ensure_floating_ip(self, record: Named, port: PortRef) -> None:
         net = self.conn.network
         host_tag = f"{TAG_HOST}={record.name}"
         tags = [self.cluster_tag, host_tag]

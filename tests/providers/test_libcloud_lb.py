@@ -103,7 +103,12 @@ def test_up_puts_the_elb_in_the_certificate_and_the_worker_configs(libcloud_ec2_
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert lb["DNSName"] in sans.get_values_for_type(x509.DNSName)
     worker = json.loads(store.read_blob("rendered/pool-workers.ign"))
-    conf = yaml.safe_load(ignition_file(worker, "/etc/kubernetes/kube-proxy.conf"))
+    # kube-proxy is a DaemonSet reading a ConfigMap (an addon a master's config carries)
+    from provision.plan import plan
+    master = next(h.name for h in plan(load_spec(path), store.read()).desired if h.role == "master")
+    configmap = yaml.safe_load(ignition_file(json.loads(store.read_blob(f"rendered/{master}.ign")),
+                                             "/etc/kubernetes/addons/kube-proxy-configmap.yaml"))
+    conf = yaml.safe_load(configmap["data"]["kubeconfig.conf"])
     assert conf["clusters"][0]["cluster"]["server"] == f"https://{lb['DNSName']}:6443"
     assert not any(f["path"].startswith("/etc/provision/api-proxy") for f in worker["storage"]["files"])
     again = cli("up", path, "--yes", "--until", "render", "--state-dir", state_dir)
