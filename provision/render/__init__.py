@@ -224,7 +224,7 @@ def machine_secrets(env: jinja2.Environment, store: Any, ctx: dict[str, Any]) ->
     return build_machine(items, lambda name: env.get_template(name).render(ctx), store.read_blob).secrets
 
 
-def _with_mounted_digest(env: jinja2.Environment, store: Any, ctx: dict[str, Any],
+def _with_mounted_digest(env: jinja2.Environment, store: "_BlobReads", ctx: dict[str, Any],
                          items: list[dict[str, Any]]) -> dict[str, Any]:
     """`ctx` with the template function the control-plane manifests name a digest of the files
     they mount with (see render.mounts)."""
