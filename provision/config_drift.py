@@ -30,7 +30,7 @@ def configs_changed(spec: Spec, state: Mapping[str, Any], store: StateStore, cur
             served = get_provider(spec, store.workdir).artifacts()
             view = dict(state, artifacts=served) if served else state
         rendered = render_cluster(spec, view, store, current.desired)
-    except (ActionError, UserError, MissingBlob):
+    except (ActionError, UserError, MissingBlob, OSError):
         return []
     now = {h.name: config_digest(rendered.config_for(h.name)) for h in current.keep if recorded.get(h.name)}
     return rollout.config_changed(recorded, now)
