@@ -143,7 +143,11 @@ class Cluster:
         skew = check_version_skew(self.spec, state, [(h.name, h.role) for h in result.create])
         if not skew.allowed:
             raise UserError(skew.reason)
-        changes = host_changes(self.spec, state, result)
+        from . import rollout
+        from .config_drift import configs_changed
+        # kept hosts whose config renders differently now (after `pki rotate`): up updates them in place
+        changes = rollout.with_config_changes(host_changes(self.spec, state, result),
+                                              configs_changed(self.spec, state, self.store, result))
         saved = saved_plan(self.spec, state, self.store.list_blobs(), result, changes) if save else None
         return PlanReview(plan=result, changes=changes, kubernetes_version_order=tuple(skew.order),
                           pool_providers=pool_providers_needs(self.spec, state), saved=saved)

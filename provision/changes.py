@@ -134,13 +134,14 @@ class HostChange:
     name: str
     action: str  # keep | update | replace | unknown
     fields: tuple[FieldChange, ...] = ()
+    because: str = ""  # why, when no spec field is the cause (its rendered config changed)
 
     @property
     def reason(self) -> str:
         if self.action == UNKNOWN:
             return "state has no record of the config this host booted with (made by an older provision)"
         if not self.fields:
-            return ""
+            return self.because
         forcing = [c.field for c in self.fields if c.forces_replacement]
         others = [c.field for c in self.fields if not c.forces_replacement]
         parts = [f"{', '.join(forcing)} (forces replacement)"] if forcing else []

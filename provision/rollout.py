@@ -63,6 +63,18 @@ def config_changed(recorded: Mapping[str, str | None], rendered: Mapping[str, st
     return sorted(name for name, now in rendered.items() if now and recorded.get(name) and recorded[name] != now)
 
 
+def with_config_changes(changes: Mapping[str, HostChange], configs_changed: Iterable[str]) -> dict[str, HostChange]:
+    """`changes` with each kept host of `configs_changed` (no spec field changes it, its
+    rendered config differs from the one it carries) an in-place update, as `steps` makes it:
+    what `plan` shows after `pki rotate`."""
+    out = dict(changes)
+    for name in configs_changed:
+        change = out.get(name)
+        if change is not None and change.action == KEEP:
+            out[name] = HostChange(name, UPDATE, because=CONFIG_CHANGED)
+    return out
+
+
 def steps(changes: Mapping[str, HostChange], desired: Sequence[Any], workers_first: bool = False,
           configs_changed: Iterable[str] = ()) -> list[Step]:
     """The hosts to update or replace, masters first, then etcd hosts, then workers (plan order

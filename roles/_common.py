@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shlex
 from typing import Iterable, Mapping, Sequence
 
 from pyinfra import host
 from pyinfra.operations import files as file_ops
+from pyinfra.operations import server
 
 from .facts import PathStates, UnitStates
 
@@ -61,3 +63,25 @@ def kubelet_directories() -> None:
     them before kubelet runs lets static pods land."""
     file_ops.directory(name="static pod manifests", path="/etc/kubernetes/manifests", mode="755", _sudo=True)
     file_ops.directory(name="kubelet state", path="/var/lib/kubelet", mode="700", _sudo=True)
+
+
+# Files earlier versions put on nodes and this one does not. kube-proxy's static pod used one
+# client key shared by every node; kube-proxy is now a DaemonSet (an addon of the first master).
+RETIRED = ("/etc/kubernetes/manifests/kube-proxy.yaml", "/etc/kubernetes/kube-proxy.conf",
+           "/etc/kubernetes/pki/kube-proxy.key", "/etc/kubernetes/pki/kube-proxy.crt")
+
+
+def remove_retired(report: dict) -> None:
+    """Remove the RETIRED files found on the current host, when host data `remove_retired` says
+    so: the phases set it only once state records the addons applied (the kube-proxy DaemonSet
+    exists), so no node is ever left without kube-proxy."""
+    if not host.data.get("remove_retired"):
+        return
+    entry = report.setdefault(host.name, {"missing": [], "units": {}, "notes": []})
+    current = host.get_fact(PathStates, paths=list(RETIRED), _sudo=True)
+    retired = [path for path in RETIRED if current.get(path) is not None]
+    if retired:
+        # the static pod's manifest first: kubelet stops the pod, then its key goes
+        server.shell(name=f"remove {len(retired)} retired files", _sudo=True,
+                     commands=["rm -f " + " ".join(shlex.quote(p) for p in retired)])
+        entry["notes"].append(f"{len(retired)} retired files removed")

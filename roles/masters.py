@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 
-from ._common import check, kubelet_directories
+from ._common import check, kubelet_directories, remove_retired
 
 FILES = ["/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/pki/apiserver.crt", "/etc/kubernetes/pki/apiserver.key",
          "/etc/kubernetes/pki/sa.key", "/etc/kubernetes/pki/sa.pub", "/etc/kubernetes/admin.conf",
@@ -18,3 +18,4 @@ UNITS = ["kubelet.service", "provision-host-agent.service"]
 def apply(report: dict) -> None:
     check(report, FILES, UNITS)
     kubelet_directories()
+    remove_retired(report)

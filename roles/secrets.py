@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import shlex
 import tarfile
 from typing import Iterable, Mapping, Sequence
 
@@ -30,10 +29,6 @@ from .facts import PathStates
 UPLOAD_DIR = "/run/provision-upload"
 ARCHIVE = "secrets.tar"
 TOKEN_SECRET = "/etc/kubernetes/addons/bootstrap-token.yaml"  # the first master's copy of the token Secret
-# Files earlier versions put on hosts and this one does not: removed where found. kube-proxy's
-# static pod used one client key shared by every node; kube-proxy is now a DaemonSet.
-RETIRED = ("/etc/kubernetes/manifests/kube-proxy.yaml", "/etc/kubernetes/kube-proxy.conf",
-           "/etc/kubernetes/pki/kube-proxy.key", "/etc/kubernetes/pki/kube-proxy.crt")
 # Which unit reads which key (for a restart once a key changed).
 CONSUMERS = {
     "/etc/ssl/etcd/server.key": "etcd-member.service",
@@ -96,14 +91,10 @@ def apply(report: dict) -> None:
         entry["notes"].append("no secret_files data given: nothing delivered")
         return
     secret_dirs = list(host.data.get("secret_dirs") or ())
-    paths = secret_dirs + [path for path, _, _ in secret_files] + list(RETIRED)
+    # (kube-proxy's retired static pod and key are removed by the node roles, once the addons
+    # that replace it are applied: roles/_common.remove_retired)
+    paths = secret_dirs + [path for path, _, _ in secret_files]
     current = host.get_fact(PathStates, paths=paths, _sudo=True)
-    retired = [path for path in RETIRED if current.get(path) is not None]
-    if retired:
-        # the static pod's manifest first: kubelet stops the pod, then its key goes
-        server.shell(name=f"remove {len(retired)} retired files", _sudo=True,
-                     commands=["rm -f " + " ".join(shlex.quote(p) for p in retired)])
-        entry["notes"].append(f"{len(retired)} retired files removed")
     dirs, stale = differing(secret_files, secret_dirs, current)
     entry["written"] = sorted(path for path, _, _ in stale)  # paths only: an in-place update restarts their readers
     entry["notes"].append(f"{len(stale)} of {len(secret_files)} secret files to write"

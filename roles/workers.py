@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 
-from ._common import check, kubelet_directories
+from ._common import check, kubelet_directories, remove_retired
 
 FILES = ["/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/bootstrap-kubeconfig", "/etc/kubernetes/kubelet.env",
          "/etc/systemd/system/kubelet.service", "/etc/provision/host-agent.env"]
@@ -15,3 +15,4 @@ UNITS = ["kubelet.service", "provision-host-agent.service"]
 def apply(report: dict) -> None:
     check(report, FILES, UNITS)
     kubelet_directories()
+    remove_retired(report)

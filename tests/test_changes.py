@@ -150,3 +150,39 @@ def test_up_says_per_host_what_its_rollout_does_and_warns_when_the_phases_leave_
     assert len(warnings) == 5
     assert warnings[0] == ("warning: demo-masters-0: needs replacement (os.channel (forces replacement)); the "
                            "phases chosen leave out `rollout`, so the host stays as it is (see `provision plan`)")
+
+def test_plan_after_pki_rotate_lists_running_hosts_as_in_place_updates(cli, tmp_path):
+    """`pki rotate` changes no spec field, only the configs hosts would render now: `plan` (text
+    and json) says update, with rollout's reason, for each host `up` would update in place; before
+    the rotation, the same state plans keep everywhere."""
+    from provision.render import INDEX
+    from provision.rollout import CONFIG_CHANGED
+    from tests.test_convergence import rendered_context
+    ctx, _ = rendered_context(tmp_path)
+    index = json.loads(ctx.store.read_blob("rendered/" + INDEX))["hosts"]
+    current = plan(ctx.spec, ctx.state)
+    ctx.state["hosts"] = {
+        h.name: {"pool": h.pool, "role": h.role, "index": h.index, "etcd": h.etcd, "address": h.address,
+                 BOOT: boot_record(ctx.spec, h, current.desired,
+                                   ctx.store.read_blob("rendered/" + index[h.name]["config"]))}
+        for h in current.desired}
+    ctx.store.write(ctx.state)
+    names = sorted(ctx.state["hosts"])
+    state_dir = ctx.store.workdir.parent
+    spec_path = tmp_path / "cluster.yaml"  # what rendered_context wrote
+
+    def planned() -> dict:
+        result = cli("plan", spec_path, "--state-dir", state_dir, "-o", "json")
+        assert result.code == 0, result.err
+        return json.loads(result.out)["changes"]
+
+    assert {n: c["action"] for n, c in planned().items()} == {n: "keep" for n in names}
+    rotated = cli("pki", "rotate", spec_path, "--state-dir", state_dir)
+    assert rotated.code == 0, rotated.err
+    after = planned()
+    assert {n: c["action"] for n, c in after.items()} == {n: "update" for n in names}
+    assert all(c["because"] == CONFIG_CHANGED and c["fields"] == [] for c in after.values())
+    text = cli("plan", spec_path, "--state-dir", state_dir)
+    assert text.code == 0
+    words = " ".join(text.out.split())
+    assert f"(of those kept: {len(names)} update)" in words

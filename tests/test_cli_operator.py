@@ -47,7 +47,8 @@ def long_spec(tmp_path) -> Path:
 # ---- 1. state made explicit -------------------------------------------------------------------
 
 @pytest.mark.parametrize("verb", [["plan"], ["up", "--dry-run"], ["status"], ["kubeconfig"], ["pki", "show"],
-                                  ["pki", "rotate"], ["down"], ["headroom", "--explain"]])
+                                  ["pki", "rotate"], ["pki", "rotate-ca", "--ca", "etcd"], ["down"],
+                                  ["headroom", "--explain"]])
 def test_every_verb_that_reads_state_names_it_first(cli, tmp_path, verb):
     state_dir = tmp_path / "st"
     words, options = (verb[:2], verb[2:]) if verb[0] == "pki" else (verb[:1], verb[1:])
@@ -146,6 +147,7 @@ def _verbs(spec, state_dir, out):
         ["render", spec, *s, "--out", out / "r"], ["up", spec, *s, "--dry-run"], ["up", spec, *s],
         ["up", spec, *s, "--only", "pki", "--yes"], ["status", spec, "--state-dir", out / "none"],
         ["kubeconfig", spec, *s], ["pki", "show", spec, *s], ["pki", "rotate", spec, *s, "--leaf", "admin"],
+        ["pki", "rotate-ca", spec, *s, "--ca", "etcd"],
         ["scale", spec, "workers", "3", *s], ["headroom", spec, *s, "--explain"],
         ["headroom", "install", spec, *s], ["headroom", "history", spec, *s],
         ["down", spec, "--state-dir", out / "none"],
@@ -157,7 +159,7 @@ def _verbs(spec, state_dir, out):
 def test_every_verb_answers_json_in_one_envelope(cli, tmp_path):
     state_dir, out = tmp_path / "st", tmp_path / "out"
     out.mkdir()
-    seen = set()
+    seen, seen_pki = set(), set()
     for args in _verbs(LOCAL, state_dir, out):
         result = cli("-o", "json", *args)
         doc = json.loads(result.out)
@@ -169,8 +171,11 @@ def test_every_verb_answers_json_in_one_envelope(cli, tmp_path):
         if doc["ok"] and args[0] not in ("init", "schema", "validate", "completion"):
             assert doc["state"], args  # (a refusal before state is read may have none)
         seen.add(args[0])
+        if args[0] == "pki":
+            seen_pki.add(args[1])
     from provision.cli import cli as group
     assert seen >= set(group.commands)  # every verb of the CLI
+    assert seen_pki >= set(group.commands["pki"].commands)  # and every pki subcommand
 
 
 def test_headroom_install_says_files_either_way(cli, tmp_path, monkeypatch):
@@ -416,7 +421,9 @@ def test_help_lists_verbs_in_workflow_order_with_whole_summaries():
 def test_every_verb_has_examples_and_up_lists_the_phases(cli):
     from provision.cli import cli as group
     from provision.phases import PHASE_NAMES
-    verbs = [[v] for v in group.commands] + [["pki", "show"], ["pki", "rotate"]]
+    pki_verbs = [["pki", "show"], ["pki", "rotate"], ["pki", "rotate-ca"]]
+    assert {v[1] for v in pki_verbs} == set(group.commands["pki"].commands)  # no pki subcommand left out
+    verbs = [[v] for v in group.commands] + pki_verbs
     for verb in verbs:
         result = cli(*verb, "--help")
         assert result.code == 0 and "Examples:" in result.out, verb

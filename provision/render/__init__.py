@@ -230,6 +230,14 @@ def machine_secrets(env: jinja2.Environment, store: BlobSource, ctx: dict[str, A
     return build_machine(items, lambda name: env.get_template(name).render(ctx), store.read_blob).secrets
 
 
+def _with_mounted_digest(env: jinja2.Environment, store: BlobSource, ctx: dict[str, Any],
+                         items: list[dict[str, Any]]) -> dict[str, Any]:
+    """`ctx` with the template function the control-plane manifests name a digest of the files
+    they mount with (see render.mounts)."""
+    return dict(ctx, mounted_digest=mounts.mounted_digest(items, lambda item: _file(
+        item, lambda name: env.get_template(name).render(ctx), store.read_blob).data))
+
+
 def render_machine(env: jinja2.Environment, spec: Spec, state: Mapping[str, Any], store: BlobSource,
                    ctx: dict[str, Any]) -> tuple[bytes, dict[str, File]]:
     """(the boot config, its secret files kept out of it)."""
@@ -240,8 +248,7 @@ def render_machine(env: jinja2.Environment, spec: Spec, state: Mapping[str, Any]
     machine = Machine()
     _add_artifacts(machine, env, ctx, downloads, cloud_config)
     # the control-plane manifests name a digest of the files they mount (see render.mounts)
-    ctx = dict(ctx, mounted_digest=mounts.mounted_digest(items, lambda item: _file(
-        item, lambda name: env.get_template(name).render(ctx), store.read_blob).data))
+    ctx = _with_mounted_digest(env, store, ctx, items)
     built = build_machine(items, lambda name: env.get_template(name).render(ctx), store.read_blob)
     for f in built.files.values():
         machine.add_file(f)
@@ -315,7 +322,9 @@ def render_secrets(spec: Spec, state: Mapping[str, Any], pki_store: StateStore, 
 def machine_files(env: jinja2.Environment, store: BlobSource, ctx: dict[str, Any]) -> dict[str, File]:
     """The files one machine config writes with their contents, units (Ignition's
     /etc/systemd/system/NAME) included: path -> File. Downloads and secrets are not among them."""
-    items = [i for i in _role_items(env, ctx) if not i.get("secret")]
+    every = _role_items(env, ctx)
+    ctx = _with_mounted_digest(env, store, ctx, every)  # the manifests name it, as in the boot config
+    items = [i for i in every if not i.get("secret")]
     built = build_machine(items, lambda name: env.get_template(name).render(ctx), store.read_blob)
     out = dict(built.files)
     if ctx["spec"].os.config != "cloud-config":  # cloud-init places units elsewhere

@@ -51,6 +51,32 @@ create_addons() {
   done < "$BOOTSTRAP_ADDONS/index"
 }
 
+object_name() {
+  # metadata.name of one of our manifests (block style, two-space indent), checked against the
+  # object name grammar before it reaches a URL
+  name=$(awk '/^metadata:/ {m=1; next} m && /^[^ ]/ {m=0} m && /^  name:/ {print $2; exit}' "$1")
+  case $name in
+    ""|*[!a-z0-9.:-]*) echo "bootstrap: $1: no usable metadata.name" >&2; return 1 ;;
+  esac
+  printf %s "$name"
+}
+
+apply_addons() {
+  # Server-side apply of every file of the index (PATCH to the object's own URL): creates what is
+  # missing and updates what changed, so a running cluster gets new and changed addons and a
+  # re-run changes nothing.
+  while read -r path file; do
+    [ -n "$path" ] || continue
+    name=$(object_name "$BOOTSTRAP_ADDONS/$file") || return 1
+    code=$(kube_curl -o /dev/null -w '%{http_code}' -X PATCH -H 'Content-Type: application/apply-patch+yaml' \
+      --data-binary "@$BOOTSTRAP_ADDONS/$file" "$BOOTSTRAP_API$path/$name?fieldManager=provision&force=true")
+    case $code in
+      200|201) echo "bootstrap: $file applied ($code)" ;;
+      *) echo "bootstrap: $file not applied ($code)" >&2; return 1 ;;
+    esac
+  done < "$BOOTSTRAP_ADDONS/index"
+}
+
 delete_old_tokens() {
   # After a renewal: every other bootstrap token Secret provision made for this cluster goes (the
   # label says whose; tokens made by anyone else stay). Names are checked against the token
@@ -70,11 +96,12 @@ delete_old_tokens() {
 }
 
 # Each step runs alone too: bootstrap.sh flannel | addons | token (the unit runs the first two;
-# provision runs `token` when it renewed the bootstrap token: the new Secret, with its expiry,
-# then the old one is deleted).
+# provision runs `addons` when the rendered addons differ from what was last applied, and
+# `token` when it renewed the bootstrap token: the new Secret, with its expiry, then the old
+# one is deleted).
 case "${1:-all}" in
   flannel) write_flannel_config ;;
-  addons) wait_for_api; create_addons ;;
+  addons) wait_for_api; apply_addons ;;
   token) wait_for_api; create_addons bootstrap-token.yaml; delete_old_tokens ;;
   # Once provision's etcd phase has turned etcd auth on, the v3 JSON gateway refuses this write
   # (etcd ignores certificate names there); provision's flannel phase writes the same key.

@@ -68,12 +68,19 @@ def test_first_up_bootstraps_every_host_and_records_it(cluster):
     assert sorted(records[workers[0]]) == ["flannel", "fleet", "secrets", "workers"]
     # the secrets record keeps a digest of the host's keys and certificates (a renewed key re-delivers)
     assert len(records[workers[0]]["secrets"]["secrets"]) == 64
+    # the first master applied the addons (a local host runs no API: the files are checked, the
+    # apply step is a no-op) and state records what it applied; then the node roles were told to
+    # remove kube-proxy's retired files
+    assert cluster["first"]["results"]["masters"]["addons"]["applied"] is True
+    assert state(cluster)["addons"]["host"] == masters[0] and len(state(cluster)["addons"]["applied"]) == 64
+    assert records[workers[0]]["workers"]["retired"] == "removed"
 
 
 def test_noop_up_runs_the_roles_on_no_host(cluster):
     document = run(cluster, "up", "--yes")
     assert touched(document) == {phase: [] for phase in ROLE_PHASES}
     assert document["results"]["wait"]["logged_in"] == []
+    assert document["results"]["masters"]["addons"]["applied"] is False  # nothing changed since
     assert document["results"]["workers"]["converged"] == len(names(cluster, "worker"))
     assert document["results"]["etcd"]["members"]  # the constant-cost cluster check still ran
     assert document["changed"] == []

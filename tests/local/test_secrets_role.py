@@ -4,6 +4,8 @@ nothing, a changed key is rewritten (and only it), and a run without the phase's
 nothing."""
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from provision import bootstrap
@@ -104,9 +106,12 @@ def test_a_renewed_token_secret_is_sent_to_the_api_by_the_first_master(host):
     assert run(host, renewed).operations == 0
 
 
-def test_the_retired_kube_proxy_files_are_removed_on_a_rerun(host):
+def test_the_retired_kube_proxy_files_go_only_once_the_addons_are_applied(host):
     """A host set up by an earlier version still has kube-proxy's static pod, its kubeconfig and
-    the client key every node shared: the role removes them (and only them); a re-run does nothing."""
+    the client key every node shared. The secrets role leaves them (the `secrets` phase runs
+    before the addons that replace them are applied); the node role removes them (and only them)
+    when its phase says the addons are recorded applied (`remove_retired`), and not before; a
+    re-run does nothing."""
     run(host, bundle())
     root = host["root"]
     leftovers = ["etc/kubernetes/manifests/kube-proxy.yaml", "etc/kubernetes/kube-proxy.conf",
@@ -119,8 +124,50 @@ def test_the_retired_kube_proxy_files_are_removed_on_a_rerun(host):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert all((root / p).exists() for p in leftovers)
-    outcome = run(host, bundle())
-    assert outcome.error is None and outcome.changed == 1, outcome  # one removal, nothing else differs
+    assert run(host, bundle()).operations == 0  # the secrets role: nothing to deliver, nothing removed
+    assert all((root / p).exists() for p in leftovers)
+
+    def node_role(remove: bool):
+        return bootstrap.run_roles(host["spec"], host["workdir"], host["hosts"], ("masters",), host["key"],
+                                   data={"remove_retired": remove})[host["name"]]
+
+    before = node_role(False)  # addons not recorded applied: kept
+    assert before.error is None and all((root / p).exists() for p in leftovers)
+    assert not any("retired" in note for note in before.notes)
+    removed = node_role(True)
+    assert removed.error is None and removed.changed == 1 and "4 retired files removed" in removed.notes, removed
     assert [p for p in leftovers if (root / p).exists()] == []
-    assert all((root / p.lstrip("/")).read_bytes() == f.data for p, f in bundle().items())
-    assert run(host, bundle()).operations == 0
+    assert all((root / p.lstrip("/")).read_bytes() == f.data for p, f in bundle().items())  # nothing else touched
+    again = node_role(True)
+    assert again.error is None and again.changed == 0  # no removal left to do
+
+
+def test_the_addons_role_writes_the_addon_files_that_differ_then_applies(host):
+    """Role `addons` (the masters phase runs it on the first master when the rendered addons
+    differ from what state records as applied): the addon files land root's with their modes,
+    then the apply step runs (`bootstrap.sh addons`, on systemd hosts whose bootstrap is done; a
+    local host runs no API and the step does nothing there); a re-run writes nothing and applies
+    again (the apply itself is idempotent)."""
+    root = host["root"]
+    files = [["/etc/kubernetes/addons/index", 0o644, b"/api/v1/namespaces/kube-system/serviceaccounts sa.yaml\n"],
+             ["/etc/kubernetes/addons/sa.yaml", 0o644, b"kind: ServiceAccount\n"],
+             ["/opt/provision/bootstrap.sh", 0o755, b"#!/bin/sh\nexit 0\n"]]
+
+    def addons_role(given):
+        return bootstrap.run_roles(host["spec"], host["workdir"], host["hosts"], ("addons",), host["key"],
+                                   host_only={host["name"]: {"addon_files": given}})[host["name"]]
+
+    first = addons_role(files)
+    assert first.error is None, first
+    assert first.extra["written"] == sorted(p for p, _, _ in files)
+    assert first.changed == len(files) + 1  # each file, then the apply step
+    for path, mode, data in files:
+        on_host = root / path.lstrip("/")
+        st = on_host.stat()
+        assert on_host.read_bytes() == data and (st.st_mode & 0o7777, st.st_uid) == (mode, 0), path
+    changed = [files[0], files[1][:2] + [b"kind: ServiceAccount\nmetadata: {name: x}\n"], files[2]]
+    second = addons_role(changed)
+    assert second.error is None and second.extra["written"] == ["/etc/kubernetes/addons/sa.yaml"]
+    assert (root / "etc/kubernetes/addons/sa.yaml").read_bytes() == changed[1][2]
+    third = addons_role(changed)
+    assert third.error is None and third.extra["written"] == [] and third.changed == 1  # the apply only
