@@ -42,6 +42,17 @@ def applied(state: Mapping[str, Any]) -> str | None:
     return (state.get(STATE_KEY) or {}).get("applied")
 
 
+# The node phases whose roles remove the files the addons replace; their convergence records
+# carry RETIRED_RECORD once the addons are applied, so every node runs its role once then.
+NODE_PHASES = ("masters", "workers")
+RETIRED_RECORD = {"retired": "removed"}
+
+
+def record_fields(state: Mapping[str, Any], phase: str) -> dict[str, str]:
+    """What a host's convergence record for `phase` carries besides the common fields."""
+    return dict(RETIRED_RECORD) if phase in NODE_PHASES and applied(state) is not None else {}
+
+
 def needs_apply(state: Mapping[str, Any], first_master: str, files: Mapping[str, File]) -> bool:
     """Whether the addons rendered now differ from what the first master last applied (or
     another host was the first master then)."""

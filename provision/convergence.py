@@ -79,6 +79,13 @@ def wanted_records(spec, store, hosts: Mapping[str, Mapping[str, Any]]) -> dict[
             for name, host in sorted(hosts.items())}
 
 
+def phase_record(state: Mapping[str, Any], record: Mapping[str, Any], phase: str) -> dict[str, Any]:
+    """`record` (from wanted_records) as `phase` records it: the node phases add what the addons
+    ask of them (see addons.record_fields)."""
+    from .addons import record_fields
+    return {**record, **record_fields(state, phase)}
+
+
 def recorded(state: Mapping[str, Any], name: str, phase: str) -> dict[str, Any] | None:
     return ((state.get(RECORDS) or {}).get(name) or {}).get(phase)
 
@@ -145,7 +152,8 @@ def hosts_to_bootstrap(spec, store, state: Mapping[str, Any], hosts: Mapping[str
     wanted = wanted_records(spec, store, hosts)
     out = set(never_converged(state, hosts))
     for name, host in hosts.items():
-        if any(recorded(state, name, phase) != wanted[name] for phase in bootstrap_phases(spec, host)):
+        if any(recorded(state, name, phase) != phase_record(state, wanted[name], phase)
+               for phase in bootstrap_phases(spec, host)):
             out.add(name)
     return sorted(out)
 

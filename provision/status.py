@@ -153,7 +153,7 @@ def convergence_report(spec: Spec, store: StateStore, state: Mapping[str, Any], 
     out: dict[str, dict[str, Any]] = {}
     for name, host in live.items():
         phases = [p for p in convergence.bootstrap_phases(spec, host)
-                  if convergence.recorded(state, name, p) != wanted[name]]
+                  if convergence.recorded(state, name, p) != convergence.phase_record(state, wanted[name], p)]
         down = sorted(u for u, d in ((hosts.get(name) or {}).get("units") or {}).items()
                       if d["state"] not in UNIT_OK + ("skipped",))
         if phases:

@@ -20,7 +20,7 @@ def retired_removal(ctx: RunContext, hosts: Mapping[str, Any]) -> tuple[dict[str
     the addons are recorded applied; the record field makes every host run its role once then."""
     if addons.applied(ctx.state) is None:
         return {"remove_retired": False}, {}
-    return {"remove_retired": True}, {name: {"retired": "removed"} for name in hosts}
+    return {"remove_retired": True}, {name: addons.record_fields(ctx.state, "masters") for name in hosts}
 
 
 def apply_addons(ctx: RunContext, hosts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:

@@ -80,6 +80,10 @@ def test_noop_up_runs_the_roles_on_no_host(cluster):
     document = run(cluster, "up", "--yes")
     assert touched(document) == {phase: [] for phase in ROLE_PHASES}
     assert document["results"]["wait"]["logged_in"] == []
+    # the node phases' records carry the addons' field: a converged host is not checked again
+    assert document["results"]["wait"]["checked"] == []
+    status = run(cluster, "status")
+    assert {n: h["convergence"]["state"] for n, h in status["hosts"].items()} == {n: "converged" for n in names(cluster)}
     assert document["results"]["masters"]["addons"]["applied"] is False  # nothing changed since
     assert document["results"]["workers"]["converged"] == len(names(cluster, "worker"))
     assert document["results"]["etcd"]["members"]  # the constant-cost cluster check still ran
