@@ -11,7 +11,6 @@ import json
 from .. import bootstrap
 from .. import pki
 from ..etcd import auth, cluster, host_identity
-from ..plan import plan
 from . import RunContext
 
 HEALTH_TIMEOUT = 120.0
@@ -31,29 +30,34 @@ def run(ctx: RunContext) -> dict:
     ctx.log("etcd", f"{len(health['members'])} members healthy over TLS: {healthy}")
     wanted_auth = auth_digest(ctx.spec)
     recorded = (ctx.state.get("etcd") or {}).get(AUTH_RECORD)
-    if recorded == wanted_auth and not result.get("hosts") and not bootstrap.verifying(ctx):
-        # Users, roles and auth live in etcd and were converged to this very spec, and no member
-        # is new or changed: some fifteen etcdctl round trips (seconds) skipped on `scale` and a
-        # no-op `up`; `up --verify` checks them again.
+    agents_wanted = sorted(h.name for h in ctx.plan().desired)
+    # Users, roles and auth live in etcd: converged to this very spec (recorded), with no member
+    # new or changed, some fifteen etcdctl round trips (seconds) are skipped on `scale` and a
+    # no-op `up`; `up --verify` checks them again. Host agents' identities follow the hosts.
+    check_auth = recorded != wanted_auth or bool(result.get("hosts")) or bootstrap.verifying(ctx)
+    check_agents = check_auth or host_identity.recorded(ctx.state) != agents_wanted
+    if not check_agents:
         ctx.log("etcd", "auth: users, roles and auth converged as recorded in state")
         return {**result, "members": health["members"], "health": health["health"], "auth_changes": [],
                 "auth_checked": False}
     root = etcd.as_identity(pki.client_tls(ctx.store, "root"))
-    changes = auth.apply(root, etcd, ctx.spec)
-    if ctx.spec.needs_etcd_v2:  # v2 has its own users and roles
-        changes += auth.apply_v2(root, ctx.spec)
-    wanted = [h.name for h in plan(ctx.spec, ctx.state).desired]
-    new, gone, agents = host_identity.converge(root, ctx.spec.name, wanted, host_identity.recorded(ctx.state))
-    if new or gone or host_identity.recorded(ctx.state) != sorted(wanted):
-        ctx.state.setdefault("etcd", {})[host_identity.STATE_KEY] = sorted(wanted)
+    changes: list[str] = []
+    if check_auth:
+        changes += auth.apply(root, etcd, ctx.spec)
+        if ctx.spec.needs_etcd_v2:  # v2 has its own users and roles
+            changes += auth.apply_v2(root, ctx.spec)
+    new, gone, agents = host_identity.converge(root, ctx.spec.name, agents_wanted, host_identity.recorded(ctx.state))
+    if new or gone or host_identity.recorded(ctx.state) != agents_wanted:
+        ctx.state.setdefault("etcd", {})[host_identity.STATE_KEY] = agents_wanted
         host_identity.forget_certificates(ctx.store, gone)
         ctx.save()
         changes += [f"{len(new)} agent identities made", f"{len(gone)} removed"] if len(agents) > 4 else agents
     ctx.log("etcd", f"auth: {'; '.join(changes)}" if changes else "auth: users, roles and auth already as wanted")
-    ctx.state.setdefault("etcd", {})[AUTH_RECORD] = wanted_auth
+    if check_auth:
+        ctx.state.setdefault("etcd", {})[AUTH_RECORD] = wanted_auth
     ctx.save()
     return {**result, "members": health["members"], "health": health["health"], "auth_changes": changes,
-            "auth_checked": True}
+            "auth_checked": check_auth}
 
 
 AUTH_RECORD = "auth_converged"  # state["etcd"][AUTH_RECORD]: digest of the users and roles last converged
