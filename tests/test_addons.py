@@ -127,6 +127,8 @@ def test_the_bootstrap_scripts_addons_step_applies_every_addon_and_a_rerun_chang
 
     import yaml
 
+    from tests.fakes.json_http import JSONHandler
+
     from tests.helpers_render import (SMALL_SPEC, env_file, ignition_file, render, served_artifacts,
                                       which_or_fail, write_spec)
     which_or_fail("curl")
@@ -153,18 +155,7 @@ def test_the_bootstrap_scripts_addons_step_applies_every_addon_and_a_rerun_chang
     objects: dict[str, dict] = {}  # URL path -> the object as applied
     requests: list[tuple[str, str, dict, int]] = []
 
-    class API(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def answer(self, code, doc):
-            body = json.dumps(doc).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
+    class API(JSONHandler):
         def do_GET(self):
             if self.path == "/readyz":
                 self.send_response(200)

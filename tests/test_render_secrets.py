@@ -228,6 +228,8 @@ def test_the_bootstrap_scripts_token_step_creates_the_token_secret_and_deletes_t
     import subprocess
     import threading
     import urllib.parse
+
+    from tests.fakes.json_http import JSONHandler
     from tests.helpers_render import env_file, ignition_file, which_or_fail
     which_or_fail("curl")
     spec, store, hosts, rendered = render(write_spec(tmp_path, SMALL_SPEC), tmp_path / "state",
@@ -256,18 +258,7 @@ def test_the_bootstrap_scripts_token_step_creates_the_token_secret_and_deletes_t
                "bootstrap-token-user00": {"metadata": {"name": "bootstrap-token-user00", "namespace": "kube-system"},
                                           "type": "bootstrap.kubernetes.io/token"}}
 
-    class API(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def answer(self, code, doc):
-            body = json.dumps(doc).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
+    class API(JSONHandler):
         def do_GET(self):
             url = urllib.parse.urlsplit(self.path)
             if url.path == "/readyz":
