@@ -118,16 +118,13 @@ def test_the_bootstrap_scripts_addons_step_applies_every_addon_and_a_rerun_chang
     when it creates, 200 when the object exists), with the cluster's own CA, API server
     certificate and admin client certificate. kube-proxy's DaemonSet is created on a cluster that
     has none; a changed manifest is applied over the existing object; a re-run creates nothing."""
-    import http.server
     import json
-    import ssl
     import subprocess
-    import threading
     import urllib.parse
 
     import yaml
 
-    from tests.fakes.json_http import JSONHandler
+    from tests.fakes.json_http import JSONHandler, serve_tls
 
     from tests.helpers_render import (SMALL_SPEC, env_file, ignition_file, render, served_artifacts,
                                       which_or_fail, write_spec)
@@ -177,13 +174,7 @@ def test_the_bootstrap_scripts_addons_step_applies_every_addon_and_a_rerun_chang
             requests.append((url.path, self.headers["Content-Type"], query, code))
             self.answer(code, doc)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), API)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pem["apiserver.crt"], pem["apiserver.key"])
-    context.load_verify_locations(pem["ca.crt"])
-    context.verify_mode = ssl.CERT_REQUIRED
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve_tls(API, pem["apiserver.crt"], pem["apiserver.key"], client_ca=pem["ca.crt"])
     daemonset = "/apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy"
     try:
         env = env_file(ignition_file(config, "/etc/provision/bootstrap.env").decode())

@@ -223,13 +223,10 @@ def test_the_bootstrap_scripts_token_step_creates_the_token_secret_and_deletes_t
     list with a label selector and DELETE of Secrets in kube-system; 201/409/404 as the API
     answers), with the cluster's own CA, API server certificate and admin client certificate.
     The new Secret is created, the token it replaces is deleted, a token someone else made stays."""
-    import http.server
-    import ssl
     import subprocess
-    import threading
     import urllib.parse
 
-    from tests.fakes.json_http import JSONHandler
+    from tests.fakes.json_http import JSONHandler, serve_tls
     from tests.helpers_render import env_file, ignition_file, which_or_fail
     which_or_fail("curl")
     spec, store, hosts, rendered = render(write_spec(tmp_path, SMALL_SPEC), tmp_path / "state",
@@ -290,14 +287,7 @@ def test_the_bootstrap_scripts_token_step_creates_the_token_secret_and_deletes_t
                 return self.answer(404, {"kind": "Status", "reason": "NotFound", "code": 404})
             self.answer(200, {"kind": "Status", "status": "Success"})
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), API)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pem["apiserver.crt"], pem["apiserver.key"])
-    context.load_verify_locations(pem["ca.crt"])
-    context.verify_mode = ssl.CERT_REQUIRED  # the API server asks for a client certificate
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = serve_tls(API, pem["apiserver.crt"], pem["apiserver.key"], client_ca=pem["ca.crt"])
     new_name = f"bootstrap-token-{pki.bootstrap_token(store)[0]}"
     try:
         env = env_file(ignition_file(config, "/etc/provision/bootstrap.env").decode())

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from .json_http import JSONHandler
 
 TOKEN = "test-token-not-secret"
 
@@ -81,21 +83,10 @@ class FakeKubernetesAPI:
     def __enter__(self) -> "FakeKubernetesAPI":
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JSONHandler):
             def _authorized(self) -> bool:
                 if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                    self._send(401, status(401, "Unauthorized", "Unauthorized"))
+                    self.answer(401, status(401, "Unauthorized", "Unauthorized"))
                     return False
                 return True
 
@@ -107,16 +98,16 @@ class FakeKubernetesAPI:
                 query = parse_qs(url.query)
                 with fake.lock:
                     if url.path == "/api/v1/nodes":
-                        return self._send(200, listing("NodeList", fake.nodes))
+                        return self.answer(200, listing("NodeList", fake.nodes))
                     if url.path == "/api/v1/pods":
                         items = fake.pods
                         for selector in query.get("fieldSelector", []):
                             key, _, value = selector.partition("=")
                             if key != "spec.nodeName":
-                                return self._send(400, status(400, "BadRequest", f"field label not supported: {key}"))
+                                return self.answer(400, status(400, "BadRequest", f"field label not supported: {key}"))
                             items = [p for p in items if p["spec"].get("nodeName") == value]
-                        return self._send(200, listing("PodList", items))
-                self._send(404, status(404, "NotFound", f"the server could not find {url.path}"))
+                        return self.answer(200, listing("PodList", items))
+                self.answer(404, status(404, "NotFound", f"the server could not find {url.path}"))
 
             def do_PATCH(self) -> None:
                 url = urlsplit(self.path)
@@ -129,10 +120,10 @@ class FakeKubernetesAPI:
                 with fake.lock:
                     match = [n for n in fake.nodes if n["metadata"]["name"] == name]
                     if not match:
-                        return self._send(404, status(404, "NotFound", f'nodes "{name}" not found'))
+                        return self.answer(404, status(404, "NotFound", f'nodes "{name}" not found'))
                     match[0]["spec"].update(body.get("spec", {}))
                     result = match[0]
-                self._send(200, result)
+                self.answer(200, result)
 
             def do_POST(self) -> None:
                 url = urlsplit(self.path)
@@ -144,13 +135,13 @@ class FakeKubernetesAPI:
                 # /api/v1/namespaces/NS/pods/NAME/eviction
                 if len(parts) != 7 or parts[:3] != ["api", "v1", "namespaces"] or parts[4] != "pods" \
                         or parts[6] != "eviction":
-                    return self._send(404, status(404, "NotFound", f"the server could not find {url.path}"))
+                    return self.answer(404, status(404, "NotFound", f"the server could not find {url.path}"))
                 namespace, name = parts[3], parts[5]
                 if body.get("kind") != "Eviction" or body.get("metadata", {}).get("name") != name:
-                    return self._send(400, status(400, "BadRequest", "name in URL does not match name in Eviction"))
+                    return self.answer(400, status(400, "BadRequest", "name in URL does not match name in Eviction"))
                 code, answer = fake.evict(namespace, name)
                 fake.evictions.append((f"{namespace}/{name}", code))
-                self._send(code, answer)
+                self.answer(code, answer)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
