@@ -38,7 +38,7 @@ from .base import TAG_CLUSTER, TAG_POOL, TAG_ROLE, HostRecord, Provider, UserDat
 from .libcloud_common import (CONNECTION_ARGS, STATE_MAP, USER_DATA_ARGS, USER_DATA_LIMITS, accepted_args,
                               construct_driver, label_to_tag, libcloud_retryable, pick_location, tag_to_label,
                               version_key)
-from .libcloud_lb import LibcloudLoadBalancer, lb_driver_name
+from .libcloud_lb import LibcloudLoadBalancer, lb_driver_name, make_lb_driver
 from .retry import Backoff, call_with_retry
 
 if TYPE_CHECKING:
@@ -262,23 +262,9 @@ class LibcloudProvider(Provider):
     def api_lb(self) -> LibcloudLoadBalancer:
         if self._api_lb is None:
             self._api_lb = LibcloudLoadBalancer(self.spec.name, lb_driver_name(self.options.driver) or "",
-                                                self._make_lb_driver, self._retry, self._nodes, self.log)
+                                                functools.partial(make_lb_driver, self), self._retry, self._nodes,
+                                                self.log)
         return self._api_lb
-
-    def _make_lb_driver(self) -> Any:
-        """The load-balancer driver of this cloud, with the compute driver's credentials and
-        connection (its region: provider.region, else the compute driver's)."""
-        from libcloud.loadbalancer.providers import get_driver
-        cls = get_driver(lb_driver_name(self.options.driver))
-        key, kwargs = self._driver_kwargs()
-        kwargs.setdefault("region", getattr(self.driver, "region_name", None))
-        try:
-            driver = construct_driver(cls, key, kwargs)
-        except Exception as err:  # a driver's own complaint about its arguments
-            raise UserError(f"provider.load_balancer: cannot set up libcloud load-balancer driver "
-                            f"{lb_driver_name(self.options.driver)!r}: {err}") from None
-        self._override_connection(driver, kwargs)
-        return driver
 
     def ensure_api_endpoint(self) -> dict[str, str] | None:
         return self.api_lb.ensure() if self.api_load_balancer else None

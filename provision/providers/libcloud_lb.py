@@ -19,11 +19,14 @@ import functools
 import hashlib
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import ActionError
+from ..errors import ActionError, UserError
 from .base import TAG_CLUSTER, HostRecord
+from .libcloud_common import construct_driver
 
 if TYPE_CHECKING:
     from libcloud.loadbalancer.base import LoadBalancer
+
+    from .libcloud_driver import LibcloudProvider
 
 API_PORT = 6443
 
@@ -54,6 +57,22 @@ def balancer_name(cluster: str) -> str:
     if len(name) > 32:
         name = f"{cluster[:21]}-{hashlib.sha256(cluster.encode()).hexdigest()[:6]}-api"
     return name
+
+
+def make_lb_driver(provider: LibcloudProvider) -> Any:
+    """The load-balancer driver of the provider's cloud, with the compute driver's credentials and
+    connection (its region: provider.region, else the compute driver's)."""
+    from libcloud.loadbalancer.providers import get_driver
+    cls = get_driver(lb_driver_name(provider.options.driver))
+    key, kwargs = provider._driver_kwargs()
+    kwargs.setdefault("region", getattr(provider.driver, "region_name", None))
+    try:
+        driver = construct_driver(cls, key, kwargs)
+    except Exception as err:  # a driver's own complaint about its arguments
+        raise UserError(f"provider.load_balancer: cannot set up libcloud load-balancer driver "
+                        f"{lb_driver_name(provider.options.driver)!r}: {err}") from None
+    provider._override_connection(driver, kwargs)
+    return driver
 
 
 class LibcloudLoadBalancer:

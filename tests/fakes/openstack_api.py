@@ -1149,6 +1149,18 @@ class OpenStackAPI:
         pool["members"].append({"id": member["id"]})
         return 201, {"member": {k: v for k, v in member.items() if not k.startswith("_")}}, {}
 
+    def _delete_member(self, query, body, pool_id, member_id):
+        """Octavia's DELETE .../pools/{pool_id}/members/{member_id}: 404 for a member not in
+        the pool, 409 while the load balancer is not ACTIVE, else 204 and the member goes."""
+        pool = self._pool_of(pool_id)
+        member = self.members.get(member_id)
+        if member is None or member["_pool"] != pool_id:
+            raise self._octavia_error(404, f"Member {member_id} not found.")
+        self._change(self._lb_of(pool["_lb"]))
+        del self.members[member_id]
+        pool["members"].remove({"id": member_id})
+        return 204, None, {}
+
     def _create_health_monitor(self, query, body):
         item, hm = self._octavia_new(body, "healthmonitor", ("pool_id", "type", "delay", "timeout", "max_retries"))
         pool = self._pool_of(item["pool_id"])
@@ -1252,6 +1264,7 @@ class OpenStackAPI:
         (r"/load-balancer/v2(?:\.0)?/lbaas/pools/([^/]+)", "GET", "get_pool", _get_child(None, lambda s: s.pools, "pool", "Pool")),
         (r"/load-balancer/v2(?:\.0)?/lbaas/pools/([^/]+)/members", "GET", "list_members", _list_members),
         (r"/load-balancer/v2(?:\.0)?/lbaas/pools/([^/]+)/members", "POST", "create_member", _create_member),
+        (r"/load-balancer/v2(?:\.0)?/lbaas/pools/([^/]+)/members/([^/]+)", "DELETE", "delete_member", _delete_member),
         (r"/load-balancer/v2(?:\.0)?/lbaas/healthmonitors", "GET", "list_health_monitors",
          _list_children(None, lambda s: s.health_monitors, "healthmonitors")),
         (r"/load-balancer/v2(?:\.0)?/lbaas/healthmonitors", "POST", "create_health_monitor", _create_health_monitor),
