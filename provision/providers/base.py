@@ -156,7 +156,8 @@ class Provider(ABC):
 
     @abstractmethod
     def destroy_hosts(self, names: Sequence[str]) -> None:
-        """Destroy the named hosts of this cluster; names that do not exist are ignored."""
+        """Destroy the named hosts of this cluster; names that do not exist are ignored. A master
+        leaves the API load balancer first (`deregister_api_targets`)."""
 
     def teardown(self) -> None:
         """After every host is gone: remove shared resources `prepare` made."""
@@ -180,6 +181,13 @@ class Provider(ABC):
 
     def register_api_targets(self, masters: Sequence[HostRecord]) -> None:
         """Put `masters` behind the load balancer `ensure_api_endpoint` made (idempotent)."""
+
+    def deregister_api_targets(self, names: Sequence[str]) -> None:
+        """Take the named hosts off the load balancer `ensure_api_endpoint` made, before they go:
+        `destroy_hosts` calls it, so a master removed by scaling down, replaced, or taken down
+        stops receiving API traffic; names not on it are ignored (idempotent). Default: nothing
+        (no load balancer, or one that drops a destroyed host itself, as AWS's NLB target group
+        drops a terminated instance)."""
 
     def config_url(self, name: str, config: bytes) -> str | None:
         """Where the full config `name` (too large for user data) will be served for hosts to

@@ -15,7 +15,8 @@ removes the firewall and the keys it created.
 
 The API endpoint (`provider.load_balancer`, see `libcloud_lb`): the cloud's load balancer where
 libcloud has a load-balancer driver for the compute driver's cloud (ec2: ELB), made before the
-hosts and holding every master; elsewhere (digitalocean) the node-local proxy.
+hosts, holding every master, left by a master before it goes; elsewhere (digitalocean) the
+node-local proxy.
 
 Credentials and connection come from the environment: `LIBCLOUD_KEY`, `LIBCLOUD_SECRET`, and
 optionally `LIBCLOUD_HOST`, `LIBCLOUD_PORT`, `LIBCLOUD_SECURE` (true/false) and
@@ -277,6 +278,10 @@ class LibcloudProvider(Provider):
         if self.api_load_balancer and masters:
             self.api_lb.register(list(masters))
 
+    def deregister_api_targets(self, names: Sequence[str]) -> None:
+        if self.api_load_balancer and names:
+            self.api_lb.deregister(names)
+
     # -- shared resources (DigitalOcean) ------------------------------------------------------
     def prepare(self) -> None:
         """DigitalOcean: the account SSH keys and the cloud firewall on the cluster tag."""
@@ -377,6 +382,7 @@ class LibcloudProvider(Provider):
         return records
 
     def destroy_hosts(self, names: Sequence[str]) -> None:
+        self.deregister_api_targets(names)  # a balancer's member outlives its node on most clouds
         wanted = set(names)
         for node in self._nodes():
             if node.name in wanted and STATE_MAP.get(str(node.state).lower()) != "terminated":

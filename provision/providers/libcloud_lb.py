@@ -6,7 +6,8 @@ reach every master through the node-local proxy. The load balancer is made with 
 API: `create_balancer` (TCP 6443, round robin) named `<cluster>-api` (at most 32 characters, what
 AWS allows), every master attached with `balancer_attach_compute_node`, found again by name (and,
 where the driver lists tags, by the cluster's tag) so a second `up` makes nothing, removed with
-`destroy_balancer` by `down`.
+`destroy_balancer` by `down`. A master that goes (scale down, replacement, `down` of a host) is
+detached first with `balancer_detach_member`: most clouds keep a member whose node is gone.
 
 Only the EC2 pairing (Elastic Load Balancing, classic) is exercised here (against moto's server);
 for it, what libcloud's ELB driver has no method for goes through the driver's own signed
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import ActionError, UserError
 from .base import TAG_CLUSTER, HostRecord
@@ -175,6 +176,23 @@ class LibcloudLoadBalancer:
             self.log(f"adding {node.name} to the API load balancer")
             self.retry(functools.partial(self.driver.balancer_attach_compute_node, balancer, node),
                        f"add {node.name} to the API load balancer")
+
+    def deregister(self, names: Sequence[str]) -> None:
+        """The named nodes' members detached (matched by node id or address); idempotent."""
+        balancer = self.find()
+        if balancer is None:
+            return
+        going = [n for n in self.nodes() if n.name in set(names)]
+        by_key = {str(n.id): n.name for n in going}
+        by_key.update({ip: n.name for n in going for ip in (n.private_ips or []) + (n.public_ips or [])})
+        members = self.retry(lambda: self.driver.balancer_list_members(balancer), "list load balancer members")
+        for member in sorted(members, key=lambda m: str(m.id)):
+            name = by_key.get(str(member.id)) or (by_key.get(str(member.ip)) if member.ip else None)
+            if name is None:
+                continue
+            self.log(f"taking {name} off the API load balancer")
+            self.retry(functools.partial(self.driver.balancer_detach_member, balancer, member),
+                       f"take {name} off the API load balancer")
 
     def remove(self) -> None:
         balancer = self.find()

@@ -150,6 +150,10 @@ class OpenStackProvider(OpenStackServers):
         if self.options.load_balancer and self.octavia.available():
             self.octavia.register(masters)
 
+    def deregister_api_targets(self, names: Sequence[str]) -> None:
+        if self.options.load_balancer and names and self.octavia.available():
+            self.octavia.deregister(names)
+
     def _remove_api_endpoint(self) -> None:
         if self.options.load_balancer:
             self.octavia.remove()

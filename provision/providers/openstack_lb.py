@@ -2,7 +2,7 @@
 
 One load balancer on the cluster's subnet named `provision-<cluster>-api` (tagged with the
 cluster), a TCP listener on 6443, a ROUND_ROBIN TCP pool with a TCP health monitor, and every
-master as a member on 6443. Each piece is found by name before it is made, so a re-run makes
+master as a member on 6443 (a master that goes leaves the pool first). Each piece is found by name before it is made, so a re-run makes
 nothing; Octavia refuses changes while the load balancer is not ACTIVE, so every change waits for
 ACTIVE. With `provider.external_network` and `floating_ips`, the VIP gets a floating IP (tagged
 like the hosts' ones, released with them) and that address is the endpoint. A cloud without the
@@ -10,6 +10,7 @@ load-balancer service in its catalog gets none: nodes use the node-local proxy.
 """
 from __future__ import annotations
 
+import functools
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -128,6 +129,22 @@ class Octavia:
             self.provider._retry(add_member, f"add API load balancer member {master.name}")
             self._wait_active(lb.id)
             have.add(address)
+
+    def deregister(self, names: Sequence[str]) -> None:
+        """The pool's members named for these hosts (as `register` names them) deleted, each
+        change waiting for ACTIVE; idempotent. Octavia keeps a member whose server is gone, and
+        would go on sending API traffic to its address or to whatever server gets it next."""
+        pool = self._find("pools")
+        lb = self._find("load_balancers")
+        if pool is None or lb is None:
+            return
+        going = set(names)
+        members = self.provider._retry(lambda: list(self.api.members(pool)), "list API load balancer members")
+        for member in sorted((m for m in members if m.name in going), key=lambda m: m.name):
+            self.provider.log(f"taking {member.name} off the API load balancer")
+            self.provider._retry(functools.partial(self.api.delete_member, member, pool, ignore_missing=True),
+                                 f"delete API load balancer member {member.name}")
+            self._wait_active(lb.id)
 
     def remove(self) -> None:
         """The load balancer with its listener, pool, members and monitor (Octavia's cascade)."""

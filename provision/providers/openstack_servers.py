@@ -276,6 +276,7 @@ class OpenStackServers(OpenStackNetwork):
                         f"tag floating IP of {record.name}")
 
     def destroy_hosts(self, names: Sequence[str]) -> None:
+        self.deregister_api_targets(names)  # Octavia keeps a member whose server is gone
         wanted = set(names)
         records = [r for r in self.list_hosts() if r.name in wanted and r.state != "terminated"]
         self._delete_servers(records)

@@ -57,6 +57,40 @@ def test_elb_holds_every_master_is_made_once_and_removed(libcloud_ec2_env, tmp_p
     again.teardown()  # a second down finds nothing and does not fail
 
 
+def test_a_master_that_goes_is_detached_from_the_elb_first(libcloud_ec2_env, tmp_path):
+    """Scale down, replacement and `down` of a host all destroy through `destroy_hosts`: the
+    masters it destroys are deregistered from the ELB (libcloud's balancer_detach_member) before
+    their instances terminate; a worker's going touches no member; a repeat detaches nothing; a
+    replacement is registered again."""
+    proxy = libcloud_ec2_env
+    spec = make_spec(EC2_OPTIONS, masters=3, workers=1)
+    provider = fast_backoff(LibcloudProvider(spec, tmp_path))
+    provider.ensure_api_endpoint()
+    hosts = plan(spec, {}).desired
+    records = {r.name: r.provider_id for r in provider.create_hosts(hosts, configs_for(hosts))}
+    masters = sorted(h.name for h in hosts if h.role == "master")
+    worker = next(h.name for h in hosts if h.role == "worker")
+
+    def members():
+        [lb] = elb_client().describe_load_balancers(
+            LoadBalancerNames=[balancer_name(spec.name)])["LoadBalancerDescriptions"]
+        return sorted(i["InstanceId"] for i in lb["Instances"])
+
+    assert members() == sorted(records[m] for m in masters)
+    provider.destroy_hosts(masters[1:])
+    assert members() == [records[masters[0]]]
+    assert proxy.calls["DeregisterInstancesFromLoadBalancer"] == 2
+
+    again = fast_backoff(LibcloudProvider(spec, tmp_path))
+    again.destroy_hosts(masters[1:] + [worker])  # the masters are off already; a worker is no member
+    assert proxy.calls["DeregisterInstancesFromLoadBalancer"] == 2 and members() == [records[masters[0]]]
+    replaced = [h for h in hosts if h.name in masters[1:]]
+    made = {r.name: r.provider_id for r in again.create_hosts(replaced, configs_for(replaced))}
+    assert members() == sorted([records[masters[0]]] + list(made.values()))
+    again.destroy_hosts([h.name for h in hosts])
+    again.teardown()
+
+
 def test_a_balancer_named_like_ours_but_not_tagged_ours_is_left_alone(libcloud_ec2_env, tmp_path):
     spec = make_spec(EC2_OPTIONS, workers=0)
     elb_client().create_load_balancer(

@@ -594,6 +594,43 @@ def test_octavia_load_balancer_holds_every_master_is_made_once_and_removed(opens
     down(fast(OpenStackProvider(spec, tmp_path)))  # a second down finds nothing and does not fail
 
 
+def test_a_master_that_goes_leaves_the_octavia_pool_first(openstack_api, tmp_path):
+    """Scale down, replacement and `down` of a host all destroy through `destroy_hosts`: the
+    masters it destroys leave the pool (Octavia's DELETE member, each change waiting for ACTIVE)
+    before their servers go, so no member is left pointing at an address nobody serves; a
+    worker's going touches no member; a repeat deletes nothing; a replacement comes back in."""
+    openstack_api.octavia = True
+    spec = os_spec(masters=3, workers=1, extra={"etcd": {"count": 3}})
+    provider = fast(OpenStackProvider(spec, tmp_path))
+    provider.ensure_api_endpoint()
+    hosts, _ = up(provider, spec)
+    masters = sorted((h for h in hosts if h.role == "master"), key=lambda h: h.name)
+    worker = next(h for h in hosts if h.role == "worker")
+
+    def members():
+        return sorted((m["name"], m["address"]) for m in openstack_api.members.values())
+
+    def deletes():
+        return [path for op, path, _ in openstack_api.requests if op == "delete_member"]
+
+    assert members() == [(h.name, h.address) for h in masters]
+    going = [h.name for h in masters[1:]]
+    provider.destroy_hosts(going)
+    assert members() == [(masters[0].name, masters[0].address)]
+    assert len(deletes()) == 2
+    ops = [op for op, _, _ in openstack_api.requests]
+    assert max(i for i, op in enumerate(ops) if op == "delete_member") < ops.index("delete_server")
+
+    again = fast(OpenStackProvider(spec, tmp_path))
+    again.destroy_hosts(going + [worker.name])  # the masters are gone already; a worker is no member
+    assert len(deletes()) == 2 and members() == [(masters[0].name, masters[0].address)]
+    again._wait_gone()
+    replaced = [h for h in hosts if h.name in going]
+    again.create_hosts(replaced, configs_for(replaced))
+    assert members() == [(h.name, h.address) for h in masters]
+    down(again)
+
+
 def test_a_cloud_without_octavia_gets_the_node_local_proxy(openstack_api, tmp_path):
     spec = os_spec()
     provider = fast(OpenStackProvider(spec, tmp_path))
