@@ -6,7 +6,8 @@ Keys under `/<state.prefix>/<cluster>/`: `state` (the JSON document) and `blobs/
 its holder, kept alive while held), on the same key name `lock` in the v3 keyspace. Until
 every provision that shares a state etcd runs this code, the v2 `lock` key older ones take
 (a TTL key naming the holder) is taken too, after the lease lock, so an old and a new
-provision never both hold the cluster: the v2 key can go once no older provision is left. Writes are compare-and-swap on
+provision never both hold the cluster: the v2 key goes in release `V2_LOCK_DROPPED_IN` (README,
+State). Writes are compare-and-swap on
 the key's modifiedIndex, so a writer that read an older document fails instead of
 overwriting. The client certificate comes from the etcdctl variables ETCDCTL_CACERT,
 ETCDCTL_CERT and ETCDCTL_KEY when the endpoints are https.
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 LOCK_TTL = 60  # seconds; refreshed every LOCK_TTL/3 while held, so a crashed holder frees it soon
 
+
+# The release that stops taking the v2 `lock` key (see the module's doc and README, State);
+# tests/headroom/test_state_backends.py fails once the version reaches it with the key still taken.
+V2_LOCK_DROPPED_IN = (0, 2, 0)
 
 class EtcdStateStore(StateStore):
     """StateStore in etcd (v2 API) with compare-and-swap writes and etcd's lease lock."""

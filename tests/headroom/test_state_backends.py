@@ -275,3 +275,20 @@ def test_the_etcd_state_lock_is_the_lease_lock_and_keeps_older_provisions_out(ba
     assert store.lease_client().get(key) is None
     with pytest.raises(etcd_v2.EtcdKeyNotFound):
         store.client.read(key)
+
+
+def test_the_v2_lock_key_goes_in_the_release_the_readme_names():
+    """The v2 lock key is a transition (older provisions take it); README's State section says
+    in which release it goes. Once the package's version reaches that release while the store
+    still takes the key, this fails: remove `_v2_lock` (and this test) or move the date."""
+    from pathlib import Path
+
+    from provision import __version__
+    from provision.state_etcd import V2_LOCK_DROPPED_IN, EtcdStateStore
+    dropped = ".".join(map(str, V2_LOCK_DROPPED_IN))
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    state_section = readme.split("\n## State", 1)[1].split("\n## ", 1)[0]
+    assert f"goes in provision {dropped}" in state_section
+    version = tuple(int(part) for part in __version__.split(".")[:3])
+    if hasattr(EtcdStateStore, "_v2_lock"):
+        assert version < V2_LOCK_DROPPED_IN, f"provision {__version__} still takes the v2 lock key"
