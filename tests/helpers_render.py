@@ -189,3 +189,24 @@ def which_or_fail(tool: str) -> str:
 
 def load_json(data: bytes) -> dict:
     return json.loads(data)
+
+
+
+def api_pems(store, directory: Path) -> dict[str, Path]:
+    """The cluster's CA, API server certificate and key, and admin client certificate and key,
+    written to `directory` for an HTTPS stand-in of the API server and its client."""
+    pem = {}
+    for blob in ("ca.crt", "apiserver.crt", "apiserver.key", "admin.crt", "admin.key"):
+        pem[blob] = directory / blob
+        pem[blob].write_bytes(store.read_blob(f"pki/{blob}"))
+    return pem
+
+
+def bootstrap_api_env(config: dict, pem: dict[str, Path], api_port: int, addons: Path) -> dict[str, str]:
+    """What `bootstrap.sh` on a master runs with against a stand-in of the API server on
+    `api_port`: the bootstrap.env of its `config`, pointed at the stand-in, as the admin."""
+    env = env_file(ignition_file(config, "/etc/provision/bootstrap.env").decode())
+    env.update({"BOOTSTRAP_API": f"https://127.0.0.1:{api_port}", "BOOTSTRAP_KUBE_CA": str(pem["ca.crt"]),
+                "BOOTSTRAP_KUBE_CERT": str(pem["admin.crt"]), "BOOTSTRAP_KUBE_KEY": str(pem["admin.key"]),
+                "BOOTSTRAP_ADDONS": str(addons), "PATH": "/usr/bin:/bin"})
+    return env

@@ -126,17 +126,14 @@ def test_the_bootstrap_scripts_addons_step_applies_every_addon_and_a_rerun_chang
 
     from tests.fakes.json_http import JSONHandler, serve_tls
 
-    from tests.helpers_render import (SMALL_SPEC, env_file, ignition_file, render, served_artifacts,
-                                      which_or_fail, write_spec)
+    from tests.helpers_render import (SMALL_SPEC, api_pems, bootstrap_api_env, ignition_file, render,
+                                      served_artifacts, which_or_fail, write_spec)
     which_or_fail("curl")
     spec, store, hosts, rendered = render(write_spec(tmp_path, SMALL_SPEC), tmp_path / "state",
                                           served_artifacts("http://10.77.0.1:8080"))
     master = next(h.name for h in hosts if h.role == "master")
     config = json.loads(rendered.config_for(master))
-    pem = {}
-    for blob in ("ca.crt", "apiserver.crt", "apiserver.key", "admin.crt", "admin.key"):
-        pem[blob] = tmp_path / blob
-        pem[blob].write_bytes(store.read_blob(f"pki/{blob}"))
+    pem = api_pems(store, tmp_path)
     addons_dir = tmp_path / "addons"
     addons_dir.mkdir()
     index = ignition_file(config, "/etc/kubernetes/addons/index")
@@ -177,11 +174,7 @@ def test_the_bootstrap_scripts_addons_step_applies_every_addon_and_a_rerun_chang
     server = serve_tls(API, pem["apiserver.crt"], pem["apiserver.key"], client_ca=pem["ca.crt"])
     daemonset = "/apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy"
     try:
-        env = env_file(ignition_file(config, "/etc/provision/bootstrap.env").decode())
-        env.update({"BOOTSTRAP_API": f"https://127.0.0.1:{server.server_address[1]}",
-                    "BOOTSTRAP_KUBE_CA": str(pem["ca.crt"]), "BOOTSTRAP_KUBE_CERT": str(pem["admin.crt"]),
-                    "BOOTSTRAP_KUBE_KEY": str(pem["admin.key"]), "BOOTSTRAP_ADDONS": str(addons_dir),
-                    "PATH": "/usr/bin:/bin"})
+        env = bootstrap_api_env(config, pem, server.server_address[1], addons_dir)
 
         def addons_step():
             run = subprocess.run(["sh", str(script), "addons"], env=env, capture_output=True, text=True, timeout=60)

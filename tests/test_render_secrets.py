@@ -227,17 +227,14 @@ def test_the_bootstrap_scripts_token_step_creates_the_token_secret_and_deletes_t
     import urllib.parse
 
     from tests.fakes.json_http import JSONHandler, serve_tls
-    from tests.helpers_render import env_file, ignition_file, which_or_fail
+    from tests.helpers_render import api_pems, bootstrap_api_env, ignition_file, which_or_fail
     which_or_fail("curl")
     spec, store, hosts, rendered = render(write_spec(tmp_path, SMALL_SPEC), tmp_path / "state",
                                           served_artifacts("http://10.77.0.1:8080"))
     master = next(h.name for h in hosts if h.role == "master")
     config = json.loads(rendered.config_for(master))
     root = tmp_path / "root"
-    pem = {}
-    for blob in ("ca.crt", "apiserver.crt", "apiserver.key", "admin.crt", "admin.key"):
-        pem[blob] = tmp_path / blob
-        pem[blob].write_bytes(store.read_blob(f"pki/{blob}"))
+    pem = api_pems(store, tmp_path)
     addons = root / "addons"
     addons.mkdir(parents=True)
     (addons / "index").write_bytes(ignition_file(config, "/etc/kubernetes/addons/index"))
@@ -290,11 +287,7 @@ def test_the_bootstrap_scripts_token_step_creates_the_token_secret_and_deletes_t
     server = serve_tls(API, pem["apiserver.crt"], pem["apiserver.key"], client_ca=pem["ca.crt"])
     new_name = f"bootstrap-token-{pki.bootstrap_token(store)[0]}"
     try:
-        env = env_file(ignition_file(config, "/etc/provision/bootstrap.env").decode())
-        env.update({"BOOTSTRAP_API": f"https://127.0.0.1:{server.server_address[1]}",
-                    "BOOTSTRAP_KUBE_CA": str(pem["ca.crt"]), "BOOTSTRAP_KUBE_CERT": str(pem["admin.crt"]),
-                    "BOOTSTRAP_KUBE_KEY": str(pem["admin.key"]), "BOOTSTRAP_ADDONS": str(addons),
-                    "PATH": "/usr/bin:/bin"})
+        env = bootstrap_api_env(config, pem, server.server_address[1], addons)
         run = subprocess.run(["sh", str(script), "token"], env=env, capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, run.stdout + run.stderr
         assert sorted(secrets) == sorted([new_name, "bootstrap-token-user00"])  # the old one is gone
