@@ -301,6 +301,32 @@ def test_api_load_balancer_holds_every_master_is_made_once_and_removed(ec2_proxy
     again.teardown()  # a second down finds nothing and does not fail
 
 
+def test_a_master_that_goes_leaves_the_nlb_target_group(ec2_proxy):
+    """The AWS side of the promise the libcloud and OpenStack load balancers keep by detaching
+    (`deregister_api_targets`): a terminated instance leaves its target group by itself (moto
+    models it: the target drains), so `destroy_hosts` needs no call of its own."""
+    spec = aws_spec(masters=3, workers=0)
+    provider = fast_backoff(AWSProvider(spec))
+    provider.ensure_api_endpoint()
+    hosts = plan(spec, {}).desired
+    ids = {r.name: r.provider_id for r in provider.create_hosts(hosts, configs_for(hosts))}
+    elb = boto3.client("elbv2", region_name="us-east-1")
+    [tg] = elb.describe_target_groups(Names=[provider.api_lb_name])["TargetGroups"]
+
+    def targets():
+        return {t["Target"]["Id"] for t in elb.describe_target_health(TargetGroupArn=tg["TargetGroupArn"])
+                ["TargetHealthDescriptions"] if t["TargetHealth"]["State"] not in ("draining", "unused")}
+
+    assert targets() == set(ids.values())
+    going = sorted(ids)[-1]
+    provider.destroy_hosts([going])
+    assert targets() == {i for name, i in ids.items() if name != going}
+    assert ec2_proxy.calls["DeregisterTargets"] == 0
+    provider.destroy_hosts([h.name for h in hosts])
+    assert targets() == set()
+    provider.teardown()
+
+
 def test_up_puts_the_load_balancer_in_the_certificate_and_the_worker_configs(ec2_proxy, tmp_path, cli):
     """`up` (phases endpoint, pki, render) against moto: the API certificate carries the load
     balancer's DNS name, workers' kubeconfigs point at it (no node-local proxy), a second run
