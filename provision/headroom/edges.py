@@ -112,10 +112,11 @@ class ClusterEdges:
         return nodes, pods
 
     # -- actuator --------------------------------------------------------------------------
-    def add(self, state: dict[str, Any], pool: str, size: int) -> list[str]:
-        """Converge the cluster to the recorded size with `up`'s phases (certificates and
-        configs for the new hosts, machines in one batch per pool, then their checks); each
-        phase is idempotent, so only the new hosts see changes."""
+    def add(self, state: dict[str, Any], sizes: Mapping[str, int]) -> list[str]:
+        """Converge the cluster to the recorded sizes (`sizes`, already in state) with one run
+        of `up`'s phases (certificates and configs for the new hosts, machines in one batch per
+        pool by the pool's provider, then their checks); each phase is idempotent, so only the
+        new hosts see changes."""
         from ..phases import RunContext, converge
         before = set(state.get("hosts", {}))
         ctx = RunContext(spec=self.spec, store=self.store, state=state, ui=self.ui or _LogUI(self.log),
