@@ -40,14 +40,12 @@ class ClusterEdges:
     def __init__(self, spec: Spec, store: StateStore, log: Callable[[str], None] = lambda m: None, provider: Provider | PoolProviders | None = None,
                  ui: Progress | None = None, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
-        from ..providers import get_provider
         self.spec, self.store, self.log, self.ui = spec, store, log, ui
         self.clock, self.sleep = clock, sleep
         if provider is None:
-            from ..providers.pools import PoolProviders, has_pool_providers
+            from ..providers.pools import providers_of
             # a burst pool's hosts live with its own provider: listed and destroyed there
-            provider = (PoolProviders(spec, store.workdir, log=log) if has_pool_providers(spec)
-                        else get_provider(spec, workdir=store.workdir, log=log))
+            provider = providers_of(spec, store.workdir, log=log)
         self.provider: Provider | PoolProviders = provider
         self._etcd: Etcd | None = None
         self._kube: CoreV1Api | None = None

@@ -343,3 +343,17 @@ def test_a_burst_pool_reaches_the_api_at_the_masters_public_addresses_when_the_l
 def bootstrap_kubeconfig(rendered, host):
     """The kubelet's bootstrap kubeconfig (a secret: delivered over SSH, not in the config)."""
     return rendered.secrets_for(host)["/etc/kubernetes/bootstrap-kubeconfig"].data
+
+
+def test_validate_and_plan_name_the_api_endpoint_a_burst_host_is_configured_with():
+    from provision.providers.pools import pool_providers_needs
+    spec = parse_text(spec_text())
+    masters = {"bursty-masters-0": {"role": "master", "address": "10.0.0.11", "public_address": "203.0.113.11"}}
+    private_lb = {"dns_name": "10.0.0.50", "vip_address": "10.0.0.50"}
+    (entry,) = pool_providers_needs(spec, {"hosts": masters, "api_endpoint": private_lb})
+    assert "(https://203.0.113.11:6443)" in entry["needs"][0]
+    public_lb = {"dns_name": "198.51.100.7", "vip_address": "10.0.0.50"}
+    (entry,) = pool_providers_needs(spec, {"hosts": masters, "api_endpoint": public_lb})
+    assert "(https://198.51.100.7:6443)" in entry["needs"][0]
+    (entry,) = pool_providers_needs(spec, {"hosts": {"bursty-masters-0": {"role": "master", "address": "10.0.0.11"}}})
+    assert "(https://10.0.0.11:6443)" in entry["needs"][0]
