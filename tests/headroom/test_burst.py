@@ -145,6 +145,9 @@ def test_validate_and_plan_state_what_the_burst_provider_needs(cli, tmp_path):
     assert result.code == 0
     assert "pool cloud on aws (burst pool): needs" in result.out
     assert "cluster's API endpoint" in result.out and "SSH (port 22" in result.out and "VPN" in result.out
+    result = cli("plan", path, "--state-dir", tmp_path / "state")
+    assert result.code == 0, result.err
+    assert "pool cloud on aws (burst pool)" in result.out and "2379" in result.out
     result = cli("plan", path, "-o", "json", "--state-dir", tmp_path / "state")
     assert result.code == 0, result.err
     doc = json.loads(result.out)
