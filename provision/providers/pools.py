@@ -10,10 +10,13 @@ providers in one account must not claim each other's hosts).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..spec import Spec
 from .base import HOST_KEYS, START_HOSTS, UNIT_STATES, HostRecord, Provider
+
+if TYPE_CHECKING:
+    from ..plan import HostPlan
 
 
 class PoolProviders:
@@ -89,6 +92,29 @@ class PoolProviders:
     def destroy_hosts(self, names: Sequence[str]) -> None:
         for provider, group in self.group(names).items():
             provider.destroy_hosts(group)
+
+    def create_hosts(self, hosts: Sequence[HostPlan], configs: Mapping[str, bytes]) -> list[HostRecord]:
+        """Each pool's hosts made by its provider, one batch per provider; a pool's own provider
+        is prepared first (the caller prepares the cluster's, as for a single provider)."""
+        groups: list[tuple[Provider, list[HostPlan]]] = []
+        for host in hosts:
+            provider = self.for_pool(host.pool)
+            group = next((g for p, g in groups if p is provider), None)
+            if group is None:
+                groups.append((provider, group := []))
+            group.append(host)
+        records: list[HostRecord] = []
+        for provider, group in groups:
+            if provider is not self.primary:
+                provider.prepare()
+            records.extend(provider.create_hosts(group, configs))
+        return records
+
+    def stop_agent(self, name: str) -> None:
+        self.for_host(name).stop_agent(name)
+
+    def restart_units(self, name: str, units: Sequence[str]) -> bool:
+        return self.for_host(name).restart_units(name, units)
 
     # What the `wait` phase asks of a host goes to the provider of its pool; an ability (see
     # providers.base) is there when any provider has it, and is used only on the hosts of those.

@@ -220,3 +220,19 @@ def test_the_wait_phase_asks_each_pool_its_own_provider(cluster, ec2_proxy):
     result = wait.run(ctx)
     assert result["hosts"] == sorted(hosts) and result["checked"] == [] and result["logged_in"] == []
     assert not s3.list_objects_v2(Bucket=bucket).get("KeyCount"), "the burst pool's served config is left on S3"
+
+
+def test_pool_providers_make_each_pool_where_it_lives(cluster, ec2_proxy):
+    """What replaces a host (rollout) can hand PoolProviders a mixed list: the burst pool's
+    hosts go to EC2 in one RunInstances per zone; nothing of them reaches the local provider."""
+    spec, store, edges = cluster
+    target = plan(spec, store.read(), sizes={"masters": 1, "workers": 2, "cloud": 2})
+    cloud = [h for h in target.create if h.pool == "cloud"]
+    configs = {h.name: b'{"ignition": {"version": "3.3.0"}}' for h in cloud}
+    ec2_proxy.reset_counts()
+    records = edges.providers.create_hosts(cloud, configs)
+    assert sorted(r.name for r in records) == [f"{spec.name}-cloud-0", f"{spec.name}-cloud-1"]
+    assert all(r.provider_id.startswith("i-") for r in records)
+    zones = {i["Placement"]["AvailabilityZone"] for i in tagged_instances(spec)}
+    assert ec2_proxy.calls["RunInstances"] == len(zones) <= 2
+    assert edges.providers.primary.list_hosts() == []
