@@ -40,14 +40,12 @@ class ClusterEdges:
     def __init__(self, spec: Spec, store: StateStore, log: Callable[[str], None] = lambda m: None, provider: Provider | PoolProviders | None = None,
                  ui: Progress | None = None, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
-        from ..providers import get_provider
         self.spec, self.store, self.log, self.ui = spec, store, log, ui
         self.clock, self.sleep = clock, sleep
         if provider is None:
-            from ..providers.pools import PoolProviders, has_pool_providers
+            from ..providers.pools import providers_of
             # a burst pool's hosts live with its own provider: listed and destroyed there
-            provider = (PoolProviders(spec, store.workdir, log=log) if has_pool_providers(spec)
-                        else get_provider(spec, workdir=store.workdir, log=log))
+            provider = providers_of(spec, store.workdir, log=log)
         self.provider: Provider | PoolProviders = provider
         self._etcd: Etcd | None = None
         self._kube: CoreV1Api | None = None
@@ -112,10 +110,11 @@ class ClusterEdges:
         return nodes, pods
 
     # -- actuator --------------------------------------------------------------------------
-    def add(self, state: dict[str, Any], pool: str, size: int) -> list[str]:
-        """Converge the cluster to the recorded size with `up`'s phases (certificates and
-        configs for the new hosts, machines in one batch per pool, then their checks); each
-        phase is idempotent, so only the new hosts see changes."""
+    def add(self, state: dict[str, Any], sizes: Mapping[str, int]) -> list[str]:
+        """Converge the cluster to the recorded sizes (`sizes`, already in state) with one run
+        of `up`'s phases (certificates and configs for the new hosts, machines in one batch per
+        pool by the pool's provider, then their checks); each phase is idempotent, so only the
+        new hosts see changes."""
         from ..phases import RunContext, converge
         before = set(state.get("hosts", {}))
         ctx = RunContext(spec=self.spec, store=self.store, state=state, ui=self.ui or _LogUI(self.log),

@@ -8,7 +8,7 @@ Acting goes through an `Actuator`, so the order of effects is the same for every
 - add: the new size is recorded in state["pools"] first (so a crash leaves a state that
   `up` or the next run converges), then the pool is converged in one batch; with cloud
   bursting each pool the decision adds to (the managed pool up to its max, then the burst
-  pool, whose hosts its own provider makes) is recorded, then converged in that order;
+  pool, whose hosts its own provider makes) is recorded, then all converge in one run;
 - replace: hosts headroom added that never reported within the provisioning bound (15 min)
   are destroyed (nothing ran there) and the next pass adds what is needed;
 - remove: for each chosen host, stop new work on it (Kubernetes: cordon, then evict its pods
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 from ..errors import LockHeld, UserError
 from ..etcd.client import Etcd
@@ -42,8 +42,9 @@ BUSY = "another run holds the lock"
 class Actuator(Protocol):
     """How decisions become changes for one cluster."""
 
-    def add(self, state: dict[str, Any], pool: str, size: int) -> list[str]:
-        """Bring `pool` up to `size` hosts in one batch; returns the new host names."""
+    def add(self, state: dict[str, Any], sizes: Mapping[str, int]) -> list[str]:
+        """Bring each pool of `sizes` up to its size, in one run (each pool's new hosts in one
+        batch, by the pool's provider); returns the new host names."""
 
     def stop_new_work(self, host: str) -> None:
         """Stop new work landing on `host` and start moving its work away."""
@@ -150,9 +151,9 @@ def _reconcile_locked(spec: Spec, store: StateStore, observe: Callable[[dict[str
         for name, count in adds.items():
             record_size(state, spec, name, sizes.get(name, 0) + count)
         store.write(state)  # the intent first: a crash here is repaired by the next run or `up`
-        for name, count in adds.items():  # the managed pool first, then the burst pool
-            outcome.added += [h for h in actuator.add(state, name, sizes.get(name, 0) + count)
-                              if h not in outcome.added]
+        # one run for every pool that grows (the managed pool and the burst pool together)
+        outcome.added = list(dict.fromkeys(actuator.add(state, {name: sizes.get(name, 0) + count
+                                                                for name, count in adds.items()})))
         log(f"added {', '.join(outcome.added) or 'nothing'}")
         # New hosts are booting (upcoming capacity, not unknown) for the provisioning bound.
         added = state["headroom"]["memory"].setdefault("added", {})

@@ -5,7 +5,7 @@ from typing import Collection, Mapping
 
 from .. import bootstrap, convergence, pki
 from ..errors import ActionError
-from ..providers import get_provider
+from ..providers.pools import PoolProviders, providers_of
 from ..providers.base import HOST_KEYS, START_HOSTS, UNIT_STATES, Provider
 from .. import faults
 from ..plan import HostPlan
@@ -21,7 +21,8 @@ def run(ctx: RunContext) -> dict:
     if ctx.dry_run:
         ctx.log("wait", f"would wait for {len(hosts) or len(bootstrap.planned_names(ctx))} hosts to answer SSH")
         return {"dry_run": True, "hosts": sorted(hosts)}
-    provider = get_provider(ctx.spec, ctx.store.workdir, log=lambda m: ctx.log("wait", m))
+    # each host is asked of its pool's provider (a burst pool's of its own cloud)
+    provider = providers_of(ctx.spec, ctx.store.workdir, log=lambda m: ctx.log("wait", m))
     # Hosts that exist but stopped (killed, machine rebooted) are started, as a console would.
     # On running hosts, enabled units that stopped or died are started again (running ones are
     # left alone), so a re-run repairs them: on every host with `--verify`, else only on the
@@ -70,7 +71,7 @@ def run(ctx: RunContext) -> dict:
     return {"hosts": sorted(hosts), "checked": sorted(targets), "logged_in": sorted(login)}
 
 
-def pin_host_keys(ctx: RunContext, provider: Provider, names: Collection[str]) -> None:
+def pin_host_keys(ctx: RunContext, provider: Provider | PoolProviders, names: Collection[str]) -> None:
     """The SSH host keys the provider knows (local hosts) go into state, so the first login
     checks them; others are remembered on first contact. State is saved when one changed."""
     if HOST_KEYS not in provider.optional_capabilities:
@@ -85,7 +86,7 @@ def pin_host_keys(ctx: RunContext, provider: Provider, names: Collection[str]) -
         ctx.save()
 
 
-def reachable(ctx: RunContext, provider: Provider, phase: str, timeout: float,
+def reachable(ctx: RunContext, provider: Provider | PoolProviders, phase: str, timeout: float,
               answer: Collection[str] = (), running: Mapping[str, HostPlan] | None = None) -> None:
     """What `wait` does for every host and `rollout` for the hosts it just made: the hosts of
     `running` run (their state entries take the addresses the provider reports) and have their

@@ -10,10 +10,13 @@ providers in one account must not claim each other's hosts).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..spec import Spec
-from .base import HostRecord, Provider
+from .base import HOST_KEYS, START_HOSTS, UNIT_STATES, HostRecord, Provider
+
+if TYPE_CHECKING:
+    from ..plan import HostPlan
 
 
 class PoolProviders:
@@ -90,6 +93,57 @@ class PoolProviders:
         for provider, group in self.group(names).items():
             provider.destroy_hosts(group)
 
+    def create_hosts(self, hosts: Sequence[HostPlan], configs: Mapping[str, bytes]) -> list[HostRecord]:
+        """Each pool's hosts made by its provider, one batch per provider; a pool's own provider
+        is prepared first (the caller prepares the cluster's, as for a single provider)."""
+        groups: list[tuple[Provider, list[HostPlan]]] = []
+        for host in hosts:
+            provider = self.for_pool(host.pool)
+            group = next((g for p, g in groups if p is provider), None)
+            if group is None:
+                groups.append((provider, group := []))
+            group.append(host)
+        records: list[HostRecord] = []
+        for provider, group in groups:
+            if provider is not self.primary:
+                provider.prepare()
+            records.extend(provider.create_hosts(group, configs))
+        return records
+
+    def stop_agent(self, name: str) -> None:
+        self.for_host(name).stop_agent(name)
+
+    def restart_units(self, name: str, units: Sequence[str]) -> bool:
+        return self.for_host(name).restart_units(name, units)
+
+    # What the `wait` phase asks of a host goes to the provider of its pool; an ability (see
+    # providers.base) is there when any provider has it, and is used only on the hosts of those.
+    @property
+    def optional_capabilities(self) -> frozenset[str]:
+        return frozenset().union(*(p.optional_capabilities for p in self.providers))
+
+    def for_host(self, name: str) -> Provider:
+        return self.for_pool(pool_of_name(self.spec, name))
+
+    def start_hosts(self, names: Sequence[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for provider, group in self.group(names).items():
+            if START_HOSTS in provider.optional_capabilities:
+                out.update(provider.start_hosts(group))
+        return out
+
+    def host_public_key(self, name: str) -> str | None:
+        provider = self.for_host(name)
+        return provider.host_public_key(name) if HOST_KEYS in provider.optional_capabilities else None
+
+    def unit_states(self, name: str) -> dict[str, dict[str, Any]]:
+        provider = self.for_host(name)
+        return provider.unit_states(name) if UNIT_STATES in provider.optional_capabilities else {}
+
+    def forget_served_configs(self) -> int:
+        """Each provider deletes the configs it served (a burst pool's live with its own cloud)."""
+        return sum(provider.forget_served_configs() for provider in self.providers)
+
     def teardown(self) -> None:
         for provider in reversed(self.providers):
             provider.teardown()
@@ -115,13 +169,29 @@ def has_pool_providers(spec: Spec) -> bool:
     return any(p.provider is not None for p in spec.pools)
 
 
+def providers_of(spec: Spec, workdir: Path | None = None,
+                 log: Callable[[str], None] | None = None) -> Provider | PoolProviders:
+    """What acts on a spec's hosts: the cluster's provider, or PoolProviders when a pool has a
+    provider of its own (cloud bursting)."""
+    if has_pool_providers(spec):
+        return PoolProviders(spec, workdir, log=log)
+    from . import get_provider
+    return get_provider(spec, workdir, log=log)
+
+
 def pool_providers_needs(spec: Spec, state: dict | None = None) -> list[dict]:
     """What each pool with a provider of its own needs to work (validate, plan and status say
     it): its hosts must reach the cluster, and provision must reach them. Pure: from the spec
     (and the masters' recorded addresses when `state` has them)."""
     out = []
     hosts = (state or {}).get("hosts") or {}
-    masters = sorted(h["address"] for h in hosts.values() if h.get("role") == "master" and h.get("address"))
+    # the endpoint a burst host's config names (render.pool_provider): a public load balancer,
+    # else every master at its public address (its own address when it has none)
+    endpoint = (state or {}).get("api_endpoint") or {}
+    masters = sorted(h.get("public_address") or h["address"] for h in hosts.values()
+                     if h.get("role") == "master" and h.get("address"))
+    if endpoint.get("dns_name") and endpoint.get("dns_name") != endpoint.get("vip_address"):
+        masters = [endpoint["dns_name"]]
     api = ", ".join(f"https://{a}:6443" for a in masters) or f"the masters' port 6443 on {spec.provider.name}"
     for i, pool in enumerate(spec.pools):
         if pool.provider is None:

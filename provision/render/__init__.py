@@ -26,7 +26,7 @@ from .. import artifacts as artifacts_mod
 from .. import pki, pki_ca
 from ..errors import ActionError, UserError
 from ..resources import data_dir
-from . import cloudconfig, ignition, mounts
+from . import cloudconfig, ignition, mounts, pool_provider
 from .machine import File, Machine, Unit, _file, build_machine, parse_items, secret_items
 from .userdata import FittedUserData, compress_ignition, fit_user_data, pointer_config
 
@@ -164,6 +164,7 @@ def _cluster_context(spec: Spec, state: Mapping[str, Any], store: BlobSource, ho
         "first_master": masters[0].name if masters else None,
         "pod_network_plugins": artifacts_mod.POD_NETWORK_PLUGINS, "cni_bin_dir": artifacts_mod.CNI_BIN_DIR,
         **_api_endpoint(spec, masters, state),
+        "outside": pool_provider.outside_view(state, masters),  # for pools of another provider
     }
 
 
@@ -196,10 +197,10 @@ def _machine_context(base: dict[str, Any], spec: Spec, role: str, pool: PoolSpec
         "node_labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
         "fleet_metadata": f"role={role},pool={pool.name}",
         "install_unit": {},
-        "node_address": (host.address if host is not None and spec.provider.name in NODE_ADDRESS_PROVIDERS
-                         else None),
+        "node_address": (host.address if host is not None and pool_provider.provider_name(spec, pool)
+                         in NODE_ADDRESS_PROVIDERS else None),
     })
-    return ctx
+    return pool_provider.shape(ctx, spec, pool) if role == "worker" else ctx
 
 
 def _add_artifacts(machine: Machine, env: jinja2.Environment, ctx: dict[str, Any],
@@ -293,19 +294,19 @@ def render_cluster(spec: Spec, state: Mapping[str, Any], pki_store: StateStore, 
     blobs = _BlobReads(pki_store)
     base = _cluster_context(spec, state, blobs, hosts)
     rendered = Rendered(index={"hosts": {}})
-    per_host_workers = spec.provider.name in NODE_ADDRESS_PROVIDERS
+    per_host = pool_provider.per_host_pools(spec, NODE_ADDRESS_PROVIDERS)  # by each pool's provider
     for host in hosts:
-        if host.role == "worker" and not per_host_workers:
+        if host.role == "worker" and host.pool not in per_host:
             continue
         name = config_file_name(spec, host.role, host.pool, host.name)
         ctx = _machine_context(base, spec, host.role, spec.pool(host.pool), host)
         rendered.files[name], rendered.secrets[name] = render_machine(env, spec, state, blobs, ctx)
-    for pool in spec.worker_pools if not per_host_workers else ():
+    for pool in (p for p in spec.worker_pools if p.name not in per_host):
         name = config_file_name(spec, "worker", pool.name, None)
         ctx = _machine_context(base, spec, "worker", pool, None)
         rendered.files[name], rendered.secrets[name] = render_machine(env, spec, state, blobs, ctx)
     for host in hosts:
-        shared = host.role == "worker" and not per_host_workers
+        shared = host.role == "worker" and host.pool not in per_host
         name = config_file_name(spec, host.role, host.pool, None if shared else host.name)
         rendered.index["hosts"][host.name] = {"pool": host.pool, "role": host.role, "config": name}
     return rendered
@@ -348,7 +349,7 @@ def _per_host(spec: Spec, state: Mapping[str, Any], pki_store: StateStore, hosts
     env = _environment()
     blobs = _BlobReads(pki_store)
     base = _cluster_context(spec, state, blobs, hosts)
-    per_host_workers = spec.provider.name in NODE_ADDRESS_PROVIDERS
+    per_host = pool_provider.per_host_pools(spec, NODE_ADDRESS_PROVIDERS)
     by_name = {h.name: h for h in hosts}
     pools: dict[str, dict[str, File]] = {}
     out: dict[str, dict[str, File]] = {}
@@ -356,7 +357,7 @@ def _per_host(spec: Spec, state: Mapping[str, Any], pki_store: StateStore, hosts
         host = by_name.get(name)
         if host is None:
             raise ActionError(f"render: host {name} is not in the plan")
-        if host.role == "worker" and not per_host_workers:
+        if host.role == "worker" and host.pool not in per_host:
             if host.pool not in pools:
                 pools[host.pool] = pick(env, blobs, _machine_context(
                     base, spec, "worker", spec.pool(host.pool), None))

@@ -62,8 +62,8 @@ class ProviderDouble:
                             now, added=added)
 
     # actuator
-    def add(self, state, pool, size):
-        self.add_calls.append(size)
+    def add(self, state, sizes):
+        self.add_calls.append(sum(sizes.values()))
         time.sleep(self.add_delay)
         return self.converge(state)
 

@@ -50,6 +50,7 @@ class BurstCluster:
         self.providers = PoolProviders(spec, store.workdir)
         self.loads: dict[str, int] = {}
         self.pending = 0
+        self.add_calls: list[dict[str, int]] = []
 
     def observe(self, state, now):
         hosts = [HostLoad(f"{self.spec.name}-masters-0", "masters", "master", READY, etcd=True)]
@@ -59,10 +60,11 @@ class BurstCluster:
             hosts.append(HostLoad(name, pool, "worker", READY, containers=self.loads.get(name, 0)))
         return Observation(at=now, hosts=tuple(hosts), pending=self.pending)
 
-    def add(self, state, pool, size):
+    def add(self, state, sizes):
+        self.add_calls.append(dict(sizes))
         ctx = RunContext(spec=self.spec, store=self.store, state=state, ui=UI(verbosity=-1))
         target = plan(self.spec, state)
-        new = replace(target, create=tuple(h for h in target.create if h.pool == pool), keep=())
+        new = replace(target, create=tuple(h for h in target.create if h.pool in sizes), keep=())
         return apply_plan(ctx, new, provider=self.providers)["created"]
 
     def stop_new_work(self, host):
@@ -102,6 +104,7 @@ def test_peak_load_bursts_into_the_other_cloud_and_leaves_it_first(cluster, ec2_
     ec2_proxy.reset_counts()
     out = reconcile(spec, store, edges.observe, edges, clock=lambda: next(clock), sleep=lambda s: None)
     assert out.status == "acted" and out.decision.adds == {"cloud": 3}
+    assert edges.add_calls == [{"cloud": 3}]  # one add: one run of the machines phase
     burst = [f"{name}-cloud-{i}" for i in range(3)]
     assert sorted(out.added) == burst
     instances = tagged_instances(spec)
@@ -171,3 +174,65 @@ def test_each_pool_is_made_and_destroyed_by_its_own_provider(ec2_proxy, tmp_path
     down = cli("down", spec_file, "--yes", "--state-dir", tmp_path / "state")
     assert down.code == 0, down.err
     assert live_instances("us-east-1", spec.name) == [] and live_instances("eu-west-1", spec.name) == []
+
+
+def test_the_wait_phase_asks_each_pool_its_own_provider(cluster, ec2_proxy):
+    """The burst pool's config is over EC2's user-data limit, so its provider serves it from S3
+    (moto); once every host has booted, `wait` lists the burst hosts where they live and has
+    their provider delete what it served (the cluster's local provider knows nothing of either)."""
+    import json
+    import os
+
+    import boto3
+
+    from provision import convergence
+    from provision.phases import wait
+    spec, store, edges = cluster
+    big = {"ignition": {"version": "3.3.0"}, "storage": {"files": [{
+        "path": "/etc/burst-padding", "mode": 420,
+        "contents": {"source": "data:;base64," + __import__("base64").b64encode(os.urandom(30000)).decode()}}]}}
+    store.write_blob("rendered/pool-cloud.ign", json.dumps(big, sort_keys=True).encode())
+    index = json.loads(store.read_blob("rendered/index.json"))
+    for name, entry in index["hosts"].items():
+        if entry["pool"] == "cloud":
+            entry["config"] = "pool-cloud.ign"
+    store.write_blob("rendered/index.json", json.dumps(index).encode())
+    state = store.read()
+    state["pools"]["cloud"] = {"size": 2, "spec_count": 0}
+    assert sorted(edges.add(state, {"cloud": 2})) == [f"{spec.name}-cloud-0", f"{spec.name}-cloud-1"]
+    s3 = boto3.client("s3", region_name="us-east-1")
+    bucket = edges.providers.for_pool("cloud").config_bucket()
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount"), "the burst config was not served from S3"
+    # Every host converged earlier (as state records it): `wait` checks none over SSH.
+    hosts = {n: h for n, h in state["hosts"].items() if h.get("address")}
+    assert sorted(hosts) == [f"{spec.name}-cloud-0", f"{spec.name}-cloud-1"]
+    # provision reaches a burst host where its own cloud says: EC2's public address
+    public = {i["InstanceId"]: i["PublicIpAddress"] for i in tagged_instances(spec)}
+    assert all(h["ssh_address"] == public[h["provider_id"]] for h in hosts.values())
+    wanted = convergence.wanted_records(spec, store, hosts)
+    for name, host in hosts.items():
+        for phase in convergence.bootstrap_phases(spec, host):
+            convergence.record(state, phase, {name: convergence.phase_record(state, wanted[name], phase)})
+    store.write(state)
+    from provision import pki
+    pki.ensure_pki(spec, store, plan(spec, state).desired)  # provision's SSH key among them
+    ctx = RunContext(spec=spec, store=store, state=state, ui=UI(verbosity=-1))
+    result = wait.run(ctx)
+    assert result["hosts"] == sorted(hosts) and result["checked"] == [] and result["logged_in"] == []
+    assert not s3.list_objects_v2(Bucket=bucket).get("KeyCount"), "the burst pool's served config is left on S3"
+
+
+def test_pool_providers_make_each_pool_where_it_lives(cluster, ec2_proxy):
+    """What replaces a host (rollout) can hand PoolProviders a mixed list: the burst pool's
+    hosts go to EC2 in one RunInstances per zone; nothing of them reaches the local provider."""
+    spec, store, edges = cluster
+    target = plan(spec, store.read(), sizes={"masters": 1, "workers": 2, "cloud": 2})
+    cloud = [h for h in target.create if h.pool == "cloud"]
+    configs = {h.name: b'{"ignition": {"version": "3.3.0"}}' for h in cloud}
+    ec2_proxy.reset_counts()
+    records = edges.providers.create_hosts(cloud, configs)
+    assert sorted(r.name for r in records) == [f"{spec.name}-cloud-0", f"{spec.name}-cloud-1"]
+    assert all(r.provider_id.startswith("i-") for r in records)
+    zones = {i["Placement"]["AvailabilityZone"] for i in tagged_instances(spec)}
+    assert ec2_proxy.calls["RunInstances"] == len(zones) <= 2
+    assert edges.providers.primary.list_hosts() == []

@@ -1,0 +1,63 @@
+"""The config of a worker pool with a provider of its own (cloud bursting, `pools[].provider`):
+shaped for the pool's provider, not the cluster's.
+
+- One config per host or per pool as the pool's provider needs (a Vagrant pool names each
+  node's private address; an AWS pool beside a Vagrant cluster shares one config).
+- The API endpoint as seen from the pool's network: the cluster's load balancer when it has a
+  public address, else the node-local proxy to the masters' public addresses (their recorded
+  ones, when state has them; the cluster's own addresses otherwise, which the pool reaches only
+  through the VPN `validate` asks for).
+- Its nodes say where they run: the node label `provision.io/provider` and fleet's metadata
+  `provider=`, so workloads can keep off (or go to) the burst hosts.
+
+Pools without a provider of their own render exactly as before (the same bytes).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from ..plan import HostPlan
+    from ..spec import PoolSpec, Spec
+
+PROVIDER_LABEL = "provision.io/provider"
+
+
+def provider_name(spec: Spec, pool: PoolSpec) -> str:
+    """The name of the provider that makes `pool`'s hosts."""
+    return pool.provider.name if pool.provider is not None else spec.provider.name
+
+
+def per_host_pools(spec: Spec, node_address_providers: Sequence[str]) -> frozenset[str]:
+    """The worker pools whose hosts get a config each (their provider needs the node's address)."""
+    return frozenset(p.name for p in spec.worker_pools if provider_name(spec, p) in node_address_providers)
+
+
+def outside_view(state: Mapping[str, Any], masters: Sequence[HostPlan]) -> dict[str, Any]:
+    """How a host outside the cluster's network reaches the API: whether the recorded load
+    balancer is public (an OpenStack one whose address is its private VIP is not), and the
+    node-local proxy's backends at the masters' public addresses where state records them."""
+    endpoint = state.get("api_endpoint") or {}
+    public_lb = bool(endpoint.get("dns_name")) and endpoint.get("dns_name") != endpoint.get("vip_address")
+    hosts = state.get("hosts") or {}
+    backends = []
+    for m in masters:
+        entry = hosts.get(m.name) or {}
+        address = entry.get("public_address") or m.address or entry.get("address")
+        backends.append({"name": m.name, "address": address or m.name, "is_address": bool(address)})
+    return {"public_lb": public_lb, "backends": backends}
+
+
+def shape(ctx: dict[str, Any], spec: Spec, pool: PoolSpec) -> dict[str, Any]:
+    """The machine context `ctx` of a worker of `pool`, shaped for the pool's own provider."""
+    if pool.provider is None:
+        return ctx
+    name = pool.provider.name
+    ctx["node_labels"] = ",".join(sorted([*ctx["node_labels"].split(","), f"{PROVIDER_LABEL}={name}"]))
+    ctx["fleet_metadata"] = f"{ctx['fleet_metadata']},provider={name}"
+    outside = ctx["outside"]
+    if not outside["public_lb"]:
+        ctx.update({"api_proxy": True, "worker_api_url": f"https://127.0.0.1:{ctx['api_proxy_port']}",
+                    "api_proxy_backends": outside["backends"]})
+        ctx["node_api_url"] = ctx["worker_api_url"]
+    return ctx
