@@ -194,35 +194,67 @@ def load_factor(predicted: float, hosts: int, threshold: float, low: float) -> i
     return hosts
 
 
+# The predictive policy keeps this many standard deviations of the load's observed noise
+# free on top of the prediction.
+NOISE_MARGIN = 2.0
+# The noise is measured over this much history (twenty one-minute samples: a five-sample
+# estimate swings by a third from one minute to the next, and so would the pool).
+NOISE_WINDOW = 1200.0
+
+
+def history_window(ahead: float) -> float:
+    """History `decide` keeps for the predictive policy: the trend's fit and the noise's."""
+    return max(predict_window(ahead), NOISE_WINDOW)
+
+
+def noise_spread(history: Sequence[Sample], attribute: str) -> float:
+    """Standard deviation of the load's noise, from the differences of successive samples
+    (von Neumann): a trend, and a slow bend of it, moves every difference alike and drops
+    out, so a clean ramp or day has next to none and a noisy steady load its whole spread."""
+    vs = [getattr(h, attribute) for h in history]
+    diffs = [b - a for a, b in zip(vs, vs[1:])]
+    if len(diffs) < 2:
+        return 0.0
+    mean = sum(diffs) / len(diffs)
+    return math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / 2)
+
+
 def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pending: float = 0) -> Need:
-    """Stratos: size for the predicted containers, CPU and memory; the largest factor wins.
-    Each factor keeps the hysteresis of its reactive policy (Clocker HOT/COLD for containers,
-    threshold vs scale_down_utilization for CPU and memory). A prediction never falls below
-    the newest sample (after a turning point the fitted curve lags what is used now), and
-    with too little history the newest sample is the prediction, so pending work is met."""
+    """Stratos: size for the demand predicted `predict_ahead` seconds on (about a boot: what
+    is added now serves then), plus NOISE_MARGIN standard deviations of the observed noise;
+    the largest factor wins. Containers need their slots and the reserve; CPU and memory need
+    room at the hosts' capacity (the prediction and its margin are the headroom that the
+    reactive thresholds stand in for). No hysteresis here: `decide` stabilises the size (it
+    shrinks only to the largest size wanted during the scale-down window). A prediction never
+    falls below the newest sample (after a turning point the fitted curve lags what is used
+    now), and with too little history the newest sample is the prediction, so pending work
+    is met."""
     newest = history[-1] if history else Sample(0.0, float(pending), 0.0, 0.0)
     window = predict_window(s.predict_ahead)
     fitted = [h for h in history if newest.at - h.at <= window]
     covered = len(fitted) >= MIN_PREDICT_SAMPLES and fitted[0].at <= newest.at - TREND_COVER * window
-    predicted = [predict(fitted, a, s.predict_ahead) if covered else None for a in ("containers", "cpu", "memory")]
+    attributes = ("containers", "cpu", "memory")
+    predicted = [predict(fitted, a, s.predict_ahead) if covered else None for a in attributes]
     learning = predicted[0] is None
+    noisy = [h for h in history if newest.at - h.at <= NOISE_WINDOW]
+    spread = [NOISE_MARGIN * noise_spread(noisy, a) for a in attributes]
     if learning:
         pc, pcpu, pmem = newest.containers, newest.cpu, newest.memory
     else:
         # all three are predicted once the record covers the window (same samples, same test)
         guess_c, guess_cpu, guess_mem = (0.0 if p is None else p for p in predicted)
-        pc = max(newest.containers, guess_c)
-        pcpu = max(newest.cpu, guess_cpu)
-        pmem = max(newest.memory, guess_mem)
-    by_containers = containers_policy(s, hosts, pc).hosts
-    by_cpu = load_factor(pcpu, hosts, s.cpu_threshold, s.scale_down_utilization)
-    by_mem = load_factor(pmem, hosts, s.memory_threshold, s.scale_down_utilization)
+        pc = max(newest.containers, guess_c + spread[0])
+        pcpu = max(newest.cpu, guess_cpu + spread[1])
+        pmem = max(newest.memory, guess_mem + spread[2])
+    limit = max(s.max_count, hosts)
+    by_containers = containers_hosts_needed(pc, s.containers_per_host, s.reserve, limit)
+    by_cpu = hosts_for_load(pcpu, 1.0)
+    by_mem = hosts_for_load(pmem, 1.0)
     want = max(by_containers, by_cpu, by_mem)
+    sized = (f"{pc:.1f} containers ({by_containers} hosts), {pcpu:.2f} CPU ({by_cpu}), "
+             f"{pmem:.2f} memory ({by_mem})")
     if learning:
         return Need("predictive", want, f"learning ({len(fitted)} samples, a trend needs {MIN_PREDICT_SAMPLES} over "
-                                        f"{TREND_COVER * window:.0f}s): sized for "
-                                        f"now: {pc:.1f} containers ({by_containers} hosts), {pcpu:.2f} CPU "
-                                        f"({by_cpu}), {pmem:.2f} memory ({by_mem})")
-    return Need("predictive", want, f"predicted in {s.predict_ahead:g}s: {pc:.1f} containers ({by_containers} hosts), "
-                                    f"{pcpu:.2f} CPU ({by_cpu}), {pmem:.2f} memory ({by_mem})")
-
+                                        f"{TREND_COVER * window:.0f}s): sized for now: {sized}")
+    return Need("predictive", want, f"predicted in {s.predict_ahead:g}s with {NOISE_MARGIN:g} standard "
+                                    f"deviations of noise: {sized}")
