@@ -15,6 +15,7 @@ Pure functions; `policy.decide` combines their needs.
 from __future__ import annotations
 
 import math
+import statistics
 from operator import attrgetter
 from typing import Callable, Mapping, Sequence
 
@@ -194,12 +195,16 @@ def load_factor(predicted: float, hosts: int, threshold: float, low: float) -> i
     return hosts
 
 
-# The predictive policy keeps this many standard deviations of the load's observed noise
-# free on top of the prediction.
-NOISE_MARGIN = 2.0
+# The predictive policy grows when the prediction plus GROW_MARGIN standard deviations of
+# the load's observed noise does not fit, and shrinks only to a size that still fits it plus
+# SHRINK_MARGIN of them: the band between the two, sized to the noise, keeps a noisy load
+# from flapping (the reactive policies' fixed thresholds do that blind to the noise).
+GROW_MARGIN = float(__import__("os").environ.get("GM", "1.5"))
+SHRINK_MARGIN = float(__import__("os").environ.get("SM", "2.5"))
 # The noise is measured over this much history (twenty one-minute samples: a five-sample
 # estimate swings by a third from one minute to the next, and so would the pool).
 NOISE_WINDOW = 1200.0
+JUMP = 4.0
 
 
 def history_window(ahead: float) -> float:
@@ -208,15 +213,23 @@ def history_window(ahead: float) -> float:
 
 
 def noise_spread(history: Sequence[Sample], attribute: str) -> float:
-    """Standard deviation of the load's noise, from the differences of successive samples
-    (von Neumann): a trend, and a slow bend of it, moves every difference alike and drops
-    out, so a clean ramp or day has next to none and a noisy steady load its whole spread."""
+    """Standard deviation of the load's noise, from the differences of successive samples: a
+    trend, and a slow bend of it, moves every difference alike and drops out, and the median
+    of their deviations ignores a few jumps (a spike starting or ending is a change of level,
+    not noise). A clean ramp or day has next to none, a noisy steady load its whole spread."""
     vs = [getattr(h, attribute) for h in history]
     diffs = [b - a for a, b in zip(vs, vs[1:])]
     if len(diffs) < 2:
         return 0.0
-    mean = sum(diffs) / len(diffs)
-    return math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / 2)
+    # Differences more than JUMP robust deviations off the median are changes of level: left out.
+    middle = statistics.median(diffs)
+    scale = 1.4826 * statistics.median(abs(d - middle) for d in diffs)
+    kept = [d for d in diffs if abs(d - middle) <= JUMP * scale] if scale else diffs
+    if len(kept) < 2:
+        return 0.0
+    mean = sum(kept) / len(kept)
+    # a difference of two samples has twice the variance of one
+    return math.sqrt(sum((d - mean) ** 2 for d in kept) / (len(kept) - 1) / 2)
 
 
 def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pending: float = 0) -> Need:
@@ -237,24 +250,35 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
     predicted = [predict(fitted, a, s.predict_ahead) if covered else None for a in attributes]
     learning = predicted[0] is None
     noisy = [h for h in history if newest.at - h.at <= NOISE_WINDOW]
-    spread = [NOISE_MARGIN * noise_spread(noisy, a) for a in attributes]
-    if learning:
-        pc, pcpu, pmem = newest.containers, newest.cpu, newest.memory
-    else:
-        # all three are predicted once the record covers the window (same samples, same test)
-        guess_c, guess_cpu, guess_mem = (0.0 if p is None else p for p in predicted)
-        pc = max(newest.containers, guess_c + spread[0])
-        pcpu = max(newest.cpu, guess_cpu + spread[1])
-        pmem = max(newest.memory, guess_mem + spread[2])
+    spread = [noise_spread(noisy, a) for a in attributes]
     limit = max(s.max_count, hosts)
-    by_containers = containers_hosts_needed(pc, s.containers_per_host, s.reserve, limit)
-    by_cpu = hosts_for_load(pcpu, 1.0)
-    by_mem = hosts_for_load(pmem, 1.0)
-    want = max(by_containers, by_cpu, by_mem)
-    sized = (f"{pc:.1f} containers ({by_containers} hosts), {pcpu:.2f} CPU ({by_cpu}), "
-             f"{pmem:.2f} memory ({by_mem})")
+
+    def size(margin: float) -> tuple[int, str]:
+        if learning:
+            pc, pcpu, pmem = newest.containers, newest.cpu, newest.memory
+        else:
+            # all three are predicted once the record covers the window (same samples, same test)
+            guess_c, guess_cpu, guess_mem = (0.0 if p is None else p for p in predicted)
+            pc = max(newest.containers, guess_c + margin * spread[0])
+            pcpu = max(newest.cpu, guess_cpu + margin * spread[1])
+            pmem = max(newest.memory, guess_mem + margin * spread[2])
+        by_containers = containers_hosts_needed(pc, s.containers_per_host, s.reserve, limit)
+        by_cpu = hosts_for_load(pcpu, 1.0)
+        by_mem = hosts_for_load(pmem, 1.0)
+        return max(by_containers, by_cpu, by_mem), (f"{pc:.1f} containers ({by_containers} hosts), {pcpu:.2f} CPU "
+                                                    f"({by_cpu}), {pmem:.2f} memory ({by_mem})")
+
+    grow, grow_why = size(GROW_MARGIN)
+    shrink, shrink_why = size(SHRINK_MARGIN)
+    if grow > hosts:
+        want, sized = grow, grow_why
+    elif shrink < hosts:
+        want, sized = shrink, shrink_why
+    else:
+        want, sized = hosts, f"{grow_why} to grow, {shrink_why} to shrink"
     if learning:
         return Need("predictive", want, f"learning ({len(fitted)} samples, a trend needs {MIN_PREDICT_SAMPLES} over "
                                         f"{TREND_COVER * window:.0f}s): sized for now: {sized}")
-    return Need("predictive", want, f"predicted in {s.predict_ahead:g}s with {NOISE_MARGIN:g} standard "
-                                    f"deviations of noise: {sized}")
+    return Need("predictive", want, f"predicted in {s.predict_ahead:g}s, noise {spread[0]:.1f} containers "
+                                    f"(margins {GROW_MARGIN:g}/{SHRINK_MARGIN:g} standard deviations to grow/shrink): "
+                                    f"{sized}")
