@@ -199,8 +199,8 @@ def load_factor(predicted: float, hosts: int, threshold: float, low: float) -> i
 # the load's observed noise does not fit, and shrinks only to a size that still fits it plus
 # SHRINK_MARGIN of them: the band between the two, sized to the noise, keeps a noisy load
 # from flapping (the reactive policies' fixed thresholds do that blind to the noise).
-GROW_MARGIN = float(__import__("os").environ.get("GM", "1.5"))
-SHRINK_MARGIN = float(__import__("os").environ.get("SM", "2.5"))
+GROW_MARGIN = 1.5
+SHRINK_MARGIN = 2.5
 # The noise is measured over this much history (twenty one-minute samples: a five-sample
 # estimate swings by a third from one minute to the next, and so would the pool).
 NOISE_WINDOW = 1200.0

@@ -12,39 +12,27 @@ import pytest
 
 from provision.headroom import simulate as sim
 
-# (trace, boot, noise) -> the goals missed, with the figures of `make bench` when recorded.
-# Nearly all are idle host-hours: the predictive policy sizes CPU to utilization's 0.7
-# threshold and shrinks only below 0.5 (30% more hosts than `containers`); sizing CPU to
-# saturation instead met every idle goal but fell below demand on noisy load and flapped
-# (steady 10% noise at 60 s boot: 1 flap a day; ramp at 420 s boot: 11 minutes below, the
-# issue's figure was 10), so it is not done here.
+# (trace, boot, noise) -> the goals missed, with the figures measured (predictive vs the
+# baseline of the goal). The predictive policy sizes predicted containers plus a margin of the
+# observed noise (grow at 1.5, shrink at 2.5 standard deviations); what is left: on noisy
+# ramps and the noisy day at slow boots the trend is too noisy to trust over a five-minute fit
+# (R^2 < 0.8), so the pool follows the load instead of leading it (below demand); the slow ramps
+# (420/900 s) pay their booting hosts and the overshoot at the ramp's end (idle); a noisy spike
+# or oscillation still reverses one action within 20 minutes.
 KNOWN_GAPS = {
-    ("steady", 60, 0.1): "idle 5.3 h vs containers 3.0 h (1.75x)",
-    ("steady", 180, 0.1): "idle 5.7 h vs containers 3.0 h (1.92x)",
-    ("steady", 420, 0.1): "idle 5.0 h vs containers 3.0 h (1.67x)",
-    ("steady", 900, 0.1): "idle 5.6 h vs containers 3.0 h (1.86x)",
-    ("ramp", 60, 0.0): "idle 5.5 h vs containers 1.3 h (4.18x)",
-    ("ramp", 60, 0.1): "idle 4.8 h vs containers 2.8 h (1.73x)",
-    ("ramp", 180, 0.0): "idle 5.6 h vs containers 1.7 h (3.26x)",
-    ("ramp", 180, 0.1): "idle 5.9 h vs containers 3.0 h (1.96x)",
-    ("ramp", 420, 0.0): "idle 7.7 h vs containers 2.8 h (2.72x)",
-    ("ramp", 420, 0.1): "idle 8.6 h vs containers 3.6 h (2.41x)",
-    ("ramp", 900, 0.0): "idle 13.1 h vs containers 5.1 h (2.56x)",
-    ("ramp", 900, 0.1): "idle 13.6 h vs containers 5.8 h (2.33x)",
-    ("spike", 60, 0.0): "idle 8.3 h vs containers 4.6 h (1.82x)",
-    ("spike", 180, 0.0): "idle 8.6 h vs containers 4.8 h (1.77x)",
-    ("spike", 180, 0.1): "1 flap(s)",
-    ("spike", 420, 0.0): "idle 9.1 h vs containers 5.4 h (1.67x)",
-    ("spike", 420, 0.1): "idle 9.6 h vs containers 6.4 h (1.50x, just over)",
-    ("spike", 900, 0.0): "idle 9.9 h vs containers 6.5 h (1.52x)",
-    ("diurnal", 60, 0.0): "idle 65.4 h vs containers 20.0 h (3.28x)",
-    ("diurnal", 60, 0.1): "idle 78.1 h vs containers 33.3 h (2.35x)",
-    ("diurnal", 180, 0.0): "idle 65.4 h vs containers 20.0 h (3.28x)",
-    ("diurnal", 180, 0.1): "idle 76.8 h vs containers 33.2 h (2.32x)",
-    ("diurnal", 420, 0.0): "idle 66.1 h vs containers 20.0 h (3.31x)",
-    ("diurnal", 420, 0.1): "idle 78.1 h vs containers 33.4 h (2.34x)",
-    ("diurnal", 900, 0.0): "idle 69.5 h vs containers 20.1 h (3.46x)",
-    ("diurnal", 900, 0.1): "idle 77.8 h vs containers 34.4 h (2.26x); below 1 min vs utilization 0",
+    ("ramp", 60, 0.1): "below 13 min vs utilization 4",
+    ("ramp", 180, 0.1): "below 19 min vs utilization 10",
+    ("ramp", 420, 0.1): "idle 6.4 h vs containers 3.6 h (1.80x)",
+    ("ramp", 900, 0.0): "idle 8.5 h vs containers 5.1 h (1.66x)",
+    ("ramp", 900, 0.1): "idle 10.0 h vs containers 5.8 h (1.72x)",
+    ("spike", 60, 0.1): "below 2 min vs utilization 1; 1 flap(s)",
+    ("spike", 180, 0.1): "below 5 min vs utilization 4; 1 flap(s)",
+    ("spike", 420, 0.1): "1 flap(s)",
+    ("oscillation", 60, 0.1): "below 2 min vs utilization 1; 1 flap(s)",
+    ("oscillation", 180, 0.1): "2 flap(s)",
+    ("oscillation", 420, 0.1): "below 4 min vs utilization 3",
+    ("diurnal", 420, 0.1): "below 1 min vs utilization 0; 1 flap(s)",
+    ("diurnal", 900, 0.1): "below 22 min vs utilization 0",
 }
 
 CELLS = [(name, boot, noise) for name in sim.TRACES for boot in sim.BOOT_TIMES for noise in sim.NOISE_LEVELS]
