@@ -7,8 +7,10 @@
   (enough to bring the mean back under); hosts below `scale_down_utilization` on both for
   `scale_down_cooldown` are removable while the rest stay under the thresholds.
 - `predictive` (Stratos): each load factor is predicted as
-  average + gradient*t + 1/2*curvature*t^2 over the recorded history and sized like the
-  reactive policies, so a rising ramp is met before it arrives.
+  average + gradient*t + 1/2*curvature*t^2 over the recorded history, a boot (and the pass
+  the scale-up window waits) ahead, plus a margin of the load's observed noise; containers
+  need their slots and the reserve, CPU and memory the hosts' capacity, so a rising ramp is
+  met before it arrives without utilization's idle band.
 
 Pure functions; `policy.decide` combines their needs.
 """
@@ -199,8 +201,8 @@ def load_factor(predicted: float, hosts: int, threshold: float, low: float) -> i
 # the load's observed noise does not fit, and shrinks only to a size that still fits it plus
 # SHRINK_MARGIN of them: the band between the two, sized to the noise, keeps a noisy load
 # from flapping (the reactive policies' fixed thresholds do that blind to the noise).
-GROW_MARGIN = 1.5
-SHRINK_MARGIN = 2.5
+GROW_MARGIN = 1.0
+SHRINK_MARGIN = 3.0
 # The noise is measured over this much history (twenty one-minute samples: a five-sample
 # estimate swings by a third from one minute to the next, and so would the pool).
 NOISE_WINDOW = 1200.0
@@ -247,7 +249,11 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
     fitted = [h for h in history if newest.at - h.at <= window]
     covered = len(fitted) >= MIN_PREDICT_SAMPLES and fitted[0].at <= newest.at - TREND_COVER * window
     attributes = ("containers", "cpu", "memory")
-    predicted = [predict(fitted, a, s.predict_ahead) if covered else None for a in attributes]
+    # `decide` grows only once growth was wanted through the scale-up window: one pass later
+    # than wanted first; what is added then serves a boot after that.
+    interval = newest.at - history[-2].at if len(history) >= 2 and s.scale_up_cooldown > 0 else 0.0
+    ahead = s.predict_ahead + interval
+    predicted = [predict(fitted, a, ahead) if covered else None for a in attributes]
     learning = predicted[0] is None
     noisy = [h for h in history if newest.at - h.at <= NOISE_WINDOW]
     spread = [noise_spread(noisy, a) for a in attributes]
@@ -279,6 +285,6 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
     if learning:
         return Need("predictive", want, f"learning ({len(fitted)} samples, a trend needs {MIN_PREDICT_SAMPLES} over "
                                         f"{TREND_COVER * window:.0f}s): sized for now: {sized}")
-    return Need("predictive", want, f"predicted in {s.predict_ahead:g}s, noise {spread[0]:.1f} containers "
+    return Need("predictive", want, f"predicted in {ahead:g}s, noise {spread[0]:.1f} containers "
                                     f"(margins {GROW_MARGIN:g}/{SHRINK_MARGIN:g} standard deviations to grow/shrink): "
                                     f"{sized}")
