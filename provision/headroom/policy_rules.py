@@ -226,7 +226,7 @@ def noise_spread(history: Sequence[Sample], attribute: str) -> float:
     # Differences more than JUMP robust deviations off the median are changes of level: left out.
     middle = statistics.median(diffs)
     scale = 1.4826 * statistics.median(abs(d - middle) for d in diffs)
-    kept = [d for d in diffs if abs(d - middle) <= JUMP * scale] if scale else diffs
+    kept = [d for d in diffs if abs(d - middle) <= JUMP * scale]
     if len(kept) < 2:
         return 0.0
     mean = sum(kept) / len(kept)

@@ -82,3 +82,33 @@ def test_a_slow_boot_does_not_turn_an_oscillation_into_a_runaway(scores):
     for noise in sim.NOISE_LEVELS:
         swing = scores[("oscillation", 900.0, noise, "predictive")]
         assert swing.peak_hosts <= 9 and swing.removes <= 1, noise
+
+
+def samples(values, step=60.0):
+    from provision.headroom.policy import Sample
+    return [Sample(i * step, float(v), v / 10, v / 20) for i, v in enumerate(values)]
+
+
+def test_noise_is_measured_apart_from_trend_and_jumps():
+    import random
+    from provision.headroom.policy_rules import noise_spread
+    rng = random.Random(7)
+    noisy = [40 * (1 + 0.1 * rng.uniform(-1, 1)) for _ in range(21)]
+    # uniform within 10% of 40: a standard deviation of 4/sqrt(3), about 2.3
+    assert 1.5 < noise_spread(samples(noisy), "containers") < 3.2
+    assert noise_spread(samples([20 + 2.5 * i for i in range(21)]), "containers") == 0.0  # a clean ramp
+    assert noise_spread(samples([30] * 10 + [100] * 11), "containers") == 0.0  # a spike's step
+
+
+def test_predictive_holds_the_size_inside_its_noise_band():
+    # 40 +- 10% on 6 hosts (48 slots, reserve 2): 1 standard deviation over the prediction
+    # fits, so 6 do not grow (5 do); 3 do not fit on 6, so 7 hosts stay and 9 shrink to 7.
+    import random
+    from provision.headroom.policy import predictive_policy
+    rng = random.Random(3)
+    hist = samples([40 * (1 + 0.1 * rng.uniform(-1, 1)) for _ in range(21)])
+    s = sim.default_settings(["predictive"])
+    assert predictive_policy(s, hist, 6).hosts == 6
+    assert predictive_policy(s, hist, 5).hosts == 6
+    assert predictive_policy(s, hist, 7).hosts == 7
+    assert predictive_policy(s, hist, 9).hosts == 7
