@@ -21,15 +21,15 @@ from .policy_model import (BOOTING, CLAMPED, DECISIONS_KEPT, HALT_UNKNOWN_COUNT,
                            REPLAYS_KEPT, TREND_COVER, TREND_FIT, UNDRAINABLE_SKIP, UNKNOWN, UNREADY, Decision,
                            HostLoad, Memory, Need, Observation, Sample, Settings, hosts_of_json, observation_json,
                            settings_json)
-from .policy_rules import (containers_hosts_needed, containers_policy, fit_quality, hosts_for_load, load_factor,
-                           predict, predict_window, predictive_policy, slope, utilization_policy)
+from .policy_rules import (containers_hosts_needed, containers_policy, fit_quality, history_window, hosts_for_load,
+                           load_factor, noise_spread, predict, predict_window, predictive_policy, slope, utilization_policy)
 
 __all__ = [
     "BOOTING", "CLAMPED", "DECISIONS_KEPT", "HALT_UNKNOWN_COUNT", "HALT_UNKNOWN_FRACTION", "MIN_PREDICT_SAMPLES",
     "PREDICT_AHEAD", "PREDICT_WINDOW", "PROVISIONING_BOUND", "READY", "REPLAYS_KEPT", "TREND_COVER", "TREND_FIT",
     "UNDRAINABLE_SKIP", "UNKNOWN", "UNREADY", "Decision", "HostLoad", "Memory", "Need", "Observation", "Sample",
     "Settings", "hosts_of_json", "observation_json", "settings_json", "containers_hosts_needed",
-    "containers_policy", "fit_quality", "hosts_for_load", "load_factor", "predict", "predict_window",
+    "containers_policy", "fit_quality", "history_window", "noise_spread", "hosts_for_load", "load_factor", "predict", "predict_window",
     "predictive_policy", "slope", "utilization_policy", "replay", "removable", "emptiness_key",
     "removal_candidates", "choose_removals", "window_values", "sane_memory", "halted", "decide", "split_adds",
     "without", "not_after", "remember", "memory_of", "summarize",
@@ -166,7 +166,7 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
     sample = Sample(now, float(used), sum(map(attrgetter("cpu"), ready)) + obs.pending_cpu,
                     sum(map(attrgetter("memory"), ready)) + obs.pending_memory)
     history = tuple(x for x in memory.history
-                    if now - x.at <= predict_window(s.predict_ahead) and x.at < now) + (sample,)
+                    if now - x.at <= history_window(s.predict_ahead) and x.at < now) + (sample,)
     inputs = {"hosts": len(obs.hosts), "pool_hosts": current, "ready": len(ready),
               "booting": sorted(h.name for h in booting),
               "unknown": sorted(h.name for h in troubled), "containers": used, "pending": obs.pending,

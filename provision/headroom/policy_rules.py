@@ -7,14 +7,17 @@
   (enough to bring the mean back under); hosts below `scale_down_utilization` on both for
   `scale_down_cooldown` are removable while the rest stay under the thresholds.
 - `predictive` (Stratos): each load factor is predicted as
-  average + gradient*t + 1/2*curvature*t^2 over the recorded history and sized like the
-  reactive policies, so a rising ramp is met before it arrives.
+  average + gradient*t + 1/2*curvature*t^2 over the recorded history, a boot (and the pass
+  the scale-up window waits) ahead, plus a margin of the load's observed noise; containers
+  need their slots and the reserve, CPU and memory the hosts' capacity, so a rising ramp is
+  met before it arrives without utilization's idle band.
 
 Pure functions; `policy.decide` combines their needs.
 """
 from __future__ import annotations
 
 import math
+import statistics
 from operator import attrgetter
 from typing import Callable, Mapping, Sequence
 
@@ -194,35 +197,94 @@ def load_factor(predicted: float, hosts: int, threshold: float, low: float) -> i
     return hosts
 
 
+# The predictive policy grows when the prediction plus GROW_MARGIN standard deviations of
+# the load's observed noise does not fit, and shrinks only to a size that still fits it plus
+# SHRINK_MARGIN of them: the band between the two, sized to the noise, keeps a noisy load
+# from flapping (the reactive policies' fixed thresholds do that blind to the noise).
+GROW_MARGIN = 1.0
+SHRINK_MARGIN = 3.0
+# The noise is measured over this much history (twenty one-minute samples: a five-sample
+# estimate swings by a third from one minute to the next, and so would the pool).
+NOISE_WINDOW = 1200.0
+JUMP = 4.0
+
+
+def history_window(ahead: float) -> float:
+    """History `decide` keeps for the predictive policy: the trend's fit and the noise's."""
+    return max(predict_window(ahead), NOISE_WINDOW)
+
+
+def noise_spread(history: Sequence[Sample], attribute: str) -> float:
+    """Standard deviation of the load's noise, from the differences of successive samples: a
+    trend, and a slow bend of it, moves every difference alike and drops out, and the median
+    of their deviations ignores a few jumps (a spike starting or ending is a change of level,
+    not noise). A clean ramp or day has next to none, a noisy steady load its whole spread."""
+    vs = [getattr(h, attribute) for h in history]
+    diffs = [b - a for a, b in zip(vs, vs[1:])]
+    if len(diffs) < 2:
+        return 0.0
+    # Differences more than JUMP robust deviations off the median are changes of level: left out.
+    middle = statistics.median(diffs)
+    scale = 1.4826 * statistics.median(abs(d - middle) for d in diffs)
+    kept = [d for d in diffs if abs(d - middle) <= JUMP * scale]
+    if len(kept) < 2:
+        return 0.0
+    mean = sum(kept) / len(kept)
+    # a difference of two samples has twice the variance of one
+    return math.sqrt(sum((d - mean) ** 2 for d in kept) / (len(kept) - 1) / 2)
+
+
 def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pending: float = 0) -> Need:
-    """Stratos: size for the predicted containers, CPU and memory; the largest factor wins.
-    Each factor keeps the hysteresis of its reactive policy (Clocker HOT/COLD for containers,
-    threshold vs scale_down_utilization for CPU and memory). A prediction never falls below
-    the newest sample (after a turning point the fitted curve lags what is used now), and
-    with too little history the newest sample is the prediction, so pending work is met."""
+    """Stratos: size for the demand predicted `predict_ahead` seconds on (about a boot: what
+    is added now serves then), plus NOISE_MARGIN standard deviations of the observed noise;
+    the largest factor wins. Containers need their slots and the reserve; CPU and memory need
+    room at the hosts' capacity (the prediction and its margin are the headroom that the
+    reactive thresholds stand in for). No hysteresis here: `decide` stabilises the size (it
+    shrinks only to the largest size wanted during the scale-down window). A prediction never
+    falls below the newest sample (after a turning point the fitted curve lags what is used
+    now), and with too little history the newest sample is the prediction, so pending work
+    is met."""
     newest = history[-1] if history else Sample(0.0, float(pending), 0.0, 0.0)
     window = predict_window(s.predict_ahead)
     fitted = [h for h in history if newest.at - h.at <= window]
     covered = len(fitted) >= MIN_PREDICT_SAMPLES and fitted[0].at <= newest.at - TREND_COVER * window
-    predicted = [predict(fitted, a, s.predict_ahead) if covered else None for a in ("containers", "cpu", "memory")]
+    attributes = ("containers", "cpu", "memory")
+    # `decide` grows only once growth was wanted through the scale-up window: one pass later
+    # than wanted first; what is added then serves a boot after that.
+    interval = newest.at - history[-2].at if len(history) >= 2 and s.scale_up_cooldown > 0 else 0.0
+    ahead = s.predict_ahead + interval
+    predicted = [predict(fitted, a, ahead) if covered else None for a in attributes]
     learning = predicted[0] is None
-    if learning:
-        pc, pcpu, pmem = newest.containers, newest.cpu, newest.memory
+    noisy = [h for h in history if newest.at - h.at <= NOISE_WINDOW]
+    spread = [noise_spread(noisy, a) for a in attributes]
+    limit = max(s.max_count, hosts)
+
+    def size(margin: float) -> tuple[int, str]:
+        if learning:
+            pc, pcpu, pmem = newest.containers, newest.cpu, newest.memory
+        else:
+            # all three are predicted once the record covers the window (same samples, same test)
+            guess_c, guess_cpu, guess_mem = (0.0 if p is None else p for p in predicted)
+            pc = max(newest.containers, guess_c + margin * spread[0])
+            pcpu = max(newest.cpu, guess_cpu + margin * spread[1])
+            pmem = max(newest.memory, guess_mem + margin * spread[2])
+        by_containers = containers_hosts_needed(pc, s.containers_per_host, s.reserve, limit)
+        by_cpu = hosts_for_load(pcpu, 1.0)
+        by_mem = hosts_for_load(pmem, 1.0)
+        return max(by_containers, by_cpu, by_mem), (f"{pc:.1f} containers ({by_containers} hosts), {pcpu:.2f} CPU "
+                                                    f"({by_cpu}), {pmem:.2f} memory ({by_mem})")
+
+    grow, grow_why = size(GROW_MARGIN)
+    shrink, shrink_why = size(SHRINK_MARGIN)
+    if grow > hosts:
+        want, sized = grow, grow_why
+    elif shrink < hosts:
+        want, sized = shrink, shrink_why
     else:
-        # all three are predicted once the record covers the window (same samples, same test)
-        guess_c, guess_cpu, guess_mem = (0.0 if p is None else p for p in predicted)
-        pc = max(newest.containers, guess_c)
-        pcpu = max(newest.cpu, guess_cpu)
-        pmem = max(newest.memory, guess_mem)
-    by_containers = containers_policy(s, hosts, pc).hosts
-    by_cpu = load_factor(pcpu, hosts, s.cpu_threshold, s.scale_down_utilization)
-    by_mem = load_factor(pmem, hosts, s.memory_threshold, s.scale_down_utilization)
-    want = max(by_containers, by_cpu, by_mem)
+        want, sized = hosts, f"{grow_why} to grow, {shrink_why} to shrink"
     if learning:
         return Need("predictive", want, f"learning ({len(fitted)} samples, a trend needs {MIN_PREDICT_SAMPLES} over "
-                                        f"{TREND_COVER * window:.0f}s): sized for "
-                                        f"now: {pc:.1f} containers ({by_containers} hosts), {pcpu:.2f} CPU "
-                                        f"({by_cpu}), {pmem:.2f} memory ({by_mem})")
-    return Need("predictive", want, f"predicted in {s.predict_ahead:g}s: {pc:.1f} containers ({by_containers} hosts), "
-                                    f"{pcpu:.2f} CPU ({by_cpu}), {pmem:.2f} memory ({by_mem})")
-
+                                        f"{TREND_COVER * window:.0f}s): sized for now: {sized}")
+    return Need("predictive", want, f"predicted in {ahead:g}s, noise {spread[0]:.1f} containers "
+                                    f"(margins {GROW_MARGIN:g}/{SHRINK_MARGIN:g} standard deviations to grow/shrink): "
+                                    f"{sized}")

@@ -99,8 +99,8 @@ def simulate(trace_name: str, trace: Trace, minutes: int, settings: Settings, st
     """Run one trace through `settings`' policies; deterministic (the noise too)."""
     import random
     rng = random.Random(f"{trace_name}/{boot}/{noise}")
-    # an operator sizes the prediction horizon to the boot time (never below the default)
-    settings = replace(settings, predict_ahead=max(settings.predict_ahead, boot))
+    # an operator sizes the prediction horizon to the boot time
+    settings = replace(settings, predict_ahead=boot)
     per = settings.containers_per_host
     score = Score(trace_name, "+".join(settings.policies), boot=boot, noise=noise)
     start = max(settings.min_count, math.ceil((trace(0) + settings.reserve.slots(0)) / per))

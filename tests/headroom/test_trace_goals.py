@@ -12,39 +12,30 @@ import pytest
 
 from provision.headroom import simulate as sim
 
-# (trace, boot, noise) -> the goals missed, with the figures of `make bench` when recorded.
-# Nearly all are idle host-hours: the predictive policy sizes CPU to utilization's 0.7
-# threshold and shrinks only below 0.5 (30% more hosts than `containers`); sizing CPU to
-# saturation instead met every idle goal but fell below demand on noisy load and flapped
-# (steady 10% noise at 60 s boot: 1 flap a day; ramp at 420 s boot: 11 minutes below, the
-# issue's figure was 10), so it is not done here.
+# (trace, boot, noise) -> the goals missed, with the figures measured (predictive vs the
+# baseline of the goal). The predictive policy sizes predicted containers plus a margin of the
+# observed noise (grow at 1, shrink at 3 standard deviations) a boot and a pass ahead; what
+# is left: on noisy ramps and the noisy day at slow boots the trend is too noisy to trust over
+# the fit's window (R^2 < 0.8), so the pool follows the load instead of leading it (below
+# demand); the ramps pay their booting hosts and the overshoot at the ramp's end (idle); a
+# noisy spike still reverses one action within 20 minutes (the trend fitted across its step).
 KNOWN_GAPS = {
-    ("steady", 60, 0.1): "idle 5.3 h vs containers 3.0 h (1.75x)",
-    ("steady", 180, 0.1): "idle 5.7 h vs containers 3.0 h (1.92x)",
-    ("steady", 420, 0.1): "idle 5.0 h vs containers 3.0 h (1.67x)",
-    ("steady", 900, 0.1): "idle 5.6 h vs containers 3.0 h (1.86x)",
-    ("ramp", 60, 0.0): "idle 5.5 h vs containers 1.3 h (4.18x)",
-    ("ramp", 60, 0.1): "idle 4.8 h vs containers 2.8 h (1.73x)",
-    ("ramp", 180, 0.0): "idle 5.6 h vs containers 1.7 h (3.26x)",
-    ("ramp", 180, 0.1): "idle 5.9 h vs containers 3.0 h (1.96x)",
-    ("ramp", 420, 0.0): "idle 7.7 h vs containers 2.8 h (2.72x)",
-    ("ramp", 420, 0.1): "idle 8.6 h vs containers 3.6 h (2.41x)",
-    ("ramp", 900, 0.0): "idle 13.1 h vs containers 5.1 h (2.56x)",
-    ("ramp", 900, 0.1): "idle 13.6 h vs containers 5.8 h (2.33x)",
-    ("spike", 60, 0.0): "idle 8.3 h vs containers 4.6 h (1.82x)",
-    ("spike", 180, 0.0): "idle 8.6 h vs containers 4.8 h (1.77x)",
-    ("spike", 180, 0.1): "1 flap(s)",
-    ("spike", 420, 0.0): "idle 9.1 h vs containers 5.4 h (1.67x)",
-    ("spike", 420, 0.1): "idle 9.6 h vs containers 6.4 h (1.50x, just over)",
-    ("spike", 900, 0.0): "idle 9.9 h vs containers 6.5 h (1.52x)",
-    ("diurnal", 60, 0.0): "idle 65.4 h vs containers 20.0 h (3.28x)",
-    ("diurnal", 60, 0.1): "idle 78.1 h vs containers 33.3 h (2.35x)",
-    ("diurnal", 180, 0.0): "idle 65.4 h vs containers 20.0 h (3.28x)",
-    ("diurnal", 180, 0.1): "idle 76.8 h vs containers 33.2 h (2.32x)",
-    ("diurnal", 420, 0.0): "idle 66.1 h vs containers 20.0 h (3.31x)",
-    ("diurnal", 420, 0.1): "idle 78.1 h vs containers 33.4 h (2.34x)",
-    ("diurnal", 900, 0.0): "idle 69.5 h vs containers 20.1 h (3.46x)",
-    ("diurnal", 900, 0.1): "idle 77.8 h vs containers 34.4 h (2.26x); below 1 min vs utilization 0",
+    ("ramp", 60, 0.1): "below 13 min vs utilization 4",
+    ("ramp", 180, 0.0): "idle 2.7 h vs containers 1.7 h (1.57x)",
+    ("ramp", 180, 0.1): "below 16 min vs utilization 10",
+    ("ramp", 420, 0.0): "idle 4.4 h vs containers 2.8 h (1.54x)",
+    ("ramp", 420, 0.1): "idle 6.5 h vs containers 3.6 h (1.82x)",
+    ("ramp", 900, 0.0): "idle 8.5 h vs containers 5.1 h (1.68x)",
+    ("ramp", 900, 0.1): "idle 11.5 h vs containers 5.8 h (1.97x)",
+    ("spike", 60, 0.1): "below 2 min vs utilization 1; 1 flap(s)",
+    ("spike", 180, 0.1): "below 5 min vs utilization 4; 1 flap(s)",
+    ("spike", 420, 0.1): "1 flap(s)",
+    ("oscillation", 60, 0.1): "below 2 min vs utilization 1",
+    ("oscillation", 420, 0.1): "below 4 min vs utilization 3",
+    ("diurnal", 60, 0.1): "below 2 min vs utilization 0",
+    ("diurnal", 180, 0.1): "below 1 min vs utilization 0",
+    ("diurnal", 420, 0.1): "below 13 min vs utilization 0",
+    ("diurnal", 900, 0.1): "below 37 min vs utilization 0",
 }
 
 CELLS = [(name, boot, noise) for name in sim.TRACES for boot in sim.BOOT_TIMES for noise in sim.NOISE_LEVELS]
@@ -91,3 +82,33 @@ def test_a_slow_boot_does_not_turn_an_oscillation_into_a_runaway(scores):
     for noise in sim.NOISE_LEVELS:
         swing = scores[("oscillation", 900.0, noise, "predictive")]
         assert swing.peak_hosts <= 9 and swing.removes <= 1, noise
+
+
+def samples(values, step=60.0):
+    from provision.headroom.policy import Sample
+    return [Sample(i * step, float(v), v / 10, v / 20) for i, v in enumerate(values)]
+
+
+def test_noise_is_measured_apart_from_trend_and_jumps():
+    import random
+    from provision.headroom.policy_rules import noise_spread
+    rng = random.Random(7)
+    noisy = [40 * (1 + 0.1 * rng.uniform(-1, 1)) for _ in range(21)]
+    # uniform within 10% of 40: a standard deviation of 4/sqrt(3), about 2.3
+    assert 1.5 < noise_spread(samples(noisy), "containers") < 3.2
+    assert noise_spread(samples([20 + 2.5 * i for i in range(21)]), "containers") == 0.0  # a clean ramp
+    assert noise_spread(samples([30] * 10 + [100] * 11), "containers") == 0.0  # a spike's step
+
+
+def test_predictive_holds_the_size_inside_its_noise_band():
+    # 40 +- 10% on 6 hosts (48 slots, reserve 2): 1 standard deviation over the prediction
+    # fits, so 6 do not grow (5 do); 3 do not fit on 6, so 7 hosts stay and 9 shrink to 7.
+    import random
+    from provision.headroom.policy import predictive_policy
+    rng = random.Random(3)
+    hist = samples([40 * (1 + 0.1 * rng.uniform(-1, 1)) for _ in range(21)])
+    s = sim.default_settings(["predictive"])
+    assert predictive_policy(s, hist, 6).hosts == 6
+    assert predictive_policy(s, hist, 5).hosts == 6
+    assert predictive_policy(s, hist, 7).hosts == 7
+    assert predictive_policy(s, hist, 9).hosts == 7
