@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import ActionError, UserError
-from .spec import Spec
-from .state import StateStore
-from .ui import UI
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # start-up (`--version`, `--help`) loads neither the spec's models nor rich
+    from .spec import Spec
+    from .state import StateStore
+    from .ui import UI
     from .api import Cluster
     from .api_results import Event
 

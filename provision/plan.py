@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from . import placement
-from .spec import Spec
+if TYPE_CHECKING:  # annotations only: the CLI's start-up imports this module
+    from .spec import Spec
 
 # The first addresses of a subnet are left to the gateway/bridge and the cloud's own services.
 FIRST_HOST_OFFSET = 10

@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
-from rich.console import Console, RenderableType
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported on first output: `--version`, `--help` and quiet runs skip it
+    from rich.console import Console, RenderableType
+    from rich.table import Table
 
 ENVELOPE_KEYS = ("cluster", "state", "ok")
 
@@ -44,13 +44,38 @@ def _identity(text: str) -> str:
 class UI:
     output: str = "text"  # text | json
     verbosity: int = 0  # -1 quiet, 0 normal, 1+ verbose
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True))
-    out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
+    # the consoles, made on first use (see `err` and `out`); a caller may set its own
+    _err: Console | None = field(default=None, repr=False)
+    _out: Console | None = field(default=None, repr=False)
     # what the envelope says: the cluster a verb acted on and the state it read or wrote
     cluster: str | None = None
     state: str | None = None
     # turns a hint's `provision VERB SPEC` into the command as the user gave it
     rewrite: Callable[[str], str] = _identity
+
+    @property
+    def err(self) -> Console:
+        """Where logs, warnings and errors go (stderr)."""
+        if self._err is None:
+            from rich.console import Console
+            self._err = Console(stderr=True, highlight=False, soft_wrap=True)
+        return self._err
+
+    @err.setter
+    def err(self, console: Console) -> None:
+        self._err = console
+
+    @property
+    def out(self) -> Console:
+        """Where results for people go (stdout)."""
+        if self._out is None:
+            from rich.console import Console
+            self._out = Console(highlight=False, soft_wrap=True)
+        return self._out
+
+    @out.setter
+    def out(self, console: Console) -> None:
+        self._out = console
 
     @property
     def json(self) -> bool:
@@ -120,6 +145,8 @@ class UI:
     def table(self, title: str | None, columns: list[str], rows: Iterable[list[Any]],
               ids: Iterable[str] = ()) -> Table:
         """A table; the columns named in `ids` hold identifiers and are never cut or wrapped."""
+        from rich.table import Table
+        from rich.text import Text
         rows = [["" if v is None else str(v) for v in r] for r in rows]
         ids = set(ids)
         t = Table(title=title, show_lines=False, box=None, pad_edge=False, header_style="bold",

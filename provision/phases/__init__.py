@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from .. import faults
 from ..errors import ActionError, UserError
 from ..plan import Plan, plan
-from ..spec import Spec
-from ..state import MissingBlob, StateStore
+from ..state import MissingBlob
 from ..ui import Progress
+
+if TYPE_CHECKING:  # annotations only: the CLI's start-up lists the phases
+    from ..spec import Spec
+    from ..state import StateStore
 
 
 @dataclass

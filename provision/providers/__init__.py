@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import UserError
-from ..spec import Spec
+if TYPE_CHECKING:  # annotations only: the CLI's start-up lists the providers
+    from ..spec import Spec
 from .base import HostRecord, Provider, UserDataLimit, compare
 
 PROVIDERS: dict[str, str] = {

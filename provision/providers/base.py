@@ -13,10 +13,11 @@ import ipaddress
 from abc import ABC, abstractmethod
 from pathlib import Path
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..plan import HostPlan
-from ..spec import Spec
+if TYPE_CHECKING:  # annotations only: the CLI's start-up lists the providers
+    from ..spec import Spec
 
 # Tag keys every resource carries.
 TAG_CLUSTER = "provision:cluster"
