@@ -161,7 +161,8 @@ class HostChange:
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"action": self.action, "because": self.reason, "fields": [c.to_json() for c in self.fields],
+        out: dict[str, Any] = {"action": self.action, "because": self.reason,
+                               "fields": [c.to_json() for c in self.fields],
                                "forces_replacement": [c.field for c in self.fields if c.forces_replacement]}
         if self.action == REPLACE and self.replacement:
             out["replacement"] = self.replacement

@@ -167,7 +167,8 @@ def surging(progress: Mapping[str, Any] | None) -> dict[str, str]:
 
 def replacement_indices(taken: Iterable[int], count: int) -> list[int]:
     """The `count` lowest pool indices not in `taken` (the plan gives new hosts the same)."""
-    used, out, candidate = set(taken), [], 0
+    used, candidate = set(taken), 0
+    out: list[int] = []
     while len(out) < count:
         if candidate not in used:
             out.append(candidate)

@@ -83,7 +83,8 @@ def configs_for(ctx: RunContext, provider: Provider, new: list[HostPlan],
     from .render import artifact_view, served_artifacts
     from .. import faults
     phase = faults.current()
-    faults.enter(None)  # making the certificates is part of making the host: the stage records are its fault points
+    # making the certificates is part of making the host: the stage records are its fault points
+    faults.enter(None)
     try:
         pki.ensure_pki(spec_with_endpoint(ctx.spec, ctx.state), ctx.store, desired,
                        log=lambda m: ctx.ui.debug(PHASE, m))
