@@ -69,7 +69,8 @@ def planned(ctx: RunContext, replacements: Mapping[str, str]) -> list[HostPlan]:
         bare.append((new, pool, "worker", int(new.rsplit("-", 1)[1])))
     recorded = {n: h for n, h in hosts.items() if n not in replacements.values()}
     addresses = assign_addresses(spec, recorded, bare, set())
-    return [HostPlan(name=n, pool=p, role=r, index=i, address=addresses.get(n) or hosts.get(n, {}).get("address"))
+    # a replacement recorded already keeps the address it was made with
+    return [HostPlan(name=n, pool=p, role=r, index=i, address=(hosts.get(n) or {}).get("address") or addresses.get(n))
             for n, p, r, i in bare]
 
 

@@ -265,7 +265,8 @@ def test_a_worker_surge_killed_at_each_stage_then_rerun_ends_with_exactly_the_po
     after = state(c)
     assert "rollout" not in after and after["pools"]["workers"]["size"] == size
     final = workers_of(c)
-    assert len(final) == size and new in final and old not in final
+    # the old worker's name may come back: the next worker's replacement takes the lowest free index
+    assert len(final) == size and new in final
     assert all(after["hosts"][w]["boot"]["fields"]["pools[workers].size"] == "w-x-large" for w in final)
     assert cluster_namespaces(c["name"]) == sorted(netns_name(c["name"], h) for h in after["hosts"])
     assert set(plan_actions(c).values()) == {"keep"}
