@@ -4,12 +4,15 @@ at a time (provision.rollout says in what order and how many).
 - update in place (the change reaches a host as files and restarts): the host's files and units
   from its newly rendered config are written over SSH (only those that differ), and the units
   those files belong to are restarted (provision.inplace);
-- replace (the boot config must change: Ignition runs once): the host is drained (Kubernetes:
-  cordon and evictions that honour PodDisruptionBudgets, or the etcd drain key, as headroom
-  drains; its load agent stopped), an etcd member is removed from etcd (only when every member
+- replace a master or etcd member (the boot config must change: Ignition runs once): drained
+  (Kubernetes: cordon and evictions that honour PodDisruptionBudgets, or the etcd drain key, as
+  headroom drains; its load agent stopped), an etcd member is removed from etcd (only when every member
   is healthy), the machine destroyed, the member added back under the same name and peer URL,
   the host created with its new config (etcd joining the running cluster), and the next host
-  waits until this one runs, answers SSH and etcd is healthy with every member.
+  waits until this one runs, answers SSH and etcd is healthy with every member;
+- replace a worker that carries no etcd: create before destroy (provision.phases.rollout_surge):
+  drained, a new worker made under a new name in its pool and waited for until healthy, then
+  the old one destroyed; a killed run's surge is finished before anything else.
 
 Runs after `render` (the new configs) and before `machines`, so a re-run after a crash finishes
 the host it was changing before anything else: each stage is recorded in `state["rollout"]`,
