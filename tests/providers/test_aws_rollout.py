@@ -4,8 +4,10 @@ booted as a local host from exactly the user data moto received (tests/providers
 so the new workers really boot, answer SSH and take their keys before the old ones go.
 
 A change of the worker pool's `size` (its instance type) forces replacement; `up
---max-unavailable 2` replaces both workers as one batch: one RunInstances for the batch, and
-the old instances' TerminateInstances only after it, naming exactly the old instances.
+--max-unavailable 2` replaces both workers as one batch: the batch's new instances are made by
+one RunInstances per zone they take (a call takes one subnet; the provider's own batching), and
+the old instances' TerminateInstances, one call naming exactly the old instances, comes only
+after them.
 """
 from __future__ import annotations
 
@@ -90,11 +92,14 @@ def test_a_worker_replacement_on_aws_runs_the_new_instances_before_terminating_t
     assert sorted(surged) == replaced and not set(surged.values()) & set(replaced)
 
     calls = host_calls(w.proxy)
-    # one batch: one RunInstances for both new workers, then one TerminateInstances of the old two
-    assert [a for a, _ in calls] == ["RunInstances", "TerminateInstances"], [a for a, _ in calls]
-    run = calls[0][1]
-    assert run["MinCount"] == ["2"] and run["MaxCount"] == ["2"] and run["InstanceType"] == ["t3.large"]
-    terminated = sorted(v[0] for k, v in calls[1][1].items() if k.startswith("InstanceId."))
+    actions = [a for a, _ in calls]
+    # one batch: the new workers' RunInstances (one call per zone slot they take: a call takes
+    # one subnet), all before one TerminateInstances of exactly the old two
+    assert actions[-1] == "TerminateInstances" and set(actions[:-1]) == {"RunInstances"}, actions
+    runs = [q for a, q in calls if a == "RunInstances"]
+    assert sum(int(q["MinCount"][0]) for q in runs) == 2 and all(q["MinCount"] == q["MaxCount"] for q in runs)
+    assert all(q["InstanceType"] == ["t3.large"] for q in runs)
+    terminated = sorted(v[0] for k, v in calls[-1][1].items() if k.startswith("InstanceId."))
     assert terminated == sorted(workers)
 
     w.hosts.settle()
@@ -102,6 +107,7 @@ def test_a_worker_replacement_on_aws_runs_the_new_instances_before_terminating_t
     new_workers = [i for i in live if {"Key": "provision:pool", "Value": "workers"} in i.get("Tags", [])]
     assert len(new_workers) == 2 and not {i["InstanceId"] for i in new_workers} & set(workers)
     assert all(i["InstanceType"] == "t3.large" for i in new_workers)
+    assert len(runs) == len({i["Placement"]["AvailabilityZone"] for i in new_workers})  # one call per zone
     assert w.hosts.errors == []
     code, status = w.json("status")
     assert code == 0 and status["healthy"], status
