@@ -32,6 +32,16 @@ BOOT = "boot"  # key of the boot record in a host's state entry
 
 KEEP, UPDATE, REPLACE, UNKNOWN = "keep", "update", "replace", "unknown"
 
+# How a host is replaced. A worker is surged: a new worker (a new name in its pool) is made and
+# healthy before the old one goes. A master or etcd member keeps its name and address (other
+# hosts' configs name them): it goes first and comes back.
+CREATE_BEFORE_DESTROY, DESTROY_BEFORE_CREATE = "create before destroy", "destroy before create"
+
+
+def replacement_strategy(role: str, etcd: bool) -> str:
+    """`create before destroy` for a worker that carries no etcd, else `destroy before create`."""
+    return CREATE_BEFORE_DESTROY if role == "worker" and not etcd else DESTROY_BEFORE_CREATE
+
 # First match wins: (field or field prefix, forces replacement?). A field nobody listed is an
 # in-place update: everything not set at first boot reaches the host as files and restarts.
 FORCES_REPLACEMENT: tuple[tuple[str, bool | None], ...] = (
@@ -135,6 +145,7 @@ class HostChange:
     action: str  # keep | update | replace | unknown
     fields: tuple[FieldChange, ...] = ()
     because: str = ""  # why, when no spec field is the cause (its rendered config changed)
+    replacement: str = ""  # replace only: create before destroy | destroy before create
 
     @property
     def reason(self) -> str:
@@ -146,11 +157,16 @@ class HostChange:
         others = [c.field for c in self.fields if not c.forces_replacement]
         parts = [f"{', '.join(forcing)} (forces replacement)"] if forcing else []
         parts += [", ".join(others)] if others else []
+        parts += [self.replacement] if self.action == REPLACE and self.replacement else []
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
-        return {"action": self.action, "because": self.reason, "fields": [c.to_json() for c in self.fields],
-                "forces_replacement": [c.field for c in self.fields if c.forces_replacement]}
+        out: dict[str, Any] = {"action": self.action, "because": self.reason,
+                               "fields": [c.to_json() for c in self.fields],
+                               "forces_replacement": [c.field for c in self.fields if c.forces_replacement]}
+        if self.action == REPLACE and self.replacement:
+            out["replacement"] = self.replacement
+        return out
 
 
 def compare_fields(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> tuple[FieldChange, ...]:
@@ -173,8 +189,9 @@ def host_change(spec: Spec, host: HostPlan, desired: Iterable[HostPlan], entry: 
     fields = compare_fields(record["fields"], boot_fields(spec, host, desired))
     if not fields:
         return HostChange(host.name, KEEP)
-    action = REPLACE if any(c.forces_replacement for c in fields) else UPDATE
-    return HostChange(host.name, action, fields)
+    if any(c.forces_replacement for c in fields):
+        return HostChange(host.name, REPLACE, fields, replacement=replacement_strategy(host.role, bool(host.etcd)))
+    return HostChange(host.name, UPDATE, fields)
 
 
 def host_changes(spec: Spec, state: Mapping[str, Any], current: Plan) -> dict[str, HostChange]:

@@ -11,16 +11,20 @@ and which a replacement. The rollout takes them:
   (an etcd member is removed and added back, so two at once could cost quorum);
 - workers `max_unavailable` at a time (default 1: kops' rolling update default).
 
-A replaced host keeps its name, address and etcd peer URL: the other hosts' configs (etcd's
-member list, the API server certificate, the node-local API proxy) name them, so a new identity
-would change every other host as well.
+A replaced master or etcd member keeps its name, address and etcd peer URL: the other hosts'
+configs (etcd's member list, the API server certificate, the node-local API proxy) name them, so
+a new identity would change every other host as well. A worker no other host names is replaced
+by surge (create before destroy): drained, a new worker made under a new name in its pool (the
+lowest free index), waited for until healthy, and only then the old one destroyed, so the pool
+never runs with fewer workers than `max_unavailable` below its size, and its size after is its
+size before.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from .changes import KEEP, REPLACE, UPDATE, HostChange
+from .changes import CREATE_BEFORE_DESTROY, KEEP, REPLACE, UPDATE, HostChange, replacement_strategy
 
 STATE_KEY = "rollout"  # state["rollout"]: the host being changed now, and how far it got
 JOINED_KEY = "joined"  # state["etcd"]["joined"]: members that joined a running etcd (member add)
@@ -29,6 +33,11 @@ JOINED_KEY = "joined"  # state["etcd"]["joined"]: members that joined a running 
 DRAINED, MEMBER_REMOVED, DESTROYED, MEMBER_ADDED, CREATED = (
     "drained", "member-removed", "destroyed", "member-added", "created")
 STAGES = (DRAINED, MEMBER_REMOVED, DESTROYED, MEMBER_ADDED, CREATED)
+# A surged worker: drained (its replacement's name recorded), then its replacement made and in
+# state; once that is healthy the old one is destroyed and dropped from the record altogether.
+SURGED = "surged"
+SURGE_STAGES = (DRAINED, SURGED)
+SURGE_KEY = "surge"  # state["rollout"]["surge"]: old worker -> the new worker that replaces it
 
 
 @dataclass(frozen=True)
@@ -41,9 +50,17 @@ class Step:
     etcd: bool
     because: str
 
+    @property
+    def surges(self) -> bool:
+        """Replaced create before destroy (a worker that carries no etcd)."""
+        return self.action == REPLACE and replacement_strategy(self.role, self.etcd) == CREATE_BEFORE_DESTROY
+
     def to_json(self) -> dict[str, Any]:
-        return {"host": self.host, "action": self.action, "role": self.role, "etcd": self.etcd,
-                "because": self.because}
+        out: dict[str, Any] = {"host": self.host, "action": self.action, "role": self.role, "etcd": self.etcd,
+                               "because": self.because}
+        if self.action == REPLACE:
+            out["replacement"] = replacement_strategy(self.role, self.etcd)
+        return out
 
 
 def _group(step: Step, workers_first: bool) -> int:
@@ -135,3 +152,25 @@ def next_stage_done(progress: Mapping[str, Any] | None, host: str, stage: str) -
 def in_progress(progress: Mapping[str, Any] | None) -> list[str]:
     """The hosts a killed run was replacing (in the order it took them)."""
     return list(((progress or {}).get("hosts") or {}))
+
+
+def surge_stage_done(progress: Mapping[str, Any] | None, host: str, stage: str) -> bool:
+    """Whether the recorded progress says the surge of worker `host` got to `stage` or further."""
+    reached = ((progress or {}).get("hosts") or {}).get(host)
+    return reached in SURGE_STAGES and SURGE_STAGES.index(reached) >= SURGE_STAGES.index(stage)
+
+
+def surging(progress: Mapping[str, Any] | None) -> dict[str, str]:
+    """Workers a killed run was surging: old name -> the name of the worker replacing it."""
+    return dict(((progress or {}).get(SURGE_KEY) or {}))
+
+
+def replacement_indices(taken: Iterable[int], count: int) -> list[int]:
+    """The `count` lowest pool indices not in `taken` (the plan gives new hosts the same)."""
+    used, candidate = set(taken), 0
+    out: list[int] = []
+    while len(out) < count:
+        if candidate not in used:
+            out.append(candidate)
+        candidate += 1
+    return out

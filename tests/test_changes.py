@@ -144,11 +144,14 @@ def test_up_says_per_host_what_its_rollout_does_and_warns_when_the_phases_leave_
     assert json.loads(result.out)["applied"] is False
     assert not [line for line in result.err.splitlines() if line.startswith("warning:")]
     said = [line for line in result.err.splitlines() if "replacement (os.channel" in line]
-    assert len(said) == 5 and "demo-masters-0: replacement (os.channel (forces replacement))" in said[0]
+    assert len(said) == 5
+    assert "demo-masters-0: replacement (os.channel (forces replacement); destroy before create)" in said[0]
+    assert "demo-workers-1: replacement (os.channel (forces replacement); create before destroy)" in said[-1]
     result = cli("up", path, "--state-dir", state_dir, "--until", "render", "-o", "json")
     warnings = [line for line in result.err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 5
-    assert warnings[0] == ("warning: demo-masters-0: needs replacement (os.channel (forces replacement)); the "
+    assert warnings[0] == ("warning: demo-masters-0: needs replacement (os.channel (forces replacement); destroy "
+                           "before create); the "
                            "phases chosen leave out `rollout`, so the host stays as it is (see `provision plan`)")
 
 def test_plan_after_pki_rotate_lists_running_hosts_as_in_place_updates(cli, tmp_path):

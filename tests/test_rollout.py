@@ -193,3 +193,46 @@ def test_a_host_whose_rendered_config_changed_with_no_spec_field_is_updated_in_p
     changes["c-masters-0"] = HostChange("c-masters-0", REPLACE, (FieldChange("os.channel", "a", "b", True),))
     todo = rollout.steps(changes, desired, configs_changed=["c-masters-0"])
     assert [(s.host, s.action) for s in todo] == [("c-masters-0", REPLACE)]
+
+
+# ---- workers replaced by surge (create before destroy) ----------------------------------------
+
+def test_plan_says_a_worker_is_replaced_create_before_destroy_and_a_master_destroy_before_create():
+    state = recorded(parse_spec(BASE))
+    spec = parse_spec(mutate({"os": {"channel": "beta"}}))
+    changes = host_changes(spec, state, plan(spec, state))
+    worker, master = changes["demo-workers-0"], changes["demo-masters-0"]
+    assert worker.reason.endswith("; create before destroy")
+    assert worker.to_json()["replacement"] == "create before destroy"
+    assert master.to_json()["replacement"] == "destroy before create" and "create before destroy" not in master.reason
+    # an in-place update has no replacement strategy
+    updated = host_changes(parse_spec(mutate({"kubernetes": {"api_server_names": ["api.example.org"]}})),
+                           state, plan(spec, state))["demo-workers-0"]
+    assert updated.action == UPDATE and "replacement" not in updated.to_json()
+
+
+def test_only_workers_without_etcd_surge():
+    assert rollout.Step("w", REPLACE, "worker", False, "").surges
+    assert not rollout.Step("w", UPDATE, "worker", False, "").surges
+    assert not rollout.Step("w", REPLACE, "worker", True, "").surges  # an etcd member keeps its name
+    assert not rollout.Step("m", REPLACE, "master", False, "").surges
+    assert not rollout.Step("e", REPLACE, "etcd", True, "").surges
+    assert rollout.Step("w", REPLACE, "worker", False, "").to_json()["replacement"] == "create before destroy"
+
+
+def test_a_replacement_takes_the_lowest_free_indices():
+    assert rollout.replacement_indices([0, 1], 1) == [2]
+    assert rollout.replacement_indices([1, 2], 1) == [0]
+    assert rollout.replacement_indices([0, 2, 3], 2) == [1, 4]
+    assert rollout.replacement_indices([], 3) == [0, 1, 2]
+
+
+def test_recorded_surge_progress_says_which_worker_replaces_which_and_how_far():
+    progress = {"action": "replace", "hosts": {"a": rollout.SURGED, "b": rollout.DRAINED},
+                rollout.SURGE_KEY: {"a": "a2", "b": "b2"}}
+    assert rollout.surging(progress) == {"a": "a2", "b": "b2"} and rollout.surging(None) == {}
+    assert rollout.surge_stage_done(progress, "a", rollout.DRAINED)
+    assert rollout.surge_stage_done(progress, "a", rollout.SURGED)
+    assert rollout.surge_stage_done(progress, "b", rollout.DRAINED)
+    assert not rollout.surge_stage_done(progress, "b", rollout.SURGED)
+    assert not rollout.surge_stage_done(progress, "c", rollout.DRAINED)

@@ -4,12 +4,15 @@ at a time (provision.rollout says in what order and how many).
 - update in place (the change reaches a host as files and restarts): the host's files and units
   from its newly rendered config are written over SSH (only those that differ), and the units
   those files belong to are restarted (provision.inplace);
-- replace (the boot config must change: Ignition runs once): the host is drained (Kubernetes:
-  cordon and evictions that honour PodDisruptionBudgets, or the etcd drain key, as headroom
-  drains; its load agent stopped), an etcd member is removed from etcd (only when every member
+- replace a master or etcd member (the boot config must change: Ignition runs once): drained
+  (Kubernetes: cordon and evictions that honour PodDisruptionBudgets, or the etcd drain key, as
+  headroom drains; its load agent stopped), an etcd member is removed from etcd (only when every member
   is healthy), the machine destroyed, the member added back under the same name and peer URL,
   the host created with its new config (etcd joining the running cluster), and the next host
-  waits until this one runs, answers SSH and etcd is healthy with every member.
+  waits until this one runs, answers SSH and etcd is healthy with every member;
+- replace a worker that carries no etcd: create before destroy (provision.phases.rollout_surge):
+  drained, a new worker made under a new name in its pool and waited for until healthy, then
+  the old one destroyed; a killed run's surge is finished before anything else.
 
 Runs after `render` (the new configs) and before `machines`, so a re-run after a crash finishes
 the host it was changing before anything else: each stage is recorded in `state["rollout"]`,
@@ -38,6 +41,15 @@ HEALTH_TIMEOUT = 180.0  # seconds a changed host has to run, answer SSH and (etc
 
 def run(ctx: RunContext) -> dict[str, Any]:
     spec, state = ctx.spec, ctx.state
+    result: dict[str, Any] = {"updated": [], "replaced": [], "surged": {}}
+    unfinished = rollout.surging(state.get(rollout.STATE_KEY))
+    if unfinished and not ctx.dry_run:  # a killed run's surge first: its old workers go only now
+        from ..providers import get_provider
+        from .rollout_surge import surge_workers
+        ctx.log(PHASE, f"finishing the replacement of {', '.join(sorted(unfinished))} a previous run began")
+        provider = get_provider(spec, ctx.store.workdir, log=lambda m: ctx.log(PHASE, m))
+        result["surged"].update(surge_workers(ctx, provider, sorted(unfinished), ctx.plan().desired))
+        result["replaced"].extend(sorted(unfinished))
     current = ctx.plan()
     changes = host_changes(spec, state, current)
     from ..version_skew import check_spec
@@ -47,27 +59,36 @@ def run(ctx: RunContext) -> dict[str, Any]:
     progress = state.get(rollout.STATE_KEY)
     todo = resume_first(todo, progress, current)
     max_unavailable = int(ctx.options.get("max_unavailable") or 1)
-    result: dict[str, Any] = {"updated": [], "replaced": [], "steps": [s.to_json() for s in todo]}
+    result["steps"] = [s.to_json() for s in todo]
     if not todo:
         # every running host carries its config: a CA rotation's phase under way is rolled out
         if not ctx.dry_run and (pki_ca.mark_rolled(state) or progress):
             state.pop(rollout.STATE_KEY, None)
             ctx.save()
-        ctx.log(PHASE, "no running host needs a change")
+        if not unfinished:
+            ctx.log(PHASE, "no running host needs a change")
+        result["changed"] = result["replaced"]
         return result
     groups = rollout.batches(todo, max_unavailable)
     if ctx.dry_run:
         for group in groups:
             ctx.log(PHASE, "would " + "; ".join(f"{'replace' if s.action == REPLACE else 'update in place'} "
-                                                 f"{s.host} ({s.because})" for s in group))
+                                                 f"{s.host} ({s.because}"
+                                                 + ("; create before destroy" if s.surges else "") + ")"
+                                                 for s in group))
         return {**result, "dry_run": True}
     from ..providers import get_provider
     provider = get_provider(spec, ctx.store.workdir, log=lambda m: ctx.log(PHASE, m))
     desired = {h.name: h for h in current.desired}
     done = 0
     for group in groups:
-        replacing = [s for s in group if s.action == REPLACE]
+        surging = [s for s in group if s.surges]
+        replacing = [s for s in group if s.action == REPLACE and not s.surges]
         updating = [s for s in group if s.action != REPLACE]
+        if surging:
+            from .rollout_surge import surge_workers
+            result["surged"].update(surge_workers(ctx, provider, [s.host for s in surging], ctx.plan().desired))
+            result["replaced"].extend(s.host for s in surging)
         if replacing:
             replace_hosts(ctx, provider, [desired[s.host] for s in replacing], current.desired)
             result["replaced"].extend(s.host for s in replacing)

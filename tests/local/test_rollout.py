@@ -167,24 +167,50 @@ def test_masters_change_in_place_then_by_replacement_without_losing_etcd_quorum(
     no_duplicates(c["name"], c["workdir"])
 
 
+def workers_of(c: dict) -> list[str]:
+    return sorted(n for n, h in state(c)["hosts"].items() if h["pool"] == "workers")
+
+
+def surge_lines(lines: list[str], old: str, new: str) -> list[int]:
+    """Where the run said it drained `old`, made `new`, destroyed `old` and was done with it."""
+    return [next(i for i, line in enumerate(lines) if line.startswith(prefix)) for prefix in (
+        f"[rollout] replacing {old} by {new} (create before destroy): draining {old}",
+        f"[rollout] creating {new}",
+        f"[rollout] destroying {old}: {new} healthy in their place",
+        f"[rollout] replaced {old} by {new}: running, answering SSH")]
+
+
 def test_a_worker_pool_change_replaces_workers_one_at_a_time_and_keeps_headrooms_size(cluster):
+    """Workers are surged: each old worker is drained, a new one (a new name in the pool) is
+    made and healthy, and only then the old one destroyed; one worker at a time (the default
+    --max-unavailable 1); the pool size recorded in state (3, where the spec says 2) is kept."""
     c = cluster
+    scaled = provision("scale", c["spec"], "workers", "3", "--yes", "--state-dir", c["state_dir"], timeout=600)
+    assert scaled.returncode == 0, scaled.stderr
     sizes = state(c)["pools"]
-    workers = sorted(n for n, h in state(c)["hosts"].items() if h["pool"] == "workers")
+    assert sizes["workers"]["size"] == 3 and c["doc"]["pools"][1]["count"] == 2
+    workers = workers_of(c)
+    assert len(workers) == 3
     spec = change(c, "workers-size", lambda d: d["pools"][1].update(size="w-large"))
-    assert {n for n, a in plan_actions(c).items() if a == "replace"} == set(workers)
-    proc = provision("up", spec, "--yes", "--state-dir", c["state_dir"], timeout=900)
+    planned = provision("plan", spec, "--state-dir", c["state_dir"], "-o", "json")
+    changes = json.loads(planned.stdout)["changes"]
+    assert {n for n, ch in changes.items() if ch["action"] == "replace"} == set(workers)
+    assert all(changes[w]["replacement"] == "create before destroy" for w in workers)
+    proc = provision("up", spec, "--yes", "--state-dir", c["state_dir"], "-o", "json", timeout=900)
     assert proc.returncode == 0, proc.stderr
+    surged = json.loads(proc.stdout)["results"]["rollout"]["surged"]
+    assert sorted(surged) == workers and all(surged[w] != w for w in workers)
     lines = proc.stderr.splitlines()
-    steps = [(i, l) for i, l in enumerate(lines) if l.startswith(("[rollout] replacing", "[rollout] replaced"))]
-    assert [l for _, l in steps] == [l for w in workers for l in (
-        f"[rollout] replacing {w}: draining it",
-        f"[rollout] replaced {w}: running, answering SSH")]
+    order = [i for w in workers for i in surge_lines(lines, w, surged[w])]
+    # per worker: drained, new one made, old one destroyed, done; the next only after that
+    assert order == sorted(order), [lines[i] for i in order]
     after = state(c)
-    assert after["pools"] == sizes
-    assert sorted(n for n, h in after["hosts"].items() if h["pool"] == "workers") == workers
-    assert len(cluster_namespaces(c["name"])) == len(after["hosts"])
+    assert after["pools"] == sizes and "rollout" not in after
+    assert workers_of(c) == sorted(surged.values())
+    assert all(after["hosts"][w]["boot"]["fields"]["pools[workers].size"] == "w-large" for w in workers_of(c))
+    assert cluster_namespaces(c["name"]) == sorted(netns_name(c["name"], h) for h in after["hosts"])
     assert set(plan_actions(c).values()) == {"keep"}
+    no_duplicates(c["name"], c["workdir"])
 
 
 def up_killed(c: dict, point: str) -> subprocess.CompletedProcess:
@@ -212,6 +238,37 @@ def test_a_rollout_killed_mid_way_then_rerun_finishes_with_no_host_lost_or_left_
     assert cluster_namespaces(c["name"]) == sorted(netns_name(c["name"], h) for h in hosts)
     assert sorted(members(c)) == [h for h in hosts if "masters" in h]
     assert all(after["hosts"][h]["boot"]["fields"]["pools[masters].size"] == "x-large" for h in hosts if "masters" in h)
+    assert set(plan_actions(c).values()) == {"keep"}
+    no_duplicates(c["name"], c["workdir"])
+
+
+def test_a_worker_surge_killed_at_each_stage_then_rerun_ends_with_exactly_the_pool_size(cluster):
+    """Killed right after the first worker was drained, then while its replacement was being
+    made (the machine exists, state does not know it yet), then right after the replacement was
+    recorded (old and new both in state): the last run finishes with the recorded pool size,
+    every worker carrying the change, nothing left over."""
+    c = cluster
+    size = state(c)["pools"]["workers"]["size"]
+    workers = workers_of(c)
+    assert len(workers) == size
+    change(c, "workers-size-again", lambda d: d["pools"][1].update(size="w-x-large"))
+    up_killed(c, faults.FIRST_WRITE)  # the first worker drained, its replacement named
+    progress = state(c)["rollout"]
+    (old, new), = progress["surge"].items()
+    assert old == workers[0] and progress["hosts"] == {old: "drained"} and new not in workers
+    up_killed(c, faults.MID_HOSTS)  # inside the provider's create: the machine made, not recorded
+    assert state(c)["rollout"]["surge"] == {old: new} and new not in state(c)["hosts"]
+    up_killed(c, faults.FIRST_WRITE)  # the replacement recorded: old and new both in state
+    assert state(c)["rollout"]["hosts"] == {old: "surged"} and {old, new} <= set(state(c)["hosts"])
+    proc = provision("up", c["spec"], "--yes", "--state-dir", c["state_dir"], timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    after = state(c)
+    assert "rollout" not in after and after["pools"]["workers"]["size"] == size
+    final = workers_of(c)
+    # the old worker's name may come back: the next worker's replacement takes the lowest free index
+    assert len(final) == size and new in final
+    assert all(after["hosts"][w]["boot"]["fields"]["pools[workers].size"] == "w-x-large" for w in final)
+    assert cluster_namespaces(c["name"]) == sorted(netns_name(c["name"], h) for h in after["hosts"])
     assert set(plan_actions(c).values()) == {"keep"}
     no_duplicates(c["name"], c["workdir"])
 

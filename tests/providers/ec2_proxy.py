@@ -22,7 +22,7 @@ def error_body(code: str) -> str:
 
 
 class EC2Proxy:
-    def __init__(self, upstream_host: str, upstream_port: int):
+    def __init__(self, upstream_host: str, upstream_port: int, bind: str = "127.0.0.1"):
         self.upstream = (upstream_host, upstream_port)
         self.calls: collections.Counter[str] = collections.Counter()
         self.log: list[tuple[str, dict[str, list[str]]]] = []
@@ -78,14 +78,14 @@ class EC2Proxy:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((bind, 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"http://{self.server.server_address[0]}:{self.server.server_address[1]}"
 
     @property
     def port(self) -> int:
