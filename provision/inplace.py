@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .phases import RunContext
     from .plan import HostPlan
     from .providers.base import Provider
+    from .providers.pools import PoolProviders
 
 UNIT_DIR = "/etc/systemd/system"
 # Directories too general to tie a unit to every file under them.
@@ -141,7 +142,7 @@ def units_to_restart(payload: Payload, changed: Iterable[str]) -> list[str]:
     return out
 
 
-def update_hosts(ctx: RunContext, provider: Provider, hosts: Sequence[HostPlan], desired: Sequence[HostPlan]) -> dict[str, list[str]]:
+def update_hosts(ctx: RunContext, provider: Provider | PoolProviders, hosts: Sequence[HostPlan], desired: Sequence[HostPlan]) -> dict[str, list[str]]:
     """Write each host's changed files over SSH, restart the units they belong to, wait until
     etcd is healthy again when a member was touched, and record the config the host now
     carries. Returns {host: units restarted}."""

@@ -33,6 +33,7 @@ from ..changes import BOOT, REPLACE, boot_record, config_digest, host_changes
 from ..errors import ActionError
 from ..plan import HostPlan, Plan
 from ..providers.base import Provider
+from ..providers.pools import PoolProviders, providers_of
 from . import RunContext
 
 PHASE = "rollout"
@@ -44,10 +45,9 @@ def run(ctx: RunContext) -> dict[str, Any]:
     result: dict[str, Any] = {"updated": [], "replaced": [], "surged": {}}
     unfinished = rollout.surging(state.get(rollout.STATE_KEY))
     if unfinished and not ctx.dry_run:  # a killed run's surge first: its old workers go only now
-        from ..providers import get_provider
         from .rollout_surge import surge_workers
         ctx.log(PHASE, f"finishing the replacement of {', '.join(sorted(unfinished))} a previous run began")
-        provider = get_provider(spec, ctx.store.workdir, log=lambda m: ctx.log(PHASE, m))
+        provider = providers_of(spec, ctx.store.workdir, log=lambda m: ctx.log(PHASE, m))
         result["surged"].update(surge_workers(ctx, provider, sorted(unfinished), ctx.plan().desired))
         result["replaced"].extend(sorted(unfinished))
     current = ctx.plan()
@@ -77,8 +77,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
                                                  + ("; create before destroy" if s.surges else "") + ")"
                                                  for s in group))
         return {**result, "dry_run": True}
-    from ..providers import get_provider
-    provider = get_provider(spec, ctx.store.workdir, log=lambda m: ctx.log(PHASE, m))
+    # a burst pool's hosts are replaced by its own provider, as `wait` asks it of them
+    provider = providers_of(spec, ctx.store.workdir, log=lambda m: ctx.log(PHASE, m))
     desired = {h.name: h for h in current.desired}
     done = 0
     for group in groups:
@@ -138,7 +138,7 @@ def _record(ctx: RunContext, host: str, stage: str) -> None:
     faults.point(faults.FIRST_WRITE)
 
 
-def replace_hosts(ctx: RunContext, provider: Provider, hosts: list[HostPlan], desired: tuple[HostPlan, ...]) -> None:
+def replace_hosts(ctx: RunContext, provider: Provider | PoolProviders, hosts: list[HostPlan], desired: tuple[HostPlan, ...]) -> None:
     """Replace `hosts` (one etcd member or master, or up to max_unavailable workers) and wait
     until they are healthy."""
     log = lambda m: ctx.log(PHASE, m)  # noqa: E731
@@ -172,9 +172,11 @@ def replace_hosts(ctx: RunContext, provider: Provider, hosts: list[HostPlan], de
     # The new machines boot with configs rendered now: an etcd member that joins a running
     # cluster says so in its config (ETCD_INITIAL_CLUSTER_STATE=existing).
     from . import render
-    from .machines import host_entry, load_configs, rendered_configs
+    from .machines import host_entry, load_configs, pool_provider, rendered_configs
     render.run(ctx)
-    configs = load_configs(ctx, hosts, provider)
+    configs: dict[str, bytes] = {}
+    for host in hosts:  # fitted to the user-data limit of the host's pool's provider
+        configs.update(load_configs(ctx, [host], pool_provider(provider, host.pool)))
     provider.prepare()
     records = {r.name: r for r in provider.create_hosts(hosts, configs)}
     booted_with = rendered_configs(ctx, hosts)
@@ -196,7 +198,7 @@ def replace_hosts(ctx: RunContext, provider: Provider, hosts: list[HostPlan], de
         + (", etcd healthy with every member" if members else ""))
 
 
-def workload_edges(ctx: RunContext, provider: Provider, name: str):
+def workload_edges(ctx: RunContext, provider: Provider | PoolProviders, name: str):
     """Headroom's view of the host's workload (None when headroom does not watch its pool)."""
     spec = ctx.spec
     entry = ctx.state["hosts"].get(name) or {}
@@ -209,7 +211,7 @@ def workload_edges(ctx: RunContext, provider: Provider, name: str):
     return edges
 
 
-def drain(ctx: RunContext, provider: Provider, name: str) -> None:
+def drain(ctx: RunContext, provider: Provider | PoolProviders, name: str) -> None:
     """Move work off a host before it goes, as headroom does when it removes one: through the
     workload source headroom watches (Kubernetes evictions honour PodDisruptionBudgets; the etcd
     source's drain key stops fleet units taking work), then its load agent is stopped. A host
@@ -321,7 +323,7 @@ def forget_host_key(ctx: RunContext, entry: dict[str, Any]) -> None:
     path.write_text("".join(f"{line}\n" for line in lines))
 
 
-def wait_healthy(ctx: RunContext, provider: Provider, hosts: list[HostPlan]) -> None:
+def wait_healthy(ctx: RunContext, provider: Provider | PoolProviders, hosts: list[HostPlan]) -> None:
     """The hosts run and answer SSH (their host keys pinned where the provider knows them), and
     etcd lists every planned member healthy when one of them carries etcd."""
     from .wait import reachable

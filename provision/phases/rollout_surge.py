@@ -20,6 +20,7 @@ from ..changes import BOOT, REPLACE, boot_record
 from ..errors import ActionError
 from ..plan import HostPlan, assign_addresses, host_name
 from ..providers.base import Provider
+from ..providers.pools import PoolProviders
 from . import RunContext
 
 PHASE = "rollout"
@@ -74,13 +75,13 @@ def planned(ctx: RunContext, replacements: Mapping[str, str]) -> list[HostPlan]:
             for n, p, r, i in bare]
 
 
-def configs_for(ctx: RunContext, provider: Provider, new: list[HostPlan],
+def configs_for(ctx: RunContext, provider: Provider | PoolProviders, new: list[HostPlan],
                 desired: Sequence[HostPlan]) -> tuple[dict[str, bytes], dict[str, bytes]]:
     """The new workers' configs as rendered now (for their boot records) and as the provider
     takes them (fitted to its user-data limit). Their certificates are made first if missing."""
     from ..render import render_cluster
     from .endpoint import spec_with_endpoint
-    from .machines import fit_config
+    from .machines import fit_config, pool_provider
     from .render import artifact_view, served_artifacts
     from .. import faults
     phase = faults.current()
@@ -97,11 +98,11 @@ def configs_for(ctx: RunContext, provider: Provider, new: list[HostPlan],
     for host in new:
         file_name = result.index["hosts"][host.name]["config"]
         rendered[host.name] = result.files[file_name]
-        fitted[host.name] = fit_config(provider, rendered[host.name], file_name, lambda m: ctx.log(PHASE, m))
+        fitted[host.name] = fit_config(pool_provider(provider, host.pool), rendered[host.name], file_name, lambda m: ctx.log(PHASE, m))
     return rendered, fitted
 
 
-def surge_workers(ctx: RunContext, provider: Provider, old: Sequence[str], desired: Sequence[HostPlan]) -> dict[str, str]:
+def surge_workers(ctx: RunContext, provider: Provider | PoolProviders, old: Sequence[str], desired: Sequence[HostPlan]) -> dict[str, str]:
     """Replace the workers `old` (one batch) create before destroy; returns old -> new."""
     from .machines import forget_joined, host_entry
     from .rollout import drain, forget_host_key
@@ -155,7 +156,7 @@ def surge_workers(ctx: RunContext, provider: Provider, old: Sequence[str], desir
     return names
 
 
-def wait_healthy(ctx: RunContext, provider: Provider, new: list[HostPlan], desired: Sequence[HostPlan]) -> None:
+def wait_healthy(ctx: RunContext, provider: Provider | PoolProviders, new: list[HostPlan], desired: Sequence[HostPlan]) -> None:
     """The new workers run and answer SSH (host keys pinned where the provider knows them),
     provision's key logs in, and their keys are delivered over SSH (never in a boot config),
     so their services can start; the old workers are still there until this returns."""
