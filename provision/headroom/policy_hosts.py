@@ -68,13 +68,15 @@ def removable_hosts(s: Settings, pool: Sequence[HostLoad], low_since: Mapping[st
     pools = s.pools
     skip = max(UNDRAINABLE_SKIP, s.scale_down_cooldown)
     blocked = {name for name, failed in undrainable.items() if now - failed < skip}
+    if "utilization" in s.policies:
+        # one pass: the names low for the whole window, less the blocked ones, then the hosts
+        window = s.scale_down_cooldown
+        low = {name for name, since in low_since.items() if not now - since < window}.difference(blocked)
+        return [h for h in pool if h.name in low and h.status == READY and h.role == "worker" and not h.etcd
+                and h.pool in pools]
     out = [h for h in pool if h.status == READY and h.role == "worker" and not h.etcd and h.pool in pools]
     if blocked:
         out = [h for h in out if h.name not in blocked]
-    if "utilization" in s.policies:
-        window = s.scale_down_cooldown
-        low = {name for name, since in low_since.items() if not now - since < window}
-        out = [h for h in out if h.name in low]
     return out
 
 
@@ -132,11 +134,12 @@ def removals(s: Settings, pool: Sequence[HostLoad], low_since: Mapping[str, floa
         return (), ()
     order = removal_order(hosts, s.burst_pool)
     names = list(map(attrgetter("name"), hosts))
-    pools = list(map(attrgetter("pool"), hosts))
     containers = list(map(attrgetter("containers"), hosts))
+    # burst pool first already (removal_order): the first pool's hosts lead. Without a burst
+    # pool every removable host is of the managed pool.
+    pools = list(map(attrgetter("pool"), hosts)) if s.burst_pool else [s.pool] * len(hosts)
     first = pools[order[0]]
-    # burst pool first already (removal_order): the first pool's hosts lead
-    first_pool = [i for i in order if pools[i] == first]
+    first_pool = [i for i in order if pools[i] == first] if s.burst_pool else order
     empty = [names[i] for i in first_pool if containers[i] == 0][:count]
     chosen = tuple(empty) if empty else (names[first_pool[0]],)
     taken = set(chosen)
