@@ -100,3 +100,13 @@ def test_observation_json_matches_the_reference_and_reads_back():
         data = policy.observation_json(obs)
         assert data == reference.observation_json(obs)
         assert policy.hosts_of_json(data["hosts"]) == obs.hosts
+
+
+def test_simulator_runs_score_as_with_the_reference(monkeypatch):
+    from provision.headroom.simulate import run_all
+    new = [score.to_json() for score in run_all(noises=(0.1,))]
+    with monkeypatch.context() as m:
+        m.setattr(policy, "pool_view", reference.pool_view)
+        m.setattr(policy, "removals", reference.removals)
+        old = [score.to_json() for score in run_all(noises=(0.1,))]
+    assert new == old and len(new) > 10
