@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from itertools import compress
 from operator import add, attrgetter, eq
-from typing import Mapping, Sequence
+from typing import Container, Mapping, Sequence
 
 from .policy_model import BOOTING, CLAMPED, READY, UNDRAINABLE_SKIP, UNKNOWN, UNREADY, HostLoad, Observation, Settings
 
@@ -69,11 +69,14 @@ def removable_hosts(s: Settings, pool: Sequence[HostLoad], low_since: Mapping[st
     skip = max(UNDRAINABLE_SKIP, s.scale_down_cooldown)
     blocked = {name for name, failed in undrainable.items() if now - failed < skip}
     if "utilization" in s.policies:
-        # one pass: the names low for the whole window, less the blocked ones, then the hosts
+        # one pass: the names low for the whole window, less the blocked ones, then the hosts.
+        # Usually every timer is old enough (now - since falls as since grows: the newest tells).
         window = s.scale_down_cooldown
-        low = {name for name, since in low_since.items() if not now - since < window}.difference(blocked)
-        return [h for h in pool if h.name in low and h.status == READY and h.role == "worker" and not h.etcd
-                and h.pool in pools]
+        low: Container[str] = low_since
+        if blocked or (low_since and now - max(low_since.values()) < window):
+            low = {name for name, since in low_since.items() if not now - since < window}.difference(blocked)
+        return [h for h in pool if h.status == READY and h.role == "worker" and not h.etcd and h.pool in pools
+                and h.name in low]
     out = [h for h in pool if h.status == READY and h.role == "worker" and not h.etcd and h.pool in pools]
     if blocked:
         out = [h for h in out if h.name not in blocked]
@@ -96,15 +99,19 @@ def removal_order(hosts: Sequence[HostLoad], burst: str | None = None) -> list[i
     sorts), names only within runs that tie on the other two: CPython sorts floats and small
     ints several times faster than tuples, and a sorted visit of 18,000 hosts' fields is mostly
     cache misses."""
+    return ordered(hosts, burst)[0]
+
+
+def ordered(hosts: Sequence[HostLoad], burst: str | None = None) -> tuple[list[int], list[int]]:
+    """`removal_order`, and the hosts' container counts (by index) it sorted on."""
     containers = list(map(attrgetter("containers"), hosts))
     loads = list(map(add, map(attrgetter("cpu"), hosts), map(attrgetter("memory"), hosts)))
     order = sorted(range(len(hosts)), key=loads.__getitem__)
     order.sort(key=containers.__getitem__)
     by_load = [loads[i] for i in order]
-    by_containers = [containers[i] for i in order]
     # runs of equal (containers, load): sorted by name, the last key
     ties = [j for j in compress(range(1, len(order)), map(eq, by_load[1:], by_load))
-            if by_containers[j] == by_containers[j - 1]]
+            if containers[order[j]] == containers[order[j - 1]]]
     if ties:
         names = list(map(attrgetter("name"), hosts))
         start = end = -1
@@ -115,9 +122,9 @@ def removal_order(hosts: Sequence[HostLoad], burst: str | None = None) -> list[i
                 start = j - 1
             end = j
     if burst is None:
-        return order
+        return order, containers
     in_burst = [h.pool == burst for h in hosts]
-    return [i for i in order if in_burst[i]] + [i for i in order if not in_burst[i]]
+    return [i for i in order if in_burst[i]] + [i for i in order if not in_burst[i]], containers
 
 
 def emptiest_first(hosts: Sequence[HostLoad]) -> list[HostLoad]:
@@ -132,9 +139,8 @@ def removals(s: Settings, pool: Sequence[HostLoad], low_since: Mapping[str, floa
     hosts = removable_hosts(s, pool, low_since, undrainable, now)
     if count <= 0 or not hosts:
         return (), ()
-    order = removal_order(hosts, s.burst_pool)
+    order, containers = ordered(hosts, s.burst_pool)
     names = list(map(attrgetter("name"), hosts))
-    containers = list(map(attrgetter("containers"), hosts))
     # burst pool first already (removal_order): the first pool's hosts lead. Without a burst
     # pool every removable host is of the managed pool.
     pools = list(map(attrgetter("pool"), hosts)) if s.burst_pool else [s.pool] * len(hosts)
