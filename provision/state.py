@@ -50,10 +50,8 @@ def empty_state(cluster: str) -> dict[str, Any]:
             "hosts": {}, "pools": {}, "phases": {}, "headroom": {}}
 
 
-# Below this depth a state document is written compact: json's indented form is encoded in
-# Python, its compact form in C, and a 50,000-host state (headroom's decision records carry every
-# host's load) took about a second to indent (P5, issue 11). One indented level: a call of the
-# encoder per host costs about as much as the indenting did.
+# Below this depth a state document is written compact, by json's C encoder: its indented form is
+# encoded in Python, a second for a 50,000-host state (P5, issue 11); per-host lines cost as much.
 INDENTED_LEVELS = 1
 
 
@@ -64,7 +62,7 @@ def encode_state(doc: Mapping[str, Any]) -> str:
     newline."""
     compact = json.JSONEncoder(sort_keys=True, separators=(", ", ": ")).encode
 
-    def encode(value: Any, level: int) -> str:
+    def encode(value: object, level: int) -> str:
         if level >= INDENTED_LEVELS or not isinstance(value, dict) or not value \
                 or not all(isinstance(k, str) for k in value):
             return compact(value)
