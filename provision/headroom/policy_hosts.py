@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from itertools import compress
-from operator import add, attrgetter, eq
+from operator import eq
 from typing import Container, Mapping, Sequence
 
 from .policy_model import BOOTING, CLAMPED, READY, UNDRAINABLE_SKIP, UNKNOWN, UNREADY, HostLoad, Observation, Settings
@@ -44,7 +44,7 @@ def pool_view(s: Settings, obs: Observation) -> PoolView:
     hosts = obs.hosts
     pool = tuple([h for h in hosts if h.pool in pools])
     others = [h for h in hosts if h.pool not in pools] if len(pool) < len(hosts) else []
-    sizes = {pools[0]: len(pool)} if len(pools) == 1 else Counter(map(attrgetter("pool"), pool))
+    sizes = {pools[0]: len(pool)} if len(pools) == 1 else Counter([h.pool for h in pool])
     ready = [h for h in pool if h.status == READY]
     # Usually nearly every host is ready: the status questions go to the few others only.
     waiting = [h for h in pool if h.status != READY] if len(ready) < len(pool) else []
@@ -56,8 +56,9 @@ def pool_view(s: Settings, obs: Observation) -> PoolView:
         not_ready={h.name for h in waiting},
         troubled=silent + [h for h in others if h.status == UNKNOWN or h.status == UNREADY],
         clamped=sorted([h.name for h in flagged if CLAMPED in h.flags]),
-        containers=sum(map(attrgetter("containers"), ready)), cpu=sum(map(attrgetter("cpu"), ready)),
-        memory=sum(map(attrgetter("memory"), ready)))
+        # comprehensions read slots faster than map(attrgetter); the same sums, in the same order
+        containers=sum([h.containers for h in ready]), cpu=sum([h.cpu for h in ready]),
+        memory=sum([h.memory for h in ready]))
 
 
 def removable_hosts(s: Settings, pool: Sequence[HostLoad], low_since: Mapping[str, float],
@@ -104,8 +105,8 @@ def removal_order(hosts: Sequence[HostLoad], burst: str | None = None) -> list[i
 
 def ordered(hosts: Sequence[HostLoad], burst: str | None = None) -> tuple[list[int], list[int]]:
     """`removal_order`, and the hosts' container counts (by index) it sorted on."""
-    containers = list(map(attrgetter("containers"), hosts))
-    loads = list(map(add, map(attrgetter("cpu"), hosts), map(attrgetter("memory"), hosts)))
+    containers = [h.containers for h in hosts]
+    loads = [h.cpu + h.memory for h in hosts]
     order = sorted(range(len(hosts)), key=loads.__getitem__)
     order.sort(key=containers.__getitem__)
     by_load = [loads[i] for i in order]
@@ -113,7 +114,7 @@ def ordered(hosts: Sequence[HostLoad], burst: str | None = None) -> tuple[list[i
     ties = [j for j in compress(range(1, len(order)), map(eq, by_load[1:], by_load))
             if containers[order[j]] == containers[order[j - 1]]]
     if ties:
-        names = list(map(attrgetter("name"), hosts))
+        names = [h.name for h in hosts]
         start = end = -1
         for j in ties + [-1]:
             if j != end + 1:
@@ -140,10 +141,10 @@ def removals(s: Settings, pool: Sequence[HostLoad], low_since: Mapping[str, floa
     if count <= 0 or not hosts:
         return (), ()
     order, containers = ordered(hosts, s.burst_pool)
-    names = list(map(attrgetter("name"), hosts))
+    names = [h.name for h in hosts]
     # burst pool first already (removal_order): the first pool's hosts lead. Without a burst
     # pool every removable host is of the managed pool.
-    pools = list(map(attrgetter("pool"), hosts)) if s.burst_pool else [s.pool] * len(hosts)
+    pools = [h.pool for h in hosts] if s.burst_pool else [s.pool] * len(hosts)
     first = pools[order[0]]
     first_pool = [i for i in order if pools[i] == first] if s.burst_pool else order
     empty = [names[i] for i in first_pool if containers[i] == 0][:count]
