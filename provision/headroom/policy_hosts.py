@@ -43,13 +43,15 @@ def pool_view(s: Settings, obs: Observation) -> PoolView:
     pools = s.pools
     hosts = obs.hosts
     pool = tuple([h for h in hosts if h.pool in pools])
-    others = [h for h in hosts if h.pool not in pools] if len(pool) < len(hosts) else []
-    sizes = {pools[0]: len(pool)} if len(pools) == 1 else Counter([h.pool for h in pool])
     ready = [h for h in pool if h.status == READY]
-    # Usually nearly every host is ready: the status questions go to the few others only.
-    waiting = [h for h in pool if h.status != READY] if len(ready) < len(pool) else []
+    # Usually nearly every host is a ready host of the pool without flags: one pass collects the
+    # few others, and the other questions (status, pool, flags) go to them only.
+    odd = [h for h in hosts if h.flags or h.status != READY or h.pool not in pools]
+    others = [h for h in odd if h.pool not in pools]
+    waiting = [h for h in odd if h.status != READY and h.pool in pools]
+    sizes = {pools[0]: len(pool)} if len(pools) == 1 else Counter([h.pool for h in pool])
     silent = [h for h in waiting if h.status == UNKNOWN or h.status == UNREADY]
-    flagged = [h for h in hosts if h.flags]
+    flagged = [h for h in odd if h.flags]
     return PoolView(
         pool=pool, sizes={name: sizes.get(name, 0) for name in pools}, ready=ready,
         booting=[h for h in waiting if h.status == BOOTING], silent=silent,
