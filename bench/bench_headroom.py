@@ -5,7 +5,9 @@ Side by side in the same run, so the ratios hold on any machine:
 - baseline: the same decision at 1,000 hosts (the scale cluster-autoscaler is tested at,
   whose one loop there takes under 10 s);
 - the parse of 5,000 published load documents, work every run does anyway before deciding.
-Figures are the median of several runs.
+Figures are the median CPU time (process time: the machine is shared) of several runs.
+- before: the same decision with the per-host passes P5 replaced (the reference the
+  equivalence tests compare with, tests/headroom/policy_reference.py), timed in the same run.
 """
 from __future__ import annotations
 
@@ -13,10 +15,14 @@ import json
 import random
 import statistics
 import time
+from contextlib import contextmanager
 
+from provision.headroom import policy
+from provision.headroom import policy_model as model
 from provision.headroom.policy import (READY, UNKNOWN, HostLoad, Memory, Observation, Sample, Settings, decide,
                                        remember)
 from provision.spec.model import Reserve
+from provision.state import encode_state
 
 ANCHOR_SECONDS_AT_1000 = 10.0  # cluster-autoscaler: one loop under 10 s at 1,000 nodes
 
@@ -46,19 +52,45 @@ def memory(n: int) -> Memory:
 def timed(fn, repeat: int) -> float:
     runs = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        runs.append(time.perf_counter() - t0)
+        runs.append(time.process_time() - t0)
     return statistics.median(runs)
 
 
+@contextmanager
+def passes_before_p5():
+    """The decision with the per-host passes as they were before P5's rework."""
+    from tests.headroom import policy_reference as reference
+    saved = policy.pool_view, policy.removals, model.observation_json
+    policy.pool_view, policy.removals, model.observation_json = \
+        reference.pool_view, reference.removals, reference.observation_json
+    try:
+        yield
+    finally:
+        policy.pool_view, policy.removals, model.observation_json = saved
+
+
 def run(repeat: int = 7) -> dict:
-    figures, actions = {}, {}
+    figures, actions, before = {}, {}, {}
     for n in (1000, 5000, 50000):
         obs, s, mem = observation(n), settings(n), memory(n)
         actions[n] = decide(s, obs, mem).action
         assert actions[n] not in ("halt", "none"), f"benchmark must exercise a full decision, got {actions[n]}"
-        figures[n] = timed(lambda: remember({}, decide(s, obs, mem)), repeat if n < 50000 else 3)
+        figures[n] = timed(lambda: remember({}, decide(s, obs, mem)), repeat if n < 50000 else 5)
+        if n >= 5000:
+            record = decide(s, obs, mem).record()
+            with passes_before_p5():
+                assert decide(s, obs, mem).record() == record, "the rework changed the decision"
+                before[n] = timed(lambda: remember({}, decide(s, obs, mem)), repeat if n < 50000 else 5)
+    # Writing the state after a 50,000-host decision: its record carries every host's load.
+    state = {"version": 3, "cluster": "big", "serial": 1, "pools": {}, "phases": {},
+             "hosts": {f"big-workers-{i}": {"address": f"10.0.{i // 250}.{i % 250}", "pool": "workers"}
+                       for i in range(50000)},
+             "headroom": remember({}, decide(settings(50000), observation(50000), memory(50000)))}
+    assert json.loads(encode_state(state)) == json.loads(json.dumps(state, indent=2, sort_keys=True))
+    write_before = timed(lambda: json.dumps(state, indent=2, sort_keys=True).encode(), 3)
+    write_after = timed(lambda: encode_state(state).encode(), 3)
     docs = [json.dumps({"containers": 3, "cpu": 0.4, "memory": 0.5, "at": 1_000_000}) for _ in range(5000)]
     parse = timed(lambda: [json.loads(d) for d in docs], repeat)
     return {
@@ -66,11 +98,16 @@ def run(repeat: int = 7) -> dict:
         "figures": {
             "decide_5000_hosts_ms (goal < 20)": round(figures[5000] * 1000, 2),
             "decide_50000_hosts_ms (goal < 100)": round(figures[50000] * 1000, 2),
+            "before_p5_decide_5000_hosts_ms": round(before[5000] * 1000, 2),
+            "before_p5_decide_50000_hosts_ms": round(before[50000] * 1000, 2),
             "baseline_decide_1000_hosts_ms": round(figures[1000] * 1000, 2),
+            "encode_state_50000_hosts_ms": round(write_after * 1000, 2),
+            "before_p5_encode_state_50000_hosts_ms (indent=2)": round(write_before * 1000, 2),
             "parse_5000_load_documents_ms": round(parse * 1000, 2),
             "action_at_5000": actions[5000],
         },
         "ratios": {
+            "50000_hosts_after_vs_before_p5": round(figures[50000] / before[50000], 2),
             "5000_vs_1000_hosts": round(figures[5000] / figures[1000], 2),
             "50000_vs_5000_hosts (linear: 10)": round(figures[50000] / figures[5000], 2),
             "decide_vs_parse_at_5000": round(figures[5000] / parse, 2),

@@ -27,7 +27,7 @@ from .etcd.client import Etcd
 from .etcd.lock import EtcdLock
 from .pki import TLSFiles
 from .spec import Spec
-from .state import (StateError, StateStore, check_blob_name, describe_holder, empty_state, kept_alive,
+from .state import (StateError, StateStore, check_blob_name, describe_holder, empty_state, encode_state, kept_alive,
                     next_document, parse_document)
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class EtcdStateStore(StateStore):
         import etcd
         current = self.read()  # refuses a corrupt or newer document
         new = next_document(doc, current, self.cluster, where=f"etcd key {self.base}/state")
-        data = json.dumps(new, indent=2, sort_keys=True)
+        data = encode_state(new)
         try:
             if self._index is None:
                 self._call("write the state", self.client.write, f"{self.base}/state", data, prevExist=False)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import LockHeld
-from .state import (StateError, StateStore, check_blob_name, describe_holder, empty_state, kept_alive,
+from .state import (StateError, StateStore, check_blob_name, describe_holder, empty_state, encode_state, kept_alive,
                     lock_holder, next_document, parse_document)
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class S3StateStore(StateStore):
     def write(self, doc: dict[str, Any]) -> None:
         current = self.read()
         new = next_document(doc, current, self.cluster, where=f"s3://{self.bucket}/{self.base}/state.json")
-        data = (json.dumps(new, indent=2, sort_keys=True) + "\n").encode()
+        data = encode_state(new).encode()
         condition = {"IfMatch": self._etag} if self._etag else {"IfNoneMatch": "*"}
         etag = self._put(f"{self.base}/state.json", data, "write the state", ServerSideEncryption="AES256",
                          **condition)

@@ -9,9 +9,7 @@ The three policies (`containers`, `utilization`, `predictive`) are described in 
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import replace
-from operator import attrgetter
 from typing import Any, Iterable, Mapping, Sequence
 
 # The data types and the policies live in their own modules; they are re-exported here, the
@@ -21,6 +19,8 @@ from .policy_model import (BOOTING, CLAMPED, DECISIONS_KEPT, HALT_UNKNOWN_COUNT,
                            REPLAYS_KEPT, TREND_COVER, TREND_FIT, UNDRAINABLE_SKIP, UNKNOWN, UNREADY, Decision,
                            HostLoad, Memory, Need, Observation, Sample, Settings, hosts_of_json, observation_json,
                            settings_json)
+from .policy_hosts import (PoolView, choose_removals, emptiest_first, pool_view, removable_hosts, removal_candidates,
+                           removal_order, removals)
 from .policy_rules import (containers_hosts_needed, containers_policy, fit_quality, history_window, hosts_for_load,
                            load_factor, noise_spread, predict, predict_window, predictive_policy, slope, utilization_policy)
 
@@ -32,7 +32,8 @@ __all__ = [
     "containers_policy", "fit_quality", "history_window", "noise_spread", "hosts_for_load", "load_factor", "predict", "predict_window",
     "predictive_policy", "slope", "utilization_policy", "replay", "removable", "emptiness_key",
     "removal_candidates", "choose_removals", "window_values", "sane_memory", "halted", "decide", "split_adds",
-    "without", "not_after", "remember", "memory_of", "summarize",
+    "without", "not_after", "remember", "memory_of", "summarize", "PoolView", "pool_view", "emptiest_first",
+    "removable_hosts", "removal_order", "removals",
 ]
 
 
@@ -63,42 +64,6 @@ def removable(host: HostLoad, pool: str | Sequence[str]) -> bool:
 
 def emptiness_key(host: HostLoad) -> tuple[float, float, str]:
     return (host.containers, host.cpu + host.memory, host.name)
-
-
-def removal_candidates(s: Settings, pool: Sequence[HostLoad], low_since: Mapping[str, float],
-                       undrainable: Mapping[str, float], now: float) -> list[HostLoad]:
-    """Removable hosts, burst pool first, then emptiest first. A host that recently failed to drain is skipped; with
-    the utilization policy only hosts below scale_down_utilization for the whole scale-down
-    window qualify (cluster-autoscaler's unneeded time)."""
-    pools = s.pools
-    skip = max(UNDRAINABLE_SKIP, s.scale_down_cooldown)
-    blocked = {name for name, failed in undrainable.items() if now - failed < skip}
-    out = [h for h in pool if h.status == READY and h.role == "worker" and not h.etcd and h.pool in pools
-           and h.name not in blocked]
-    if "utilization" in s.policies:
-        window = s.scale_down_cooldown
-        out = [h for h in out if h.name in low_since and not now - low_since[h.name] < window]
-    burst = s.burst_pool
-    # The key inlines emptiness_key: one call per host less on 50,000 hosts (P5, issue 11).
-    if burst is None:
-        return sorted(out, key=lambda h: (h.containers, h.cpu + h.memory, h.name))
-    return sorted(out, key=lambda h: (h.pool != burst, h.containers, h.cpu + h.memory, h.name))
-
-
-def choose_removals(s: Settings, candidates: Sequence[HostLoad], count: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(chosen, spare): in the candidates' order (burst pool first), emptiest first; empty hosts
-    may go together, a non-empty host only alone. `spare` are the other candidates in order,
-    tried when a chosen host will not drain."""
-    if count <= 0 or not candidates:
-        return (), ()
-    first = candidates[0].pool
-    first_pool = [h for h in candidates if h.pool == first]
-    if s.burst_pool and first == s.burst_pool:
-        candidates = first_pool + [h for h in candidates if h.pool != s.burst_pool]
-    empty = [h.name for h in first_pool if h.containers == 0][:count]
-    chosen = tuple(empty) if empty else (first_pool[0].name,)
-    taken = set(chosen)  # a set: thousands of empty hosts made this quadratic (P5, issue 11)
-    return chosen, tuple([h.name for h in candidates if h.name not in taken])
 
 
 def window_values(wanted: Sequence[tuple[float, int]], now: float, window: float) -> list[int] | None:
@@ -151,32 +116,24 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
     now = obs.at if now is None else now
     given = memory
     memory = sane_memory(memory, now)
-    # A few passes over the hosts, each a comprehension or a C-level map: this runs over
-    # 50,000 hosts in well under 100 ms (P5, issue 11).
-    pools = s.pools
-    pool = tuple([h for h in obs.hosts if h.pool in pools])
+    # The per-host passes (policy_hosts): over 50,000 hosts in well under 100 ms (P5, issue 11).
+    view = pool_view(s, obs)
+    pool, sizes, ready, booting, troubled = view.pool, view.sizes, view.ready, view.booting, view.troubled
     current = len(pool)
-    counted = Counter(map(attrgetter("pool"), pool))
-    sizes = {name: counted[name] for name in pools}
-    ready = [h for h in pool if h.status == READY]
-    booting = [h for h in pool if h.status == BOOTING]
     upcoming = len(ready) + len(booting)
-    troubled = [h for h in obs.hosts if h.status == UNKNOWN or h.status == UNREADY]
-    used = sum(map(attrgetter("containers"), ready)) + obs.pending
-    sample = Sample(now, float(used), sum(map(attrgetter("cpu"), ready)) + obs.pending_cpu,
-                    sum(map(attrgetter("memory"), ready)) + obs.pending_memory)
+    used = view.containers + obs.pending
+    sample = Sample(now, float(used), view.cpu + obs.pending_cpu, view.memory + obs.pending_memory)
     history = tuple(x for x in memory.history
                     if now - x.at <= history_window(s.predict_ahead) and x.at < now) + (sample,)
     inputs = {"hosts": len(obs.hosts), "pool_hosts": current, "ready": len(ready),
               "booting": sorted(h.name for h in booting),
               "unknown": sorted(h.name for h in troubled), "containers": used, "pending": obs.pending,
               "cpu": round(sample.cpu, 4), "memory": round(sample.memory, 4), "source": obs.source,
-              "clamped": sorted(h.name for h in obs.hosts if h.flags and CLAMPED in h.flags),
+              "clamped": view.clamped,
               "pool_sizes": dict(sizes)}
     # A host headroom added is remembered until it first reports; one still silent past the
     # provisioning bound never came up (nothing can run there): it is replaced.
-    silent_names = {h.name for h in pool if h.status != READY}
-    added = {k: v for k, v in memory.added.items() if k in silent_names}
+    added = {k: v for k, v in memory.added.items() if k in view.not_ready}
     failed = sorted(k for k, v in added.items() if now - v > PROVISIONING_BOUND)
     undrainable = {k: v for k, v in memory.undrainable.items()
                    if now - v < max(UNDRAINABLE_SKIP, s.scale_down_cooldown)}
@@ -231,7 +188,7 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
         ((now, recorded_now),)
     since_change = None if memory.last_change_at is None else now - memory.last_change_at
     booting_note = f" ({len(booting)} booting)" if booting else ""
-    silent = [h for h in pool if h.status in (UNKNOWN, UNREADY)]
+    silent = view.silent
 
     if wanted_now > upcoming:
         up = window_values(memory.wanted, now, s.scale_up_cooldown)
@@ -276,8 +233,7 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
             return done("wait", target, f"{why}; scale-down cooldown: {since_change:.0f}s of "
                                         f"{s.scale_down_cooldown:g}s since the last addition", needs,
                         wanted=wanted, low_since=low_since)
-        candidates = removal_candidates(s, pool, low_since, undrainable, now)
-        chosen, spare = choose_removals(s, candidates, upcoming - target)
+        chosen, spare = removals(s, ready, low_since, undrainable, now, upcoming - target)
         gone = set(chosen)
         if not chosen:
             return done("none", target, f"{why}; no host of the pool may be removed now (removable: ready "

@@ -6,7 +6,6 @@ enough of them to be decided again, see `policy.replay`). No I/O, no policy logi
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from operator import attrgetter
 from typing import Any, Mapping, Sequence
 
 from ..spec.model import Reserve, Spec
@@ -85,11 +84,12 @@ class Settings:
                    burst_pool=h.burst_pool or None, primary_max=primary_max)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HostLoad:
     """One host as observed. `status` is ready, booting (new, silent, within the
     provisioning bound), unknown (no fresh load) or unready. A host that is not ready is never
-    capacity and never idle. `flags` notes what was wrong with its report (e.g. clamped)."""
+    capacity and never idle. `flags` notes what was wrong with its report (e.g. clamped).
+    Slots: no attribute dict per host, so passes over 50,000 of them touch half the memory."""
 
     name: str
     pool: str
@@ -223,7 +223,13 @@ def observation_json(obs: Observation) -> dict[str, Any]:
     """The observation as JSON, hosts by column (one list per field, flags only for the hosts
     that have some): no list per host, which on 50,000 hosts cost more than the decision."""
     hosts = obs.hosts
-    columns: dict[str, Any] = {key: list(map(attrgetter(key), hosts)) for key in HOST_COLUMNS}
+    # Comprehensions, not map(attrgetter): they read slots by a specialised instruction, a
+    # third faster on 50,000 hosts (P5, issue 11). The keys are HOST_COLUMNS.
+    columns: dict[str, Any] = {
+        "name": [h.name for h in hosts], "pool": [h.pool for h in hosts], "role": [h.role for h in hosts],
+        "status": [h.status for h in hosts], "etcd": [h.etcd for h in hosts],
+        "containers": [h.containers for h in hosts], "cpu": [h.cpu for h in hosts],
+        "memory": [h.memory for h in hosts]}
     columns["flags"] = {h.name: list(h.flags) for h in hosts if h.flags}
     return {"at": obs.at, "pending": obs.pending, "pending_cpu": obs.pending_cpu,
             "pending_memory": obs.pending_memory, "source": obs.source, "hosts": columns}

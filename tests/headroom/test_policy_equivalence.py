@@ -1,0 +1,112 @@
+"""P5 (issue 11) reworked the per-host passes of a headroom decision for speed; the decisions
+must not change. Thousands of random clusters (ties on load, empty hosts, silent, booting,
+clamped and burst-pool hosts, masters, undrainable and low timers) are decided twice: with the
+reworked passes and with the straightforward ones they replaced (policy_reference), and the
+whole decision records, memory included, must be equal. The simulator's runs are compared
+the same way."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from provision.headroom import policy
+from provision.headroom.policy import (BOOTING, CLAMPED, READY, UNKNOWN, UNREADY, HostLoad, Memory, Observation,
+                                       Sample, Settings, decide, remember)
+from provision.spec.model import Reserve
+
+from . import policy_reference as reference
+
+NOW = 1_000_000.0
+POLICY_SETS = [("containers",), ("utilization",), ("predictive",), ("containers", "utilization", "predictive"),
+               ("utilization", "containers")]
+
+
+def reference_decide(monkeypatch: pytest.MonkeyPatch, *args):
+    with monkeypatch.context() as m:
+        m.setattr(policy, "pool_view", reference.pool_view)
+        m.setattr(policy, "removals", reference.removals)
+        return decide(*args)
+
+
+def random_case(rnd: random.Random):
+    burst = rnd.random() < 0.3
+    n = rnd.choice([0, 1, 2, 5, 20, 60, 200])
+    pools = ["workers", "burst"] if burst else ["workers"]
+    hosts = [HostLoad(f"m-{i}", "masters", "master", rnd.choice([READY, READY, UNKNOWN]), etcd=True)
+             for i in range(rnd.choice([0, 1, 3]))]
+    names = rnd.sample(range(10 * n + 10), n)  # names out of order, some sharing prefixes
+    loads = [0.0, 0.25, 0.5, 0.1, 0.3]  # few values: ties on (containers, load) are common
+    for i in names:
+        pool = rnd.choice(pools + ["other"] if rnd.random() < 0.1 else pools)
+        status = rnd.choices([READY, BOOTING, UNKNOWN, UNREADY], [20, 1, 1, 1])[0]
+        tie = rnd.random() < 0.5
+        hosts.append(HostLoad(
+            f"w-{i}", pool, rnd.choice(["worker", "worker", "worker", "etcd"]), status,
+            etcd=rnd.random() < 0.05, containers=rnd.choice([0, 0, 1, 2, 5, 8, 9]),
+            cpu=rnd.choice(loads) if tie else rnd.random(), memory=rnd.choice(loads) if tie else rnd.random(),
+            flags=(CLAMPED,) if rnd.random() < 0.05 else ()))
+    rnd.shuffle(hosts)
+    s = Settings(pool="workers", min_count=rnd.choice([0, 1, 3]), max_count=rnd.choice([5, 50, 400]),
+                 policies=rnd.choice(POLICY_SETS), containers_per_host=rnd.choice([4, 8]),
+                 reserve=rnd.choice([Reserve(count=1), Reserve(count=0), Reserve(percent=10.0)]),
+                 scale_up_cooldown=rnd.choice([0.0, 30.0]), scale_down_cooldown=rnd.choice([0.0, 60.0, 600.0]),
+                 scale_down_utilization=rnd.choice([0.3, 0.6]),
+                 burst_pool="burst" if burst else None, primary_max=rnd.choice([2, 10]) if burst else None)
+    worker_names = [h.name for h in hosts if h.role == "worker"]
+    memory = Memory(
+        last_change_at=rnd.choice([None, NOW - 5, NOW - 5000]), last_change=rnd.choice([None, "add", "remove"]),
+        low_since={name: NOW - rnd.choice([0, 30, 700, 5000]) for name in worker_names if rnd.random() < 0.7},
+        history=tuple(Sample(NOW - 60 * k, rnd.uniform(0, 8 * n + 1), rnd.uniform(0, n), rnd.uniform(0, n))
+                      for k in range(rnd.choice([0, 2, 6]), 0, -1)),
+        wanted=tuple((NOW - 60 * k, rnd.randint(0, n + 2)) for k in range(rnd.choice([0, 3, 12]), 0, -1)),
+        undrainable={name: NOW - rnd.choice([10, 5000]) for name in worker_names if rnd.random() < 0.05},
+        added={h.name: NOW - rnd.choice([10, 5000]) for h in hosts if h.status != READY and rnd.random() < 0.5})
+    obs = Observation(at=NOW, hosts=tuple(hosts), pending=rnd.choice([0, 0, 3]),
+                      pending_cpu=rnd.choice([0.0, 0.5]), pending_memory=0.0)
+    return s, obs, memory
+
+
+def test_reworked_passes_decide_as_the_reference_on_random_clusters(monkeypatch):
+    rnd = random.Random(11)
+    actions = set()
+    for _ in range(3000):
+        s, obs, memory = random_case(rnd)
+        new = decide(s, obs, memory)
+        old = reference_decide(monkeypatch, s, obs, memory)
+        assert new.record() == old.record(), (s, obs, memory)
+        assert new.memory == old.memory
+        assert remember({}, new) == remember({}, old)
+        actions.add(new.action)
+    # the cases reach every kind of decision, removals above all
+    assert {"add", "remove", "none", "wait", "halt", "replace"} <= actions
+
+
+def test_removal_order_matches_the_reference_with_ties_and_bursts():
+    rnd = random.Random(5)
+    for _ in range(2000):
+        s, obs, memory = random_case(rnd)
+        pool = [h for h in obs.hosts if h.pool in s.pools]
+        args = (s, pool, memory.low_since, memory.undrainable, NOW)
+        assert policy.removal_candidates(*args) == reference.removal_candidates(*args)
+        for count in (0, 1, 3, 1000):
+            assert policy.removals(*args, count) == reference.removals(*args, count)
+
+
+def test_observation_json_matches_the_reference_and_reads_back():
+    rnd = random.Random(3)
+    for _ in range(200):
+        _, obs, _ = random_case(rnd)
+        data = policy.observation_json(obs)
+        assert data == reference.observation_json(obs)
+        assert policy.hosts_of_json(data["hosts"]) == obs.hosts
+
+
+def test_simulator_runs_score_as_with_the_reference(monkeypatch):
+    from provision.headroom.simulate import run_all
+    new = [score.to_json() for score in run_all(noises=(0.1,))]
+    with monkeypatch.context() as m:
+        m.setattr(policy, "pool_view", reference.pool_view)
+        m.setattr(policy, "removals", reference.removals)
+        old = [score.to_json() for score in run_all(noises=(0.1,))]
+    assert new == old and len(new) > 10
