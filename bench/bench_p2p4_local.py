@@ -1,6 +1,6 @@
 """P2 and P4 (issue 11) on the local provider: add 1 worker (`scale` +1) and a no-op `up`, on
 clusters of 3 and 21 hosts (1 master carrying etcd, the rest workers; sizes from
-$BENCH_LOCAL_SIZES, e.g. "3,21,101"), each timed as a user runs it (`python -m provision`, so
+$BENCH_LOCAL_SIZES: `make bench-large` sets "3,21,101" for P2's 101-host case), each timed as a user runs it (`python -m provision`, so
 start-up counts).
 
 Beside each, in the same run, its baseline: the same verb when every host is bootstrapped
