@@ -1,7 +1,8 @@
 """Run every benchmark in bench/ (modules named bench_*.py with a `run()` returning a dict
 of figures and ratios) and print them side by side in one table; the same figures are written
 as JSON to bench/results.json (or $BENCH_JSON) with the machine they ran on. `--json` prints
-the document instead. Name parts as arguments to run only those (`bench/run.py p3`)."""
+the document instead. Name parts as arguments to run only those (`bench/run.py p3`); their
+results replace theirs in the JSON and the others' stay."""
 from __future__ import annotations
 
 import importlib.util
@@ -37,10 +38,26 @@ def main(argv: list[str]) -> int:
         print(json.dumps(results, indent=2))
         return 0
     out = Path(os.environ.get("BENCH_JSON", HERE / "results.json"))
-    out.write_text(json.dumps({"machine": machine(), "results": results}, indent=2) + "\n")
+    ran_on = machine()
+    for r in results:
+        r["machine"] = ran_on
+    if only:  # a part run: the other benchmarks' figures stay as their own run wrote them
+        results = merged(out, results)
+    out.write_text(json.dumps({"machine": ran_on, "results": results}, indent=2) + "\n")
     print(table(results))
     print(f"machine: {machine()}; JSON written to {out}", file=sys.stderr)
     return 0
+
+
+def merged(path: Path, fresh: list[dict]) -> list[dict]:
+    """The results already in `path` with those of `fresh` put in their place (by name), each
+    keeping the machine line of the run that measured it."""
+    try:
+        kept = json.loads(path.read_text()).get("results") or []
+    except (OSError, ValueError):
+        kept = []
+    names = {r.get("name") for r in fresh}
+    return [r for r in kept if r.get("name") not in names] + fresh
 
 
 def machine() -> str:

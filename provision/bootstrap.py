@@ -242,12 +242,16 @@ def apply_roles(ctx: RunContext, phase: str, roles: Iterable[str], hosts: Mappin
         ctx.log(phase, f"{len(every)} hosts already converged: no change (as recorded in state)")
         return {"hosts": {}, "changed": 0, "converged": len(every), "verify": False}
     per_host = {n: dict(v) for n, v in (host_only or {}).items() if n in hosts}
+    config_files: dict[str, list[list[Any]]] = {}
     if phase in CONTENT_CHECKED_PHASES:  # the roles compare the files they check with these
-        for name, files in config_file_data(ctx, hosts).items():
+        config_files = config_file_data(ctx, hosts)
+        for name, files in config_files.items():
             per_host.setdefault(name, {})["config_files"] = files
     outcomes = run_roles(ctx.spec, ctx.store.workdir, hosts, roles, pki.ssh_private_key_path(ctx.store),
                          dry_run=ctx.dry_run, cluster=cluster_hosts(ctx.state), data=data,
                          host_only=per_host)
+    if not ctx.dry_run:
+        restart_readers(ctx, phase, hosts, outcomes, config_files)
     changed, problems = summarize(outcomes, ctx.dry_run)
     if not ctx.dry_run:  # before failing: the hosts that did converge keep their record
         record_converged(ctx, phase, wanted, outcomes)
@@ -285,6 +289,37 @@ def config_file_data(ctx: RunContext, hosts: Mapping[str, Mapping[str, Any]]) ->
     rendered = render_files(ctx.spec, ctx.state, ctx.store, desired, names)
     return {name: [[path, f.mode, f.data] for path, f in sorted(files.items()) if f.data is not None]
             for name, files in rendered.items()}
+
+
+def restart_readers(ctx: RunContext, phase: str, hosts: Mapping[str, Mapping[str, Any]],
+                    outcomes: Mapping[str, RoleOutcome], config_files: Mapping[str, list[list[Any]]]) -> None:
+    """Restart the units that read the files a role put back (`restored`: changed on the host),
+    so what runs is what the boot config says, not only what is on disk. Which units read a
+    path is `provision.inplace`'s rule (the unit's own file, or the path named in the unit or in
+    an environment file it reads); the provider restarts them when it can, else systemctl over
+    SSH. Each outcome gets `restarted`; a restart that fails is the host's error (its record is
+    dropped, so the next run acts on it again)."""
+    from . import inplace
+    from .providers import get_provider
+    provider = None
+    for name, outcome in sorted(outcomes.items()):
+        restored = outcome.extra.get("restored") or []
+        if not restored or outcome.error:
+            continue
+        files = {str(path): (int(mode), bytes(data)) for path, mode, data in config_files.get(name, ())}
+        units = {path.rsplit("/", 1)[1]: data.decode(errors="replace") for path, (_, data) in files.items()
+                 if path.startswith(inplace.UNIT_DIR + "/")}
+        readers = inplace.units_to_restart(inplace.Payload(files=files, units=units), restored)
+        outcome.extra["restarted"] = readers
+        if not readers:
+            continue
+        ctx.log(phase, f"{name}: restarting {', '.join(readers)} (they read {', '.join(restored)})")
+        provider = provider or get_provider(ctx.spec, ctx.store.workdir, log=lambda m: ctx.log(phase, m))
+        try:
+            if not provider.restart_units(name, readers):
+                inplace.restart_over_ssh(ctx, hosts[name], name, readers)
+        except ActionError as err:
+            outcome.error = f"restarting {', '.join(readers)} after restoring their files: {err}"
 
 
 def verifying(ctx: RunContext) -> bool:

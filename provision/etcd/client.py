@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -155,9 +156,12 @@ class Etcd:
     def health(self, timeout: float = 3.0) -> dict[str, dict[str, Any]]:
         """{member URL: {"healthy": bool, "error": str|None}} for each endpoint."""
         out = {}
-        for endpoint, name in zip(self.endpoints, self.names):
-            one = dataclasses.replace(self, endpoints=(endpoint,), names=(name,))
-            proc = one.etcdctl("endpoint", "health", "-w", "json", timeout=timeout)
+        ones = [dataclasses.replace(self, endpoints=(endpoint,), names=(name,))
+                for endpoint, name in zip(self.endpoints, self.names)]
+        # one etcdctl per member, side by side: a member that does not answer costs its timeout once
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(ones)))) as pool:
+            procs = list(pool.map(lambda one: one.etcdctl("endpoint", "health", "-w", "json", timeout=timeout), ones))
+        for name, proc in zip(self.names, procs):
             healthy, error = False, None
             try:
                 doc = json.loads(proc.stdout or "[]")

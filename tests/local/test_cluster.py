@@ -49,7 +49,7 @@ def no_duplicates(cluster: str, workdir: Path) -> None:
         pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
         etcds = [p for p in pids if comm(p) == "etcd"]
         assert len(etcds) <= 1, (ns, etcds)
-    assert len(processes_mentioning("provision.providers.local.mirror_server")) >= 1
+    assert len(processes_mentioning("providers/local/mirror_server.py")) >= 1
 
 
 @pytest.fixture(scope="module")

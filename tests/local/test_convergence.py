@@ -221,6 +221,59 @@ def test_a_file_changed_by_hand_is_restored_by_verify_and_then_left_alone(cluste
     assert {h["convergence"]["state"] for h in after["hosts"].values()} == {"converged"}
 
 
+def running_environment(provider, host: str, unit: str, timeout: float = 30.0) -> tuple[int, bytes]:
+    """(pid, /proc/PID/environ) of the unit's running process, once it runs."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = provider.unit_states(host).get(unit, {})
+        pid = doc.get("pid")
+        if doc.get("state") == "running" and pid:
+            try:
+                return pid, open(f"/proc/{pid}/environ", "rb").read()
+            except OSError:
+                pass
+        assert time.monotonic() < deadline, (unit, doc)
+        time.sleep(0.1)
+
+
+def test_a_restored_file_restarts_the_unit_that_reads_it(cluster):
+    """A converged worker's host-agent environment file is edited by hand and the agent
+    restarted, so the running agent carries the edit. `up --verify` puts the file back and
+    restarts the unit that reads it (its EnvironmentFile=), on that host only: the agent runs
+    again without the edit. Units that do not read the file keep running untouched."""
+    from provision.providers import get_provider
+    from provision.providers.local.provider import AGENT_UNIT
+    from provision.spec import load_spec
+    workers = names(cluster, "worker")
+    worker = workers[0]
+    provider = get_provider(load_spec(cluster["spec"]), cluster["workdir"])
+    env_file = provider.host_root(worker) / "etc" / "provision" / "host-agent.env"
+    original = env_file.read_bytes()
+    env_file.write_bytes(original + b"PROVISION_EDITED_BY_HAND=1\n")
+    assert provider.restart_units(worker, [AGENT_UNIT])
+    edited_pid, environ = running_environment(provider, worker, AGENT_UNIT)
+    assert b"PROVISION_EDITED_BY_HAND=1" in environ.split(b"\0")
+    others = {n: provider.unit_states(n)[AGENT_UNIT].get("pid") for n in workers if n != worker}
+    sshd_pid = provider.unit_states(worker)["sshd.service"].get("pid")
+
+    verified = run(cluster, "up", "--yes", "--verify")
+    result = verified["results"]["workers"]["hosts"]
+    assert result[worker]["restored"] == ["/etc/provision/host-agent.env"]
+    assert result[worker]["restarted"] == [AGENT_UNIT]
+    assert all("restarted" not in r for n, r in result.items() if n != worker)
+    assert env_file.read_bytes() == original
+    pid, environ = running_environment(provider, worker, AGENT_UNIT)
+    assert pid != edited_pid
+    assert b"PROVISION_EDITED_BY_HAND=1" not in environ.split(b"\0")
+    assert provider.unit_states(worker)["sshd.service"].get("pid") == sshd_pid  # not a reader: left alone
+    assert {n: provider.unit_states(n)[AGENT_UNIT].get("pid") for n in others} == others
+
+    again = run(cluster, "up", "--yes", "--verify")
+    assert all("restarted" not in r for r in again["results"]["workers"]["hosts"].values())
+    assert running_environment(provider, worker, AGENT_UNIT)[0] == pid
+
+
 def test_etcd_auth_is_checked_again_only_when_verifying_or_a_member_changed(cluster):
     """etcd's users and roles converged on the first `up` (recorded in state with a digest of
     what the spec wants): a no-op `up` and `scale` skip their etcdctl round trips; `up

@@ -1,7 +1,7 @@
 """The processes of a local host: its init, and one launcher per unit, run as systemd would.
 
 `init JOB`: started by the local provider as
-`ip netns exec NS unshare --mount --uts --propagation private PYTHON -m provision.providers.local.launch init JOB`,
+`ip netns exec NS unshare --mount --uts --propagation private PYTHON -I -S .../launch.py init JOB`,
 so it is inside the host's network namespace with a new mount and UTS namespace. It names the
 host and makes the host's root visible where its programs look: the root's `etc` is the
 writable upper layer of an overlay over the machine's `/etc`, and its `opt`, `home`, `var`,

@@ -22,7 +22,10 @@ from ...spec import Spec
 from .procs import child_env, cmdline, kill_all, pids_with_arg
 
 MIRROR_PORT = 8418
-SERVER_MODULE = "provision.providers.local.mirror_server"
+# Run as a script in isolated mode without site-packages, as the hosts' launchers are (see
+# supervisor.LAUNCH_COMMAND): the server needs the standard library only.
+SERVER_COMMAND = (sys.executable, "-I", "-S", str(Path(__file__).with_name("mirror_server.py")))
+SERVER_NAME = "mirror_server"  # in the server's command line (also as `-m ...mirror_server` of earlier versions)
 # Names the rendered configs fetch; the mirror serves whichever exists on this machine.
 ARTIFACT_NAMES = ("etcd", "etcdctl", "flanneld", "fleetd", "fleetctl", "kubelet")
 
@@ -103,7 +106,7 @@ class ArtifactMirror:
 
     def pids(self) -> list[int]:
         """The server on this cluster's bridge address (found even if the workdir is gone)."""
-        return [p for p in pids_with_arg(SERVER_MODULE) if cmdline(p)[-3:-1] == [self.gateway, str(MIRROR_PORT)]]
+        return [p for p in pids_with_arg(SERVER_NAME) if cmdline(p)[-3:-1] == [self.gateway, str(MIRROR_PORT)]]
 
     def ensure(self) -> None:
         """Link the served binaries into `<base>/mirror/` and start the server unless it runs."""
@@ -122,7 +125,7 @@ class ArtifactMirror:
         for name, note in sorted(self.notes().items()):
             self.log(f"mirror: {note}")
         log = open(self.base / "mirror.log", "ab")
-        subprocess.Popen([sys.executable, "-m", SERVER_MODULE, self.gateway, str(MIRROR_PORT), str(mirror_dir)],
+        subprocess.Popen([*SERVER_COMMAND, self.gateway, str(MIRROR_PORT), str(mirror_dir)],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, cwd="/",
                          env=child_env())
         log.close()

@@ -1,5 +1,5 @@
 """The local provider's artifacts mirror: a small HTTP server on the bridge address serving the
-binaries host configs fetch (`python -m provision.providers.local.mirror_server ADDRESS PORT DIR`)."""
+binaries host configs fetch (`python -I -S mirror_server.py ADDRESS PORT DIR`)."""
 from __future__ import annotations
 
 import functools

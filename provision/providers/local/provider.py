@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import stat
+import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -239,14 +240,32 @@ class LocalProvider(Provider):
         return None
 
 
+    def wait_running(self, names: Sequence[str], timeout: float = 600.0) -> list[HostRecord]:
+        """Block until every host in `names` runs (its sshd's launcher runs it). A local host is
+        up within a second or so of its boot: its own files are read every 50 ms, where the base
+        class lists every host with a back-off that starts at half a second."""
+        deadline = time.monotonic() + timeout
+        pending = list(names)
+        while pending:
+            pending = [n for n in pending if not self._sshd_running(n)]
+            if pending and time.monotonic() > deadline:
+                raise ActionError(f"local: hosts not running after {timeout:.0f}s: {', '.join(sorted(pending))}")
+            if pending:
+                time.sleep(0.05)
+        records = {r.name: r for r in self.list_hosts()}
+        return [records[n] for n in names if n in records]
+
+    def _sshd_running(self, name: str) -> bool:
+        sshd = self.unit_states(name).get(SSHD_UNIT, {})
+        return sshd.get("state") == "running" and alive(sshd.get("launcher_pid"))
+
     def list_hosts(self) -> list[HostRecord]:
         records = []
         for host, ns in sorted(net.cluster_netns(self.cluster).items()):
             info = self._host_info(host) if self.workdir is not None else {}
             state = "unknown"
             if info:
-                sshd = self.unit_states(host).get(SSHD_UNIT, {})
-                if sshd.get("state") == "running" and alive(sshd.get("launcher_pid")):
+                if self._sshd_running(host):
                     state = "running"
                 elif (self.host_dir(host) / "ignited").is_file() and not self.supervisor.init_pid(host):
                     state = "stopped"  # booted once, its processes are gone (killed, machine rebooted)

@@ -23,7 +23,11 @@ from .units import UnitLaunch, boot_order
 
 ONESHOT_TIMEOUT = 120  # seconds boot waits for a oneshot (a download) that later units need
 
-LAUNCH_MODULE = "provision.providers.local.launch"
+# The init and unit launchers run `launch.py` as a script in isolated mode without site-packages
+# (`-I -S`): it needs the standard library only, and importing it as a module of `provision`
+# imported the package's spec and provider modules first (pydantic among them), about five times
+# the start-up of the launcher's own work, paid once per host and once per unit at every boot.
+LAUNCH_COMMAND = (sys.executable, "-I", "-S", str(Path(__file__).with_name("launch.py")))
 UNIT_STATE_DIR = "run/provision/units"
 INIT_FILE = "run/provision/init.json"
 RUNNING_STATES = ("running", "activating", "auto-restart", "exited")
@@ -108,7 +112,7 @@ class Supervisor:
                                    "overlay_work": str(self.host_dir(name) / "etc-work")}, sort_keys=True))
         log = open(self.host_dir(name) / "launch.log", "ab")
         subprocess.Popen(["ip", "netns", "exec", self.netns(name), "unshare", "--mount", "--uts",
-                          "--propagation", "private", sys.executable, "-m", LAUNCH_MODULE, "init", str(job)],
+                          "--propagation", "private", *LAUNCH_COMMAND, "init", str(job)],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, cwd="/",
                          env=child_env())
         log.close()
@@ -138,7 +142,7 @@ class Supervisor:
                           0o600)
         write_unit_state(self.host_root(name) / UNIT_STATE_DIR, launch.name, {"state": "activating"})
         log = open(self.host_dir(name) / "launch.log", "ab")
-        child = subprocess.Popen([sys.executable, "-m", LAUNCH_MODULE, "unit", str(job)],
+        child = subprocess.Popen([*LAUNCH_COMMAND, "unit", str(job)],
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, cwd="/",
                                  env=child_env())
         log.close()
