@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
 import yaml
@@ -75,7 +76,6 @@ def test_the_etcd_ca_is_rotated_in_three_phases_without_losing_quorum(cluster):
     watcher.access = Etcd(endpoints, TLSFiles(both, pki / "etcd-client-provisioner.crt",
                                               pki / "etcd-client-provisioner.key"), timeout=1.0)
     took = {}
-    import time
     with watcher:
         for phase in ("trust", "reissue", "drop"):
             if phase != "trust":
@@ -127,12 +127,14 @@ def test_a_kubernetes_facing_ca_is_rotated_in_three_phases_on_every_host(cluster
     old_keys = {m: {leaf: on_host(c, m, f"/etc/kubernetes/pki/{leaf}.key") for leaf in leaves} for m in masters}
     etcd_trust = {h: on_host(c, h, "/etc/ssl/etcd/ca.crt") for h in hosts}
     digests = {m: manifest_digests(c, m) for m in masters}
-    watcher = QuorumWatcher(c)
+    watcher, took = QuorumWatcher(c), {}
     with watcher:
         for phase in ("trust", "reissue", "drop"):
             if phase != "trust":
                 assert rotate_ca(c, option)["phase"] == phase
+            started = time.monotonic()
             up = provision("up", c["spec"], "--yes", "--state-dir", c["state_dir"], timeout=900)
+            took[phase] = round(time.monotonic() - started, 1)
             assert up.returncode == 0, up.stderr
             assert state(c)["ca_rotation"] == {"ca": name, "phase": phase, "rolled": True}
             want = [old_subject, new_subject] if phase != "drop" else [new_subject]
@@ -168,6 +170,9 @@ def test_a_kubernetes_facing_ca_is_rotated_in_three_phases_on_every_host(cluster
                 now = manifest_digests(c, m)  # kubelet restarts a static pod whose manifest changed
                 assert now["kube-apiserver"] != digests[m]["kube-apiserver"], (phase, m)
                 digests[m] = now
+    failed = sum(1 for _, ok in watcher.samples if not ok)
+    print(f"CA rotation of {name}: {took}, {failed}/{len(watcher.samples)} quorum reads failed, "
+          f"longest outage {watcher.longest_outage():.2f}s")
     assert watcher.longest_outage() < 2.0 and len(watcher.samples) > 10
     assert {h: on_host(c, h, "/etc/ssl/etcd/ca.crt") for h in hosts} == etcd_trust  # the etcd CA is left alone
     assert rotate_ca(c, option)["done"] is True and "ca_rotation" not in state(c)
