@@ -293,3 +293,10 @@ def test_the_cli_refuses_another_ca_while_one_rotates_and_an_unknown_ca(tmp_path
         assert refused.code == 2 and says in refused.err and "Traceback" not in refused.err, refused.err
     after = {p: p.read_bytes() for p in sorted(state_dir.rglob("*")) if p.is_file() and "lock" not in p.name}
     assert after == before
+
+
+def test_pki_rotate_of_a_ca_points_at_rotate_ca(tmp_path):
+    spec, store, state, hosts = prepared(write_spec(tmp_path, SMALL_SPEC), tmp_path / "state")
+    for ca in pki.CAS:
+        with pytest.raises(UserError, match=rf"--leaf: no leaf certificate named '{ca}' \(a CA is rotated by `pki rotate-ca`"):
+            pki.rotate(spec, store, hosts, leaf=ca)
