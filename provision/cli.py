@@ -226,10 +226,11 @@ def pki_rotate(ctx, spec, leaf, **common):
 
 
 @pki.command("rotate-ca", short_help="Rotate a CA in three phases with a trust overlap.",
-             epilog=examples("provision pki rotate-ca cluster.yaml --ca etcd"))
+             epilog=examples("provision pki rotate-ca cluster.yaml --ca etcd",
+                             "provision pki rotate-ca cluster.yaml --ca kubernetes"))
 @spec_argument
 @click.option("--ca", "ca", default="etcd", show_default=True,
-              help="The CA to rotate (etcd). Each run starts the next phase: 1 hosts trust the old and the new "
+              help="The CA to rotate: etcd, kubernetes or front-proxy. Each run starts the next phase: 1 hosts trust the old and the new "
                    "CA, 2 the new CA signs every leaf again, 3 the old CA is dropped; `provision up` rolls each "
                    "phase onto the running hosts before the next may start.")
 @common_options

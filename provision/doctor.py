@@ -166,6 +166,8 @@ def certificate_findings(certs: Sequence[Mapping[str, Any]], within_days: int = 
     def expiring(cert: Mapping[str, Any]) -> bool:
         return cert.get("days_left") is not None and cert["days_left"] < within_days
 
+    from .pki_ca import ROTATABLE
+    rotate_ca_option = {ca: option for option, ca in ROTATABLE.items()}  # CA blob name -> `--ca` value
     leaves = [c for c in certs if not c.get("error") and not c.get("ca") and expiring(c)]
     renew = (f"provision pki rotate SPEC --leaf {leaves[0]['name']}" if len(leaves) == 1
              else "provision pki rotate SPEC (renews every leaf)")
@@ -177,10 +179,10 @@ def certificate_findings(certs: Sequence[Mapping[str, Any]], within_days: int = 
             findings.append(Finding("certificates", f"certificate {name}: {cert['error']}",
                                     f"make it again: provision pki rotate SPEC --leaf {name}"))
             continue
-        fix = ("CA rotation is not built yet: plan a new cluster (or a manual CA roll-over) before it expires"
-               if cert.get("ca") else renew)
-        if cert.get("ca") and name == "etcd-ca":
-            fix = "provision pki rotate-ca SPEC --ca etcd, then provision up SPEC; three times (one phase each)"
+        fix = renew
+        if cert.get("ca"):  # every CA provision makes is rotatable (provision.pki_ca)
+            fix = (f"provision pki rotate-ca SPEC --ca {rotate_ca_option.get(name, name)}, then provision up SPEC; "
+                   "three times (one phase each)")
         if expiring(cert) and cert["days_left"] < 0:
             findings.append(Finding("certificates", f"certificate {name} expired on {cert['not_after']}", fix))
         elif expiring(cert):
@@ -299,7 +301,8 @@ def check_api(spec: Spec, store: StateStore, state: Mapping[str, Any], provider:
             continue  # the provider could not run it here (no binary): nothing to reach
         address = host.get("address") or host.get("ssh_address")
         try:
-            context = ssl.create_default_context(cafile=str(store.blob_path("pki/ca.crt")))
+            from .pki_ca import trusted_blob  # the old and the new CA while a rotation has both
+            context = ssl.create_default_context(cafile=str(store.blob_path(trusted_blob(store, "pki/ca.crt"))))
             context.load_cert_chain(str(store.blob_path("pki/admin.crt")), str(store.blob_path("pki/admin.key")))
             # over SSH through a master, like every other operator connection (see tunnel)
             [(via, port)] = tunnel.reach(spec, store, state, [(address, API_PORT)])

@@ -300,7 +300,7 @@ def rotate(spec: Spec, store: StateStore, hosts: Sequence[HostPlan], leaf: str |
     wanted = wanted_certs(spec, hosts)
     names = [w.name for w in wanted]
     if leaf is not None and leaf not in names:
-        hint = " (CAs are not rotated by `pki rotate`)" if leaf in CAS else ""
+        hint = " (a CA is rotated by `pki rotate-ca`, in three phases)" if leaf in CAS else ""
         raise UserError(f"--leaf: no leaf certificate named {leaf!r}{hint}; known: {', '.join(names)}")
     if store.read_blob(_crt(CA)) is None:
         raise ActionError("no PKI yet: run `provision up SPEC --until pki` first")

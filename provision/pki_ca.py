@@ -14,7 +14,20 @@ changed, one master at a time) before the next may start:
 
 `state["ca_rotation"]` records the CA, the phase and whether `up` has rolled it onto every host
 (`rolled`, set by the rollout phase), so a killed run resumes and `status`/`pki show` say
-where a cluster is. Only the etcd CA is rotated this way so far.
+where a cluster is.
+
+The etcd, Kubernetes and front-proxy CAs rotate this way. Every file a host trusts a CA with
+(`/etc/ssl/etcd/ca.crt`, `/etc/kubernetes/pki/ca.crt`, `.../front-proxy-ca.crt`: kube-apiserver's
+`--client-ca-file` and `--requestheader-client-ca-file`, the kubeconfigs' `certificate-authority`,
+kubelet's `clientCAFile`, controller-manager's `--root-ca-file`, which service-account tokens and
+so kube-proxy's ConfigMap trust) is rendered from the CA's blob, which `trusted_blob` turns into
+the bundle during the overlap. The one place that must carry the Kubernetes CA alone is what the
+controller-manager signs kubelets' CSRs with (`--cluster-signing-cert-file`, whose first
+certificate must match the key): it reads `signing_blob`, the signing CA itself, old until
+`reissue` and new from then on. Kubelet client certificates the old CA signed stay trusted through
+the bundle until `drop`; `reissue` changes the signing CA every node holds, and kubelet's unit
+then drops a client certificate the signing CA did not issue so that kubelet bootstraps a new one
+(signed by the new CA) before the old CA leaves the bundle.
 """
 from __future__ import annotations
 
@@ -33,8 +46,10 @@ if TYPE_CHECKING:
 STATE_KEY = "ca_rotation"
 TRUST, REISSUE, DROP = "trust", "reissue", "drop"
 PHASES = (TRUST, REISSUE, DROP)
-# `--ca` values and the CA each names; the Kubernetes and front-proxy CAs are not rotated yet.
-ROTATABLE = {"etcd": pki.ETCD_CA}
+# `--ca` values and the CA each names
+ROTATABLE = {"etcd": pki.ETCD_CA, "kubernetes": pki.CA, "front-proxy": pki.FRONT_PROXY_CA}
+# what a config names to get a CA alone, never the bundle (see signing_blob)
+SIGNING_SUFFIX = ".signing.crt"
 
 
 def next_crt(ca: str) -> str:
@@ -49,9 +64,18 @@ def bundle(ca: str) -> str:
     return f"{pki.PREFIX}{ca}.trust.crt"
 
 
+def signing_blob(ca: str) -> str:
+    """The name a config uses for CA `ca`'s certificate alone (what signs with its key), even
+    while a rotation has a bundle: `trusted_blob` maps it to `pki/<ca>.crt`."""
+    return f"{pki.PREFIX}{ca}{SIGNING_SUFFIX}"
+
+
 def trusted_blob(store: "StateStore", name: str) -> str:
     """The blob to trust for CA certificate blob `name`: the old-and-new bundle while a CA
-    rotation has one, else `name` itself."""
+    rotation has one, else `name` itself; `signing_blob(ca)` names the CA alone."""
+    if name.startswith(pki.PREFIX) and name.endswith(SIGNING_SUFFIX) \
+            and name[len(pki.PREFIX):-len(SIGNING_SUFFIX)] in pki.CAS:
+        return name[:-len(SIGNING_SUFFIX)] + ".crt"
     ca = name[len(pki.PREFIX):-len(".crt")] if name.startswith(pki.PREFIX) and name.endswith(".crt") else None
     if ca in pki.CAS and store.read_blob(bundle(ca)) is not None:
         return bundle(ca)

@@ -101,7 +101,10 @@ def test_certificate_rules():
                         "certificate ca expires in 3 day(s), on z",
                         "certificate alien does not verify against the cluster's CA",
                         "certificate broken: unreadable certificate"]
-    assert "CA rotation is not built yet" in certificate_findings(certs)[2].fix
+    assert certificate_findings(certs)[2].fix.startswith("provision pki rotate-ca SPEC --ca kubernetes, then provision up")
+    for ca, option in (("front-proxy-ca", "front-proxy"), ("etcd-ca", "etcd")):
+        [finding] = certificate_findings([{**certs[3], "name": ca}])
+        assert finding.fix.startswith(f"provision pki rotate-ca SPEC --ca {option}, then provision up SPEC")
     assert certificate_findings(certs)[0].fix.startswith("provision pki rotate SPEC (renews every leaf)")
     one = certificate_findings([certs[0], certs[1]])
     assert len(one) == 1 and one[0].fix.startswith("provision pki rotate SPEC --leaf admin;")

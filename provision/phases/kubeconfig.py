@@ -13,7 +13,7 @@ import yaml
 
 from ..errors import ActionError
 from ..files import secure_makedirs, write_file_atomic
-from .. import faults
+from .. import faults, pki_ca
 from ..spec import Spec
 from ..state import StateStore
 from . import RunContext
@@ -39,7 +39,8 @@ def admin_kubeconfig(spec: Spec, store: StateStore, state: Mapping[str, Any]) ->
     """The admin kubeconfig document (deterministic bytes)."""
     blobs = {}
     for name in ("pki/ca.crt", "pki/admin.crt", "pki/admin.key"):
-        data = store.read_blob(name)
+        # the old and the new CA while a rotation has both trusted (provision.pki_ca)
+        data = store.read_blob(pki_ca.trusted_blob(store, name))
         if data is None:
             raise ActionError(f"kubeconfig: state has no {name}; run `provision up SPEC --until pki` first")
         blobs[name] = base64.b64encode(data).decode()

@@ -12,7 +12,7 @@ def check_request(spec, store, leaf: str | None, hint: str = "provision up SPEC 
     """Refuse a bad --leaf or a cluster without PKI before taking the lock, so nothing is created."""
     known = [w.name for w in pki.wanted_certs(spec, plan(spec, store.read()).desired)]
     if leaf is not None and leaf not in known:
-        hint = " (CAs are not rotated by `pki rotate`)" if leaf in pki.CAS else ""
+        hint = " (a CA is rotated by `pki rotate-ca`, in three phases)" if leaf in pki.CAS else ""
         raise UserError(f"--leaf: no leaf certificate named {leaf!r}{hint}; known: {', '.join(known)}")
     if store.read_blob(f"{pki.PREFIX}{pki.CA}.crt") is None:
         raise ActionError(f"no PKI yet: run `{hint}` first")

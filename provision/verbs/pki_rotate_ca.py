@@ -1,5 +1,6 @@
-"""`provision pki rotate-ca SPEC --ca etcd`: start the next phase of a CA rotation with a trust
-overlap (provision.pki_ca); `provision up SPEC` rolls each phase onto the running hosts."""
+"""`provision pki rotate-ca SPEC --ca etcd|kubernetes|front-proxy`: start the next phase of a CA
+rotation with a trust overlap (provision.pki_ca); `provision up SPEC` rolls each phase onto the
+running hosts."""
 from __future__ import annotations
 
 from .. import pki_ca
