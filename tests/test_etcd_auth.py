@@ -17,8 +17,8 @@ from cryptography import x509
 
 from provision import pki
 from provision.etcd import auth as etcd_auth
-from provision.etcd import host_identity
-from provision.etcd.client import Etcd
+from provision.etcd import auth_rpc, host_identity
+from provision.etcd.client import Etcd, EtcdError
 from provision.etcd.v2 import client_of as v2_client
 from provision.pki import TLSFiles
 from provision.plan import plan
@@ -301,29 +301,71 @@ def test_a_host_agent_writes_only_its_own_load_key(authed):
     assert read.stdout.strip() == '{"containers": 2}'
 
 
-def test_a_destroyed_hosts_identity_is_removed_and_only_new_hosts_cost_etcd_calls(authed):
+class Counted:
+    """Counts what host_identity costs: etcdctl processes started through `access` and gRPC
+    sessions (one connection each) with the requests sent over them."""
+
+    def __init__(self, root: Etcd, monkeypatch):
+        self.calls: list[tuple[str, ...]] = []
+        self.sessions: list[auth_rpc.AuthSession] = []
+        calls, sessions = self.calls, self.sessions
+
+        class CountingEtcd(Etcd):
+            def etcdctl(self, *args, **kwargs):
+                calls.append(args)
+                return super().etcdctl(*args, **kwargs)
+
+        class CountingSession(auth_rpc.AuthSession):
+            def __init__(self, etcd):
+                super().__init__(etcd)
+                sessions.append(self)
+
+        self.access = CountingEtcd(root.endpoints, root.tls)
+        monkeypatch.setattr(host_identity, "AuthSession", CountingSession)
+
+    def requests(self) -> int:
+        return sum(s.requests for s in self.sessions)
+
+    def clear(self) -> None:
+        self.calls.clear()
+        self.sessions.clear()
+
+
+def server_auth_requests(cluster) -> dict[str, int]:
+    """{method: requests etcd itself counted} of its Auth service, from the member's /metrics."""
+    import ssl
+    import urllib.request
+    root, store = cluster["root"], cluster["store"]
+    ctx = ssl.create_default_context(cafile=str(root.tls.ca))
+    ctx.load_cert_chain(str(root.tls.cert), str(root.tls.key))
+    with urllib.request.urlopen(f"{cluster['endpoints'][0]}/metrics", context=ctx, timeout=5) as answer:
+        text = answer.read().decode()
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("grpc_server_started_total{") and 'grpc_service="etcdserverpb.Auth"' in line:
+            method = line.split('grpc_method="', 1)[1].split('"', 1)[0]
+            found[method] = int(float(line.rsplit(" ", 1)[1]))
+    return found
+
+
+def test_a_destroyed_hosts_identity_is_removed_and_only_new_hosts_cost_etcd_calls(authed, monkeypatch):
     """converge() adds users for new hosts only and removes those of hosts gone; with nothing new
-    it makes one etcd call (the user list). A removed host's certificate is refused by etcd; a
-    user of another cluster's host is left alone."""
+    it makes one etcd request (the user list) and starts no etcdctl. A removed host's certificate
+    is refused by etcd; a user of another cluster's host is left alone."""
     cluster, root = authed["spec"].name, authed["root"]
     hosts = authed["hosts"]
-    calls = []
-
-    class Counting(Etcd):
-        def etcdctl(self, *args, **kwargs):
-            calls.append(args)
-            return super().etcdctl(*args, **kwargs)
-
-    counting = Counting(root.endpoints, root.tls)
+    counted = Counted(root, monkeypatch)
+    counting = counted.access
     assert etcdctl(root, "user", "add", "etcd-agent-othercluster-workers-0", "--no-password").returncode == 0
-    assert host_identity.converge(counting, cluster, hosts, hosts) == ([], [], []) and len(calls) == 1
-    calls.clear()
+    assert host_identity.converge(counting, cluster, hosts, hosts) == ([], [], [])
+    assert counted.calls == [] and len(counted.sessions) == 1 and counted.requests() == 1
+    counted.clear()
     gone = f"{cluster}-workers-0"
     load = f"/provision/{cluster}/hosts/{gone}/load"
     try:
         _, removed, changed = host_identity.converge(counting, cluster, [h for h in hosts if h != gone], hosts)
         assert removed == [gone] and changed == [f"agent identity {pki.agent_identity(gone)} deleted"]
-        assert len(calls) == 1 + 2  # the list, then the user and the role: constant per host
+        assert counted.requests() == 1 + 2  # the list, then the user and the role: constant per host
         users = etcdctl(root, "user", "list").stdout.split()
         assert pki.agent_identity(gone) not in users and pki.agent_identity(f"{cluster}-masters-0") in users
         assert "etcd-agent-othercluster-workers-0" in users
@@ -332,17 +374,107 @@ def test_a_destroyed_hosts_identity_is_removed_and_only_new_hosts_cost_etcd_call
         # the shared-identity cleanup of auth.apply leaves the per-host users alone
         assert etcd_auth.apply(root, as_(authed, "provisioner"), authed["spec"]) == []
     finally:  # put it back (tests do not depend on order)
-        calls.clear()
+        counted.clear()
         new, _, _ = host_identity.converge(counting, cluster, hosts, [h for h in hosts if h != gone])
-        assert new == [gone] and len(calls) == 1 + 4  # the list; user, role, permission, role to user
+        assert new == [gone] and counted.requests() == 1 + 4  # the list; user, role, permission, role to user
         # a host whose making failed half way (its user there, state not recording it) is made again
-        calls.clear()
+        counted.clear()
         assert etcdctl(root, "role", "revoke-permission", pki.agent_identity(gone), load).returncode == 0
         assert put(as_agent(authed, gone), load).returncode != 0
         new, _, _ = host_identity.converge(counting, cluster, hosts, [h for h in hosts if h != gone])
-        assert new == [gone] and len(calls) == 1 + 4
+        assert new == [gone] and counted.requests() == 1 + 4 and counted.calls == []
         assert etcdctl(root, "user", "delete", "etcd-agent-othercluster-workers-0").returncode == 0
     assert put(as_agent(authed, gone), load).returncode == 0
+
+
+def make_agent_certificates(cluster, hosts) -> None:
+    """Each host's agent certificate from the cluster's etcd CA, as the pki phase makes it."""
+    maker = pki._PKI(cluster["spec"], cluster["store"], None)
+    cas = pki._cas(maker)
+    for host in hosts:
+        name = pki.agent_identity(host)
+        maker.leaf(pki.CertSpec(name, name, pki.CLIENT, issuer=pki.ETCD_CA), cas)
+
+
+def auth_snapshot(root: Etcd, names) -> dict[str, str]:
+    """What etcd says of users and roles (all of them listed; `names` each in full)."""
+    snapshot = {"users": etcdctl(root, "user", "list").stdout, "roles": etcdctl(root, "role", "list").stdout}
+    for name in names:
+        snapshot[f"user {name}"] = etcdctl(root, "user", "get", name).stdout
+        snapshot[f"role {name}"] = etcdctl(root, "role", "get", name).stdout
+    return snapshot
+
+
+def test_fifty_new_hosts_get_their_identities_through_one_connection(authed, monkeypatch):
+    """50 new hosts at once: one gRPC session as root (no etcdctl process), etcd itself counts
+    exactly one list plus four requests per host; each host then writes its own load key and
+    is refused on its neighbour's; a re-run changes nothing; removing them is one session too."""
+    cluster, root = authed["spec"].name, authed["root"]
+    hosts = authed["hosts"]
+    many = [f"{cluster}-many-{i:02d}" for i in range(50)]
+    make_agent_certificates(authed, many)
+    counted = Counted(root, monkeypatch)
+    before = server_auth_requests(authed)
+    try:
+        new, gone, changed = host_identity.converge(counted.access, cluster, hosts + many, hosts)
+        assert new == many and gone == [] and len(changed) == 50
+        assert counted.calls == [] and len(counted.sessions) == 1 and counted.requests() == 1 + 4 * 50
+        after = server_auth_requests(authed)
+        grown = {m: after.get(m, 0) - before.get(m, 0) for m in after}
+        assert {m: n for m, n in grown.items() if n} == {"UserList": 1, "UserAdd": 50, "RoleAdd": 50,
+                                                          "RoleGrantPermission": 50, "UserGrantRole": 50}
+        for me, neighbour in zip(many, many[1:] + many[:1]):
+            agent = as_agent(authed, me)
+            assert put(agent, f"/provision/{cluster}/hosts/{me}/load", '{"containers": 1}').returncode == 0, me
+            proc = put(agent, f"/provision/{cluster}/hosts/{neighbour}/load")
+            assert proc.returncode != 0 and "permission denied" in proc.stderr, (me, proc.stderr)
+        # re-run: state records them, one list request; state lost: made again, etcd unchanged
+        sample = [pki.agent_identity(h) for h in many[:3]]
+        snapshot = auth_snapshot(root, sample)
+        counted.clear()
+        assert host_identity.converge(counted.access, cluster, hosts + many, hosts + many) == ([], [], [])
+        assert counted.requests() == 1 and counted.calls == []
+        counted.clear()
+        new, gone, _ = host_identity.converge(counted.access, cluster, hosts + many, hosts)
+        assert new == many and gone == [] and len(counted.sessions) == 1 and counted.requests() == 1 + 4 * 50
+        assert auth_snapshot(root, sample) == snapshot
+    finally:  # removal: one session, a user and a role per host
+        counted.clear()
+        new, gone, _ = host_identity.converge(counted.access, cluster, hosts, hosts + many)
+        assert new == [] and gone == many
+        assert counted.calls == [] and len(counted.sessions) == 1 and counted.requests() == 1 + 2 * 50
+    users = etcdctl(root, "user", "list").stdout.split()
+    assert not [u for u in users if "-many-" in u] and pki.agent_identity(hosts[0]) in users
+    proc = put(as_agent(authed, many[0]), f"/provision/{cluster}/hosts/{many[0]}/load")
+    assert proc.returncode != 0 and "permission denied" in proc.stderr
+    host_identity.forget_certificates(authed["store"], many)
+
+
+def test_an_etcd_that_refuses_names_the_step_and_a_rerun_finishes(authed, monkeypatch):
+    """A request etcd refuses (here: a grant for a role that another actor deleted between the
+    waves) fails with the step named; the next converge makes the host whole."""
+    cluster, root = authed["spec"].name, authed["root"]
+    hosts = authed["hosts"]
+    host = f"{cluster}-late-0"
+    name = pki.agent_identity(host)
+    real_batch = auth_rpc.AuthSession.batch
+
+    def racing_batch(self, what, tolerate=""):
+        if any("granting" in description for description, _ in what):
+            assert etcdctl(root, "role", "delete", name).returncode == 0
+        return real_batch(self, what, tolerate)
+
+    monkeypatch.setattr(auth_rpc.AuthSession, "batch", racing_batch)
+    with pytest.raises(EtcdError, match=f"granting {name} its load key failed: .*role name not found"):
+        host_identity.converge(root, cluster, hosts + [host], hosts)
+    monkeypatch.setattr(auth_rpc.AuthSession, "batch", real_batch)
+    make_agent_certificates(authed, [host])
+    try:
+        assert host_identity.converge(root, cluster, hosts + [host], hosts)[0] == [host]
+        assert put(as_agent(authed, host), f"/provision/{cluster}/hosts/{host}/load").returncode == 0
+    finally:
+        assert host_identity.converge(root, cluster, hosts, hosts + [host])[1] == [host]
+        host_identity.forget_certificates(authed["store"], [host])
 
 
 def test_forgetting_a_hosts_identity_drops_its_certificate_from_state(authed, tmp_path):
