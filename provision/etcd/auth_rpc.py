@@ -10,7 +10,7 @@ from etcd's `etcdserverpb/rpc.proto` and `authpb/auth.proto`): no generated stub
 from __future__ import annotations
 
 from concurrent.futures import Future
-from typing import Callable, Sequence
+from typing import Sequence
 from urllib.parse import urlsplit
 
 import grpc  # type: ignore[import-untyped]
@@ -113,7 +113,7 @@ class AuthSession:
                 grpc.channel_ready_future(channel).result(timeout=etcd.timeout)
             except grpc.FutureTimeoutError:
                 channel.close()
-                errors.append(f"{endpoint}: no answer in {etcd.timeout:g}s")
+                errors.append(f"{endpoint}: not connected in {etcd.timeout:g}s (down, or TLS refused)")
                 continue
             self.channel = channel
             return
@@ -127,10 +127,13 @@ class AuthSession:
         if url.scheme != "https" or etcd.tls is None:
             return grpc.insecure_channel(target, options=options)
         tls = etcd.tls
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=tls.ca.read_bytes(),
-            private_key=tls.key.read_bytes() if tls.cert else None,
-            certificate_chain=tls.cert.read_bytes() if tls.cert else None)
+        try:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls.ca.read_bytes(),
+                private_key=tls.key.read_bytes() if tls.cert else None,
+                certificate_chain=tls.cert.read_bytes() if tls.cert else None)
+        except OSError as err:
+            raise EtcdError(f"etcd auth: cannot read {err.filename}: {err.strerror}") from None
         return grpc.secure_channel(target, credentials, options=options)
 
     def __enter__(self) -> "AuthSession":
@@ -139,7 +142,7 @@ class AuthSession:
     def __exit__(self, *_: object) -> None:
         self.channel.close()
 
-    def _call(self, method: str) -> Callable:
+    def _call(self, method: str) -> grpc.UnaryUnaryMultiCallable:
         return self.channel.unary_unary(f"/etcdserverpb.Auth/{method}", request_serializer=_identity,
                                         response_deserializer=_identity)
 

@@ -3,7 +3,8 @@ certificate.
 
 etcd's auth maps a certificate's Common Name to a user over gRPC, which its JSON gateway does
 not do, so provision speaks through etcdctl (host agents use the JSON gateway with curl:
-`templates/scripts/host-agent.sh`). Lease IDs are decimal in etcdctl's JSON and hexadecimal
+`templates/scripts/host-agent.sh`); users and roles of many hosts at once go over one gRPC
+connection instead (`auth_rpc.py`). Lease IDs are decimal in etcdctl's JSON and hexadecimal
 on its command line. Values go through standard input or a transaction script, never as a
 bare argument that etcdctl could parse as a flag.
 """
