@@ -219,19 +219,40 @@ def noise_spread(history: Sequence[Sample], attribute: str) -> float:
     trend, and a slow bend of it, moves every difference alike and drops out, and the median
     of their deviations ignores a few jumps (a spike starting or ending is a change of level,
     not noise). A clean ramp or day has next to none, a noisy steady load its whole spread."""
-    vs = [getattr(h, attribute) for h in history]
-    diffs = [b - a for a, b in zip(vs, vs[1:])]
+    diffs = differences(history, attribute)
     if len(diffs) < 2:
         return 0.0
-    # Differences more than JUMP robust deviations off the median are changes of level: left out.
-    middle = statistics.median(diffs)
-    scale = 1.4826 * statistics.median(abs(d - middle) for d in diffs)
+    middle, scale = robust_centre(diffs)
     kept = [d for d in diffs if abs(d - middle) <= JUMP * scale]
     if len(kept) < 2:
         return 0.0
     mean = sum(kept) / len(kept)
     # a difference of two samples has twice the variance of one
     return math.sqrt(sum((d - mean) ** 2 for d in kept) / (len(kept) - 1) / 2)
+
+
+def differences(history: Sequence[Sample], attribute: str) -> list[float]:
+    vs = [getattr(h, attribute) for h in history]
+    return [b - a for a, b in zip(vs, vs[1:])]
+
+
+def robust_centre(diffs: Sequence[float]) -> tuple[float, float]:
+    """Median and robust standard deviation (scaled median absolute deviation) of `diffs`;
+    differences more than JUMP of these deviations off the median are changes of level."""
+    middle = statistics.median(diffs)
+    return middle, 1.4826 * statistics.median(abs(d - middle) for d in diffs)
+
+
+def stepped_down(history: Sequence[Sample], attribute: str) -> bool:
+    """Whether the load fell by a change of level (a spike ending) within `history`: what
+    stepped up once may step up again, so the pool keeps its size until the step has left
+    the fit's window (removing as soon as the stabilisation allows reverses the add that met
+    the spike within the flap window)."""
+    diffs = differences(history, attribute)
+    if len(diffs) < 2:
+        return False
+    middle, scale = robust_centre(diffs)
+    return scale > 0 and any(d - middle < -JUMP * scale for d in diffs)
 
 
 def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pending: float = 0) -> Need:
@@ -278,7 +299,7 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
     shrink, shrink_why = size(SHRINK_MARGIN)
     if grow > hosts:
         want, sized = grow, grow_why
-    elif shrink < hosts:
+    elif shrink < hosts and (learning or not stepped_down(fitted, "containers")):
         want, sized = shrink, shrink_why
     else:
         want, sized = hosts, f"{grow_why} to grow, {shrink_why} to shrink"
