@@ -243,16 +243,18 @@ def robust_centre(diffs: Sequence[float]) -> tuple[float, float]:
     return middle, 1.4826 * statistics.median(abs(d - middle) for d in diffs)
 
 
-def stepped_down(history: Sequence[Sample], attribute: str) -> bool:
-    """Whether the load fell by a change of level (a spike ending) within `history`: what
-    stepped up once may step up again, so the pool keeps its size until the step has left
-    the fit's window (removing as soon as the stabilisation allows reverses the add that met
-    the spike within the flap window)."""
-    diffs = differences(history, attribute)
+def stepped_down(history: Sequence[Sample]) -> bool:
+    """Whether the containers fell by a change of level (a spike ending) within `history`: a
+    fall more than JUMP robust deviations of the differences, and at least JUMP containers
+    (a clean record has no deviation), below their median. What stepped up once may step up
+    again, so the pool keeps its size until the step has left the fit's window: removing as
+    soon as the stabilisation allows reversed the add that met the spike within the flap
+    window."""
+    diffs = differences(history, "containers")
     if len(diffs) < 2:
         return False
     middle, scale = robust_centre(diffs)
-    return scale > 0 and any(d - middle < -JUMP * scale for d in diffs)
+    return any(d - middle < -JUMP * max(scale, 1.0) for d in diffs)
 
 
 def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pending: float = 0) -> Need:
@@ -299,7 +301,7 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
     shrink, shrink_why = size(SHRINK_MARGIN)
     if grow > hosts:
         want, sized = grow, grow_why
-    elif shrink < hosts and (learning or not stepped_down(fitted, "containers")):
+    elif shrink < hosts and (learning or not stepped_down(fitted)):
         want, sized = shrink, shrink_why
     else:
         want, sized = hosts, f"{grow_why} to grow, {shrink_why} to shrink"

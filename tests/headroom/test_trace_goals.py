@@ -112,3 +112,22 @@ def test_predictive_holds_the_size_inside_its_noise_band():
     assert predictive_policy(s, hist, 5).hosts == 6
     assert predictive_policy(s, hist, 7).hosts == 7
     assert predictive_policy(s, hist, 9).hosts == 7
+
+
+def test_a_step_down_holds_the_pool_until_it_leaves_the_fit():
+    # Before: the noisy spike (30 -> 100 -> 30 containers) removed a host 20 minutes after
+    # the add that met it, a flap; a step down inside the fit's window now keeps the size.
+    import random
+    from provision.headroom.policy import predictive_policy
+    from provision.headroom.policy_rules import stepped_down
+    rng = random.Random(5)
+    noisy = [v * (1 + 0.1 * rng.uniform(-1, 1)) for v in [100] * 15 + [30] * 6]
+    # the fit spans six one-minute samples: the step is inside it while it is among the last six
+    assert stepped_down(samples(noisy[-7:]))
+    assert stepped_down(samples([100, 100, 100, 30, 30, 30]))  # a clean step
+    assert not stepped_down(samples(noisy[-6:]))  # the step has left the fit
+    assert not stepped_down(samples([40 * (1 + 0.1 * rng.uniform(-1, 1)) for _ in range(6)]))
+    assert not stepped_down(samples([100 - 2.5 * i for i in range(6)]))  # a falling ramp is no step
+    s = sim.default_settings(["predictive"])
+    assert predictive_policy(s, samples(noisy[:-2]), 14).hosts == 14
+    assert predictive_policy(s, samples(noisy), 14).hosts < 14
