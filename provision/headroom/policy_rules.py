@@ -175,6 +175,13 @@ def fit_quality(ts: Sequence[float], vs: Sequence[float], gradient: float) -> fl
     return r2 if r2 >= TREND_FIT else 0.0
 
 
+def trusted(history: Sequence[Sample], attribute: str) -> bool:
+    """Whether the least-squares line over `history` explains enough of it (TREND_FIT)."""
+    ts = [h.at for h in history]
+    vs = [getattr(h, attribute) for h in history]
+    return fit_quality(ts, vs, slope(ts, vs)) > 0
+
+
 def slope(ts: Sequence[float], vs: Sequence[float]) -> float:
     n = len(ts)
     tm, vm = sum(ts) / n, sum(vs) / n
@@ -207,6 +214,9 @@ SHRINK_MARGIN = 3.0
 # estimate swings by a third from one minute to the next, and so would the pool).
 NOISE_WINDOW = 1200.0
 JUMP = 4.0
+# A trend not trusted over the fit's window is fitted again over this many of them (a
+# longer fit pulls a ramp out of 10% noise; not longer: it overshoots the ramp's end).
+LONG_FIT = 3.0
 
 
 def history_window(ahead: float) -> float:
@@ -277,6 +287,14 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
     interval = newest.at - history[-2].at if len(history) >= 2 and s.scale_up_cooldown > 0 else 0.0
     ahead = s.predict_ahead + interval
     predicted = [predict(fitted, a, ahead) if covered else None for a in attributes]
+    # A noisy record hides a trend the short fit does not trust (R^2 under TREND_FIT); over
+    # LONG_FIT times the window (as far as the record kept for the noise reaches) the trend
+    # has moved further against the same noise: that fit is extrapolated if it is trusted.
+    long_window = min(LONG_FIT * window, history_window(s.predict_ahead))
+    longer = [h for h in history if newest.at - h.at <= long_window]
+    if covered and long_window > window and longer[0].at <= newest.at - TREND_COVER * long_window:
+        predicted = [predict(longer, a, ahead) if not trusted(fitted, a) and trusted(longer, a) else p
+                     for p, a in zip(predicted, attributes)]
     learning = predicted[0] is None
     noisy = [h for h in history if newest.at - h.at <= NOISE_WINDOW]
     spread = [noise_spread(noisy, a) for a in attributes]
