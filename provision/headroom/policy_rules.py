@@ -276,7 +276,8 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
     shrinks only to the largest size wanted during the scale-down window). A prediction never
     falls below the newest sample (after a turning point the fitted curve lags what is used
     now), and with too little history the newest sample is the prediction, so pending work
-    is met."""
+    is met. A trend too noisy to trust over the fit's window is fitted over LONG_FIT of them;
+    while a step down (a spike ending) is inside the fit's window the pool does not shrink."""
     newest = history[-1] if history else Sample(0.0, float(pending), 0.0, 0.0)
     window = predict_window(s.predict_ahead)
     fitted = [h for h in history if newest.at - h.at <= window]
