@@ -175,6 +175,13 @@ def fit_quality(ts: Sequence[float], vs: Sequence[float], gradient: float) -> fl
     return r2 if r2 >= TREND_FIT else 0.0
 
 
+def trusted(history: Sequence[Sample], attribute: str) -> bool:
+    """Whether the least-squares line over `history` explains enough of it (TREND_FIT)."""
+    ts = [h.at for h in history]
+    vs = [getattr(h, attribute) for h in history]
+    return fit_quality(ts, vs, slope(ts, vs)) > 0
+
+
 def slope(ts: Sequence[float], vs: Sequence[float]) -> float:
     n = len(ts)
     tm, vm = sum(ts) / n, sum(vs) / n
@@ -207,6 +214,9 @@ SHRINK_MARGIN = 3.0
 # estimate swings by a third from one minute to the next, and so would the pool).
 NOISE_WINDOW = 1200.0
 JUMP = 4.0
+# A trend not trusted over the fit's window is fitted again over this many of them (a
+# longer fit pulls a ramp out of 10% noise; not longer: it overshoots the ramp's end).
+LONG_FIT = 3.0
 
 
 def history_window(ahead: float) -> float:
@@ -219,19 +229,42 @@ def noise_spread(history: Sequence[Sample], attribute: str) -> float:
     trend, and a slow bend of it, moves every difference alike and drops out, and the median
     of their deviations ignores a few jumps (a spike starting or ending is a change of level,
     not noise). A clean ramp or day has next to none, a noisy steady load its whole spread."""
-    vs = [getattr(h, attribute) for h in history]
-    diffs = [b - a for a, b in zip(vs, vs[1:])]
+    diffs = differences(history, attribute)
     if len(diffs) < 2:
         return 0.0
-    # Differences more than JUMP robust deviations off the median are changes of level: left out.
-    middle = statistics.median(diffs)
-    scale = 1.4826 * statistics.median(abs(d - middle) for d in diffs)
+    middle, scale = robust_centre(diffs)
     kept = [d for d in diffs if abs(d - middle) <= JUMP * scale]
     if len(kept) < 2:
         return 0.0
     mean = sum(kept) / len(kept)
     # a difference of two samples has twice the variance of one
     return math.sqrt(sum((d - mean) ** 2 for d in kept) / (len(kept) - 1) / 2)
+
+
+def differences(history: Sequence[Sample], attribute: str) -> list[float]:
+    vs = [getattr(h, attribute) for h in history]
+    return [b - a for a, b in zip(vs, vs[1:])]
+
+
+def robust_centre(diffs: Sequence[float]) -> tuple[float, float]:
+    """Median and robust standard deviation (scaled median absolute deviation) of `diffs`;
+    differences more than JUMP of these deviations off the median are changes of level."""
+    middle = statistics.median(diffs)
+    return middle, 1.4826 * statistics.median(abs(d - middle) for d in diffs)
+
+
+def stepped_down(history: Sequence[Sample]) -> bool:
+    """Whether the containers fell by a change of level (a spike ending) within `history`: a
+    fall more than JUMP robust deviations of the differences, and at least JUMP containers
+    (a clean record has no deviation), below their median. What stepped up once may step up
+    again, so the pool keeps its size until the step has left the fit's window: removing as
+    soon as the stabilisation allows reversed the add that met the spike within the flap
+    window."""
+    diffs = differences(history, "containers")
+    if len(diffs) < 2:
+        return False
+    middle, scale = robust_centre(diffs)
+    return any(d - middle < -JUMP * max(scale, 1.0) for d in diffs)
 
 
 def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pending: float = 0) -> Need:
@@ -243,7 +276,8 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
     shrinks only to the largest size wanted during the scale-down window). A prediction never
     falls below the newest sample (after a turning point the fitted curve lags what is used
     now), and with too little history the newest sample is the prediction, so pending work
-    is met."""
+    is met. A trend too noisy to trust over the fit's window is fitted over LONG_FIT of them;
+    while a step down (a spike ending) is inside the fit's window the pool does not shrink."""
     newest = history[-1] if history else Sample(0.0, float(pending), 0.0, 0.0)
     window = predict_window(s.predict_ahead)
     fitted = [h for h in history if newest.at - h.at <= window]
@@ -254,6 +288,14 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
     interval = newest.at - history[-2].at if len(history) >= 2 and s.scale_up_cooldown > 0 else 0.0
     ahead = s.predict_ahead + interval
     predicted = [predict(fitted, a, ahead) if covered else None for a in attributes]
+    # A noisy record hides a trend the short fit does not trust (R^2 under TREND_FIT); over
+    # LONG_FIT times the window (as far as the record kept for the noise reaches) the trend
+    # has moved further against the same noise: that fit is extrapolated if it is trusted.
+    long_window = min(LONG_FIT * window, history_window(s.predict_ahead))
+    longer = [h for h in history if newest.at - h.at <= long_window]
+    if covered and long_window > window and longer[0].at <= newest.at - TREND_COVER * long_window:
+        predicted = [predict(longer, a, ahead) if not trusted(fitted, a) and trusted(longer, a) else p
+                     for p, a in zip(predicted, attributes)]
     learning = predicted[0] is None
     noisy = [h for h in history if newest.at - h.at <= NOISE_WINDOW]
     spread = [noise_spread(noisy, a) for a in attributes]
@@ -278,7 +320,7 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
     shrink, shrink_why = size(SHRINK_MARGIN)
     if grow > hosts:
         want, sized = grow, grow_why
-    elif shrink < hosts:
+    elif shrink < hosts and (learning or not stepped_down(fitted)):
         want, sized = shrink, shrink_why
     else:
         want, sized = hosts, f"{grow_why} to grow, {shrink_why} to shrink"
