@@ -168,7 +168,7 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
             needs.append(containers_policy(s, len(ready), used))
         elif policy == "utilization":
             need, low_since = utilization_policy(s, pool, obs.pending_cpu, obs.pending_memory,
-                                                 memory.low_since, now)
+                                                 memory.low_since, now, ready=ready, load=(view.cpu, view.memory))
             needs.append(need)
         elif policy == "predictive":
             needs.append(predictive_policy(s, history, len(ready), obs.pending))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from operator import attrgetter
+from itertools import repeat
 from typing import Callable, Mapping, Sequence
 
 from ..spec.model import Reserve
@@ -96,19 +96,27 @@ def hosts_for_load(total: float, threshold: float) -> int:
 
 
 def utilization_policy(s: Settings, pool: Sequence[HostLoad], pending_cpu: float, pending_memory: float,
-                       low_since: Mapping[str, float], now: float) -> tuple[Need, dict[str, float]]:
+                       low_since: Mapping[str, float], now: float, *, ready: Sequence[HostLoad] | None = None,
+                       load: tuple[float, float] | None = None) -> tuple[Need, dict[str, float]]:
     """cluster-autoscaler style sizing on CPU and memory; returns the need and the updated
-    map of hosts that have been below `scale_down_utilization` and since when."""
-    ready = [h for h in pool if h.status == READY]
+    map of hosts that have been below `scale_down_utilization` and since when.
+
+    `ready` (the ready hosts of `pool`, in its order) and `load` (their CPU and memory sums,
+    added in that order) may be given when the caller has them already (`policy_hosts.pool_view`):
+    then the policy makes one pass over the ready hosts instead of four over the pool (P5,
+    issue 11)."""
+    if ready is None:
+        ready = [h for h in pool if h.status == READY]
+    if load is None:
+        load = (sum([h.cpu for h in ready]), sum([h.memory for h in ready]))
     n = len(ready)
-    cpu = sum(map(attrgetter("cpu"), ready)) + pending_cpu
-    mem = sum(map(attrgetter("memory"), ready)) + pending_memory
+    cpu = load[0] + pending_cpu
+    mem = load[1] + pending_memory
     low = s.scale_down_utilization
     low_now = [h.name for h in ready if h.cpu < low and h.memory < low]
-    # since when each low host has been low: remembered, or now (set operations, not a lookup
-    # per host, on 50,000 hosts)
-    new_low = dict.fromkeys(low_now, now)
-    new_low.update({name: low_since[name] for name in low_since.keys() & new_low.keys()})
+    # since when each low host has been low: remembered, or now. One C-level lookup per low
+    # host: cheaper than intersecting the key sets of two maps of thousands of hosts.
+    new_low = dict(zip(low_now, map(low_since.get, low_now, repeat(now))))
     if n == 0:
         want = max(hosts_for_load(cpu, s.cpu_threshold), hosts_for_load(mem, s.memory_threshold))
         return Need("utilization", want, f"no ready host; load of {cpu:.2f} CPU / {mem:.2f} memory hosts"), new_low

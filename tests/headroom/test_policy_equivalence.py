@@ -26,6 +26,7 @@ def reference_decide(monkeypatch: pytest.MonkeyPatch, *args):
     with monkeypatch.context() as m:
         m.setattr(policy, "pool_view", reference.pool_view)
         m.setattr(policy, "removals", reference.removals)
+        m.setattr(policy, "utilization_policy", reference.utilization_policy)
         return decide(*args)
 
 
@@ -108,5 +109,6 @@ def test_simulator_runs_score_as_with_the_reference(monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(policy, "pool_view", reference.pool_view)
         m.setattr(policy, "removals", reference.removals)
+        m.setattr(policy, "utilization_policy", reference.utilization_policy)
         old = [score.to_json() for score in run_all(noises=(0.1,))]
     assert new == old and len(new) > 10
