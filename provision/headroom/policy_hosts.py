@@ -153,10 +153,15 @@ def removals(s: Settings, pool: Sequence[HostLoad], low_since: Mapping[str, floa
     first_pool = [i for i in order if pools[i] == first] if s.burst_pool else order
     empty = [names[i] for i in first_pool if containers[i] == 0][:count]
     chosen = tuple(empty) if empty else (names[first_pool[0]],)
-    taken = set(chosen)
     rest = order if not (s.burst_pool and first == s.burst_pool) else \
         first_pool + [i for i in order if pools[i] != s.burst_pool]
-    return chosen, tuple([name for name in map(names.__getitem__, rest) if name not in taken])
+    in_order = [names[i] for i in rest]
+    # Usually the chosen hosts lead the order (the emptiest come first): the spare ones are the
+    # rest of it, with no lookup per host. Names are unique: a prefix equal to them is them.
+    if tuple(in_order[:len(chosen)]) == chosen:
+        return chosen, tuple(in_order[len(chosen):])
+    taken = set(chosen)
+    return chosen, tuple([name for name in in_order if name not in taken])
 
 
 def choose_removals(s: Settings, candidates: Sequence[HostLoad], count: int) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -102,3 +102,8 @@ def utilization_policy(s: Settings, pool: Sequence[HostLoad], pending_cpu: float
     if k:
         return Need("utilization", n - k, f"{k} host(s) below {s.scale_down_utilization:g}; {figures}"), new_low
     return Need("utilization", n, f"OK: {figures}"), new_low
+
+
+def low_hosts(s: Settings, ready: Sequence[HostLoad]) -> list[HostLoad]:
+    """Before P5 the removals looked at every ready host, low or not."""
+    return list(ready)

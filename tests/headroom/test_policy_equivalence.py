@@ -27,6 +27,7 @@ def reference_decide(monkeypatch: pytest.MonkeyPatch, *args):
         m.setattr(policy, "pool_view", reference.pool_view)
         m.setattr(policy, "removals", reference.removals)
         m.setattr(policy, "utilization_policy", reference.utilization_policy)
+        m.setattr(policy, "low_hosts", reference.low_hosts)
         return decide(*args)
 
 
@@ -110,5 +111,6 @@ def test_simulator_runs_score_as_with_the_reference(monkeypatch):
         m.setattr(policy, "pool_view", reference.pool_view)
         m.setattr(policy, "removals", reference.removals)
         m.setattr(policy, "utilization_policy", reference.utilization_policy)
+        m.setattr(policy, "low_hosts", reference.low_hosts)
         old = [score.to_json() for score in run_all(noises=(0.1,))]
     assert new == old and len(new) > 10
