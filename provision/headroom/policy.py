@@ -22,19 +22,19 @@ from .policy_model import (BOOTING, CLAMPED, DECISIONS_KEPT, HALT_UNKNOWN_COUNT,
 from .policy_hosts import (PoolView, choose_removals, emptiest_first, pool_view, removable_hosts, removal_candidates,
                            removal_order, removals)
 from .policy_rules import (containers_hosts_needed, containers_policy, fit_quality, history_window, hosts_for_load,
-                           load_factor, low_hosts, noise_spread, predict, predict_window, predictive_policy, slope,
-                           utilization_policy)
+                           load_factor, noise_spread, predict, predict_window, predictive_policy, slope, utilization_policy)
+from .policy_rules import low_hosts
 
 __all__ = [
     "BOOTING", "CLAMPED", "DECISIONS_KEPT", "HALT_UNKNOWN_COUNT", "HALT_UNKNOWN_FRACTION", "MIN_PREDICT_SAMPLES",
     "PREDICT_AHEAD", "PREDICT_WINDOW", "PROVISIONING_BOUND", "READY", "REPLAYS_KEPT", "TREND_COVER", "TREND_FIT",
     "UNDRAINABLE_SKIP", "UNKNOWN", "UNREADY", "Decision", "HostLoad", "Memory", "Need", "Observation", "Sample",
     "Settings", "hosts_of_json", "observation_json", "settings_json", "containers_hosts_needed",
-    "containers_policy", "fit_quality", "history_window", "noise_spread", "hosts_for_load", "load_factor", "low_hosts", "predict", "predict_window",
+    "containers_policy", "fit_quality", "history_window", "noise_spread", "hosts_for_load", "load_factor", "predict", "predict_window",
     "predictive_policy", "slope", "utilization_policy", "replay", "removable", "emptiness_key",
     "removal_candidates", "choose_removals", "window_values", "sane_memory", "halted", "decide", "split_adds",
     "without", "not_after", "remember", "memory_of", "summarize", "PoolView", "pool_view", "emptiest_first",
-    "removable_hosts", "removal_order", "removals",
+    "removable_hosts", "removal_order", "removals", "low_hosts",
 ]
 
 
