@@ -62,13 +62,14 @@ def timed(fn, repeat: int) -> float:
 def passes_before_p5():
     """The decision with the per-host passes as they were before P5's rework."""
     from tests.headroom import policy_reference as reference
-    saved = policy.pool_view, policy.removals, model.observation_json
-    policy.pool_view, policy.removals, model.observation_json = \
-        reference.pool_view, reference.removals, reference.observation_json
+    saved = policy.pool_view, policy.removals, model.observation_json, policy.utilization_policy, policy.low_hosts
+    policy.pool_view, policy.removals, model.observation_json, policy.utilization_policy, policy.low_hosts = \
+        reference.pool_view, reference.removals, reference.observation_json, reference.utilization_policy, \
+        reference.low_hosts
     try:
         yield
     finally:
-        policy.pool_view, policy.removals, model.observation_json = saved
+        policy.pool_view, policy.removals, model.observation_json, policy.utilization_policy, policy.low_hosts = saved
 
 
 def run(repeat: int = 7) -> dict:

@@ -23,6 +23,7 @@ from .policy_hosts import (PoolView, choose_removals, emptiest_first, pool_view,
                            removal_order, removals)
 from .policy_rules import (containers_hosts_needed, containers_policy, fit_quality, history_window, hosts_for_load,
                            load_factor, noise_spread, predict, predict_window, predictive_policy, slope, utilization_policy)
+from .policy_rules import low_hosts
 
 __all__ = [
     "BOOTING", "CLAMPED", "DECISIONS_KEPT", "HALT_UNKNOWN_COUNT", "HALT_UNKNOWN_FRACTION", "MIN_PREDICT_SAMPLES",
@@ -33,7 +34,7 @@ __all__ = [
     "predictive_policy", "slope", "utilization_policy", "replay", "removable", "emptiness_key",
     "removal_candidates", "choose_removals", "window_values", "sane_memory", "halted", "decide", "split_adds",
     "without", "not_after", "remember", "memory_of", "summarize", "PoolView", "pool_view", "emptiest_first",
-    "removable_hosts", "removal_order", "removals",
+    "removable_hosts", "removal_order", "removals", "low_hosts",
 ]
 
 
@@ -163,12 +164,15 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
 
     needs: list[Need] = []
     low_since = dict(memory.low_since)
+    # With the utilization policy only its low hosts may go: removals look at them, not the pool.
+    candidates: Sequence[HostLoad] = ready
     for policy in s.policies:
         if policy == "containers":
             needs.append(containers_policy(s, len(ready), used))
         elif policy == "utilization":
-            need, low_since = utilization_policy(s, pool, obs.pending_cpu, obs.pending_memory,
-                                                 memory.low_since, now)
+            candidates = low_hosts(s, ready)
+            need, low_since = utilization_policy(s, pool, obs.pending_cpu, obs.pending_memory, memory.low_since,
+                                                 now, ready=ready, load=(view.cpu, view.memory), below=candidates)
             needs.append(need)
         elif policy == "predictive":
             needs.append(predictive_policy(s, history, len(ready), obs.pending))
@@ -233,7 +237,7 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
             return done("wait", target, f"{why}; scale-down cooldown: {since_change:.0f}s of "
                                         f"{s.scale_down_cooldown:g}s since the last addition", needs,
                         wanted=wanted, low_since=low_since)
-        chosen, spare = removals(s, ready, low_since, undrainable, now, upcoming - target)
+        chosen, spare = removals(s, candidates, low_since, undrainable, now, upcoming - target)
         gone = set(chosen)
         if not chosen:
             return done("none", target, f"{why}; no host of the pool may be removed now (removable: ready "

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from itertools import compress
 from operator import eq
-from typing import Mapping, Sequence
+from typing import Container, Mapping, Sequence
 
 from .policy_model import BOOTING, CLAMPED, READY, UNDRAINABLE_SKIP, UNKNOWN, UNREADY, HostLoad, Observation, Settings
 
@@ -75,11 +75,11 @@ def removable_hosts(s: Settings, pool: Sequence[HostLoad], low_since: Mapping[st
         # one pass: the names low for the whole window, less the blocked ones, then the hosts.
         # Usually every timer is old enough (now - since falls as since grows: the newest tells).
         window = s.scale_down_cooldown
-        # (a set, and the name asked first: most hosts are not low and need no other question)
+        # (names asked first: most hosts are not low and need no other question; when every
+        # timer counts, the timers' own keys answer, with no set built of them)
+        low: Container[str] = low_since
         if blocked or (low_since and now - max(low_since.values()) < window):
             low = {name for name, since in low_since.items() if not now - since < window}.difference(blocked)
-        else:
-            low = set(low_since)
         return [h for h in pool if h.name in low and h.status == READY and h.role == "worker" and not h.etcd
                 and h.pool in pools]
     out = [h for h in pool if h.status == READY and h.role == "worker" and not h.etcd and h.pool in pools]
@@ -153,10 +153,15 @@ def removals(s: Settings, pool: Sequence[HostLoad], low_since: Mapping[str, floa
     first_pool = [i for i in order if pools[i] == first] if s.burst_pool else order
     empty = [names[i] for i in first_pool if containers[i] == 0][:count]
     chosen = tuple(empty) if empty else (names[first_pool[0]],)
-    taken = set(chosen)
     rest = order if not (s.burst_pool and first == s.burst_pool) else \
         first_pool + [i for i in order if pools[i] != s.burst_pool]
-    return chosen, tuple([name for name in map(names.__getitem__, rest) if name not in taken])
+    in_order = [names[i] for i in rest]
+    # Usually the chosen hosts lead the order (the emptiest come first): the spare ones are the
+    # rest of it, with no lookup per host. Names are unique: a prefix equal to them is them.
+    if tuple(in_order[:len(chosen)]) == chosen:
+        return chosen, tuple(in_order[len(chosen):])
+    taken = set(chosen)
+    return chosen, tuple([name for name in in_order if name not in taken])
 
 
 def choose_removals(s: Settings, candidates: Sequence[HostLoad], count: int) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -10,7 +10,8 @@ from typing import Any, Mapping, Sequence
 
 from provision.headroom.policy_hosts import PoolView
 from provision.headroom.policy_model import (BOOTING, CLAMPED, HOST_COLUMNS, READY, UNDRAINABLE_SKIP, UNKNOWN,
-                                             UNREADY, HostLoad, Observation, Settings)
+                                             UNREADY, HostLoad, Need, Observation, Settings)
+from provision.headroom.policy_rules import first_true, hosts_for_load
 
 
 def pool_view(s: Settings, obs: Observation) -> PoolView:
@@ -69,3 +70,40 @@ def observation_json(obs: Observation) -> dict[str, Any]:
 def removals(s: Settings, pool: Sequence[HostLoad], low_since: Mapping[str, float],
              undrainable: Mapping[str, float], now: float, count: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return choose_removals(s, removal_candidates(s, pool, low_since, undrainable, now), count)
+
+
+def utilization_policy(s: Settings, pool: Sequence[HostLoad], pending_cpu: float, pending_memory: float,
+                       low_since: Mapping[str, float], now: float, **_given: Any) -> tuple[Need, dict[str, float]]:
+    """As before P5: its own passes over the pool (what the caller gives it is ignored)."""
+    ready = [h for h in pool if h.status == READY]
+    n = len(ready)
+    cpu = sum(map(attrgetter("cpu"), ready)) + pending_cpu
+    mem = sum(map(attrgetter("memory"), ready)) + pending_memory
+    low = s.scale_down_utilization
+    low_now = [h.name for h in ready if h.cpu < low and h.memory < low]
+    new_low = dict.fromkeys(low_now, now)
+    new_low.update({name: low_since[name] for name in low_since.keys() & new_low.keys()})
+    if n == 0:
+        want = max(hosts_for_load(cpu, s.cpu_threshold), hosts_for_load(mem, s.memory_threshold))
+        return Need("utilization", want, f"no ready host; load of {cpu:.2f} CPU / {mem:.2f} memory hosts"), new_low
+    mean_cpu, mean_mem = cpu / n, mem / n
+    figures = f"mean CPU {mean_cpu:.2f} (threshold {s.cpu_threshold:g}), memory {mean_mem:.2f} " \
+              f"(threshold {s.memory_threshold:g})"
+    if mean_cpu > s.cpu_threshold or mean_mem > s.memory_threshold:
+        want = max(n + 1, hosts_for_load(cpu, s.cpu_threshold), hosts_for_load(mem, s.memory_threshold))
+        return Need("utilization", want, f"busy: {figures}; {want} hosts bring it under"), new_low
+
+    def others_carry(k: int) -> bool:
+        rest = n - k - 1
+        return (rest > 0 and cpu / rest <= s.cpu_threshold and mem / rest <= s.memory_threshold) or \
+            (rest == 0 and cpu == 0 and mem == 0)
+
+    k = first_true(0, min(len(new_low), n), lambda k: not others_carry(k))
+    if k:
+        return Need("utilization", n - k, f"{k} host(s) below {s.scale_down_utilization:g}; {figures}"), new_low
+    return Need("utilization", n, f"OK: {figures}"), new_low
+
+
+def low_hosts(s: Settings, ready: Sequence[HostLoad]) -> list[HostLoad]:
+    """Before P5 the removals looked at every ready host, low or not."""
+    return list(ready)

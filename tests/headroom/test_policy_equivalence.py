@@ -26,6 +26,8 @@ def reference_decide(monkeypatch: pytest.MonkeyPatch, *args):
     with monkeypatch.context() as m:
         m.setattr(policy, "pool_view", reference.pool_view)
         m.setattr(policy, "removals", reference.removals)
+        m.setattr(policy, "utilization_policy", reference.utilization_policy)
+        m.setattr(policy, "low_hosts", reference.low_hosts)
         return decide(*args)
 
 
@@ -108,5 +110,27 @@ def test_simulator_runs_score_as_with_the_reference(monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(policy, "pool_view", reference.pool_view)
         m.setattr(policy, "removals", reference.removals)
+        m.setattr(policy, "utilization_policy", reference.utilization_policy)
+        m.setattr(policy, "low_hosts", reference.low_hosts)
         old = [score.to_json() for score in run_all(noises=(0.1,))]
     assert new == old and len(new) > 10
+
+
+def test_utilization_policy_and_removals_from_the_pool_view_match_the_reference():
+    """What decide hands over (the pool view's ready hosts and sums, the low hosts) gives the
+    same need, timers and removals as the policy's own passes over the pool did."""
+    from provision.headroom.policy_rules import low_hosts
+    rnd = random.Random(17)
+    for _ in range(1000):
+        s, obs, memory = random_case(rnd)
+        view = policy.pool_view(s, obs)
+        args = (s, view.pool, obs.pending_cpu, obs.pending_memory, memory.low_since, NOW)
+        below = low_hosts(s, view.ready)
+        given = policy.utilization_policy(*args, ready=view.ready, load=(view.cpu, view.memory), below=below)
+        assert given == reference.utilization_policy(*args) == policy.utilization_policy(*args)
+        timers = given[1]
+        # only the utilization policy limits removals to its low hosts
+        candidates = below if "utilization" in s.policies else view.ready
+        for count in (1, 3, 1000):
+            assert policy.removals(s, candidates, timers, memory.undrainable, NOW, count) == \
+                reference.removals(s, view.ready, timers, memory.undrainable, NOW, count)
