@@ -11,8 +11,9 @@ at a time (provision.rollout says in what order and how many).
   the host created with its new config (etcd joining the running cluster), and the next host
   waits until this one runs, answers SSH and etcd is healthy with every member;
 - replace a worker that carries no etcd: create before destroy (provision.phases.rollout_surge):
-  drained, a new worker made under a new name in its pool and waited for until healthy, then
-  the old one destroyed; a killed run's surge is finished before anything else.
+  drained, a new worker made under a new name in its pool and waited for until it is joined
+  (its agent's etcd identity, its node roles converged, its agent publishing its load key),
+  then the old one destroyed; a killed run's surge is finished before anything else.
 
 Runs after `render` (the new configs) and before `machines`, so a re-run after a crash finishes
 the host it was changing before anything else: each stage is recorded in `state["rollout"]`,

@@ -3,8 +3,10 @@
 A worker no other host's config names is replaced without ever running its pool short by more
 than the batch being drained: the old workers are drained, new workers are made under new names
 (the pool's lowest free indices) with configs rendered now, and once they run, answer SSH, take
-provision's login and hold their keys, the old ones are destroyed and dropped from state. The
-pool's size (the spec's, or the one headroom recorded) is the same afterwards.
+provision's login and hold their keys, they are joined (`join`: the etcd identity of their
+agent, and the roles the later phases give a node, recorded as converged so those phases skip
+them) and their agents publish their load keys in etcd, and only then are the old ones
+destroyed and dropped from state (their agents' etcd identities with them). The pool's size (the spec's, or the one headroom recorded) is the same afterwards.
 
 Every stage is recorded in `state["rollout"]` (`hosts`: old worker -> stage, `surge`: old worker
 -> its replacement) before the next begins, and each is idempotent, so a run killed anywhere
@@ -18,6 +20,7 @@ from typing import Any, Mapping, Sequence
 from .. import bootstrap, convergence, pki, rollout
 from ..changes import BOOT, REPLACE, boot_record
 from ..errors import ActionError
+from ..etcd.client import Etcd
 from ..plan import HostPlan, assign_addresses, host_name
 from ..providers.base import Provider
 from ..providers.pools import PoolProviders
@@ -136,6 +139,7 @@ def surge_workers(ctx: RunContext, provider: Provider | PoolProviders, old: Sequ
             if new_name in records:
                 _record(ctx, old_name, rollout.SURGED, new_name)
     wait_healthy(ctx, provider, new, everyone)
+    join(ctx, sorted(h.name for h in new))
     gone = sorted(names)
     log(f"destroying {', '.join(gone)}: {', '.join(names[n] for n in gone)} healthy in their place")
     provider.destroy_hosts(gone)
@@ -151,8 +155,9 @@ def surge_workers(ctx: RunContext, provider: Provider | PoolProviders, old: Sequ
     if not progress["hosts"]:
         state.pop(rollout.STATE_KEY, None)
     ctx.save()
+    forget_identities(ctx, gone)
     for name in gone:
-        log(f"replaced {name} by {names[name]}: running, answering SSH, keys delivered; {name} destroyed")
+        log(f"replaced {name} by {names[name]}: running, answering SSH, keys delivered, joined; {name} destroyed")
     return names
 
 
@@ -177,3 +182,76 @@ def wait_healthy(ctx: RunContext, provider: Provider | PoolProviders, new: list[
     bootstrap.apply_roles(ctx, "secrets", ("secrets",), hosts,
                           host_only={n: role_data(f) for n, f in secrets.items()},
                           record_extra={n: {"secrets": bundle_digest(f)} for n, f in secrets.items()})
+
+
+AGENT_TIMEOUT = 120.0  # seconds a joined worker's agent has to publish its load key
+
+
+def join(ctx: RunContext, names: Sequence[str]) -> None:
+    """Bring the new workers `names` to the state the later phases of `up` would, before the old
+    ones go: their agents' etcd identities (recorded in state, as the etcd phase records them),
+    then the roles `hosts` (where the cloud assigns addresses), `flannel` and `workers` on them
+    alone, recorded as converged (the phases then skip them); then, where headroom reads etcd,
+    wait until each agent publishes its load key (what `status` shows). Each step is idempotent,
+    so a run killed here does it again, the old workers still there."""
+    from .. import faults
+    from ..etcd import cluster, host_identity
+    from .hosts import host_entries, needs_hosts_file
+    from .masters import retired_removal
+    from .rollout import root_access
+    hosts = {n: h for n, h in bootstrap.cluster_hosts(ctx.state).items() if n in names}
+    phase = faults.current()
+    faults.enter(None)  # the rollout phase's fault points stay where they were
+    try:
+        made = host_identity.add(root_access(ctx), ctx.spec.name, sorted(hosts))
+        agents = ctx.state.setdefault("etcd", {})
+        agents[host_identity.STATE_KEY] = sorted(set(host_identity.recorded(ctx.state)) | set(hosts))
+        ctx.save()
+        ctx.log(PHASE, f"joining {', '.join(sorted(hosts))}: {', '.join(made)}")
+        if needs_hosts_file(ctx.spec.provider.name):
+            entries = host_entries(bootstrap.cluster_hosts(ctx.state))
+            bootstrap.apply_roles(ctx, "hosts", ("hosts",), hosts, data={"etc_hosts": entries})
+        bootstrap.apply_roles(ctx, "flannel", ("flannel",), hosts)
+        data, extra = retired_removal(ctx, hosts)
+        bootstrap.apply_roles(ctx, "workers", ("workers",), hosts, data=data, record_extra=extra)
+    finally:
+        faults.enter(phase)
+    headroom = ctx.spec.headroom
+    if headroom is None or headroom.source != "etcd":
+        ctx.log(PHASE, f"{', '.join(sorted(hosts))} joined: roles converged and their units run")
+        return
+    etcd = cluster.connect(ctx.spec, ctx.store, ctx.state, log=lambda m: ctx.ui.debug(PHASE, m))
+    waiting = agents_publishing(etcd, ctx.spec.name, sorted(hosts), AGENT_TIMEOUT)
+    if waiting:
+        raise ActionError(f"rollout: no load key from the agent of {', '.join(waiting)} after "
+                          f"{AGENT_TIMEOUT:.0f}s; the old workers are kept (a re-run tries again)")
+    ctx.log(PHASE, f"{', '.join(sorted(hosts))} joined: roles converged, their agents publish their load keys")
+
+
+def agents_publishing(etcd: Etcd, cluster_name: str, names: Sequence[str], timeout: float,
+                      pause: float = 1.0) -> list[str]:
+    """Wait up to `timeout` until each host of `names` has a well-formed load key in etcd; the
+    hosts still without one (none: all publish)."""
+    import time
+    from ..headroom.observe import parse_load, read_etcd_loads
+    deadline = time.monotonic() + timeout
+    while True:
+        now = time.time()
+        loads = read_etcd_loads(etcd, cluster_name)
+        waiting = [n for n in names if parse_load(loads.get(n), now) is None]
+        if not waiting or time.monotonic() >= deadline:
+            return waiting
+        time.sleep(pause)
+
+
+def forget_identities(ctx: RunContext, gone: Sequence[str]) -> None:
+    """The destroyed workers' agents lose their etcd users and roles, and state their record and
+    certificates (what fails here the etcd phase finishes: it removes every identity of a host
+    the plan no longer has)."""
+    from ..etcd import host_identity
+    from .rollout import root_access
+    try:
+        host_identity.forget_hosts(root_access(ctx), ctx.store, ctx.state, gone)
+    except ActionError as err:
+        ctx.ui.warn(f"rollout: {err} (the etcd phase removes them)")
+    ctx.save()

@@ -180,10 +180,45 @@ def surge_lines(lines: list[str], old: str, new: str) -> list[int]:
         f"[rollout] replaced {old} by {new}: running, answering SSH")]
 
 
+class JoinWatcher:
+    """Every POLL seconds, notes when each host's agent load key is first seen in etcd (read as
+    root) and when each host's network namespace is last seen (the local machine is gone after)."""
+
+    def __init__(self, c: dict):
+        self.access, self.name = access(c, "root", timeout=2.0), c["name"]
+        self.prefix = f"/provision/{c['name']}/hosts/"
+        self.key_seen: dict[str, float] = {}
+        self.machine_seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            proc = self.access.etcdctl("get", self.prefix, "--prefix", "--keys-only")
+            now = time.monotonic()
+            for key in proc.stdout.split() if proc.returncode == 0 else ():
+                host = key[len(self.prefix):].split("/")[0]
+                if key.endswith("/load"):
+                    self.key_seen.setdefault(host, now)
+            for ns in cluster_namespaces(self.name):
+                self.machine_seen[ns[len(f"provision.{self.name}."):]] = time.monotonic()
+            self._stop.wait(POLL)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
 def test_a_worker_pool_change_replaces_workers_one_at_a_time_and_keeps_headrooms_size(cluster):
     """Workers are surged: each old worker is drained, a new one (a new name in the pool) is
-    made and healthy, and only then the old one destroyed; one worker at a time (the default
-    --max-unavailable 1); the pool size recorded in state (3, where the spec says 2) is kept."""
+    made and joined (its agent's etcd identity, flannel and workers roles converged, its agent
+    publishing its load key in etcd), and only then the old one destroyed; one worker at a time
+    (the default --max-unavailable 1); the pool size recorded in state (3, where the spec says 2)
+    is kept. The later phases of the same `up` find the new workers converged already."""
     c = cluster
     scaled = provision("scale", c["spec"], "workers", "3", "--yes", "--state-dir", c["state_dir"], timeout=600)
     assert scaled.returncode == 0, scaled.stderr
@@ -196,15 +231,29 @@ def test_a_worker_pool_change_replaces_workers_one_at_a_time_and_keeps_headrooms
     changes = json.loads(planned.stdout)["changes"]
     assert {n for n, ch in changes.items() if ch["action"] == "replace"} == set(workers)
     assert all(changes[w]["replacement"] == "create before destroy" for w in workers)
-    proc = provision("up", spec, "--yes", "--state-dir", c["state_dir"], "-o", "json", timeout=900)
+    assert all(netns_name(c["name"], w) in cluster_namespaces(c["name"]) for w in workers)
+    with JoinWatcher(c) as watcher:
+        proc = provision("up", spec, "--yes", "--state-dir", c["state_dir"], "-o", "json", timeout=900)
     assert proc.returncode == 0, proc.stderr
-    surged = json.loads(proc.stdout)["results"]["rollout"]["surged"]
+    doc = json.loads(proc.stdout)
+    surged = doc["results"]["rollout"]["surged"]
     assert sorted(surged) == workers and all(surged[w] != w for w in workers)
     lines = proc.stderr.splitlines()
     order = [i for w in workers for i in surge_lines(lines, w, surged[w])]
     # per worker: drained, new one made, old one destroyed, done; the next only after that
     assert order == sorted(order), [lines[i] for i in order]
+    # each new worker's agent published its load key (so it had its etcd identity, its secrets
+    # and its workers role) while the worker it replaces still existed as a machine
+    for old, new in surged.items():
+        assert new in watcher.key_seen, (new, sorted(watcher.key_seen))
+        assert old in watcher.machine_seen and watcher.key_seen[new] < watcher.machine_seen[old], \
+            (old, new, watcher.key_seen, watcher.machine_seen)
+    # the later phases of this run found them converged: nothing left for them to do
+    new_workers = set(surged.values())
+    for phase in ("flannel", "workers"):
+        assert not new_workers & set((doc["results"][phase].get("hosts") or {})), doc["results"][phase]
     after = state(c)
+    assert sorted(after["etcd"]["agent_users"]) == sorted(after["hosts"])
     assert after["pools"] == sizes and "rollout" not in after
     assert workers_of(c) == sorted(surged.values())
     assert all(after["hosts"][w]["boot"]["fields"]["pools[workers].size"] == "w-large" for w in workers_of(c))
