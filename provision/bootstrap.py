@@ -300,7 +300,7 @@ def restart_readers(ctx: RunContext, phase: str, hosts: Mapping[str, Mapping[str
     SSH. Each outcome gets `restarted`; a restart that fails is the host's error (its record is
     dropped, so the next run acts on it again)."""
     from . import inplace
-    from .providers import get_provider
+    from .providers.pools import providers_of
     provider = None
     for name, outcome in sorted(outcomes.items()):
         restored = outcome.extra.get("restored") or []
@@ -314,7 +314,8 @@ def restart_readers(ctx: RunContext, phase: str, hosts: Mapping[str, Mapping[str
         if not readers:
             continue
         ctx.log(phase, f"{name}: restarting {', '.join(readers)} (they read {', '.join(restored)})")
-        provider = provider or get_provider(ctx.spec, ctx.store.workdir, log=lambda m: ctx.log(phase, m))
+        # a burst pool's host restarts through its own pool's provider
+        provider = provider or providers_of(ctx.spec, ctx.store.workdir, log=lambda m: ctx.log(phase, m))
         try:
             if not provider.restart_units(name, readers):
                 inplace.restart_over_ssh(ctx, hosts[name], name, readers)

@@ -115,6 +115,14 @@ def recorded(state: Mapping[str, object]) -> list[str]:
     return list(etcd.get(STATE_KEY) or []) if isinstance(etcd, Mapping) else []
 
 
+def join_hosts(root: Etcd, cluster: str, state: dict, hosts: Sequence[str]) -> list[str]:
+    """Hosts added outside `up`'s etcd phase (a surged worker): their users and roles are made and
+    state records them, as the etcd phase would (making them again is harmless)."""
+    changed = add(root, cluster, hosts)
+    state.setdefault("etcd", {})[STATE_KEY] = sorted(set(recorded(state)) | set(hosts))
+    return changed
+
+
 def forget_hosts(root: Etcd, store: "StateStore", state: dict, hosts: Sequence[str]) -> list[str]:
     """Hosts destroyed outside `up`'s etcd phase (headroom): their users and roles go, state's
     record and their certificates too. Whatever fails here the next etcd phase finishes (it

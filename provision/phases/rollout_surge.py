@@ -203,9 +203,7 @@ def join(ctx: RunContext, names: Sequence[str]) -> None:
     phase = faults.current()
     faults.enter(None)  # the rollout phase's fault points stay where they were
     try:
-        made = host_identity.add(root_access(ctx), ctx.spec.name, sorted(hosts))
-        agents = ctx.state.setdefault("etcd", {})
-        agents[host_identity.STATE_KEY] = sorted(set(host_identity.recorded(ctx.state)) | set(hosts))
+        made = host_identity.join_hosts(root_access(ctx), ctx.spec.name, ctx.state, sorted(hosts))
         ctx.save()
         ctx.log(PHASE, f"joining {', '.join(sorted(hosts))}: {', '.join(made)}")
         if needs_hosts_file(ctx.spec.provider.name):
