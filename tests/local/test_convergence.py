@@ -254,7 +254,9 @@ def test_a_restored_file_restarts_the_unit_that_reads_it(cluster):
     assert provider.restart_units(worker, [AGENT_UNIT])
     edited_pid, environ = running_environment(provider, worker, AGENT_UNIT)
     assert b"PROVISION_EDITED_BY_HAND=1" in environ.split(b"\0")
-    others = {n: provider.unit_states(n)[AGENT_UNIT].get("pid") for n in workers if n != worker}
+    # the other workers' running agents (one another test just added may still be starting: it has none yet)
+    others = {n: pid for n in workers if n != worker
+              if (pid := provider.unit_states(n)[AGENT_UNIT].get("pid")) is not None}
     sshd_pid = provider.unit_states(worker)["sshd.service"].get("pid")
 
     verified = run(cluster, "up", "--yes", "--verify")
