@@ -165,10 +165,12 @@ def test_services_that_read_a_delivered_key_wait_for_it(every_example):
     for unit, path in (("etcd-member.service", "/etc/ssl/etcd/server.key"),
                        ("provision-host-agent.service", "/etc/ssl/etcd/agent.key"),
                        ("flanneld.service", "/etc/ssl/etcd/flannel.key"),
-                       ("kubelet.service", "/etc/kubernetes/pki/kubelet-client.key"),
-                       ("provision-bootstrap.service", "/etc/kubernetes/addons/bootstrap-token.yaml")):
+                       ("kubelet.service", "/etc/kubernetes/pki/kubelet-client.key")):
         assert f"ExecStartPre=/usr/bin/test -s {path}\n" in units[unit], unit
         assert re.search(r"^Restart=(always|on-failure)$", units[unit], re.M), unit
+    # The run-once bootstrap waits inside its script instead (test below); it still retries.
+    assert "ExecStartPre" not in units["provision-bootstrap.service"]
+    assert re.search(r"^Restart=on-failure$", units["provision-bootstrap.service"], re.M)
     directories = {d["path"]: d["mode"] for d in master["storage"]["directories"]}
     assert directories["/etc/ssl/etcd"] == directories["/etc/kubernetes/pki"] == 0o700
 
@@ -310,3 +312,55 @@ def test_the_bootstrap_scripts_token_step_creates_the_token_secret_and_deletes_t
     assert secret["stringData"]["token-id"] == pki.bootstrap_token(store)[0]
     assert secret["stringData"]["expiration"] == pki.format_expiry(pki.bootstrap_token_expiry(store))
     assert dict(x[0] for x in subject)["commonName"] == "kubernetes-admin"
+
+
+def test_the_run_once_bootstrap_waits_for_its_keys_without_failing(tmp_path):
+    """The first master's bootstrap script, run as its unit runs it (`all`), waits while its keys
+    are missing (so the unit stays in its start rather than failing into a RestartSec window in
+    which `status` would see it down), goes on within a second or two of their delivery, and
+    gives up with a clear message after BOOTSTRAP_KEYS_WAIT seconds."""
+    import subprocess
+    import time
+    from tests.helpers_render import env_file, ignition_file, which_or_fail
+    which_or_fail("curl")
+    spec, store, hosts, rendered = render(write_spec(tmp_path, SMALL_SPEC), tmp_path / "state",
+                                          served_artifacts("http://10.77.0.1:8080"))
+    config = json.loads(rendered.config_for(next(h.name for h in hosts if h.role == "master")))
+    script = tmp_path / "bootstrap.sh"
+    script.write_bytes(ignition_file(config, "/opt/provision/bootstrap.sh"))
+    env = env_file(ignition_file(config, "/etc/provision/bootstrap.env").decode())
+    keys = tmp_path / "keys"
+    addons = keys / "addons"
+    addons.mkdir(parents=True)
+    flannel = tmp_path / "flannel.json"
+    flannel.write_text("{}")
+    env.update({"BOOTSTRAP_KUBE_KEY": str(keys / "admin.key"), "BOOTSTRAP_ETCD_KEY": str(keys / "etcd.key"),
+                "BOOTSTRAP_ADDONS": str(addons), "BOOTSTRAP_FLANNEL_CONFIG": str(flannel),
+                "BOOTSTRAP_ETCD_ENDPOINTS": "https://127.0.0.1:9", "BOOTSTRAP_API": "https://127.0.0.1:9",
+                "PATH": "/usr/bin:/bin"})
+    proc = subprocess.Popen(["sh", str(script), "all"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        time.sleep(2.5)
+        assert proc.poll() is None, proc.stdout.read()  # still waiting, not failed
+        for path in (keys / "admin.key", keys / "etcd.key", addons / "bootstrap-token.yaml"):
+            path.write_text("x")
+        deadline = time.monotonic() + 30
+        lines = []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "waiting for the API server" in line:
+                break
+        assert any("waiting for the API server" in line for line in lines), lines  # past the keys
+        assert proc.poll() is None
+        assert lines[0].startswith("bootstrap: waiting for its keys"), lines
+    finally:
+        proc.kill()
+        proc.wait()
+    for path in (keys / "admin.key",):
+        path.unlink()
+    gave_up = subprocess.run(["sh", str(script), "all"], env={**env, "BOOTSTRAP_KEYS_WAIT": "1"},
+                             capture_output=True, text=True, timeout=30)
+    assert gave_up.returncode != 0
+    assert "its keys were not delivered in 1 s" in gave_up.stderr

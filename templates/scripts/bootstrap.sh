@@ -30,6 +30,22 @@ write_flannel_config() {
   return 1
 }
 
+wait_for_keys() {
+  # Its keys and the bootstrap token come over SSH after boot (provision's secrets phase). It
+  # waits for them inside its start (a oneshot's start has no timeout) instead of failing and
+  # sitting out RestartSec, a window in which the unit looks failed though nothing is wrong.
+  waited=0
+  until [ -s "$BOOTSTRAP_KUBE_KEY" ] && [ -s "$BOOTSTRAP_ETCD_KEY" ] && [ -s "$BOOTSTRAP_ADDONS/bootstrap-token.yaml" ]; do
+    if [ "$waited" -ge "${BOOTSTRAP_KEYS_WAIT:-600}" ]; then
+      echo "bootstrap: its keys were not delivered in ${BOOTSTRAP_KEYS_WAIT:-600} s" >&2
+      return 1
+    fi
+    [ "$waited" -gt 0 ] || echo "bootstrap: waiting for its keys (provision's secrets phase)"
+    sleep 1
+    waited=$((waited + 1))
+  done
+}
+
 wait_for_api() {
   until kube_curl -f -o /dev/null "$BOOTSTRAP_API/readyz"; do
     echo "bootstrap: waiting for the API server"
@@ -105,7 +121,8 @@ case "${1:-all}" in
   token) wait_for_api; create_addons bootstrap-token.yaml; delete_old_tokens ;;
   # Once provision's etcd phase has turned etcd auth on, the v3 JSON gateway refuses this write
   # (etcd ignores certificate names there); provision's flannel phase writes the same key.
-  all) write_flannel_config || echo "bootstrap: flannel config left to provision's flannel phase" >&2
+  all) wait_for_keys
+       write_flannel_config || echo "bootstrap: flannel config left to provision's flannel phase" >&2
        wait_for_api; create_addons; echo "bootstrap: done" ;;
   *) echo "usage: $0 [all|flannel|addons|token]" >&2; exit 2 ;;
 esac
