@@ -164,7 +164,7 @@ def test_a_stopped_unit_and_a_mode_changed_by_hand_are_reported_by_status_and_re
     proc = provision("status", cluster["spec"], "--state-dir", cluster["state_dir"], "-o", "json")
     report = json.loads(proc.stdout)
     assert proc.returncode == 1, proc.stderr
-    assert report["drifted"] == [worker]
+    assert report["drifted"] == [worker], {n: (h.get("convergence"), h.get("units")) for n, h in report["hosts"].items()}
     assert report["hosts"][worker]["convergence"] == {"state": "drifted", "units": [AGENT_UNIT]}
     assert all(h["convergence"]["state"] == "converged" for n, h in report["hosts"].items() if n != worker)
     assert any(AGENT_UNIT in line for line in report["errors"])
@@ -198,7 +198,7 @@ def test_a_file_changed_by_hand_is_restored_by_verify_and_then_left_alone(cluste
     env_file.write_bytes(original + b"KUBELET_EXTRA_ARGS=--edited-by-hand\n")
 
     report = json.loads(provision("status", cluster["spec"], "--state-dir", cluster["state_dir"], "-o", "json").stdout)
-    assert report["drifted"] == [worker]
+    assert report["drifted"] == [worker], {n: (h.get("convergence"), h.get("units")) for n, h in report["hosts"].items()}
     assert report["hosts"][worker]["convergence"] == {"state": "drifted", "units": [],
                                                       "files": ["/etc/kubernetes/kubelet.env"]}
     text = provision("status", cluster["spec"], "--state-dir", cluster["state_dir"])
