@@ -189,8 +189,11 @@ class Unit:
             if self.run_pre():
                 try:
                     self.child = self.start(self.spec["exec_start"][0])
-                    self.write_state("running", pid=self.child.pid)
-                    self.run_each(self.spec.get("exec_start_post", []))
+                    if self.stopping:  # stopped while the process started: terminate() missed it
+                        self.terminate()
+                    else:
+                        self.write_state("running", pid=self.child.pid)
+                        self.run_each(self.spec.get("exec_start_post", []))
                     code = self.child.wait()
                 except OSError as err:
                     self.log.write(f"provision: ExecStart: {err}\n".encode())

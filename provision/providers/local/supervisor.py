@@ -30,6 +30,7 @@ ONESHOT_TIMEOUT = 120  # seconds boot waits for a oneshot (a download) that late
 LAUNCH_COMMAND = (sys.executable, "-I", "-S", str(Path(__file__).with_name("launch.py")))
 UNIT_STATE_DIR = "run/provision/units"
 INIT_FILE = "run/provision/init.json"
+STOP_ROUNDS = 3  # looks for a host's processes when stopping it (see stop_hosts)
 RUNNING_STATES = ("running", "activating", "auto-restart", "exited")
 
 
@@ -191,19 +192,24 @@ class Supervisor:
     def stop_hosts(self, names: Sequence[str]) -> None:
         """Every process of the hosts: in their namespaces, launchers found by their job path,
         and whole sessions (a launcher's unit processes live in its session)."""
-        pids: set[int] = set()
-        for name in names:
-            pids.update(net.netns_pids(self.netns(name)))
-            if self.hosts_dir is not None:
-                # Launchers whose namespace is already gone are found by their job path.
-                pids.update(pids_with_arg(str(self.host_dir(name) / "jobs") + "/"))
         sids: set[int] = set()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                sids.add(os.getsid(pid))
-        sids.discard(os.getsid(0))
-        pids.update(session_members(sids))
-        kill_all(sorted(pids), grace=1.0)
+        # Again until none is left: a launcher stopped while it was starting its unit's process
+        # leaves that process, which no earlier look saw, in its session (found by the session).
+        for _ in range(STOP_ROUNDS):
+            pids: set[int] = set()
+            for name in names:
+                pids.update(net.netns_pids(self.netns(name)))
+                if self.hosts_dir is not None:
+                    # Launchers whose namespace is already gone are found by their job path.
+                    pids.update(pids_with_arg(str(self.host_dir(name) / "jobs") + "/"))
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    sids.add(os.getsid(pid))
+            sids.discard(os.getsid(0))
+            pids.update(session_members(sids))
+            if not pids:
+                return
+            kill_all(sorted(pids), grace=1.0)
 
 
 def write_unit_state(units_dir: Path, unit: str, doc: dict[str, Any]) -> None:
