@@ -171,7 +171,10 @@ def removals(s: Settings, pool: Sequence[HostLoad], low_since: Mapping[str, floa
     pools = [h.pool for h in hosts] if s.burst_pool else [s.pool] * len(hosts)
     first = pools[order[0]]
     first_pool = [i for i in order if pools[i] == first] if s.burst_pool else order
-    empty = [names[i] for i in first_pool if containers[i] == 0][:count]
+    if s.burst_pool or min(containers) < 0:
+        empty = [names[i] for i in first_pool if containers[i] == 0][:count]
+    else:  # sorted by container count, none below 0: the empty hosts lead, no search for them
+        empty = [names[i] for i in order[:min(count, containers.count(0))]]
     chosen = tuple(empty) if empty else (names[first_pool[0]],)
     rest = order if not (s.burst_pool and first == s.burst_pool) else \
         first_pool + [i for i in order if pools[i] != s.burst_pool]
