@@ -5,9 +5,14 @@ Side by side in the same run, so the ratios hold on any machine:
 - baseline: the same decision at 1,000 hosts (the scale cluster-autoscaler is tested at,
   whose one loop there takes under 10 s);
 - the parse of 5,000 published load documents, work every run does anyway before deciding.
-Figures are the median CPU time (process time: the machine is shared) of several runs.
+Figures are the median CPU time (process time: the machine is shared) of 21 runs, each on a
+fresh observation (its host columns are read once per observation, as in a real run).
+The scenario (`scenario`) is a full decision at every size: three policies weigh a steady
+noisy load, and the utilization policy's low hosts are chosen and ordered for removal
+(tests/headroom/test_bench_scenario.py keeps it so).
 - before: the same decision with the per-host passes P5 replaced (the reference the
-  equivalence tests compare with, tests/headroom/policy_reference.py), timed in the same run.
+  equivalence tests compare with, tests/headroom/policy_reference.py), timed in the same run,
+  its runs alternating with the others.
 """
 from __future__ import annotations
 
