@@ -134,3 +134,21 @@ def test_utilization_policy_and_removals_from_the_pool_view_match_the_reference(
         for count in (1, 3, 1000):
             assert policy.removals(s, candidates, timers, memory.undrainable, NOW, count) == \
                 reference.removals(s, view.ready, timers, memory.undrainable, NOW, count)
+
+
+def test_a_record_shares_no_list_with_its_observation():
+    """The pool view and the record read the observation's host columns once; the record gets
+    copies, so a record changed afterwards changes neither the next record nor the view."""
+    rnd = random.Random(23)
+    for _ in range(50):
+        s, obs, _ = random_case(rnd)
+        if not obs.hosts:
+            continue
+        first = policy.observation_json(obs)
+        view = policy.pool_view(s, obs)
+        for column in first["hosts"].values():
+            if isinstance(column, list):
+                column.reverse()
+                column.append("changed")
+        assert policy.observation_json(obs) == reference.observation_json(obs)
+        assert policy.pool_view(s, obs) == view
