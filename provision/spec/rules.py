@@ -177,6 +177,9 @@ def burst_rules(spec: Spec, problems: Problems) -> None:
     """Cloud bursting: a pool's own provider is for worker pools; `headroom.burst_pool` names a
     worker pool with one, other than `headroom.pool`, which starts empty (headroom fills it)."""
     for i, pool in enumerate(spec.pools):
+        if "provision.io/provider" in pool.labels:  # picks which kube-proxy runs on a node: provision's own
+            problems.add(f"pools[{i}].labels", "provision.io/provider is set by provision on the nodes of a pool "
+                                               "with a provider of its own; give it `provider:` instead")
         if pool.provider is None:
             continue
         if pool.role != "worker":
