@@ -1,0 +1,154 @@
+"""What a burst pool's hosts must reach, checked against the rules provision makes
+(`providers.burst_reach`): the cluster's API endpoint, etcd's client port on every member,
+flannel's overlay and SSH from provision. A need those rules certainly refuse stops `validate`,
+`plan` and `up` with exit 2 naming the field and the missing rule, before anything is made; a
+need that depends on what provision cannot see says "not checked", never "open".
+
+The verdicts come from the providers' own rule functions; that those are the rules the cloud
+gets is tests/providers/test_aws.py's (and test_burst_reach_aws.py checks the verdicts against
+the security groups made on moto's EC2)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from provision.providers import aws_network
+from provision.providers.burst_reach import BLOCKED, NOT_CHECKED, OPEN
+from provision.providers.pools import pool_providers_needs
+from provision.spec import parse_spec
+from tests.headroom.test_burst import spec_text
+
+LOCAL = "{name: local, subnet: 10.251.7.0/24}"
+AWS_BURST = "{name: aws, region: eu-west-1}"
+VAGRANT_BURST = "{name: vagrant, subnet: 192.168.60.0/24}"
+
+
+def spec_of(primary=LOCAL, burst=AWS_BURST, backend=None):
+    doc = yaml.safe_load(spec_text(pool_provider=burst))
+    doc["provider"] = yaml.safe_load(primary)
+    if backend:
+        doc["network"] = {"flannel": {"backend": backend}}
+    return parse_spec(doc)
+
+
+def reach(spec, state=None) -> dict[str, dict]:
+    (entry,) = pool_providers_needs(spec, state)
+    return {r["need"]: r for r in entry["reach"]}
+
+
+def test_an_aws_cluster_admits_a_burst_pool_to_its_api_but_never_to_etcd():
+    r = reach(spec_of("{name: aws, region: us-east-1}"))
+    assert r["api"]["status"] == OPEN and r["api"]["field"] == "provider.api_cidrs"
+    assert "provision-bursty-masters (us-east-1) admits tcp 6443 from 0.0.0.0/0" in r["api"]["why"]
+    assert r["etcd"]["status"] == BLOCKED and r["etcd"]["field"] == "pools[2].provider"
+    assert r["etcd"]["why"] == ("missing rule: security group provision-bursty-etcd (us-east-1) admits tcp 2379 only "
+                                "from group provision-bursty-etcd, group provision-bursty-masters, and no spec field "
+                                "opens it to hosts outside them")
+    assert r["overlay"]["status"] == BLOCKED and "udp 8472 only from group provision-bursty" in r["overlay"]["why"]
+    assert r["ssh"]["status"] == OPEN and r["ssh"]["field"] == "pools[2].provider.ssh_cidrs"
+
+
+def test_narrowed_cidrs_are_not_checked_and_name_their_field():
+    """Burst hosts' and provision's public addresses are not known here: a narrowed api_cidrs or
+    ssh_cidrs is neither open nor blocked; the field and the networks are said."""
+    spec = spec_of('{name: aws, region: us-east-1, api_cidrs: ["203.0.113.0/24"]}',
+                   '{name: aws, region: eu-west-1, ssh_cidrs: ["198.51.100.7/32"]}')
+    r = reach(spec)
+    assert r["api"]["status"] == NOT_CHECKED and r["api"]["field"] == "provider.api_cidrs"
+    assert "only from 203.0.113.0/24 (provider.api_cidrs): the hosts' addresses must be inside" in r["api"]["why"]
+    assert r["ssh"]["status"] == NOT_CHECKED and r["ssh"]["field"] == "pools[2].provider.ssh_cidrs"
+    assert "198.51.100.7/32" in r["ssh"]["why"]
+
+
+def test_the_verdict_follows_the_providers_own_rules(monkeypatch):
+    """Were the etcd group to admit 2379 from anywhere, etcd would be open: the verdict is read
+    from aws_network.wanted_permissions, not a copy of it."""
+    real = aws_network.wanted_permissions
+
+    def wider(kind, groups, options):
+        extra = [{"IpProtocol": "tcp", "FromPort": 2379, "ToPort": 2379, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+        return real(kind, groups, options) + (extra if kind == "etcd" else [])
+    spec = spec_of("{name: aws, region: us-east-1}")
+    assert reach(spec)["etcd"]["status"] == BLOCKED
+    monkeypatch.setattr(aws_network, "wanted_permissions", wider)
+    assert reach(spec)["etcd"]["status"] == OPEN
+
+
+def test_an_openstack_cluster_without_public_addresses_is_not_checked_and_its_etcd_is_blocked():
+    isolated = reach(spec_of("{name: openstack, cloud: lab}"))
+    assert isolated["api"]["status"] == NOT_CHECKED and isolated["api"]["field"] == "provider.external_network"
+    assert "no public address" in isolated["api"]["why"] and "VPN" in isolated["api"]["why"]
+    routed = reach(spec_of("{name: openstack, cloud: lab, external_network: public}"))
+    assert routed["api"]["status"] == OPEN
+    assert routed["etcd"]["status"] == BLOCKED  # the group admits 2379 only from its own members
+    assert "security group provision-bursty admits tcp 2379 only from its own members" in routed["etcd"]["why"]
+    no_floating = reach(spec_of("{name: openstack, cloud: lab, external_network: public, floating_ips: false}"))
+    assert no_floating["etcd"]["status"] == BLOCKED and no_floating["api"]["field"] == "provider.floating_ips"
+
+
+def test_digitalocean_admits_tagged_droplets_only():
+    same_cloud = reach(spec_of("{name: libcloud, driver: digitalocean}", "{name: libcloud, driver: digitalocean}"))
+    assert same_cloud["etcd"]["status"] == OPEN and "tagged provision:cluster:bursty, as the pool's are" in same_cloud["etcd"]["why"]
+    other = reach(spec_of("{name: libcloud, driver: digitalocean}"))
+    assert other["etcd"]["status"] == BLOCKED and "firewall provision-bursty" in other["etcd"]["why"]
+    unmanaged = reach(spec_of("{name: libcloud, driver: linode}", VAGRANT_BURST))
+    assert unmanaged["etcd"]["status"] == NOT_CHECKED and "linode" in unmanaged["etcd"]["why"]
+
+
+def test_host_gw_cannot_cross_clouds():
+    r = reach(spec_of(burst=VAGRANT_BURST, backend="host-gw"))
+    assert r["overlay"]["status"] == BLOCKED and r["overlay"]["field"] == "network.flannel.backend"
+
+
+def test_a_cluster_on_this_machine_is_reached_only_through_a_vpn_never_claimed_open():
+    r = reach(spec_of(burst=VAGRANT_BURST))
+    assert {k: v["status"] for k, v in r.items()} == {"api": NOT_CHECKED, "etcd": NOT_CHECKED,
+                                                       "overlay": NOT_CHECKED, "ssh": OPEN}
+    assert all("VPN or tunnel you provide" in r[k]["why"] for k in ("api", "etcd", "overlay"))
+
+
+def test_every_etcd_member_is_named_once_state_records_it():
+    spec = spec_of("{name: aws, region: us-east-1}")
+    state = {"hosts": {"bursty-masters-0": {"role": "master", "etcd": True, "address": "10.240.0.10",
+                                            "public_address": "203.0.113.10"},
+                       "bursty-etcd-1": {"role": "etcd", "etcd": True, "address": "10.240.0.11"}}}
+    what = reach(spec, state)["etcd"]["what"]
+    assert "(https://10.240.0.11:2379, https://203.0.113.10:2379)" in what
+    assert "1 member(s), addresses known once made" in reach(spec)["etcd"]["what"]
+
+
+def test_validate_and_plan_refuse_a_blocked_need_naming_the_field_and_make_nothing(cli, tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec_text())  # a local cluster with an AWS burst pool: its group drops vxlan from outside
+    result = cli("validate", path)
+    assert result.code == 2 and result.out == ""
+    assert f"{path}: pools[2].provider: pool cloud on aws: flannel's vxlan overlay (udp 8472)" in result.err
+    assert "missing rule: security group provision-bursty (eu-west-1) admits udp 8472 only from group" in result.err
+    assert "Traceback" not in result.err
+    result = cli("validate", path, "-o", "json")
+    assert result.code == 2
+    doc = json.loads(result.out)
+    assert any("pools[2].provider" in line for line in doc.get("result", doc)["errors"])
+    state_dir = tmp_path / "state"
+    result = cli("plan", path, "--state-dir", state_dir, "--out", tmp_path / "plan.json")
+    assert result.code == 2 and "pools[2].provider" in result.err and "Traceback" not in result.err
+    assert not (tmp_path / "plan.json").exists() and not state_dir.exists()
+
+
+def test_ups_validate_phase_refuses_before_any_phase_acts(tmp_path):
+    """`up` runs `validate` first: the blocked need stops it with a UserError (exit 2)."""
+    from provision.errors import UserError
+    from provision.phases import RunContext, validate
+    from provision.state import LocalStateStore
+    from provision.ui import UI
+    spec = spec_of()
+    store = LocalStateStore(spec.name, tmp_path / "state")
+    ctx = RunContext(spec=spec, store=store, state={}, ui=UI(verbosity=-1))
+    with pytest.raises(UserError) as err:
+        validate.run(ctx)
+    assert err.value.exit_code == 2 and err.value.lines[0].startswith("pools[2].provider: pool cloud on aws: ")
+    ok = RunContext(spec=spec_of(burst=VAGRANT_BURST), store=store, state={}, ui=UI(verbosity=-1))
+    assert validate.run(ok)["pool_providers"] == [{"pool": "cloud", "reach": {
+        "api": NOT_CHECKED, "etcd": NOT_CHECKED, "overlay": NOT_CHECKED, "ssh": OPEN}}]
