@@ -105,7 +105,7 @@ def test_host_gw_cannot_cross_clouds():
 def test_a_cluster_on_this_machine_is_reached_only_through_a_vpn_never_claimed_open():
     r = reach(spec_of(burst=VAGRANT_BURST))
     assert {k: v["status"] for k, v in r.items()} == {"api": NOT_CHECKED, "etcd": NOT_CHECKED,
-                                                       "overlay": NOT_CHECKED, "ssh": OPEN}
+                                                       "overlay": NOT_CHECKED, "kubelet": NOT_CHECKED, "ssh": OPEN}
     assert all("VPN or tunnel you provide" in r[k]["why"] for k in ("api", "etcd", "overlay"))
 
 
@@ -151,4 +151,14 @@ def test_ups_validate_phase_refuses_before_any_phase_acts(tmp_path):
     assert err.value.exit_code == 2 and err.value.lines[0].startswith("pools[2].provider: pool cloud on aws: ")
     ok = RunContext(spec=spec_of(burst=VAGRANT_BURST), store=store, state={}, ui=UI(verbosity=-1))
     assert validate.run(ok)["pool_providers"] == [{"pool": "cloud", "reach": {
-        "api": NOT_CHECKED, "etcd": NOT_CHECKED, "overlay": NOT_CHECKED, "ssh": OPEN}}]
+        "api": NOT_CHECKED, "etcd": NOT_CHECKED, "overlay": NOT_CHECKED, "kubelet": NOT_CHECKED, "ssh": OPEN}}]
+
+
+def test_the_masters_must_reach_a_burst_pools_kubelets():
+    """kubectl logs and exec go from kube-apiserver to the node's kubelet: an AWS pool's group
+    admits 10250 only from its own region's masters group, never the cluster's masters."""
+    r = reach(spec_of())
+    assert r["kubelet"]["status"] == BLOCKED and r["kubelet"]["field"] == "pools[2].provider"
+    assert "provision-bursty (eu-west-1) admits tcp 10250 only from group provision-bursty-masters" in r["kubelet"]["why"]
+    tagged = reach(spec_of("{name: libcloud, driver: digitalocean}", "{name: libcloud, driver: digitalocean}"))
+    assert tagged["kubelet"]["status"] == OPEN

@@ -3,7 +3,8 @@ the firewall rules provision makes let it: pure, from the spec (and the addresse
 
 A burst pool's hosts must reach the cluster's API endpoint (6443), the client port (2379) of
 every etcd member (flannel, fleet and the host agent read etcd) and flannel's overlay between
-them and the cluster's hosts; provision must reach them over SSH. Each need gets a status:
+them and the cluster's hosts; the masters must reach their kubelets (10250); provision must
+reach them over SSH. Each need gets a status:
 
 - `open`: the rules provision makes for the spec admit it from anywhere (and the target has an
   address outside its network);
@@ -40,7 +41,7 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Reach:
-    need: str  # api | etcd | overlay | ssh
+    need: str  # api | etcd | overlay | kubelet | ssh
     what: str  # what must reach what
     status: str
     why: str
@@ -175,6 +176,8 @@ def pool_reach(spec: Spec, index: int, pool: PoolSpec, api: str, etcd: Sequence[
         add("overlay", f"flannel's {backend} overlay between its hosts and the {primary.name} hosts",
             Verdict(BLOCKED, f"{backend} routes pod packets unencapsulated between hosts of one network: hosts of "
                              f"another cloud cannot take part; use vxlan", "network.flannel.backend"), field)
+    kubelet = worst(inbound(spec, own, "tcp", 10250, primary), outside_address(own, field, "its hosts"))
+    add("kubelet", "the masters reach its kubelets' port 10250 (logs, exec, port-forward)", kubelet, field)
     ssh_field = f"{field}.ssh_cidrs" if hasattr(own.options, "ssh_cidrs") else None
     ssh = inbound(spec, own, "tcp", 22, None, ssh_field)
     if own.name in ("local", "vagrant"):

@@ -160,7 +160,8 @@ def test_validate_and_plan_state_what_the_burst_provider_needs(cli, tmp_path):
     assert entry["pool"] == "cloud" and entry["provider"] == "vagrant" and entry["burst"] is True
     assert any("2379" in need for need in entry["needs"])
     assert {r["need"]: r["status"] for r in entry["reach"]} == {
-        "api": "not checked", "etcd": "not checked", "overlay": "not checked", "ssh": "open"}
+        "api": "not checked", "etcd": "not checked", "overlay": "not checked", "kubelet": "not checked",
+        "ssh": "open"}
 
 
 def test_status_shows_a_burst_pool_apart():
