@@ -202,8 +202,9 @@ def wanted_permissions(kind: str, groups: Mapping[str, str], options: AWSOptions
 
     nodes (every host): SSH from provider.ssh_cidrs, kubelet's 10250 from masters only, flannel
     vxlan between nodes; masters: the API's 6443 from provider.api_cidrs and from the VPC (the
-    load balancer and the nodes); etcd: client and peer ports from etcd members, the client port
-    from masters (the API server).
+    load balancer and the nodes); etcd: the client port 2379 from every node (the API server, and
+    every worker's flanneld, fleetd and host agent talk to etcd directly), the peer port 2380 from
+    etcd members only.
     """
     def tcp(port: int, to: int | None = None, *, cidrs=(), group: str | None = None, proto: str = "tcp"):
         base = {"IpProtocol": proto, "FromPort": port, "ToPort": to or port}
@@ -217,7 +218,7 @@ def wanted_permissions(kind: str, groups: Mapping[str, str], options: AWSOptions
     if kind == "masters":
         return tcp(6443, cidrs=tuple(dict.fromkeys((*options.api_cidrs, options.vpc_cidr))))
     if kind == "etcd":
-        return tcp(2379, 2380, group="etcd") + tcp(2379, group="masters")
+        return tcp(2379, group="nodes") + tcp(2380, group="etcd")
     raise ValueError(kind)
 
 
