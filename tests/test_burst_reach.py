@@ -42,10 +42,10 @@ def test_an_aws_cluster_admits_a_burst_pool_to_its_api_but_never_to_etcd():
     r = reach(spec_of("{name: aws, region: us-east-1}"))
     assert r["api"]["status"] == OPEN and r["api"]["field"] == "provider.api_cidrs"
     assert "provision-bursty-masters (us-east-1) admits tcp 6443 from 0.0.0.0/0" in r["api"]["why"]
-    assert r["etcd"]["status"] == BLOCKED and r["etcd"]["field"] == "pools[2].provider"
+    assert r["etcd"]["status"] == BLOCKED and r["etcd"]["field"] == "headroom.burst_networks"
     assert r["etcd"]["why"] == ("missing rule: security group provision-bursty-etcd (us-east-1) admits tcp 2379 only "
-                                "from group provision-bursty-etcd, group provision-bursty-masters, and no spec field "
-                                "opens it to hosts outside them")
+                                "from group provision-bursty; set headroom.burst_networks to the networks the other "
+                                "cloud's hosts come from (as this firewall sees them) to admit them")
     assert r["overlay"]["status"] == BLOCKED and "udp 8472 only from group provision-bursty" in r["overlay"]["why"]
     assert r["ssh"]["status"] == OPEN and r["ssh"]["field"] == "pools[2].provider.ssh_cidrs"
 
@@ -67,9 +67,9 @@ def test_the_verdict_follows_the_providers_own_rules(monkeypatch):
     from aws_network.wanted_permissions, not a copy of it."""
     real = aws_network.wanted_permissions
 
-    def wider(kind, groups, options):
+    def wider(kind, groups, options, *burst):
         extra = [{"IpProtocol": "tcp", "FromPort": 2379, "ToPort": 2379, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
-        return real(kind, groups, options) + (extra if kind == "etcd" else [])
+        return real(kind, groups, options, *burst) + (extra if kind == "etcd" else [])
     spec = spec_of("{name: aws, region: us-east-1}")
     assert reach(spec)["etcd"]["status"] == BLOCKED
     monkeypatch.setattr(aws_network, "wanted_permissions", wider)
@@ -124,16 +124,16 @@ def test_validate_and_plan_refuse_a_blocked_need_naming_the_field_and_make_nothi
     path.write_text(spec_text())  # a local cluster with an AWS burst pool: its group drops vxlan from outside
     result = cli("validate", path)
     assert result.code == 2 and result.out == ""
-    assert f"{path}: pools[2].provider: pool cloud on aws: flannel's vxlan overlay (udp 8472)" in result.err
+    assert f"{path}: headroom.burst_networks: pool cloud on aws: flannel's vxlan overlay (udp 8472)" in result.err
     assert "missing rule: security group provision-bursty (eu-west-1) admits udp 8472 only from group" in result.err
     assert "Traceback" not in result.err
     result = cli("validate", path, "-o", "json")
     assert result.code == 2
     doc = json.loads(result.out)
-    assert any("pools[2].provider" in line for line in doc.get("result", doc)["errors"])
+    assert any("headroom.burst_networks: pool cloud" in line for line in doc.get("result", doc)["errors"])
     state_dir = tmp_path / "state"
     result = cli("plan", path, "--state-dir", state_dir, "--out", tmp_path / "plan.json")
-    assert result.code == 2 and "pools[2].provider" in result.err and "Traceback" not in result.err
+    assert result.code == 2 and "headroom.burst_networks: pool cloud" in result.err and "Traceback" not in result.err
     assert not (tmp_path / "plan.json").exists() and not state_dir.exists()
 
 
@@ -148,7 +148,7 @@ def test_ups_validate_phase_refuses_before_any_phase_acts(tmp_path):
     ctx = RunContext(spec=spec, store=store, state={}, ui=UI(verbosity=-1))
     with pytest.raises(UserError) as err:
         validate.run(ctx)
-    assert err.value.exit_code == 2 and err.value.lines[0].startswith("pools[2].provider: pool cloud on aws: ")
+    assert err.value.exit_code == 2 and err.value.lines[0].startswith("headroom.burst_networks: pool cloud on aws: ")
     ok = RunContext(spec=spec_of(burst=VAGRANT_BURST), store=store, state={}, ui=UI(verbosity=-1))
     assert validate.run(ok)["pool_providers"] == [{"pool": "cloud", "reach": {
         "api": NOT_CHECKED, "etcd": NOT_CHECKED, "overlay": NOT_CHECKED, "kubelet": NOT_CHECKED, "ssh": OPEN}}]
@@ -158,7 +158,7 @@ def test_the_masters_must_reach_a_burst_pools_kubelets():
     """kubectl logs and exec go from kube-apiserver to the node's kubelet: an AWS pool's group
     admits 10250 only from its own region's masters group, never the cluster's masters."""
     r = reach(spec_of())
-    assert r["kubelet"]["status"] == BLOCKED and r["kubelet"]["field"] == "pools[2].provider"
+    assert r["kubelet"]["status"] == BLOCKED and r["kubelet"]["field"] == "headroom.burst_networks"
     assert "provision-bursty (eu-west-1) admits tcp 10250 only from group provision-bursty-masters" in r["kubelet"]["why"]
     tagged = reach(spec_of("{name: libcloud, driver: digitalocean}", "{name: libcloud, driver: digitalocean}"))
     assert tagged["kubelet"]["status"] == OPEN

@@ -54,6 +54,13 @@ class Reach:
         return asdict(self)
 
 
+def burst_networks(spec: Spec) -> tuple[str, ...]:
+    """`headroom.burst_networks`, each in canonical form: what every firewall provision makes
+    admits on the ports a burst needs (BURST_PORTS, the overlay's by backend)."""
+    import ipaddress
+    return tuple(str(ipaddress.ip_network(c)) for c in (spec.headroom.burst_networks if spec.headroom else ()))
+
+
 def worst(*verdicts: Verdict) -> Verdict:
     return max(verdicts, key=lambda v: _RANK[v.status])
 
@@ -66,7 +73,7 @@ def inbound(spec: Spec, provider: ProviderSpec, proto: str, port: int, source: P
     `source` (another provider: a burst pool's; None: where provision runs)."""
     name = provider.name
     if name == "aws":
-        return _aws(spec, provider, proto, port, cidr_field)
+        return _aws(spec, provider, proto, port, source, cidr_field)
     if name == "openstack":
         return _openstack(spec, proto, port)
     if name == "libcloud" and provider.options.driver == "digitalocean":
@@ -77,10 +84,13 @@ def inbound(spec: Spec, provider: ProviderSpec, proto: str, port: int, source: P
                                 f"the cloud's own rules decide")
 
 
-def _aws(spec: Spec, provider: ProviderSpec, proto: str, port: int, cidr_field: str | None) -> Verdict:
+def _aws(spec: Spec, provider: ProviderSpec, proto: str, port: int, source: ProviderSpec | None,
+         cidr_field: str | None) -> Verdict:
     from .aws_network import wanted_permissions
     kind = {6443: "masters", 2379: "etcd"}.get(port, "nodes")
-    perms = [p for p in wanted_permissions(kind, {k: k for k in ("nodes", "masters", "etcd")}, provider.options)
+    burst = burst_networks(spec)
+    perms = [p for p in wanted_permissions(kind, {k: k for k in ("nodes", "masters", "etcd")}, provider.options,
+                                           burst, OVERLAY_PORTS.get(spec.network.flannel.backend))
              if p["IpProtocol"] == proto and p["FromPort"] <= port <= p["ToPort"]]
     vpc = provider.options.vpc_cidr
     cidrs = [r["CidrIp"] for p in perms for r in p.get("IpRanges", []) if r["CidrIp"] != vpc]
@@ -88,25 +98,30 @@ def _aws(spec: Spec, provider: ProviderSpec, proto: str, port: int, cidr_field: 
     group = f"provision-{spec.name}" + ("" if kind == "nodes" else f"-{kind}") + f" ({provider.options.region})"
     if EVERYWHERE in cidrs:
         return Verdict(OPEN, f"security group {group} admits {proto} {port} from {EVERYWHERE}", cidr_field)
+    if source is not None and burst and set(burst) <= set(cidrs):
+        return _from_burst_networks(f"security group {group}", proto, port, burst)
     if cidrs:
         return Verdict(NOT_CHECKED, f"security group {group} admits {proto} {port} only from {', '.join(cidrs)} "
                                     f"({cidr_field}): the hosts' addresses must be inside", cidr_field)
     from_vpc = ["the VPC"] if any(r["CidrIp"] == vpc for p in perms for r in p.get("IpRanges", [])) else []
     sources = ", ".join(from_vpc + [f"group provision-{spec.name}" + ("" if g == "nodes" else f"-{g}") for g in groups])
     return Verdict(BLOCKED, f"missing rule: security group {group} admits {proto} {port} only from "
-                            f"{sources or 'nowhere'}, and no spec field opens it to hosts outside them")
+                            f"{sources or 'nowhere'}; {SET_FIELD}", BURST_FIELD)
 
 
 def _openstack(spec: Spec, proto: str, port: int) -> Verdict:
     from .openstack_network import wanted_rules
     group = f"provision-{spec.name}"
-    rules = [r for r in wanted_rules(spec.network.flannel.backend, spec.network.pod_cidr)
+    burst = burst_networks(spec)
+    rules = [r for r in wanted_rules(spec.network.flannel.backend, spec.network.pod_cidr, burst)
              if r["protocol"] == proto and r["port_range_min"] is not None
              and r["port_range_min"] <= port <= r["port_range_max"]]
     if any(r.get("remote_ip_prefix") == EVERYWHERE for r in rules):
         return Verdict(OPEN, f"security group {group} admits {proto} {port} from {EVERYWHERE}")
+    if burst and set(burst) <= {r.get("remote_ip_prefix") for r in rules}:
+        return _from_burst_networks(f"security group {group}", proto, port, burst)
     return Verdict(BLOCKED, f"missing rule: security group {group} admits {proto} {port} only from its own "
-                            f"members, and no spec field opens it to hosts of another cloud")
+                            f"members; {SET_FIELD}", BURST_FIELD)
 
 
 def _digitalocean(spec: Spec, proto: str, port: int, source: ProviderSpec | None) -> Verdict:
@@ -115,17 +130,30 @@ def _digitalocean(spec: Spec, proto: str, port: int, source: ProviderSpec | None
     def covers(ports: str) -> bool:
         low, _, high = ports.partition("-")
         return int(low) <= port <= int(high or low)
-    rules = [r for r in firewall_rules(spec.name, spec.network.flannel.backend)["inbound_rules"]
+    burst = burst_networks(spec)
+    rules = [r for r in firewall_rules(spec.name, spec.network.flannel.backend, burst)["inbound_rules"]
              if r["protocol"] == proto and covers(str(r.get("ports", "0")))]
     firewall = firewall_name(spec.name)
     if any(r["sources"] == ANYWHERE for r in rules):
         return Verdict(OPEN, f"firewall {firewall} admits {proto} {port} from anywhere")
+    if source is not None and burst and any(r["sources"].get("addresses") == list(burst) for r in rules):
+        return _from_burst_networks(f"firewall {firewall}", proto, port, burst)
     tagged = source is not None and source.name == "libcloud" and source.options.driver == "digitalocean"
     if rules and tagged:
         return Verdict(OPEN, f"firewall {firewall} admits {proto} {port} from droplets tagged {cluster_tag(spec.name)}, "
                              f"as the pool's are")
     return Verdict(BLOCKED, f"missing rule: firewall {firewall} admits {proto} {port} only from droplets tagged "
-                            f"{cluster_tag(spec.name)}, and no spec field opens it to hosts of another cloud")
+                            f"{cluster_tag(spec.name)}; {SET_FIELD}", BURST_FIELD)
+
+
+BURST_FIELD = "headroom.burst_networks"
+SET_FIELD = (f"set {BURST_FIELD} to the networks the other cloud's hosts come from (as this firewall sees them) "
+             f"to admit them")
+
+
+def _from_burst_networks(what: str, proto: str, port: int, burst: Sequence[str]) -> Verdict:
+    return Verdict(OPEN, f"{what} admits {proto} {port} from {', '.join(burst)} ({BURST_FIELD}): the other "
+                         f"cloud's hosts must come from these", BURST_FIELD)
 
 
 # ---- whether a provider's hosts have an address outside its network ---------------------------
