@@ -18,6 +18,7 @@ from provision.providers import aws_network
 from provision.providers.burst_reach import BLOCKED, NOT_CHECKED, OPEN
 from provision.providers.pools import pool_providers_needs
 from provision.spec import parse_spec
+from tests.conftest import set_aws_credentials
 from tests.headroom.test_burst import spec_text
 
 LOCAL = "{name: local, subnet: 10.251.7.0/24}"
@@ -162,3 +163,149 @@ def test_the_masters_must_reach_a_burst_pools_kubelets():
     assert "provision-bursty (eu-west-1) admits tcp 10250 only from group provision-bursty-masters" in r["kubelet"]["why"]
     tagged = reach(spec_of("{name: libcloud, driver: digitalocean}", "{name: libcloud, driver: digitalocean}"))
     assert tagged["kubelet"]["status"] == OPEN
+
+
+# ---- headroom.burst_networks: the firewalls admit the other cloud's networks ------------------
+
+BURST_NETWORKS = ["198.51.100.0/24", "203.0.113.64/26"]
+
+
+def with_networks(spec_yaml: str, networks) -> str:
+    doc = yaml.safe_load(spec_yaml)
+    doc["headroom"]["burst_networks"] = networks
+    return yaml.safe_dump(doc)
+
+
+def spec_with_networks(primary=LOCAL, burst=AWS_BURST, networks=BURST_NETWORKS, backend=None):
+    doc = yaml.safe_load(with_networks(spec_text(pool_provider=burst), networks))
+    doc["provider"] = yaml.safe_load(primary)
+    if backend:
+        doc["network"] = {"flannel": {"backend": backend}}
+    return parse_spec(doc)
+
+
+def test_burst_networks_open_what_an_aws_cluster_and_an_aws_pool_refused():
+    r = reach(spec_with_networks("{name: aws, region: us-east-1, api_cidrs: [192.0.2.0/24]}"))
+    for need in ("api", "etcd", "overlay", "kubelet"):
+        assert r[need]["status"] == OPEN, (need, r[need])
+        assert r[need]["field"] == "headroom.burst_networks", need
+        assert "from 198.51.100.0/24, 203.0.113.64/26 (headroom.burst_networks)" in r[need]["why"], need
+    assert r["ssh"]["status"] == OPEN and "headroom.burst_networks" not in r["ssh"]["why"]  # SSH stays ssh_cidrs
+
+
+def test_burst_networks_open_openstack_and_digitalocean_clusters():
+    openstack = reach(spec_with_networks("{name: openstack, cloud: lab, external_network: public}"))
+    assert openstack["etcd"]["status"] == OPEN and "security group provision-bursty admits tcp 2379 from" \
+        in openstack["etcd"]["why"]
+    digitalocean = reach(spec_with_networks("{name: libcloud, driver: digitalocean}"))
+    assert digitalocean["etcd"]["status"] == OPEN and "firewall provision-bursty admits tcp 2379 from" \
+        in digitalocean["etcd"]["why"]
+    # not all of the networks admitted: still blocked (a rule for part of them is not reach)
+    host_gw = reach(spec_with_networks(burst=VAGRANT_BURST, backend="host-gw"))
+    assert host_gw["overlay"]["status"] == BLOCKED and host_gw["overlay"]["field"] == "network.flannel.backend"
+
+
+def openstack_burst_rules(backend, networks):
+    from provision.providers.openstack_network import wanted_rules
+    without = wanted_rules(backend, "10.2.0.0/16")
+    rules = wanted_rules(backend, "10.2.0.0/16", tuple(networks))
+    assert rules[:len(without)] == without  # the cluster's own rules unchanged, first
+    return {(r["protocol"], r["port_range_min"], r["port_range_max"], r["remote_ip_prefix"]) for r in rules[len(without):]}
+
+
+@pytest.mark.parametrize("backend, overlay", [("vxlan", ("udp", 8472)), ("udp", ("udp", 8285)), ("host-gw", None)])
+def test_openstack_rules_admit_the_burst_networks_on_exactly_the_burst_ports(backend, overlay):
+    ports = [("tcp", 2379), ("tcp", 6443), ("tcp", 10250)] + ([overlay] if overlay else [])
+    assert openstack_burst_rules(backend, BURST_NETWORKS) == {
+        (proto, port, port, cidr) for cidr in BURST_NETWORKS for proto, port in ports}
+    assert openstack_burst_rules(backend, []) == set()
+
+
+@pytest.mark.parametrize("backend, overlay", [("vxlan", ("udp", "8472")), ("host-gw", None)])
+def test_digitalocean_firewall_admits_the_burst_networks_on_exactly_the_burst_ports(backend, overlay):
+    from provision.providers.libcloud_digitalocean import firewall_rules
+    without = firewall_rules("bursty", backend)
+    rules = firewall_rules("bursty", backend, BURST_NETWORKS)
+    assert rules["outbound_rules"] == without["outbound_rules"]
+    assert rules["inbound_rules"][:len(without["inbound_rules"])] == without["inbound_rules"]
+    added = rules["inbound_rules"][len(without["inbound_rules"]):]
+    ports = [("tcp", "2379"), ("tcp", "6443"), ("tcp", "10250")] + ([overlay] if overlay else [])
+    assert [(r["protocol"], r["ports"]) for r in added] == ports
+    assert all(r["sources"] == {"addresses": BURST_NETWORKS} for r in added)
+    assert firewall_rules("bursty", backend, ()) == without
+
+
+def test_aws_rules_admit_the_burst_networks_on_exactly_the_burst_ports():
+    spec = spec_with_networks("{name: aws, region: us-east-1}")
+    groups = {k: k for k in aws_network.GROUP_KINDS}
+    options = spec.provider.options
+    for kind in aws_network.GROUP_KINDS:
+        assert aws_network.wanted_permissions(kind, groups, options, ()) == \
+            aws_network.wanted_permissions(kind, groups, options)
+    added = {(kind, p["IpProtocol"], p["FromPort"], r["CidrIp"]) for kind in aws_network.GROUP_KINDS
+             for p in aws_network.wanted_permissions(kind, groups, options, tuple(BURST_NETWORKS))
+             for r in p.get("IpRanges", []) if r["CidrIp"] in BURST_NETWORKS}
+    assert added == {(kind, proto, port, cidr) for cidr in BURST_NETWORKS for kind, proto, port in
+                     (("etcd", "tcp", 2379), ("masters", "tcp", 6443), ("nodes", "tcp", 10250), ("nodes", "udp", 8472))}
+
+
+def test_readme_example_passes_validate_with_burst_networks(cli, tmp_path):
+    """The README's example (an AWS pool beside a local or an OpenStack cluster) is refused
+    without the field and passes with it."""
+    for primary in (LOCAL, "{name: openstack, cloud: lab, external_network: public}"):
+        doc = yaml.safe_load(spec_text())
+        doc["provider"] = yaml.safe_load(primary)
+        path = tmp_path / "spec.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        refused = cli("validate", path)
+        assert refused.code == 2 and "set headroom.burst_networks to the networks" in refused.err, primary
+        path.write_text(with_networks(yaml.safe_dump(doc), BURST_NETWORKS))
+        result = cli("validate", path)
+        assert result.code == 0, (primary, result.err)
+        assert "(headroom.burst_networks)" in result.out and "warning" not in result.out
+        doc_json = json.loads(cli("validate", path, "-o", "json").out)
+        assert "warnings" not in doc_json.get("result", doc_json)
+
+
+def test_validate_warns_that_everywhere_opens_etcds_client_port(cli, tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(with_networks(spec_text(), ["0.0.0.0/0"]))
+    result = cli("validate", path)
+    assert result.code == 0, result.err
+    assert "warning: headroom.burst_networks has 0.0.0.0/0: etcd's client port 2379" in result.out
+    assert "client certificate of its CA (mTLS)" in result.out
+
+
+def test_bad_burst_networks_exit_2_naming_the_item_and_make_nothing(cli, tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(with_networks(spec_text(), ["198.51.100.0/24", "198.51.100.1/24", "fd00::/8", "nope",
+                                                "198.51.100.0/24"]))
+    state_dir = tmp_path / "state"
+    for args in (("validate", path), ("plan", path, "--state-dir", state_dir), ("up", path, "--state-dir", state_dir)):
+        result = cli(*args)
+        assert result.code == 2 and "Traceback" not in result.err, args
+        assert "headroom.burst_networks[1]: must be an IPv4 CIDR like 198.51.100.0/24 (198.51.100.1/24 has host bits set)" \
+            in result.err
+        assert "headroom.burst_networks[2]: must be an IPv4 CIDR (got 'fd00::/8')" in result.err
+        assert "headroom.burst_networks[3]:" in result.err and "headroom.burst_networks[4]: '198.51.100.0/24' is listed twice" \
+            in result.err
+    assert not state_dir.exists()
+
+
+def test_up_without_yes_shows_the_refusal_as_plan_does(cli, tmp_path, monkeypatch):
+    """No --yes and no terminal: up's preview refuses the blocked need with plan's words, exit 2,
+    nothing made."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec_text())
+    state_dir = tmp_path / "state"
+    planned = cli("plan", path, "--state-dir", state_dir)
+    result = cli("up", path, "--state-dir", state_dir)
+    assert result.code == planned.code == 2 and "Traceback" not in result.err
+    blocked = [line for line in planned.err.splitlines() if "headroom.burst_networks: pool cloud on aws" in line]
+    assert blocked and all(line in result.err for line in blocked)
+    assert not state_dir.exists()
+    set_aws_credentials(monkeypatch, True)  # the preview checks the pool's provider next
+    path.write_text(with_networks(spec_text(), BURST_NETWORKS))
+    ok = cli("up", path, "--state-dir", state_dir)
+    assert ok.code == 0 and "nothing changed (no --yes" in ok.err + ok.out, ok.err
+    assert not state_dir.exists()

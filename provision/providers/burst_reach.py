@@ -216,6 +216,15 @@ def pool_reach(spec: Spec, index: int, pool: PoolSpec, api: str, etcd: Sequence[
     return out
 
 
+def burst_network_warnings(spec: Spec) -> list[str]:
+    """What `validate` says of a `headroom.burst_networks` wider than a user may mean."""
+    if EVERYWHERE not in burst_networks(spec):
+        return []
+    return [f"{BURST_FIELD} has {EVERYWHERE}: etcd's client port 2379 (and 6443, 10250 and the overlay port) is open "
+            f"to the internet on every firewall provision makes; etcd still demands a client certificate of its "
+            f"CA (mTLS) and its auth roles, but narrow it to the other cloud's networks when you can"]
+
+
 def blocked_lines(entries: Sequence[Mapping[str, Any]]) -> list[str]:
     """`FIELD: message` for every blocked need of `pool_providers_needs` entries."""
     return [f"{r['field']}: pool {e['pool']} on {e['provider']}: {r['what']}: {r['why']}"

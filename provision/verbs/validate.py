@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..api import check_spec_provider
 from ..app import App
-from ..providers.burst_reach import blocked_lines
+from ..providers.burst_reach import blocked_lines, burst_network_warnings
 from ..providers.pools import pool_providers_needs
 from ..spec import SpecError
 
@@ -29,8 +29,12 @@ def run(app: App) -> int:
     for entry in own:  # cloud bursting: what the other cloud needs, said before anything is made
         text += f"\npool {entry['pool']} on {entry['provider']}" + (" (burst pool)" if entry["burst"] else "") + ": needs"
         text += "".join(f"\n  - {need}" for need in entry["needs"])
-    data = {"valid": True, "provider": spec.provider.name}
+    data: dict = {"valid": True, "provider": spec.provider.name}
     if own:
         data["pool_providers"] = own
+    warnings = burst_network_warnings(spec)
+    if warnings:
+        data["warnings"] = warnings
+        text += "".join(f"\nwarning: {line}" for line in warnings)
     app.ui.result(data, text)
     return 0
