@@ -267,6 +267,22 @@ def test_readme_example_passes_validate_with_burst_networks(cli, tmp_path):
         assert "warnings" not in doc_json.get("result", doc_json)
 
 
+def test_the_readme_snippet_beside_an_openstack_cluster_passes_validate(cli, tmp_path):
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("an AWS pool beside an OpenStack cluster:\n\n  ```yaml\n", 1)[1].split("  ```", 1)[0]
+    snippet = yaml.safe_load(block)
+    doc = yaml.safe_load(spec_text())
+    doc["provider"] = {"name": "openstack", "cloud": "lab", "external_network": "public"}
+    doc["pools"][2] = snippet["pools"][0]
+    doc["headroom"] = snippet["headroom"]
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    result = cli("validate", path)
+    assert result.code == 0, result.err
+    assert "pool cloud on aws (burst pool)" in result.out and "blocked" not in result.out
+
+
 def test_validate_warns_that_everywhere_opens_etcds_client_port(cli, tmp_path):
     path = tmp_path / "spec.yaml"
     path.write_text(with_networks(spec_text(), ["0.0.0.0/0"]))
