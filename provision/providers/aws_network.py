@@ -203,8 +203,8 @@ def wanted_permissions(kind: str, groups: Mapping[str, str], options: AWSOptions
                        overlay: tuple[str, int] | None = ("udp", 8472)) -> list[dict[str, Any]]:
     """Ingress of each group, one source per rule.
 
-    nodes (every host): SSH from provider.ssh_cidrs, kubelet's 10250 from masters only, flannel
-    vxlan between nodes; masters: the API's 6443 from provider.api_cidrs and from the VPC (the
+    nodes (every host): SSH from provider.ssh_cidrs, kubelet's 10250 from masters only, flannel's
+    `overlay` port between nodes (vxlan 8472/udp, udp 8285/udp; host-gw has none); masters: the API's 6443 from provider.api_cidrs and from the VPC (the
     load balancer and the nodes); etcd: the client port 2379 from every node (the API server, and
     every worker's flanneld, fleetd and host agent talk to etcd directly), the peer port 2380 from
     etcd members only. `burst` (headroom.burst_networks: where hosts on the other side of a burst
@@ -217,9 +217,9 @@ def wanted_permissions(kind: str, groups: Mapping[str, str], options: AWSOptions
             rules.append({**base, "UserIdGroupPairs": [{"GroupId": groups[group]}]})
         return rules
     if kind == "nodes":
-        across = (tcp(10250, cidrs=burst) + tcp(overlay[1], cidrs=burst, proto=overlay[0])) if overlay else tcp(10250, cidrs=burst)
-        return (tcp(22, cidrs=options.ssh_cidrs) + tcp(10250, group="masters")
-                + tcp(8472, group="nodes", proto="udp") + across)
+        between = tcp(overlay[1], group="nodes", proto=overlay[0]) if overlay else []
+        across = tcp(10250, cidrs=burst) + (tcp(overlay[1], cidrs=burst, proto=overlay[0]) if overlay else [])
+        return tcp(22, cidrs=options.ssh_cidrs) + tcp(10250, group="masters") + between + across
     if kind == "masters":
         return tcp(6443, cidrs=tuple(dict.fromkeys((*options.api_cidrs, options.vpc_cidr, *burst))))
     if kind == "etcd":

@@ -487,6 +487,19 @@ def spec_data(spec) -> dict:
             "pools": [{"name": p.name, "role": p.role, "count": p.count} for p in spec.pools]}
 
 
+def test_the_nodes_group_admits_the_overlay_port_of_flannels_backend(ec2_proxy):
+    """flannel's udp backend talks on 8285, not vxlan's 8472: the group made on EC2 opens the
+    backend's port between nodes, and nothing for vxlan."""
+    spec = aws_spec(workers=1, network={"flannel": {"backend": "udp"}})
+    provider = AWSProvider(spec)
+    provider.prepare()
+    try:
+        overlay = {r for r in group_rules(provider.network())["nodes"] if r[0] == "udp"}
+        assert overlay == {("udp", 8285, 8285, "nodes")}
+    finally:
+        provider.teardown()
+
+
 def test_dedicated_etcd_hosts_get_the_etcd_group_and_masters_do_not(ec2_proxy):
     spec = parse_spec({**spec_data(aws_spec()), "etcd": {"count": 1, "placement": "dedicated"},
                        "provider": {"name": "aws", "region": "us-east-1", "ami": MOTO_AMI},
