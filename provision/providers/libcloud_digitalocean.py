@@ -161,7 +161,8 @@ def ensure_firewall(driver: DigitalOcean_v2_NodeDriver, cluster: str, flannel_ba
     if found is not None:
         def across(rules: Sequence[dict[str, Any]]) -> list[tuple]:
             return sorted((r["protocol"], str(r.get("ports")), tuple(r["sources"].get("addresses") or ()))
-                          for r in rules if r["sources"] != ANYWHERE and r["sources"].get("addresses"))
+                          for r in rules if r["sources"].get("addresses")
+                          and r["sources"]["addresses"] != ANYWHERE["addresses"])
         if across(found.get("inbound_rules") or []) == across(rules["inbound_rules"]):
             return found
         log(f"updating cloud firewall {firewall_name(cluster)}: headroom.burst_networks changed")
