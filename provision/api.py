@@ -159,8 +159,10 @@ class Cluster:
         """What `up` would apply, with its checks (provider, version skew) and its plan said
         through `progress`, without taking the lock or changing anything."""
         phases = select(until=until, only=only)
-        check_provider(self.spec)
         state = self.store.read()
+        if any(p.name == "validate" for p in phases):
+            check_burst_reach(self.spec, state)  # what up's validate phase would refuse, as plan does
+        check_provider(self.spec)
         current = plan(self.spec, state)
         self._check_skew(state, current)
         announce_plan(progress or quiet, self.spec, state, current, applying=_applies_rollout(phases))
@@ -197,6 +199,8 @@ class Cluster:
             current = ctx.plan()
             self._check_skew(state, current)  # again, under the lock
             announce_plan(emit, spec, state, current, applying=_applies_rollout(phases))
+            if not dry_run and confirm is not None and any(p.name == "validate" for p in phases):
+                check_burst_reach(spec, state)  # not asked to approve what the validate phase refuses
             if not dry_run and confirm is not None and not confirm(current):
                 raise ActionError(f"nothing changed: to apply, run: {self.command('up', extra=('--yes',))} "
                                   "(or --dry-run to see each phase)")
@@ -361,6 +365,16 @@ class Cluster:
 
     def _lock_command(self, verb: str) -> str:
         return self.lock_command or f"provision.api {verb} {self.spec.name}"
+
+
+def check_burst_reach(spec: Spec, state: dict) -> None:
+    """Cloud bursting: a need of a pool on another provider that the rules provision makes
+    refuse is a UserError (exit 2) naming the field, before anything is asked or made."""
+    from .providers.burst_reach import blocked_lines
+    from .providers.pools import pool_providers_needs
+    blocked = blocked_lines(pool_providers_needs(spec, state))
+    if blocked:
+        raise UserError(blocked)
 
 
 def _applies_rollout(phases: tuple[Phase, ...]) -> bool:

@@ -18,6 +18,7 @@ OWNERS = {
     ("provider.load_balancer", "libcloud"): model.LibcloudOptions,
     ("pools[].provider", None): model.PoolSpec,
     ("headroom.burst_pool", None): model.HeadroomSpec,
+    ("headroom.burst_networks", None): model.HeadroomSpec,
     ("network.flannel.version", None): model.FlannelSpec,
     ("fleet.enabled", None): model.FleetSpec,
 }

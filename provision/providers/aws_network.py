@@ -120,7 +120,9 @@ class AWSNetwork(AWSCalls):
         for kind, group in groups.items():
             current = self._call("describe_security_groups", GroupIds=[group])["SecurityGroups"][0]
             have = split_permissions(current.get("IpPermissions", []))
-            wanted = wanted_permissions(kind, groups, self.options)
+            from .burst_reach import OVERLAY_PORTS, burst_networks
+            wanted = wanted_permissions(kind, groups, self.options, burst_networks(self.spec),
+                                        OVERLAY_PORTS.get(self.spec.network.flannel.backend))
             wanted_keys = {rule_key(p) for p in wanted}
             have_keys = {rule_key(p) for p in have}
             missing = [p for p in wanted if rule_key(p) not in have_keys]
@@ -197,13 +199,16 @@ class AWSNetwork(AWSCalls):
 GROUP_KINDS = ("nodes", "masters", "etcd")
 
 
-def wanted_permissions(kind: str, groups: Mapping[str, str], options: AWSOptions) -> list[dict[str, Any]]:
+def wanted_permissions(kind: str, groups: Mapping[str, str], options: AWSOptions, burst: Sequence[str] = (),
+                       overlay: tuple[str, int] | None = ("udp", 8472)) -> list[dict[str, Any]]:
     """Ingress of each group, one source per rule.
 
-    nodes (every host): SSH from provider.ssh_cidrs, kubelet's 10250 from masters only, flannel
-    vxlan between nodes; masters: the API's 6443 from provider.api_cidrs and from the VPC (the
-    load balancer and the nodes); etcd: client and peer ports from etcd members, the client port
-    from masters (the API server).
+    nodes (every host): SSH from provider.ssh_cidrs, kubelet's 10250 from masters only, flannel's
+    `overlay` port between nodes (vxlan 8472/udp, udp 8285/udp; host-gw has none); masters: the API's 6443 from provider.api_cidrs and from the VPC (the
+    load balancer and the nodes); etcd: the client port 2379 from every node (the API server, and
+    every worker's flanneld, fleetd and host agent talk to etcd directly), the peer port 2380 from
+    etcd members only. `burst` (headroom.burst_networks: where hosts on the other side of a burst
+    come from) is admitted on the ports a burst needs: 2379, 6443, 10250 and the overlay's.
     """
     def tcp(port: int, to: int | None = None, *, cidrs=(), group: str | None = None, proto: str = "tcp"):
         base = {"IpProtocol": proto, "FromPort": port, "ToPort": to or port}
@@ -212,12 +217,13 @@ def wanted_permissions(kind: str, groups: Mapping[str, str], options: AWSOptions
             rules.append({**base, "UserIdGroupPairs": [{"GroupId": groups[group]}]})
         return rules
     if kind == "nodes":
-        return (tcp(22, cidrs=options.ssh_cidrs) + tcp(10250, group="masters")
-                + tcp(8472, group="nodes", proto="udp"))
+        between = tcp(overlay[1], group="nodes", proto=overlay[0]) if overlay else []
+        across = tcp(10250, cidrs=burst) + (tcp(overlay[1], cidrs=burst, proto=overlay[0]) if overlay else [])
+        return tcp(22, cidrs=options.ssh_cidrs) + tcp(10250, group="masters") + between + across
     if kind == "masters":
-        return tcp(6443, cidrs=tuple(dict.fromkeys((*options.api_cidrs, options.vpc_cidr))))
+        return tcp(6443, cidrs=tuple(dict.fromkeys((*options.api_cidrs, options.vpc_cidr, *burst))))
     if kind == "etcd":
-        return tcp(2379, 2380, group="etcd") + tcp(2379, group="masters")
+        return tcp(2379, group="nodes") + tcp(2380, group="etcd") + tcp(2379, cidrs=burst)
     raise ValueError(kind)
 
 

@@ -76,7 +76,7 @@ def firewall_name(cluster: str) -> str:
     return f"provision-{cluster}"
 
 
-def firewall_rules(cluster: str, flannel_backend: str) -> dict[str, list[dict[str, Any]]]:
+def firewall_rules(cluster: str, flannel_backend: str, burst: Sequence[str] = ()) -> dict[str, list[dict[str, Any]]]:
     """Inbound: SSH and the Kubernetes API from anywhere; etcd, kubelet, the flannel overlay and
     ICMP only from droplets with the cluster tag. Outbound: everything (hosts download binaries,
     images and reach the API). A firewall with no outbound rule would block all egress."""
@@ -91,6 +91,11 @@ def firewall_rules(cluster: str, flannel_backend: str) -> dict[str, list[dict[st
     if flannel_backend in FLANNEL_PORTS:
         protocol, ports = FLANNEL_PORTS[flannel_backend]
         inbound.append({"protocol": protocol, "ports": ports, "sources": members})
+    if burst:  # headroom.burst_networks: hosts on the other side of a burst, on the ports it needs
+        across = [("tcp", "2379"), ("tcp", "6443"), ("tcp", "10250")] + (
+            [FLANNEL_PORTS[flannel_backend]] if flannel_backend in FLANNEL_PORTS else [])
+        inbound += [{"protocol": protocol, "ports": ports, "sources": {"addresses": list(burst)}}
+                    for protocol, ports in across]
     everywhere = {"addresses": ["0.0.0.0/0", "::/0"]}
     outbound = [{"protocol": "tcp", "ports": "all", "destinations": everywhere},
                 {"protocol": "udp", "ports": "all", "destinations": everywhere},
@@ -146,13 +151,24 @@ def find_firewall(driver: DigitalOcean_v2_NodeDriver, cluster: str) -> dict[str,
                  if f.get("name") == name and cluster_tag(cluster) in (f.get("tags") or [])), None)
 
 
-def ensure_firewall(driver: DigitalOcean_v2_NodeDriver, cluster: str, flannel_backend: str, log) -> dict[str, Any]:
+def ensure_firewall(driver: DigitalOcean_v2_NodeDriver, cluster: str, flannel_backend: str, log,
+                    burst: Sequence[str] = ()) -> dict[str, Any]:
+    """The cluster's firewall, made, or updated when headroom.burst_networks changed what it
+    admits (its other rules are provision's own and do not change)."""
     found = find_firewall(driver, cluster)
+    rules = firewall_rules(cluster, flannel_backend, burst)
+    body = {"name": firewall_name(cluster), "tags": [cluster_tag(cluster)], **rules}
     if found is not None:
-        return found
+        def across(rules: Sequence[dict[str, Any]]) -> list[tuple]:
+            return sorted((r["protocol"], str(r.get("ports")), tuple(r["sources"].get("addresses") or ()))
+                          for r in rules if r["sources"].get("addresses")
+                          and r["sources"]["addresses"] != ANYWHERE["addresses"])
+        if across(found.get("inbound_rules") or []) == across(rules["inbound_rules"]):
+            return found
+        log(f"updating cloud firewall {firewall_name(cluster)}: headroom.burst_networks changed")
+        return driver.connection.request(f"/v2/firewalls/{found['id']}", method="PUT",
+                                          data=json.dumps(body)).object["firewall"]
     log(f"creating cloud firewall {firewall_name(cluster)} on tag {cluster_tag(cluster)}")
-    body = {"name": firewall_name(cluster), "tags": [cluster_tag(cluster)],
-            **firewall_rules(cluster, flannel_backend)}
     return driver.connection.request("/v2/firewalls", method="POST", data=json.dumps(body)).object["firewall"]
 
 

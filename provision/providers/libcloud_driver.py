@@ -288,8 +288,10 @@ class LibcloudProvider(Provider):
         if self.on_digitalocean:
             self._ssh_key_ids()
             if self._firewall is None:
+                from .burst_reach import burst_networks
                 self._firewall = self._retry(lambda: do.ensure_firewall(
-                    self.driver, self.spec.name, self.spec.network.flannel.backend, self.log), "create firewall")
+                    self.driver, self.spec.name, self.spec.network.flannel.backend, self.log,
+                    burst_networks(self.spec)), "create firewall")
 
     def _ssh_key_ids(self) -> list[int]:
         if self._key_ids is None:

@@ -22,7 +22,7 @@ FIXED_ADDRESSES = 32
 MIN_SUBNET_ADDRESSES = 64
 
 
-def wanted_rules(backend: str, pod_cidr: str) -> list[dict[str, Any]]:
+def wanted_rules(backend: str, pod_cidr: str, burst: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """SSH and the Kubernetes API from anywhere; etcd, kubelet and flannel's traffic between
     members (remote_group_id None means the group itself). flannel's port follows its backend:
     vxlan 8472/udp, udp 8285/udp; host-gw routes pod packets unencapsulated, so it needs no port
@@ -39,7 +39,14 @@ def wanted_rules(backend: str, pod_cidr: str) -> list[dict[str, Any]]:
         rules.append({"protocol": "udp", "port_range_min": 8285, "port_range_max": 8285, "remote_group_id": None})
     elif backend == "host-gw":
         rules.append({"protocol": None, "port_range_min": None, "port_range_max": None, "remote_ip_prefix": pod_cidr})
+    # headroom.burst_networks: hosts on the other side of a burst, on the ports a burst needs
+    ports = [("tcp", 2379), ("tcp", 6443), ("tcp", 10250)] + [p for b, p in OVERLAY.items() if b == backend]
+    rules += [{"protocol": proto, "port_range_min": port, "port_range_max": port, "remote_ip_prefix": cidr}
+              for cidr in burst for proto, port in ports]
     return rules
+
+
+OVERLAY = {"vxlan": ("udp", 8472), "udp": ("udp", 8285)}
 
 
 def allocation_pool(cidr: str) -> list[dict[str, str]]:
@@ -195,7 +202,8 @@ class OpenStackNetwork(OpenStackBase):
             lambda: list(net.security_group_rules(security_group_id=group.id, direction="ingress")),
             "list security group rules")}
         wanted = []
-        for rule in wanted_rules(self.spec.network.flannel.backend, self.spec.network.pod_cidr):
+        from .burst_reach import burst_networks
+        for rule in wanted_rules(self.spec.network.flannel.backend, self.spec.network.pod_cidr, burst_networks(self.spec)):
             rule = {**rule, "remote_group_id": group.id} if "remote_group_id" in rule else rule
             wanted.append({k: v for k, v in rule.items() if v is not None})
         for rule in wanted:

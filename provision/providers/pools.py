@@ -181,8 +181,9 @@ def providers_of(spec: Spec, workdir: Path | None = None,
 
 def pool_providers_needs(spec: Spec, state: dict | None = None) -> list[dict]:
     """What each pool with a provider of its own needs to work (validate, plan and status say
-    it): its hosts must reach the cluster, and provision must reach them. Pure: from the spec
-    (and the masters' recorded addresses when `state` has them)."""
+    it): its hosts must reach the cluster, and provision must reach them; each need with what
+    the rules provision makes say of it (`burst_reach`). Pure: from the spec (and the masters'
+    and etcd members' recorded addresses when `state` has them)."""
     out = []
     hosts = (state or {}).get("hosts") or {}
     # the endpoint a burst host's config names (render.pool_provider): a public load balancer,
@@ -193,18 +194,14 @@ def pool_providers_needs(spec: Spec, state: dict | None = None) -> list[dict]:
     if endpoint.get("dns_name") and endpoint.get("dns_name") != endpoint.get("vip_address"):
         masters = [endpoint["dns_name"]]
     api = ", ".join(f"https://{a}:6443" for a in masters) or f"the masters' port 6443 on {spec.provider.name}"
+    etcd = sorted(f"https://{h.get('public_address') or h['address']}:2379" for h in hosts.values()
+                  if h.get("etcd") and h.get("address")) or [f"{spec.etcd.count} member(s), addresses known once made"]
+    from .burst_reach import pool_reach  # what each need's rules say: open, blocked or not checked
     for i, pool in enumerate(spec.pools):
         if pool.provider is None:
             continue
-        options = pool.provider.options
-        ssh_from = (f", allowed from {', '.join(options.ssh_cidrs)} (pools[{i}].provider.ssh_cidrs)"
-                    if hasattr(options, "ssh_cidrs") else "")
-        needs = [f"its hosts reach the cluster's API endpoint ({api}), etcd on port 2379 and flannel's "
-                 f"{spec.network.flannel.backend} overlay of the {spec.provider.name} hosts",
-                 f"provision reaches its hosts over SSH (port 22, user {spec.ssh.user}) from where it runs{ssh_from}"]
-        if spec.provider.name in ("local", "vagrant") and spec.provider.subnet:
-            needs.append(f"the cluster's network {spec.provider.subnet} lives on this machine: "
-                         f"{pool.provider.name} reaches it only through a VPN or tunnel you provide")
+        reach = pool_reach(spec, i, pool, api, etcd)
         burst = spec.headroom is not None and spec.headroom.burst_pool == pool.name
-        out.append({"pool": pool.name, "provider": pool.provider.name, "burst": burst, "needs": needs})
+        out.append({"pool": pool.name, "provider": pool.provider.name, "burst": burst,
+                    "needs": [r.line() for r in reach], "reach": [r.to_json() for r in reach]})
     return out

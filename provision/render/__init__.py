@@ -143,7 +143,7 @@ def _cluster_context(spec: Spec, state: Mapping[str, Any], store: BlobSource, ho
     token_expires = pki.bootstrap_token_expiry(store)
     flannel = json.dumps({"Backend": {"Type": spec.network.flannel.backend}, "Network": spec.network.pod_cidr},
                          sort_keys=True, separators=(",", ":"))
-    return {
+    return pool_provider.with_burst_kube_proxy(spec, {  # burst nodes' kube-proxy, when it differs
         "spec": spec, "cluster": spec.name,
         "etcd_members": members,
         "etcd_endpoints": ",".join(m["client_url"] for m in members),
@@ -165,7 +165,7 @@ def _cluster_context(spec: Spec, state: Mapping[str, Any], store: BlobSource, ho
         "pod_network_plugins": artifacts_mod.POD_NETWORK_PLUGINS, "cni_bin_dir": artifacts_mod.CNI_BIN_DIR,
         **_api_endpoint(spec, masters, state),
         "outside": pool_provider.outside_view(state, masters),  # for pools of another provider
-    }
+    })
 
 
 def _api_endpoint(spec: Spec, masters: Sequence[HostPlan], state: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,10 @@ shaped for the pool's provider, not the cluster's.
   through the VPN `validate` asks for).
 - Its nodes say where they run: the node label `provision.io/provider` and fleet's metadata
   `provider=`, so workloads can keep off (or go to) the burst hosts.
+- kube-proxy reaches the API as the node's kubelet does. Its kubeconfig is a ConfigMap, one per
+  DaemonSet, so when burst nodes reach the API another way than the cluster's workers (the
+  cluster's load balancer is private), they get a DaemonSet and ConfigMap of their own
+  (`kube-proxy-burst`, on nodes with the label) and the cluster's DaemonSet keeps off them.
 
 Pools without a provider of their own render exactly as before (the same bytes).
 """
@@ -21,6 +25,8 @@ if TYPE_CHECKING:
     from ..spec import PoolSpec, Spec
 
 PROVIDER_LABEL = "provision.io/provider"
+# The addons of burst nodes' kube-proxy, applied right after the cluster's kube-proxy DaemonSet.
+KUBE_PROXY_BURST_ADDONS = ("kube-proxy-burst-configmap.yaml", "kube-proxy-burst-daemonset.yaml")
 
 
 def provider_name(spec: Spec, pool: PoolSpec) -> str:
@@ -61,3 +67,26 @@ def shape(ctx: dict[str, Any], spec: Spec, pool: PoolSpec) -> dict[str, Any]:
                     "api_proxy_backends": outside["backends"]})
         ctx["node_api_url"] = ctx["worker_api_url"]
     return ctx
+
+
+def burst_api_url(base: Mapping[str, Any]) -> str:
+    """The API URL a burst worker's kubelet is configured with (`shape`), from the cluster's
+    render context `base`."""
+    if base["outside"]["public_lb"]:
+        return str(base["worker_api_url"])
+    return f"https://127.0.0.1:{base['api_proxy_port']}"
+
+
+def with_burst_kube_proxy(spec: Spec, base: dict[str, Any]) -> dict[str, Any]:
+    """The cluster's render context with `kube_proxy_burst_url` set: the API URL of burst nodes'
+    kube-proxy when it differs from the cluster's workers' (None otherwise), and then the
+    addons that run it. With none, the addons are the same bytes as without any burst pool."""
+    own = any(p.provider is not None for p in spec.worker_pools)
+    url = burst_api_url(base) if own else None
+    base["kube_proxy_burst_url"] = url if url != base["worker_api_url"] else None
+    base["provider_label"] = PROVIDER_LABEL
+    if base["kube_proxy_burst_url"] is not None:
+        addons = list(base["addons"])
+        at = addons.index("kube-proxy-daemonset.yaml") + 1
+        base["addons"] = (*addons[:at], *KUBE_PROXY_BURST_ADDONS, *addons[at:])
+    return base

@@ -266,6 +266,11 @@ class HeadroomSpec(SpecModel):
     burst_pool: str | None = field(
         "worker pool with a provider of its own that headroom fills only once `pool` is at its max, "
         "and empties first when load falls (cloud bursting); null: none", None)
+    burst_networks: tuple[str, ...] = field(
+        "IPv4 CIDRs the hosts of a pool on another provider come from, as the firewalls see them "
+        "(cloud bursting): the security groups and firewalls provision makes admit them on etcd's "
+        "2379, the API's 6443, flannel's overlay port and kubelet's 10250; empty: none",
+        (), convert=string_list, example=["198.51.100.0/24"])
 
 
 class StateSpec(SpecModel):

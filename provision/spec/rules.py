@@ -176,7 +176,11 @@ def headroom_limits(spec: Spec, problems: Problems) -> None:
 def burst_rules(spec: Spec, problems: Problems) -> None:
     """Cloud bursting: a pool's own provider is for worker pools; `headroom.burst_pool` names a
     worker pool with one, other than `headroom.pool`, which starts empty (headroom fills it)."""
+    burst_network_rules(spec, problems)
     for i, pool in enumerate(spec.pools):
+        if "provision.io/provider" in pool.labels:  # picks which kube-proxy runs on a node: provision's own
+            problems.add(f"pools[{i}].labels", "provision.io/provider is set by provision on the nodes of a pool "
+                                               "with a provider of its own; give it `provider:` instead")
         if pool.provider is None:
             continue
         if pool.role != "worker":
@@ -201,3 +205,21 @@ def burst_rules(spec: Spec, problems: Problems) -> None:
     elif target.min_count != 0:
         problems.add("headroom.burst_pool", f"pool {burst!r} must be able to empty (min 0, got {target.min_count}): "
                                             f"headroom fills it only at peaks")
+
+
+def burst_network_rules(spec: Spec, problems: Problems) -> None:
+    """`headroom.burst_networks`: IPv4 networks (the rules provision makes are IPv4), host bits
+    zero, none twice."""
+    seen: set[str] = set()
+    for i, text in enumerate(spec.headroom.burst_networks if spec.headroom is not None else ()):
+        try:
+            network = ipaddress.ip_network(text, strict=True)
+        except ValueError as err:
+            problems.add(f"headroom.burst_networks[{i}]", f"must be an IPv4 CIDR like 198.51.100.0/24 ({err})")
+            continue
+        if network.version != 4:
+            problems.add(f"headroom.burst_networks[{i}]", f"must be an IPv4 CIDR (got {text!r}): the security "
+                                                          f"groups and firewalls provision makes are IPv4")
+        elif str(network) in seen:
+            problems.add(f"headroom.burst_networks[{i}]", f"{text!r} is listed twice")
+        seen.add(str(network))

@@ -289,6 +289,13 @@ class DigitalOceanAPI:
                 if method == "DELETE":
                     del self.firewalls[parts[1]]
                     return 204, None
+                if method == "PUT":  # replaces name, rules and tags, with a create's checks
+                    self.calls["update_firewall"] += 1
+                    updated = self._new_firewall(body or {})
+                    del self.firewalls[updated["id"]]
+                    updated["id"] = parts[1]
+                    self.firewalls[parts[1]] = updated
+                    return 200, {"firewall": updated}
             if parts == ["images"] and method == "GET":
                 items = self.images
                 if query.get("private", [""])[0] == "true":

@@ -418,6 +418,14 @@ def group_rules(network) -> dict[str, set[tuple]]:
     return out
 
 
+def admitted_ports(group, source_groups) -> set[int]:
+    """The TCP ports of 2379/2380 that `group`'s ingress (as EC2 reports it) admits from a host in
+    `source_groups`, by a group pair."""
+    return {port for p in group["IpPermissions"] if p["IpProtocol"] == "tcp"
+            for port in (2379, 2380) if p["FromPort"] <= port <= p["ToPort"]
+            and any(g["GroupId"] in source_groups for g in p.get("UserIdGroupPairs", []))}
+
+
 def test_security_groups_open_each_port_only_to_who_needs_it(ec2_proxy):
     spec = aws_spec(options={"api_cidrs": ["203.0.113.0/24"], "ssh_cidrs": ["198.51.100.7/32"]})
     provider = AWSProvider(spec)
@@ -426,9 +434,10 @@ def test_security_groups_open_each_port_only_to_who_needs_it(ec2_proxy):
     assert rules == {
         "nodes": {("tcp", 22, 22, "198.51.100.7/32"), ("tcp", 10250, 10250, "masters"), ("udp", 8472, 8472, "nodes")},
         "masters": {("tcp", 6443, 6443, "203.0.113.0/24"), ("tcp", 6443, 6443, spec.provider.options.vpc_cidr)},
-        "etcd": {("tcp", 2379, 2380, "etcd"), ("tcp", 2379, 2379, "masters")},
+        "etcd": {("tcp", 2379, 2379, "nodes"), ("tcp", 2380, 2380, "etcd")},
     }
-    # hosts get the groups of their role: a worker is in none that reaches etcd or the API
+    # hosts get the groups of their role: a worker is only in the nodes group, which etcd's client
+    # port admits (its flanneld, fleetd and host agent read etcd) and its peer port does not
     hosts = plan(spec, {}).create
     records = {r.name: r for r in fast_backoff(provider).create_hosts(hosts, configs_for(hosts))}
     net = provider.network()
@@ -440,6 +449,8 @@ def test_security_groups_open_each_port_only_to_who_needs_it(ec2_proxy):
             assert groups == {net["security_group"], net["security_group_masters"], net["security_group_etcd"]}
         else:
             assert groups == {net["security_group"]}, host.name
+            etcd = ec2().describe_security_groups(GroupIds=[net["security_group_etcd"]])["SecurityGroups"][0]
+            assert admitted_ports(etcd, groups) == {2379}, host.name
     # a host made when one group served all (before the split) gets its role's groups back
     master = next(h for h in hosts if h.role == "master")
     ec2().modify_instance_attribute(InstanceId=records[master.name].provider_id, Groups=[net["security_group"]])
@@ -447,6 +458,17 @@ def test_security_groups_open_each_port_only_to_who_needs_it(ec2_proxy):
     instance = ec2().describe_instances(InstanceIds=[records[master.name].provider_id])["Reservations"][0]["Instances"][0]
     assert {g["GroupId"] for g in instance["SecurityGroups"]} == {
         net["security_group"], net["security_group_masters"], net["security_group_etcd"]}
+    # a cluster made when etcd's group admitted 2379-2380 from members and 2379 from masters only
+    # (workers cut off from etcd) gets the rules above on the next prepare
+    etcd_group = net["security_group_etcd"]
+    ec2().revoke_security_group_ingress(GroupId=etcd_group, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 2379, "ToPort": 2379, "UserIdGroupPairs": [{"GroupId": net["security_group"]}]},
+        {"IpProtocol": "tcp", "FromPort": 2380, "ToPort": 2380, "UserIdGroupPairs": [{"GroupId": etcd_group}]}])
+    ec2().authorize_security_group_ingress(GroupId=etcd_group, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 2379, "ToPort": 2380, "UserIdGroupPairs": [{"GroupId": etcd_group}]},
+        {"IpProtocol": "tcp", "FromPort": 2379, "ToPort": 2379, "UserIdGroupPairs": [{"GroupId": net["security_group_masters"]}]}])
+    AWSProvider(spec).prepare()
+    assert group_rules(net)["etcd"] == {("tcp", 2379, 2379, "nodes"), ("tcp", 2380, 2380, "etcd")}
     # narrowing ssh_cidrs revokes the old rule; the defaults are anywhere
     narrowed = parse_spec({**spec_data(spec), "provider": {"name": "aws", "region": "us-east-1", "ami": MOTO_AMI,
                                                            "ssh_cidrs": ["192.0.2.0/24"]}})
@@ -463,6 +485,19 @@ def test_security_groups_open_each_port_only_to_who_needs_it(ec2_proxy):
 def spec_data(spec) -> dict:
     return {"name": spec.name, "ssh": {"authorized_keys": list(spec.ssh.authorized_keys)}, "etcd": {"count": 1},
             "pools": [{"name": p.name, "role": p.role, "count": p.count} for p in spec.pools]}
+
+
+def test_the_nodes_group_admits_the_overlay_port_of_flannels_backend(ec2_proxy):
+    """flannel's udp backend talks on 8285, not vxlan's 8472: the group made on EC2 opens the
+    backend's port between nodes, and nothing for vxlan."""
+    spec = aws_spec(workers=1, network={"flannel": {"backend": "udp"}})
+    provider = AWSProvider(spec)
+    provider.prepare()
+    try:
+        overlay = {r for r in group_rules(provider.network())["nodes"] if r[0] == "udp"}
+        assert overlay == {("udp", 8285, 8285, "nodes")}
+    finally:
+        provider.teardown()
 
 
 def test_dedicated_etcd_hosts_get_the_etcd_group_and_masters_do_not(ec2_proxy):
