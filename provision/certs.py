@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -186,3 +186,13 @@ def leaf_fits(want: CertSpec, cert: x509.Certificate | None, key: PrivateKeyType
     if set(cert_usages(cert)) != set(USAGES[want.usage]):
         return False
     return _fresh(cert) and key_matches(cert.public_key(), algorithm)
+
+
+SHOWN_NAMES = 5  # a log line names this many; `-o json` has every name
+
+
+def summarize(what: str, names: Sequence[str]) -> str:
+    """`what N: a, b, c, d, e and N-5 more`: one short line however many certificates a run made."""
+    shown = ", ".join(names[:SHOWN_NAMES])
+    more = f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else ""
+    return f"{what} {len(names)}: {shown}{more}"
