@@ -40,8 +40,8 @@ pools:
 # any well-formed hashes: render only writes them into the configs (nothing is downloaded)
 FAKE_HASHES_YAML = "artifacts: {hashes: {flanneld: \"sha512-%s\", fleetd: \"sha512-%s\"}}\n" % ("ab" * 64, "ab" * 64)
 
-SSH_KEY_YAML = ('ssh: {authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBtK8t8Ezh0Q3c1m1xX1T8kGfQ0c6Ew1w8xvVNNxQ3eA '
-                'test@example.com"]}\n')
+SSH_KEY_YAML = ('ssh: {authorized_keys: ["ssh-ed25519 '
+                'AAAAC3NzaC1lZDI1NTE5AAAAIBtK8t8Ezh0Q3c1m1xX1T8kGfQ0c6Ew1w8xvVNNxQ3eA test@example.com"]}\n')
 
 
 def big_spec(workers: int, pools: int) -> str:

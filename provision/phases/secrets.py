@@ -55,7 +55,8 @@ def deliverable(ctx: RunContext, desired: Sequence[HostPlan], names: Sequence[st
     if ctx.dry_run:
         lacking = pki_agents.missing(ctx.store, names)
         if lacking:
-            ctx.log("secrets", pki.summarize("would issue the agent certificate of", lacking) + " and deliver their keys")
+            ctx.log("secrets", pki.summarize("would issue the agent certificate of", lacking)
+                    + " and deliver their keys")
         names = [name for name in names if name not in lacking]
     else:
         with batched_sync():
