@@ -5,7 +5,8 @@ Everything is idempotent: valid material is reused; missing or unfit material (o
 another CA, close to expiry, another key type) is made again. Private keys and the token are
 written as secrets (0600); nothing secret is returned, logged or printed.
 
-Blob layout: `pki/<name>.crt` and `pki/<name>.key` for each certificate of `wanted_certs`,
+Blob layout: `pki/<name>.crt` and `pki/<name>.key` for each certificate of `wanted_certs` (and
+of each bootstrapped host's agent, `pki_agents`, issued when the host is, not here),
 `pki/sa.key`/`pki/sa.pub` (service-account signing), `pki/bootstrap-token` with its expiry
 `pki/bootstrap-token.expires` (RFC 3339, UTC), `pki/ssh/id_ed25519` and `pki/ssh/id_ed25519.pub`.
 """
