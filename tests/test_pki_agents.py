@@ -82,7 +82,8 @@ def test_bootstrapping_one_more_host_issues_its_certificate_alone(tmp_path):
     pki.ensure_pki(ctx.spec, ctx.store, desired)
     assert agent_blobs(ctx.store) == []
     names = [h.name for h in desired]
-    first = deliverable(ctx, desired, names)  # `up`: every host's secrets, agents' certificates first
+    first, issued = deliverable(ctx, desired, names)  # `up`: every host's secrets, agents' certificates first
+    assert sorted(issued) == sorted(f"etcd-agent-{n}" for n in names)
     assert sorted(agent_blobs(ctx.store)) == sorted(f"pki/etcd-agent-{n}.{s}" for n in names for s in ("crt", "key"))
     assert all(files["/etc/ssl/etcd/agent.key"].data == ctx.store.read_blob(f"pki/etcd-agent-{n}.key")
                for n, files in first.items())
@@ -93,7 +94,8 @@ def test_bootstrapping_one_more_host_issues_its_certificate_alone(tmp_path):
     pki.ensure_pki(grown.spec, grown.store, desired)
     new = "agents-workers-2"
     assert f"pki/etcd-agent-{new}.crt" not in agent_blobs(grown.store)  # not made by the pki phase
-    delivered = deliverable(grown, desired, [new])
+    delivered, issued = deliverable(grown, desired, [new])
+    assert issued == [f"etcd-agent-{new}"]
     assert sorted(set(agent_blobs(grown.store)) - set(before)) == [f"pki/etcd-agent-{new}.crt",
                                                                    f"pki/etcd-agent-{new}.key"]
     assert all(grown.store.read_blob(b) == data for b, data in before.items())  # the others untouched
@@ -108,9 +110,9 @@ def test_bootstrapping_one_more_host_issues_its_certificate_alone(tmp_path):
                              capture_output=True, text=True, timeout=30).stdout
     assert subject.strip().endswith(f"CN = etcd-agent-{new}"), subject
     # a re-run changes nothing
-    assert deliverable(grown, desired, [*names, new]) and all(
-        grown.store.read_blob(b) == data for b, data in before.items())
-    assert pki_agents.ensure(grown.spec, grown.store, [*names, new])["created"] == []
+    again, issued = deliverable(grown, desired, [*names, new])
+    assert sorted(again) == sorted([*names, new]) and issued == []
+    assert all(grown.store.read_blob(b) == data for b, data in before.items())
 
 
 def test_dry_run_issues_nothing_and_leaves_the_host_out(tmp_path):
@@ -118,7 +120,7 @@ def test_dry_run_issues_nothing_and_leaves_the_host_out(tmp_path):
     desired = plan(ctx.spec, ctx.state).desired
     pki.ensure_pki(ctx.spec, ctx.store, desired)
     blobs = ctx.store.list_blobs()
-    assert deliverable(ctx, desired, [h.name for h in desired]) == {}
+    assert deliverable(ctx, desired, [h.name for h in desired]) == ({}, [])
     assert ctx.store.list_blobs() == blobs
 
 

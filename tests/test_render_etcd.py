@@ -351,7 +351,7 @@ pools:
             config = json.loads(store.read_blob("rendered/" + index["hosts"][host.name]["config"]))
             root = tmp_path / "hosts" / host.name
             # as the secrets phase delivers them: the host's agent certificate issued first
-            lay_out(config, root, deliverable(ctx, plan(spec, state).desired, [host.name])[host.name])
+            lay_out(config, root, deliverable(ctx, plan(spec, state).desired, [host.name])[0][host.name])
             env = rooted(env_file((root / "etc/etcd/etcd.env").read_text()), root)
             assert env["ETCD_DISCOVERY"] == token and "ETCD_INITIAL_CLUSTER" not in env
             ns = network["add_host"](i, host.address)

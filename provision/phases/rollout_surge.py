@@ -176,7 +176,7 @@ def wait_healthy(ctx: RunContext, provider: Provider | PoolProviders, new: list[
         raise ActionError(f"rollout: {', '.join(missing)} ran but the provider gave no address")
     key = pki.ssh_private_key_path(ctx.store)
     bootstrap.write_inventory(ctx.spec, ctx.store.workdir, bootstrap.cluster_hosts(ctx.state), key)
-    secrets = deliverable(ctx, tuple(desired), names)  # their agents' certificates issued first
+    secrets, _ = deliverable(ctx, tuple(desired), names)  # their agents' certificates issued first
     # apply_roles raises naming the hosts it could not log in to: the old workers then stay.
     bootstrap.apply_roles(ctx, "secrets", ("secrets",), hosts,
                           host_only={n: role_data(f) for n, f in secrets.items()},

@@ -47,11 +47,13 @@ def role_data(files: Mapping[str, File]) -> dict[str, Any]:
             "secret_dirs": sorted({posixpath.dirname(p) for p in files} & set(PRIVATE_DIRS))}
 
 
-def deliverable(ctx: RunContext, desired: Sequence[HostPlan], names: Sequence[str]) -> dict[str, dict[str, File]]:
-    """The secret files of each of `names` (see `render_secrets`), their agents' etcd certificates
-    issued first where state has none (`pki_agents`: made as a host is bootstrapped, not at
-    render), all written with one durable sync. In dry-run nothing is issued: a host still
-    without its certificate is said and left out."""
+def deliverable(ctx: RunContext, desired: Sequence[HostPlan],
+                names: Sequence[str]) -> tuple[dict[str, dict[str, File]], list[str]]:
+    """(the secret files of each of `names` (see `render_secrets`), the agent certificates issued):
+    the hosts' agents' etcd certificates are issued first where state has none fit for use
+    (`pki_agents`: made as a host is bootstrapped, not at render), written with one durable
+    sync. In dry-run nothing is issued: a host still without its certificate is said and left out."""
+    issued: list[str] = []
     if ctx.dry_run:
         lacking = pki_agents.missing(ctx.store, names)
         if lacking:
@@ -60,8 +62,9 @@ def deliverable(ctx: RunContext, desired: Sequence[HostPlan], names: Sequence[st
         names = [name for name in names if name not in lacking]
     else:
         with batched_sync():
-            pki_agents.ensure(ctx.spec, ctx.store, names, log=lambda message: ctx.log("secrets", message))
-    return render_secrets(ctx.spec, ctx.state, ctx.store, desired, names)
+            made = pki_agents.ensure(ctx.spec, ctx.store, names, log=lambda message: ctx.log("secrets", message))
+        issued = made["created"]
+    return render_secrets(ctx.spec, ctx.state, ctx.store, desired, names), issued
 
 
 def run(ctx: RunContext, names: Collection[str] | None = None) -> dict:
@@ -73,7 +76,7 @@ def run(ctx: RunContext, names: Collection[str] | None = None) -> dict:
     hosts = {name: host for name, host in hosts.items() if name in planned}
     if not hosts:
         return bootstrap.apply_roles(ctx, "secrets", ("secrets",), hosts)
-    secrets = deliverable(ctx, desired, sorted(hosts))
+    secrets, issued = deliverable(ctx, desired, sorted(hosts))
     hosts = {name: host for name, host in hosts.items() if name in secrets}
     host_only = {name: role_data(files) for name, files in secrets.items()}
     digests = {name: {"secrets": bundle_digest(files)} for name, files in secrets.items()}
@@ -81,4 +84,4 @@ def run(ctx: RunContext, names: Collection[str] | None = None) -> dict:
                                    record_extra=digests)
     # Paths only: a phase result reaches --output json and logs, and never holds a secret.
     return {**result, "files": {name: sorted(files) for name, files in sorted(secrets.items())
-                                if name in result["hosts"]}}
+                                if name in result["hosts"]}, "agent_certificates_issued": issued}
