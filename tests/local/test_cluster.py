@@ -32,7 +32,7 @@ def comm(pid: str) -> str | None:
     """A process's name; None when it ended since it was listed (an ssh session, an etcdctl)."""
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # ESRCH: it ended between the open and the read
         return None
 
 
