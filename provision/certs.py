@@ -3,9 +3,10 @@ fits what it must say. The cluster's inventory of certificates and the state sto
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -105,6 +106,13 @@ def cert_usages(cert: x509.Certificate) -> list[x509.ObjectIdentifier]:
         return []
 
 
+@functools.lru_cache(maxsize=8)
+def _authority_key_id(ca_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """The AKI of the leaves `ca_cert` signs (the hash of its public key, the CA's key's: the
+    callers check they match), worked out once per CA, not once per leaf."""
+    return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())  # type: ignore[arg-type]
+
+
 def make_leaf(want: CertSpec, ca_key: SigningKey, ca_cert: x509.Certificate, days: int,
               algorithm: str) -> tuple[SigningKey, x509.Certificate]:
     key = new_key(algorithm)
@@ -122,8 +130,7 @@ def make_leaf(want: CertSpec, ca_key: SigningKey, ca_cert: x509.Certificate, day
                                             key_agreement=False, key_cert_sign=False, crl_sign=False,
                                             encipher_only=False, decipher_only=False), critical=True)
                .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                              critical=False))
+               .add_extension(_authority_key_id(ca_cert), critical=False))
     sans: list[x509.GeneralName] = [x509.DNSName(d) for d in want.dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in want.ip_addresses]
     if sans:
@@ -186,3 +193,13 @@ def leaf_fits(want: CertSpec, cert: x509.Certificate | None, key: PrivateKeyType
     if set(cert_usages(cert)) != set(USAGES[want.usage]):
         return False
     return _fresh(cert) and key_matches(cert.public_key(), algorithm)
+
+
+SHOWN_NAMES = 5  # a log line names this many; `-o json` has every name
+
+
+def summarize(what: str, names: Sequence[str]) -> str:
+    """`what N: a, b, c, d, e and N-5 more`: one short line however many certificates a run made."""
+    shown = ", ".join(names[:SHOWN_NAMES])
+    more = f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else ""
+    return f"{what} {len(names)}: {shown}{more}"

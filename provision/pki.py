@@ -5,7 +5,8 @@ Everything is idempotent: valid material is reused; missing or unfit material (o
 another CA, close to expiry, another key type) is made again. Private keys and the token are
 written as secrets (0600); nothing secret is returned, logged or printed.
 
-Blob layout: `pki/<name>.crt` and `pki/<name>.key` for each certificate of `wanted_certs`,
+Blob layout: `pki/<name>.crt` and `pki/<name>.key` for each certificate of `wanted_certs` (and
+of each bootstrapped host's agent, `pki_agents`, issued when the host is, not here),
 `pki/sa.key`/`pki/sa.pub` (service-account signing), `pki/bootstrap-token` with its expiry
 `pki/bootstrap-token.expires` (RFC 3339, UTC), `pki/ssh/id_ed25519` and `pki/ssh/id_ed25519.pub`.
 """
@@ -29,7 +30,7 @@ from . import faults
 from .certs import (BACKDATE, CA, CLIENT, PEER, RENEW_BEFORE_FRACTION, SERVER, USAGES,  # noqa: F401
                     CertSpec, _fresh, _load_cert, _load_key, _name, _now, _same_public_key,
                     cert_pem, cert_sans, cert_usages, key_matches, key_pem, leaf_fits, make_ca,
-                    make_leaf, new_key, SigningKey)
+                    make_leaf, new_key, summarize, SigningKey)
 from .errors import ActionError, UserError
 
 if TYPE_CHECKING:
@@ -73,11 +74,7 @@ class TLSFiles:
 
 
 def _unique(items: Iterable[str | None]) -> tuple[str, ...]:
-    out: list[str] = []
-    for item in items:
-        if item and item not in out:
-            out.append(item)
-    return tuple(out)
+    return tuple(dict.fromkeys(item for item in items if item))  # first occurrences, in order
 
 
 def _split_names(names: Iterable[str | None]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -125,7 +122,8 @@ def agent_identity(host: str) -> str:
 
 
 def wanted_certs(spec: Spec, hosts: Sequence[HostPlan]) -> list[CertSpec]:
-    """Every leaf certificate the cluster needs for `hosts` (the planned HostPlan list)."""
+    """Every leaf certificate the cluster needs for `hosts` (the planned HostPlan list); the
+    agents' own (`pki_agents`) are issued as each host is bootstrapped, not here."""
     certs: list[CertSpec] = []
     for host in hosts:
         if host.etcd:
@@ -135,8 +133,6 @@ def wanted_certs(spec: Spec, hosts: Sequence[HostPlan]) -> list[CertSpec]:
             certs.append(CertSpec(f"etcd-peer-{host.name}", host.name, PEER, (), dns, ips, issuer=ETCD_CA))
     for client in ETCD_CLIENTS:
         certs.append(CertSpec(f"etcd-client-{client}", etcd_user(client), CLIENT, issuer=ETCD_CA))
-    for host in hosts:  # each host's agent its own etcd identity (etcd/host_identity.py)
-        certs.append(CertSpec(agent_identity(host.name), agent_identity(host.name), CLIENT, issuer=ETCD_CA))
     dns, ips = apiserver_names(spec, hosts)
     certs.append(CertSpec("apiserver", "kube-apiserver", SERVER, (), dns, ips))
     certs.append(CertSpec("apiserver-kubelet-client", "kube-apiserver-kubelet-client", CLIENT,
@@ -286,7 +282,7 @@ def ensure_pki(spec: Spec, store: StateStore, hosts: Sequence[HostPlan], log: Ca
                 store.delete_blob(blob)
                 pki.log(f"deleted retired {blob}")
     if pki.created:
-        pki.log(f"created {len(pki.created)}: {', '.join(pki.created)}")
+        pki.log(summarize("created", pki.created))
     pki.log(f"reused {len(pki.reused)} existing items")
     return {"created": pki.created, "reused": pki.reused}
 
@@ -297,7 +293,8 @@ def rotate(spec: Spec, store: StateStore, hosts: Sequence[HostPlan], leaf: str |
 
     Hosts pick new certificates up when their configs are rendered and applied again.
     """
-    wanted = wanted_certs(spec, hosts)
+    from .pki_agents import agent_cert, issued
+    wanted = wanted_certs(spec, hosts) + [agent_cert(host) for host in issued(store)]  # the bootstrapped hosts'
     names = [w.name for w in wanted]
     if leaf is not None and leaf not in names:
         hint = " (a CA is rotated by `pki rotate-ca`, in three phases)" if leaf in CAS else ""
@@ -311,7 +308,7 @@ def rotate(spec: Spec, store: StateStore, hosts: Sequence[HostPlan], leaf: str |
         if leaf is None or want.name == leaf:
             pki.leaf(want, cas, force=True)
             renewed.append(want.name)
-    pki.log(f"renewed {len(renewed)}: {', '.join(renewed)}")
+    pki.log(summarize("renewed", renewed))
     return renewed
 
 

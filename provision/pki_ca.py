@@ -34,7 +34,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any, Callable, Mapping, MutableMapping, Sequence
 
-from . import pki
+from . import pki, pki_agents
 from .certs import cert_pem, key_pem, make_ca
 from .errors import ActionError, UserError
 
@@ -148,6 +148,8 @@ def advance(spec: "Spec", store: "StateStore", state: MutableMapping[str, Any], 
             store.write_blob(f"{pki.PREFIX}{ca}.crt", next_cert_pem, secret=False)
         state[STATE_KEY] = {"ca": ca, "phase": REISSUE, "rolled": False}
         result = pki.ensure_pki(spec, store, hosts, log=log)  # leaves of the old CA no longer verify
+        if ca == pki.ETCD_CA:  # and the agents' of the hosts bootstrapped so far (pki_agents)
+            result["created"] += pki_agents.ensure(spec, store, pki_agents.issued(store), log=log)["created"]
         for blob in (next_key(ca), next_crt(ca)):
             store.delete_blob(blob)
         log(f"{ca}: the new CA signs; {len(result['created'])} certificates issued again")

@@ -20,7 +20,7 @@ from typing import Iterator
 
 import pytest
 
-from provision import pki
+from provision import pki, pki_agents
 from tests.real import COMPONENTS, require
 from provision.plan import plan
 from provision.render import render_cluster
@@ -67,7 +67,8 @@ def served_artifacts(base_url: str, names=BINARIES) -> dict:
 
 
 def prepared(spec_path: Path, state_dir: Path, artifacts: dict | None = None):
-    """(spec, store, state, hosts) with the PKI made and optional served artifacts."""
+    """(spec, store, state, hosts) with the PKI made, every host's agent certificate issued (as
+    bootstrapping each would) and optional served artifacts."""
     spec = load_spec(spec_path)
     store = open_store(spec, state_dir)
     state = store.read()
@@ -75,6 +76,7 @@ def prepared(spec_path: Path, state_dir: Path, artifacts: dict | None = None):
         state["artifacts"] = artifacts
     hosts = plan(spec, state).desired
     pki.ensure_pki(spec, store, hosts)
+    pki_agents.ensure(spec, store, [h.name for h in hosts])
     return spec, store, state, hosts
 
 

@@ -15,7 +15,7 @@ import time
 import pytest
 from cryptography import x509
 
-from provision import pki
+from provision import pki, pki_agents
 from provision.etcd import auth as etcd_auth
 from provision.etcd import auth_rpc, host_identity
 from provision.etcd.client import Etcd, EtcdError
@@ -44,6 +44,7 @@ def cluster(tmp_path_factory):
     store = open_store(spec, base / "state")
     hosts = plan(spec, store.read()).desired
     pki.ensure_pki(spec, store, hosts)
+    pki_agents.ensure(spec, store, [h.name for h in hosts])  # as bootstrapping each host does
     member = next(h for h in hosts if h.etcd)
     port, peer = free_port(), free_port()
     endpoint = f"https://127.0.0.1:{port}"

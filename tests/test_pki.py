@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from provision import pki
+from provision import pki, pki_agents
 from provision.plan import plan
 from provision.spec import load_spec
 from provision.state import open_store
@@ -55,8 +55,8 @@ def test_every_certificate_verifies_against_its_ca_with_openssl(tri, tmp_path):
     cas = {pki.CA: root / "ca.crt", pki.FRONT_PROXY_CA: root / "front-proxy-ca.crt",
            pki.ETCD_CA: root / "etcd-ca.crt"}
     wanted = pki.wanted_certs(spec, hosts)
-    # etcd server+peer, etcd clients, host agents (one each), apiserver pair, kubelets, rest
-    assert len(wanted) == 3 * 2 + 5 + 4 + 2 + 3 + 4
+    # etcd server+peer, etcd clients, apiserver pair, kubelets, rest (the agents': test_pki_agents)
+    assert len(wanted) == 3 * 2 + 5 + 2 + 3 + 4
     for want in wanted:
         crt = root / f"{want.name}.crt"
         proc = openssl("verify", "-CAfile", str(cas[want.issuer]), str(crt))
@@ -149,8 +149,8 @@ def test_growing_the_plan_adds_certificates_for_new_hosts_only(tmp_path):
     summary = pki.ensure_pki(spec2, store, plan(spec2, state).desired)
     assert "kubelet-tri-masters-3" in summary["created"]
     assert "apiserver" in summary["created"]  # the new master's name and address are SANs
-    # etcd stays on 3 members; the new host's agent gets its own etcd identity
-    assert [n for n in summary["created"] if n.startswith("etcd-")] == ["etcd-agent-tri-masters-3"]
+    # etcd stays on 3 members; the new host's agent certificate waits for its bootstrap (pki_agents)
+    assert [n for n in summary["created"] if n.startswith("etcd-")] == []
 
 
 def test_a_replaced_ca_reissues_every_leaf(tri):
@@ -203,7 +203,8 @@ def test_rotate_renews_leaves_and_keeps_the_cas(tri):
     renewed = pki.rotate(spec, store, hosts, leaf="admin")
     assert renewed == ["admin"] and store.read_blob("pki/admin.crt") != admin
     everything = pki.rotate(spec, store, hosts)
-    assert set(everything) == {w.name for w in pki.wanted_certs(spec, hosts)}
+    # the cluster's leaves and the agents' of the hosts bootstrapped (every one, in `prepared`)
+    assert set(everything) == {w.name for w in pki.wanted_certs(spec, hosts)} | {f"etcd-agent-{h.name}" for h in hosts}
     assert store.read_blob("pki/ca.crt") == ca
     assert all(c["verified"] for c in pki.show(spec, store))
 
@@ -288,6 +289,9 @@ def test_replacing_the_etcd_ca_remakes_the_etcd_certificates_only(tri):
     assert set(summary["created"]) == {"etcd-ca"} | etcd_leaves
     assert {"etcd-client-root", "etcd-client-apiserver"} <= etcd_leaves
     assert store.read_blob("pki/ca.crt") == kube_ca
+    # the agents' certificates are issued again as the secrets phase delivers them (pki_agents)
+    agents = [h.name for h in hosts]
+    assert sorted(pki_agents.ensure(spec, store, agents)["created"]) == sorted(f"etcd-agent-{h}" for h in agents)
     shown = {c["name"]: c for c in pki.show(spec, store)}
     assert shown["etcd-ca"]["ca"] and all(c["verified"] for c in shown.values())
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from provision import pki
+from provision.phases.secrets import deliverable
 from provision.render import render_secrets
 from tests.real import require
 from tests.helpers_render import (env_file, ignition_file, ignition_units, render, served_artifacts,
@@ -349,8 +350,8 @@ pools:
         for i, host in enumerate(members):
             config = json.loads(store.read_blob("rendered/" + index["hosts"][host.name]["config"]))
             root = tmp_path / "hosts" / host.name
-            lay_out(config, root, render_secrets(spec, state, store, plan(spec, state).desired,
-                                                 [host.name])[host.name])
+            # as the secrets phase delivers them: the host's agent certificate issued first
+            lay_out(config, root, deliverable(ctx, plan(spec, state).desired, [host.name])[0][host.name])
             env = rooted(env_file((root / "etc/etcd/etcd.env").read_text()), root)
             assert env["ETCD_DISCOVERY"] == token and "ETCD_INITIAL_CLUSTER" not in env
             ns = network["add_host"](i, host.address)

@@ -1,6 +1,6 @@
 """Each host agent's own etcd identity: a client certificate from the etcd CA whose CN is
-`etcd-agent-<host>` (made by the pki phase, `pki.agent_identity`), an etcd user of that name
-and a role of that name allowed only the host's load key `/provision/<cluster>/hosts/<host>/load`.
+`etcd-agent-<host>` (`pki_agents`: issued by the secrets phase as the host is bootstrapped), an
+etcd user of that name and a role of that name allowed only the host's load key `/provision/<cluster>/hosts/<host>/load`.
 One host's key cannot write another host's load (nor /registry/, nor any other prefix).
 
 Targeted: one `user list` says which hosts of the cluster have an identity in etcd (so an etcd

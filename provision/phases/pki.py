@@ -1,5 +1,7 @@
-"""Phase `pki`: create or reuse the CA, every certificate and key, the bootstrap token and
-provision's SSH key pair, stored as secrets in the state store."""
+"""Phase `pki`: create or reuse the CAs, the cluster's certificates and keys, the bootstrap
+token and provision's SSH key pair, stored as secrets in the state store. Each host agent's own
+etcd certificate is not made here but as the host is bootstrapped (phase `secrets`, `pki_agents`):
+a render of 1,000 workers makes only the cluster's."""
 from __future__ import annotations
 
 from .. import pki

@@ -165,9 +165,8 @@ def wait_healthy(ctx: RunContext, provider: Provider | PoolProviders, new: list[
     """The new workers run and answer SSH (host keys pinned where the provider knows them),
     provision's key logs in, and their keys are delivered over SSH (never in a boot config),
     so their services can start; the old workers are still there until this returns."""
-    from ..render import render_secrets
     from .rollout import HEALTH_TIMEOUT
-    from .secrets import bundle_digest, role_data
+    from .secrets import bundle_digest, deliverable, role_data
     from .wait import reachable
     reachable(ctx, provider, PHASE, HEALTH_TIMEOUT, running={h.name: h for h in new})
     names = sorted(h.name for h in new)
@@ -177,7 +176,7 @@ def wait_healthy(ctx: RunContext, provider: Provider | PoolProviders, new: list[
         raise ActionError(f"rollout: {', '.join(missing)} ran but the provider gave no address")
     key = pki.ssh_private_key_path(ctx.store)
     bootstrap.write_inventory(ctx.spec, ctx.store.workdir, bootstrap.cluster_hosts(ctx.state), key)
-    secrets = render_secrets(ctx.spec, ctx.state, ctx.store, tuple(desired), names)
+    secrets, _ = deliverable(ctx, tuple(desired), names)  # their agents' certificates issued first
     # apply_roles raises naming the hosts it could not log in to: the old workers then stay.
     bootstrap.apply_roles(ctx, "secrets", ("secrets",), hosts,
                           host_only={n: role_data(f) for n, f in secrets.items()},

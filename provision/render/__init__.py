@@ -373,12 +373,13 @@ AGENT_CERT, AGENT_KEY = "/etc/ssl/etcd/agent.crt", "/etc/ssl/etcd/agent.key"
 
 
 def _agent_identity(pki_store: _BlobReads, host: str) -> dict[str, File]:
-    """`host`'s own etcd identity for its agent (pki.agent_identity), certificate with key."""
+    """`host`'s own etcd identity for its agent (pki_agents: issued as the host is bootstrapped,
+    just before this delivery), certificate with key."""
     name = pki.agent_identity(host)
     cert, key = pki_store.read_blob(f"{pki.PREFIX}{name}.crt"), pki_store.read_blob(f"{pki.PREFIX}{name}.key")
     if cert is None or key is None:
-        raise ActionError(f"secrets: state has no etcd identity for host {host}'s agent; the pki phase makes it "
-                          f"(`provision up SPEC --until pki`)")
+        raise ActionError(f"secrets: state has no etcd identity for host {host}'s agent; it is issued as the host "
+                          f"is bootstrapped (`provision up SPEC`, phase secrets)")
     return {AGENT_CERT: File(AGENT_CERT, 0o644, cert), AGENT_KEY: File(AGENT_KEY, 0o600, key)}
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import pki
+from ..pki_agents import issued
 from ..app import App
 from ..errors import ActionError, UserError
 from ..plan import plan
@@ -10,7 +11,8 @@ from ..state import command_line
 
 def check_request(spec, store, leaf: str | None, hint: str = "provision up SPEC --until pki") -> None:
     """Refuse a bad --leaf or a cluster without PKI before taking the lock, so nothing is created."""
-    known = [w.name for w in pki.wanted_certs(spec, plan(spec, store.read()).desired)]
+    known = [w.name for w in pki.wanted_certs(spec, plan(spec, store.read()).desired)] + \
+        [pki.agent_identity(host) for host in issued(store)]  # the agents' of the hosts bootstrapped
     if leaf is not None and leaf not in known:
         hint = " (a CA is rotated by `pki rotate-ca`, in three phases)" if leaf in pki.CAS else ""
         raise UserError(f"--leaf: no leaf certificate named {leaf!r}{hint}; known: {', '.join(known)}")

@@ -93,6 +93,9 @@ def test_the_etcd_ca_is_rotated_in_three_phases_without_losing_quorum(cluster):
             assert all(on_host(c, m, "/etc/kubernetes/pki/etcd-ca.crt") == trusted[m] for m in members)
             served = issuers()
             assert set(served.values()) == {old_subject if phase == "trust" else new_subject}, (phase, served)
+            # each host agent's own certificate: issued again by the new CA at reissue and delivered
+            agents = {h: pem_certs(on_host(c, h, "/etc/ssl/etcd/agent.crt"))[0].issuer for h in hosts}
+            assert set(agents.values()) == {old_subject if phase == "trust" else new_subject}, (phase, agents)
     failed = sum(1 for _, ok in watcher.samples if not ok)
     print(f"CA rotation: {took}, {failed}/{len(watcher.samples)} quorum reads failed, "
           f"longest outage {watcher.longest_outage():.2f}s")

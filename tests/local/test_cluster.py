@@ -32,7 +32,7 @@ def comm(pid: str) -> str | None:
     """A process's name; None when it ended since it was listed (an ssh session, an etcdctl)."""
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # ESRCH: it ended between the open and the read
         return None
 
 
@@ -372,6 +372,10 @@ def test_scale_adds_hosts_that_publish_load_and_back(cluster):
     # with its own identity (read here as provision reads them)
     from provision.etcd.client import Etcd
     pki_dir = cluster["workdir"] / "pki"
+    # the pki phase made no agent certificate: each new host's was issued as it was bootstrapped
+    assert not [n for n in json.loads(proc.stdout)["results"]["pki"]["created"] if n.startswith("etcd-agent-")]
+    assert sorted(delivered["agent_certificates_issued"]) == [f"etcd-agent-{n}" for n in new]
+    assert all((pki_dir / f"etcd-agent-{n}.crt").is_file() for n in new)
     address = state["hosts"][f"{cluster['name']}-masters-0"]["address"]
     assert sorted(state["etcd"]["agent_users"]) == sorted(state["hosts"])
 

@@ -359,10 +359,12 @@ def test_up_puts_the_load_balancer_in_the_certificate_and_the_worker_configs(ec2
     worker = json.loads(store.read_blob("rendered/pool-workers.ign"))
     # the bootstrap kubeconfig (token) is what the secrets phase delivers over SSH, not in the config
     from provision.plan import plan
+    from provision import pki_agents
     from provision.render import render_secrets
     state = store.read()
     desired = plan(load_spec(spec_path), state).desired
     worker_name = next(h.name for h in desired if h.role == "worker")
+    pki_agents.ensure(load_spec(spec_path), store, [worker_name])  # as the secrets phase does first
     delivered = render_secrets(load_spec(spec_path), state, store, desired, [worker_name])[worker_name]
     first = json.loads(store.read_blob(f"rendered/{next(h.name for h in desired if h.role == 'master')}.ign"))
     kube_proxy = yaml.safe_load(ignition_file(first, "/etc/kubernetes/addons/kube-proxy-configmap.yaml"))
