@@ -7,6 +7,7 @@ first key seen is remembered (`accept-new`) in `<workdir>/inventories/known_host
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import logging
@@ -135,6 +136,15 @@ def run_roles(spec: Spec, workdir: Path, hosts: Mapping[str, Mapping[str, Any]],
                           host_only or {})
 
 
+def remember_connectors() -> None:
+    """pyinfra finds its connectors in every installed package's entry points, twice per
+    Inventory (once per role run); they do not change while a process runs: found once."""
+    from pyinfra.api import inventory
+    if not hasattr(inventory.get_all_connectors, "cache_info"):
+        inventory.get_all_connectors = functools.cache(inventory.get_all_connectors)
+        inventory.get_execution_connectors = functools.cache(inventory.get_execution_connectors)
+
+
 def _run_roles(spec, hosts, roles, key_path, known_hosts, dry_run, timeout, data,
                host_only) -> dict[str, RoleOutcome]:
     from pyinfra.api import Config, Inventory, State
@@ -142,6 +152,7 @@ def _run_roles(spec, hosts, roles, key_path, known_hosts, dry_run, timeout, data
     from pyinfra.api.deploy import add_deploy
     from pyinfra.api.operations import run_ops
 
+    remember_connectors()
     inventory = Inventory(([(name, {**host_data(spec, name, host, key_path, known_hosts), **data,
                                    **host_only.get(name, {})})
                             for name, host in sorted(hosts.items())], {}))
