@@ -7,6 +7,7 @@ first key seen is remembered (`accept-new`) in `<workdir>/inventories/known_host
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import logging
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Collection, Iterable, Mapping
 
-from . import faults
+from . import faults, ssh_sessions
 from .errors import ActionError
 from .resources import data_dir
 # The inventory files moved to ssh_inventory; callers still import them from here.
@@ -126,10 +127,22 @@ def run_roles(spec: Spec, workdir: Path, hosts: Mapping[str, Mapping[str, Any]],
     logging.getLogger("pyinfra").setLevel(logging.CRITICAL)
     if not hosts:
         return {}
-    with known_hosts_for_run(spec, workdir, {**(cluster or {}), **hosts}, key_path, dry_run) as known_hosts:
+    everyone = {**(cluster or {}), **hosts}
+    with known_hosts_for_run(spec, workdir, everyone, key_path, dry_run) as known_hosts:
         forget_loaded_host_keys()
+        # connections kept from earlier runs of this process to hosts gone from the cluster close
+        ssh_sessions.drop_absent({ssh_address(h) for h in everyone.values()}, spec.ssh.user, str(key_path))
         return _run_roles(spec, hosts, tuple(roles), key_path, known_hosts, dry_run, timeout, data or {},
                           host_only or {})
+
+
+def remember_connectors() -> None:
+    """pyinfra finds its connectors in every installed package's entry points, twice per
+    Inventory (once per role run); they do not change while a process runs: found once."""
+    from pyinfra.api import inventory
+    if not hasattr(inventory.get_all_connectors, "cache_info"):
+        inventory.get_all_connectors = functools.cache(inventory.get_all_connectors)
+        inventory.get_execution_connectors = functools.cache(inventory.get_execution_connectors)
 
 
 def _run_roles(spec, hosts, roles, key_path, known_hosts, dry_run, timeout, data,
@@ -139,13 +152,18 @@ def _run_roles(spec, hosts, roles, key_path, known_hosts, dry_run, timeout, data
     from pyinfra.api.deploy import add_deploy
     from pyinfra.api.operations import run_ops
 
+    remember_connectors()
     inventory = Inventory(([(name, {**host_data(spec, name, host, key_path, known_hosts), **data,
                                    **host_only.get(name, {})})
                             for name, host in sorted(hosts.items())], {}))
     state = State(inventory, Config(CONNECT_TIMEOUT=timeout, FAIL_PERCENT=100,
                                     PARALLEL=max(1, min(SSH_PARALLEL, len(hosts)))))
     outcomes = {name: RoleOutcome(host=name) for name in hosts}
+    # the connections earlier runs of this process made, where still good, instead of new ones
+    ssh_sessions.adopt_all(inventory, SSH_PARALLEL)
     connect_all(state)
+    for host in state.activated_hosts:
+        ssh_sessions.keep(host)
     try:
         for host in inventory:
             if host not in state.activated_hosts:
@@ -173,7 +191,8 @@ def _run_roles(spec, hosts, roles, key_path, known_hosts, dry_run, timeout, data
             if host not in state.activated_hosts and outcomes[host.name].error is None:
                 outcomes[host.name].error = "failed while running the role"
     finally:
-        disconnect_all(state)
+        ssh_sessions.end_run()
+        disconnect_all(state)  # forgets the hosts; their connections stay kept for the next run
     return outcomes
 
 

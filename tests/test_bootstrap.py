@@ -44,3 +44,17 @@ def test_a_dry_run_writes_no_inventory_file(tmp_path: Path):
         assert "AAAAmaster0" in known_hosts.read_text()
     assert not known_hosts.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pyinfra_finds_its_connectors_once_per_process(monkeypatch):
+    """Each role run makes a pyinfra Inventory, which read every installed package's entry
+    points twice; after the first, none are read again."""
+    from pyinfra.api import Inventory, connectors
+    from provision.bootstrap import remember_connectors
+    remember_connectors()
+    Inventory(([("h0", {"ssh_hostname": "127.0.0.1"})], {}))
+    reads = []
+    real = connectors.entry_points
+    monkeypatch.setattr(connectors, "entry_points", lambda **kw: reads.append(kw) or real(**kw))
+    inventory = Inventory(([("h1", {"ssh_hostname": "127.0.0.1"})], {}))
+    assert reads == [] and inventory.get_host("h1").connector_cls.__name__ == "SSHConnector"

@@ -242,3 +242,35 @@ def test_a_subnet_owned_by_another_interface_is_refused(tmp_path):
         assert not local_net.link_exists(provider.bridge)
     finally:
         subprocess.run(["ip", "link", "del", other], check=False)
+
+
+def test_a_batch_is_created_side_by_side_and_a_failing_host_stops_no_other(tmp_path):
+    """The hosts of one create_hosts call are made at once; one whose Ignition fails is named in
+    the error, and the others of the batch are made and run (a re-run completes the failed one)."""
+    require_local_host()
+    name = unique_name("lb")
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(f"name: {name}\nprovider:\n  name: local\n  subnet: {free_subnet()}\n"
+                         "etcd:\n  count: 1\npools:\n  - name: masters\n    role: master\n    count: 1\n"
+                         "  - name: workers\n    role: worker\n    count: 2\n")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "key")], check=True)
+    pubkey = (tmp_path / "key.pub").read_text().strip()
+    spec = load_spec(spec_file)
+    workdir = tmp_path / "state" / name
+    workdir.mkdir(parents=True, mode=0o700)
+    provider = get_provider(spec, workdir)
+    try:
+        hosts = plan(spec, {}).create
+        arts = provider.artifacts()
+        bad = hosts[1].name
+        configs = {h.name: config(h, arts, pubkey, etcd_hash="0" * 128 if h.name == bad else None) for h in hosts}
+        with pytest.raises(ActionError, match=f"Ignition .* failed for {bad}"):
+            provider.create_hosts(hosts, configs)
+        good = [h.name for h in hosts if h.name != bad]
+        assert sorted(r.name for r in provider.wait_running(good, timeout=60)) == sorted(good)
+        assert not (provider.host_root(bad) / "opt/bin/etcd").exists()
+        configs[bad] = config(hosts[1], arts, pubkey)
+        assert sorted(r.name for r in provider.create_hosts(hosts, configs)) == sorted(h.name for h in hosts)
+        assert [r.name for r in provider.wait_running([bad], timeout=60)] == [bad]
+    finally:
+        provider.teardown()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 from ...errors import ActionError
@@ -27,9 +28,11 @@ def setfiles_shim(shim_dir: Path) -> Path:
     """Ignition always relabels for SELinux; these hosts have no policy to apply."""
     shim_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
     shim = shim_dir / "setfiles"
-    if not shim.exists():
-        shim.write_text("#!/bin/sh\ncat >/dev/null\nexit 0\n")
-        os.chmod(shim, 0o755)
+    if not shim.exists():  # complete or absent, never half made: hosts are created side by side
+        part = shim_dir / f".setfiles.{os.getpid()}.{threading.get_ident()}"
+        part.write_text("#!/bin/sh\ncat >/dev/null\nexit 0\n")
+        os.chmod(part, 0o755)
+        os.replace(part, shim)
     return shim
 
 
