@@ -29,9 +29,7 @@ def main(argv: list[str]) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     only = [a for a in argv if not a.startswith("-")]
     results = []
-    for path in sorted(HERE.glob("bench_*.py")):
-        if only and not any(o in path.stem for o in only):
-            continue
+    for path in selected(sorted(HERE.glob("bench_*.py")), only):
         print(f"running {path.stem} ...", file=sys.stderr)
         results.append(load(path).run())
     if "--json" in argv:
@@ -47,6 +45,18 @@ def main(argv: list[str]) -> int:
     print(table(results))
     print(f"machine: {machine()}; JSON written to {out}", file=sys.stderr)
     return 0
+
+
+def selected(paths: list[Path], only: list[str]) -> list[Path]:
+    """The benchmarks named: a name that is a benchmark's whole name (with or without `bench_`)
+    picks that one (`headroom` is not also `headroom_traces`); any other picks those containing it."""
+    if not only:
+        return paths
+    chosen: set[Path] = set()
+    for name in only:
+        exact = [p for p in paths if name in (p.stem, p.stem.removeprefix("bench_"))]
+        chosen.update(exact or [p for p in paths if name in p.stem])
+    return [p for p in paths if p in chosen]
 
 
 def merged(path: Path, fresh: list[dict]) -> list[dict]:
