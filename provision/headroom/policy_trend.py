@@ -17,6 +17,11 @@ SLOW_MIN_BUCKETS = 6
 # The slow line is not extrapolated while the newest bucket's samples lie more than this many
 # standard errors of their mean behind it (the load turned: a ramp ended).
 TURNED = 2.0
+# Only a slow line: one rising more than STEEP noise deviations over STEEP_OVER seconds would
+# show in the shorter fits, so when they do not trust it the load has turned (a ramp ended)
+# and the two-hour line would overshoot.
+STEEP = 2.0
+STEEP_OVER = 1200.0
 
 
 def fit_quality(ts: Sequence[float], vs: Sequence[float], gradient: float) -> float:
@@ -57,7 +62,8 @@ def slow_predict(history: Sequence[Sample], attribute: str, at: float, spread: f
     """`attribute` at time `at` on the least-squares line through the SLOW_BUCKET means of
     `history`; None when the line is not trusted (R^2 under TREND_FIT), when there are too few
     means, or when the newest samples have turned away from it by more than TURNED standard
-    errors (`spread` is the noise of one sample). Past a bend the newer half of the means
+    errors (`spread` is the noise of one sample), or when it is too steep to be slow (STEEP).
+    Past a bend the newer half of the means
     sets the level and the flatter of the two halves' slopes is extrapolated (damped: a rise
     that is slowing is not carried on at its old pace)."""
     means = bucket_means(history, SLOW_BUCKET)
@@ -67,6 +73,8 @@ def slow_predict(history: Sequence[Sample], attribute: str, at: float, spread: f
     vs = [getattr(m, attribute) for m in means]
     gradient = slope(ts, vs)
     if not fit_quality(ts, vs, gradient):
+        return None
+    if abs(gradient) * STEEP_OVER > STEEP * spread:
         return None
     recent = [h for h in history if h.at > history[-1].at - SLOW_BUCKET]
     recent_at = sum(h.at for h in recent) / len(recent)

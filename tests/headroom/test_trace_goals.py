@@ -15,9 +15,12 @@ from provision.headroom import simulate as sim
 # (trace, boot, noise) -> the goals missed, with the figures measured (predictive vs the
 # baseline of the goal). The predictive policy sizes predicted containers plus a margin of the
 # observed noise (grow at 1, shrink at 3 standard deviations) a boot and a pass ahead; what
-# is left: on the noisy day (and a noisy ramp at 60 s boot) the trend is too noisy to trust
-# over the fit's window (R^2 < 0.8) and over three of them, so the pool follows the load
-# instead of leading it (below demand); the ramps pay their booting hosts and the overshoot at the ramp's end (idle); a
+# is left: on the noisy day the rise is found only by the slow fit over two hours of
+# five-minute means (before it: 2/1/13/37 min below at 60/180/420/900 s boot), and the pool
+# still runs short when the noise peaks past the grow margin (wider margins meet these cells
+# but then the noisy steady day flaps and the day's idle passes 1.5x); a noisy ramp at 60 s
+# boot is too noisy to trust over the fit's window (R^2 < 0.8) and over three of them, so the
+# pool follows the load instead of leading it (below demand); the ramps pay their booting hosts and the overshoot at the ramp's end (idle); a
 # noisy spike's step is met a minute or two late at fast boots (below demand). The pool keeps
 # its size while a step down is inside the fit's window, so a spike no longer flaps.
 KNOWN_GAPS = {
@@ -31,10 +34,10 @@ KNOWN_GAPS = {
     ("spike", 180, 0.1): "below 5 min vs utilization 4",
     ("oscillation", 60, 0.1): "below 2 min vs utilization 1",
     ("oscillation", 420, 0.1): "below 4 min vs utilization 3",
-    ("diurnal", 60, 0.1): "below 2 min vs utilization 0",
-    ("diurnal", 180, 0.1): "below 1 min vs utilization 0",
-    ("diurnal", 420, 0.1): "below 13 min vs utilization 0",
-    ("diurnal", 900, 0.1): "below 37 min vs utilization 0",
+    ("diurnal", 60, 0.1): "below 3 min vs utilization 0",
+    ("diurnal", 180, 0.1): "below 2 min vs utilization 0; 1 flap",
+    ("diurnal", 420, 0.1): "below 6 min vs utilization 0",
+    ("diurnal", 900, 0.1): "below 7 min vs utilization 0",
 }
 
 CELLS = [(name, boot, noise) for name in sim.TRACES for boot in sim.BOOT_TIMES for noise in sim.NOISE_LEVELS]
@@ -145,3 +148,31 @@ def test_a_noisy_ramp_is_fitted_over_a_longer_window():
     s = sim.default_settings(["predictive"])
     assert predictive_policy(s, hist, 10).hosts >= 12
     assert predictive_policy(s, hist[-6:], 10).hosts <= 11  # the short record alone: the average
+
+
+def test_a_slow_rise_in_noise_is_found_over_two_hours_of_means():
+    # Before: a day's rise (0.22 containers a minute) in 10% noise was no trend over 5 or 15
+    # minutes, so the pool was sized for the level and met the load late (37 min below at
+    # 900 s boot); the line through two hours of five-minute means is trusted and extrapolated.
+    import random
+    from provision.headroom.policy_rules import trusted
+    from provision.headroom.policy_trend import slow_predict
+    rng = random.Random(11)
+    hist = samples([(40 + 0.22 * i) * (1 + 0.1 * rng.uniform(-1, 1)) for i in range(121)])
+    assert not trusted(hist[-16:], "containers")
+    ahead = hist[-1].at + 900
+    predicted = slow_predict(hist, "containers", ahead, 4.0)
+    assert predicted is not None and abs(predicted - (40 + 0.22 * 135)) < 4
+    # noise around a level: no line
+    flat = samples([40 * (1 + 0.1 * rng.uniform(-1, 1)) for _ in range(121)])
+    assert slow_predict(flat, "containers", ahead, 2.3) is None
+
+
+def test_the_slow_line_is_not_carried_past_a_ramp_that_ended():
+    # A ramp of 2.3 a minute that stopped 5 minutes ago: the two-hour line would overshoot;
+    # it is too steep to be a slow rise (the shorter fits would have seen it) and the newest
+    # samples lie behind it.
+    from provision.headroom.policy_trend import slow_predict
+    values = [20.0] * 40 + [20 + 2.3 * i for i in range(61)] + [160.0] * 6
+    hist = samples(values)
+    assert slow_predict(hist, "containers", hist[-1].at + 180, 1.0) is None
