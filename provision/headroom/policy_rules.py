@@ -208,6 +208,10 @@ def load_factor(predicted: float, hosts: int, threshold: float, low: float) -> i
 # 420 s boot), 1.5/3.5 met 26 (other cells than 1/3), 1.5/3.0 27 with one such flap.
 GROW_MARGIN = 1.0
 SHRINK_MARGIN = 3.0
+# While only the slow fit sees a rise (a day's morning), the pool grows at RISING_MARGIN
+# deviations: such a rise in noise is met late at 1 (3/2/6/7 minutes below demand on the
+# noisy day at 60/180/420/900 s boot), at 1.7 it is met throughout; a steady load keeps 1.
+RISING_MARGIN = 1.7
 # The noise is measured over this much history (twenty one-minute samples: a five-sample
 # estimate swings by a third from one minute to the next, and so would the pool).
 NOISE_WINDOW = 1200.0
@@ -283,7 +287,8 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
     falls below the newest sample (after a turning point the fitted curve lags what is used
     now), and with too little history the newest sample is the prediction, so pending work
     is met. A trend too noisy to trust over the fit's window is fitted over LONG_FIT of them,
-    and failing that over two hours of five-minute means (`slow_predict`);
+    and failing that over two hours of five-minute means (`slow_predict`; while that finds a
+    rise the others do not, the pool grows at RISING_MARGIN deviations);
     while a step down (a spike ending) is inside the fit's window the pool does not shrink."""
     newest = history[-1] if history else Sample(0.0, float(pending), 0.0, 0.0)
     window = predict_window(s.predict_ahead)
@@ -307,6 +312,7 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
                      for p, a, lt in zip(predicted, attributes, long_trusted)]
     noisy = [h for h in history if newest.at - h.at <= NOISE_WINDOW]
     spread = [noise_spread(noisy, a) for a in attributes]
+    short = list(predicted)
     # Neither fit trusts a trend: the slow fit over two hours of means may (a day's rise).
     if covered and history[0].at <= newest.at - TREND_COVER * SLOW_WINDOW:
         slow = [h for h in history if newest.at - h.at <= SLOW_WINDOW]
@@ -314,6 +320,8 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
                      first_known(slow_predict(slow, a, newest.at + ahead, sd), p)
                      for p, a, lt, sd in zip(predicted, attributes, long_trusted, spread)]
     learning = predicted[0] is None
+    # the slow fit predicts more than the shorter fits: a slow rise is under way
+    rising = predicted[0] is not None and short[0] is not None and predicted[0] > short[0]
     limit = max(s.max_count, hosts)
 
     def size(margin: float) -> tuple[int, str]:
@@ -331,7 +339,7 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
         return max(by_containers, by_cpu, by_mem), (f"{pc:.1f} containers ({by_containers} hosts), {pcpu:.2f} CPU "
                                                     f"({by_cpu}), {pmem:.2f} memory ({by_mem})")
 
-    grow, grow_why = size(GROW_MARGIN)
+    grow, grow_why = size(RISING_MARGIN if rising else GROW_MARGIN)
     shrink, shrink_why = size(SHRINK_MARGIN)
     if grow > hosts:
         want, sized = grow, grow_why
@@ -343,5 +351,6 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
         return Need("predictive", want, f"learning ({len(fitted)} samples, a trend needs {MIN_PREDICT_SAMPLES} over "
                                         f"{TREND_COVER * window:.0f}s): sized for now: {sized}")
     return Need("predictive", want, f"predicted in {ahead:g}s, noise {spread[0]:.1f} containers "
-                                    f"(margins {GROW_MARGIN:g}/{SHRINK_MARGIN:g} standard deviations to grow/shrink): "
+                                    f"(margins {RISING_MARGIN if rising else GROW_MARGIN:g}/{SHRINK_MARGIN:g} "
+                                    f"standard deviations to grow/shrink{', slow rise' if rising else ''}): "
                                     f"{sized}")
