@@ -170,3 +170,22 @@ def test_the_slow_line_is_not_carried_past_a_ramp_that_ended():
     values = [20.0] * 40 + [20 + 2.3 * i for i in range(61)] + [160.0] * 6
     hist = samples(values)
     assert slow_predict(hist, "containers", hist[-1].at + 180, 1.0) is None
+
+
+def test_a_slow_rise_grows_the_pool_at_the_wider_margin():
+    # The noisy day's morning: only the two-hour fit sees the rise; the pool grows at
+    # RISING_MARGIN deviations (before: 1, and the noise peaks ran past it). The same noise
+    # around a level keeps the narrower margin, so a steady load does not grow.
+    import random
+    from provision.headroom.policy import predictive_policy
+    from provision.headroom.policy_rules import GROW_MARGIN, RISING_MARGIN
+    from provision.headroom.policy_rules import trusted
+    assert RISING_MARGIN > GROW_MARGIN
+    rng = random.Random(0)
+    s = sim.default_settings(["predictive"])
+    rise = samples([(40 + 0.22 * i) * (1 + 0.1 * rng.uniform(-1, 1)) for i in range(121)])
+    assert not trusted(rise[-6:], "containers") and not trusted(rise[-16:], "containers")
+    need = predictive_policy(s, rise, 8)
+    assert "slow rise" in need.reason and f"margins {RISING_MARGIN:g}/" in need.reason and need.hosts >= 10
+    flat = samples([66 * (1 + 0.1 * rng.uniform(-1, 1)) for _ in range(121)])
+    assert "slow rise" not in predictive_policy(s, flat, 10).reason
