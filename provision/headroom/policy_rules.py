@@ -169,7 +169,10 @@ def predict(history: Sequence[Sample], attribute: str, ahead: float = PREDICT_AH
         if dt > 0:
             curvature = (g_new - g_old) / dt
     t = (ts[-1] - t_mean) + ahead
-    bend = 0.5 * curvature * t * t
+    # A parabola holds only about as far as the samples it was fitted on: past their span the
+    # bend grows linearly (a ramp's start, extrapolated a slow boot ahead, overshot by hosts).
+    span = ts[-1] - ts[0]
+    bend = 0.5 * curvature * t * min(t, BEND_SPAN * span)
     # The curvature term is noisy on short histories: it may at most double the linear trend.
     limit = abs(gradient * t)
     # Noise is no trend: the trend counts as much as the straight line explains the samples
@@ -219,6 +222,31 @@ JUMP = 4.0
 # A trend not trusted over the fit's window is fitted again over this many of them (a
 # longer fit pulls a ramp out of 10% noise; not longer: it overshoots the ramp's end).
 LONG_FIT = 3.0
+BEND_SPAN = 1.2
+# At a turning point (a ramp ending) the newest TURN_SAMPLES samples rise clearly slower
+# than the fitted line (by more than TURNED_BY standard errors of their own slope): the
+# prediction is damped to their pace, so the pool does not keep growing past the ramp's end.
+TURN_SAMPLES = 4
+TURNED_BY = 2.0
+
+
+def damped_at_turn(history: Sequence[Sample], attribute: str, at: float, spread: float) -> float | None:
+    """`attribute` at `at` on the newest TURN_SAMPLES samples' own line when the load rose
+    over `history` but those samples rise clearly slower (a ramp's end); None otherwise."""
+    if len(history) < 2 * TURN_SAMPLES:
+        return None
+    ts = [h.at for h in history]
+    vs = [getattr(h, attribute) for h in history]
+    gradient = slope(ts, vs)
+    recent_ts, recent_vs = ts[-TURN_SAMPLES:], vs[-TURN_SAMPLES:]
+    recent = slope(recent_ts, recent_vs)
+    tm = sum(recent_ts) / TURN_SAMPLES
+    error = spread / math.sqrt(sum((t - tm) ** 2 for t in recent_ts) or 1.0)
+    if gradient <= 0 or gradient - recent <= TURNED_BY * error:
+        return None
+    return max(0.0, sum(recent_vs) / TURN_SAMPLES + max(0.0, recent) * (at - tm))
+
+
 def history_window(ahead: float) -> float:
     """History `decide` keeps for the predictive policy: the slow fit's, which is longer than
     the trend's fit and the noise's (two hours: 120 one-minute samples)."""
@@ -289,7 +317,9 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
     is met. A trend too noisy to trust over the fit's window is fitted over LONG_FIT of them,
     and failing that over two hours of five-minute means (`slow_predict`; while that finds a
     rise the others do not, the pool grows at RISING_MARGIN deviations);
-    while a step down (a spike ending) is inside the fit's window the pool does not shrink."""
+    while a step down (a spike ending) is inside the fit's window the pool does not shrink.
+    At a turning point (`damped_at_turn`: the newest samples rise clearly slower than the
+    line) the prediction is damped to their pace."""
     newest = history[-1] if history else Sample(0.0, float(pending), 0.0, 0.0)
     window = predict_window(s.predict_ahead)
     fitted = [h for h in history if newest.at - h.at <= window]
@@ -319,6 +349,9 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
         predicted = [p if p is None or lt or trusted(fitted, a) else
                      first_known(slow_predict(slow, a, newest.at + ahead, sd), p)
                      for p, a, lt, sd in zip(predicted, attributes, long_trusted, spread)]
+    turned = [damped_at_turn(longer, a, newest.at + ahead, sd) if covered else None
+              for a, sd in zip(attributes, spread)]
+    predicted = [p if p is None or d is None else min(p, d) for p, d in zip(predicted, turned)]
     learning = predicted[0] is None
     # the slow fit predicts more than the shorter fits: a slow rise is under way
     rising = predicted[0] is not None and short[0] is not None and predicted[0] > short[0]

@@ -23,11 +23,11 @@ from provision.headroom import simulate as sim
 # its size while a step down is inside the fit's window, so a spike no longer flaps.
 KNOWN_GAPS = {
     ("ramp", 60, 0.1): "below 10 min vs utilization 4",
-    ("ramp", 180, 0.0): "idle 2.7 h vs containers 1.7 h (1.57x)",
+    ("ramp", 180, 0.0): "idle 2.7 h vs containers 1.7 h (1.56x)",
     ("ramp", 420, 0.0): "idle 4.4 h vs containers 2.8 h (1.54x)",
-    ("ramp", 420, 0.1): "idle 7.3 h vs containers 3.6 h (2.04x)",
-    ("ramp", 900, 0.0): "idle 8.5 h vs containers 5.1 h (1.68x)",
-    ("ramp", 900, 0.1): "idle 11.5 h vs containers 5.8 h (1.97x)",
+    ("ramp", 420, 0.1): "idle 7.2 h vs containers 3.6 h (2.02x)",
+    ("ramp", 900, 0.0): "idle 8.3 h vs containers 5.1 h (1.62x)",
+    ("ramp", 900, 0.1): "idle 10.0 h vs containers 5.8 h (1.72x)",
     ("spike", 60, 0.1): "below 2 min vs utilization 1",
     ("spike", 180, 0.1): "below 5 min vs utilization 4",
     ("oscillation", 60, 0.1): "below 2 min vs utilization 1",
@@ -189,3 +189,27 @@ def test_a_slow_rise_grows_the_pool_at_the_wider_margin():
     assert "slow rise" in need.reason and f"margins {RISING_MARGIN:g}/" in need.reason and need.hosts >= 10
     flat = samples([66 * (1 + 0.1 * rng.uniform(-1, 1)) for _ in range(121)])
     assert "slow rise" not in predictive_policy(s, flat, 10).reason
+
+
+def test_a_ramp_that_ended_is_not_extrapolated_at_its_old_pace():
+    # Before: the line over the last 20 minutes kept predicting the ramp's pace (2.3 a minute)
+    # three minutes after it stopped at 160; the newest four samples are level, so the
+    # prediction is damped to them. A ramp still under way is not damped.
+    from provision.headroom.policy_rules import damped_at_turn
+    ended = samples([20 + 2.3 * i for i in range(17)] + [56.8] * 4)
+    assert damped_at_turn(ended, "containers", ended[-1].at + 420, 0.0) == 56.8
+    going = samples([20 + 2.3 * i for i in range(21)])
+    assert damped_at_turn(going, "containers", going[-1].at + 420, 0.0) is None
+    # in noise a level stretch of four samples is no turn unless clearly below the line
+    assert damped_at_turn(ended, "containers", ended[-1].at + 420, 40.0) is None
+
+
+def test_the_bend_is_not_extrapolated_far_past_the_fitted_samples():
+    # Before: at a ramp's start the curvature, carried a 15-minute boot past a 5-minute fit,
+    # added its full parabola (the 900 s ramp paid 11.5 idle host-hours in noise, now 10).
+    # A gradient rising by 0.2 a minute each minute: the parabola predicts 71.6 containers
+    # 15 minutes on; the bend grows linearly past BEND_SPAN times the fit's span: 57.8.
+    from provision.headroom import policy_rules
+    start = samples([20, 21, 22.2, 23.6, 25.2, 27])
+    assert 55 < policy_rules.predict(start, "containers", 900.0) < 60
+    assert policy_rules.BEND_SPAN * 300 < 900  # the cap is what bends it here
