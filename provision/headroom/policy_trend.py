@@ -88,3 +88,16 @@ def slow_predict(history: Sequence[Sample], attribute: str, at: float, spread: f
     newer = slope(ts, vs)
     gradient = min(gradient, newer) if gradient > 0 else max(gradient, newer)
     return max(0.0, sum(vs) / len(vs) + gradient * (at - sum(ts) / len(ts)))
+
+
+def compact(history: Sequence[Sample], now: float, raw_keep: float) -> tuple[Sample, ...]:
+    """`history` (sorted by time) with the samples older than `raw_keep` seconds before `now`
+    replaced by their SLOW_BUCKET means, so the memory a loop keeps does not grow with its
+    frequency (a pass every 10 s kept 720 samples of two hours; now at most the raw tail and
+    24 means). Only whole buckets are merged and the slow fit means each bucket anyway, so it
+    sees the same means; the shorter fits and the noise read only the raw tail."""
+    cut = math.floor((now - raw_keep) / SLOW_BUCKET) * SLOW_BUCKET  # buckets wholly before it
+    old = [h for h in history if h.at < cut]
+    if not old:
+        return tuple(history)
+    return tuple(bucket_means(old, SLOW_BUCKET)) + tuple(h for h in history if h.at >= cut)

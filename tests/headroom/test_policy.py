@@ -288,5 +288,9 @@ def test_history_is_bounded_to_the_window():
     for i in range(150):
         mem = decide(s, observe(masters() + workers(4, 4, 4), at=NOW + 60 * i), mem).memory
     # the slow trend is fitted over two hours (the noise over 20 minutes, the trend over 5):
-    # 121 samples a minute apart, not 150
-    assert 120 <= len(mem.history) <= 121
+    # two hours kept, not 150 minutes; the newest 20 minutes raw (21 samples a minute apart),
+    # older ones as five-minute means (before: all 121 raw)
+    newest = mem.history[-1].at
+    assert newest - mem.history[0].at <= 7200
+    assert len([h for h in mem.history if newest - h.at <= 1200]) == 21
+    assert len(mem.history) <= 21 + 4 + 25

@@ -213,3 +213,27 @@ def test_the_bend_is_not_extrapolated_far_past_the_fitted_samples():
     start = samples([20, 21, 22.2, 23.6, 25.2, 27])
     assert 55 < policy_rules.predict(start, "containers", 900.0) < 60
     assert policy_rules.BEND_SPAN * 300 < 900  # the cap is what bends it here
+
+
+def test_the_remembered_history_is_bounded_whatever_the_loop_frequency():
+    # Before: a pass every 10 s kept every sample of the two-hour slow window (720 samples in
+    # the headroom state and in every decision record); now the newest fit window raw
+    # (twenty minutes, plus the part of a five-minute bucket not yet whole: at most 151
+    # samples) and the older ones as five-minute means (at most 25).
+    from provision.headroom.policy import READY, HostLoad, Memory, Observation, decide
+    from provision.headroom.policy_trend import SLOW_BUCKET, bucket_means, compact
+    s = sim.default_settings(["predictive"])
+    memory = Memory()
+    for i in range(0, 3 * 3600 // 10):
+        at = i * 10.0
+        hosts = tuple(HostLoad(f"w{k}", s.pool, "worker", READY, containers=4, cpu=0.4, memory=0.3) for k in range(5))
+        memory = decide(s, Observation(at=at, hosts=hosts, pending=0, source="simulation"), memory).memory
+    assert len(memory.history) <= 151 + 25, len(memory.history)
+    assert memory.history[-1].at == at and at - memory.history[0].at <= 7200
+    raw = [h for h in memory.history if h.at >= at - 1200]
+    assert len(raw) == 121 and all(b.at - a.at == 10 for a, b in zip(raw, raw[1:]))
+    # whole buckets are merged: the slow fit's five-minute means are the same either way
+    hist = samples([40 + 0.2 * i + (i % 7) for i in range(130)], step=10.0)
+    kept = compact(hist, hist[-1].at, 300.0)
+    assert len(kept) < len(hist) and [m.containers for m in bucket_means(kept, SLOW_BUCKET)] == \
+        [m.containers for m in bucket_means(hist, SLOW_BUCKET)]
