@@ -226,7 +226,7 @@ BEND_SPAN = 1.2
 # At a turning point (a ramp ending) the newest TURN_SAMPLES samples rise clearly slower
 # than the fitted line (by more than TURNED_BY standard errors of their own slope): the
 # prediction is damped to their pace, so the pool does not keep growing past the ramp's end.
-TURN_SAMPLES = 3
+TURN_SAMPLES = 4
 TURNED_BY = 2.0
 
 
