@@ -21,9 +21,10 @@ from .policy_model import (BOOTING, CLAMPED, DECISIONS_KEPT, HALT_UNKNOWN_COUNT,
                            settings_json)
 from .policy_hosts import (PoolView, choose_removals, emptiest_first, pool_view, removable_hosts, removal_candidates,
                            removal_order, removals)
+from .policy_trend import compact
 from .policy_rules import (containers_hosts_needed, containers_policy, fit_quality, history_window, hosts_for_load,
                            load_factor, noise_spread, predict, predict_window, predictive_policy, slope, utilization_policy)
-from .policy_rules import low_hosts
+from .policy_rules import fit_window, low_hosts
 
 __all__ = [
     "BOOTING", "CLAMPED", "DECISIONS_KEPT", "HALT_UNKNOWN_COUNT", "HALT_UNKNOWN_FRACTION", "MIN_PREDICT_SAMPLES",
@@ -124,8 +125,10 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
     upcoming = len(ready) + len(booting)
     used = view.containers + obs.pending
     sample = Sample(now, float(used), view.cpu + obs.pending_cpu, view.memory + obs.pending_memory)
-    history = tuple(x for x in memory.history
-                    if now - x.at <= history_window(s.predict_ahead) and x.at < now) + (sample,)
+    # the newest raw, older samples as five-minute means: bounded whatever the loop's frequency
+    history = compact(tuple(x for x in memory.history
+                            if now - x.at <= history_window(s.predict_ahead) and x.at < now) + (sample,),
+                      now, fit_window(s.predict_ahead))
     inputs = {"hosts": len(obs.hosts), "pool_hosts": current, "ready": len(ready),
               "booting": sorted(h.name for h in booting),
               "unknown": sorted(h.name for h in troubled), "containers": used, "pending": obs.pending,

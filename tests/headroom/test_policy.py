@@ -285,7 +285,12 @@ def test_decision_record_and_memory_round_trip():
 def test_history_is_bounded_to_the_window():
     s = settings(policies=("predictive",))
     mem = Memory()
-    for i in range(30):
+    for i in range(150):
         mem = decide(s, observe(masters() + workers(4, 4, 4), at=NOW + 60 * i), mem).memory
-    # the noise is measured over 20 minutes (the trend over 5): 21 samples a minute apart, not 30
-    assert 20 <= len(mem.history) <= 21
+    # the slow trend is fitted over two hours (the noise over 20 minutes, the trend over 5):
+    # two hours kept, not 150 minutes; the newest 20 minutes raw (21 samples a minute apart),
+    # older ones as five-minute means (before: all 121 raw)
+    newest = mem.history[-1].at
+    assert newest - mem.history[0].at <= 7200
+    assert len([h for h in mem.history if newest - h.at <= 1200]) == 21
+    assert len(mem.history) <= 21 + 4 + 25
