@@ -98,6 +98,24 @@ def cluster_namespaces(cluster: str) -> list[str]:
     return sorted(n["name"] for n in listing if n["name"].startswith(f"provision.{cluster}."))
 
 
+def bare_cluster(tmp: Path, prefix: str, workers: int):
+    """A local cluster's spec (one master carrying etcd, `workers` workers; unique name, free
+    subnet) in `tmp`, a fresh SSH key pair there, its state directory and provider: (spec,
+    provider, public key, state directory). Nothing is created yet."""
+    from provision.providers import get_provider
+    from provision.spec import load_spec
+    name = unique_name(prefix)
+    spec_file = tmp / "spec.yaml"
+    spec_file.write_text(f"name: {name}\nprovider:\n  name: local\n  subnet: {free_subnet()}\n"
+                         "etcd:\n  count: 1\npools:\n  - name: masters\n    role: master\n    count: 1\n"
+                         f"  - name: workers\n    role: worker\n    count: {workers}\n")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "key")], check=True)
+    spec = load_spec(spec_file)
+    workdir = tmp / "state" / spec.name
+    workdir.mkdir(parents=True, mode=0o700)
+    return spec, get_provider(spec, workdir), (tmp / "key.pub").read_text().strip(), workdir
+
+
 @pytest.fixture(scope="module")
 def ssh_hosts(tmp_path_factory):
     """A local cluster's two hosts (one master, one worker) booted with nothing but a `core` user
@@ -107,21 +125,9 @@ def ssh_hosts(tmp_path_factory):
     key), `workdir` (the state directory) and `key` (the private key's path)."""
     from provision import bootstrap
     from provision.plan import plan
-    from provision.providers import get_provider
-    from provision.spec import load_spec
 
     tmp = tmp_path_factory.mktemp("sshhosts")
-    name = unique_name("sh")
-    spec_file = tmp / "spec.yaml"
-    spec_file.write_text(f"name: {name}\nprovider:\n  name: local\n  subnet: {free_subnet()}\n"
-                         "etcd:\n  count: 1\npools:\n  - name: masters\n    role: master\n    count: 1\n"
-                         "  - name: workers\n    role: worker\n    count: 1\n")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "key")], check=True)
-    pubkey = (tmp / "key.pub").read_text().strip()
-    spec = load_spec(spec_file)
-    workdir = tmp / "state" / name
-    workdir.mkdir(parents=True, mode=0o700)
-    provider = get_provider(spec, workdir)
+    spec, provider, pubkey, workdir = bare_cluster(tmp, "sh", workers=1)
     hosts = plan(spec, {}).create
     config = json.dumps({"ignition": {"version": "3.3.0"},
                          "passwd": {"users": [{"name": "core", "sshAuthorizedKeys": [pubkey]}]}}).encode()

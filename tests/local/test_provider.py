@@ -20,7 +20,7 @@ from provision.spec import load_spec
 
 from tests.real import require, require_local_host
 
-from .conftest import REPO, cluster_namespaces, free_subnet, needs_root, processes_mentioning, unique_name
+from .conftest import REPO, bare_cluster, cluster_namespaces, free_subnet, needs_root, processes_mentioning, unique_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, needs_root]
 
@@ -248,17 +248,7 @@ def test_a_batch_is_created_side_by_side_and_a_failing_host_stops_no_other(tmp_p
     """The hosts of one create_hosts call are made at once; one whose Ignition fails is named in
     the error, and the others of the batch are made and run (a re-run completes the failed one)."""
     require_local_host()
-    name = unique_name("lb")
-    spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(f"name: {name}\nprovider:\n  name: local\n  subnet: {free_subnet()}\n"
-                         "etcd:\n  count: 1\npools:\n  - name: masters\n    role: master\n    count: 1\n"
-                         "  - name: workers\n    role: worker\n    count: 2\n")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "key")], check=True)
-    pubkey = (tmp_path / "key.pub").read_text().strip()
-    spec = load_spec(spec_file)
-    workdir = tmp_path / "state" / name
-    workdir.mkdir(parents=True, mode=0o700)
-    provider = get_provider(spec, workdir)
+    spec, provider, pubkey, _ = bare_cluster(tmp_path, "lb", workers=2)
     try:
         hosts = plan(spec, {}).create
         arts = provider.artifacts()
