@@ -92,8 +92,12 @@ def test_recreate_after_partial_failure(contract_case):
     contract_case.fail_next_create()
     with pytest.raises(ActionError):
         provider.create_hosts(hosts, configs)
-    survivors = live_names(provider)
-    assert hosts[0].name in survivors and len(survivors) < len(hosts)
+    listed = {h.name: h.state for h in provider.list_hosts() if h.state != "terminated"}
+    assert hosts[0].name in listed
+    # The batch is left short: a host missing (a cloud's failed create makes none), or one never
+    # booted (the local provider tries every host of a batch side by side and leaves the one
+    # that failed half made, not running).
+    assert len(listed) < len(hosts) or any(state != "running" for state in listed.values()), listed
     # The re-run creates exactly what is missing.
     records = contract_case.make().create_hosts(hosts, configs)
     assert sorted(r.name for r in records) == sorted(h.name for h in hosts)
