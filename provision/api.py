@@ -370,11 +370,9 @@ class Cluster:
 def check_burst_reach(spec: Spec, state: dict) -> None:
     """Cloud bursting: a need of a pool on another provider that the rules provision makes
     refuse is a UserError (exit 2) naming the field, before anything is asked or made."""
-    from .providers.burst_reach import blocked_lines
+    from .providers.burst_reach import refuse_blocked
     from .providers.pools import pool_providers_needs
-    blocked = blocked_lines(pool_providers_needs(spec, state))
-    if blocked:
-        raise UserError(blocked)
+    refuse_blocked(pool_providers_needs(spec, state))
 
 
 def _applies_rollout(phases: tuple[Phase, ...]) -> bool:

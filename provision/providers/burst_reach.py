@@ -229,3 +229,11 @@ def blocked_lines(entries: Sequence[Mapping[str, Any]]) -> list[str]:
     """`FIELD: message` for every blocked need of `pool_providers_needs` entries."""
     return [f"{r['field']}: pool {e['pool']} on {e['provider']}: {r['what']}: {r['why']}"
             for e in entries for r in e.get("reach", ()) if r["status"] == BLOCKED]
+
+
+def refuse_blocked(entries: Sequence[Mapping[str, Any]]) -> None:
+    """A blocked need is a UserError (exit 2) naming its field, before anything is asked or made."""
+    from ..errors import UserError
+    blocked = blocked_lines(entries)
+    if blocked:
+        raise UserError(blocked)

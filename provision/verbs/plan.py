@@ -10,8 +10,7 @@ changed since (terraform's saved plans, kops' review-then-apply). The work is
 from __future__ import annotations
 
 from ..app import App
-from ..errors import UserError
-from ..providers.burst_reach import blocked_lines
+from ..providers.burst_reach import refuse_blocked
 from ..saved_plan import write_plan_file
 from .plan_table import plan_table
 
@@ -20,9 +19,7 @@ def run(app: App, out_file: str | None = None) -> None:
     spec = app.spec
     review = app.cluster().review(save=bool(out_file))
     result, changes = review.plan, review.changes
-    blocked = blocked_lines(review.pool_providers)  # cloud bursting: a need the rules refuse, before any plan file
-    if blocked:
-        raise UserError(blocked)
+    refuse_blocked(review.pool_providers)  # cloud bursting: a need the rules refuse, before any plan file
     data = result.to_json()
     data["changes"] = {name: change.to_json() for name, change in changes.items()}
     if review.kubernetes_version_order:
