@@ -151,25 +151,67 @@ def find_firewall(driver: DigitalOcean_v2_NodeDriver, cluster: str) -> dict[str,
                  if f.get("name") == name and cluster_tag(cluster) in (f.get("tags") or [])), None)
 
 
+def rule_key(rule: dict[str, Any], where: str) -> tuple[str, str, tuple[tuple[str, tuple[str, ...]], ...]]:
+    """A rule as DigitalOcean compares them: protocol, ports ("all" for a tcp/udp rule without
+    ports or with "0", none for icmp) and its non-empty sources (or destinations), sorted."""
+    protocol = str(rule.get("protocol"))
+    ports = "" if protocol == "icmp" else str(rule.get("ports") or "all")
+    ports = "all" if ports == "0" else ports
+    target = rule.get(where) or {}
+    return protocol, ports, tuple(sorted((k, tuple(sorted(str(v) for v in vs))) for k, vs in target.items() if vs))
+
+
+def burst_sets(inbound: Sequence[dict[str, Any]], flannel_backend: str) -> list[list[str]]:
+    """The address lists for which `inbound` holds provision's whole burst rule set (see
+    firewall_rules): rules a hand-made rule on one of those ports alone is never taken for."""
+    keys = {rule_key(r, "sources") for r in inbound}
+    candidates = {tuple(r["sources"]["addresses"]) for r in inbound
+                  if (r.get("sources") or {}).get("addresses") and r["sources"]["addresses"] != ANYWHERE["addresses"]}
+    return [list(c) for c in sorted(candidates) if c and all(
+        rule_key(r, "sources") in keys for r in firewall_rules("x", flannel_backend, c)["inbound_rules"]
+        if (r["sources"].get("addresses") or None) == list(c))]
+
+
 def ensure_firewall(driver: DigitalOcean_v2_NodeDriver, cluster: str, flannel_backend: str, log,
                     burst: Sequence[str] = ()) -> dict[str, Any]:
-    """The cluster's firewall, made, or updated when headroom.burst_networks changed what it
-    admits (its other rules are provision's own and do not change)."""
+    """The cluster's firewall, made, or brought to the rules provision wants through the API's
+    add and remove rules calls for the difference only: rules someone added by hand stay (a PUT
+    of the whole rule set would drop them). Provision's rules are those `firewall_rules` makes;
+    of an earlier headroom.burst_networks, only a whole burst rule set counts as provision's."""
     found = find_firewall(driver, cluster)
     rules = firewall_rules(cluster, flannel_backend, burst)
-    body = {"name": firewall_name(cluster), "tags": [cluster_tag(cluster)], **rules}
-    if found is not None:
-        def across(rules: Sequence[dict[str, Any]]) -> list[tuple]:
-            return sorted((r["protocol"], str(r.get("ports")), tuple(r["sources"].get("addresses") or ()))
-                          for r in rules if r["sources"].get("addresses")
-                          and r["sources"]["addresses"] != ANYWHERE["addresses"])
-        if across(found.get("inbound_rules") or []) == across(rules["inbound_rules"]):
-            return found
-        log(f"updating cloud firewall {firewall_name(cluster)}: headroom.burst_networks changed")
-        return driver.connection.request(f"/v2/firewalls/{found['id']}", method="PUT",
-                                          data=json.dumps(body)).object["firewall"]
-    log(f"creating cloud firewall {firewall_name(cluster)} on tag {cluster_tag(cluster)}")
-    return driver.connection.request("/v2/firewalls", method="POST", data=json.dumps(body)).object["firewall"]
+    if found is None:
+        log(f"creating cloud firewall {firewall_name(cluster)} on tag {cluster_tag(cluster)}")
+        body = {"name": firewall_name(cluster), "tags": [cluster_tag(cluster)], **rules}
+        return driver.connection.request("/v2/firewalls", method="POST", data=json.dumps(body)).object["firewall"]
+    add: dict[str, list[dict[str, Any]]] = {}
+    remove: dict[str, list[dict[str, Any]]] = {}
+    for direction, where in (("inbound_rules", "sources"), ("outbound_rules", "destinations")):
+        have = [dict(r) for r in found.get(direction) or []]
+        wanted = {rule_key(r, where) for r in rules[direction]}
+        have_keys = {rule_key(r, where) for r in have}
+        missing = [r for r in rules[direction] if rule_key(r, where) not in have_keys]
+        stale: list[dict[str, Any]] = []
+        if direction == "inbound_rules":
+            for old in burst_sets(have, flannel_backend):
+                ours = {rule_key(r, where) for r in firewall_rules(cluster, flannel_backend, old)[direction]
+                        if (r["sources"].get("addresses") or None) == old}
+                stale += [r for r in have if rule_key(r, where) in ours - wanted]
+        if missing:
+            add[direction] = missing
+        if stale:
+            remove[direction] = stale
+    if not add and not remove:
+        return found
+    path = f"/v2/firewalls/{found['id']}/rules"
+    log(f"updating cloud firewall {firewall_name(cluster)}: {sum(map(len, add.values()))} rules added, "
+        f"{sum(map(len, remove.values()))} removed (headroom.burst_networks changed); rules of others kept")
+    # added first: never a moment admitting less than both the old and the new rule set
+    if add:
+        driver.connection.request(path, method="POST", data=json.dumps(add))
+    if remove:
+        driver.connection.request(path, method="DELETE", data=json.dumps(remove))
+    return dict(driver.connection.request(f"/v2/firewalls/{found['id']}").object["firewall"])
 
 
 def remove_firewall(driver: DigitalOcean_v2_NodeDriver, cluster: str, log) -> None:

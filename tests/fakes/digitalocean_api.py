@@ -3,7 +3,8 @@
 No DigitalOcean API runs here, so this answers the calls provision makes with JSON shaped like
 the API v2 reference: droplets (tags, `tag_name` filtering, status `new` then `active`,
 networks v4 with a private and a public address once active), account SSH keys (MD5
-fingerprints), cloud firewalls, images, regions and sizes, pagination by `page`/`per_page`
+fingerprints), cloud firewalls (with the add and remove rules calls,
+`POST`/`DELETE /v2/firewalls/{id}/rules`, which touch only the rules named), images, regions and sizes, pagination by `page`/`per_page`
 with `links.pages`, errors as `{"id": ..., "message": ...}` with the reference's status codes
 (401, 404, 422). What the real API refuses and provision must not send is refused here too: a
 droplet from a custom image without `ssh_keys`, a tag outside `[A-Za-z0-9_:-]`, a region,
@@ -30,6 +31,15 @@ TOKEN = "do-test-token"
 TAG = re.compile(r"^[A-Za-z0-9_:\-]{1,255}$")
 HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.\-]{0,253}[A-Za-z0-9])?$")
 FIREWALL_NAME = re.compile(r"^[A-Za-z0-9.\-]{1,255}$")
+
+
+def _rule_identity(rule: dict[str, Any], where: str) -> tuple:
+    """What makes two firewall rules the same rule: protocol, ports (tcp/udp without ports, or
+    "0", is "all") and the non-empty lists of its sources or destinations."""
+    ports = "" if rule.get("protocol") == "icmp" else str(rule.get("ports") or "all")
+    ports = "all" if ports == "0" else ports
+    target = rule.get(where) or {}
+    return rule.get("protocol"), ports, tuple(sorted((k, tuple(sorted(map(str, v)))) for k, v in target.items() if v))
 PORTS = re.compile(r"^(all|0|\d{1,5}(-\d{1,5})?)$")
 CREATED_AT = "2026-11-28T00:00:00Z"
 USER_DATA_MAX = 64 * 1024
@@ -280,6 +290,24 @@ class DigitalOceanAPI:
                 self.calls["create_firewall"] += 1
                 firewall = self._new_firewall(body or {})
                 return 202, {"firewall": firewall}
+            if len(parts) == 3 and parts[0] == "firewalls" and parts[2] == "rules" and method in ("POST", "DELETE"):
+                # add or remove access rules: the rules named in the body, the others untouched; 204
+                firewall = self.firewalls.get(parts[1])
+                if firewall is None:
+                    raise APIError(404, "not_found", "The resource you were accessing could not be found.")
+                self._check_rules(body or {})
+                if not any((body or {}).get(d) for d in ("inbound_rules", "outbound_rules")):
+                    raise APIError(422, "unprocessable_entity", "at least one rule must be given")
+                self.calls["add_firewall_rules" if method == "POST" else "remove_firewall_rules"] += 1
+                for direction, where in (("inbound_rules", "sources"), ("outbound_rules", "destinations")):
+                    given = [_rule_identity(r, where) for r in (body or {}).get(direction) or []]
+                    if method == "POST":
+                        have = {_rule_identity(r, where) for r in firewall[direction]}
+                        firewall[direction] += [r for r in (body or {}).get(direction) or []
+                                                if _rule_identity(r, where) not in have]
+                    else:
+                        firewall[direction] = [r for r in firewall[direction] if _rule_identity(r, where) not in given]
+                return 204, None
             if len(parts) == 2 and parts[0] == "firewalls":
                 firewall = self.firewalls.get(parts[1])
                 if firewall is None:
@@ -320,6 +348,19 @@ class DigitalOceanAPI:
         name = body.get("name")
         if not isinstance(name, str) or not FIREWALL_NAME.match(name):
             raise APIError(422, "unprocessable_entity", "name must contain only alphanumeric characters, dashes, and periods")
+        self._check_rules(body)
+        for tag in body.get("tags") or []:
+            if not TAG.match(tag):
+                raise APIError(422, "unprocessable_entity", f"invalid tag {tag!r}")
+        ident = f"bb4b2611-3d72-467b-8602-{next(self.ids):012d}"
+        firewall = {"id": ident, "status": "succeeded", "created_at": CREATED_AT, "pending_changes": [],
+                    "name": name, "inbound_rules": body.get("inbound_rules") or [],
+                    "outbound_rules": body.get("outbound_rules") or [], "droplet_ids": body.get("droplet_ids") or [],
+                    "tags": body.get("tags") or []}
+        self.firewalls[ident] = firewall
+        return firewall
+
+    def _check_rules(self, body: dict[str, Any]) -> None:
         for direction, where in (("inbound_rules", "sources"), ("outbound_rules", "destinations")):
             for rule in body.get(direction) or []:
                 protocol = rule.get("protocol")
@@ -334,16 +375,6 @@ class DigitalOceanAPI:
                 for tag in target.get("tags") or []:
                     if not TAG.match(tag):
                         raise APIError(422, "unprocessable_entity", f"{direction}: invalid tag {tag!r}")
-        for tag in body.get("tags") or []:
-            if not TAG.match(tag):
-                raise APIError(422, "unprocessable_entity", f"invalid tag {tag!r}")
-        ident = f"bb4b2611-3d72-467b-8602-{next(self.ids):012d}"
-        firewall = {"id": ident, "status": "succeeded", "created_at": CREATED_AT, "pending_changes": [],
-                    "name": name, "inbound_rules": body.get("inbound_rules") or [],
-                    "outbound_rules": body.get("outbound_rules") or [], "droplet_ids": body.get("droplet_ids") or [],
-                    "tags": body.get("tags") or []}
-        self.firewalls[ident] = firewall
-        return firewall
 
     # -- HTTP -------------------------------------------------------------------------------
     def _handler(self):
