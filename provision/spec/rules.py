@@ -88,6 +88,7 @@ def check_rules(spec: Spec, problems: Problems) -> None:
             problems.add("headroom.containers_per_host", f"must be >= 1 (got {spec.headroom.containers_per_host})")
         headroom_limits(spec, problems)
     burst_rules(spec, problems)
+    flannel_backend_rules(spec, problems)
 
     if spec.os.config == "cloud-config" and spec.os.family == "fedora-coreos":
         problems.add("os.config", "cloud-config needs an OS that runs coreos-cloudinit "
@@ -223,3 +224,31 @@ def burst_network_rules(spec: Spec, problems: Problems) -> None:
         elif str(network) in seen:
             problems.add(f"headroom.burst_networks[{i}]", f"{text!r} is listed twice")
         seen.add(str(network))
+
+
+# Why flannel's host-gw cannot work on a provider's network: host-gw routes pod addresses
+# unencapsulated via the other node's address, so every node must be on one L2 segment and the
+# network must carry packets for addresses that are not the host's own. OpenStack does with
+# the allowed address pairs provision sets; local and Vagrant hosts share one bridge.
+HOST_GW_UNROUTABLE = {
+    "aws": "EC2 drops packets for addresses not the instance's own (source/destination check) and a "
+           "VPC routes between subnets and zones itself, so pod packets between hosts are lost",
+    "libcloud": "the cloud's network filters addresses that are not the host's own, and libcloud has no "
+                "call to turn that off or add routes for the pod network",
+}
+
+
+def flannel_backend_rules(spec: Spec, problems: Problems) -> None:
+    """flannel's host-gw only where the hosts share an L2 segment that carries pod addresses:
+    not on AWS or libcloud clouds, and never across clouds (a pool with a provider of its own)."""
+    if spec.network.flannel.backend != "host-gw":
+        return
+    why = HOST_GW_UNROUTABLE.get(spec.provider.name)
+    if why is not None:
+        problems.add("network.flannel.backend", f"host-gw cannot work with provider {spec.provider.name}: {why}; "
+                                                f"use vxlan")
+    for i, pool in enumerate(spec.pools):
+        if pool.provider is not None:
+            problems.add("network.flannel.backend", f"host-gw cannot work with pools[{i}].provider "
+                                                    f"{pool.provider.name} (pool {pool.name}): its hosts share no L2 "
+                                                    f"segment with the {spec.provider.name} hosts; use vxlan")
