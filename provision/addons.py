@@ -13,6 +13,7 @@ import hashlib
 from typing import Any, Mapping
 
 from .render.machine import File
+from .render.pool_provider import BURST_APPLIED, KUBE_PROXY_BURST_ADDONS
 
 STATE_KEY = "addons"
 ADDON_DIR = "/etc/kubernetes/addons/"
@@ -61,4 +62,11 @@ def needs_apply(state: Mapping[str, Any], first_master: str, files: Mapping[str,
 
 
 def record_applied(state: dict[str, Any], first_master: str, files: Mapping[str, File]) -> None:
-    state[STATE_KEY] = {"applied": digest(files), "host": first_master}
+    """Record the addons applied; once the burst nodes' kube-proxy was among them, say so for
+    good, so a later render names its objects for the apply to prune when the spec makes none
+    (render.pool_provider)."""
+    record: dict[str, Any] = {"applied": digest(files), "host": first_master}
+    burst = ADDON_DIR + KUBE_PROXY_BURST_ADDONS[-1]
+    if burst in files or (state.get(STATE_KEY) or {}).get(BURST_APPLIED):
+        record[BURST_APPLIED] = True
+    state[STATE_KEY] = record

@@ -143,7 +143,7 @@ def _cluster_context(spec: Spec, state: Mapping[str, Any], store: BlobSource, ho
     token_expires = pki.bootstrap_token_expiry(store)
     flannel = json.dumps({"Backend": {"Type": spec.network.flannel.backend}, "Network": spec.network.pod_cidr},
                          sort_keys=True, separators=(",", ":"))
-    return pool_provider.with_burst_kube_proxy(spec, {  # burst nodes' kube-proxy, when it differs
+    return pool_provider.with_burst_kube_proxy(spec, state, {  # burst nodes' kube-proxy, when it differs
         "spec": spec, "cluster": spec.name,
         "etcd_members": members,
         "etcd_endpoints": ",".join(m["client_url"] for m in members),

@@ -13,6 +13,10 @@ shaped for the pool's provider, not the cluster's.
   DaemonSet, so when burst nodes reach the API another way than the cluster's workers (the
   cluster's load balancer is private), they get a DaemonSet and ConfigMap of their own
   (`kube-proxy-burst`, on nodes with the label) and the cluster's DaemonSet keeps off them.
+  When the split ends (no pool of another provider left, or the burst nodes reach the API as
+  the cluster's do), the first master's addon apply deletes those two objects again: state
+  records that they were applied (`addons.record_applied`), and from then on the addons carry
+  a `prune` file naming them while the spec makes none (deleting what is gone is success).
 
 Pools without a provider of their own render exactly as before (the same bytes).
 """
@@ -27,6 +31,12 @@ if TYPE_CHECKING:
 PROVIDER_LABEL = "provision.io/provider"
 # The addons of burst nodes' kube-proxy, applied right after the cluster's kube-proxy DaemonSet.
 KUBE_PROXY_BURST_ADDONS = ("kube-proxy-burst-configmap.yaml", "kube-proxy-burst-daemonset.yaml")
+# Their objects, as the addons' prune file names them (API collection path, name).
+KUBE_PROXY_BURST_OBJECTS = (("/api/v1/namespaces/kube-system/configmaps", "kube-proxy-burst"),
+                            ("/apis/apps/v1/namespaces/kube-system/daemonsets", "kube-proxy-burst"))
+PRUNE_ADDON = "prune"
+# state["addons"][BURST_APPLIED]: the burst kube-proxy was applied to this cluster once
+BURST_APPLIED = "burst_kube_proxy"
 
 
 def provider_name(spec: Spec, pool: PoolSpec) -> str:
@@ -77,16 +87,22 @@ def burst_api_url(base: Mapping[str, Any]) -> str:
     return f"https://127.0.0.1:{base['api_proxy_port']}"
 
 
-def with_burst_kube_proxy(spec: Spec, base: dict[str, Any]) -> dict[str, Any]:
+def with_burst_kube_proxy(spec: Spec, state: Mapping[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     """The cluster's render context with `kube_proxy_burst_url` set: the API URL of burst nodes'
     kube-proxy when it differs from the cluster's workers' (None otherwise), and then the
-    addons that run it. With none, the addons are the same bytes as without any burst pool."""
+    addons that run it. With none, the addons are the same bytes as without any burst pool,
+    unless `state` records them applied once: then `addons_prune` names their objects and the
+    `prune` addon file lists them for the first master's apply to delete."""
     own = any(p.provider is not None for p in spec.worker_pools)
     url = burst_api_url(base) if own else None
     base["kube_proxy_burst_url"] = url if url != base["worker_api_url"] else None
     base["provider_label"] = PROVIDER_LABEL
+    base["addons_prune"] = ()
     if base["kube_proxy_burst_url"] is not None:
         addons = list(base["addons"])
         at = addons.index("kube-proxy-daemonset.yaml") + 1
         base["addons"] = (*addons[:at], *KUBE_PROXY_BURST_ADDONS, *addons[at:])
+    elif (state.get("addons") or {}).get(BURST_APPLIED):
+        base["addons_prune"] = KUBE_PROXY_BURST_OBJECTS
+        base["addons"] = (*base["addons"], PRUNE_ADDON)
     return base

@@ -93,6 +93,26 @@ apply_addons() {
   done < "$BOOTSTRAP_ADDONS/index"
 }
 
+{% if addons_prune -%}
+prune_addons() {
+  # Objects provision applied once and the spec no longer makes (the prune file: <API collection
+  # path> <name>, names checked against the object name grammar before they reach a URL):
+  # deleted after the apply, so no node is left without kube-proxy in between; one already gone
+  # (404) is success, so a re-run repairs.
+  while read -r path name; do
+    [ -n "$path" ] || continue
+    case $name in
+      ""|*[!a-z0-9.-]*) echo "bootstrap: prune: no usable object name in $path" >&2; return 1 ;;
+    esac
+    code=$(kube_curl -o /dev/null -w '%{http_code}' -X DELETE "$BOOTSTRAP_API$path/$name?propagationPolicy=Background")
+    case $code in
+      200|202|404) echo "bootstrap: $path/$name pruned ($code)" ;;
+      *) echo "bootstrap: $path/$name not pruned ($code)" >&2; return 1 ;;
+    esac
+  done < "$BOOTSTRAP_ADDONS/prune"
+}
+
+{% endif -%}
 delete_old_tokens() {
   # After a renewal: every other bootstrap token Secret provision made for this cluster goes (the
   # label says whose; tokens made by anyone else stay). Names are checked against the token
@@ -117,7 +137,7 @@ delete_old_tokens() {
 # one is deleted).
 case "${1:-all}" in
   flannel) write_flannel_config ;;
-  addons) wait_for_api; apply_addons ;;
+  addons) wait_for_api; apply_addons{% if addons_prune %}; prune_addons{% endif %} ;;
   token) wait_for_api; create_addons bootstrap-token.yaml; delete_old_tokens ;;
   # Once provision's etcd phase has turned etcd auth on, the v3 JSON gateway refuses this write
   # (etcd ignores certificate names there); provision's flannel phase writes the same key.
