@@ -12,7 +12,8 @@ paths (`/v2/droplets?tag_name=`, `/v2/firewalls`). SSH keys use libcloud's key-p
 A key provision created is named `provision-<cluster>-<8 hex of its fingerprint>` (keys have no
 tags on DigitalOcean; the name is the mark). A key found already in the account by fingerprint
 is used but never removed. The firewall is named `provision-<cluster>` and applies to the
-cluster tag.
+cluster tag; it is changed through the add and remove rules calls
+(`POST`/`DELETE /v2/firewalls/{id}/rules`) for the difference only, so rules added by hand stay.
 """
 from __future__ import annotations
 
@@ -161,15 +162,25 @@ def rule_key(rule: dict[str, Any], where: str) -> tuple[str, str, tuple[tuple[st
     return protocol, ports, tuple(sorted((k, tuple(sorted(str(v) for v in vs))) for k, vs in target.items() if vs))
 
 
-def burst_sets(inbound: Sequence[dict[str, Any]], flannel_backend: str) -> list[list[str]]:
-    """The address lists for which `inbound` holds provision's whole burst rule set (see
-    firewall_rules): rules a hand-made rule on one of those ports alone is never taken for."""
+BURST_TCP_PORTS = ("2379", "6443", "10250")
+
+
+def earlier_burst_rules(inbound: Sequence[dict[str, Any]]) -> set[tuple]:
+    """The keys (rule_key) of the rules in `inbound` that an earlier headroom.burst_networks
+    made: for an address list that has provision's whole burst set (tcp 2379, 6443 and 10250
+    from exactly those addresses), those and the overlay port of either backend from them. A
+    hand-made rule on one of those ports alone is never taken for one of provision's."""
     keys = {rule_key(r, "sources") for r in inbound}
-    candidates = {tuple(r["sources"]["addresses"]) for r in inbound
-                  if (r.get("sources") or {}).get("addresses") and r["sources"]["addresses"] != ANYWHERE["addresses"]}
-    return [list(c) for c in sorted(candidates) if c and all(
-        rule_key(r, "sources") in keys for r in firewall_rules("x", flannel_backend, c)["inbound_rules"]
-        if (r["sources"].get("addresses") or None) == list(c))]
+    lists = {tuple(r["sources"]["addresses"]) for r in inbound
+             if (r.get("sources") or {}).get("addresses") and r["sources"]["addresses"] != ANYWHERE["addresses"]}
+    ours: set[tuple] = set()
+    for addresses in lists:
+        def key(protocol: str, ports: str) -> tuple:
+            return rule_key({"protocol": protocol, "ports": ports, "sources": {"addresses": list(addresses)}}, "sources")
+        if all(key("tcp", port) in keys for port in BURST_TCP_PORTS):
+            ours |= {key("tcp", port) for port in BURST_TCP_PORTS}
+            ours |= {key(protocol, port) for protocol, port in FLANNEL_PORTS.values()} & keys
+    return ours
 
 
 def ensure_firewall(driver: DigitalOcean_v2_NodeDriver, cluster: str, flannel_backend: str, log,
@@ -193,10 +204,8 @@ def ensure_firewall(driver: DigitalOcean_v2_NodeDriver, cluster: str, flannel_ba
         missing = [r for r in rules[direction] if rule_key(r, where) not in have_keys]
         stale: list[dict[str, Any]] = []
         if direction == "inbound_rules":
-            for old in burst_sets(have, flannel_backend):
-                ours = {rule_key(r, where) for r in firewall_rules(cluster, flannel_backend, old)[direction]
-                        if (r["sources"].get("addresses") or None) == old}
-                stale += [r for r in have if rule_key(r, where) in ours - wanted]
+            earlier = earlier_burst_rules(have) - wanted
+            stale = [r for r in have if rule_key(r, where) in earlier]
         if missing:
             add[direction] = missing
         if stale:
@@ -205,7 +214,8 @@ def ensure_firewall(driver: DigitalOcean_v2_NodeDriver, cluster: str, flannel_ba
         return found
     path = f"/v2/firewalls/{found['id']}/rules"
     log(f"updating cloud firewall {firewall_name(cluster)}: {sum(map(len, add.values()))} rules added, "
-        f"{sum(map(len, remove.values()))} removed (headroom.burst_networks changed); rules of others kept")
+        f"{sum(map(len, remove.values()))} removed to match the spec (headroom.burst_networks); "
+        f"rules provision did not make are kept")
     # added first: never a moment admitting less than both the old and the new rule set
     if add:
         driver.connection.request(path, method="POST", data=json.dumps(add))

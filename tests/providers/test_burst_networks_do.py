@@ -72,3 +72,16 @@ def test_rules_added_by_hand_survive_a_change_of_the_burst_networks(do_api, tmp_
     assert across(firewall) == {("tcp", "6443", ("192.0.2.0/24",)), ("tcp", "9100", ("192.0.2.7/32",))}
     assert all(r in firewall["outbound_rules"] for r in theirs_out)
     assert do_api.calls["update_firewall"] == 0  # never a PUT of the whole rule set
+
+
+def test_only_a_whole_burst_rule_set_is_taken_for_provisions():
+    """Of an earlier headroom.burst_networks (made with either overlay backend), provision's rules
+    are a whole set from one address list; the same ports opened by hand one at a time are not."""
+    from provision.providers.libcloud_digitalocean import earlier_burst_rules, firewall_rules, rule_key
+    old = firewall_rules("bursty", "udp", ["198.51.100.0/24"])["inbound_rules"]
+    hand = [{"protocol": "tcp", "ports": "6443", "sources": {"addresses": ["192.0.2.0/24"]}},
+            {"protocol": "udp", "ports": "8472", "sources": {"addresses": ["192.0.2.0/24"]}}]
+    found = earlier_burst_rules(old + hand)
+    assert found == {rule_key(r, "sources") for r in old if r["sources"].get("addresses") == ["198.51.100.0/24"]}
+    assert ("udp", "8285", (("addresses", ("198.51.100.0/24",)),)) in found
+    assert not found & {rule_key(r, "sources") for r in hand}
