@@ -384,7 +384,9 @@ def bootstrap_token_expiry(store: BlobSource) -> dt.datetime | None:
     if data is None:
         return None
     try:
-        return dt.datetime.strptime(data.decode().strip(), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+        text = data.decode().strip()
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))  # not strptime: it loads _strptime, locale...
+        return when if format_expiry(when) == text else None  # the one form format_expiry writes
     except (AttributeError, ValueError):
         return None
 
