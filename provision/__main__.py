@@ -1,5 +1,8 @@
+import gc
 import sys
 
-from .cli import main
+gc.set_threshold(100_000, 50, 100)  # before the imports too: see cli.GC_THRESHOLD
+
+from .cli import main  # noqa: E402
 
 sys.exit(main())

@@ -177,6 +177,17 @@ def _same_public_key(key: PrivateKeyTypes, cert: x509.Certificate) -> bool:
     return key.public_key().public_bytes(*fmt) == cert.public_key().public_bytes(*fmt)
 
 
+def signing_ca(cert_data: bytes | None, key_data: bytes | None) -> tuple[SigningKey, x509.Certificate] | None:
+    """The CA stored as these PEM bytes when it can sign leaves now: both readable, a key of a
+    type provision signs with, matching the certificate, and more than RENEW_BEFORE_FRACTION of
+    its lifetime left. None otherwise (missing, unreadable, another key, expiring)."""
+    cert = _load_cert(cert_data)
+    key = _load_key(key_data)
+    if cert is None or not isinstance(key, SigningKey) or not _same_public_key(key, cert) or not _fresh(cert):
+        return None
+    return key, cert
+
+
 def leaf_fits(want: CertSpec, cert: x509.Certificate | None, key: PrivateKeyTypes | None, ca_cert: x509.Certificate,
               algorithm: str) -> bool:
     """Whether a stored leaf can be reused as `want` under `ca_cert`."""

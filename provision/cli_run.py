@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 
 import click
 
@@ -65,13 +64,13 @@ def run(cli: click.Group, args: list[str], complete_var: str) -> int:
         line = f"error: {exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else f"error: {exc}"
         click.echo(line, err=True)
         if _wants_traceback(args):
-            traceback.print_exc()
+            _print_traceback()
         _json_error(args, 1, [line])
         return 1
     except Exception as exc:  # an internal error: say so, traceback only when asked
         click.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
         if _wants_traceback(args):
-            traceback.print_exc()
+            _print_traceback()
         else:
             click.echo("(run with -v for the traceback)", err=True)
         _json_error(args, 1, [f"internal error: {type(exc).__name__}: {exc}"])
@@ -84,6 +83,11 @@ def _json_error(args: list[str], exit_code: int, lines: list[str]) -> None:
         import json
         sys.stdout.write(json.dumps({"cluster": None, "state": None, "ok": False, "exit_code": exit_code,
                                      "errors": lines}, indent=2) + "\n")
+
+
+def _print_traceback() -> None:
+    import traceback  # only when asked: a command that succeeds does not load it
+    traceback.print_exc()
 
 
 def _wants_traceback(args: list[str]) -> bool:

@@ -16,8 +16,13 @@ _batch: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar("prov
 _SYNC_THREADS = 8  # concurrent fsyncs share the filesystem's journal commits
 
 
-def secure_makedirs(path: Path) -> None:
-    """Create `path` and the parents it lacks with mode 0700 (existing parents keep theirs)."""
+def secure_makedirs(path: Path, made: set[Path] | None = None) -> None:
+    """Create `path` and the parents it lacks with mode 0700 (existing parents keep theirs).
+
+    `made`: the caller's record of directories this made before, which are only checked to still
+    be there (not made 0700 again: a chmod on every write of a blob is a metadata write)."""
+    if made is not None and path in made and path.is_dir():
+        return
     missing = []
     cursor = Path(path)
     while not cursor.exists():
@@ -27,6 +32,8 @@ def secure_makedirs(path: Path) -> None:
         directory.mkdir(mode=0o700, exist_ok=True)
         os.chmod(directory, 0o700)
     os.chmod(path, 0o700)
+    if made is not None:
+        made.add(path)
 
 
 def write_file_atomic(path: Path, data: bytes, mode: int = 0o600,

@@ -30,7 +30,7 @@ from . import faults
 from .certs import (BACKDATE, CA, CLIENT, PEER, RENEW_BEFORE_FRACTION, SERVER, USAGES,  # noqa: F401
                     CertSpec, _fresh, _load_cert, _load_key, _name, _now, _same_public_key,
                     cert_pem, cert_sans, cert_usages, key_matches, key_pem, leaf_fits, make_ca,
-                    make_leaf, new_key, summarize, SigningKey)
+                    make_leaf, new_key, signing_ca, summarize, SigningKey)
 from .errors import ActionError, UserError
 
 if TYPE_CHECKING:
@@ -168,13 +168,13 @@ class _PKI:
         self.reused: list[str] = []
 
     def ca(self, name: str, common_name: str) -> tuple[SigningKey, x509.Certificate]:
-        cert = _load_cert(self.store.read_blob(_crt(name)))
-        key = _load_key(self.store.read_blob(_key(name)))
+        cert_data = self.store.read_blob(_crt(name))
         # a CA key of another type (never made here) cannot sign leaves: made again like a missing one
-        if cert is not None and isinstance(key, SigningKey) and _same_public_key(key, cert) and _fresh(cert):
+        found = signing_ca(cert_data, self.store.read_blob(_key(name)))
+        if found is not None:
             self.reused.append(name)
-            return key, cert
-        if cert is not None:
+            return found
+        if _load_cert(cert_data) is not None:
             self.log(f"{name}: stored CA is missing its key, expiring or unreadable; making a new CA "
                      "(every certificate it signed is renewed)")
         key, cert = make_ca(common_name, self.spec.pki.ca_days, self.spec.pki.algorithm)
@@ -384,7 +384,9 @@ def bootstrap_token_expiry(store: BlobSource) -> dt.datetime | None:
     if data is None:
         return None
     try:
-        return dt.datetime.strptime(data.decode().strip(), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+        text = data.decode().strip()
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))  # not strptime: it loads _strptime, locale...
+        return when if format_expiry(when) == text else None  # the one form format_expiry writes
     except (AttributeError, ValueError):
         return None
 

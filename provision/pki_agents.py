@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from cryptography import x509
 
 from . import pki
-from .certs import CLIENT, CertSpec, SigningKey, _fresh, _load_cert, _load_key, _same_public_key, summarize
+from .certs import CLIENT, CertSpec, SigningKey, signing_ca, summarize
 from .errors import ActionError
 
 if TYPE_CHECKING:
@@ -40,12 +40,12 @@ def issued(store: "StateStore") -> list[str]:
 
 def _etcd_ca(store: "StateStore") -> tuple[SigningKey, x509.Certificate]:
     """The stored etcd CA; never made here (a new one would orphan every member's certificate)."""
-    cert = _load_cert(store.read_blob(f"{pki.PREFIX}{pki.ETCD_CA}.crt"))
-    key = _load_key(store.read_blob(f"{pki.PREFIX}{pki.ETCD_CA}.key"))
-    if cert is None or not isinstance(key, SigningKey) or not _same_public_key(key, cert) or not _fresh(cert):
+    found = signing_ca(store.read_blob(f"{pki.PREFIX}{pki.ETCD_CA}.crt"),
+                       store.read_blob(f"{pki.PREFIX}{pki.ETCD_CA}.key"))
+    if found is None:
         raise ActionError("agent certificates: state has no usable etcd CA; the pki phase makes it "
                           "(`provision up SPEC --until pki`)")
-    return key, cert
+    return found
 
 
 def missing(store: "StateStore", hosts: Iterable[str]) -> list[str]:

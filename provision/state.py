@@ -224,6 +224,7 @@ class LocalStateStore(StateStore):
         self.root = Path(state_dir) / cluster
         super().__init__(cluster, self.root)
         self._lock_fd: int | None = None
+        self._made_dirs: set[Path] = set()  # by write_blob: made 0700 once, not on every write
 
     @property
     def state_file(self) -> Path:
@@ -319,8 +320,8 @@ class LocalStateStore(StateStore):
 
     def write_blob(self, name: str, data: bytes, secret: bool = True) -> None:
         path = self._blob_file(name)
-        secure_makedirs(self.root)  # the cluster directory too: mkdir(parents=True) gives parents 0755
-        secure_makedirs(path.parent)
+        secure_makedirs(self.root, self._made_dirs)  # the cluster directory too: mkdir(parents=True) gives parents 0755
+        secure_makedirs(path.parent, self._made_dirs)
         write_file_atomic(path, data, 0o600 if secret else 0o644)
 
     def delete_blob(self, name: str) -> None:

@@ -40,6 +40,13 @@ def _identity(text: str) -> str:
     return text
 
 
+def _verbatim(text: str) -> bool:
+    """Whether rich prints `text` unchanged (unstyled, soft-wrapped): no `:emoji:` code, tab or
+    control character in it. Such a result (a `render`'s paths) is written without importing
+    rich, a tenth of the command's start-up (P1, issue 11)."""
+    return ":" not in text and all(line.isprintable() for line in text.split("\n"))
+
+
 @dataclass
 class UI:
     output: str = "text"  # text | json
@@ -124,7 +131,9 @@ class UI:
             sys.stdout.write(json.dumps(self.envelope(data, ok), indent=2) + "\n")
             sys.stdout.flush()
         elif text is not None:
-            if isinstance(text, str):
+            if isinstance(text, str) and self._out is None and _verbatim(self.rewrite(text)):
+                sys.stdout.write(self.rewrite(text) + "\n")  # as rich would print it, without loading rich
+            elif isinstance(text, str):
                 self.out.print(self.rewrite(text), markup=False, highlight=False)
             else:
                 self.print_wide(text)

@@ -59,3 +59,25 @@ def test_version_and_help_import_no_cloud_sdk_nor_pyinfra(tmp_path):
         # start-up parses no spec, makes no certificate, renders nothing and prints through click
         assert not modules & {"pydantic", "yaml", "cryptography", "jinja2", "rich"}, \
             f"provision {' '.join(args)} imported {sorted(modules & {'pydantic', 'yaml', 'cryptography', 'jinja2', 'rich'})}"
+
+
+def test_a_quiet_render_loads_no_rich_nor_the_error_path(tmp_path):
+    out = tmp_path / "out"
+    code, modules, err = loaded_by(tmp_path, "render", str(EXAMPLES / "aws.yaml"), "--out", str(out),
+                                   "--state-dir", str(tmp_path / "state"), "-q")
+    assert code == 0, err
+    assert (out / "index.json").is_file()
+    # its result (the paths written) is plain text rich would print unchanged; tracebacks are
+    # printed only on request, a config is gzipped only when too large, no date is parsed by strptime
+    unused = {"rich", "traceback", "gzip", "_strptime"}
+    assert not modules & unused, f"render imported {sorted(modules & unused)}"
+
+
+def test_a_plain_result_is_printed_as_rich_prints_it(capsys):
+    from provision.ui import UI
+    ui = UI()
+    ui.result({"files": 2}, "out/pool-a.ign\nout/index.json")
+    assert capsys.readouterr().out == "out/pool-a.ign\nout/index.json\n"
+    ui.result({}, "with\ta tab and an :emoji: code")  # not verbatim: rich prints it, as before
+    printed = capsys.readouterr().out
+    assert printed.endswith("\n") and "with" in printed and "\t" not in printed

@@ -308,3 +308,31 @@ def test_the_shared_kube_proxy_certificate_is_no_longer_issued_and_an_old_one_is
     pki.ensure_pki(spec, store, hosts)
     assert [b for b in store.list_blobs("pki/") if "kube-proxy" in b] == []
     assert {b: store.read_blob(b) for b in store.list_blobs("pki/")} == before  # nothing else touched
+
+
+def test_signing_ca_takes_only_a_usable_pair(tmp_path):
+    from provision import certs
+    key, cert = certs.make_ca("c", 365, "ecdsa-p256")
+    other_key, _ = certs.make_ca("d", 365, "ecdsa-p256")
+    found = certs.signing_ca(certs.cert_pem(cert), certs.key_pem(key))
+    assert found is not None and found[1] == cert
+    assert certs.signing_ca(certs.cert_pem(cert), certs.key_pem(other_key)) is None  # not its key
+    assert certs.signing_ca(certs.cert_pem(cert), None) is None
+    assert certs.signing_ca(b"junk", certs.key_pem(key)) is None
+    ending_key, ending = certs.make_ca("e", 0, "ecdsa-p256")  # valid until now: nothing of its lifetime left
+    assert certs.signing_ca(certs.cert_pem(ending), certs.key_pem(ending_key)) is None
+
+
+def test_bootstrap_token_expiry_reads_only_the_form_it_writes(tmp_path):
+    class Blobs:
+        def __init__(self, data: bytes):
+            self.data = data
+
+        def read_blob(self, name: str) -> bytes | None:
+            return self.data
+
+    import datetime as dt
+    when = dt.datetime(2031, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc)
+    assert pki.bootstrap_token_expiry(Blobs(pki.format_expiry(when).encode() + b"\n")) == when
+    for bad in (b"2031-02-03 04:05:06", b"2031-02-03T04:05:06+02:00", b"2031-02-30T04:05:06Z", b"soon", b"\xff"):
+        assert pki.bootstrap_token_expiry(Blobs(bad)) is None, bad

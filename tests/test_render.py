@@ -608,3 +608,15 @@ def test_bad_artifact_hashes_are_spec_errors(cli, tmp_path, hashes, message):
     result = cli("render", path, "--out", tmp_path / "out", "--state-dir", tmp_path / "state")
     assert result.code == 2 and message in result.err, result.err
     assert not (tmp_path / "state").exists()
+
+
+def test_a_role_text_parsed_before_gives_its_caller_items_of_its_own():
+    from provision.render.machine import parse_items
+    text = "- file: /etc/a\n  mode: 0644\n  text: x\n- unit: a.service\n  template: units/a\n"
+    first = parse_items(text, "t.yaml")
+    first[0]["mode"] = 0
+    first.append({"directory": "/x"})
+    again = parse_items(text, "t.yaml")
+    assert again == [{"file": "/etc/a", "mode": 0o644, "text": "x"}, {"unit": "a.service", "template": "units/a"}]
+    with pytest.raises(ActionError, match="must render to a list"):
+        parse_items("a: 1\n", "t.yaml")

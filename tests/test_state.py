@@ -158,3 +158,14 @@ def test_state_dirs_made_by_provision_are_private(tmp_path):
     for directory in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "demo"):
         assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700, directory
 
+
+
+def test_blob_directories_are_private_and_made_again_when_removed(store):
+    store.write_blob("pki/a.key", b"one")
+    assert stat.S_IMODE((store.root / "pki").stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
+    (store.root / "pki" / "a.key").unlink()
+    (store.root / "pki").rmdir()  # removed behind the store's back, after it made it once
+    store.write_blob("pki/b.key", b"two")
+    assert store.read_blob("pki/b.key") == b"two"
+    assert stat.S_IMODE((store.root / "pki").stat().st_mode) == 0o700

@@ -10,7 +10,6 @@ the caller says where the full config will be served. Never a silent truncation.
 from __future__ import annotations
 
 import base64
-import gzip
 import hashlib
 import json
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ class FittedUserData:
 
 
 def _gzip(data: bytes) -> bytes:
+    import gzip  # here: a config that fits as it is (most) needs no compression
     return gzip.compress(data, compresslevel=9, mtime=0)  # mtime=0: same bytes every time
 
 
