@@ -23,10 +23,8 @@ from provision.headroom import simulate as sim
 # its size while a step down is inside the fit's window, so a spike no longer flaps.
 KNOWN_GAPS = {
     ("ramp", 60, 0.1): "below 10 min vs utilization 4",
-    ("ramp", 180, 0.0): "idle 2.7 h vs containers 1.7 h (1.56x)",
-    ("ramp", 420, 0.0): "idle 4.4 h vs containers 2.8 h (1.54x)",
-    ("ramp", 420, 0.1): "idle 7.2 h vs containers 3.6 h (2.02x)",
-    ("ramp", 900, 0.0): "idle 8.3 h vs containers 5.1 h (1.62x)",
+    ("ramp", 180, 0.0): "idle 2.6 h vs containers 1.7 h (1.54x)",
+    ("ramp", 420, 0.1): "idle 7.1 h vs containers 3.6 h (2.00x); 2 flaps",
     ("ramp", 900, 0.1): "idle 10.0 h vs containers 5.8 h (1.72x)",
     ("spike", 60, 0.1): "below 2 min vs utilization 1",
     ("spike", 180, 0.1): "below 5 min vs utilization 4",
