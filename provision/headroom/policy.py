@@ -178,7 +178,7 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
                                                  now, ready=ready, load=(view.cpu, view.memory), below=candidates)
             needs.append(need)
         elif policy == "predictive":
-            needs.append(predictive_policy(s, history, len(ready), obs.pending))
+            needs.append(predictive_policy(s, history, len(ready), obs.pending, len(booting)))
     largest = max(needs, key=lambda n: n.hosts) if needs else Need("none", len(ready), "no policy")
     raw = largest.hosts
     wanted_now = max(s.min_count, min(s.max_count, raw))
