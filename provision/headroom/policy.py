@@ -178,7 +178,7 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
                                                  now, ready=ready, load=(view.cpu, view.memory), below=candidates)
             needs.append(need)
         elif policy == "predictive":
-            needs.append(predictive_policy(s, history, len(ready), obs.pending))
+            needs.append(predictive_policy(s, history, len(ready), obs.pending, len(booting)))
     largest = max(needs, key=lambda n: n.hosts) if needs else Need("none", len(ready), "no policy")
     raw = largest.hosts
     wanted_now = max(s.min_count, min(s.max_count, raw))
@@ -188,11 +188,12 @@ def decide(s: Settings, obs: Observation, memory: Memory, now: float | None = No
     why = f"{largest.policy} wants {largest.hosts}{bound}"
     keep_for = max(s.scale_up_cooldown, s.scale_down_cooldown)
     older = [w for w in memory.wanted if w[0] <= now - keep_for][-1:]
-    # While hosts boot the pool is still arriving: no wish to shrink accumulates, so the
-    # scale-down window starts once they serve (else a slow boot ends in an instant removal).
-    recorded_now = max(wanted_now, upcoming) if booting else wanted_now
+    # The size the policies asked for, not the capacity that existed (Brooklyn: shrink to the
+    # largest size *desired* in the window): recording booting hosts as wanted held the pool
+    # at a booting overshoot for a whole window after it served (the 420 s ramp: 1.54x idle).
+    # No removal happens while hosts boot anyway (below).
     wanted = tuple(older) + tuple(w for w in memory.wanted if w[0] > now - keep_for and w[0] < now) + \
-        ((now, recorded_now),)
+        ((now, wanted_now),)
     since_change = None if memory.last_change_at is None else now - memory.last_change_at
     booting_note = f" ({len(booting)} booting)" if booting else ""
     silent = view.silent

@@ -305,7 +305,7 @@ def first_known(value: float | None, otherwise: float) -> float:
     return otherwise if value is None else value
 
 
-def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pending: float = 0) -> Need:
+def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pending: float = 0, booting: int = 0) -> Need:
     """Stratos: size for the demand predicted `predict_ahead` seconds on (about a boot: what
     is added now serves then), plus GROW_MARGIN (to grow) or SHRINK_MARGIN (to shrink) standard deviations of the observed noise;
     the largest factor wins. Containers need their slots and the reserve; CPU and memory need
@@ -319,7 +319,9 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
     rise the others do not, the pool grows at RISING_MARGIN deviations);
     while a step down (a spike ending) is inside the fit's window the pool does not shrink.
     At a turning point (`damped_at_turn`: the newest samples rise clearly slower than the
-    line) the prediction is damped to their pace."""
+    line) the prediction is damped to their pace. With work pending and no trusted trend, or
+    while learning with no host of `booting` on its way, the pool grows at least as far as
+    the utilization policy would."""
     newest = history[-1] if history else Sample(0.0, float(pending), 0.0, 0.0)
     window = predict_window(s.predict_ahead)
     fitted = [h for h in history if newest.at - h.at <= window]
@@ -373,6 +375,14 @@ def predictive_policy(s: Settings, history: Sequence[Sample], hosts: int, pendin
                                                     f"({by_cpu}), {pmem:.2f} memory ({by_mem})")
 
     grow, grow_why = size(RISING_MARGIN if rising else GROW_MARGIN)
+    # No trend yet (learning, nothing booting) or work waits and no fit trusts one (a step in
+    # noise): grow at least as the utilization policy would (its thresholds are headroom). Not
+    # on noise alone (steady: 1.8x idle), nor learning with hosts booting (900 s boot flapped).
+    untrusted = pending and not trusted(fitted, "containers") and not long_trusted[0]
+    if learning and not booting or not learning and untrusted:
+        busy = max(hosts_for_load(newest.cpu, s.cpu_threshold), hosts_for_load(newest.memory, s.memory_threshold))
+        if busy > grow:
+            grow, grow_why = busy, f"{grow_why}; no trusted trend: utilization's {busy} hosts"
     shrink, shrink_why = size(SHRINK_MARGIN)
     if grow > hosts:
         want, sized = grow, grow_why
