@@ -15,7 +15,7 @@ from ..errors import ActionError, UserError
 from ..etcd.client import Etcd
 from ..etcd.keys import drain_key, hosts_key, load_key  # noqa: F401  (the layout the agents publish)
 from .policy import BOOTING, CLAMPED, PROVISIONING_BOUND, READY, UNKNOWN, UNREADY, Observation
-from .policy_model import HOST_COLUMNS, observed
+from .policy_model import HostColumns, observed
 
 if TYPE_CHECKING:
     from kubernetes.client import CoreV1Api
@@ -153,28 +153,6 @@ def parse_load(raw: str | None, now: float, max_age: float | None = None) -> dic
     return {"containers": containers, "cpu": cpu, "memory": memory, "flags": flags}
 
 
-class HostColumns:
-    """Hosts' fields gathered by column as they are read (HOST_COLUMNS, then flags)."""
-
-    def __init__(self) -> None:
-        self.lists: dict[str, list[Any]] = {key: [] for key in HOST_COLUMNS + ("flags",)}
-        lists = self.lists
-        self._appends = tuple(lists[key].append for key in HOST_COLUMNS + ("flags",))
-
-    def add(self, host: InventoryHost, status: str, containers: int = 0, cpu: float = 0.0, memory: float = 0.0,
-            flags: tuple[str, ...] = ()) -> None:
-        name, pool, role, state, etcd, count, cpus, mem, flagged = self._appends
-        name(host.name)
-        pool(host.pool)
-        role(host.role)
-        state(status)
-        etcd(host.etcd)
-        count(containers)
-        cpus(cpu)
-        mem(memory)
-        flagged(flags)
-
-
 def observe_etcd(hosts: Sequence[InventoryHost], loads: Mapping[str, str], now: float,
                  max_age: float | None = None, added: Mapping[str, float] | None = None) -> Observation:
     """Every listed host with its load; a host without a live key is booting or unknown,
@@ -183,9 +161,10 @@ def observe_etcd(hosts: Sequence[InventoryHost], loads: Mapping[str, str], now: 
     for h in hosts:
         load = parse_load(loads.get(h.name), now, max_age)
         if load is None:
-            columns.add(h, silent_status(h, added or {}, now))
+            columns.add(h.name, h.pool, h.role, silent_status(h, added or {}, now), h.etcd)
         else:
-            columns.add(h, READY, load["containers"], load["cpu"], load["memory"], load["flags"])
+            columns.add(h.name, h.pool, h.role, READY, h.etcd, load["containers"], load["cpu"], load["memory"],
+                        load["flags"])
     return observed(now, columns.lists, source="etcd")
 
 
@@ -331,7 +310,7 @@ def observe_kubernetes(hosts: Sequence[InventoryHost], nodes: Sequence[KubeObjec
     for h in hosts:
         node = by_node.get(node_of.get(h.name, ""))
         if node is None:
-            columns.add(h, silent_status(h, added or {}, now))
+            columns.add(h.name, h.pool, h.role, silent_status(h, added or {}, now), h.etcd)
             continue
         allocatable = node.status.allocatable or {}
         cpu_cap, mem_cap = quantity(allocatable.get("cpu")), quantity(allocatable.get("memory"))
@@ -344,8 +323,8 @@ def observe_kubernetes(hosts: Sequence[InventoryHost], nodes: Sequence[KubeObjec
         status = node_status(node)
         if status != READY and h.name in (added or {}) and now - (added or {})[h.name] <= PROVISIONING_BOUND:
             status = BOOTING
-        columns.add(h, status, len(on_node), min(1.0, cpu_req / cpu_cap) if cpu_cap else 1.0,
-                    min(1.0, mem_req / mem_cap) if mem_cap else 1.0)
+        columns.add(h.name, h.pool, h.role, status, h.etcd, len(on_node),
+                    min(1.0, cpu_req / cpu_cap) if cpu_cap else 1.0, min(1.0, mem_req / mem_cap) if mem_cap else 1.0)
     mean_cpu = sum(alloc_cpu) / len(alloc_cpu) if alloc_cpu else 0.0
     mean_mem = sum(alloc_mem) / len(alloc_mem) if alloc_mem else 0.0
     pcpu = sum(pod_requests(p)[0] for p in pending)

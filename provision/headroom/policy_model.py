@@ -235,6 +235,29 @@ def settings_json(s: Settings) -> dict[str, Any]:
 HOST_COLUMNS = ("name", "pool", "role", "status", "etcd", "containers", "cpu", "memory")
 
 
+class HostColumns:
+    """Hosts' fields gathered by column as `observe` reads them (HOST_COLUMNS, then flags), for
+    `observed`."""
+
+    def __init__(self) -> None:
+        self.lists: dict[str, list[Any]] = {key: [] for key in HOST_COLUMNS + ("flags",)}
+        self._appends = tuple(column.append for column in self.lists.values())
+
+    def add(self, name: str, pool: str, role: str, status: str, etcd: bool, containers: int = 0, cpu: float = 0.0,
+            memory: float = 0.0, flags: tuple[str, ...] = ()) -> None:
+        """One host, with HostLoad's fields in its order."""
+        names, pools, roles, statuses, members, counts, cpus, memories, flagged = self._appends
+        names(name)
+        pools(pool)
+        roles(role)
+        statuses(status)
+        members(etcd)
+        counts(containers)
+        cpus(cpu)
+        memories(memory)
+        flagged(flags)
+
+
 def observed(at: float, columns: Mapping[str, Sequence[Any]], pending: int = 0, pending_cpu: float = 0.0,
              pending_memory: float = 0.0, source: str = "etcd") -> Observation:
     """The observation of hosts given by column (HOST_COLUMNS and `flags`, one list each, in the
