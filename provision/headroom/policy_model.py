@@ -121,7 +121,8 @@ class Observation:
         """Every host's fields by column (HOST_COLUMNS, then `flags`), in the hosts' order, read
         once per observation: the decision's sums over the pool and its record both take them
         from here, so a host's field is visited once, not once per pass (P5, issue 11). The
-        observation and its hosts are frozen: the columns never go stale."""
+        observation and its hosts are frozen: the columns never go stale. An observation made by
+        `observed` (as observe makes them) has them from the start."""
         hosts = self.hosts
         # Comprehensions, not map(attrgetter): they read slots by a specialised instruction, a
         # third faster on 50,000 hosts.
