@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Se
 from ..errors import ActionError, UserError
 from ..etcd.client import Etcd
 from ..etcd.keys import drain_key, hosts_key, load_key  # noqa: F401  (the layout the agents publish)
-from .policy import BOOTING, CLAMPED, PROVISIONING_BOUND, READY, UNKNOWN, UNREADY, HostLoad, Observation
+from .policy import BOOTING, CLAMPED, PROVISIONING_BOUND, READY, UNKNOWN, UNREADY, Observation
+from .policy_model import HostColumns, observed
 
 if TYPE_CHECKING:
     from kubernetes.client import CoreV1Api
@@ -155,15 +156,16 @@ def parse_load(raw: str | None, now: float, max_age: float | None = None) -> dic
 def observe_etcd(hosts: Sequence[InventoryHost], loads: Mapping[str, str], now: float,
                  max_age: float | None = None, added: Mapping[str, float] | None = None) -> Observation:
     """Every listed host with its load; a host without a live key is booting or unknown,
-    never idle."""
-    out = []
+    never idle. Read into columns (`observed`), which the decision sums and records."""
+    columns = HostColumns()
     for h in hosts:
         load = parse_load(loads.get(h.name), now, max_age)
         if load is None:
-            out.append(HostLoad(h.name, h.pool, h.role, silent_status(h, added or {}, now), etcd=h.etcd))
+            columns.add(h.name, h.pool, h.role, silent_status(h, added or {}, now), h.etcd)
         else:
-            out.append(HostLoad(h.name, h.pool, h.role, READY, etcd=h.etcd, **load))
-    return Observation(at=now, hosts=tuple(out), source="etcd")
+            columns.add(h.name, h.pool, h.role, READY, h.etcd, load["containers"], load["cpu"], load["memory"],
+                        load["flags"])
+    return observed(now, columns.lists, source="etcd")
 
 
 def drained_by_report(raw: str | None) -> bool:
@@ -303,11 +305,12 @@ def observe_kubernetes(hosts: Sequence[InventoryHost], nodes: Sequence[KubeObjec
             work.setdefault(node_name, []).append(p)
         elif p.status and p.status.phase == "Pending" and unschedulable(p) and fits(p, worker):
             pending.append(p)
-    out, alloc_cpu, alloc_mem = [], [], []
+    columns = HostColumns()
+    alloc_cpu, alloc_mem = [], []
     for h in hosts:
         node = by_node.get(node_of.get(h.name, ""))
         if node is None:
-            out.append(HostLoad(h.name, h.pool, h.role, silent_status(h, added or {}, now), etcd=h.etcd))
+            columns.add(h.name, h.pool, h.role, silent_status(h, added or {}, now), h.etcd)
             continue
         allocatable = node.status.allocatable or {}
         cpu_cap, mem_cap = quantity(allocatable.get("cpu")), quantity(allocatable.get("memory"))
@@ -320,17 +323,14 @@ def observe_kubernetes(hosts: Sequence[InventoryHost], nodes: Sequence[KubeObjec
         status = node_status(node)
         if status != READY and h.name in (added or {}) and now - (added or {})[h.name] <= PROVISIONING_BOUND:
             status = BOOTING
-        out.append(HostLoad(h.name, h.pool, h.role, status, etcd=h.etcd,
-                            containers=len(on_node),
-                            cpu=min(1.0, cpu_req / cpu_cap) if cpu_cap else 1.0,
-                            memory=min(1.0, mem_req / mem_cap) if mem_cap else 1.0))
+        columns.add(h.name, h.pool, h.role, status, h.etcd, len(on_node),
+                    min(1.0, cpu_req / cpu_cap) if cpu_cap else 1.0, min(1.0, mem_req / mem_cap) if mem_cap else 1.0)
     mean_cpu = sum(alloc_cpu) / len(alloc_cpu) if alloc_cpu else 0.0
     mean_mem = sum(alloc_mem) / len(alloc_mem) if alloc_mem else 0.0
     pcpu = sum(pod_requests(p)[0] for p in pending)
     pmem = sum(pod_requests(p)[1] for p in pending)
-    return Observation(at=now, hosts=tuple(out), pending=len(pending),
-                       pending_cpu=pcpu / mean_cpu if mean_cpu else 0.0,
-                       pending_memory=pmem / mean_mem if mean_mem else 0.0, source="kubernetes")
+    return observed(now, columns.lists, pending=len(pending), pending_cpu=pcpu / mean_cpu if mean_cpu else 0.0,
+                    pending_memory=pmem / mean_mem if mean_mem else 0.0, source="kubernetes")
 
 
 def pending_names(pods: Sequence[KubeObject]) -> frozenset[str]:

@@ -152,3 +152,40 @@ def test_a_record_shares_no_list_with_its_observation():
                 column.append("changed")
         assert policy.observation_json(obs) == reference.observation_json(obs)
         assert policy.pool_view(s, obs) == view
+
+
+def test_observed_keeps_the_columns_its_hosts_would_give():
+    """`observed` makes the hosts from the columns observe reads and keeps those columns: they
+    are what `Observation.columns` reads off the same hosts, and the decision is the same as
+    on an observation of those hosts alone."""
+    from dataclasses import replace
+
+    from provision.headroom.policy_model import observed
+    rnd = random.Random(29)
+    for _ in range(300):
+        s, obs, memory = random_case(rnd)
+        made = observed(obs.at, obs.columns, obs.pending, obs.pending_cpu, obs.pending_memory, obs.source)
+        assert made == obs and made.hosts == obs.hosts
+        plain = replace(made)  # no columns kept: read off its hosts
+        assert made.columns == plain.columns
+        assert decide(s, made, memory).record() == decide(s, plain, memory).record()
+    with pytest.raises(ValueError, match="differ in length"):
+        observed(NOW, {**obs.columns, "cpu": obs.columns["cpu"] + [0.5]})
+
+
+def test_observe_etcd_reads_hosts_and_columns_alike():
+    """observe builds the columns as it reads the load reports; they match its hosts."""
+    import json
+
+    from provision.headroom.observe import InventoryHost, observe_etcd
+    from provision.headroom.policy_model import HOST_COLUMNS
+    inventory = [InventoryHost("m-0", "masters", "master", etcd=True), InventoryHost("w-0", "workers", "worker"),
+                 InventoryHost("w-1", "workers", "worker", pending=True), InventoryHost("w-2", "workers", "worker")]
+    loads = {"m-0": json.dumps({"containers": 1, "cpu": 0.2, "memory": 0.3, "at": NOW}),
+             "w-0": json.dumps({"containers": 4, "cpu": 1.5, "memory": 0.5, "at": NOW}), "w-2": "not json"}
+    obs = observe_etcd(inventory, loads, NOW)
+    assert [(h.name, h.status, h.containers, h.cpu, h.flags) for h in obs.hosts] == [
+        ("m-0", READY, 1, 0.2, ()), ("w-0", READY, 4, 1.0, (CLAMPED,)), ("w-1", BOOTING, 0, 0.0, ()),
+        ("w-2", UNKNOWN, 0, 0.0, ())]
+    read = {key: [getattr(h, key) for h in obs.hosts] for key in HOST_COLUMNS + ("flags",)}
+    assert obs.columns == read
