@@ -133,16 +133,18 @@ class Unit:
                                 stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
                                 preexec_fn=self.demote(), close_fds=True)
 
-    def run_command(self, argv: list[str], label: str = "", main: bool = False) -> int:
+    def run_command(self, argv: list[str], label: str = "") -> int:
         """Run one command to its end: its exit code, 127 when it cannot start (as a shell
-        says). A `main` command is the one `terminate` stops."""
+        says). `terminate` stops the command running, as systemd stops a unit's whole cgroup
+        (an ExecStartPre= still waiting for a key too)."""
         try:
             child = self.start(argv)
         except OSError as err:
             self.log.write(f"provision: {label}{argv[0]}: {err}\n".encode())
             return 127
-        if main:
-            self.child = child
+        self.child = child
+        if self.stopping:  # stopped while the command started: terminate() missed it
+            self.terminate()
         return child.wait()
 
     def run_pre(self) -> bool:
@@ -151,9 +153,9 @@ class Unit:
                 return False
         return True
 
-    def run_each(self, commands: list[list[str]], main: bool = False) -> int:
+    def run_each(self, commands: list[list[str]]) -> int:
         for argv in commands:
-            code = self.run_command(argv, main=main)
+            code = self.run_command(argv)
             if code != 0:
                 return code
         return 0
@@ -215,7 +217,7 @@ class Unit:
             self.make_runtime_directories()
             self.write_state("activating")
             # A command that cannot start fails the unit (127) instead of killing the launcher.
-            code = self.run_each(self.spec["exec_start"], main=True) if self.run_pre() else 1
+            code = self.run_each(self.spec["exec_start"]) if self.run_pre() else 1
             if code == 0:
                 code = self.run_each(self.spec.get("exec_start_post", []))
             if code != 0 and self.should_restart(code):
