@@ -287,3 +287,28 @@ def test_etcd_auth_is_checked_again_only_when_verifying_or_a_member_changed(clus
     assert verified["results"]["etcd"]["auth_checked"] is True
     assert verified["results"]["etcd"]["auth_changes"] == []
     assert state(cluster)["etcd"]["auth_converged"]
+
+
+def test_the_flannel_config_is_asked_of_etcd_again_only_when_verifying(cluster):
+    """The flannel network config found in etcd is recorded in state: a no-op `up` does not ask
+    etcd again; `up --verify` does, and writes it again when it is gone from etcd (real etcd,
+    over TLS as the cluster's root identity)."""
+    from provision import pki
+    from provision.etcd import cluster as etcd_cluster
+    from provision.etcd.keys import FLANNEL_KEY
+    from provision.spec import load_spec
+    from provision.state import LocalStateStore
+    plain = run(cluster, "up", "--yes")
+    assert plain["results"]["flannel"]["etcd_checked"] is False
+    assert state(cluster)["etcd"]["flannel_config"]
+    spec = load_spec(cluster["spec"])
+    store = LocalStateStore(spec.name, cluster["state_dir"])
+    etcd = etcd_cluster.connect(spec, store, state(cluster))
+    root = etcd.as_identity(pki.client_tls(store, "root"))
+    assert root.delete(FLANNEL_KEY) == 1
+    assert run(cluster, "up", "--yes")["results"]["flannel"]["etcd_checked"] is False  # as recorded
+    assert root.get(FLANNEL_KEY) is None
+    verified = run(cluster, "up", "--yes", "--verify")
+    assert verified["results"]["flannel"]["etcd_checked"] is True
+    assert verified["results"]["flannel"]["created"] is True
+    assert root.get(FLANNEL_KEY) is not None
