@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -229,13 +230,16 @@ class Unit:
             return 0
 
     def terminate(self, *_):
+        """SIGTERM the running command, SIGKILL it if it still runs 5 s later. Called as the
+        SIGTERM handler, usually while the main thread blocks in the command's wait(): waiting
+        here too would spin on that wait's lock for the whole 5 s, so a thread kills late."""
         self.stopping = True
-        if self.child and self.child.poll() is None:
-            self.child.terminate()
-            try:
-                self.child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.child.kill()
+        child = self.child
+        if child and child.poll() is None:
+            child.terminate()
+            late = threading.Timer(5.0, lambda: child.returncode is None and child.kill())
+            late.daemon = True
+            late.start()
 
 
 def unit(job: dict) -> int:
