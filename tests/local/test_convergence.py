@@ -99,6 +99,10 @@ def test_scale_plus_one_bootstraps_the_new_host_only(cluster):
                                  "workers": new}
     assert document["results"]["wait"]["logged_in"] == new
     assert document["results"]["workers"]["hosts"][new[0]]["error"] is None
+    # each phase's own seconds, as `up` gives them (the P6 bench reads where scale +1 spends them)
+    assert set(document["seconds"]) == {"pki", "render", "machines", "wait", "hosts", "secrets", "etcd",
+                                        "flannel", "fleet", "masters", "workers"}
+    assert all(s >= 0 for s in document["seconds"].values()) and document["seconds"]["machines"] > 0
 
 
 def test_verify_rechecks_every_host_and_changes_nothing(cluster):
