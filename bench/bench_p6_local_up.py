@@ -19,11 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from local_runner import CPU, REPO, drop_records, local_spec, provision  # noqa: E402
+from local_runner import CPU, PHASES, REPO, drop_records, local_spec, provision  # noqa: E402
 
 
 def cluster_spec(folder: Path) -> tuple[Path, str]:
     return local_spec(folder, "bp6x", masters=3, workers=2, etcd_count=3, max_workers=4)
+
+
+def phase_line(seconds: dict[str, float]) -> str:
+    """`name seconds` of the phases that took 0.05 s or more, slowest first, and their sum."""
+    slow = sorted(((s, n) for n, s in seconds.items() if s >= 0.05), reverse=True)
+    return ", ".join(f"{n} {s:.2f}" for s, n in slow) + f" (sum {sum(seconds.values()):.2f})"
 
 
 def run() -> dict:
@@ -53,6 +59,9 @@ def run() -> dict:
         figures["hosts"] = len(doc.get("hosts") or {})
         for step in ("p6_up", "p6_add_1"):
             figures[f"{step}_cpu_s"] = round(CPU.get(step, 0.0), 2)
+        # where the seconds go, slowest phases first (start-up is the rest of the wall time)
+        for step in ("p6_up", "p6_add_1"):
+            figures[f"{step}_phases_s"] = phase_line(PHASES.get(step) or {})
     finally:
         try:
             provision("down", spec, "--yes", *common)

@@ -257,7 +257,7 @@ class Cluster:
             ctx.save()  # the requested size first: a crash after it leaves state a re-run completes
             converge(ctx)
         return ScaleResult(pool=pool, size=count, dry_run=dry_run, created=tuple(h.name for h in target.create),
-                           destroyed=tuple(target.destroy), results=ctx.results)
+                           destroyed=tuple(target.destroy), results=ctx.results, seconds=dict(ctx.seconds))
 
     def _request(self, emit: Progress, state: dict[str, Any], target_pool: PoolSpec, count: int,
                  ctx: RunContext | None = None) -> Plan:

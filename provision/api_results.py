@@ -84,6 +84,7 @@ class ScaleResult:
     created: tuple[str, ...]
     destroyed: tuple[str, ...]
     results: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)  # each phase's, as `up` gives them
 
 
 @dataclass(frozen=True)

@@ -35,15 +35,27 @@ def drifted_files(paths: Iterable[str], config_files: Mapping[str, tuple[int, by
     return missing, differ
 
 
-def check(report: dict, files: list[str], units: list[str]) -> dict:
+def read_paths(*groups: Iterable[str]) -> dict[str, str | None]:
+    """The PathStates fact of every path of `groups` (each once): one command for all the
+    files and directories a role looks at, as root (keys live in 0700 directories)."""
+    paths = list(dict.fromkeys(p for group in groups for p in group))
+    return host.get_fact(PathStates, paths=paths, _sudo=True) if paths else {}
+
+
+def check(report: dict, files: list[str], units: list[str], directories: Mapping[str, int] | None = None,
+          current: Mapping[str, str | None] | None = None) -> dict:
     """Record missing `files` and the state of `units` for the current host, and put back the
     contents of each of `files` that differs from the host's boot config (host data
-    `config_files`: [path, mode, bytes] triples the phase passes; a file changed by hand)."""
+    `config_files`: [path, mode, bytes] triples the phase passes; a file changed by hand).
+    `directories` ({path: mode}) are made, or given their mode, where they differ (see
+    `ensure_directories`). `current` is what `read_paths` gave for them all (read here when
+    not given)."""
     entry = report.setdefault(host.name, {"missing": [], "units": {}, "notes": []})
     given: Sequence[Sequence] = host.data.get("config_files") or ()
     config_files = {str(path): (int(mode), bytes(data)) for path, mode, data in given}
-    # One fact for every file, as root (keys live in 0700 directories).
-    current = host.get_fact(PathStates, paths=list(files), _sudo=True) if files else {}
+    directories = dict(directories or {})
+    if current is None:
+        current = read_paths(files, directories)
     missing, differ = drifted_files(files, config_files, current)
     entry["missing"].extend(missing)
     for path in differ:
@@ -52,17 +64,44 @@ def check(report: dict, files: list[str], units: list[str]) -> dict:
         entry.setdefault("restored", []).append(path)
         file_ops.put(name=f"restore {path} from the boot config", src=io.BytesIO(data), dest=path,
                      user="root", group="root", mode=f"{mode:o}", force=True, _sudo=True)
+    ensure_directories(directories, current)
     states = host.get_fact(UnitStates)
     for unit in units:
         entry["units"][unit] = states.get(unit, {"state": "absent", "reason": "not enabled on the host"})
     return entry
 
 
-def kubelet_directories() -> None:
-    """Directories every node's kubelet needs. kubelet's ExecStartPre makes them too; having
-    them before kubelet runs lets static pods land."""
-    file_ops.directory(name="static pod manifests", path="/etc/kubernetes/manifests", mode="755", _sudo=True)
-    file_ops.directory(name="kubelet state", path="/var/lib/kubelet", mode="700", _sudo=True)
+def differing_directories(wanted: Mapping[str, int], current: Mapping[str, str | None]) -> list[str]:
+    """The paths of `wanted` ({path: mode}) that are not a directory of that mode on the host
+    (`current`: the PathStates fact; the owner is left as it is, as pyinfra's files.directory
+    without user or group leaves it)."""
+    out = []
+    for path, mode in wanted.items():
+        seen = current.get(path) or ""
+        if not (seen.endswith(" dir") and seen.split(":", 1)[0] == f"{mode:o}"):
+            out.append(path)
+    return out
+
+
+def ensure_directories(wanted: Mapping[str, int], current: Mapping[str, str | None]) -> None:
+    """Make each directory of `wanted` ({path: mode}) that differs, with its parents, and give
+    it its mode: one command for all of them, none when all are right. (pyinfra's
+    files.directory costs a fact and up to three commands per directory, each fact read again
+    when the operation runs: each an SSH session.)"""
+    stale = differing_directories(wanted, current)
+    if stale:
+        server.shell(name=f"directories {', '.join(stale)}", commands=[directories_command(wanted, stale)],
+                     _sudo=True)
+
+
+def directories_command(wanted: Mapping[str, int], stale: Iterable[str]) -> str:
+    """One shell command that makes each of `stale` (with its parents) and gives it its mode of `wanted`."""
+    return " && ".join(f"mkdir -p {shlex.quote(p)} && chmod {wanted[p]:o} {shlex.quote(p)}" for p in stale)
+
+
+# Directories every node's kubelet needs ({path: mode}). kubelet's ExecStartPre makes them too;
+# having them before kubelet runs lets static pods land.
+KUBELET_DIRECTORIES = {"/etc/kubernetes/manifests": 0o755, "/var/lib/kubelet": 0o700}
 
 
 # Files earlier versions put on nodes and this one does not. kube-proxy's static pod used one
@@ -71,14 +110,20 @@ RETIRED = ("/etc/kubernetes/manifests/kube-proxy.yaml", "/etc/kubernetes/kube-pr
            "/etc/kubernetes/pki/kube-proxy.key", "/etc/kubernetes/pki/kube-proxy.crt")
 
 
-def remove_retired(report: dict) -> None:
+def retired_paths() -> tuple[str, ...]:
+    """The RETIRED paths when host data `remove_retired` says they go (for `read_paths`), else none."""
+    return RETIRED if host.data.get("remove_retired") else ()
+
+
+def remove_retired(report: dict, current: Mapping[str, str | None] | None = None) -> None:
     """Remove the RETIRED files found on the current host, when host data `remove_retired` says
     so: the phases set it only once state records the addons applied (the kube-proxy DaemonSet
-    exists), so no node is ever left without kube-proxy."""
+    exists), so no node is ever left without kube-proxy. `current`: `read_paths` of them."""
     if not host.data.get("remove_retired"):
         return
     entry = report.setdefault(host.name, {"missing": [], "units": {}, "notes": []})
-    current = host.get_fact(PathStates, paths=list(RETIRED), _sudo=True)
+    if current is None:
+        current = read_paths(RETIRED)
     retired = [path for path in RETIRED if current.get(path) is not None]
     if retired:
         # the static pod's manifest first: kubelet stops the pod, then its key goes

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pyinfra.api import deploy
-from pyinfra.operations import files
 
 from ._common import check
 
@@ -12,6 +11,5 @@ FILES = ["/etc/etcd/etcd.env", "/etc/ssl/etcd/ca.crt", "/etc/ssl/etcd/server.crt
 
 @deploy("etcd member")
 def apply(report: dict) -> None:
-    check(report, FILES, ["etcd-member.service"])
     # etcd refuses a data directory others can read.
-    files.directory(name="etcd data directory is private", path="/var/lib/etcd", mode="700", _sudo=True)
+    check(report, FILES, ["etcd-member.service"], directories={"/var/lib/etcd": 0o700})

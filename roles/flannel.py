@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pyinfra.api import deploy
-from pyinfra.operations import files
 
 from ._common import check
 
@@ -11,8 +10,7 @@ FILES = ["/etc/ssl/etcd/ca.crt", "/etc/ssl/etcd/flannel.crt", "/etc/ssl/etcd/fla
 
 @deploy("flannel")
 def apply(report: dict) -> None:
-    entry = check(report, FILES, ["flanneld.service"])
+    # /run/flannel: flanneld writes its subnet lease there; kubelet's CNI config reads it.
+    entry = check(report, FILES, ["flanneld.service"], directories={"/run/flannel": 0o755})
     if entry["units"]["flanneld.service"]["state"] == "absent":
         entry["units"].pop("flanneld.service")  # the OS runs flannel itself (container-linux)
-    # flanneld writes its subnet lease here; kubelet's CNI config reads it.
-    files.directory(name="flannel runtime directory", path="/run/flannel", mode="755", _sudo=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 
-from ._common import check, kubelet_directories, remove_retired
+from ._common import KUBELET_DIRECTORIES, check, read_paths, remove_retired, retired_paths
 
 FILES = ["/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/pki/apiserver.crt", "/etc/kubernetes/pki/apiserver.key",
          "/etc/kubernetes/pki/sa.key", "/etc/kubernetes/pki/sa.pub", "/etc/kubernetes/admin.conf",
@@ -16,6 +16,6 @@ UNITS = ["kubelet.service", "provision-host-agent.service"]
 
 @deploy("master")
 def apply(report: dict) -> None:
-    check(report, FILES, UNITS)
-    kubelet_directories()
-    remove_retired(report)
+    current = read_paths(FILES, KUBELET_DIRECTORIES, retired_paths())  # one command for them all
+    check(report, FILES, UNITS, directories=KUBELET_DIRECTORIES, current=current)
+    remove_retired(report, current)

@@ -7,6 +7,7 @@ what it would do and changes nothing). A phase logs with its own prefix through 
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -32,6 +33,7 @@ class RunContext:
     dry_run: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)  # per phase, for --output json
+    seconds: dict[str, float] = field(default_factory=dict)  # per phase run by run_phases
 
     _plan: tuple[tuple[Any, ...], Plan] | None = field(default=None, repr=False, compare=False)
 
@@ -163,7 +165,9 @@ def run_phases(ctx: RunContext, phases: tuple[Phase, ...]) -> None:
     for phase in phases:
         runner = phase.runner()
         ctx.log(phase.name, ("dry run: " if ctx.dry_run else "") + phase.summary)
+        started = time.monotonic()
         result = runner(ctx)
+        ctx.seconds[phase.name] = time.monotonic() - started
         if result is not None:
             ctx.results[phase.name] = result
 

@@ -1,7 +1,14 @@
 """Phase `flannel`: write the flannel network config into etcd only if it is absent (the way
 coreos-kubernetes did: create-only, "already exists" is success), with the v2 or v3 API the
-spec's flannel speaks; then check each node's flannel pieces over SSH (role `flannel`)."""
+spec's flannel speaks; then check each node's flannel pieces over SSH (role `flannel`).
+
+The config found or written is recorded in state (`state["etcd"]["flannel_config"]`): with the
+same config recorded and no etcd member new or changed in this run (phase `etcd`), the etcd
+round trips are skipped (`scale`, a no-op `up`); `up --verify` asks etcd again."""
 from __future__ import annotations
+
+import hashlib
+import json
 
 from .. import bootstrap
 from .. import faults
@@ -18,6 +25,11 @@ def run(ctx: RunContext) -> dict:
     if ctx.dry_run:
         ctx.log("flannel", f"would create {FLANNEL_KEY} ({api}) = {want} if absent")
         return {"dry_run": True, "config": want}
+    record = config_record(api, want)
+    if not must_ask_etcd(ctx, record):
+        ctx.log("flannel", f"{FLANNEL_KEY} ({api}) holds the spec's network, as recorded in state")
+        result = bootstrap.apply_roles(ctx, "flannel", ("flannel",), nodes)
+        return {**result, "created": False, "config": want, "etcd_checked": False}
     etcd = cluster.connect(spec, ctx.store, ctx.state, log=lambda m: ctx.ui.debug("flannel", m))
     if api == "v3":
         created = etcd.create(FLANNEL_KEY, want)
@@ -32,5 +44,26 @@ def run(ctx: RunContext) -> dict:
     else:
         # Changing the pod network under running flanneld breaks every lease: never overwrite.
         ctx.ui.warn(f"{FLANNEL_KEY} holds {current}, the spec asks {want}; left unchanged")
+    if current == want:
+        ctx.state.setdefault("etcd", {})[RECORD] = record
+    else:  # left unchanged and warned about: asked again next time
+        (ctx.state.get("etcd") or {}).pop(RECORD, None)
+    ctx.save()
     result = bootstrap.apply_roles(ctx, "flannel", ("flannel",), nodes)
-    return {**result, "created": created, "config": current}
+    return {**result, "created": created, "config": current, "etcd_checked": True}
+
+
+RECORD = "flannel_config"  # state["etcd"][RECORD]: digest of the config last found in etcd
+
+
+def config_record(api: str, config: object) -> str:
+    """sha256 of the etcd API and the config (what the record keeps)."""
+    return hashlib.sha256(json.dumps([api, config], sort_keys=True).encode()).hexdigest()
+
+
+def must_ask_etcd(ctx: RunContext, record: str) -> bool:
+    """Whether etcd is asked: when verifying, when state records another config (or none), or
+    when the `etcd` phase of this run acted on a member (a new member may be a new cluster)."""
+    etcd_result = ctx.results.get("etcd") or {}
+    return (bootstrap.verifying(ctx) or (ctx.state.get("etcd") or {}).get(RECORD) != record
+            or bool(etcd_result.get("hosts")))

@@ -39,6 +39,7 @@ from . import RunContext
 
 PHASE = "rollout"
 HEALTH_TIMEOUT = 180.0  # seconds a changed host has to run, answer SSH and (etcd) be healthy
+RECONFIG_WAIT = 30.0  # seconds a member removal etcd refuses as "unhealthy cluster" is tried again
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
@@ -265,6 +266,13 @@ def remove_member(ctx: RunContext, host: HostPlan) -> None:
         raise ActionError(f"rollout: not replacing {host.name}: {refusal}; nothing was removed")
     move_leadership_off(ctx, access, mine["id"], [m["id"] for m in members.values() if m["id"] != mine["id"]])
     proc = without(access, host).etcdctl("member", "remove", mine["id"])
+    # etcd refuses a removal ("unhealthy cluster") until the members left have been connected to
+    # the leader some 5 s (its strict reconfiguration check): a replacement that just joined and
+    # answered healthy is waited for, bounded.
+    deadline = time.monotonic() + RECONFIG_WAIT
+    while proc.returncode != 0 and "unhealthy cluster" in proc.stderr and time.monotonic() < deadline:
+        time.sleep(1.0)
+        proc = without(access, host).etcdctl("member", "remove", mine["id"])
     if proc.returncode != 0:
         raise ActionError(f"rollout: etcd member remove {host.name} failed: "
                           f"{(proc.stderr.strip().splitlines() or ['?'])[-1][:300]}")

@@ -28,7 +28,8 @@ def run(app: App, pool: str, count: int, yes: bool, dry_run: bool) -> int:
                            confirm=(lambda _plan: app.ui.confirm(f"Scale pool {pool} of {spec.name} to {count}?",
                                                                  False)) if asks else None)
     app.ui.result({"cluster": spec.name, "pool": pool, "size": count, "dry_run": dry_run,
-                   "created": list(result.created), "destroyed": list(result.destroyed), "results": result.results},
+                   "created": list(result.created), "destroyed": list(result.destroyed), "results": result.results,
+                   "seconds": {k: round(v, 2) for k, v in result.seconds.items()}},
                   f"cluster {spec.name}: pool {pool} {'would be' if dry_run else 'is'} {count} hosts "
                   f"({len(result.created)} created, {len(result.destroyed)} destroyed)")
     return 0

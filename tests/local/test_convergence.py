@@ -99,6 +99,10 @@ def test_scale_plus_one_bootstraps_the_new_host_only(cluster):
                                  "workers": new}
     assert document["results"]["wait"]["logged_in"] == new
     assert document["results"]["workers"]["hosts"][new[0]]["error"] is None
+    # each phase's own seconds, as `up` gives them (the P6 bench reads where scale +1 spends them)
+    assert set(document["seconds"]) == {"pki", "render", "machines", "wait", "hosts", "secrets", "etcd",
+                                        "flannel", "fleet", "masters", "workers"}
+    assert all(s >= 0 for s in document["seconds"].values()) and document["seconds"]["machines"] > 0
 
 
 def test_verify_rechecks_every_host_and_changes_nothing(cluster):
@@ -287,3 +291,28 @@ def test_etcd_auth_is_checked_again_only_when_verifying_or_a_member_changed(clus
     assert verified["results"]["etcd"]["auth_checked"] is True
     assert verified["results"]["etcd"]["auth_changes"] == []
     assert state(cluster)["etcd"]["auth_converged"]
+
+
+def test_the_flannel_config_is_asked_of_etcd_again_only_when_verifying(cluster):
+    """The flannel network config found in etcd is recorded in state: a no-op `up` does not ask
+    etcd again; `up --verify` does, and writes it again when it is gone from etcd (real etcd,
+    over TLS as the cluster's root identity)."""
+    from provision import pki
+    from provision.etcd import cluster as etcd_cluster
+    from provision.etcd.keys import FLANNEL_KEY
+    from provision.spec import load_spec
+    from provision.state import LocalStateStore
+    plain = run(cluster, "up", "--yes")
+    assert plain["results"]["flannel"]["etcd_checked"] is False
+    assert state(cluster)["etcd"]["flannel_config"]
+    spec = load_spec(cluster["spec"])
+    store = LocalStateStore(spec.name, cluster["state_dir"])
+    etcd = etcd_cluster.connect(spec, store, state(cluster))
+    root = etcd.as_identity(pki.client_tls(store, "root"))
+    assert root.delete(FLANNEL_KEY) == 1
+    assert run(cluster, "up", "--yes")["results"]["flannel"]["etcd_checked"] is False  # as recorded
+    assert root.get(FLANNEL_KEY) is None
+    verified = run(cluster, "up", "--yes", "--verify")
+    assert verified["results"]["flannel"]["etcd_checked"] is True
+    assert verified["results"]["flannel"]["created"] is True
+    assert root.get(FLANNEL_KEY) is not None

@@ -49,7 +49,7 @@ def test_files_land_0600_in_private_directories_and_a_rerun_changes_nothing(host
     assert not (root / "etc/ssl/etcd/agent.key").exists()
 
     first = run(host, bundle())
-    # one archive: the upload directory, the upload, the unpacking
+    # one archive: the upload directory with its empty 0600 file, the upload, the unpacking
     assert first.error is None and first.changed == first.operations == 3
     for path, f in bundle().items():
         on_host = root / path.lstrip("/")
@@ -68,8 +68,8 @@ def test_files_land_0600_in_private_directories_and_a_rerun_changes_nothing(host
     renewed = bundle()
     renewed["/etc/ssl/etcd/agent.key"] = File("/etc/ssl/etcd/agent.key", 0o600, KEY.replace(b"x", b"y"))
     third = run(host, renewed)
-    # the upload directory is there: the upload, the unpacking, the reader's restart (systemd hosts only)
-    assert third.error is None and third.changed == 3
+    # the upload directory and file, the upload, the unpacking, the reader's restart (systemd hosts only)
+    assert third.error is None and third.changed == 4
     assert (root / "etc/ssl/etcd/agent.key").read_bytes() == renewed["/etc/ssl/etcd/agent.key"].data
     for path in ("/etc/kubernetes/pki/sa.key", "/etc/kubernetes/bootstrap-kubeconfig"):
         assert (root / path.lstrip("/")).stat().st_mtime_ns == before[path], path
@@ -81,7 +81,7 @@ def test_a_loosened_mode_is_put_back(host):
     target.chmod(0o644)
     (host["root"] / "etc/ssl/etcd").chmod(0o755)
     fixed = run(host, bundle())
-    assert fixed.error is None and fixed.changed == 2
+    assert fixed.error is None and fixed.changed == 3  # the upload directory and file, the upload, the unpacking
     assert target.stat().st_mode & 0o7777 == 0o600
     assert (host["root"] / "etc/ssl/etcd").stat().st_mode & 0o7777 == 0o700
     assert run(host, bundle()).operations == 0
@@ -101,7 +101,7 @@ def test_a_renewed_token_secret_is_sent_to_the_api_by_the_first_master(host):
     assert (host["root"] / "etc/kubernetes/addons").stat().st_mode & 0o7777 == 0o700
     renewed = dict(files, **{path: File(path, 0o600, b"token-id: bbbbbb\n")})
     outcome = run(host, renewed)
-    assert outcome.error is None and outcome.changed == 3  # upload, unpack, the token step
+    assert outcome.error is None and outcome.changed == 4  # upload directory and file, upload, unpack, the token step
     assert (host["root"] / path.lstrip("/")).read_bytes() == b"token-id: bbbbbb\n"
     assert run(host, renewed).operations == 0
 

@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -133,16 +134,18 @@ class Unit:
                                 stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
                                 preexec_fn=self.demote(), close_fds=True)
 
-    def run_command(self, argv: list[str], label: str = "", main: bool = False) -> int:
+    def run_command(self, argv: list[str], label: str = "") -> int:
         """Run one command to its end: its exit code, 127 when it cannot start (as a shell
-        says). A `main` command is the one `terminate` stops."""
+        says). `terminate` stops the command running, as systemd stops a unit's whole cgroup
+        (an ExecStartPre= still waiting for a key too)."""
         try:
             child = self.start(argv)
         except OSError as err:
             self.log.write(f"provision: {label}{argv[0]}: {err}\n".encode())
             return 127
-        if main:
-            self.child = child
+        self.child = child
+        if self.stopping:  # stopped while the command started: terminate() missed it
+            self.terminate()
         return child.wait()
 
     def run_pre(self) -> bool:
@@ -151,9 +154,9 @@ class Unit:
                 return False
         return True
 
-    def run_each(self, commands: list[list[str]], main: bool = False) -> int:
+    def run_each(self, commands: list[list[str]]) -> int:
         for argv in commands:
-            code = self.run_command(argv, main=main)
+            code = self.run_command(argv)
             if code != 0:
                 return code
         return 0
@@ -215,7 +218,7 @@ class Unit:
             self.make_runtime_directories()
             self.write_state("activating")
             # A command that cannot start fails the unit (127) instead of killing the launcher.
-            code = self.run_each(self.spec["exec_start"], main=True) if self.run_pre() else 1
+            code = self.run_each(self.spec["exec_start"]) if self.run_pre() else 1
             if code == 0:
                 code = self.run_each(self.spec.get("exec_start_post", []))
             if code != 0 and self.should_restart(code):
@@ -227,13 +230,16 @@ class Unit:
             return 0
 
     def terminate(self, *_):
+        """SIGTERM the running command, SIGKILL it if it still runs 5 s later. Called as the
+        SIGTERM handler, usually while the main thread blocks in the command's wait(): waiting
+        here too would spin on that wait's lock for the whole 5 s, so a thread kills late."""
         self.stopping = True
-        if self.child and self.child.poll() is None:
-            self.child.terminate()
-            try:
-                self.child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.child.kill()
+        child = self.child
+        if child and child.poll() is None:
+            child.terminate()
+            late = threading.Timer(5.0, lambda: child.returncode is None and child.kill())
+            late.daemon = True
+            late.start()
 
 
 def unit(job: dict) -> int:
