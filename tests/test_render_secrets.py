@@ -162,14 +162,14 @@ def test_services_that_read_a_delivered_key_wait_for_it(every_example):
     spec, store, hosts, rendered = every_example["local"]
     master = json.loads(rendered.config_for(next(h.name for h in hosts if h.role == "master")))
     units = {u["name"]: u["contents"] for u in master["systemd"]["units"]}
-    for unit, path in (("provision-host-agent.service", "/etc/ssl/etcd/agent.key"),
-                       ("flanneld.service", "/etc/ssl/etcd/flannel.key"),
-                       ("kubelet.service", "/etc/kubernetes/pki/kubelet-client.key")):
-        assert f"ExecStartPre=/usr/bin/test -s {path}\n" in units[unit], unit
-        assert re.search(r"^Restart=(always|on-failure)$", units[unit], re.M), unit
-    # etcd waits inside its start instead (test below); it still restarts when it fails.
-    assert "ExecStartPre=/usr/bin/timeout 600 /bin/sh -c " in units["etcd-member.service"]
-    assert re.search(r"^Restart=always$", units["etcd-member.service"], re.M)
+    assert "ExecStartPre=/usr/bin/test -s /etc/kubernetes/pki/kubelet-client.key\n" in units["kubelet.service"]
+    assert re.search(r"^Restart=(always|on-failure)$", units["kubelet.service"], re.M)
+    # etcd and the etcd clients wait inside their start instead (test below); they still
+    # restart when they fail.
+    for unit in ("etcd-member.service", "provision-host-agent.service", "flanneld.service", "fleet.service"):
+        assert "ExecStartPre=/usr/bin/timeout 600 /bin/sh -c " in units[unit], unit
+        assert re.search(r"^TimeoutStartSec=0$", units[unit], re.M), unit
+        assert re.search(r"^Restart=always$", units[unit], re.M), unit
     # The run-once bootstrap waits inside its script instead (test below); it still retries.
     assert "ExecStartPre" not in units["provision-bootstrap.service"]
     assert re.search(r"^Restart=on-failure$", units["provision-bootstrap.service"], re.M)
@@ -368,8 +368,15 @@ def test_the_run_once_bootstrap_waits_for_its_keys_without_failing(tmp_path):
     assert "its keys were not delivered in 1 s" in gave_up.stderr
 
 
-def test_etcd_waits_for_its_keys_inside_its_start(tmp_path):
-    """etcd's unit, its ExecStartPre= run as the unit runs it (real sh and timeout), with the key
+@pytest.mark.parametrize("unit, keys, says", [
+    ("etcd-member.service", ("server.key", "peer.key"), "etcd"),
+    # the host agent: with RestartSec=10s a new host's agent looked down right after `scale` +1
+    ("provision-host-agent.service", ("agent.key", "agent.crt"), "host agent"),
+    ("flanneld.service", ("flannel.key",), "flanneld"),
+    ("fleet.service", ("fleet.key",), "fleetd"),
+])
+def test_etcd_and_its_clients_wait_for_their_keys_inside_their_start(tmp_path, unit, keys, says):
+    """The unit's ExecStartPre= run as the unit runs it (real sh and timeout), with the key
     paths moved under tmp_path: it keeps waiting while the keys are missing (no failure into a
     RestartSec window), goes on within a second of their delivery, and fails at its bound."""
     import shlex
@@ -379,28 +386,29 @@ def test_etcd_waits_for_its_keys_inside_its_start(tmp_path):
     spec, store, hosts, rendered = render(write_spec(tmp_path, SMALL_SPEC), tmp_path / "state",
                                           served_artifacts("http://10.77.0.1:8080"))
     member = json.loads(rendered.config_for(next(h.name for h in hosts if h.etcd)))
-    unit = ignition_units(member)["etcd-member.service"]
-    pre = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStartPre=")]
+    text = ignition_units(member)[unit]
+    pre = [line.split("=", 1)[1] for line in text.splitlines() if line.startswith("ExecStartPre=")]
     assert len(pre) == 1 and "$" not in pre[0] and "%" not in pre[0]  # nothing systemd would expand
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    argv = shlex.split(pre[0].replace("/etc/ssl/etcd/", f"{keys}/"))
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    argv = shlex.split(pre[0].replace("/etc/ssl/etcd/", f"{folder}/"))
     assert argv[:2] == ["/usr/bin/timeout", "600"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(1.5)
         assert proc.poll() is None  # still waiting, not failed
-        (keys / "server.key").write_text("x")
+        for key in keys[:-1]:
+            (folder / key).write_text("x")
         time.sleep(0.5)
-        assert proc.poll() is None  # one key is not enough
-        (keys / "peer.key").write_text("x")
+        assert proc.poll() is None  # all its keys or none
+        (folder / keys[-1]).write_text("x")
         delivered = time.monotonic()
         assert proc.wait(timeout=5) == 0
         assert time.monotonic() - delivered < 1.0
-        assert proc.stdout.read().startswith("etcd: waiting for its keys")
+        assert proc.stdout.read().startswith(f"{says}: waiting for its keys")
     finally:
         proc.kill()
         proc.wait()
-    (keys / "peer.key").unlink()
+    (folder / keys[-1]).unlink()
     gave_up = subprocess.run(["/usr/bin/timeout", "1", *argv[2:]], capture_output=True, text=True, timeout=30)
     assert gave_up.returncode == 124  # timeout's code: the start fails and Restart= tries again
