@@ -184,6 +184,10 @@ class Unit:
         except KeyError as err:  # the unit names a user or group the host lacks
             self.write_state("failed", reason=f"unknown user or group {err}")
             return 0
+        # Recorded with this launcher's pid at once: while an ExecStartPre= waits for its keys
+        # (minutes, bounded) a re-run must see the unit's launcher alive, not only its pid file,
+        # which an `up` killed between starting the launcher and writing the file never wrote.
+        self.write_state("activating")
         if self.spec["type"] == "oneshot":
             return self.run_oneshot()
         self.make_runtime_directories()
