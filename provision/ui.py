@@ -131,10 +131,12 @@ class UI:
             sys.stdout.write(json.dumps(self.envelope(data, ok), indent=2) + "\n")
             sys.stdout.flush()
         elif text is not None:
-            if isinstance(text, str) and self._out is None and _verbatim(self.rewrite(text)):
-                sys.stdout.write(self.rewrite(text) + "\n")  # as rich would print it, without loading rich
-            elif isinstance(text, str):
-                self.out.print(self.rewrite(text), markup=False, highlight=False)
+            if isinstance(text, str):
+                shown = self.rewrite(text)
+                if self._out is None and _verbatim(shown):
+                    sys.stdout.write(shown + "\n")  # as rich would print it, without loading rich
+                else:
+                    self.out.print(shown, markup=False, highlight=False)
             else:
                 self.print_wide(text)
 
